@@ -1,0 +1,47 @@
+//! Get (streamed, with an optional byte range) and Stat.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+
+use super::{GetStream, Limits, object_info, pb, validate};
+use crate::objects::Objects;
+use crate::store::Range;
+
+pub async fn handle_get(objects: &Arc<Objects>, limits: &Limits, req: pb::GetRequest) -> Result<GetStream, Status> {
+    let bucket = validate::bucket(&req.bucket)?;
+    validate::key(&req.key, limits.max_key_length)?;
+    let range = Range { offset: req.offset, len: (req.length > 0).then_some(req.length) };
+    let (rec, rx) = objects.get(&bucket, &req.key, validate::version(&req.version), range).await?;
+    let head = pb::GetResponse { part: Some(pb::get_response::Part::Info(object_info(&rec))) };
+    let max = limits.max_chunk;
+    let body = ReceiverStream::new(rx).flat_map(move |item| {
+        let out: Vec<Result<pb::GetResponse, Status>> = match item {
+            Ok(mut data) => {
+                // Frames are 1 MiB; split further if the message limit is smaller.
+                let mut parts = Vec::new();
+                while data.len() > max {
+                    parts.push(data.split_to(max));
+                }
+                parts.push(data);
+                parts
+                    .into_iter()
+                    .filter(|p| !p.is_empty())
+                    .map(|p| Ok(pb::GetResponse { part: Some(pb::get_response::Part::Chunk(p)) }))
+                    .collect()
+            }
+            Err(e) => vec![Err(Status::from(e))],
+        };
+        futures::stream::iter(out)
+    });
+    Ok(Box::pin(futures::stream::once(async { Ok(head) }).chain(body)))
+}
+
+pub async fn handle_stat(objects: &Objects, limits: &Limits, req: pb::StatRequest) -> Result<pb::ObjectInfo, Status> {
+    let bucket = validate::bucket(&req.bucket)?;
+    validate::key(&req.key, limits.max_key_length)?;
+    let rec = objects.meta().get(&bucket, &req.key, validate::version(&req.version)).await?;
+    Ok(object_info(&rec))
+}

@@ -1,0 +1,45 @@
+//! List (keyset-paginated) and ListVersions.
+
+use tonic::Status;
+
+use super::error::invalid;
+use super::{Limits, object_info, pb, validate};
+use crate::objects::Objects;
+
+const DEFAULT_LIMIT: u32 = 1000;
+const MAX_LIMIT: u32 = 10_000;
+
+pub async fn handle_list(objects: &Objects, req: pb::ListRequest) -> Result<pb::ListResponse, Status> {
+    let bucket = validate::bucket(&req.bucket)?;
+    let limit = match req.limit {
+        0 => DEFAULT_LIMIT,
+        n if n > MAX_LIMIT => return Err(invalid(format!("limit {n} is above the maximum {MAX_LIMIT}"))),
+        n => n,
+    };
+    // The token is the last key of the previous page, hex-encoded.
+    let after = if req.page_token.is_empty() {
+        None
+    } else {
+        let raw = hex::decode(&req.page_token).map_err(|_| invalid("page_token is not one this server issued"))?;
+        Some(String::from_utf8(raw).map_err(|_| invalid("page_token is not one this server issued"))?)
+    };
+    let mut objs = objects.meta().list(&bucket, &req.prefix, after.as_deref(), limit + 1).await?;
+    let next_page_token = if objs.len() > limit as usize {
+        objs.truncate(limit as usize);
+        hex::encode(&objs.last().expect("non-empty").key)
+    } else {
+        String::new()
+    };
+    Ok(pb::ListResponse { objects: objs.iter().map(object_info).collect(), next_page_token })
+}
+
+pub async fn handle_list_versions(
+    objects: &Objects,
+    limits: &Limits,
+    req: pb::ListVersionsRequest,
+) -> Result<pb::ListVersionsResponse, Status> {
+    let bucket = validate::bucket(&req.bucket)?;
+    validate::key(&req.key, limits.max_key_length)?;
+    let versions = objects.meta().list_versions(&bucket, &req.key).await?;
+    Ok(pb::ListVersionsResponse { versions: versions.iter().map(object_info).collect() })
+}

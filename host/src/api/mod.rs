@@ -1,0 +1,168 @@
+//! The client gRPC API (`strata.v1.Strata`).
+//!
+//! The service impl only times the call and dispatches to a `handle_<op>`
+//! in the file of that operation; errors map to statuses in [`error`].
+
+mod bucket;
+mod delete;
+pub mod error;
+mod get;
+mod list;
+mod put;
+mod stats;
+pub mod validate;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::meta::ObjectRecord;
+use crate::objects::Objects;
+
+/// Generated protobuf types and gRPC stubs.
+pub mod pb {
+    #![allow(missing_docs, clippy::all)]
+    tonic::include_proto!("strata.v1");
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("strata_descriptor");
+}
+
+/// Limits the API enforces on each request.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_key_length: usize,
+    pub max_batch_items: usize,
+    /// Largest chunk sent in a Get response.
+    pub max_chunk: usize,
+}
+
+pub struct Api {
+    objects: Arc<Objects>,
+    limits: Limits,
+}
+
+impl Api {
+    pub fn new(objects: Arc<Objects>, limits: Limits) -> Self {
+        Self { objects, limits }
+    }
+
+    async fn timed<T>(
+        &self,
+        op: &'static str,
+        f: impl Future<Output = Result<T, Status>>,
+    ) -> Result<T, Status> {
+        let start = Instant::now();
+        let r = f.await;
+        self.objects.metrics.record(op, start.elapsed(), r.is_ok());
+        r
+    }
+}
+
+pub fn object_info(r: &ObjectRecord) -> pb::ObjectInfo {
+    pb::ObjectInfo {
+        bucket: r.bucket.clone(),
+        key: r.key.clone(),
+        version: r.version.clone(),
+        digest: r.digest.map(|d| d.to_string()).unwrap_or_default(),
+        size: r.size,
+        content_type: r.content_type.clone(),
+        attributes: r.attributes.iter().map(|(k, v)| (k.clone(), validate::from_json(v))).collect(),
+        created_ms: r.created_ms,
+        modified_ms: r.modified_ms,
+        delete_marker: r.is_delete_marker(),
+        latest: r.latest,
+        stamp: r.stamp,
+    }
+}
+
+type GetStream = Pin<Box<dyn Stream<Item = Result<pb::GetResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::strata_server::Strata for Api {
+    async fn put(&self, req: Request<Streaming<pb::PutRequest>>) -> Result<Response<pb::PutResponse>, Status> {
+        self.timed("put", put::handle_put(&self.objects, &self.limits, req.into_inner()))
+            .await
+            .map(Response::new)
+    }
+
+    async fn put_many(
+        &self,
+        req: Request<Streaming<pb::PutManyRequest>>,
+    ) -> Result<Response<pb::PutManyResponse>, Status> {
+        self.timed("put_many", put::handle_put_many(&self.objects, &self.limits, req.into_inner()))
+            .await
+            .map(Response::new)
+    }
+
+    type GetStream = GetStream;
+
+    async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<GetStream>, Status> {
+        self.timed("get", get::handle_get(&self.objects, &self.limits, req.into_inner()))
+            .await
+            .map(Response::new)
+    }
+
+    async fn stat(&self, req: Request<pb::StatRequest>) -> Result<Response<pb::ObjectInfo>, Status> {
+        self.timed("stat", get::handle_stat(&self.objects, &self.limits, req.into_inner()))
+            .await
+            .map(Response::new)
+    }
+
+    async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+        self.timed("delete", delete::handle_delete(&self.objects, &self.limits, req.into_inner()))
+            .await
+            .map(Response::new)
+    }
+
+    async fn delete_many(
+        &self,
+        req: Request<pb::DeleteManyRequest>,
+    ) -> Result<Response<pb::DeleteManyResponse>, Status> {
+        self.timed("delete_many", delete::handle_delete_many(&self.objects, &self.limits, req.into_inner()))
+            .await
+            .map(Response::new)
+    }
+
+    async fn list(&self, req: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
+        self.timed("list", list::handle_list(&self.objects, req.into_inner()))
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_versions(
+        &self,
+        req: Request<pb::ListVersionsRequest>,
+    ) -> Result<Response<pb::ListVersionsResponse>, Status> {
+        self.timed("list_versions", list::handle_list_versions(&self.objects, &self.limits, req.into_inner()))
+            .await
+            .map(Response::new)
+    }
+
+    async fn create_bucket(&self, req: Request<pb::CreateBucketRequest>) -> Result<Response<pb::Bucket>, Status> {
+        self.timed("create_bucket", bucket::handle_create(&self.objects, req.into_inner()))
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_buckets(
+        &self,
+        _req: Request<pb::ListBucketsRequest>,
+    ) -> Result<Response<pb::ListBucketsResponse>, Status> {
+        self.timed("list_buckets", bucket::handle_list(&self.objects)).await.map(Response::new)
+    }
+
+    async fn delete_bucket(
+        &self,
+        req: Request<pb::DeleteBucketRequest>,
+    ) -> Result<Response<pb::DeleteBucketResponse>, Status> {
+        self.timed("delete_bucket", bucket::handle_delete(&self.objects, req.into_inner()))
+            .await
+            .map(Response::new)
+    }
+
+    async fn stats(&self, _req: Request<pb::StatsRequest>) -> Result<Response<pb::StatsResponse>, Status> {
+        stats::handle_stats(&self.objects).await.map(Response::new)
+    }
+}

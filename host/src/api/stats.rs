@@ -1,0 +1,36 @@
+//! Stats: totals from the metadata store, live figures from the metrics.
+
+use tonic::Status;
+
+use super::pb;
+use crate::objects::Objects;
+
+pub async fn handle_stats(objects: &Objects) -> Result<pb::StatsResponse, Status> {
+    let s = objects.meta().stats().await?;
+    Ok(pb::StatsResponse {
+        objects: s.objects,
+        versions: s.versions,
+        blobs: s.blobs,
+        logical_bytes: s.live_bytes,
+        physical_bytes: s.stored_bytes,
+        dedup_ratio: if s.blob_bytes == 0 { 1.0 } else { s.version_bytes as f64 / s.blob_bytes as f64 },
+        cache_hits: s.cache.hits,
+        cache_misses: s.cache.misses,
+        cache_hit_ratio: s.cache.hit_ratio(),
+        ops: objects
+            .metrics
+            .figures()
+            .into_iter()
+            .map(|f| pb::OpStats {
+                op: f.op,
+                count: f.count,
+                errors: f.errors,
+                mean_ms: f.mean_ms,
+                p50_ms: f.p50_ms,
+                p99_ms: f.p99_ms,
+            })
+            .collect(),
+        corrupt_blobs: s.corrupt_blobs,
+        max_size: objects.store().quota.max,
+    })
+}

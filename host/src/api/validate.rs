@@ -1,0 +1,121 @@
+//! Checks on everything a client names, and conversions of attribute values.
+
+use std::collections::HashMap;
+
+use serde_json::{Number, Value as Json};
+use tonic::Status;
+
+use super::error::invalid;
+use super::pb::{self, value::Kind};
+use crate::meta::Attributes;
+
+pub const DEFAULT_BUCKET: &str = "default";
+
+/// An empty bucket means the default one.
+pub fn bucket(name: &str) -> Result<String, Status> {
+    if name.is_empty() {
+        return Ok(DEFAULT_BUCKET.into());
+    }
+    bucket_name(name)?;
+    Ok(name.into())
+}
+
+/// Bucket names: 3 to 63 of `a-z 0-9 . -`, starting and ending with a letter or digit.
+pub fn bucket_name(name: &str) -> Result<(), Status> {
+    let ok_len = (3..=63).contains(&name.len());
+    let ok_chars = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+    let ok_ends = name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && name.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
+    if ok_len && ok_chars && ok_ends {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "invalid bucket name {name:?}: use 3 to 63 characters of a-z, 0-9, '.' and '-', \
+             starting and ending with a letter or digit"
+        )))
+    }
+}
+
+/// Keys: 1 to `max` bytes of UTF-8 (prost already refused invalid UTF-8),
+/// no NUL or other control characters, no `.` or `..` path segment.
+pub fn key(key: &str, max: usize) -> Result<(), Status> {
+    if key.is_empty() {
+        return Err(invalid("the key is empty: give the object a name"));
+    }
+    if key.len() > max {
+        return Err(invalid(format!("the key is {} bytes long; the limit is {max}", key.len())));
+    }
+    if let Some(c) = key.chars().find(|c| c.is_control() || *c == '\u{10FFFF}') {
+        return Err(invalid(format!("the key contains the control character {c:?}; remove it")));
+    }
+    if key.split('/').any(|seg| seg == ".." || seg == ".") {
+        return Err(invalid(format!("the key {key:?} has a '.' or '..' path segment; remove it")));
+    }
+    Ok(())
+}
+
+pub fn version(v: &str) -> Option<&str> {
+    (!v.is_empty()).then_some(v)
+}
+
+pub fn attributes(attrs: HashMap<String, pb::Value>) -> Result<Attributes, Status> {
+    let mut out = Attributes::new();
+    for (k, v) in attrs {
+        if k.is_empty() || k.len() > 256 {
+            return Err(invalid(format!("attribute name {k:?} must be 1 to 256 bytes")));
+        }
+        let json = to_json(v).map_err(|why| invalid(format!("attribute {k:?}: {why}")))?;
+        out.insert(k, json);
+    }
+    Ok(out)
+}
+
+fn to_json(v: pb::Value) -> Result<Json, String> {
+    Ok(match v.kind {
+        Some(Kind::String(s)) => Json::String(s),
+        Some(Kind::Number(n)) => {
+            Json::Number(Number::from_f64(n).ok_or("numbers must be finite")?)
+        }
+        Some(Kind::Boolean(b)) => Json::Bool(b),
+        Some(Kind::List(l)) => Json::Array(l.values.into_iter().map(to_json).collect::<Result<_, _>>()?),
+        None => return Err("the value is empty".into()),
+    })
+}
+
+pub fn from_json(v: &Json) -> pb::Value {
+    let kind = match v {
+        Json::String(s) => Kind::String(s.clone()),
+        Json::Number(n) => Kind::Number(n.as_f64().unwrap_or_default()),
+        Json::Bool(b) => Kind::Boolean(*b),
+        Json::Array(a) => Kind::List(pb::ValueList { values: a.iter().map(from_json).collect() }),
+        // Never stored (the API accepts no null or object), but stay total.
+        Json::Null => Kind::String(String::new()),
+        Json::Object(_) => Kind::String(v.to_string()),
+    };
+    pb::Value { kind: Some(kind) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys() {
+        assert!(key("a/b/c.txt", 1024).is_ok());
+        assert!(key("", 1024).is_err());
+        assert!(key("a/../b", 1024).is_err());
+        assert!(key("..", 1024).is_err());
+        assert!(key("a\0b", 1024).is_err());
+        assert!(key(&"x".repeat(1025), 1024).is_err());
+        assert!(key("a..b", 1024).is_ok());
+    }
+
+    #[test]
+    fn buckets() {
+        assert!(bucket_name("models").is_ok());
+        assert!(bucket_name("Models").is_err());
+        assert!(bucket_name("ab").is_err());
+        assert!(bucket_name("-ab").is_err());
+        assert_eq!(bucket("").unwrap(), "default");
+    }
+}

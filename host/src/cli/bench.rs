@@ -1,0 +1,277 @@
+//! `strata bench`: measures this machine (raw write+fsync, SHA-256) and a
+//! real strata server started as a child process on loopback, then prints
+//! the figures side by side with their ratios and targets.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use bytes::Bytes;
+use sha2::{Digest as _, Sha256};
+use tokio::io::AsyncBufReadExt;
+
+use super::client::{self, CHUNK};
+use crate::api::pb;
+use crate::config::parse_size;
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Size of the large object put and read back.
+    #[arg(long, default_value = "4GiB", value_parser = parse_size)]
+    size: u64,
+    /// How long the 4 KiB put test and the serial fsync loop run, in seconds.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Concurrent clients for the 4 KiB puts.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Scratch directory (on the disk to measure); removed afterwards.
+    #[arg(long, default_value = "./strata-bench")]
+    dir: PathBuf,
+}
+
+struct Figures {
+    raw_write: f64,
+    serial_fsync: f64,
+    sha256: f64,
+    put: f64,
+    get: f64,
+    small_puts: f64,
+    peak_rss: u64,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.dir.exists() {
+        bail!("--dir {} exists; give a path the bench may create and delete", args.dir.display());
+    }
+    std::fs::create_dir_all(&args.dir)?;
+    let r = bench(&args).await;
+    let _ = std::fs::remove_dir_all(&args.dir);
+    let f = r?;
+    report(&args, &f);
+    Ok(())
+}
+
+async fn bench(args: &BenchArgs) -> anyhow::Result<Figures> {
+    let raw_dir = args.dir.join("raw");
+    std::fs::create_dir_all(&raw_dir)?;
+    eprintln!("measuring raw write+fsync bandwidth ...");
+    let raw_write = raw_write(&raw_dir.join("big"), args.size.min(2 << 30))?;
+    eprintln!("measuring a serial 4 KiB write+fsync loop ...");
+    let serial_fsync = serial_fsync(&raw_dir, Duration::from_secs(args.seconds))?;
+    std::fs::remove_dir_all(&raw_dir)?;
+    eprintln!("measuring single-core SHA-256 ...");
+    let sha256 = sha256_rate();
+
+    let mut server = Child::start(&args.dir.join("server")).await?;
+    let mut c = client::connect(&server.url).await?;
+    eprintln!("putting a {} object ...", bytesize::ByteSize(args.size));
+    let put = large_put(&mut c, args.size).await?;
+    eprintln!("getting it back ...");
+    let get = large_get(&mut c, args.size).await?;
+    let peak_rss = server.peak_rss()?;
+    eprintln!("4 KiB puts from {} clients ...", args.concurrency);
+    let small_puts = small_puts(&server.url, args.concurrency, Duration::from_secs(args.seconds)).await?;
+    server.stop().await;
+    Ok(Figures { raw_write, serial_fsync, sha256, put, get, small_puts, peak_rss })
+}
+
+fn report(args: &BenchArgs, f: &Figures) {
+    let mb = |b: f64| b / 1e6;
+    let size = bytesize::ByteSize(args.size);
+    println!("strata bench ({size} object, {} clients for 4 KiB puts)", args.concurrency);
+    println!("machine  raw write+fsync            {:>9.1} MB/s", mb(f.raw_write));
+    println!("machine  serial 4 KiB write+fsync   {:>9.0} ops/s", f.serial_fsync);
+    println!("machine  SHA-256, one core          {:>9.1} MB/s", mb(f.sha256));
+    let line = |name: &str, v: String, ratio: f64, target: f64, of: &str| {
+        let verdict = if ratio >= target { "ok" } else { "BELOW TARGET" };
+        println!("strata   {name:<28} {v}  = {ratio:.2} x {of} (target >= {target}) {verdict}");
+    };
+    line("large put", format!("{:>9.1} MB/s", mb(f.put)), f.put / f.raw_write, 0.9, "raw write+fsync");
+    line("large get (verified)", format!("{:>9.1} MB/s", mb(f.get)), f.get / f.sha256, 0.8, "SHA-256");
+    line("4 KiB puts, sync_writes", format!("{:>9.0} ops/s", f.small_puts), f.small_puts / f.serial_fsync, 3.0, "serial loop");
+    let rss_mib = f.peak_rss as f64 / (1 << 20) as f64;
+    println!(
+        "strata   server peak RSS              {rss_mib:>9.1} MiB (target <= 100 MiB) {}",
+        if rss_mib <= 100.0 { "ok" } else { "ABOVE TARGET" }
+    );
+}
+
+/// Writes `size` bytes in 1 MiB writes, then fsyncs; bytes per second.
+fn raw_write(path: &Path, size: u64) -> anyhow::Result<f64> {
+    let buf = random_chunk();
+    let start = Instant::now();
+    let mut f = std::fs::File::create(path)?;
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        f.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    f.sync_all()?;
+    let rate = size as f64 / start.elapsed().as_secs_f64();
+    std::fs::remove_file(path)?;
+    Ok(rate)
+}
+
+/// Creates a file, writes 4 KiB, fsyncs; repeated for `time`. Ops per second.
+fn serial_fsync(dir: &Path, time: Duration) -> anyhow::Result<f64> {
+    let buf = vec![7u8; 4096];
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < time {
+        let mut f = std::fs::File::create(dir.join(format!("f{n}")))?;
+        f.write_all(&buf)?;
+        f.sync_all()?;
+        n += 1;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+fn sha256_rate() -> f64 {
+    let buf = random_chunk();
+    let total = 1u64 << 30;
+    let start = Instant::now();
+    let mut h = Sha256::new();
+    for _ in 0..(total / buf.len() as u64) {
+        h.update(&buf);
+    }
+    std::hint::black_box(h.finalize());
+    total as f64 / start.elapsed().as_secs_f64()
+}
+
+fn random_chunk() -> Vec<u8> {
+    let mut buf = vec![0u8; CHUNK];
+    rand::fill(&mut buf[..]);
+    buf
+}
+
+async fn large_put(c: &mut client::Client, size: u64) -> anyhow::Result<f64> {
+    let chunk = Bytes::from(random_chunk());
+    // A fresh first chunk, so the blob is new even if the bench ran before.
+    let first = Bytes::from(random_chunk());
+    let header = pb::PutHeader { key: "bench/large".into(), size: Some(size), ..Default::default() };
+    let mut left = size;
+    let head = pb::PutRequest { part: Some(pb::put_request::Part::Header(header)) };
+    let mut i = 0u64;
+    let body = std::iter::from_fn(move || {
+        if left == 0 {
+            return None;
+        }
+        let n = left.min(CHUNK as u64) as usize;
+        left -= n as u64;
+        let src = if i == 0 { &first } else { &chunk };
+        i += 1;
+        Some(pb::PutRequest { part: Some(pb::put_request::Part::Chunk(src.slice(..n))) })
+    });
+    let stream = futures::stream::iter(std::iter::once(head).chain(body));
+    let start = Instant::now();
+    c.put(stream).await.map_err(client::status)?;
+    Ok(size as f64 / start.elapsed().as_secs_f64())
+}
+
+async fn large_get(c: &mut client::Client, size: u64) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    let mut s = c
+        .get(pb::GetRequest { key: "bench/large".into(), ..Default::default() })
+        .await
+        .map_err(client::status)?
+        .into_inner();
+    let mut got = 0u64;
+    while let Some(m) = s.message().await.map_err(client::status)? {
+        if let Some(pb::get_response::Part::Chunk(b)) = m.part {
+            got += b.len() as u64;
+        }
+    }
+    if got != size {
+        bail!("read back {got} bytes of {size}");
+    }
+    Ok(size as f64 / start.elapsed().as_secs_f64())
+}
+
+async fn small_puts(url: &str, concurrency: usize, time: Duration) -> anyhow::Result<f64> {
+    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..concurrency {
+        let mut c = client::connect(url).await?;
+        let done = done.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            while start.elapsed() < time {
+                let mut data = vec![0u8; 4096];
+                rand::fill(&mut data[..]);
+                let header = pb::PutHeader { key: format!("bench/small/{w}/{i}"), ..Default::default() };
+                let msgs = vec![
+                    pb::PutRequest { part: Some(pb::put_request::Part::Header(header)) },
+                    pb::PutRequest { part: Some(pb::put_request::Part::Chunk(Bytes::from(data))) },
+                ];
+                c.put(futures::stream::iter(msgs)).await.map_err(client::status)?;
+                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                i += 1;
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(done.load(std::sync::atomic::Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
+}
+
+/// A `strata serve` child on an ephemeral loopback port.
+struct Child {
+    proc: tokio::process::Child,
+    url: String,
+}
+
+impl Child {
+    async fn start(dir: &Path) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe()?;
+        let mut proc = tokio::process::Command::new(exe)
+            .arg("serve")
+            .env("STRATA_SERVER__LISTEN", "127.0.0.1:0")
+            .env("STRATA_STORAGE__BASE_PATH", dir)
+            .env("STRATA_STORAGE__SYNC_WRITES", "true")
+            .env("STRATA_STORAGE__SCRUB_INTERVAL", "0s")
+            .env("STRATA_STORAGE__GC_INTERVAL", "0s")
+            .env("STRATA_LOG", "warn")
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting strata serve")?;
+        let out = proc.stdout.take().expect("piped");
+        let mut lines = tokio::io::BufReader::new(out).lines();
+        let addr = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(l) = lines.next_line().await? {
+                if let Some(a) = l.strip_prefix("strata listening on ") {
+                    return Ok(a.to_string());
+                }
+            }
+            Err(anyhow!("the server exited before listening"))
+        })
+        .await
+        .map_err(|_| anyhow!("the server did not start within 60 s"))??;
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Self { proc, url: format!("http://{addr}") })
+    }
+
+    fn peak_rss(&self) -> anyhow::Result<u64> {
+        let pid = self.proc.id().ok_or_else(|| anyhow!("server exited"))?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .ok_or_else(|| anyhow!("no VmHWM in /proc/{pid}/status"))?;
+        Ok(kb * 1024)
+    }
+
+    async fn stop(&mut self) {
+        let _ = self.proc.start_kill();
+        let _ = self.proc.wait().await;
+    }
+}

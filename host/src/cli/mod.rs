@@ -1,0 +1,154 @@
+//! The `strata` command: `serve` runs a server; every other subcommand is a
+//! gRPC client of one.
+
+mod bench;
+mod client;
+mod output;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "strata", version, about = "Content-addressed storage server and client")]
+pub struct Cli {
+    /// Server to talk to.
+    #[arg(long, global = true, env = "STRATA_ADDR", default_value = "http://127.0.0.1:7400")]
+    pub addr: String,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Run a server (embedded defaults unless --config is given).
+    Serve {
+        /// TOML file merged over the defaults; STRATA_* variables override both.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Store a file (or stdin) under KEY.
+    Put {
+        key: String,
+        /// File to upload; `-` or nothing reads stdin.
+        file: Option<PathBuf>,
+        #[arg(long, short)]
+        bucket: Option<String>,
+        /// Attribute `name=value`; numbers, true/false and [..] arrays are typed, the rest are strings.
+        #[arg(long = "meta", short = 'm', value_name = "NAME=VALUE")]
+        meta: Vec<String>,
+        #[arg(long)]
+        content_type: Option<String>,
+        /// Fail if the key already has a live object.
+        #[arg(long)]
+        if_absent: bool,
+        /// Fail unless the key's live object is this version.
+        #[arg(long)]
+        if_version: Option<String>,
+    },
+    /// Store many small files in one batch, each under its file name.
+    PutMany {
+        files: Vec<PathBuf>,
+        #[arg(long, short)]
+        bucket: Option<String>,
+        /// Prefix for the keys.
+        #[arg(long, default_value = "")]
+        prefix: String,
+    },
+    /// Fetch an object to a file or stdout.
+    Get {
+        key: String,
+        /// Output file; `-` or nothing writes stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        #[arg(long, short)]
+        bucket: Option<String>,
+        #[arg(long)]
+        version: Option<String>,
+        /// Byte range `START-END` (inclusive) or `START-`.
+        #[arg(long)]
+        range: Option<String>,
+    },
+    /// Delete objects (a delete marker when versioning), or one version for good.
+    Rm {
+        #[arg(required = true)]
+        keys: Vec<String>,
+        #[arg(long, short)]
+        bucket: Option<String>,
+        /// Remove this version permanently (one key only).
+        #[arg(long)]
+        version: Option<String>,
+    },
+    /// List objects.
+    Ls {
+        #[arg(default_value = "")]
+        prefix: String,
+        #[arg(long, short)]
+        bucket: Option<String>,
+        /// Stop after this many objects (0: all).
+        #[arg(long, default_value_t = 0)]
+        limit: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show an object's metadata.
+    Stat {
+        key: String,
+        #[arg(long, short)]
+        bucket: Option<String>,
+        #[arg(long)]
+        version: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List every version of a key, newest first.
+    Versions {
+        key: String,
+        #[arg(long, short)]
+        bucket: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage buckets.
+    Bucket {
+        #[command(subcommand)]
+        cmd: BucketCmd,
+    },
+    /// Server totals, cache and per-operation figures.
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask the server whether it is serving (gRPC health).
+    Health,
+    /// Measure this machine and a strata server on it; prints figures and ratios.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BucketCmd {
+    Create { name: String },
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    Rm { name: String },
+}
+
+/// Runs the command; the error is printed by `main` as one line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.cmd {
+        Cmd::Serve { config } => serve(config).await,
+        Cmd::Bench(args) => bench::run(args).await,
+        cmd => client::run(&cli.addr, cmd).await,
+    }
+}
+
+async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = crate::config::Config::load(config.as_deref())?;
+    let server = crate::server::Server::open(config).await?;
+    // Scripts and tests read these two lines.
+    println!("strata listening on {}", server.addr);
+    println!("strata storing data in {}", server.data_dir.display());
+    server.serve(crate::server::shutdown_signal()).await
+}

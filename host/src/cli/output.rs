@@ -1,0 +1,124 @@
+//! Human tables and `--json` for scripts.
+
+use serde_json::{Value, json};
+
+use crate::api::pb;
+
+fn value(v: &pb::Value) -> Value {
+    use pb::value::Kind;
+    match &v.kind {
+        Some(Kind::String(s)) => json!(s),
+        Some(Kind::Number(n)) => json!(n),
+        Some(Kind::Boolean(b)) => json!(b),
+        Some(Kind::List(l)) => Value::Array(l.values.iter().map(value).collect()),
+        None => Value::Null,
+    }
+}
+
+pub fn object_json(o: &pb::ObjectInfo) -> Value {
+    let attrs: serde_json::Map<String, Value> = o.attributes.iter().map(|(k, v)| (k.clone(), value(v))).collect();
+    json!({
+        "bucket": o.bucket, "key": o.key, "version": o.version, "digest": o.digest,
+        "size": o.size, "content_type": o.content_type, "attributes": attrs,
+        "created_ms": o.created_ms, "modified_ms": o.modified_ms,
+        "delete_marker": o.delete_marker, "latest": o.latest,
+    })
+}
+
+fn time(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+pub fn objects(list: &[pb::ObjectInfo], json: bool) {
+    if json {
+        println!("{}", Value::Array(list.iter().map(object_json).collect()));
+        return;
+    }
+    for o in list {
+        println!("{:>12}  {}  {}", o.size, time(o.modified_ms), o.key);
+    }
+}
+
+pub fn object(o: &pb::ObjectInfo, json: bool) {
+    if json {
+        println!("{}", object_json(o));
+        return;
+    }
+    println!("bucket:        {}", o.bucket);
+    println!("key:           {}", o.key);
+    println!("version:       {}{}", o.version, if o.latest { " (latest)" } else { "" });
+    if o.delete_marker {
+        println!("delete marker: yes");
+    }
+    println!("size:          {}", o.size);
+    println!("digest:        sha256:{}", o.digest);
+    println!("content type:  {}", o.content_type);
+    println!("created:       {}", time(o.created_ms));
+    println!("modified:      {}", time(o.modified_ms));
+    let mut attrs: Vec<_> = o.attributes.iter().collect();
+    attrs.sort_by(|a, b| a.0.cmp(b.0));
+    for (k, v) in attrs {
+        println!("attribute:     {k} = {}", value(v));
+    }
+}
+
+pub fn versions(list: &[pb::ObjectInfo], json: bool) {
+    if json {
+        println!("{}", Value::Array(list.iter().map(object_json).collect()));
+        return;
+    }
+    for o in list {
+        let what = if o.delete_marker { "delete marker".to_string() } else { format!("{} bytes", o.size) };
+        println!("{}  {}  {}{}", o.version, time(o.modified_ms), what, if o.latest { "  (latest)" } else { "" });
+    }
+}
+
+pub fn buckets(list: &[pb::Bucket], json: bool) {
+    if json {
+        let v: Vec<Value> = list
+            .iter()
+            .map(|b| json!({"name": b.name, "created_ms": b.created_ms, "objects": b.object_count}))
+            .collect();
+        println!("{}", Value::Array(v));
+        return;
+    }
+    for b in list {
+        println!("{:<40} {:>10} objects  created {}", b.name, b.object_count, time(b.created_ms));
+    }
+}
+
+pub fn stats(s: &pb::StatsResponse, json: bool) {
+    let ops: Vec<Value> = s
+        .ops
+        .iter()
+        .map(|o| json!({"op": o.op, "count": o.count, "errors": o.errors, "mean_ms": o.mean_ms, "p50_ms": o.p50_ms, "p99_ms": o.p99_ms}))
+        .collect();
+    if json {
+        println!(
+            "{}",
+            json!({
+                "objects": s.objects, "versions": s.versions, "blobs": s.blobs,
+                "logical_bytes": s.logical_bytes, "physical_bytes": s.physical_bytes,
+                "dedup_ratio": s.dedup_ratio, "cache_hits": s.cache_hits, "cache_misses": s.cache_misses,
+                "cache_hit_ratio": s.cache_hit_ratio, "corrupt_blobs": s.corrupt_blobs,
+                "max_size": s.max_size, "ops": ops,
+            })
+        );
+        return;
+    }
+    println!("objects:          {}", s.objects);
+    println!("versions:         {}", s.versions);
+    println!("blobs:            {}", s.blobs);
+    println!("logical bytes:    {}", s.logical_bytes);
+    println!("physical bytes:   {}{}", s.physical_bytes, if s.max_size > 0 { format!(" of {} allowed", s.max_size) } else { String::new() });
+    println!("dedup ratio:      {:.2}", s.dedup_ratio);
+    println!("cache hit ratio:  {:.2} ({} hits, {} misses)", s.cache_hit_ratio, s.cache_hits, s.cache_misses);
+    println!("corrupt blobs:    {}", s.corrupt_blobs);
+    for o in &s.ops {
+        println!(
+            "op {:<14} count {:>8}  errors {:>5}  mean {:>8.3} ms  p50 {:>8.3} ms  p99 {:>8.3} ms",
+            o.op, o.count, o.errors, o.mean_ms, o.p50_ms, o.p99_ms
+        );
+    }
+}

@@ -1,0 +1,329 @@
+//! The one configuration tree: defaults, then a TOML file, then `STRATA_`
+//! environment variables (`STRATA_STORAGE__MAX_SIZE=10GiB`).
+//!
+//! Every field here is used by the server; an option that did nothing would
+//! be a lie, so there are none. `strata.example.toml` documents each one and
+//! a test loads it.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The embedded default configuration, also shipped (commented) as
+/// `strata.example.toml`.
+pub const EXAMPLE_TOML: &str = include_str!("../../strata.example.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub metadata: MetadataConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address of the gRPC listener. Loopback unless you mean otherwise.
+    pub listen: SocketAddr,
+    /// Largest single gRPC message accepted or sent (a chunk, a batch).
+    pub max_message_size: Size,
+    /// Most items in one PutMany or DeleteMany call.
+    pub max_batch_items: usize,
+    /// Longest key, in bytes.
+    pub max_key_length: usize,
+    /// How long a graceful shutdown waits for calls in flight.
+    #[serde(with = "duration")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
+            max_message_size: Size(16 << 20),
+            max_batch_items: 10_000,
+            max_key_length: 1024,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    None,
+    Zstd,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionConfig {
+    /// File holding the 32-byte key as 64 hex characters.
+    pub key_file: Option<PathBuf>,
+    /// Name of an environment variable holding the key as 64 hex characters.
+    pub key_env: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Where blobs (and, by default, metadata) live.
+    pub base_path: PathBuf,
+    /// Quota on the bytes blob files take on disk; 0 means none.
+    pub max_size: Size,
+    pub compression: Compression,
+    /// zstd level, 1 (fast) to 19 (small).
+    pub compression_level: i32,
+    /// Authenticated encryption at rest (XChaCha20-Poly1305); off when absent.
+    pub encryption: Option<EncryptionConfig>,
+    /// Memory for an LRU cache of small verified blobs served from RAM; 0 turns it off.
+    pub max_cache_size: Size,
+    /// Unreferenced blobs and stray temp files older than this are removed by GC.
+    #[serde(with = "duration")]
+    pub cleanup_age: Duration,
+    /// How often GC runs; 0s turns it off.
+    #[serde(with = "duration")]
+    pub gc_interval: Duration,
+    /// How often every blob is re-read and verified; 0s turns it off.
+    #[serde(with = "duration")]
+    pub scrub_interval: Duration,
+    /// fsync blobs and metadata before acknowledging a write.
+    pub sync_writes: bool,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            base_path: PathBuf::from("./strata-data"),
+            max_size: Size(0),
+            compression: Compression::None,
+            compression_level: 3,
+            encryption: None,
+            max_cache_size: Size(64 << 20),
+            cleanup_age: Duration::from_secs(168 * 3600),
+            gc_interval: Duration::from_secs(3600),
+            scrub_interval: Duration::from_secs(24 * 3600),
+            sync_writes: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MetaBackend {
+    /// A SQLite file under `data_dir`.
+    Sqlite,
+    /// In-memory SQLite: metadata is lost at exit. For tests and scratch use.
+    Memory,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetadataConfig {
+    pub backend: MetaBackend,
+    /// Directory of the SQLite file; defaults to `<base_path>/meta`.
+    pub data_dir: Option<PathBuf>,
+    /// Entries in the LRU cache of object metadata; 0 turns it off.
+    pub cache_size: usize,
+    /// Keep every version of a key; a delete leaves a marker.
+    pub enable_versioning: bool,
+    /// Most versions kept per key (oldest go first); 0 keeps all.
+    pub max_versions: u32,
+    /// How often the database is checkpointed and optimised; 0s turns it off.
+    #[serde(with = "duration")]
+    pub compact_interval: Duration,
+}
+
+impl Default for MetadataConfig {
+    fn default() -> Self {
+        Self {
+            backend: MetaBackend::Sqlite,
+            data_dir: None,
+            cache_size: 10_000,
+            enable_versioning: true,
+            max_versions: 0,
+            compact_interval: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            storage: StorageConfig::default(),
+            metadata: MetadataConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then `file` if given, then `STRATA_*` variables.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError::Invalid(format!(
+                    "config file {} does not exist",
+                    file.display()
+                )));
+            }
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        // Only `STRATA_SECTION__KEY` names are config; `STRATA_ENCRYPTION_KEY` and
+        // the like are left for `key_env` to name.
+        figment = figment.merge(
+            Env::prefixed("STRATA_")
+                .filter(|k| k.as_str().contains("__"))
+                .split("__"),
+        );
+        let config: Config = figment.extract().map_err(|e| ConfigError::Invalid(one_line(&e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError::Invalid(format!("{key}: {why}")));
+        if !(1..=19).contains(&self.storage.compression_level) {
+            return bad("storage.compression_level", "must be between 1 and 19");
+        }
+        if self.server.max_message_size.0 < 64 << 10 {
+            return bad("server.max_message_size", "must be at least 64KiB");
+        }
+        if self.server.max_key_length == 0 || self.server.max_key_length > 4096 {
+            return bad("server.max_key_length", "must be between 1 and 4096");
+        }
+        if self.server.max_batch_items == 0 {
+            return bad("server.max_batch_items", "must be at least 1");
+        }
+        if let Some(enc) = &self.storage.encryption
+            && enc.key_file.is_none()
+            && enc.key_env.is_none()
+        {
+            return bad("storage.encryption", "set key_file or key_env");
+        }
+        Ok(())
+    }
+
+    /// Where the SQLite file lives.
+    pub fn meta_dir(&self) -> PathBuf {
+        self.metadata
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| self.storage.base_path.join("meta"))
+    }
+}
+
+/// Figment errors can chain; the first says what matters, on one line.
+fn one_line(e: &figment::Error) -> String {
+    let first = e.clone().into_iter().next().unwrap_or_else(|| e.clone());
+    let key = first.path.join(".");
+    let mut msg = if key.is_empty() {
+        first.kind.to_string()
+    } else {
+        format!("{key}: {}", first.kind)
+    };
+    if let Some(source) = &first.metadata.as_ref().and_then(|m| m.source.as_ref()) {
+        msg.push_str(&format!(" (in {source})"));
+    }
+    msg.replace('\n', " ")
+}
+
+/// A byte count written as `1048576`, `"512MiB"` or `"10 GB"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Size(pub u64);
+
+impl Serialize for Size {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Size;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a size such as 1048576, \"512MiB\" or \"10GB\"")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Size, E> {
+                Ok(Size(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Size, E> {
+                u64::try_from(v)
+                    .map(Size)
+                    .map_err(|_| E::custom("a size cannot be negative"))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Size, E> {
+                parse_size(v).map(Size).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Parses `"512MiB"`, `"10 GB"`, `"4096"`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<u64>() {
+        return Ok(n);
+    }
+    s.parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|_| format!("invalid size {s:?}: use a number of bytes or e.g. \"512MiB\", \"10GB\""))
+}
+
+/// Durations as humantime strings: `"168h"`, `"30s"`, `"0s"`.
+mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration {s:?} ({e}): use e.g. \"30s\", \"15m\", \"168h\""
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_file_is_the_default() {
+        let parsed: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(EXAMPLE_TOML))
+            .extract()
+            .unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("1KiB").unwrap(), 1024);
+        assert_eq!(parse_size("2 MiB").unwrap(), 2 << 20);
+        assert!(parse_size("lots").is_err());
+    }
+}

@@ -1,0 +1,419 @@
+//! The metadata store: buckets, object versions, blob reference counts.
+//!
+//! [`MetaStore`] is the only door to SQLite: its methods take and return
+//! plain Rust types and no sqlx type leaks out. SQL lives in [`sql`]. Writes
+//! go through one connection, so they are serialised without SQLITE_BUSY
+//! retries; reads use a small pool beside it (WAL lets them run while a
+//! write commits).
+//!
+//! Listing is a range over `objects (bucket, key)` and every lookup is by
+//! primary key or index, so the cost of a call does not grow with the
+//! number of objects.
+
+mod cache;
+mod clock;
+mod sql;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+pub use cache::CacheStats;
+use cache::MetaCache;
+use clock::Clock;
+
+use crate::store::Digest;
+
+/// User attributes: a JSON object of strings, numbers, booleans and arrays.
+pub type Attributes = Map<String, Value>;
+
+/// One version of one key, as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObjectRecord {
+    pub bucket: String,
+    pub key: String,
+    pub version: String,
+    pub stamp: u64,
+    /// `None` for a delete marker.
+    pub digest: Option<Digest>,
+    pub size: u64,
+    pub content_type: String,
+    pub attributes: Attributes,
+    pub created_ms: i64,
+    pub modified_ms: i64,
+    pub latest: bool,
+}
+
+impl ObjectRecord {
+    pub fn is_delete_marker(&self) -> bool {
+        self.digest.is_none()
+    }
+}
+
+/// When a put may go ahead.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Condition {
+    #[default]
+    Always,
+    /// Only if the key has no live object.
+    IfAbsent,
+    /// Only if the key's live object is this version.
+    IfVersion(String),
+}
+
+/// A put whose blob is durable on disk, ready to be recorded.
+#[derive(Clone, Debug)]
+pub struct NewVersion {
+    pub bucket: String,
+    pub key: String,
+    pub digest: Digest,
+    pub size: u64,
+    pub stored_size: u64,
+    pub content_type: String,
+    pub attributes: Attributes,
+    pub condition: Condition,
+    /// The blob file was just published (so any old row's state is stale).
+    pub fresh_blob: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Bucket {
+    pub name: String,
+    pub created_ms: i64,
+    pub object_count: u64,
+}
+
+/// Running totals.
+#[derive(Clone, Debug, Default)]
+pub struct MetaStats {
+    pub objects: u64,
+    pub live_bytes: u64,
+    pub versions: u64,
+    pub version_bytes: u64,
+    pub blobs: u64,
+    pub blob_bytes: u64,
+    pub stored_bytes: u64,
+    pub corrupt_blobs: u64,
+    pub cache: CacheStats,
+}
+
+/// What a delete did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Deleted {
+    /// Versioning left this marker.
+    Marker(String),
+    /// The version (or unversioned object) is gone for good.
+    Removed,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MetaError {
+    #[error("bucket {bucket:?} does not exist")]
+    NoSuchBucket { bucket: String },
+    #[error("bucket {bucket:?} already exists")]
+    BucketExists { bucket: String },
+    #[error("bucket {bucket:?} still holds objects; delete them first")]
+    BucketNotEmpty { bucket: String },
+    #[error("bucket {bucket:?} cannot be deleted: key-only requests use it")]
+    DefaultBucket { bucket: String },
+    #[error("no object {key:?} in bucket {bucket:?}")]
+    NotFound { bucket: String, key: String },
+    #[error("object {key:?} in bucket {bucket:?} has no version {version:?}")]
+    NoSuchVersion { bucket: String, key: String, version: String },
+    #[error("condition failed for {key:?}: {why}")]
+    ConditionFailed { key: String, why: String },
+    #[error("metadata database error: {0}")]
+    Db(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl From<sqlx::Error> for MetaError {
+    fn from(e: sqlx::Error) -> Self {
+        MetaError::Db(Box::new(e))
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for MetaError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        MetaError::Db(Box::new(e))
+    }
+}
+
+/// How to open the store.
+#[derive(Clone, Debug)]
+pub struct MetaOptions {
+    /// Directory of `strata.db`; `None` for in-memory.
+    pub dir: Option<std::path::PathBuf>,
+    pub sync_writes: bool,
+    pub cache_size: usize,
+    pub versioning: bool,
+    pub max_versions: u32,
+}
+
+pub struct MetaStore {
+    write: SqlitePool,
+    read: SqlitePool,
+    cache: MetaCache,
+    clock: Clock,
+    node_id: String,
+    versioning: bool,
+    max_versions: u32,
+}
+
+impl std::fmt::Debug for MetaStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetaStore").field("node_id", &self.node_id).finish_non_exhaustive()
+    }
+}
+
+impl MetaStore {
+    pub async fn open(opts: MetaOptions) -> Result<Arc<Self>, MetaError> {
+        let (write, read) = match &opts.dir {
+            Some(dir) => open_file(dir, opts.sync_writes).await?,
+            None => {
+                // One connection serves everything: a private in-memory database.
+                let options = SqliteConnectOptions::new()
+                    .in_memory(true)
+                    .foreign_keys(true);
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .min_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
+                    .connect_with(options)
+                    .await?;
+                (pool.clone(), pool)
+            }
+        };
+        sqlx::migrate!("./migrations").run(&write).await?;
+        let node_id = sql::node_id(&write).await?;
+        let last = sql::last_stamp(&write).await?;
+        Ok(Arc::new(Self {
+            write,
+            read,
+            cache: MetaCache::new(opts.cache_size),
+            clock: Clock::new(last),
+            node_id,
+            versioning: opts.versioning,
+            max_versions: opts.max_versions,
+        }))
+    }
+
+    /// This node's persistent id.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    pub fn versioning(&self) -> bool {
+        self.versioning
+    }
+
+    // ---- buckets ----
+
+    pub async fn create_bucket(&self, name: &str) -> Result<Bucket, MetaError> {
+        sql::create_bucket(&self.write, name).await
+    }
+
+    pub async fn list_buckets(&self) -> Result<Vec<Bucket>, MetaError> {
+        sql::list_buckets(&self.read).await
+    }
+
+    pub async fn bucket_exists(&self, name: &str) -> Result<bool, MetaError> {
+        sql::bucket_exists(&self.read, name).await
+    }
+
+    /// Deletes a bucket that has no live objects, with whatever history
+    /// (old versions, delete markers) remains in it.
+    pub async fn delete_bucket(&self, name: &str) -> Result<(), MetaError> {
+        if name == "default" {
+            return Err(MetaError::DefaultBucket { bucket: name.into() });
+        }
+        sql::delete_bucket(&self.write, name).await?;
+        self.cache.clear();
+        Ok(())
+    }
+
+    // ---- objects ----
+
+    /// The live version of a key, or the given version.
+    pub async fn get(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: Option<&str>,
+    ) -> Result<ObjectRecord, MetaError> {
+        let found = match version {
+            Some(v) => sql::get_version(&self.read, bucket, key, v).await?,
+            None => {
+                let ticket = match self.cache.get(bucket, key) {
+                    Ok(hit) => hit,
+                    Err(ticket) => {
+                        let rec = sql::get_latest(&self.read, bucket, key).await?;
+                        self.cache.fill(ticket, bucket, key, rec.clone());
+                        rec
+                    }
+                };
+                ticket
+            }
+        };
+        match (found, version) {
+            (Some(rec), _) => Ok(rec),
+            (None, Some(v)) => Err(MetaError::NoSuchVersion {
+                bucket: bucket.into(),
+                key: key.into(),
+                version: v.into(),
+            }),
+            (None, None) => {
+                if !self.bucket_exists(bucket).await? {
+                    return Err(MetaError::NoSuchBucket { bucket: bucket.into() });
+                }
+                Err(MetaError::NotFound { bucket: bucket.into(), key: key.into() })
+            }
+        }
+    }
+
+    /// Live objects in key order, after `after`, with keys starting `prefix`.
+    pub async fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<ObjectRecord>, MetaError> {
+        if !self.bucket_exists(bucket).await? {
+            return Err(MetaError::NoSuchBucket { bucket: bucket.into() });
+        }
+        sql::list(&self.read, bucket, prefix, after, limit).await
+    }
+
+    /// Every version of a key, newest first.
+    pub async fn list_versions(&self, bucket: &str, key: &str) -> Result<Vec<ObjectRecord>, MetaError> {
+        let v = sql::list_versions(&self.read, bucket, key).await?;
+        if v.is_empty() {
+            if !self.bucket_exists(bucket).await? {
+                return Err(MetaError::NoSuchBucket { bucket: bucket.into() });
+            }
+            return Err(MetaError::NotFound { bucket: bucket.into(), key: key.into() });
+        }
+        Ok(v)
+    }
+
+    /// Records puts whose blobs are durable, in one transaction. Each item
+    /// gets its own result (a failed condition fails only its item).
+    pub async fn commit_puts(
+        &self,
+        items: &[NewVersion],
+    ) -> Result<Vec<Result<ObjectRecord, MetaError>>, MetaError> {
+        let policy = sql::Policy {
+            versioning: self.versioning,
+            max_versions: self.max_versions,
+            node: &self.node_id,
+            clock: &self.clock,
+        };
+        let out = sql::commit_puts(&self.write, &policy, items).await?;
+        for item in items {
+            self.cache.invalidate(&item.bucket, &item.key);
+        }
+        Ok(out)
+    }
+
+    /// Deletes the live object (leaving a marker when versioning), or one
+    /// version for good.
+    pub async fn delete(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: Option<&str>,
+    ) -> Result<Deleted, MetaError> {
+        let policy = sql::Policy {
+            versioning: self.versioning,
+            max_versions: self.max_versions,
+            node: &self.node_id,
+            clock: &self.clock,
+        };
+        let r = sql::delete(&self.write, &policy, bucket, key, version).await;
+        self.cache.invalidate(bucket, key);
+        r
+    }
+
+    // ---- blobs ----
+
+    /// Which of these digests have a sound blob on record.
+    pub async fn known_blobs(&self, digests: &[Digest]) -> Result<HashSet<Digest>, MetaError> {
+        sql::known_blobs(&self.write, digests).await
+    }
+
+    /// Which of these digests have any row at all (sound or not).
+    pub async fn blob_rows(&self, digests: &[Digest]) -> Result<HashSet<Digest>, MetaError> {
+        sql::blob_rows(&self.read, digests).await
+    }
+
+    /// Blobs no version has pointed to since before `before_ms`.
+    pub async fn unreferenced_blobs(&self, before_ms: i64, limit: u32) -> Result<Vec<Digest>, MetaError> {
+        sql::unreferenced_blobs(&self.read, before_ms, limit).await
+    }
+
+    /// Forgets a blob if it is still unreferenced; returns the bytes its file
+    /// took, or `None` when it was in use again.
+    pub async fn drop_blob(&self, digest: &Digest) -> Result<Option<u64>, MetaError> {
+        sql::drop_blob(&self.write, digest).await
+    }
+
+    pub async fn mark_corrupt(&self, digest: &Digest) -> Result<(), MetaError> {
+        sql::set_blob_state(&self.write, digest, "corrupt").await
+    }
+
+    pub async fn mark_verified(&self, digest: &Digest) -> Result<(), MetaError> {
+        sql::mark_verified(&self.write, digest).await
+    }
+
+    /// Sound blobs in digest order after `after`, for the scrubber.
+    pub async fn blobs_after(&self, after: Option<&Digest>, limit: u32) -> Result<Vec<Digest>, MetaError> {
+        sql::blobs_after(&self.read, after, limit).await
+    }
+
+    pub async fn stats(&self) -> Result<MetaStats, MetaError> {
+        let mut s = sql::stats(&self.read).await?;
+        s.cache = self.cache.stats();
+        Ok(s)
+    }
+
+    /// Checkpoints the WAL and refreshes the planner's statistics.
+    pub async fn compact(&self) -> Result<(), MetaError> {
+        sql::compact(&self.write).await
+    }
+
+    pub async fn close(&self) {
+        self.write.close().await;
+        self.read.close().await;
+    }
+}
+
+async fn open_file(dir: &Path, sync_writes: bool) -> Result<(SqlitePool, SqlitePool), MetaError> {
+    std::fs::create_dir_all(dir).map_err(|e| MetaError::Db(Box::new(e)))?;
+    let options = SqliteConnectOptions::new()
+        .filename(dir.join("strata.db"))
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(if sync_writes { SqliteSynchronous::Full } else { SqliteSynchronous::Normal })
+        .busy_timeout(Duration::from_secs(30))
+        .foreign_keys(true);
+    let write = SqlitePoolOptions::new()
+        .max_connections(1)
+        .min_connections(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .connect_with(options.clone())
+        .await?;
+    let read = SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(options.read_only(true))
+        .await?;
+    Ok((write, read))
+}

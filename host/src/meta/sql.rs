@@ -1,0 +1,759 @@
+//! Every SQL statement of the metadata store.
+
+use std::collections::HashSet;
+
+use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
+use sqlx::{Connection as _, Row};
+
+use super::clock::{Clock, now_ms};
+use super::{Bucket, Condition, Deleted, MetaError, MetaStats, NewVersion, ObjectRecord};
+use crate::store::Digest;
+
+pub struct Policy<'a> {
+    pub versioning: bool,
+    pub max_versions: u32,
+    pub node: &'a str,
+    pub clock: &'a Clock,
+}
+
+/// The live version of one key.
+const LATEST: &str = "SELECT v.id, v.bucket, v.key, v.version, v.stamp, v.digest, v.size, \
+     v.content_type, v.attributes, v.created_ms, v.modified_ms \
+     FROM objects o JOIN versions v ON v.id = o.version_id \
+     WHERE o.bucket = ? AND o.key = ?";
+
+fn record(row: &SqliteRow, live_id: Option<i64>) -> Result<ObjectRecord, MetaError> {
+    let digest: Option<Vec<u8>> = row.try_get("digest")?;
+    let digest = digest
+        .map(|d| d.try_into().map(Digest))
+        .transpose()
+        .map_err(|_| MetaError::Db("a digest in the database is not 32 bytes".into()))?;
+    let attributes: String = row.try_get("attributes")?;
+    let id: i64 = row.try_get("id")?;
+    Ok(ObjectRecord {
+        bucket: row.try_get("bucket")?,
+        key: row.try_get("key")?,
+        version: row.try_get("version")?,
+        stamp: row.try_get::<i64, _>("stamp")? as u64,
+        digest,
+        size: row.try_get::<i64, _>("size")? as u64,
+        content_type: row.try_get("content_type")?,
+        attributes: serde_json::from_str(&attributes).map_err(|e| MetaError::Db(Box::new(e)))?,
+        created_ms: row.try_get("created_ms")?,
+        modified_ms: row.try_get("modified_ms")?,
+        latest: live_id == Some(id),
+    })
+}
+
+pub async fn node_id(pool: &SqlitePool) -> Result<String, MetaError> {
+    let mut conn = pool.acquire().await?;
+    if let Some(row) = sqlx::query("SELECT node_id FROM node WHERE id = 1")
+        .fetch_optional(&mut *conn)
+        .await?
+    {
+        return Ok(row.try_get("node_id")?);
+    }
+    let id = format!("{:08x}", rand::random::<u32>());
+    sqlx::query("INSERT INTO node (id, node_id, created_ms) VALUES (1, ?, ?)")
+        .bind(&id)
+        .bind(now_ms())
+        .execute(&mut *conn)
+        .await?;
+    Ok(id)
+}
+
+pub async fn last_stamp(pool: &SqlitePool) -> Result<u64, MetaError> {
+    let row = sqlx::query("SELECT COALESCE(MAX(stamp), 0) AS s FROM versions")
+        .fetch_one(pool)
+        .await?;
+    Ok(row.try_get::<i64, _>("s")? as u64)
+}
+
+// ---- buckets ----
+
+pub async fn create_bucket(pool: &SqlitePool, name: &str) -> Result<Bucket, MetaError> {
+    let now = now_ms();
+    let done = sqlx::query("INSERT INTO buckets (name, created_ms) VALUES (?, ?) ON CONFLICT DO NOTHING")
+        .bind(name)
+        .bind(now)
+        .execute(pool)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Err(MetaError::BucketExists { bucket: name.into() });
+    }
+    Ok(Bucket { name: name.into(), created_ms: now, object_count: 0 })
+}
+
+pub async fn list_buckets(pool: &SqlitePool) -> Result<Vec<Bucket>, MetaError> {
+    let rows = sqlx::query(
+        "SELECT b.name, b.created_ms, \
+         (SELECT COUNT(*) FROM objects o WHERE o.bucket = b.name) AS n \
+         FROM buckets b ORDER BY b.name",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Bucket {
+                name: r.try_get("name")?,
+                created_ms: r.try_get("created_ms")?,
+                object_count: r.try_get::<i64, _>("n")? as u64,
+            })
+        })
+        .collect()
+}
+
+pub async fn bucket_exists(pool: &SqlitePool, name: &str) -> Result<bool, MetaError> {
+    Ok(sqlx::query("SELECT 1 FROM buckets WHERE name = ?")
+        .bind(name)
+        .fetch_optional(pool)
+        .await?
+        .is_some())
+}
+
+pub async fn delete_bucket(pool: &SqlitePool, name: &str) -> Result<(), MetaError> {
+    let mut tx = pool.begin().await?;
+    if sqlx::query("SELECT 1 FROM buckets WHERE name = ?")
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?
+        .is_none()
+    {
+        return Err(MetaError::NoSuchBucket { bucket: name.into() });
+    }
+    if sqlx::query("SELECT 1 FROM objects WHERE bucket = ? LIMIT 1")
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?
+        .is_some()
+    {
+        return Err(MetaError::BucketNotEmpty { bucket: name.into() });
+    }
+    // What remains is history: old versions and markers. It goes with the bucket.
+    let rows = sqlx::query("SELECT id, digest, size FROM versions WHERE bucket = ?")
+        .bind(name)
+        .fetch_all(&mut *tx)
+        .await?;
+    for r in rows {
+        let digest: Option<Vec<u8>> = r.try_get("digest")?;
+        remove_version_row(&mut tx, r.try_get("id")?, digest.as_deref(), r.try_get("size")?).await?;
+    }
+    sqlx::query("DELETE FROM buckets WHERE name = ?").bind(name).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+// ---- reads ----
+
+async fn live_id(conn: &mut SqliteConnection, bucket: &str, key: &str) -> Result<Option<i64>, MetaError> {
+    Ok(sqlx::query("SELECT version_id FROM objects WHERE bucket = ? AND key = ?")
+        .bind(bucket)
+        .bind(key)
+        .fetch_optional(conn)
+        .await?
+        .map(|r| r.try_get("version_id"))
+        .transpose()?)
+}
+
+async fn latest_on(
+    conn: &mut SqliteConnection,
+    bucket: &str,
+    key: &str,
+) -> Result<Option<ObjectRecord>, MetaError> {
+    let row = sqlx::query(LATEST).bind(bucket).bind(key).fetch_optional(&mut *conn).await?;
+    row.map(|r| {
+        let id = r.try_get("id")?;
+        record(&r, Some(id))
+    })
+    .transpose()
+}
+
+pub async fn get_latest(pool: &SqlitePool, bucket: &str, key: &str) -> Result<Option<ObjectRecord>, MetaError> {
+    let mut conn = pool.acquire().await?;
+    latest_on(&mut conn, bucket, key).await
+}
+
+pub async fn get_version(
+    pool: &SqlitePool,
+    bucket: &str,
+    key: &str,
+    version: &str,
+) -> Result<Option<ObjectRecord>, MetaError> {
+    let mut conn = pool.acquire().await?;
+    let row = sqlx::query(
+        "SELECT v.id, v.bucket, v.key, v.version, v.stamp, v.digest, v.size, \
+         v.content_type, v.attributes, v.created_ms, v.modified_ms \
+         FROM versions v WHERE v.bucket = ? AND v.key = ? AND v.version = ?",
+    )
+    .bind(bucket)
+    .bind(key)
+    .bind(version)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let live = live_id(&mut conn, bucket, key).await?;
+    record(&row, live).map(Some)
+}
+
+pub async fn list(
+    pool: &SqlitePool,
+    bucket: &str,
+    prefix: &str,
+    after: Option<&str>,
+    limit: u32,
+) -> Result<Vec<ObjectRecord>, MetaError> {
+    // Keys never contain U+10FFFF (the API refuses it), so every key that
+    // starts with `prefix` sorts below `prefix + U+10FFFF`: an index range.
+    let upper = format!("{prefix}\u{10FFFF}");
+    let lower = match after {
+        Some(a) if a >= prefix => a,
+        _ => prefix,
+    };
+    let rows = sqlx::query(
+        "SELECT v.id, v.bucket, v.key, v.version, v.stamp, v.digest, v.size, \
+         v.content_type, v.attributes, v.created_ms, v.modified_ms \
+         FROM objects o JOIN versions v ON v.id = o.version_id \
+         WHERE o.bucket = ? AND o.key >= ? AND o.key < ? AND (? IS NULL OR o.key > ?) \
+         ORDER BY o.key LIMIT ?",
+    )
+    .bind(bucket)
+    .bind(lower)
+    .bind(&upper)
+    .bind(after)
+    .bind(after)
+    .bind(limit as i64)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let id = r.try_get("id")?;
+            record(r, Some(id))
+        })
+        .collect()
+}
+
+pub async fn list_versions(pool: &SqlitePool, bucket: &str, key: &str) -> Result<Vec<ObjectRecord>, MetaError> {
+    let mut conn = pool.acquire().await?;
+    let live = live_id(&mut conn, bucket, key).await?;
+    let rows = sqlx::query(
+        "SELECT v.id, v.bucket, v.key, v.version, v.stamp, v.digest, v.size, \
+         v.content_type, v.attributes, v.created_ms, v.modified_ms \
+         FROM versions v WHERE v.bucket = ? AND v.key = ? ORDER BY v.id DESC",
+    )
+    .bind(bucket)
+    .bind(key)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(|r| record(r, live)).collect()
+}
+
+// ---- writes ----
+
+async fn bump(conn: &mut SqliteConnection, name: &'static str, by: i64) -> Result<(), MetaError> {
+    if by != 0 {
+        sqlx::query("UPDATE counters SET value = value + ? WHERE name = ?")
+            .bind(by)
+            .bind(name)
+            .execute(conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Drops one reference to a blob.
+async fn unref_blob(conn: &mut SqliteConnection, digest: &[u8]) -> Result<(), MetaError> {
+    sqlx::query(
+        "UPDATE blobs SET refcount = refcount - 1, \
+         unreferenced_ms = CASE WHEN refcount = 1 THEN ? ELSE unreferenced_ms END \
+         WHERE digest = ?",
+    )
+    .bind(now_ms())
+    .bind(digest)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Deletes a version row and its blob reference.
+async fn remove_version_row(
+    conn: &mut SqliteConnection,
+    id: i64,
+    digest: Option<&[u8]>,
+    size: i64,
+) -> Result<(), MetaError> {
+    sqlx::query("DELETE FROM versions WHERE id = ?").bind(id).execute(&mut *conn).await?;
+    bump(conn, "versions", -1).await?;
+    if let Some(d) = digest {
+        unref_blob(conn, d).await?;
+        bump(conn, "version_bytes", -size).await?;
+    }
+    Ok(())
+}
+
+async fn add_blob_ref(conn: &mut SqliteConnection, item: &NewVersion) -> Result<(), MetaError> {
+    let now = now_ms();
+    let row = sqlx::query("SELECT stored_size FROM blobs WHERE digest = ?")
+        .bind(&item.digest.0[..])
+        .fetch_optional(&mut *conn)
+        .await?;
+    match row {
+        None => {
+            sqlx::query(
+                "INSERT INTO blobs (digest, size, stored_size, refcount, created_ms) VALUES (?, ?, ?, 1, ?)",
+            )
+            .bind(&item.digest.0[..])
+            .bind(item.size as i64)
+            .bind(item.stored_size as i64)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+            bump(conn, "blobs", 1).await?;
+            bump(conn, "blob_bytes", item.size as i64).await?;
+            bump(conn, "stored_bytes", item.stored_size as i64).await?;
+        }
+        Some(r) => {
+            let old_stored: i64 = r.try_get("stored_size")?;
+            if item.fresh_blob {
+                // A new file replaced a corrupt or unreferenced one.
+                sqlx::query(
+                    "UPDATE blobs SET refcount = refcount + 1, unreferenced_ms = NULL, \
+                     state = 'ok', stored_size = ?, created_ms = ? WHERE digest = ?",
+                )
+                .bind(item.stored_size as i64)
+                .bind(now)
+                .bind(&item.digest.0[..])
+                .execute(&mut *conn)
+                .await?;
+                bump(conn, "stored_bytes", item.stored_size as i64 - old_stored).await?;
+            } else {
+                sqlx::query(
+                    "UPDATE blobs SET refcount = refcount + 1, unreferenced_ms = NULL WHERE digest = ?",
+                )
+                .bind(&item.digest.0[..])
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn commit_puts(
+    pool: &SqlitePool,
+    policy: &Policy<'_>,
+    items: &[NewVersion],
+) -> Result<Vec<Result<ObjectRecord, MetaError>>, MetaError> {
+    let mut conn = pool.acquire().await?;
+    let mut tx = conn.begin().await?;
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        out.push(commit_one(&mut tx, policy, item).await?);
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// Records one put. The outer error aborts the batch; the inner one fails
+/// only this item and leaves the transaction untouched.
+async fn commit_one(
+    conn: &mut SqliteConnection,
+    policy: &Policy<'_>,
+    item: &NewVersion,
+) -> Result<Result<ObjectRecord, MetaError>, MetaError> {
+    if sqlx::query("SELECT 1 FROM buckets WHERE name = ?")
+        .bind(&item.bucket)
+        .fetch_optional(&mut *conn)
+        .await?
+        .is_none()
+    {
+        return Ok(Err(MetaError::NoSuchBucket { bucket: item.bucket.clone() }));
+    }
+    let current = latest_on(conn, &item.bucket, &item.key).await?;
+    match (&item.condition, &current) {
+        (Condition::IfAbsent, Some(cur)) => {
+            return Ok(Err(MetaError::ConditionFailed {
+                key: item.key.clone(),
+                why: format!("it exists (version {})", cur.version),
+            }));
+        }
+        (Condition::IfVersion(want), cur) if cur.as_ref().map(|c| &c.version) != Some(want) => {
+            return Ok(Err(MetaError::ConditionFailed {
+                key: item.key.clone(),
+                why: match cur {
+                    Some(c) => format!("current version is {}, not {want}", c.version),
+                    None => format!("it has no live version, not {want}"),
+                },
+            }));
+        }
+        _ => {}
+    }
+
+    add_blob_ref(conn, item).await?;
+    let now = now_ms();
+    let stamp = policy.clock.now();
+    let version = format!("{stamp:016x}-{}", policy.node);
+    let created_ms = current.as_ref().map_or(now, |c| c.created_ms);
+    let attributes = serde_json::to_string(&item.attributes).map_err(|e| MetaError::Db(Box::new(e)))?;
+    let id: i64 = sqlx::query(
+        "INSERT INTO versions (bucket, key, version, stamp, node, digest, size, content_type, \
+         attributes, created_ms, modified_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(&item.bucket)
+    .bind(&item.key)
+    .bind(&version)
+    .bind(stamp as i64)
+    .bind(policy.node)
+    .bind(&item.digest.0[..])
+    .bind(item.size as i64)
+    .bind(&item.content_type)
+    .bind(&attributes)
+    .bind(created_ms)
+    .bind(now)
+    .fetch_one(&mut *conn)
+    .await?
+    .try_get("id")?;
+    bump(conn, "versions", 1).await?;
+    bump(conn, "version_bytes", item.size as i64).await?;
+
+    sqlx::query(
+        "INSERT INTO objects (bucket, key, version_id) VALUES (?, ?, ?) \
+         ON CONFLICT (bucket, key) DO UPDATE SET version_id = excluded.version_id",
+    )
+    .bind(&item.bucket)
+    .bind(&item.key)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    match &current {
+        None => bump(conn, "objects", 1).await?,
+        Some(cur) => bump(conn, "live_bytes", -(cur.size as i64)).await?,
+    }
+    bump(conn, "live_bytes", item.size as i64).await?;
+
+    if !policy.versioning {
+        if let Some(cur) = &current {
+            let cur_id = version_row_id(conn, &cur.bucket, &cur.key, &cur.version).await?;
+            remove_version_row(conn, cur_id, cur.digest.as_ref().map(|d| &d.0[..]), cur.size as i64)
+                .await?;
+        }
+    } else if policy.max_versions > 0 {
+        enforce_retention(conn, &item.bucket, &item.key, policy.max_versions).await?;
+    }
+
+    Ok(Ok(ObjectRecord {
+        bucket: item.bucket.clone(),
+        key: item.key.clone(),
+        version,
+        stamp,
+        digest: Some(item.digest),
+        size: item.size,
+        content_type: item.content_type.clone(),
+        attributes: item.attributes.clone(),
+        created_ms,
+        modified_ms: now,
+        latest: true,
+    }))
+}
+
+async fn version_row_id(
+    conn: &mut SqliteConnection,
+    bucket: &str,
+    key: &str,
+    version: &str,
+) -> Result<i64, MetaError> {
+    Ok(sqlx::query("SELECT id FROM versions WHERE bucket = ? AND key = ? AND version = ?")
+        .bind(bucket)
+        .bind(key)
+        .bind(version)
+        .fetch_one(conn)
+        .await?
+        .try_get("id")?)
+}
+
+/// Keeps the newest `max` versions of a key.
+async fn enforce_retention(
+    conn: &mut SqliteConnection,
+    bucket: &str,
+    key: &str,
+    max: u32,
+) -> Result<(), MetaError> {
+    let old = sqlx::query(
+        "SELECT id, digest, size FROM versions WHERE bucket = ? AND key = ? \
+         ORDER BY id DESC LIMIT -1 OFFSET ?",
+    )
+    .bind(bucket)
+    .bind(key)
+    .bind(max as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    for r in old {
+        let digest: Option<Vec<u8>> = r.try_get("digest")?;
+        remove_version_row(conn, r.try_get("id")?, digest.as_deref(), r.try_get("size")?).await?;
+    }
+    Ok(())
+}
+
+pub async fn delete(
+    pool: &SqlitePool,
+    policy: &Policy<'_>,
+    bucket: &str,
+    key: &str,
+    version: Option<&str>,
+) -> Result<Deleted, MetaError> {
+    let mut conn = pool.acquire().await?;
+    let mut tx = conn.begin().await?;
+    if sqlx::query("SELECT 1 FROM buckets WHERE name = ?")
+        .bind(bucket)
+        .fetch_optional(&mut *tx)
+        .await?
+        .is_none()
+    {
+        return Err(MetaError::NoSuchBucket { bucket: bucket.into() });
+    }
+    let current = latest_on(&mut tx, bucket, key).await?;
+    let outcome = match version {
+        None => {
+            let Some(cur) = current else {
+                return Err(MetaError::NotFound { bucket: bucket.into(), key: key.into() });
+            };
+            sqlx::query("DELETE FROM objects WHERE bucket = ? AND key = ?")
+                .bind(bucket)
+                .bind(key)
+                .execute(&mut *tx)
+                .await?;
+            bump(&mut tx, "objects", -1).await?;
+            bump(&mut tx, "live_bytes", -(cur.size as i64)).await?;
+            if policy.versioning {
+                let now = now_ms();
+                let stamp = policy.clock.now();
+                let marker = format!("{stamp:016x}-{}", policy.node);
+                sqlx::query(
+                    "INSERT INTO versions (bucket, key, version, stamp, node, digest, size, \
+                     content_type, attributes, created_ms, modified_ms) \
+                     VALUES (?, ?, ?, ?, ?, NULL, 0, '', '{}', ?, ?)",
+                )
+                .bind(bucket)
+                .bind(key)
+                .bind(&marker)
+                .bind(stamp as i64)
+                .bind(policy.node)
+                .bind(now)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                bump(&mut tx, "versions", 1).await?;
+                if policy.max_versions > 0 {
+                    enforce_retention(&mut tx, bucket, key, policy.max_versions).await?;
+                }
+                Deleted::Marker(marker)
+            } else {
+                let id = version_row_id(&mut tx, bucket, key, &cur.version).await?;
+                remove_version_row(&mut tx, id, cur.digest.as_ref().map(|d| &d.0[..]), cur.size as i64)
+                    .await?;
+                Deleted::Removed
+            }
+        }
+        Some(v) => {
+            let row = sqlx::query(
+                "SELECT id, digest, size FROM versions WHERE bucket = ? AND key = ? AND version = ?",
+            )
+            .bind(bucket)
+            .bind(key)
+            .bind(v)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| MetaError::NoSuchVersion {
+                bucket: bucket.into(),
+                key: key.into(),
+                version: v.into(),
+            })?;
+            let id: i64 = row.try_get("id")?;
+            let digest: Option<Vec<u8>> = row.try_get("digest")?;
+            let size: i64 = row.try_get("size")?;
+            remove_version_row(&mut tx, id, digest.as_deref(), size).await?;
+            // The newest remaining version decides what is live now.
+            let newest = sqlx::query(
+                "SELECT id, digest, size FROM versions WHERE bucket = ? AND key = ? ORDER BY id DESC LIMIT 1",
+            )
+            .bind(bucket)
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let was_live = current.as_ref().is_some_and(|c| c.version == v);
+            let now_live = match &newest {
+                Some(n) if n.try_get::<Option<Vec<u8>>, _>("digest")?.is_some() => {
+                    Some((n.try_get::<i64, _>("id")?, n.try_get::<i64, _>("size")?))
+                }
+                _ => None,
+            };
+            let cur_live = current.as_ref().map(|c| c.size as i64);
+            match (cur_live, now_live) {
+                (Some(old_size), Some((nid, nsize))) if was_live => {
+                    sqlx::query("UPDATE objects SET version_id = ? WHERE bucket = ? AND key = ?")
+                        .bind(nid)
+                        .bind(bucket)
+                        .bind(key)
+                        .execute(&mut *tx)
+                        .await?;
+                    bump(&mut tx, "live_bytes", nsize - old_size).await?;
+                }
+                (Some(old_size), None) if was_live => {
+                    sqlx::query("DELETE FROM objects WHERE bucket = ? AND key = ?")
+                        .bind(bucket)
+                        .bind(key)
+                        .execute(&mut *tx)
+                        .await?;
+                    bump(&mut tx, "objects", -1).await?;
+                    bump(&mut tx, "live_bytes", -old_size).await?;
+                }
+                (None, Some((nid, nsize))) => {
+                    // Removing the newest delete marker brings the object back.
+                    sqlx::query("INSERT INTO objects (bucket, key, version_id) VALUES (?, ?, ?)")
+                        .bind(bucket)
+                        .bind(key)
+                        .bind(nid)
+                        .execute(&mut *tx)
+                        .await?;
+                    bump(&mut tx, "objects", 1).await?;
+                    bump(&mut tx, "live_bytes", nsize).await?;
+                }
+                _ => {}
+            }
+            Deleted::Removed
+        }
+    };
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+// ---- blobs ----
+
+pub async fn known_blobs(pool: &SqlitePool, digests: &[Digest]) -> Result<HashSet<Digest>, MetaError> {
+    let mut conn = pool.acquire().await?;
+    let mut out = HashSet::new();
+    for d in digests {
+        if sqlx::query("SELECT 1 FROM blobs WHERE digest = ? AND state = 'ok'")
+            .bind(&d.0[..])
+            .fetch_optional(&mut *conn)
+            .await?
+            .is_some()
+        {
+            out.insert(*d);
+        }
+    }
+    Ok(out)
+}
+
+pub async fn blob_rows(pool: &SqlitePool, digests: &[Digest]) -> Result<HashSet<Digest>, MetaError> {
+    let mut conn = pool.acquire().await?;
+    let mut out = HashSet::new();
+    for d in digests {
+        if sqlx::query("SELECT 1 FROM blobs WHERE digest = ?")
+            .bind(&d.0[..])
+            .fetch_optional(&mut *conn)
+            .await?
+            .is_some()
+        {
+            out.insert(*d);
+        }
+    }
+    Ok(out)
+}
+
+fn digests(rows: Vec<SqliteRow>) -> Result<Vec<Digest>, MetaError> {
+    rows.iter()
+        .map(|r| {
+            let d: Vec<u8> = r.try_get("digest")?;
+            d.try_into()
+                .map(Digest)
+                .map_err(|_| MetaError::Db("a digest in the database is not 32 bytes".into()))
+        })
+        .collect()
+}
+
+pub async fn unreferenced_blobs(pool: &SqlitePool, before_ms: i64, limit: u32) -> Result<Vec<Digest>, MetaError> {
+    let rows = sqlx::query(
+        "SELECT digest FROM blobs WHERE refcount = 0 AND unreferenced_ms < ? ORDER BY unreferenced_ms LIMIT ?",
+    )
+    .bind(before_ms)
+    .bind(limit as i64)
+    .fetch_all(pool)
+    .await?;
+    digests(rows)
+}
+
+pub async fn drop_blob(pool: &SqlitePool, digest: &Digest) -> Result<Option<u64>, MetaError> {
+    let mut conn = pool.acquire().await?;
+    let mut tx = conn.begin().await?;
+    let row = sqlx::query("DELETE FROM blobs WHERE digest = ? AND refcount = 0 RETURNING size, stored_size")
+        .bind(&digest.0[..])
+        .fetch_optional(&mut *tx)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let size: i64 = row.try_get("size")?;
+    let stored: i64 = row.try_get("stored_size")?;
+    bump(&mut tx, "blobs", -1).await?;
+    bump(&mut tx, "blob_bytes", -size).await?;
+    bump(&mut tx, "stored_bytes", -stored).await?;
+    tx.commit().await?;
+    Ok(Some(stored as u64))
+}
+
+pub async fn set_blob_state(pool: &SqlitePool, digest: &Digest, state: &'static str) -> Result<(), MetaError> {
+    sqlx::query("UPDATE blobs SET state = ? WHERE digest = ?")
+        .bind(state)
+        .bind(&digest.0[..])
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+pub async fn mark_verified(pool: &SqlitePool, digest: &Digest) -> Result<(), MetaError> {
+    sqlx::query("UPDATE blobs SET verified_ms = ? WHERE digest = ?")
+        .bind(now_ms())
+        .bind(&digest.0[..])
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+pub async fn blobs_after(pool: &SqlitePool, after: Option<&Digest>, limit: u32) -> Result<Vec<Digest>, MetaError> {
+    let rows = sqlx::query(
+        "SELECT digest FROM blobs WHERE state = 'ok' AND digest > ? ORDER BY digest LIMIT ?",
+    )
+    .bind(after.map_or(&[][..], |d| &d.0[..]))
+    .bind(limit as i64)
+    .fetch_all(pool)
+    .await?;
+    digests(rows)
+}
+
+pub async fn stats(pool: &SqlitePool) -> Result<MetaStats, MetaError> {
+    let rows = sqlx::query("SELECT name, value FROM counters").fetch_all(pool).await?;
+    let mut s = MetaStats::default();
+    for r in rows {
+        let name: String = r.try_get("name")?;
+        let v = r.try_get::<i64, _>("value")?.max(0) as u64;
+        match name.as_str() {
+            "objects" => s.objects = v,
+            "live_bytes" => s.live_bytes = v,
+            "versions" => s.versions = v,
+            "version_bytes" => s.version_bytes = v,
+            "blobs" => s.blobs = v,
+            "blob_bytes" => s.blob_bytes = v,
+            "stored_bytes" => s.stored_bytes = v,
+            _ => {}
+        }
+    }
+    s.corrupt_blobs = sqlx::query("SELECT COUNT(*) AS n FROM blobs WHERE state = 'corrupt'")
+        .fetch_one(pool)
+        .await?
+        .try_get::<i64, _>("n")? as u64;
+    Ok(s)
+}
+
+pub async fn compact(pool: &SqlitePool) -> Result<(), MetaError> {
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(pool).await?;
+    sqlx::query("PRAGMA optimize").execute(pool).await?;
+    Ok(())
+}

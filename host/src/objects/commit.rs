@@ -1,0 +1,133 @@
+//! Group commit: puts that finish together are published with one sync and
+//! recorded in one SQLite transaction.
+//!
+//! Order matters for crash safety: blob files are renamed into place and
+//! synced first, then the metadata commits, then clients hear back. A crash
+//! before the metadata commit leaves blob files without rows, which are
+//! never served and which GC removes.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tracing::error;
+
+use super::ObjectError;
+use crate::meta::{MetaError, MetaStore, NewVersion, ObjectRecord};
+use crate::store::{Digest, LocalStore, Staged};
+
+/// Most puts committed in one transaction.
+const MAX_BATCH: usize = 512;
+
+pub struct CommitJob {
+    pub staged: Staged,
+    pub version: NewVersion,
+    pub reply: oneshot::Sender<Result<ObjectRecord, ObjectError>>,
+}
+
+pub async fn run(
+    mut rx: mpsc::Receiver<CommitJob>,
+    store: Arc<LocalStore>,
+    meta: Arc<MetaStore>,
+    publish_lock: Arc<Mutex<()>>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let _guard = publish_lock.lock().await;
+        commit_batch(batch, &store, &meta).await;
+    }
+}
+
+async fn commit_batch(batch: Vec<CommitJob>, store: &Arc<LocalStore>, meta: &MetaStore) {
+    let digests: Vec<Digest> = batch.iter().map(|j| j.staged.digest).collect();
+    let known = match meta.known_blobs(&digests).await {
+        Ok(k) => k,
+        Err(e) => return fail_all(batch, e),
+    };
+    // Publish one file per new digest; duplicates in the batch share it.
+    let mut publish_idx = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, job) in batch.iter().enumerate() {
+        let d = job.staged.digest;
+        if !known.contains(&d) && seen.insert(d) {
+            publish_idx.push(i);
+        }
+    }
+    let published: HashSet<Digest> = publish_idx.iter().map(|&i| digests[i]).collect();
+    let (batch, result) = {
+        let store = store.clone();
+        let idx = publish_idx.clone();
+        tokio::task::spawn_blocking(move || {
+            let staged: Vec<&Staged> = idx.iter().map(|&i| &batch[i].staged).collect();
+            let r = store.publish(&staged);
+            (batch, r)
+        })
+        .await
+        .expect("publish task panicked")
+    };
+    if let Err(e) = result {
+        error!(error = %e, "publishing blobs failed");
+        let msg = e.to_string();
+        for job in batch {
+            let _ = job.reply.send(Err(ObjectError::Aborted(msg.clone())));
+        }
+        return;
+    }
+
+    let mut first_use: HashSet<Digest> = HashSet::new();
+    let versions: Vec<NewVersion> = batch
+        .iter()
+        .map(|j| {
+            let mut v = j.version.clone();
+            // Only the first item of a digest published now replaces an old row's state.
+            v.fresh_blob = published.contains(&v.digest) && first_use.insert(v.digest);
+            v
+        })
+        .collect();
+    let results = match meta.commit_puts(&versions).await {
+        Ok(r) => r,
+        Err(e) => {
+            // Published files have no rows: they are never served, and GC removes them.
+            return fail_all(batch, e);
+        }
+    };
+
+    let mut used: HashMap<Digest, bool> = HashMap::new();
+    for (job, r) in batch.iter().zip(&results) {
+        *used.entry(job.staged.digest).or_default() |= r.is_ok();
+    }
+    // A file published for items that all failed (say, a condition) is debris.
+    let unused: Vec<Digest> = published.iter().filter(|d| !used[*d]).copied().collect();
+    if !unused.is_empty() {
+        let store = store.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            for d in unused {
+                let _ = store.remove(&d);
+            }
+        })
+        .await;
+    }
+    let mut kept = HashSet::new();
+    for (job, r) in batch.into_iter().zip(results) {
+        let d = job.staged.digest;
+        if r.is_ok() && published.contains(&d) && kept.insert(d) {
+            job.staged.keep();
+        }
+        // Otherwise dropping `staged` returns its quota (and its temp file, if any).
+        let _ = job.reply.send(r.map_err(ObjectError::from));
+    }
+}
+
+fn fail_all(batch: Vec<CommitJob>, e: MetaError) {
+    error!(error = %e, "committing a batch of puts failed");
+    let msg = e.to_string();
+    for job in batch {
+        let _ = job.reply.send(Err(ObjectError::Meta(MetaError::Db(msg.clone().into()))));
+    }
+}

@@ -1,0 +1,343 @@
+//! Objects: the blob store and the metadata store working as one.
+//!
+//! This is the layer the API calls. A put streams into a staged blob on a
+//! blocking thread, then joins the [`commit`] queue, where puts are
+//! published and recorded in batches (one sync and one transaction for
+//! many). A get looks up the version and streams the verified blob. GC and
+//! scrub run beside them ([`upkeep`]).
+
+mod blob_cache;
+mod commit;
+mod upkeep;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tracing::{error, warn};
+
+use crate::meta::{Condition, Deleted, MetaError, MetaStore, NewVersion, ObjectRecord, Attributes};
+use crate::metrics::Metrics;
+use crate::store::{BlobWriter, Digest, LocalStore, Range, StoreError};
+
+use blob_cache::BlobCache;
+pub use commit::CommitJob;
+pub use upkeep::{Upkeep, UpkeepReport};
+
+/// Chunks in flight between the network and the disk, per transfer. With
+/// 1 MiB chunks this bounds a transfer's buffers to a few MiB whatever its size.
+const PIPE_DEPTH: usize = 4;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ObjectError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error("object {key:?} is a delete marker at version {version}")]
+    DeleteMarker { key: String, version: String },
+    #[error("the upload was cut off: {0}")]
+    Aborted(String),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+/// What a put stores, besides its bytes.
+#[derive(Clone, Debug, Default)]
+pub struct PutSpec {
+    pub bucket: String,
+    pub key: String,
+    pub content_type: String,
+    pub attributes: Attributes,
+    /// The size the client promised.
+    pub size: Option<u64>,
+    /// The digest the client expects.
+    pub expected_digest: Option<Digest>,
+    pub condition: Condition,
+}
+
+pub struct Objects {
+    store: Arc<LocalStore>,
+    meta: Arc<MetaStore>,
+    commits: mpsc::Sender<CommitJob>,
+    /// Held while blobs are published or collected, so GC never removes a
+    /// blob a concurrent put is about to reference.
+    publish_lock: Arc<Mutex<()>>,
+    blob_cache: BlobCache,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Objects {
+    /// Starts the commit worker; it stops when every `Objects` handle is gone.
+    pub fn new(
+        store: Arc<LocalStore>,
+        meta: Arc<MetaStore>,
+        metrics: Arc<Metrics>,
+        blob_cache_bytes: u64,
+    ) -> Arc<Self> {
+        let (tx, rx) = mpsc::channel(1024);
+        let publish_lock = Arc::new(Mutex::new(()));
+        tokio::spawn(commit::run(rx, store.clone(), meta.clone(), publish_lock.clone()));
+        Arc::new(Self {
+            store,
+            meta,
+            commits: tx,
+            publish_lock,
+            blob_cache: BlobCache::new(blob_cache_bytes),
+            metrics,
+        })
+    }
+
+    pub fn meta(&self) -> &Arc<MetaStore> {
+        &self.meta
+    }
+
+    pub fn store(&self) -> &Arc<LocalStore> {
+        &self.store
+    }
+
+    /// Stores a stream of chunks. Nothing is visible unless the stream ends
+    /// cleanly, the promised size and digest match, and the data is durable.
+    pub async fn put<S, E>(&self, spec: PutSpec, mut chunks: S) -> Result<ObjectRecord, ObjectError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let writer = self.stage().await?;
+        let (tx, mut rx) = mpsc::channel::<Bytes>(PIPE_DEPTH);
+        let (done_tx, done_rx) = oneshot::channel::<bool>();
+        let limit = spec.size;
+        let write = tokio::task::spawn_blocking(move || {
+            let mut writer = writer;
+            while let Some(chunk) = rx.blocking_recv() {
+                writer.write(&chunk)?;
+            }
+            // The sender is gone: either the stream ended (true) or broke.
+            match done_rx.blocking_recv() {
+                Ok(true) => writer.finish(),
+                _ => Err(StoreError::Cancelled),
+            }
+        });
+        let mut received = 0u64;
+        let mut outcome = Ok(());
+        while let Some(item) = chunks.next().await {
+            match item {
+                Ok(chunk) => {
+                    received += chunk.len() as u64;
+                    if limit.is_some_and(|l| received > l) {
+                        outcome = Err(ObjectError::Store(StoreError::Mismatch {
+                            what: "size",
+                            expected: limit.unwrap_or_default().to_string(),
+                            actual: format!("more than {}", received - chunk.len() as u64),
+                        }));
+                        break;
+                    }
+                    if tx.send(chunk).await.is_err() {
+                        break; // the writer failed; its error says why
+                    }
+                }
+                Err(e) => {
+                    outcome = Err(ObjectError::Aborted(e.to_string()));
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let _ = done_tx.send(outcome.is_ok());
+        let written = write.await.map_err(|e| ObjectError::Aborted(e.to_string()));
+        outcome?;
+        let staged = written??;
+        if let Some(want) = spec.size
+            && want != staged.size
+        {
+            return Err(StoreError::Mismatch {
+                what: "size",
+                expected: want.to_string(),
+                actual: staged.size.to_string(),
+            }
+            .into());
+        }
+        if let Some(want) = spec.expected_digest
+            && want != staged.digest
+        {
+            return Err(StoreError::Mismatch {
+                what: "digest",
+                expected: want.to_string(),
+                actual: staged.digest.to_string(),
+            }
+            .into());
+        }
+        self.commit(vec![(spec, staged)]).await.pop().expect("one result")
+    }
+
+    /// Stores many small objects held in memory, committed together.
+    pub async fn put_many(&self, items: Vec<(PutSpec, Bytes)>) -> Vec<Result<ObjectRecord, ObjectError>> {
+        let mut out: Vec<Option<Result<ObjectRecord, ObjectError>>> = Vec::new();
+        let mut staged = Vec::new();
+        let mut slots = Vec::new();
+        for (i, (spec, data)) in items.into_iter().enumerate() {
+            out.push(None);
+            let writer = match self.stage().await {
+                Ok(w) => w,
+                Err(e) => {
+                    out[i] = Some(Err(e));
+                    continue;
+                }
+            };
+            let r = tokio::task::spawn_blocking(move || {
+                let mut w = writer;
+                w.write(&data)?;
+                w.finish()
+            })
+            .await
+            .map_err(|e| ObjectError::Aborted(e.to_string()));
+            match r {
+                Ok(Ok(s)) => {
+                    let bad = spec.size.is_some_and(|n| n != s.size)
+                        || spec.expected_digest.is_some_and(|d| d != s.digest);
+                    if bad {
+                        out[i] = Some(Err(StoreError::Mismatch {
+                            what: "size or digest",
+                            expected: format!("{:?} / {:?}", spec.size, spec.expected_digest),
+                            actual: format!("{} / {}", s.size, s.digest),
+                        }
+                        .into()));
+                    } else {
+                        staged.push((spec, s));
+                        slots.push(i);
+                    }
+                }
+                Ok(Err(e)) => out[i] = Some(Err(e.into())),
+                Err(e) => out[i] = Some(Err(e)),
+            }
+        }
+        for (slot, r) in slots.into_iter().zip(self.commit(staged).await) {
+            out[slot] = Some(r);
+        }
+        out.into_iter().map(|r| r.expect("every slot filled")).collect()
+    }
+
+    async fn stage(&self) -> Result<BlobWriter, ObjectError> {
+        let store = self.store.clone();
+        Ok(tokio::task::spawn_blocking(move || store.stage())
+            .await
+            .map_err(|e| ObjectError::Aborted(e.to_string()))??)
+    }
+
+    async fn commit(&self, items: Vec<(PutSpec, crate::store::Staged)>) -> Vec<Result<ObjectRecord, ObjectError>> {
+        let mut waits = Vec::with_capacity(items.len());
+        for (spec, staged) in items {
+            let (reply, wait) = oneshot::channel();
+            let version = NewVersion {
+                bucket: spec.bucket,
+                key: spec.key,
+                digest: staged.digest,
+                size: staged.size,
+                stored_size: staged.stored_size,
+                content_type: spec.content_type,
+                attributes: spec.attributes,
+                condition: spec.condition,
+                fresh_blob: false,
+            };
+            if self.commits.send(CommitJob { staged, version, reply }).await.is_err() {
+                waits.push(None);
+            } else {
+                waits.push(Some(wait));
+            }
+        }
+        let mut out = Vec::with_capacity(waits.len());
+        for w in waits {
+            out.push(match w {
+                Some(w) => w.await.unwrap_or(Err(ObjectError::ShuttingDown)),
+                None => Err(ObjectError::ShuttingDown),
+            });
+        }
+        out
+    }
+
+    /// Looks up a version and opens a verified stream of (a range of) its bytes.
+    pub async fn get(
+        self: &Arc<Self>,
+        bucket: &str,
+        key: &str,
+        version: Option<&str>,
+        range: Range,
+    ) -> Result<(ObjectRecord, mpsc::Receiver<Result<Bytes, ObjectError>>), ObjectError> {
+        let rec = self.meta.get(bucket, key, version).await?;
+        let Some(digest) = rec.digest else {
+            return Err(ObjectError::DeleteMarker { key: key.into(), version: rec.version });
+        };
+        let (tx, rx) = mpsc::channel(PIPE_DEPTH);
+        if range.is_all()
+            && let Some(data) = self.blob_cache.get(&digest)
+        {
+            let _ = tx.send(Ok(data)).await;
+            return Ok((rec, rx));
+        }
+        let store = self.store.clone();
+        let mut reader = {
+            let store = store.clone();
+            match tokio::task::spawn_blocking(move || store.read(&digest, range)).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => return Err(self.read_failed(digest, e).await),
+                Err(e) => return Err(ObjectError::Aborted(e.to_string())),
+            }
+        };
+        let cache_it = range.is_all() && self.blob_cache.wants(rec.size);
+        let this = self.clone();
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            let mut whole = cache_it.then(Vec::new);
+            while let Some(item) = reader.next_chunk() {
+                let item = match item {
+                    Ok(b) => {
+                        if let Some(w) = &mut whole {
+                            w.extend_from_slice(&b);
+                        }
+                        Ok(b)
+                    }
+                    Err(e) => Err(handle.block_on(this.read_failed(digest, e))),
+                };
+                if tx.blocking_send(item).is_err() {
+                    return; // the client went away
+                }
+            }
+            if let Some(w) = whole {
+                this.blob_cache.put(digest, Bytes::from(w));
+            }
+        });
+        Ok((rec, rx))
+    }
+
+    /// Reports a failed read: a corrupt blob is quarantined and counted.
+    async fn read_failed(&self, digest: Digest, e: StoreError) -> ObjectError {
+        if matches!(e, StoreError::Corrupt { .. } | StoreError::Missing { .. }) {
+            self.report_corrupt(digest, &e).await;
+        }
+        e.into()
+    }
+
+    pub(crate) async fn report_corrupt(&self, digest: Digest, e: &StoreError) {
+        error!(%digest, error = %e, "blob failed verification; quarantining it");
+        self.metrics.corrupt_blob();
+        self.blob_cache.remove(&digest);
+        if let Err(me) = self.meta.mark_corrupt(&digest).await {
+            warn!(%digest, error = %me, "could not mark blob corrupt");
+        }
+        let store = self.store.clone();
+        let _guard = self.publish_lock.lock().await;
+        if let Ok(Err(qe)) = tokio::task::spawn_blocking(move || store.quarantine(&digest)).await {
+            warn!(%digest, error = %qe, "could not quarantine blob");
+        }
+    }
+
+    pub async fn delete(&self, bucket: &str, key: &str, version: Option<&str>) -> Result<Deleted, ObjectError> {
+        Ok(self.meta.delete(bucket, key, version).await?)
+    }
+
+    pub fn publish_lock(&self) -> &Arc<Mutex<()>> {
+        &self.publish_lock
+    }
+}

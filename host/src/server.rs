@@ -1,0 +1,187 @@
+//! Starting and stopping a server: open the stores, start the workers,
+//! serve gRPC until shutdown.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::{info, warn};
+
+use crate::api::{self, Api, Limits, pb};
+use crate::config::{Compression, Config, MetaBackend};
+use crate::meta::{MetaOptions, MetaStore};
+use crate::metrics::Metrics;
+use crate::objects::{Objects, Upkeep};
+use crate::store::{Codec, Key, LocalStore};
+
+/// A server whose stores are open and whose listener is bound.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    listener: TcpListener,
+    objects: Arc<Objects>,
+    config: Config,
+}
+
+impl Server {
+    /// Opens everything; fails with a message that says what to fix.
+    pub async fn open(config: Config) -> anyhow::Result<Self> {
+        let codec = Codec {
+            zstd_level: (config.storage.compression == Compression::Zstd)
+                .then_some(config.storage.compression_level),
+            key: load_key(&config)?,
+        };
+        let base = config.storage.base_path.clone();
+        let (max, sync) = (config.storage.max_size.0, config.storage.sync_writes);
+        let store = tokio::task::spawn_blocking(move || LocalStore::open(&base, codec, max, sync))
+            .await??;
+        let meta = MetaStore::open(MetaOptions {
+            dir: match config.metadata.backend {
+                MetaBackend::Sqlite => Some(config.meta_dir()),
+                MetaBackend::Memory => None,
+            },
+            sync_writes: config.storage.sync_writes,
+            cache_size: config.metadata.cache_size,
+            versioning: config.metadata.enable_versioning,
+            max_versions: config.metadata.max_versions,
+        })
+        .await
+        .context("opening the metadata store")?;
+        store.quota.add_existing(meta.stats().await?.stored_bytes);
+        let objects = Objects::new(
+            Arc::new(store),
+            meta,
+            Arc::new(Metrics::default()),
+            config.storage.max_cache_size.0,
+        );
+        let listener = TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (server.listen)", config.server.listen))?;
+        Ok(Self {
+            addr: listener.local_addr()?,
+            data_dir: config.storage.base_path.clone(),
+            listener,
+            objects,
+            config,
+        })
+    }
+
+    pub fn objects(&self) -> &Arc<Objects> {
+        &self.objects
+    }
+
+    /// Serves until `shutdown` resolves, then drains for at most `shutdown_grace`.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let upkeep = Arc::new(Upkeep::new(self.objects.clone(), self.config.storage.cleanup_age));
+        {
+            let u = upkeep.clone();
+            Upkeep::spawn_every(self.config.storage.gc_interval, stop_rx.clone(), move || {
+                let u = u.clone();
+                async move {
+                    if let Err(e) = u.gc().await {
+                        warn!(error = %e, "gc pass failed");
+                    }
+                }
+            });
+            let u = upkeep.clone();
+            Upkeep::spawn_every(self.config.storage.scrub_interval, stop_rx.clone(), move || {
+                let u = u.clone();
+                async move {
+                    if let Err(e) = u.scrub().await {
+                        warn!(error = %e, "scrub pass failed");
+                    }
+                }
+            });
+            let meta = self.objects.meta().clone();
+            Upkeep::spawn_every(self.config.metadata.compact_interval, stop_rx.clone(), move || {
+                let meta = meta.clone();
+                async move {
+                    if let Err(e) = meta.compact().await {
+                        warn!(error = %e, "compaction failed");
+                    }
+                }
+            });
+        }
+
+        let max_msg = self.config.server.max_message_size.0 as usize;
+        let limits = Limits {
+            max_key_length: self.config.server.max_key_length,
+            max_batch_items: self.config.server.max_batch_items,
+            // Leave room for the message envelope.
+            max_chunk: (max_msg - 1024).min(1 << 20),
+        };
+        let svc = pb::strata_server::StrataServer::new(Api::new(self.objects.clone(), limits))
+            .max_decoding_message_size(max_msg)
+            .max_encoding_message_size(max_msg);
+        let (health, health_svc) = tonic_health::server::health_reporter();
+        health.set_serving::<pb::strata_server::StrataServer<Api>>().await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(api::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+
+        let grace = self.config.server.shutdown_grace;
+        let (signal_tx, signal_rx) = tokio::sync::oneshot::channel::<()>();
+        let serve = tonic::transport::Server::builder()
+            .add_service(health_svc)
+            .add_service(reflection)
+            .add_service(svc)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), async {
+                let _ = signal_rx.await;
+            });
+        tokio::pin!(serve);
+        tokio::select! {
+            r = &mut serve => r?,
+            () = shutdown => {
+                info!("shutting down");
+                health.set_not_serving::<pb::strata_server::StrataServer<Api>>().await;
+                let _ = signal_tx.send(());
+                if tokio::time::timeout(grace, &mut serve).await.is_err() {
+                    warn!(?grace, "calls still running after the grace period; stopping anyway");
+                }
+            }
+        }
+        let _ = stop_tx.send(true);
+        self.objects.meta().close().await;
+        Ok(())
+    }
+}
+
+fn load_key(config: &Config) -> anyhow::Result<Option<Key>> {
+    let Some(enc) = &config.storage.encryption else { return Ok(None) };
+    let text = if let Some(path) = &enc.key_file {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("storage.encryption.key_file: cannot read {}", path.display()))?
+    } else if let Some(var) = &enc.key_env {
+        match std::env::var(var) {
+            Ok(v) => v,
+            Err(_) => bail!("storage.encryption.key_env: environment variable {var} is not set"),
+        }
+    } else {
+        bail!("storage.encryption: set key_file or key_env");
+    };
+    let key = Key::from_hex(&text).map_err(|e| anyhow::anyhow!("storage.encryption: {e}"))?;
+    info!(fingerprint = %key.fingerprint_hex(), "encryption at rest is on");
+    Ok(Some(key))
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,243 @@
+//! Blob files under `<base>/blobs/ab/cd/<digest>`, with `tmp/` for writes in
+//! flight and `quarantine/` for blobs that failed verification.
+//!
+//! Everything here blocks; async callers go through `spawn_blocking`.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use super::format::Codec;
+use super::{BlobReader, BlobWriter, Digest, Range, Staged, StoreError};
+
+/// Bytes on disk, against an optional limit. Writes reserve as they go, so
+/// concurrent writes cannot together overshoot.
+#[derive(Debug)]
+pub struct Quota {
+    pub max: u64,
+    used: AtomicU64,
+}
+
+impl Quota {
+    pub fn new(max: u64) -> Self {
+        Self { max, used: AtomicU64::new(0) }
+    }
+
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn reserve(&self, bytes: u64) -> Result<(), StoreError> {
+        let prev = self.used.fetch_add(bytes, Ordering::Relaxed);
+        if self.max != 0 && prev + bytes > self.max {
+            self.used.fetch_sub(bytes, Ordering::Relaxed);
+            return Err(StoreError::QuotaExceeded { used: prev, max: self.max });
+        }
+        Ok(())
+    }
+
+    pub fn release(&self, bytes: u64) {
+        self.used.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// Counts bytes already on disk at start.
+    pub fn add_existing(&self, bytes: u64) {
+        self.used.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+pub struct LocalStore {
+    root: PathBuf,
+    blobs: PathBuf,
+    tmp: PathBuf,
+    quarantine: PathBuf,
+    codec: Codec,
+    pub quota: Arc<Quota>,
+    sync: bool,
+    /// Held for the life of the store: one server per directory.
+    _lock: File,
+}
+
+impl std::fmt::Debug for LocalStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalStore").field("root", &self.root).finish_non_exhaustive()
+    }
+}
+
+impl LocalStore {
+    /// Opens (creating if needed) the store at `root`, takes its lock, and
+    /// clears temp files left by a crash.
+    pub fn open(root: &Path, codec: Codec, max_size: u64, sync: bool) -> Result<Self, StoreError> {
+        fs::create_dir_all(root).map_err(StoreError::io(root))?;
+        let lock_path = root.join("LOCK");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(StoreError::io(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked { path: root.to_path_buf(), lock: lock_path });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(StoreError::io(&lock_path)(e)),
+        }
+        let store = Self {
+            root: root.to_path_buf(),
+            blobs: root.join("blobs"),
+            tmp: root.join("tmp"),
+            quarantine: root.join("quarantine"),
+            codec,
+            quota: Arc::new(Quota::new(max_size)),
+            sync,
+            _lock: lock,
+        };
+        for dir in [&store.blobs, &store.tmp, &store.quarantine] {
+            fs::create_dir_all(dir).map_err(StoreError::io(dir))?;
+        }
+        // We hold the lock, so nothing else is writing: every temp file is debris.
+        store.remove_temp_files(None)?;
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn path(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.to_string();
+        self.blobs.join(&hex[..2]).join(&hex[2..4]).join(hex)
+    }
+
+    /// Starts writing a new blob in a fresh temp file.
+    pub fn stage(&self) -> Result<BlobWriter, StoreError> {
+        let name = format!("{:016x}.tmp", rand::random::<u64>());
+        BlobWriter::create(self.tmp.join(name), &self.codec, self.quota.clone())
+    }
+
+    /// Moves staged blobs into place and makes them durable. Call only for
+    /// digests that have no live blob yet: a published file replaces what
+    /// is there. One sync covers the whole batch.
+    pub fn publish(&self, staged: &[&Staged]) -> Result<(), StoreError> {
+        let mut dirs = Vec::new();
+        for s in staged {
+            let dest = self.path(&s.digest);
+            let dir = dest.parent().expect("blob path has a parent").to_path_buf();
+            if let Err(e) = fs::rename(&s.tmp, &dest) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    return Err(StoreError::io(&dest)(e));
+                }
+                fs::create_dir_all(&dir).map_err(StoreError::io(&dir))?;
+                fs::rename(&s.tmp, &dest).map_err(StoreError::io(&dest))?;
+                dirs.push(dir.parent().expect("fan-out dir").to_path_buf());
+            }
+            dirs.push(dir);
+        }
+        if self.sync {
+            self.sync_published(staged, dirs)?;
+        }
+        Ok(())
+    }
+
+    fn sync_published(&self, staged: &[&Staged], mut dirs: Vec<PathBuf>) -> Result<(), StoreError> {
+        #[cfg(target_os = "linux")]
+        if staged.len() > 1 {
+            // One syncfs writes back every file and rename of the batch:
+            // far cheaper than an fsync per file and per directory.
+            let f = File::open(&self.blobs).map_err(StoreError::io(&self.blobs))?;
+            use std::os::fd::AsRawFd;
+            // SAFETY: syncfs takes a valid open descriptor, which `f` is.
+            if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
+                return Err(StoreError::io(&self.blobs)(std::io::Error::last_os_error()));
+            }
+            return Ok(());
+        }
+        for s in staged {
+            let dest = self.path(&s.digest);
+            File::open(&dest).and_then(|f| f.sync_all()).map_err(StoreError::io(&dest))?;
+        }
+        dirs.sort();
+        dirs.dedup();
+        for dir in dirs {
+            File::open(&dir).and_then(|f| f.sync_all()).map_err(StoreError::io(&dir))?;
+        }
+        Ok(())
+    }
+
+    /// Opens a blob for reading a range of it.
+    pub fn read(&self, digest: &Digest, range: Range) -> Result<BlobReader, StoreError> {
+        BlobReader::open(self.path(digest), *digest, self.codec.key.as_ref(), range)
+    }
+
+    /// Deletes a blob file; returns the bytes it took.
+    pub fn remove(&self, digest: &Digest) -> Result<u64, StoreError> {
+        let path = self.path(digest);
+        let len = match fs::metadata(&path) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(StoreError::io(&path)(e)),
+        };
+        fs::remove_file(&path).map_err(StoreError::io(&path))?;
+        Ok(len)
+    }
+
+    /// Moves a blob that failed verification out of the way, keeping it for
+    /// inspection.
+    pub fn quarantine(&self, digest: &Digest) -> Result<(), StoreError> {
+        let from = self.path(digest);
+        let to = self.quarantine.join(format!(
+            "{digest}.{}",
+            SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs()
+        ));
+        match fs::rename(&from, &to) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError::io(&from)(e)),
+        }
+    }
+
+    /// Every blob file on disk with its size and modification time.
+    pub fn scan(&self) -> Result<Vec<(Digest, u64, SystemTime)>, StoreError> {
+        let mut out = Vec::new();
+        for a in read_dir(&self.blobs)? {
+            for b in read_dir(&a)? {
+                for f in read_dir(&b)? {
+                    let Some(digest) = f.file_name().and_then(|n| n.to_str()?.parse().ok()) else {
+                        continue;
+                    };
+                    if let Ok(m) = fs::metadata(&f) {
+                        out.push((digest, m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH)));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes temp files, or only those older than `older_than`. Returns how
+    /// many went.
+    pub fn remove_temp_files(&self, older_than: Option<SystemTime>) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for f in read_dir(&self.tmp)? {
+            let old = match older_than {
+                None => true,
+                Some(limit) => fs::metadata(&f).and_then(|m| m.modified()).is_ok_and(|t| t < limit),
+            };
+            if old && fs::remove_file(&f).is_ok() {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+fn read_dir(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
+    match fs::read_dir(dir) {
+        Ok(rd) => Ok(rd.filter_map(|e| e.ok().map(|e| e.path())).collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(StoreError::io(dir)(e)),
+    }
+}
