@@ -22,7 +22,7 @@ const LATEST: &str = "SELECT v.id, v.bucket, v.key, v.version, v.stamp, v.digest
      FROM objects o JOIN versions v ON v.id = o.version_id \
      WHERE o.bucket = ? AND o.key = ?";
 
-fn record(row: &SqliteRow, live_id: Option<i64>) -> Result<ObjectRecord, MetaError> {
+fn record(row: &SqliteRow, newest_id: Option<i64>) -> Result<ObjectRecord, MetaError> {
     let digest: Option<Vec<u8>> = row.try_get("digest")?;
     let digest = digest
         .map(|d| d.try_into().map(Digest))
@@ -41,7 +41,7 @@ fn record(row: &SqliteRow, live_id: Option<i64>) -> Result<ObjectRecord, MetaErr
         attributes: serde_json::from_str(&attributes).map_err(|e| MetaError::Db(Box::new(e)))?,
         created_ms: row.try_get("created_ms")?,
         modified_ms: row.try_get("modified_ms")?,
-        latest: live_id == Some(id),
+        latest: newest_id == Some(id),
     })
 }
 
@@ -145,14 +145,14 @@ pub async fn delete_bucket(pool: &SqlitePool, name: &str) -> Result<(), MetaErro
 
 // ---- reads ----
 
-async fn live_id(conn: &mut SqliteConnection, bucket: &str, key: &str) -> Result<Option<i64>, MetaError> {
-    Ok(sqlx::query("SELECT version_id FROM objects WHERE bucket = ? AND key = ?")
+/// The newest version of a key, delete markers included: what "latest" means.
+async fn newest_id(conn: &mut SqliteConnection, bucket: &str, key: &str) -> Result<Option<i64>, MetaError> {
+    Ok(sqlx::query("SELECT MAX(id) AS id FROM versions WHERE bucket = ? AND key = ?")
         .bind(bucket)
         .bind(key)
-        .fetch_optional(conn)
+        .fetch_one(conn)
         .await?
-        .map(|r| r.try_get("version_id"))
-        .transpose()?)
+        .try_get("id")?)
 }
 
 async fn latest_on(
@@ -191,8 +191,8 @@ pub async fn get_version(
     .fetch_optional(&mut *conn)
     .await?;
     let Some(row) = row else { return Ok(None) };
-    let live = live_id(&mut conn, bucket, key).await?;
-    record(&row, live).map(Some)
+    let newest = newest_id(&mut conn, bucket, key).await?;
+    record(&row, newest).map(Some)
 }
 
 pub async fn list(
@@ -234,7 +234,6 @@ pub async fn list(
 
 pub async fn list_versions(pool: &SqlitePool, bucket: &str, key: &str) -> Result<Vec<ObjectRecord>, MetaError> {
     let mut conn = pool.acquire().await?;
-    let live = live_id(&mut conn, bucket, key).await?;
     let rows = sqlx::query(
         "SELECT v.id, v.bucket, v.key, v.version, v.stamp, v.digest, v.size, \
          v.content_type, v.attributes, v.created_ms, v.modified_ms \
@@ -244,7 +243,8 @@ pub async fn list_versions(pool: &SqlitePool, bucket: &str, key: &str) -> Result
     .bind(key)
     .fetch_all(&mut *conn)
     .await?;
-    rows.iter().map(|r| record(r, live)).collect()
+    let newest = rows.first().map(|r| r.try_get("id")).transpose()?;
+    rows.iter().map(|r| record(r, newest)).collect()
 }
 
 // ---- writes ----

@@ -1,0 +1,252 @@
+//! Starting real `strata serve` processes on ephemeral loopback ports.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use strata::api::pb::{self, strata_client::StrataClient};
+use tempfile::TempDir;
+use tonic::transport::Channel;
+
+pub type Client = StrataClient<Channel>;
+
+/// The `strata` binary of this build profile, built once per test run.
+pub fn strata_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        // target/<profile>/deps/all-xxxx -> target/<profile>/strata
+        let exe = std::env::current_exe().expect("test exe path");
+        let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", "strata", "--bin", "strata"]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("running cargo build for the strata binary");
+        assert!(status.success(), "building the strata binary failed");
+        profile_dir.join("strata")
+    })
+}
+
+/// A server in its own temp dir. Killed on drop.
+pub struct TestServer {
+    pub dir: TempDir,
+    pub url: String,
+    pub child: Option<Child>,
+    pub config: PathBuf,
+}
+
+impl TestServer {
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Starts a server with `extra` TOML appended to a test config.
+    pub fn start(extra: &str) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("strata.toml");
+        let base = dir.path().join("data");
+        let toml = merge_toml(&format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\nbase_path = {base:?}\n"
+        ), extra);
+        std::fs::write(&config, toml).expect("write config");
+        let mut s = TestServer { dir, url: String::new(), child: None, config };
+        s.boot();
+        s
+    }
+
+    /// (Re)starts the process on the same config and data.
+    pub fn boot(&mut self) {
+        let mut child = Command::new(strata_bin())
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .env("STRATA_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn strata serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(a) = line.strip_prefix("strata listening on ") {
+                    let _ = tx.send(a.to_string());
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("server did not print its address within 60 s");
+        self.url = format!("http://{addr}");
+        self.child = Some(child);
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill(); // SIGKILL
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait: a graceful stop.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            send_sigterm(c.id());
+            let _ = c.wait();
+        }
+    }
+
+    pub async fn client(&self) -> Client {
+        let ch = tonic::transport::Endpoint::from_shared(self.url.clone())
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect");
+        StrataClient::new(ch).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20)
+    }
+
+    /// Runs the CLI against this server.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        cli(&self.url, args, None)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Sends SIGTERM with the `kill` command (no unsafe, no libc in tests).
+fn send_sigterm(pid: u32) {
+    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+}
+
+pub fn cli(url: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(strata_bin())
+        .arg("--addr")
+        .arg(url)
+        .args(args)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn strata cli");
+    if let Some(data) = stdin {
+        use std::io::Write;
+        child.stdin.take().expect("stdin").write_all(data).expect("write stdin");
+    }
+    child.wait_with_output().expect("cli output")
+}
+
+/// Appends `extra` to `base`, merging tables of the same name.
+fn merge_toml(base: &str, extra: &str) -> String {
+    let mut tables: Vec<(String, Vec<String>)> = Vec::new();
+    for text in [base, extra] {
+        let mut current = String::new();
+        for line in text.lines() {
+            let t = line.trim();
+            if t.starts_with('[') {
+                current = t.to_string();
+                if !tables.iter().any(|(n, _)| *n == current) {
+                    tables.push((current.clone(), Vec::new()));
+                }
+            } else if !t.is_empty() {
+                if !tables.iter().any(|(n, _)| *n == current) {
+                    tables.push((current.clone(), Vec::new()));
+                }
+                let entry = tables.iter_mut().find(|(n, _)| *n == current).expect("table");
+                entry.1.push(t.to_string());
+            }
+        }
+    }
+    let mut out = String::new();
+    for (name, lines) in tables {
+        if !name.is_empty() {
+            out.push_str(&name);
+            out.push('\n');
+        }
+        for l in lines {
+            out.push_str(&l);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+pub fn random_bytes(n: usize) -> Vec<u8> {
+    let mut v = vec![0u8; n];
+    rand::fill(&mut v[..]);
+    v
+}
+
+pub fn header(key: &str) -> pb::PutHeader {
+    pb::PutHeader { key: key.into(), ..Default::default() }
+}
+
+/// Puts `data` in 1 MiB chunks.
+pub async fn put(c: &mut Client, h: pb::PutHeader, data: &[u8]) -> Result<pb::ObjectInfo, tonic::Status> {
+    let data = Bytes::copy_from_slice(data);
+    let mut msgs = vec![pb::PutRequest { part: Some(pb::put_request::Part::Header(h)) }];
+    let mut off = 0;
+    while off < data.len() {
+        let end = (off + (1 << 20)).min(data.len());
+        msgs.push(pb::PutRequest { part: Some(pb::put_request::Part::Chunk(data.slice(off..end))) });
+        off = end;
+    }
+    Ok(c.put(futures::stream::iter(msgs)).await?.into_inner().object.expect("object info"))
+}
+
+pub async fn put_key(c: &mut Client, key: &str, data: &[u8]) -> pb::ObjectInfo {
+    put(c, header(key), data).await.expect("put")
+}
+
+/// Gets a whole object (or a range): its info and bytes.
+pub async fn get(c: &mut Client, req: pb::GetRequest) -> Result<(pb::ObjectInfo, Vec<u8>), tonic::Status> {
+    let mut s = c.get(req).await?.into_inner();
+    let mut info = None;
+    let mut data = Vec::new();
+    while let Some(m) = s.message().await? {
+        match m.part {
+            Some(pb::get_response::Part::Info(i)) => info = Some(i),
+            Some(pb::get_response::Part::Chunk(b)) => data.extend_from_slice(&b),
+            None => {}
+        }
+    }
+    Ok((info.expect("info first"), data))
+}
+
+pub async fn get_key(c: &mut Client, key: &str) -> Result<Vec<u8>, tonic::Status> {
+    get(c, pb::GetRequest { key: key.into(), ..Default::default() }).await.map(|r| r.1)
+}
+
+/// Every blob file under a data dir.
+pub fn blob_files(data: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![data.join("blobs")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+pub fn temp_files(data: &Path) -> usize {
+    std::fs::read_dir(data.join("tmp")).map(|r| r.count()).unwrap_or(0)
+}

@@ -1,0 +1,82 @@
+//! A flipped byte is caught on read, reported by the CLI and by scrub.
+
+use std::time::Duration;
+
+use crate::common::*;
+use strata::api::pb;
+use tonic::Code;
+
+fn flip_a_byte(path: &std::path::Path, at: u64) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+    f.seek(SeekFrom::Start(at)).unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact(&mut b).unwrap();
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.write_all(&[b[0] ^ 0x40]).unwrap();
+    f.sync_all().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupt_blob_is_never_served() {
+    // The blob cache would serve a copy verified before the damage; turn it off.
+    let s = TestServer::start("[storage]\nmax_cache_size = 0");
+    let mut c = s.client().await;
+    let data = random_bytes(2 << 20);
+    put_key(&mut c, "victim", &data).await;
+    let files = blob_files(&s.data());
+    assert_eq!(files.len(), 1);
+    flip_a_byte(&files[0], 1000);
+
+    let err = get_key(&mut c, "victim").await.unwrap_err();
+    assert_eq!(err.code(), Code::DataLoss, "{err:?}");
+
+    let out = s.cli(&["get", "victim", "-o", s.dir.path().join("out").to_str().unwrap()]);
+    assert!(!out.status.success(), "the CLI fails on a corrupt object");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DataLoss"), "{out:?}");
+    assert!(!s.dir.path().join("out").exists(), "a failed get leaves no output file");
+
+    let st = c.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+    assert_eq!(st.corrupt_blobs, 1, "the blob is reported");
+    assert!(s.data().join("quarantine").read_dir().unwrap().count() >= 1, "and quarantined");
+
+    // Putting the same content again heals it.
+    put_key(&mut c, "healer", &data).await;
+    assert_eq!(get_key(&mut c, "victim").await.unwrap(), data);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ranged_read_of_a_corrupt_frame_fails() {
+    let s = TestServer::start("[storage]\nmax_cache_size = 0");
+    let mut c = s.client().await;
+    let data = random_bytes(3 << 20);
+    put_key(&mut c, "v", &data).await;
+    let f = &blob_files(&s.data())[0];
+    flip_a_byte(f, 64 + 8 + (1 << 20) + 8 + 100); // inside the second frame
+    let first = pb::GetRequest { key: "v".into(), offset: 0, length: 1000, ..Default::default() };
+    assert_eq!(get(&mut c, first).await.unwrap().1, &data[..1000], "an intact frame still reads");
+    let second = pb::GetRequest { key: "v".into(), offset: (1 << 20) + 50, length: 100, ..Default::default() };
+    assert_eq!(get(&mut c, second).await.unwrap_err().code(), Code::DataLoss);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scrub_finds_corruption_nobody_read() {
+    let s = TestServer::start("[storage]\nscrub_interval = \"1s\"\nmax_cache_size = 0");
+    let mut c = s.client().await;
+    put_key(&mut c, "quiet", &random_bytes(10_000)).await;
+    put_key(&mut c, "fine", &random_bytes(10_000)).await;
+    let info = c.stat(pb::StatRequest { key: "quiet".into(), ..Default::default() }).await.unwrap().into_inner();
+    let victim = blob_files(&s.data()).into_iter().find(|p| p.ends_with(&info.digest)).unwrap();
+    flip_a_byte(&victim, 200);
+    let mut corrupt = 0;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        corrupt = c.stats(pb::StatsRequest {}).await.unwrap().into_inner().corrupt_blobs;
+        if corrupt > 0 {
+            break;
+        }
+    }
+    assert_eq!(corrupt, 1, "scrub reported exactly the damaged blob");
+    assert_eq!(get_key(&mut c, "quiet").await.unwrap_err().code(), Code::DataLoss);
+    assert!(get_key(&mut c, "fine").await.is_ok());
+}

@@ -1,0 +1,14 @@
+//! End-to-end tests: each starts the real `strata` binary on an ephemeral
+//! loopback port with a real SQLite file in a temp dir.
+
+mod common;
+
+mod batch;
+mod cli;
+mod config;
+mod corruption;
+mod crash;
+mod input;
+mod objects;
+mod quota;
+mod storage_options;
