@@ -63,8 +63,8 @@ async fn a_ranged_read_of_a_corrupt_frame_fails() {
 async fn scrub_finds_corruption_nobody_read() {
     let s = TestServer::start("[storage]\nscrub_interval = \"1s\"\nmax_cache_size = 0");
     let mut c = s.client().await;
-    put_key(&mut c, "quiet", &random_bytes(10_000)).await;
-    put_key(&mut c, "fine", &random_bytes(10_000)).await;
+    put_key(&mut c, "quiet", &random_bytes(100_000)).await;
+    put_key(&mut c, "fine", &random_bytes(100_000)).await;
     let info = c.stat(pb::StatRequest { key: "quiet".into(), ..Default::default() }).await.unwrap().into_inner();
     let victim = blob_files(&s.data()).into_iter().find(|p| p.ends_with(&info.digest)).unwrap();
     flip_a_byte(&victim, 200);

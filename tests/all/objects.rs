@@ -100,15 +100,15 @@ async fn retention_keeps_the_newest_versions() {
         .versions;
     assert_eq!(vs.len(), 2);
     // GC removes the blobs of the dropped versions.
-    let mut files = 0;
+    let mut blobs = 0;
     for _ in 0..50 {
-        files = blob_files(&s.data()).len();
-        if files == 2 {
+        blobs = c.stats(pb::StatsRequest {}).await.unwrap().into_inner().blobs;
+        if blobs == 2 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    assert_eq!(files, 2, "blobs of removed versions are collected");
+    assert_eq!(blobs, 2, "blobs of removed versions are collected");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -117,8 +117,9 @@ async fn unversioned_overwrites_and_gc_frees_space() {
         "[metadata]\nenable_versioning = false\n[storage]\ncleanup_age = \"0s\"\ngc_interval = \"1s\"",
     );
     let mut c = s.client().await;
-    put_key(&mut c, "k", b"first").await;
-    put_key(&mut c, "k", b"second").await;
+    // Large enough to live in files, so GC has files to remove.
+    put_key(&mut c, "k", &random_bytes(100_000)).await;
+    put_key(&mut c, "k", &random_bytes(100_000)).await;
     let vs = c
         .list_versions(pb::ListVersionsRequest { key: "k".into(), ..Default::default() })
         .await
@@ -247,4 +248,23 @@ async fn health_and_reflection_answer() {
     let out = s.cli(&["health"]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "SERVING");
+
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    let ch = tonic::transport::Endpoint::from_shared(s.url.clone()).unwrap().connect().await.unwrap();
+    let mut rc = ServerReflectionClient::new(ch);
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut resp = rc.server_reflection_info(futures::stream::iter(vec![req])).await.unwrap().into_inner();
+    let msg = resp.message().await.unwrap().expect("a reflection answer");
+    let Some(MessageResponse::ListServicesResponse(list)) = msg.message_response else {
+        panic!("unexpected reflection answer: {msg:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(names.contains(&"strata.v1.Strata".to_string()), "{names:?}");
+    assert!(names.contains(&"grpc.health.v1.Health".to_string()), "{names:?}");
 }

@@ -238,7 +238,7 @@ impl Child {
             .env("STRATA_STORAGE__SYNC_WRITES", "true")
             .env("STRATA_STORAGE__SCRUB_INTERVAL", "0s")
             .env("STRATA_STORAGE__GC_INTERVAL", "0s")
-            .env("STRATA_LOG", "warn")
+            .env("STRATA_LOG", std::env::var("STRATA_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()

@@ -24,6 +24,10 @@ pub type Client = StrataClient<Channel>;
 pub async fn connect(addr: &str) -> anyhow::Result<Client> {
     let channel = tonic::transport::Endpoint::from_shared(addr.to_string())
         .map_err(|_| anyhow!("--addr {addr:?} is not a URL like http://127.0.0.1:7400"))?
+        .tcp_nodelay(true)
+        .initial_stream_window_size(crate::server::WINDOW)
+        .initial_connection_window_size(2 * crate::server::WINDOW)
+        .max_frame_size(crate::server::MAX_FRAME)
         .connect()
         .await
         .map_err(|e| anyhow!("cannot reach a strata server at {addr} ({e}); is `strata serve` running?"))?;

@@ -78,8 +78,10 @@ pub struct NewVersion {
     pub content_type: String,
     pub attributes: Attributes,
     pub condition: Condition,
-    /// The blob file was just published (so any old row's state is stale).
+    /// The blob was just written (so any old row's state is stale).
     pub fresh_blob: bool,
+    /// The stored bytes of a small blob, kept in the metadata store.
+    pub inline: Option<bytes::Bytes>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -365,6 +367,11 @@ impl MetaStore {
         sql::drop_blob(&self.write, digest).await
     }
 
+    /// The stored bytes of an inline (small) blob.
+    pub async fn inline_blob(&self, digest: &Digest) -> Result<Option<Vec<u8>>, MetaError> {
+        sql::inline_blob(&self.read, digest).await
+    }
+
     pub async fn mark_corrupt(&self, digest: &Digest) -> Result<(), MetaError> {
         sql::set_blob_state(&self.write, digest, "corrupt").await
     }
@@ -373,8 +380,9 @@ impl MetaStore {
         sql::mark_verified(&self.write, digest).await
     }
 
-    /// Sound blobs in digest order after `after`, for the scrubber.
-    pub async fn blobs_after(&self, after: Option<&Digest>, limit: u32) -> Result<Vec<Digest>, MetaError> {
+    /// Sound blobs (digest, plaintext size) in digest order after `after`,
+    /// for the scrubber.
+    pub async fn blobs_after(&self, after: Option<&Digest>, limit: u32) -> Result<Vec<(Digest, u64)>, MetaError> {
         sql::blobs_after(&self.read, after, limit).await
     }
 

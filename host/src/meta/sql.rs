@@ -307,6 +307,13 @@ async fn add_blob_ref(conn: &mut SqliteConnection, item: &NewVersion) -> Result<
             .bind(now)
             .execute(&mut *conn)
             .await?;
+            if let Some(data) = &item.inline {
+                sqlx::query("INSERT INTO blob_data (digest, data) VALUES (?, ?)")
+                    .bind(&item.digest.0[..])
+                    .bind(&data[..])
+                    .execute(&mut *conn)
+                    .await?;
+            }
             bump(conn, "blobs", 1).await?;
             bump(conn, "blob_bytes", item.size as i64).await?;
             bump(conn, "stored_bytes", item.stored_size as i64).await?;
@@ -325,6 +332,13 @@ async fn add_blob_ref(conn: &mut SqliteConnection, item: &NewVersion) -> Result<
                 .execute(&mut *conn)
                 .await?;
                 bump(conn, "stored_bytes", item.stored_size as i64 - old_stored).await?;
+                if let Some(data) = &item.inline {
+                    sqlx::query("INSERT OR REPLACE INTO blob_data (digest, data) VALUES (?, ?)")
+                        .bind(&item.digest.0[..])
+                        .bind(&data[..])
+                        .execute(&mut *conn)
+                        .await?;
+                }
             } else {
                 sqlx::query(
                     "UPDATE blobs SET refcount = refcount + 1, unreferenced_ms = NULL WHERE digest = ?",
@@ -690,6 +704,10 @@ pub async fn drop_blob(pool: &SqlitePool, digest: &Digest) -> Result<Option<u64>
         .fetch_optional(&mut *tx)
         .await?;
     let Some(row) = row else { return Ok(None) };
+    sqlx::query("DELETE FROM blob_data WHERE digest = ?")
+        .bind(&digest.0[..])
+        .execute(&mut *tx)
+        .await?;
     let size: i64 = row.try_get("size")?;
     let stored: i64 = row.try_get("stored_size")?;
     bump(&mut tx, "blobs", -1).await?;
@@ -717,15 +735,29 @@ pub async fn mark_verified(pool: &SqlitePool, digest: &Digest) -> Result<(), Met
     Ok(())
 }
 
-pub async fn blobs_after(pool: &SqlitePool, after: Option<&Digest>, limit: u32) -> Result<Vec<Digest>, MetaError> {
+pub async fn blobs_after(
+    pool: &SqlitePool,
+    after: Option<&Digest>,
+    limit: u32,
+) -> Result<Vec<(Digest, u64)>, MetaError> {
     let rows = sqlx::query(
-        "SELECT digest FROM blobs WHERE state = 'ok' AND digest > ? ORDER BY digest LIMIT ?",
+        "SELECT digest, size FROM blobs WHERE state = 'ok' AND digest > ? ORDER BY digest LIMIT ?",
     )
     .bind(after.map_or(&[][..], |d| &d.0[..]))
     .bind(limit as i64)
     .fetch_all(pool)
     .await?;
-    digests(rows)
+    let sizes: Vec<u64> = rows.iter().map(|r| r.try_get::<i64, _>("size").map(|s| s as u64)).collect::<Result<_, _>>()?;
+    Ok(digests(rows)?.into_iter().zip(sizes).collect())
+}
+
+pub async fn inline_blob(pool: &SqlitePool, digest: &Digest) -> Result<Option<Vec<u8>>, MetaError> {
+    Ok(sqlx::query("SELECT data FROM blob_data WHERE digest = ?")
+        .bind(&digest.0[..])
+        .fetch_optional(pool)
+        .await?
+        .map(|r| r.try_get("data"))
+        .transpose()?)
 }
 
 pub async fn stats(pool: &SqlitePool) -> Result<MetaStats, MetaError> {

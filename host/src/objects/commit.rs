@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use tokio::sync::{Mutex, mpsc, oneshot};
-use tracing::error;
+use tracing::{debug, error};
 
 use super::ObjectError;
 use crate::meta::{MetaError, MetaStore, NewVersion, ObjectRecord};
@@ -45,6 +45,8 @@ pub async fn run(
 }
 
 async fn commit_batch(batch: Vec<CommitJob>, store: &Arc<LocalStore>, meta: &MetaStore) {
+    let started = std::time::Instant::now();
+    let size = batch.len();
     let digests: Vec<Digest> = batch.iter().map(|j| j.staged.digest).collect();
     let known = match meta.known_blobs(&digests).await {
         Ok(k) => k,
@@ -90,6 +92,7 @@ async fn commit_batch(batch: Vec<CommitJob>, store: &Arc<LocalStore>, meta: &Met
             v
         })
         .collect();
+    let published_at = started.elapsed();
     let results = match meta.commit_puts(&versions).await {
         Ok(r) => r,
         Err(e) => {
@@ -98,6 +101,7 @@ async fn commit_batch(batch: Vec<CommitJob>, store: &Arc<LocalStore>, meta: &Met
         }
     };
 
+    debug!(size, ?published_at, took = ?started.elapsed(), "committed a batch");
     let mut used: HashMap<Digest, bool> = HashMap::new();
     for (job, r) in batch.iter().zip(&results) {
         *used.entry(job.staged.digest).or_default() |= r.is_ok();

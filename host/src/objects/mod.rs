@@ -19,7 +19,8 @@ use tracing::{error, warn};
 
 use crate::meta::{Condition, Deleted, MetaError, MetaStore, NewVersion, ObjectRecord, Attributes};
 use crate::metrics::Metrics;
-use crate::store::{BlobWriter, Digest, LocalStore, Range, StoreError};
+use crate::store::format::INLINE_MAX;
+use crate::store::{BlobReader, BlobWriter, Digest, LocalStore, Range, StoreError};
 
 use blob_cache::BlobCache;
 pub use commit::CommitJob;
@@ -240,6 +241,7 @@ impl Objects {
                 attributes: spec.attributes,
                 condition: spec.condition,
                 fresh_blob: false,
+                inline: staged.inline.clone(),
             };
             if self.commits.send(CommitJob { staged, version, reply }).await.is_err() {
                 waits.push(None);
@@ -276,14 +278,10 @@ impl Objects {
             let _ = tx.send(Ok(data)).await;
             return Ok((rec, rx));
         }
-        let store = self.store.clone();
-        let mut reader = {
-            let store = store.clone();
-            match tokio::task::spawn_blocking(move || store.read(&digest, range)).await {
-                Ok(Ok(r)) => r,
-                Ok(Err(e)) => return Err(self.read_failed(digest, e).await),
-                Err(e) => return Err(ObjectError::Aborted(e.to_string())),
-            }
+        let mut reader = match self.open_reader(digest, rec.size, range).await {
+            Ok(r) => r,
+            Err(ObjectError::Store(e)) => return Err(self.read_failed(digest, e).await),
+            Err(e) => return Err(e),
         };
         let cache_it = range.is_all() && self.blob_cache.wants(rec.size);
         let this = self.clone();
@@ -309,6 +307,27 @@ impl Objects {
             }
         });
         Ok((rec, rx))
+    }
+
+    /// Opens a blob, from its file or, when small, from the metadata store.
+    pub(crate) async fn open_reader(
+        &self,
+        digest: Digest,
+        size: u64,
+        range: Range,
+    ) -> Result<BlobReader, ObjectError> {
+        let inline = if size <= INLINE_MAX {
+            Some(self.meta.inline_blob(&digest).await?.ok_or(StoreError::Missing { digest })?)
+        } else {
+            None
+        };
+        let store = self.store.clone();
+        Ok(tokio::task::spawn_blocking(move || match inline {
+            Some(stored) => store.read_inline(stored, &digest, range),
+            None => store.read(&digest, range),
+        })
+        .await
+        .map_err(|e| ObjectError::Aborted(e.to_string()))??)
     }
 
     /// Reports a failed read: a corrupt blob is quarantined and counted.

@@ -112,18 +112,20 @@ impl Upkeep {
         let mut after = None;
         loop {
             let page = meta.blobs_after(after.as_ref(), 256).await?;
-            let Some(last) = page.last().copied() else { break };
-            for d in page {
-                let s = self.objects.store().clone();
-                let verdict = tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
-                    let mut r = s.read(&d, Range::ALL)?;
-                    while let Some(chunk) = r.next_chunk() {
-                        chunk?;
-                    }
-                    Ok(())
-                })
-                .await
-                .map_err(|e| super::ObjectError::Aborted(e.to_string()))?;
+            let Some((last, _)) = page.last().copied() else { break };
+            for (d, size) in page {
+                let verdict = match self.objects.open_reader(d, size, Range::ALL).await {
+                    Ok(mut r) => tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
+                        while let Some(chunk) = r.next_chunk() {
+                            chunk?;
+                        }
+                        Ok(())
+                    })
+                    .await
+                    .map_err(|e| super::ObjectError::Aborted(e.to_string()))?,
+                    Err(super::ObjectError::Store(e)) => Err(e),
+                    Err(e) => return Err(e),
+                };
                 match verdict {
                     Ok(()) => {
                         meta.mark_verified(&d).await?;

@@ -23,6 +23,9 @@ pub const END_MAGIC: &[u8; 8] = b"STRBEND1";
 pub const HEADER_LEN: usize = 64;
 /// Plaintext bytes per frame.
 pub const CHUNK: usize = 1 << 20;
+/// Blobs up to this many plaintext bytes are stored in the metadata store,
+/// not in files of their own. Whether a blob is inline follows from its size.
+pub const INLINE_MAX: u64 = 32 << 10;
 pub const FRAME_HEADER_LEN: usize = 8;
 /// Fixed part of the footer after the offsets.
 pub const FOOTER_TAIL_LEN: usize = 8 + 8 + 32 + 8;

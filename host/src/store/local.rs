@@ -115,15 +115,16 @@ impl LocalStore {
     /// Starts writing a new blob in a fresh temp file.
     pub fn stage(&self) -> Result<BlobWriter, StoreError> {
         let name = format!("{:016x}.tmp", rand::random::<u64>());
-        BlobWriter::create(self.tmp.join(name), &self.codec, self.quota.clone())
+        BlobWriter::create(self.tmp.join(name), &self.codec, self.quota.clone(), self.sync)
     }
 
-    /// Moves staged blobs into place and makes them durable. Call only for
-    /// digests that have no live blob yet: a published file replaces what
-    /// is there. One sync covers the whole batch.
+    /// Moves staged file-backed blobs into place and makes the renames
+    /// durable (their data was synced by the writer). Call only for digests
+    /// that have no live blob yet: a published file replaces what is there.
+    /// Inline blobs are skipped: they travel with the metadata.
     pub fn publish(&self, staged: &[&Staged]) -> Result<(), StoreError> {
         let mut dirs = Vec::new();
-        for s in staged {
+        for s in staged.iter().filter(|s| s.inline.is_none()) {
             let dest = self.path(&s.digest);
             let dir = dest.parent().expect("blob path has a parent").to_path_buf();
             if let Err(e) = fs::rename(&s.tmp, &dest) {
@@ -132,44 +133,31 @@ impl LocalStore {
                 }
                 fs::create_dir_all(&dir).map_err(StoreError::io(&dir))?;
                 fs::rename(&s.tmp, &dest).map_err(StoreError::io(&dest))?;
-                dirs.push(dir.parent().expect("fan-out dir").to_path_buf());
+                // New fan-out directories must be durable entries too.
+                let parent = dir.parent().expect("fan-out dir").to_path_buf();
+                dirs.push(parent.parent().expect("blobs dir").to_path_buf());
+                dirs.push(parent);
             }
             dirs.push(dir);
         }
         if self.sync {
-            self.sync_published(staged, dirs)?;
-        }
-        Ok(())
-    }
-
-    fn sync_published(&self, staged: &[&Staged], mut dirs: Vec<PathBuf>) -> Result<(), StoreError> {
-        #[cfg(target_os = "linux")]
-        if staged.len() > 1 {
-            // One syncfs writes back every file and rename of the batch:
-            // far cheaper than an fsync per file and per directory.
-            let f = File::open(&self.blobs).map_err(StoreError::io(&self.blobs))?;
-            use std::os::fd::AsRawFd;
-            // SAFETY: syncfs takes a valid open descriptor, which `f` is.
-            if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
-                return Err(StoreError::io(&self.blobs)(std::io::Error::last_os_error()));
+            dirs.sort();
+            dirs.dedup();
+            for dir in dirs {
+                File::open(&dir).and_then(|f| f.sync_all()).map_err(StoreError::io(&dir))?;
             }
-            return Ok(());
-        }
-        for s in staged {
-            let dest = self.path(&s.digest);
-            File::open(&dest).and_then(|f| f.sync_all()).map_err(StoreError::io(&dest))?;
-        }
-        dirs.sort();
-        dirs.dedup();
-        for dir in dirs {
-            File::open(&dir).and_then(|f| f.sync_all()).map_err(StoreError::io(&dir))?;
         }
         Ok(())
     }
 
-    /// Opens a blob for reading a range of it.
+    /// Opens a file-backed blob for reading a range of it.
     pub fn read(&self, digest: &Digest, range: Range) -> Result<BlobReader, StoreError> {
         BlobReader::open(self.path(digest), *digest, self.codec.key.as_ref(), range)
+    }
+
+    /// Opens an inline blob's stored bytes for reading a range of it.
+    pub fn read_inline(&self, stored: Vec<u8>, digest: &Digest, range: Range) -> Result<BlobReader, StoreError> {
+        BlobReader::inline(stored, *digest, self.codec.key.as_ref(), range)
     }
 
     /// Deletes a blob file; returns the bytes it took.

@@ -22,6 +22,9 @@ pub mod local;
 pub mod reader;
 pub mod writer;
 
+#[cfg(test)]
+mod tests;
+
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;

@@ -6,7 +6,7 @@
 //! corrupted blob never reads back as good.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Cursor, Read, Seek, SeekFrom};
 use std::path::PathBuf;
 
 use bytes::Bytes;
@@ -16,8 +16,13 @@ use sha2::{Digest as _, Sha256};
 use super::format::{self, Footer, Header, Key};
 use super::{Digest, Range, StoreError};
 
+/// Where a blob's bytes come from: a file, or (small blobs) a buffer
+/// loaded from the metadata store.
+trait Source: Read + Seek + Send {}
+impl<T: Read + Seek + Send> Source for T {}
+
 pub struct BlobReader {
-    file: File,
+    file: Box<dyn Source>,
     path: PathBuf,
     digest: Digest,
     header: Header,
@@ -45,8 +50,7 @@ impl BlobReader {
         key: Option<&Key>,
         range: Range,
     ) -> Result<Self, StoreError> {
-        let corrupt = |why: String| StoreError::Corrupt { digest, why };
-        let mut file = match File::open(&path) {
+        let file = match File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(StoreError::Missing { digest });
@@ -54,6 +58,25 @@ impl BlobReader {
             Err(e) => return Err(StoreError::io(&path)(e)),
         };
         let len = file.metadata().map_err(StoreError::io(&path))?.len();
+        Self::from_source(Box::new(file), len, path, digest, key, range)
+    }
+
+    /// Reads a blob held in memory (small blobs live in the metadata store).
+    pub fn inline(stored: Vec<u8>, digest: Digest, key: Option<&Key>, range: Range) -> Result<Self, StoreError> {
+        let len = stored.len() as u64;
+        let path = PathBuf::from(format!("<inline blob {digest}>"));
+        Self::from_source(Box::new(Cursor::new(stored)), len, path, digest, key, range)
+    }
+
+    fn from_source(
+        mut file: Box<dyn Source>,
+        len: u64,
+        path: PathBuf,
+        digest: Digest,
+        key: Option<&Key>,
+        range: Range,
+    ) -> Result<Self, StoreError> {
+        let corrupt = |why: String| StoreError::Corrupt { digest, why };
         if len < (format::HEADER_LEN + format::FOOTER_TAIL_LEN) as u64 {
             return Err(corrupt(format!("file is only {len} bytes")));
         }

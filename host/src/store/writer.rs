@@ -1,4 +1,9 @@
-//! Streaming a blob into a temp file while hashing it.
+//! Streaming a blob in while hashing it.
+//!
+//! A blob starts in memory; once its plaintext passes [`INLINE_MAX`] it
+//! spills into a temp file. Small blobs never touch the file system: they
+//! are committed inside the metadata transaction, so many small puts cost
+//! one fsync between them instead of a file, a rename and syncs each.
 //!
 //! Blocking code: callers run it on a blocking thread, never on the executor.
 
@@ -10,14 +15,15 @@ use std::sync::Arc;
 use chacha20poly1305::XChaCha20Poly1305;
 use sha2::{Digest as _, Sha256};
 
-use super::format::{self, Codec, Footer, Header};
+use super::format::{self, Codec, Footer, Header, INLINE_MAX};
 use super::local::Quota;
 use super::{Digest, StoreError};
 
 /// A blob being written. Dropping it before [`BlobWriter::finish`] removes
 /// the temp file and gives back its quota.
 pub struct BlobWriter {
-    file: File,
+    sink: Sink,
+    sync: bool,
     staged: Staged,
     header: Header,
     cipher: Option<XChaCha20Poly1305>,
@@ -29,12 +35,20 @@ pub struct BlobWriter {
     pos: u64,
 }
 
-/// A blob fully written to a temp file, not yet visible.
+enum Sink {
+    Memory(Vec<u8>),
+    File(File),
+}
+
+/// A blob fully written, not yet visible: in memory (`inline`) or in a
+/// temp file.
 ///
 /// Dropping it removes the temp file and returns its quota, unless it was
 /// published and kept.
 #[derive(Debug)]
 pub struct Staged {
+    /// The stored bytes of a small blob; `None` when it is in `tmp`.
+    pub inline: Option<bytes::Bytes>,
     pub(super) tmp: PathBuf,
     pub digest: Digest,
     pub size: u64,
@@ -64,16 +78,12 @@ impl Drop for Staged {
 }
 
 impl BlobWriter {
-    pub(super) fn create(tmp: PathBuf, codec: &Codec, quota: Arc<Quota>) -> Result<Self, StoreError> {
+    pub(super) fn create(tmp: PathBuf, codec: &Codec, quota: Arc<Quota>, sync: bool) -> Result<Self, StoreError> {
         let header = Header::new(codec);
         let digest_for_errors = Digest([0; 32]);
         let cipher = header.cipher(codec.key.as_ref(), &digest_for_errors)?;
-        let mut file = File::options()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(StoreError::io(&tmp))?;
         let mut staged = Staged {
+            inline: None,
             tmp,
             digest: digest_for_errors,
             size: 0,
@@ -84,25 +94,50 @@ impl BlobWriter {
         };
         let raw = header.encode();
         staged.reserve(raw.len() as u64)?;
-        file.write_all(&raw).map_err(StoreError::io(&staged.tmp))?;
         Ok(Self {
-            file,
+            sink: Sink::Memory(raw.to_vec()),
+            sync,
             pos: raw.len() as u64,
             staged,
             header,
             cipher,
             zstd_level: codec.zstd_level,
             hasher: Sha256::new(),
-            pending: Vec::with_capacity(format::CHUNK),
+            pending: Vec::with_capacity(format::CHUNK.min(INLINE_MAX as usize * 2)),
             sealed: Vec::new(),
             offsets: Vec::new(),
         })
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        match &mut self.sink {
+            Sink::Memory(buf) => buf.extend_from_slice(bytes),
+            Sink::File(f) => f.write_all(bytes).map_err(StoreError::io(&self.staged.tmp))?,
+        }
+        Ok(())
+    }
+
+    /// Moves a blob that outgrew memory into its temp file.
+    fn spill(&mut self) -> Result<(), StoreError> {
+        if let Sink::Memory(buf) = &self.sink {
+            let mut file = File::options()
+                .write(true)
+                .create_new(true)
+                .open(&self.staged.tmp)
+                .map_err(StoreError::io(&self.staged.tmp))?;
+            file.write_all(buf).map_err(StoreError::io(&self.staged.tmp))?;
+            self.sink = Sink::File(file);
+        }
+        Ok(())
     }
 
     /// Appends plaintext.
     pub fn write(&mut self, mut data: &[u8]) -> Result<(), StoreError> {
         self.hasher.update(data);
         self.staged.size += data.len() as u64;
+        if self.staged.size > INLINE_MAX {
+            self.spill()?;
+        }
         while !data.is_empty() {
             // A full frame is written only once more data follows, so that
             // `finish` always has the last frame in hand to mark it last.
@@ -124,15 +159,19 @@ impl BlobWriter {
         let fh = format::frame_header(&self.sealed);
         self.staged.reserve((fh.len() + self.sealed.len()) as u64)?;
         self.offsets.push(self.pos);
-        self.file.write_all(&fh).map_err(StoreError::io(&self.staged.tmp))?;
-        self.file.write_all(&self.sealed).map_err(StoreError::io(&self.staged.tmp))?;
+        self.put(&fh)?;
+        let sealed = std::mem::take(&mut self.sealed);
+        let r = self.put(&sealed);
+        self.sealed = sealed;
+        r?;
         self.pos += (fh.len() + self.sealed.len()) as u64;
         self.pending.clear();
         Ok(())
     }
 
-    /// Writes the last frame and the footer. The data is not yet durable:
-    /// [`super::LocalStore::publish`] syncs it.
+    /// Writes the last frame and the footer. A file-backed blob is synced
+    /// here (on this thread, in parallel with other writes) when `sync`;
+    /// [`super::LocalStore::publish`] then makes its name durable.
     pub fn finish(mut self) -> Result<Staged, StoreError> {
         // An empty blob still gets one (empty) frame, so "last" is always marked.
         self.flush_frame(true)?;
@@ -140,12 +179,18 @@ impl BlobWriter {
         let footer = Footer { offsets: std::mem::take(&mut self.offsets), size: self.staged.size, digest }
             .encode();
         self.staged.reserve(footer.len() as u64)?;
-        self.file.write_all(&footer).map_err(StoreError::io(&self.staged.tmp))?;
+        self.put(&footer)?;
         self.pos += footer.len() as u64;
+        match std::mem::replace(&mut self.sink, Sink::Memory(Vec::new())) {
+            Sink::Memory(buf) => self.staged.inline = Some(buf.into()),
+            Sink::File(f) if self.sync => f.sync_data().map_err(StoreError::io(&self.staged.tmp))?,
+            Sink::File(_) => {}
+        }
         self.staged.digest = digest;
         self.staged.stored_size = self.pos;
         // Move the staged part out; the writer's own Drop has nothing left to do.
         let placeholder = Staged {
+            inline: None,
             tmp: PathBuf::new(),
             digest,
             size: 0,
