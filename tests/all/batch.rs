@@ -48,3 +48,60 @@ async fn batches_above_the_limit_are_refused() {
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("limit is 10"));
 }
+
+fn item(key: &str, data: &[u8]) -> pb::PutManyItem {
+    pb::PutManyItem { header: Some(header(key)), data: data.to_vec().into() }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_key_written_twice_in_a_batch_keeps_the_order() {
+    let s = TestServer::start("");
+    let mut c = s.client().await;
+    let mut absent = item("k", b"never");
+    absent.header.as_mut().unwrap().if_absent = true;
+    let items = vec![item("k", b"first"), item("k", b"second"), absent, item("k", b"third")];
+    let res = c
+        .put_many(futures::stream::iter(vec![pb::PutManyRequest { items }]))
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    assert_eq!(res[2].code, Code::FailedPrecondition as i32, "if_absent sees the batch's own writes");
+    assert_eq!(get_key(&mut c, "k").await.unwrap(), b"third");
+    let vs = c
+        .list_versions(pb::ListVersionsRequest { key: "k".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .versions;
+    let sizes: Vec<u64> = vs.iter().map(|v| v.size).collect();
+    assert_eq!(sizes, vec![5, 6, 5], "newest first: third, second, first");
+    assert!(vs[0].latest && !vs[1].latest);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unversioned_batches_keep_only_the_last_write() {
+    let s = TestServer::start("[metadata]\nenable_versioning = false\n[storage]\ncleanup_age = \"0s\"\ngc_interval = \"1s\"");
+    let mut c = s.client().await;
+    put_key(&mut c, "k", b"before").await;
+    let items = vec![item("k", b"first"), item("k", b"second"), item("other", b"x")];
+    c.put_many(futures::stream::iter(vec![pb::PutManyRequest { items }])).await.unwrap();
+    assert_eq!(get_key(&mut c, "k").await.unwrap(), b"second");
+    let vs = c
+        .list_versions(pb::ListVersionsRequest { key: "k".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .versions;
+    assert_eq!(vs.len(), 1);
+    let mut st = c.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+    for _ in 0..50 {
+        if st.blobs == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        st = c.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+    }
+    assert_eq!((st.objects, st.versions, st.blobs), (2, 2, 2), "superseded blobs are collected: {st:?}");
+    assert_eq!(st.logical_bytes, 7);
+}

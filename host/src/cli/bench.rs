@@ -40,6 +40,7 @@ struct Figures {
     put: f64,
     get: f64,
     small_puts: f64,
+    batched_puts: f64,
     peak_rss: u64,
 }
 
@@ -75,8 +76,10 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<Figures> {
     let peak_rss = server.peak_rss()?;
     eprintln!("4 KiB puts from {} clients ...", args.concurrency);
     let small_puts = small_puts(&server.url, args.concurrency, Duration::from_secs(args.seconds)).await?;
+    eprintln!("4 KiB puts in PutMany batches ...");
+    let batched_puts = batched_puts(&server.url, Duration::from_secs(args.seconds)).await?;
     server.stop().await;
-    Ok(Figures { raw_write, serial_fsync, sha256, put, get, small_puts, peak_rss })
+    Ok(Figures { raw_write, serial_fsync, sha256, put, get, small_puts, batched_puts, peak_rss })
 }
 
 fn report(args: &BenchArgs, f: &Figures) {
@@ -93,6 +96,13 @@ fn report(args: &BenchArgs, f: &Figures) {
     line("large put", format!("{:>9.1} MB/s", mb(f.put)), f.put / f.raw_write, 0.9, "raw write+fsync");
     line("large get (verified)", format!("{:>9.1} MB/s", mb(f.get)), f.get / f.sha256, 0.8, "SHA-256");
     line("4 KiB puts, sync_writes", format!("{:>9.0} ops/s", f.small_puts), f.small_puts / f.serial_fsync, 3.0, "serial loop");
+    line(
+        "4 KiB puts, PutMany x256",
+        format!("{:>9.0} ops/s", f.batched_puts),
+        f.batched_puts / f.serial_fsync,
+        3.0,
+        "serial loop",
+    );
     let rss_mib = f.peak_rss as f64 / (1 << 20) as f64;
     println!(
         "strata   server peak RSS              {rss_mib:>9.1} MiB (target <= 100 MiB) {}",
@@ -211,6 +221,47 @@ async fn small_puts(url: &str, concurrency: usize, time: Duration) -> anyhow::Re
                 ];
                 c.put(futures::stream::iter(msgs)).await.map_err(client::status)?;
                 done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                i += 1;
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(done.load(std::sync::atomic::Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
+}
+
+/// 4 KiB objects in batches of 256 per PutMany call, from 4 clients.
+async fn batched_puts(url: &str, time: Duration) -> anyhow::Result<f64> {
+    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let mut c = client::connect(url).await?;
+        let done = done.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            while start.elapsed() < time {
+                let items: Vec<pb::PutManyItem> = (0..256)
+                    .map(|j| {
+                        let mut data = vec![0u8; 4096];
+                        rand::fill(&mut data[..]);
+                        pb::PutManyItem {
+                            header: Some(pb::PutHeader { key: format!("bench/batch/{w}/{i}/{j}"), ..Default::default() }),
+                            data: Bytes::from(data),
+                        }
+                    })
+                    .collect();
+                let res = c
+                    .put_many(futures::stream::iter(vec![pb::PutManyRequest { items }]))
+                    .await
+                    .map_err(client::status)?
+                    .into_inner();
+                if let Some(bad) = res.results.iter().find(|r| !r.error.is_empty()) {
+                    bail!("a batched put failed: {}", bad.error);
+                }
+                done.fetch_add(256, std::sync::atomic::Ordering::Relaxed);
                 i += 1;
             }
             Ok::<_, anyhow::Error>(())

@@ -10,6 +10,7 @@
 //! primary key or index, so the cost of a call does not grow with the
 //! number of objects.
 
+mod batch;
 mod cache;
 mod clock;
 mod sql;
@@ -318,7 +319,7 @@ impl MetaStore {
             node: &self.node_id,
             clock: &self.clock,
         };
-        let out = sql::commit_puts(&self.write, &policy, items).await?;
+        let out = batch::commit_puts(&self.write, &policy, items).await?;
         for item in items {
             self.cache.invalidate(&item.bucket, &item.key);
         }

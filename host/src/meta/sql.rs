@@ -6,7 +6,7 @@ use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
 use sqlx::{Connection as _, Row};
 
 use super::clock::{Clock, now_ms};
-use super::{Bucket, Condition, Deleted, MetaError, MetaStats, NewVersion, ObjectRecord};
+use super::{Bucket, Deleted, MetaError, MetaStats, ObjectRecord};
 use crate::store::Digest;
 
 pub struct Policy<'a> {
@@ -22,7 +22,7 @@ const LATEST: &str = "SELECT v.id, v.bucket, v.key, v.version, v.stamp, v.digest
      FROM objects o JOIN versions v ON v.id = o.version_id \
      WHERE o.bucket = ? AND o.key = ?";
 
-fn record(row: &SqliteRow, newest_id: Option<i64>) -> Result<ObjectRecord, MetaError> {
+pub(super) fn record(row: &SqliteRow, newest_id: Option<i64>) -> Result<ObjectRecord, MetaError> {
     let digest: Option<Vec<u8>> = row.try_get("digest")?;
     let digest = digest
         .map(|d| d.try_into().map(Digest))
@@ -113,6 +113,7 @@ pub async fn bucket_exists(pool: &SqlitePool, name: &str) -> Result<bool, MetaEr
 
 pub async fn delete_bucket(pool: &SqlitePool, name: &str) -> Result<(), MetaError> {
     let mut tx = pool.begin().await?;
+    let mut d = Deltas::default();
     if sqlx::query("SELECT 1 FROM buckets WHERE name = ?")
         .bind(name)
         .fetch_optional(&mut *tx)
@@ -136,9 +137,10 @@ pub async fn delete_bucket(pool: &SqlitePool, name: &str) -> Result<(), MetaErro
         .await?;
     for r in rows {
         let digest: Option<Vec<u8>> = r.try_get("digest")?;
-        remove_version_row(&mut tx, r.try_get("id")?, digest.as_deref(), r.try_get("size")?).await?;
+        remove_version_row(&mut tx, &mut d, r.try_get("id")?, digest.as_deref(), r.try_get("size")?).await?;
     }
     sqlx::query("DELETE FROM buckets WHERE name = ?").bind(name).execute(&mut *tx).await?;
+    d.apply(&mut tx).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -249,15 +251,28 @@ pub async fn list_versions(pool: &SqlitePool, bucket: &str, key: &str) -> Result
 
 // ---- writes ----
 
-async fn bump(conn: &mut SqliteConnection, name: &'static str, by: i64) -> Result<(), MetaError> {
-    if by != 0 {
-        sqlx::query("UPDATE counters SET value = value + ? WHERE name = ?")
-            .bind(by)
-            .bind(name)
-            .execute(conn)
-            .await?;
+/// Changes to the running totals, applied once per transaction.
+#[derive(Default)]
+pub(super) struct Deltas(Vec<(&'static str, i64)>);
+
+impl Deltas {
+    pub(super) fn add(&mut self, name: &'static str, by: i64) {
+        match self.0.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, v)) => *v += by,
+            None => self.0.push((name, by)),
+        }
     }
-    Ok(())
+
+    pub(super) async fn apply(self, conn: &mut SqliteConnection) -> Result<(), MetaError> {
+        for (name, by) in self.0.into_iter().filter(|(_, by)| *by != 0) {
+            sqlx::query("UPDATE counters SET value = value + ? WHERE name = ?")
+                .bind(by)
+                .bind(name)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    }
 }
 
 /// Drops one reference to a blob.
@@ -277,196 +292,18 @@ async fn unref_blob(conn: &mut SqliteConnection, digest: &[u8]) -> Result<(), Me
 /// Deletes a version row and its blob reference.
 async fn remove_version_row(
     conn: &mut SqliteConnection,
+    d: &mut Deltas,
     id: i64,
     digest: Option<&[u8]>,
     size: i64,
 ) -> Result<(), MetaError> {
     sqlx::query("DELETE FROM versions WHERE id = ?").bind(id).execute(&mut *conn).await?;
-    bump(conn, "versions", -1).await?;
-    if let Some(d) = digest {
-        unref_blob(conn, d).await?;
-        bump(conn, "version_bytes", -size).await?;
+    d.add("versions", -1);
+    if let Some(digest) = digest {
+        unref_blob(conn, digest).await?;
+        d.add("version_bytes", -size);
     }
     Ok(())
-}
-
-async fn add_blob_ref(conn: &mut SqliteConnection, item: &NewVersion) -> Result<(), MetaError> {
-    let now = now_ms();
-    let row = sqlx::query("SELECT stored_size FROM blobs WHERE digest = ?")
-        .bind(&item.digest.0[..])
-        .fetch_optional(&mut *conn)
-        .await?;
-    match row {
-        None => {
-            sqlx::query(
-                "INSERT INTO blobs (digest, size, stored_size, refcount, created_ms) VALUES (?, ?, ?, 1, ?)",
-            )
-            .bind(&item.digest.0[..])
-            .bind(item.size as i64)
-            .bind(item.stored_size as i64)
-            .bind(now)
-            .execute(&mut *conn)
-            .await?;
-            if let Some(data) = &item.inline {
-                sqlx::query("INSERT INTO blob_data (digest, data) VALUES (?, ?)")
-                    .bind(&item.digest.0[..])
-                    .bind(&data[..])
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            bump(conn, "blobs", 1).await?;
-            bump(conn, "blob_bytes", item.size as i64).await?;
-            bump(conn, "stored_bytes", item.stored_size as i64).await?;
-        }
-        Some(r) => {
-            let old_stored: i64 = r.try_get("stored_size")?;
-            if item.fresh_blob {
-                // A new file replaced a corrupt or unreferenced one.
-                sqlx::query(
-                    "UPDATE blobs SET refcount = refcount + 1, unreferenced_ms = NULL, \
-                     state = 'ok', stored_size = ?, created_ms = ? WHERE digest = ?",
-                )
-                .bind(item.stored_size as i64)
-                .bind(now)
-                .bind(&item.digest.0[..])
-                .execute(&mut *conn)
-                .await?;
-                bump(conn, "stored_bytes", item.stored_size as i64 - old_stored).await?;
-                if let Some(data) = &item.inline {
-                    sqlx::query("INSERT OR REPLACE INTO blob_data (digest, data) VALUES (?, ?)")
-                        .bind(&item.digest.0[..])
-                        .bind(&data[..])
-                        .execute(&mut *conn)
-                        .await?;
-                }
-            } else {
-                sqlx::query(
-                    "UPDATE blobs SET refcount = refcount + 1, unreferenced_ms = NULL WHERE digest = ?",
-                )
-                .bind(&item.digest.0[..])
-                .execute(&mut *conn)
-                .await?;
-            }
-        }
-    }
-    Ok(())
-}
-
-pub async fn commit_puts(
-    pool: &SqlitePool,
-    policy: &Policy<'_>,
-    items: &[NewVersion],
-) -> Result<Vec<Result<ObjectRecord, MetaError>>, MetaError> {
-    let mut conn = pool.acquire().await?;
-    let mut tx = conn.begin().await?;
-    let mut out = Vec::with_capacity(items.len());
-    for item in items {
-        out.push(commit_one(&mut tx, policy, item).await?);
-    }
-    tx.commit().await?;
-    Ok(out)
-}
-
-/// Records one put. The outer error aborts the batch; the inner one fails
-/// only this item and leaves the transaction untouched.
-async fn commit_one(
-    conn: &mut SqliteConnection,
-    policy: &Policy<'_>,
-    item: &NewVersion,
-) -> Result<Result<ObjectRecord, MetaError>, MetaError> {
-    if sqlx::query("SELECT 1 FROM buckets WHERE name = ?")
-        .bind(&item.bucket)
-        .fetch_optional(&mut *conn)
-        .await?
-        .is_none()
-    {
-        return Ok(Err(MetaError::NoSuchBucket { bucket: item.bucket.clone() }));
-    }
-    let current = latest_on(conn, &item.bucket, &item.key).await?;
-    match (&item.condition, &current) {
-        (Condition::IfAbsent, Some(cur)) => {
-            return Ok(Err(MetaError::ConditionFailed {
-                key: item.key.clone(),
-                why: format!("it exists (version {})", cur.version),
-            }));
-        }
-        (Condition::IfVersion(want), cur) if cur.as_ref().map(|c| &c.version) != Some(want) => {
-            return Ok(Err(MetaError::ConditionFailed {
-                key: item.key.clone(),
-                why: match cur {
-                    Some(c) => format!("current version is {}, not {want}", c.version),
-                    None => format!("it has no live version, not {want}"),
-                },
-            }));
-        }
-        _ => {}
-    }
-
-    add_blob_ref(conn, item).await?;
-    let now = now_ms();
-    let stamp = policy.clock.now();
-    let version = format!("{stamp:016x}-{}", policy.node);
-    let created_ms = current.as_ref().map_or(now, |c| c.created_ms);
-    let attributes = serde_json::to_string(&item.attributes).map_err(|e| MetaError::Db(Box::new(e)))?;
-    let id: i64 = sqlx::query(
-        "INSERT INTO versions (bucket, key, version, stamp, node, digest, size, content_type, \
-         attributes, created_ms, modified_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-    )
-    .bind(&item.bucket)
-    .bind(&item.key)
-    .bind(&version)
-    .bind(stamp as i64)
-    .bind(policy.node)
-    .bind(&item.digest.0[..])
-    .bind(item.size as i64)
-    .bind(&item.content_type)
-    .bind(&attributes)
-    .bind(created_ms)
-    .bind(now)
-    .fetch_one(&mut *conn)
-    .await?
-    .try_get("id")?;
-    bump(conn, "versions", 1).await?;
-    bump(conn, "version_bytes", item.size as i64).await?;
-
-    sqlx::query(
-        "INSERT INTO objects (bucket, key, version_id) VALUES (?, ?, ?) \
-         ON CONFLICT (bucket, key) DO UPDATE SET version_id = excluded.version_id",
-    )
-    .bind(&item.bucket)
-    .bind(&item.key)
-    .bind(id)
-    .execute(&mut *conn)
-    .await?;
-    match &current {
-        None => bump(conn, "objects", 1).await?,
-        Some(cur) => bump(conn, "live_bytes", -(cur.size as i64)).await?,
-    }
-    bump(conn, "live_bytes", item.size as i64).await?;
-
-    if !policy.versioning {
-        if let Some(cur) = &current {
-            let cur_id = version_row_id(conn, &cur.bucket, &cur.key, &cur.version).await?;
-            remove_version_row(conn, cur_id, cur.digest.as_ref().map(|d| &d.0[..]), cur.size as i64)
-                .await?;
-        }
-    } else if policy.max_versions > 0 {
-        enforce_retention(conn, &item.bucket, &item.key, policy.max_versions).await?;
-    }
-
-    Ok(Ok(ObjectRecord {
-        bucket: item.bucket.clone(),
-        key: item.key.clone(),
-        version,
-        stamp,
-        digest: Some(item.digest),
-        size: item.size,
-        content_type: item.content_type.clone(),
-        attributes: item.attributes.clone(),
-        created_ms,
-        modified_ms: now,
-        latest: true,
-    }))
 }
 
 async fn version_row_id(
@@ -485,8 +322,9 @@ async fn version_row_id(
 }
 
 /// Keeps the newest `max` versions of a key.
-async fn enforce_retention(
+pub(super) async fn enforce_retention(
     conn: &mut SqliteConnection,
+    d: &mut Deltas,
     bucket: &str,
     key: &str,
     max: u32,
@@ -502,7 +340,7 @@ async fn enforce_retention(
     .await?;
     for r in old {
         let digest: Option<Vec<u8>> = r.try_get("digest")?;
-        remove_version_row(conn, r.try_get("id")?, digest.as_deref(), r.try_get("size")?).await?;
+        remove_version_row(conn, d, r.try_get("id")?, digest.as_deref(), r.try_get("size")?).await?;
     }
     Ok(())
 }
@@ -516,6 +354,7 @@ pub async fn delete(
 ) -> Result<Deleted, MetaError> {
     let mut conn = pool.acquire().await?;
     let mut tx = conn.begin().await?;
+    let mut d = Deltas::default();
     if sqlx::query("SELECT 1 FROM buckets WHERE name = ?")
         .bind(bucket)
         .fetch_optional(&mut *tx)
@@ -535,8 +374,8 @@ pub async fn delete(
                 .bind(key)
                 .execute(&mut *tx)
                 .await?;
-            bump(&mut tx, "objects", -1).await?;
-            bump(&mut tx, "live_bytes", -(cur.size as i64)).await?;
+            d.add("objects", -1);
+            d.add("live_bytes", -(cur.size as i64));
             if policy.versioning {
                 let now = now_ms();
                 let stamp = policy.clock.now();
@@ -555,14 +394,14 @@ pub async fn delete(
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
-                bump(&mut tx, "versions", 1).await?;
+                d.add("versions", 1);
                 if policy.max_versions > 0 {
-                    enforce_retention(&mut tx, bucket, key, policy.max_versions).await?;
+                    enforce_retention(&mut tx, &mut d, bucket, key, policy.max_versions).await?;
                 }
                 Deleted::Marker(marker)
             } else {
                 let id = version_row_id(&mut tx, bucket, key, &cur.version).await?;
-                remove_version_row(&mut tx, id, cur.digest.as_ref().map(|d| &d.0[..]), cur.size as i64)
+                remove_version_row(&mut tx, &mut d, id, cur.digest.as_ref().map(|d| &d.0[..]), cur.size as i64)
                     .await?;
                 Deleted::Removed
             }
@@ -584,7 +423,7 @@ pub async fn delete(
             let id: i64 = row.try_get("id")?;
             let digest: Option<Vec<u8>> = row.try_get("digest")?;
             let size: i64 = row.try_get("size")?;
-            remove_version_row(&mut tx, id, digest.as_deref(), size).await?;
+            remove_version_row(&mut tx, &mut d, id, digest.as_deref(), size).await?;
             // The newest remaining version decides what is live now.
             let newest = sqlx::query(
                 "SELECT id, digest, size FROM versions WHERE bucket = ? AND key = ? ORDER BY id DESC LIMIT 1",
@@ -609,7 +448,7 @@ pub async fn delete(
                         .bind(key)
                         .execute(&mut *tx)
                         .await?;
-                    bump(&mut tx, "live_bytes", nsize - old_size).await?;
+                    d.add("live_bytes", nsize - old_size);
                 }
                 (Some(old_size), None) if was_live => {
                     sqlx::query("DELETE FROM objects WHERE bucket = ? AND key = ?")
@@ -617,8 +456,8 @@ pub async fn delete(
                         .bind(key)
                         .execute(&mut *tx)
                         .await?;
-                    bump(&mut tx, "objects", -1).await?;
-                    bump(&mut tx, "live_bytes", -old_size).await?;
+                    d.add("objects", -1);
+                    d.add("live_bytes", -old_size);
                 }
                 (None, Some((nid, nsize))) => {
                     // Removing the newest delete marker brings the object back.
@@ -628,14 +467,15 @@ pub async fn delete(
                         .bind(nid)
                         .execute(&mut *tx)
                         .await?;
-                    bump(&mut tx, "objects", 1).await?;
-                    bump(&mut tx, "live_bytes", nsize).await?;
+                    d.add("objects", 1);
+                    d.add("live_bytes", nsize);
                 }
                 _ => {}
             }
             Deleted::Removed
         }
     };
+    d.apply(&mut tx).await?;
     tx.commit().await?;
     Ok(outcome)
 }
@@ -643,38 +483,26 @@ pub async fn delete(
 // ---- blobs ----
 
 pub async fn known_blobs(pool: &SqlitePool, digests: &[Digest]) -> Result<HashSet<Digest>, MetaError> {
-    let mut conn = pool.acquire().await?;
-    let mut out = HashSet::new();
-    for d in digests {
-        if sqlx::query("SELECT 1 FROM blobs WHERE digest = ? AND state = 'ok'")
-            .bind(&d.0[..])
-            .fetch_optional(&mut *conn)
-            .await?
-            .is_some()
-        {
-            out.insert(*d);
-        }
-    }
-    Ok(out)
+    let hexes: Vec<String> = digests.iter().map(|d| d.to_string()).collect();
+    let rows = sqlx::query(
+        "SELECT digest FROM blobs WHERE state = 'ok' AND digest IN (SELECT unhex(value) FROM json_each(?))",
+    )
+    .bind(serde_json::to_string(&hexes).map_err(|e| MetaError::Db(Box::new(e)))?)
+    .fetch_all(pool)
+    .await?;
+    Ok(digests_of(rows)?.into_iter().collect())
 }
 
 pub async fn blob_rows(pool: &SqlitePool, digests: &[Digest]) -> Result<HashSet<Digest>, MetaError> {
-    let mut conn = pool.acquire().await?;
-    let mut out = HashSet::new();
-    for d in digests {
-        if sqlx::query("SELECT 1 FROM blobs WHERE digest = ?")
-            .bind(&d.0[..])
-            .fetch_optional(&mut *conn)
-            .await?
-            .is_some()
-        {
-            out.insert(*d);
-        }
-    }
-    Ok(out)
+    let hexes: Vec<String> = digests.iter().map(|d| d.to_string()).collect();
+    let rows = sqlx::query("SELECT digest FROM blobs WHERE digest IN (SELECT unhex(value) FROM json_each(?))")
+        .bind(serde_json::to_string(&hexes).map_err(|e| MetaError::Db(Box::new(e)))?)
+        .fetch_all(pool)
+        .await?;
+    Ok(digests_of(rows)?.into_iter().collect())
 }
 
-fn digests(rows: Vec<SqliteRow>) -> Result<Vec<Digest>, MetaError> {
+fn digests_of(rows: Vec<SqliteRow>) -> Result<Vec<Digest>, MetaError> {
     rows.iter()
         .map(|r| {
             let d: Vec<u8> = r.try_get("digest")?;
@@ -693,12 +521,13 @@ pub async fn unreferenced_blobs(pool: &SqlitePool, before_ms: i64, limit: u32) -
     .bind(limit as i64)
     .fetch_all(pool)
     .await?;
-    digests(rows)
+    digests_of(rows)
 }
 
 pub async fn drop_blob(pool: &SqlitePool, digest: &Digest) -> Result<Option<u64>, MetaError> {
     let mut conn = pool.acquire().await?;
     let mut tx = conn.begin().await?;
+    let mut d = Deltas::default();
     let row = sqlx::query("DELETE FROM blobs WHERE digest = ? AND refcount = 0 RETURNING size, stored_size")
         .bind(&digest.0[..])
         .fetch_optional(&mut *tx)
@@ -710,9 +539,10 @@ pub async fn drop_blob(pool: &SqlitePool, digest: &Digest) -> Result<Option<u64>
         .await?;
     let size: i64 = row.try_get("size")?;
     let stored: i64 = row.try_get("stored_size")?;
-    bump(&mut tx, "blobs", -1).await?;
-    bump(&mut tx, "blob_bytes", -size).await?;
-    bump(&mut tx, "stored_bytes", -stored).await?;
+    d.add("blobs", -1);
+    d.add("blob_bytes", -size);
+    d.add("stored_bytes", -stored);
+    d.apply(&mut tx).await?;
     tx.commit().await?;
     Ok(Some(stored as u64))
 }
@@ -748,7 +578,7 @@ pub async fn blobs_after(
     .fetch_all(pool)
     .await?;
     let sizes: Vec<u64> = rows.iter().map(|r| r.try_get::<i64, _>("size").map(|s| s as u64)).collect::<Result<_, _>>()?;
-    Ok(digests(rows)?.into_iter().zip(sizes).collect())
+    Ok(digests_of(rows)?.into_iter().zip(sizes).collect())
 }
 
 pub async fn inline_blob(pool: &SqlitePool, digest: &Digest) -> Result<Option<Vec<u8>>, MetaError> {

@@ -20,11 +20,34 @@ use tracing::{error, warn};
 use crate::meta::{Condition, Deleted, MetaError, MetaStore, NewVersion, ObjectRecord, Attributes};
 use crate::metrics::Metrics;
 use crate::store::format::INLINE_MAX;
-use crate::store::{BlobReader, BlobWriter, Digest, LocalStore, Range, StoreError};
+use crate::store::{BlobReader, BlobWriter, Digest, LocalStore, Range, Staged, StoreError};
 
 use blob_cache::BlobCache;
 pub use commit::CommitJob;
 pub use upkeep::{Upkeep, UpkeepReport};
+
+type WriterPipe = (
+    mpsc::Sender<Bytes>,
+    tokio::task::JoinHandle<Result<Staged, StoreError>>,
+    oneshot::Sender<bool>,
+);
+
+/// Runs a blob writer on a blocking thread, fed through a bounded channel.
+/// The oneshot says whether the stream ended cleanly (finish) or broke.
+fn start_writer(mut writer: BlobWriter) -> WriterPipe {
+    let (tx, mut rx) = mpsc::channel::<Bytes>(PIPE_DEPTH);
+    let (done_tx, done_rx) = oneshot::channel::<bool>();
+    let handle = tokio::task::spawn_blocking(move || {
+        while let Some(chunk) = rx.blocking_recv() {
+            writer.write(&chunk)?;
+        }
+        match done_rx.blocking_recv() {
+            Ok(true) => writer.finish(),
+            _ => Err(StoreError::Cancelled),
+        }
+    });
+    (tx, handle, done_tx)
+}
 
 /// Chunks in flight between the network and the disk, per transfer. With
 /// 1 MiB chunks this bounds a transfer's buffers to a few MiB whatever its size.
@@ -106,50 +129,70 @@ impl Objects {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let writer = self.stage().await?;
-        let (tx, mut rx) = mpsc::channel::<Bytes>(PIPE_DEPTH);
-        let (done_tx, done_rx) = oneshot::channel::<bool>();
+        let mut writer = Some(self.store.stage()?); // in memory until it grows
+        // Small objects are gathered here and written in one blocking call;
+        // larger ones stream through a writer thread.
+        let mut small: Vec<Bytes> = Vec::new();
+        let mut small_len = 0u64;
+        let mut pipe = None;
         let limit = spec.size;
-        let write = tokio::task::spawn_blocking(move || {
-            let mut writer = writer;
-            while let Some(chunk) = rx.blocking_recv() {
-                writer.write(&chunk)?;
-            }
-            // The sender is gone: either the stream ended (true) or broke.
-            match done_rx.blocking_recv() {
-                Ok(true) => writer.finish(),
-                _ => Err(StoreError::Cancelled),
-            }
-        });
         let mut received = 0u64;
         let mut outcome = Ok(());
         while let Some(item) = chunks.next().await {
-            match item {
-                Ok(chunk) => {
-                    received += chunk.len() as u64;
-                    if limit.is_some_and(|l| received > l) {
-                        outcome = Err(ObjectError::Store(StoreError::Mismatch {
-                            what: "size",
-                            expected: limit.unwrap_or_default().to_string(),
-                            actual: format!("more than {}", received - chunk.len() as u64),
-                        }));
-                        break;
-                    }
-                    if tx.send(chunk).await.is_err() {
-                        break; // the writer failed; its error says why
-                    }
-                }
+            let chunk = match item {
+                Ok(c) => c,
                 Err(e) => {
                     outcome = Err(ObjectError::Aborted(e.to_string()));
                     break;
                 }
+            };
+            received += chunk.len() as u64;
+            if limit.is_some_and(|l| received > l) {
+                outcome = Err(ObjectError::Store(StoreError::Mismatch {
+                    what: "size",
+                    expected: limit.unwrap_or_default().to_string(),
+                    actual: format!("more than {}", received - chunk.len() as u64),
+                }));
+                break;
+            }
+            if pipe.is_none() && small_len + chunk.len() as u64 <= INLINE_MAX {
+                small_len += chunk.len() as u64;
+                small.push(chunk);
+                continue;
+            }
+            let (tx, _, _) = pipe.get_or_insert_with(|| start_writer(writer.take().expect("one writer")));
+            let mut failed = false;
+            for b in small.drain(..).chain(std::iter::once(chunk)) {
+                if tx.send(b).await.is_err() {
+                    failed = true; // the writer failed; its error says why
+                    break;
+                }
+            }
+            if failed {
+                break;
             }
         }
-        drop(tx);
-        let _ = done_tx.send(outcome.is_ok());
-        let written = write.await.map_err(|e| ObjectError::Aborted(e.to_string()));
-        outcome?;
-        let staged = written??;
+        let staged = match pipe {
+            Some((tx, handle, done)) => {
+                drop(tx);
+                let _ = done.send(outcome.is_ok());
+                let written = handle.await.map_err(|e| ObjectError::Aborted(e.to_string()));
+                outcome?;
+                written??
+            }
+            None => {
+                outcome?;
+                let mut w = writer.take().expect("one writer");
+                tokio::task::spawn_blocking(move || {
+                    for b in small {
+                        w.write(&b)?;
+                    }
+                    w.finish()
+                })
+                .await
+                .map_err(|e| ObjectError::Aborted(e.to_string()))??
+            }
+        };
         if let Some(want) = spec.size
             && want != staged.size
         {
@@ -175,27 +218,31 @@ impl Objects {
 
     /// Stores many small objects held in memory, committed together.
     pub async fn put_many(&self, items: Vec<(PutSpec, Bytes)>) -> Vec<Result<ObjectRecord, ObjectError>> {
+        let store = self.store.clone();
+        let (specs, datas): (Vec<PutSpec>, Vec<Bytes>) = items.into_iter().unzip();
+        // One blocking call writes (hashes, seals) the whole batch.
+        let written = tokio::task::spawn_blocking(move || {
+            datas
+                .into_iter()
+                .map(|data| {
+                    let mut w = store.stage()?;
+                    w.write(&data)?;
+                    w.finish()
+                })
+                .collect::<Vec<_>>()
+        })
+        .await;
+        let written = match written {
+            Ok(w) => w,
+            Err(e) => return specs.iter().map(|_| Err(ObjectError::Aborted(e.to_string()))).collect(),
+        };
         let mut out: Vec<Option<Result<ObjectRecord, ObjectError>>> = Vec::new();
         let mut staged = Vec::new();
         let mut slots = Vec::new();
-        for (i, (spec, data)) in items.into_iter().enumerate() {
+        for (i, (spec, r)) in specs.into_iter().zip(written).enumerate() {
             out.push(None);
-            let writer = match self.stage().await {
-                Ok(w) => w,
-                Err(e) => {
-                    out[i] = Some(Err(e));
-                    continue;
-                }
-            };
-            let r = tokio::task::spawn_blocking(move || {
-                let mut w = writer;
-                w.write(&data)?;
-                w.finish()
-            })
-            .await
-            .map_err(|e| ObjectError::Aborted(e.to_string()));
             match r {
-                Ok(Ok(s)) => {
+                Ok(s) => {
                     let bad = spec.size.is_some_and(|n| n != s.size)
                         || spec.expected_digest.is_some_and(|d| d != s.digest);
                     if bad {
@@ -210,21 +257,13 @@ impl Objects {
                         slots.push(i);
                     }
                 }
-                Ok(Err(e)) => out[i] = Some(Err(e.into())),
-                Err(e) => out[i] = Some(Err(e)),
+                Err(e) => out[i] = Some(Err(e.into())),
             }
         }
         for (slot, r) in slots.into_iter().zip(self.commit(staged).await) {
             out[slot] = Some(r);
         }
         out.into_iter().map(|r| r.expect("every slot filled")).collect()
-    }
-
-    async fn stage(&self) -> Result<BlobWriter, ObjectError> {
-        let store = self.store.clone();
-        Ok(tokio::task::spawn_blocking(move || store.stage())
-            .await
-            .map_err(|e| ObjectError::Aborted(e.to_string()))??)
     }
 
     async fn commit(&self, items: Vec<(PutSpec, crate::store::Staged)>) -> Vec<Result<ObjectRecord, ObjectError>> {

@@ -1,0 +1,369 @@
+//! Recording a batch of puts with a fixed handful of set-based statements,
+//! whatever the batch size.
+//!
+//! Each statement costs a round trip to SQLite's worker thread, which is
+//! far dearer than the work SQLite does for a row; so the batch is worked
+//! out in memory first (conditions, versions, reference counts, what a later
+//! put to the same key supersedes) and written with one statement per kind
+//! of change, its rows passed as a JSON array.
+
+use std::collections::{HashMap, HashSet};
+
+use serde_json::{Value, json};
+use sqlx::sqlite::{SqliteConnection, SqlitePool};
+use sqlx::{Connection as _, Row};
+
+use super::clock::now_ms;
+use super::sql::{Deltas, Policy, enforce_retention, record};
+use super::{Condition, MetaError, NewVersion, ObjectRecord};
+use crate::store::Digest;
+
+/// The live version of a key, as the batch sees it.
+#[derive(Clone)]
+enum Live {
+    /// Already in the database.
+    Stored { id: i64, version: String, digest: Option<Digest>, size: u64, created_ms: i64 },
+    /// Written earlier in this batch: an index into `pending`.
+    Pending(usize),
+}
+
+struct Pending {
+    rec: ObjectRecord,
+    attributes: String,
+}
+
+type Results = Vec<Result<ObjectRecord, MetaError>>;
+
+pub async fn commit_puts(pool: &SqlitePool, policy: &Policy<'_>, items: &[NewVersion]) -> Result<Results, MetaError> {
+    let mut conn = pool.acquire().await?;
+    let mut tx = conn.begin().await?;
+    let out = commit_in(&mut tx, policy, items).await?;
+    tx.commit().await?;
+    Ok(out)
+}
+
+async fn commit_in(conn: &mut SqliteConnection, policy: &Policy<'_>, items: &[NewVersion]) -> Result<Results, MetaError> {
+    let now = now_ms();
+    let buckets = existing_buckets(conn, items).await?;
+    let mut live = live_versions(conn, items).await?;
+    let mut known = existing_blobs(conn, items).await?;
+
+    let mut d = Deltas::default();
+    let mut out: Results = Vec::with_capacity(items.len());
+    let mut pending: Vec<Option<Pending>> = Vec::new();
+    let mut refs: HashMap<Digest, i64> = HashMap::new();
+    let mut new_blobs: Vec<&NewVersion> = Vec::new();
+    let mut refreshed: Vec<&NewVersion> = Vec::new();
+    let mut removed: Vec<i64> = Vec::new();
+
+    for item in items {
+        if !buckets.contains(&item.bucket) {
+            out.push(Err(MetaError::NoSuchBucket { bucket: item.bucket.clone() }));
+            continue;
+        }
+        let slot = (item.bucket.clone(), item.key.clone());
+        let cur = live.get(&slot).cloned();
+        let (cur_version, cur_size, cur_created) = match &cur {
+            Some(Live::Stored { version, size, created_ms, .. }) => (Some(version.clone()), *size, *created_ms),
+            Some(Live::Pending(j)) => {
+                let p = &pending[*j].as_ref().expect("live pending version").rec;
+                (Some(p.version.clone()), p.size, p.created_ms)
+            }
+            None => (None, 0, now),
+        };
+        let refused = match (&item.condition, &cur_version) {
+            (Condition::IfAbsent, Some(v)) => Some(format!("it exists (version {v})")),
+            (Condition::IfVersion(want), Some(v)) if v != want => {
+                Some(format!("current version is {v}, not {want}"))
+            }
+            (Condition::IfVersion(want), None) => Some(format!("it has no live version, not {want}")),
+            _ => None,
+        };
+        if let Some(why) = refused {
+            out.push(Err(MetaError::ConditionFailed { key: item.key.clone(), why }));
+            continue;
+        }
+
+        // The blob: a new row, a refreshed one, or one more reference.
+        if !known.contains(&item.digest) {
+            known.insert(item.digest);
+            new_blobs.push(item);
+        } else if item.fresh_blob {
+            refreshed.push(item);
+        }
+        *refs.entry(item.digest).or_default() += 1;
+
+        let stamp = policy.clock.now();
+        let rec = ObjectRecord {
+            bucket: item.bucket.clone(),
+            key: item.key.clone(),
+            version: format!("{stamp:016x}-{}", policy.node),
+            stamp,
+            digest: Some(item.digest),
+            size: item.size,
+            content_type: item.content_type.clone(),
+            attributes: item.attributes.clone(),
+            created_ms: cur_created,
+            modified_ms: now,
+            latest: true,
+        };
+        d.add("versions", 1);
+        d.add("version_bytes", item.size as i64);
+        d.add("live_bytes", item.size as i64 - cur_size as i64);
+        if cur.is_none() {
+            d.add("objects", 1);
+        }
+        if !policy.versioning {
+            // Without versioning the new version replaces the old one.
+            match cur {
+                Some(Live::Stored { id, digest, size, .. }) => {
+                    removed.push(id);
+                    forget(&mut d, &mut refs, digest, size);
+                }
+                Some(Live::Pending(j)) => {
+                    let p = pending[j].take().expect("live pending version");
+                    forget(&mut d, &mut refs, p.rec.digest, p.rec.size);
+                }
+                None => {}
+            }
+        }
+        let attributes = serde_json::to_string(&item.attributes).map_err(|e| MetaError::Db(Box::new(e)))?;
+        out.push(Ok(rec.clone()));
+        pending.push(Some(Pending { rec, attributes }));
+        live.insert(slot, Live::Pending(pending.len() - 1));
+    }
+
+    insert_blobs(conn, &mut d, &new_blobs, now).await?;
+    for item in refreshed {
+        refresh_blob(conn, &mut d, item, now).await?;
+    }
+    let ids = insert_versions(conn, policy.node, &pending).await?;
+    upsert_live(conn, &live, &pending, &ids).await?;
+    if !removed.is_empty() {
+        sqlx::query("DELETE FROM versions WHERE id IN (SELECT value FROM json_each(?))")
+            .bind(json!(removed).to_string())
+            .execute(&mut *conn)
+            .await?;
+    }
+    apply_refs(conn, &refs, now).await?;
+    if policy.versioning && policy.max_versions > 0 {
+        let keys: HashSet<(&str, &str)> = items.iter().map(|i| (i.bucket.as_str(), i.key.as_str())).collect();
+        for (bucket, key) in keys {
+            enforce_retention(conn, &mut d, bucket, key, policy.max_versions).await?;
+        }
+    }
+    d.apply(conn).await?;
+    Ok(out)
+}
+
+/// A version leaves the live set for good: one reference and its counts go.
+fn forget(d: &mut Deltas, refs: &mut HashMap<Digest, i64>, digest: Option<Digest>, size: u64) {
+    d.add("versions", -1);
+    if let Some(digest) = digest {
+        d.add("version_bytes", -(size as i64));
+        *refs.entry(digest).or_default() -= 1;
+    }
+}
+
+async fn existing_buckets(conn: &mut SqliteConnection, items: &[NewVersion]) -> Result<HashSet<String>, MetaError> {
+    let names: HashSet<&str> = items.iter().map(|i| i.bucket.as_str()).collect();
+    let rows = sqlx::query("SELECT name FROM buckets WHERE name IN (SELECT value FROM json_each(?))")
+        .bind(json!(names).to_string())
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter().map(|r| Ok(r.try_get("name")?)).collect()
+}
+
+async fn live_versions(
+    conn: &mut SqliteConnection,
+    items: &[NewVersion],
+) -> Result<HashMap<(String, String), Live>, MetaError> {
+    let keys: HashSet<(&str, &str)> = items.iter().map(|i| (i.bucket.as_str(), i.key.as_str())).collect();
+    let keys: Vec<Value> = keys.into_iter().map(|(b, k)| json!([b, k])).collect();
+    let rows = sqlx::query(
+        "SELECT v.id, v.bucket, v.key, v.version, v.stamp, v.digest, v.size, \
+         v.content_type, v.attributes, v.created_ms, v.modified_ms \
+         FROM json_each(?) j \
+         JOIN objects o ON o.bucket = j.value ->> 0 AND o.key = j.value ->> 1 \
+         JOIN versions v ON v.id = o.version_id",
+    )
+    .bind(Value::Array(keys).to_string())
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut live = HashMap::new();
+    for r in rows {
+        let id: i64 = r.try_get("id")?;
+        let rec = record(&r, Some(id))?;
+        live.insert(
+            (rec.bucket, rec.key),
+            Live::Stored { id, version: rec.version, digest: rec.digest, size: rec.size, created_ms: rec.created_ms },
+        );
+    }
+    Ok(live)
+}
+
+/// Digests that already have a row (sound or not).
+async fn existing_blobs(conn: &mut SqliteConnection, items: &[NewVersion]) -> Result<HashSet<Digest>, MetaError> {
+    let digests: HashSet<String> = items.iter().map(|i| i.digest.to_string()).collect();
+    let rows = sqlx::query("SELECT hex(digest) AS d FROM blobs WHERE digest IN (SELECT unhex(value) FROM json_each(?))")
+        .bind(json!(digests).to_string())
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let hex: String = r.try_get("d")?;
+            hex.to_lowercase().parse().map_err(|e: String| MetaError::Db(e.into()))
+        })
+        .collect()
+}
+
+async fn insert_blobs(conn: &mut SqliteConnection, d: &mut Deltas, blobs: &[&NewVersion], now: i64) -> Result<(), MetaError> {
+    if blobs.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<Value> = blobs.iter().map(|b| json!([b.digest.to_string(), b.size, b.stored_size])).collect();
+    // Reference counts start at 0; `apply_refs` adds this batch's.
+    sqlx::query(
+        "INSERT INTO blobs (digest, size, stored_size, refcount, created_ms) \
+         SELECT unhex(value ->> 0), value ->> 1, value ->> 2, 0, ? FROM json_each(?)",
+    )
+    .bind(now)
+    .bind(Value::Array(rows).to_string())
+    .execute(&mut *conn)
+    .await?;
+    let inline: Vec<Value> = blobs
+        .iter()
+        .filter_map(|b| b.inline.as_ref().map(|data| json!([b.digest.to_string(), hex::encode(data)])))
+        .collect();
+    if !inline.is_empty() {
+        sqlx::query("INSERT INTO blob_data (digest, data) SELECT unhex(value ->> 0), unhex(value ->> 1) FROM json_each(?)")
+            .bind(Value::Array(inline).to_string())
+            .execute(&mut *conn)
+            .await?;
+    }
+    for b in blobs {
+        d.add("blobs", 1);
+        d.add("blob_bytes", b.size as i64);
+        d.add("stored_bytes", b.stored_size as i64);
+    }
+    Ok(())
+}
+
+/// A blob written anew over a row whose file was corrupt (or collected).
+async fn refresh_blob(conn: &mut SqliteConnection, d: &mut Deltas, item: &NewVersion, now: i64) -> Result<(), MetaError> {
+    let old: i64 = sqlx::query("SELECT stored_size FROM blobs WHERE digest = ?")
+        .bind(&item.digest.0[..])
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get("stored_size")?;
+    sqlx::query("UPDATE blobs SET state = 'ok', stored_size = ?, created_ms = ? WHERE digest = ?")
+        .bind(item.stored_size as i64)
+        .bind(now)
+        .bind(&item.digest.0[..])
+        .execute(&mut *conn)
+        .await?;
+    d.add("stored_bytes", item.stored_size as i64 - old);
+    if let Some(data) = &item.inline {
+        sqlx::query("INSERT OR REPLACE INTO blob_data (digest, data) VALUES (?, ?)")
+            .bind(&item.digest.0[..])
+            .bind(&data[..])
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Inserts the versions that survived the batch, in batch order (a key's
+/// versions are ordered by row id); returns version -> row id.
+async fn insert_versions(
+    conn: &mut SqliteConnection,
+    node: &str,
+    pending: &[Option<Pending>],
+) -> Result<HashMap<String, i64>, MetaError> {
+    let rows: Vec<Value> = pending
+        .iter()
+        .flatten()
+        .map(|p| {
+            let r = &p.rec;
+            json!([
+                r.bucket,
+                r.key,
+                r.version,
+                r.stamp as i64,
+                r.digest.map(|d| d.to_string()),
+                r.size,
+                r.content_type,
+                p.attributes,
+                r.created_ms,
+                r.modified_ms
+            ])
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let out = sqlx::query(
+        "INSERT INTO versions (bucket, key, version, stamp, node, digest, size, content_type, \
+         attributes, created_ms, modified_ms) \
+         SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, ?, unhex(j.value ->> 4), \
+         j.value ->> 5, j.value ->> 6, j.value ->> 7, j.value ->> 8, j.value ->> 9 \
+         FROM json_each(?) AS j ORDER BY j.key \
+         RETURNING id, version",
+    )
+    .bind(node)
+    .bind(Value::Array(rows).to_string())
+    .fetch_all(&mut *conn)
+    .await?;
+    out.iter().map(|r| Ok((r.try_get("version")?, r.try_get("id")?))).collect()
+}
+
+/// Points each key written by the batch at its newest version.
+async fn upsert_live(
+    conn: &mut SqliteConnection,
+    live: &HashMap<(String, String), Live>,
+    pending: &[Option<Pending>],
+    ids: &HashMap<String, i64>,
+) -> Result<(), MetaError> {
+    let rows: Vec<Value> = live
+        .iter()
+        .filter_map(|((bucket, key), l)| match l {
+            Live::Pending(j) => {
+                let version = &pending[*j].as_ref().expect("live pending version").rec.version;
+                Some(json!([bucket, key, ids[version]]))
+            }
+            Live::Stored { .. } => None,
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO objects (bucket, key, version_id) \
+         SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?) WHERE true \
+         ON CONFLICT (bucket, key) DO UPDATE SET version_id = excluded.version_id",
+    )
+    .bind(Value::Array(rows).to_string())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Applies the net change in references per blob; a blob left with none
+/// starts its time towards GC.
+async fn apply_refs(conn: &mut SqliteConnection, refs: &HashMap<Digest, i64>, now: i64) -> Result<(), MetaError> {
+    if refs.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<Value> = refs.iter().map(|(d, n)| json!([d.to_string(), n])).collect();
+    sqlx::query(
+        "UPDATE blobs SET refcount = refcount + j.n, \
+         unreferenced_ms = CASE WHEN refcount + j.n = 0 THEN ? ELSE NULL END \
+         FROM (SELECT unhex(value ->> 0) AS d, value ->> 1 AS n FROM json_each(?)) AS j \
+         WHERE blobs.digest = j.d",
+    )
+    .bind(now)
+    .bind(Value::Array(rows).to_string())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
