@@ -28,10 +28,11 @@ CREATE INDEX blobs_unreferenced ON blobs (unreferenced_ms) WHERE refcount = 0;
 -- The stored bytes of small blobs, kept here instead of in files: they
 -- commit with their metadata. A row of its own, so refcount updates do not
 -- rewrite the data.
+-- (A rowid table: WITHOUT ROWID suits small rows only.)
 CREATE TABLE blob_data (
     digest BLOB PRIMARY KEY REFERENCES blobs (digest) DEFERRABLE INITIALLY DEFERRED,
     data BLOB NOT NULL
-) WITHOUT ROWID;
+);
 CREATE INDEX blobs_corrupt ON blobs (state) WHERE state = 'corrupt';
 
 -- Every version of every key, delete markers included.

@@ -34,11 +34,18 @@ struct Pending {
 
 type Results = Vec<Result<ObjectRecord, MetaError>>;
 
+/// Rows per multi-row insert of inline data (two bound values a row, well
+/// under SQLite's limit on bound values).
+const INLINE_ROWS_PER_STATEMENT: usize = 512;
+
 pub async fn commit_puts(pool: &SqlitePool, policy: &Policy<'_>, items: &[NewVersion]) -> Result<Results, MetaError> {
     let mut conn = pool.acquire().await?;
     let mut tx = conn.begin().await?;
+    let started = std::time::Instant::now();
     let out = commit_in(&mut tx, policy, items).await?;
+    let written = started.elapsed();
     tx.commit().await?;
+    tracing::debug!(items = items.len(), ?written, took = ?started.elapsed(), "metadata batch");
     Ok(out)
 }
 
@@ -180,11 +187,13 @@ async fn live_versions(
 ) -> Result<HashMap<(String, String), Live>, MetaError> {
     let keys: HashSet<(&str, &str)> = items.iter().map(|i| (i.bucket.as_str(), i.key.as_str())).collect();
     let keys: Vec<Value> = keys.into_iter().map(|(b, k)| json!([b, k])).collect();
+    // CROSS JOIN fixes the join order: each key probes the primary key of
+    // `objects`, instead of the planner scanning `objects` once per key.
     let rows = sqlx::query(
         "SELECT v.id, v.bucket, v.key, v.version, v.stamp, v.digest, v.size, \
          v.content_type, v.attributes, v.created_ms, v.modified_ms \
          FROM json_each(?) j \
-         JOIN objects o ON o.bucket = j.value ->> 0 AND o.key = j.value ->> 1 \
+         CROSS JOIN objects o ON o.bucket = j.value ->> 0 AND o.key = j.value ->> 1 \
          JOIN versions v ON v.id = o.version_id",
     )
     .bind(Value::Array(keys).to_string())
@@ -231,15 +240,15 @@ async fn insert_blobs(conn: &mut SqliteConnection, d: &mut Deltas, blobs: &[&New
     .bind(Value::Array(rows).to_string())
     .execute(&mut *conn)
     .await?;
-    let inline: Vec<Value> = blobs
-        .iter()
-        .filter_map(|b| b.inline.as_ref().map(|data| json!([b.digest.to_string(), hex::encode(data)])))
-        .collect();
-    if !inline.is_empty() {
-        sqlx::query("INSERT INTO blob_data (digest, data) SELECT unhex(value ->> 0), unhex(value ->> 1) FROM json_each(?)")
-            .bind(Value::Array(inline).to_string())
-            .execute(&mut *conn)
-            .await?;
+    // The data itself is bound as blobs, many rows a statement: no text
+    // encoding of the bytes on either side.
+    let inline: Vec<&NewVersion> = blobs.iter().copied().filter(|b| b.inline.is_some()).collect();
+    for rows in inline.chunks(INLINE_ROWS_PER_STATEMENT) {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("INSERT INTO blob_data (digest, data) ");
+        q.push_values(rows, |mut row, b| {
+            row.push_bind(b.digest.0.to_vec()).push_bind(b.inline.as_ref().expect("inline").to_vec());
+        });
+        q.build().execute(&mut *conn).await?;
     }
     for b in blobs {
         d.add("blobs", 1);
@@ -349,21 +358,24 @@ async fn upsert_live(
 }
 
 /// Applies the net change in references per blob; a blob left with none
-/// starts its time towards GC.
+/// starts its time towards GC. One statement per distinct change (nearly
+/// always just +1), each an index lookup per digest.
 async fn apply_refs(conn: &mut SqliteConnection, refs: &HashMap<Digest, i64>, now: i64) -> Result<(), MetaError> {
-    if refs.is_empty() {
-        return Ok(());
+    let mut by_delta: HashMap<i64, Vec<String>> = HashMap::new();
+    for (d, n) in refs {
+        by_delta.entry(*n).or_default().push(d.to_string());
     }
-    let rows: Vec<Value> = refs.iter().map(|(d, n)| json!([d.to_string(), n])).collect();
-    sqlx::query(
-        "UPDATE blobs SET refcount = refcount + j.n, \
-         unreferenced_ms = CASE WHEN refcount + j.n = 0 THEN ? ELSE NULL END \
-         FROM (SELECT unhex(value ->> 0) AS d, value ->> 1 AS n FROM json_each(?)) AS j \
-         WHERE blobs.digest = j.d",
-    )
-    .bind(now)
-    .bind(Value::Array(rows).to_string())
-    .execute(&mut *conn)
-    .await?;
+    for (n, digests) in by_delta {
+        sqlx::query(
+            "UPDATE blobs SET refcount = refcount + ?1, \
+             unreferenced_ms = CASE WHEN refcount + ?1 = 0 THEN ?2 ELSE NULL END \
+             WHERE digest IN (SELECT unhex(value) FROM json_each(?3))",
+        )
+        .bind(n)
+        .bind(now)
+        .bind(json!(digests).to_string())
+        .execute(&mut *conn)
+        .await?;
+    }
     Ok(())
 }
