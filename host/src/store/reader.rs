@@ -205,8 +205,12 @@ impl BlobReader {
             return Err(self.corrupt(format!("frame {} claims {len} bytes", self.index)));
         }
         self.stored.clear();
-        self.stored.resize(len, 0);
-        self.file.read_exact(&mut self.stored).map_err(|e| self.short(e))?;
+        self.stored.reserve(len);
+        // read_to_end fills spare capacity without zeroing it first.
+        let got = (&mut self.file).take(len as u64).read_to_end(&mut self.stored).map_err(|e| self.short(e))?;
+        if got != len {
+            return Err(self.corrupt("file ends inside a frame".into()));
+        }
         if crc32c::crc32c(&self.stored) != crc {
             return Err(self.corrupt(format!("frame {} fails its checksum", self.index)));
         }
