@@ -62,6 +62,8 @@ CREATE TABLE objects (
     version_id INTEGER NOT NULL REFERENCES versions (id),
     PRIMARY KEY (bucket, key)
 ) WITHOUT ROWID;
+-- Foreign-key checks on version deletes look objects up by version_id.
+CREATE INDEX objects_by_version ON objects (version_id);
 
 -- Running totals, so stats never scan.
 CREATE TABLE counters (

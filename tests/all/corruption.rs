@@ -36,7 +36,14 @@ async fn a_corrupt_blob_is_never_served() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("DataLoss"), "{out:?}");
     assert!(!s.dir.path().join("out").exists(), "a failed get leaves no output file");
 
-    let st = c.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+    let mut st = c.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+    for _ in 0..50 {
+        if st.corrupt_blobs > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        st = c.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+    }
     assert_eq!(st.corrupt_blobs, 1, "the blob is reported");
     assert!(s.data().join("quarantine").read_dir().unwrap().count() >= 1, "and quarantined");
 
@@ -79,4 +86,48 @@ async fn scrub_finds_corruption_nobody_read() {
     assert_eq!(corrupt, 1, "scrub reported exactly the damaged blob");
     assert_eq!(get_key(&mut c, "quiet").await.unwrap_err().code(), Code::DataLoss);
     assert!(get_key(&mut c, "fine").await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_blob_cache_never_keeps_a_failed_read() {
+    // Default config: the small-blob cache is on.
+    let s = TestServer::start("");
+    let mut c = s.client().await;
+    let data = random_bytes(100_000);
+    put_key(&mut c, "cached", &data).await;
+    flip_a_byte(&blob_files(&s.data())[0], 500);
+    for attempt in 0..3 {
+        let err = get_key(&mut c, "cached").await.unwrap_err();
+        assert_eq!(err.code(), Code::DataLoss, "attempt {attempt}: {err:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_put_does_not_stop_a_later_one_from_healing() {
+    let s = TestServer::start("[storage]\nmax_cache_size = 0");
+    let mut c = s.client().await;
+    let data = random_bytes(100_000);
+    put_key(&mut c, "a", &data).await;
+    flip_a_byte(&blob_files(&s.data())[0], 500);
+    assert_eq!(get_key(&mut c, "a").await.unwrap_err().code(), Code::DataLoss);
+    for _ in 0..50 {
+        if c.stats(pb::StatsRequest {}).await.unwrap().into_inner().corrupt_blobs > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The first item carrying the content is refused; the second must heal the blob.
+    let mut refused = pb::PutManyItem { header: Some(header("a")), data: data.clone().into() };
+    refused.header.as_mut().unwrap().if_absent = true;
+    let ok = pb::PutManyItem { header: Some(header("b")), data: data.clone().into() };
+    let res = c
+        .put_many(futures::stream::iter(vec![pb::PutManyRequest { items: vec![refused, ok] }]))
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    assert_eq!(res[0].code, Code::FailedPrecondition as i32);
+    assert!(res[1].error.is_empty(), "{:?}", res[1]);
+    assert_eq!(get_key(&mut c, "b").await.unwrap(), data);
+    assert_eq!(get_key(&mut c, "a").await.unwrap(), data, "same content, healed for every key");
 }

@@ -268,3 +268,25 @@ async fn health_and_reflection_answer() {
     assert!(names.contains(&"strata.v1.Strata".to_string()), "{names:?}");
     assert!(names.contains(&"grpc.health.v1.Health".to_string()), "{names:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_the_live_version_by_id_falls_back_to_the_previous_one() {
+    for versioning in [true, false] {
+        let s = TestServer::start(&format!("[metadata]\nenable_versioning = {versioning}"));
+        let mut c = s.client().await;
+        let v1 = put_key(&mut c, "k", b"one").await;
+        let v2 = put_key(&mut c, "k", b"two").await;
+        c.delete(pb::DeleteRequest { key: "k".into(), version: v2.version.clone(), ..Default::default() })
+            .await
+            .unwrap_or_else(|e| panic!("versioning={versioning}: {e:?}"));
+        if versioning {
+            assert_eq!(get_key(&mut c, "k").await.unwrap(), b"one");
+            c.delete(pb::DeleteRequest { key: "k".into(), version: v1.version, ..Default::default() })
+                .await
+                .unwrap();
+        }
+        assert_eq!(get_key(&mut c, "k").await.unwrap_err().code(), Code::NotFound, "versioning={versioning}");
+        let st = c.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+        assert_eq!((st.objects, st.versions, st.logical_bytes), (0, 0, 0), "versioning={versioning}: {st:?}");
+    }
+}

@@ -61,6 +61,8 @@ async fn commit_in(conn: &mut SqliteConnection, policy: &Policy<'_>, items: &[Ne
     let mut refs: HashMap<Digest, i64> = HashMap::new();
     let mut new_blobs: Vec<&NewVersion> = Vec::new();
     let mut refreshed: Vec<&NewVersion> = Vec::new();
+    // Digests whose row this batch wrote or refreshed (once each).
+    let mut refreshed_digests: HashSet<Digest> = HashSet::new();
     let mut removed: Vec<i64> = Vec::new();
 
     for item in items {
@@ -94,8 +96,9 @@ async fn commit_in(conn: &mut SqliteConnection, policy: &Policy<'_>, items: &[Ne
         // The blob: a new row, a refreshed one, or one more reference.
         if !known.contains(&item.digest) {
             known.insert(item.digest);
+            refreshed_digests.insert(item.digest);
             new_blobs.push(item);
-        } else if item.fresh_blob {
+        } else if item.fresh_blob && refreshed_digests.insert(item.digest) {
             refreshed.push(item);
         }
         *refs.entry(item.digest).or_default() += 1;

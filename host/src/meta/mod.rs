@@ -79,7 +79,8 @@ pub struct NewVersion {
     pub content_type: String,
     pub attributes: Attributes,
     pub condition: Condition,
-    /// The blob was just written (so any old row's state is stale).
+    /// The blob was just written (so any old row's state is stale): the
+    /// first accepted item of the digest refreshes the row.
     pub fresh_blob: bool,
     /// The stored bytes of a small blob, kept in the metadata store.
     pub inline: Option<bytes::Bytes>,
@@ -237,9 +238,9 @@ impl MetaStore {
         if name == "default" {
             return Err(MetaError::DefaultBucket { bucket: name.into() });
         }
-        sql::delete_bucket(&self.write, name).await?;
+        let r = sql::delete_bucket(&self.write, name).await;
         self.cache.clear();
-        Ok(())
+        r
     }
 
     // ---- objects ----
@@ -340,9 +341,10 @@ impl MetaStore {
             node: &self.node_id,
             clock: &self.clock,
         };
-        let r = sql::delete(&self.write, &policy, bucket, key, version).await;
-        self.cache.invalidate(bucket, key);
-        r
+        // Invalidate even if this future is dropped mid-commit: the commit
+        // may still land.
+        let _guard = Invalidate { cache: &self.cache, bucket, key };
+        sql::delete(&self.write, &policy, bucket, key, version).await
     }
 
     // ---- blobs ----
@@ -401,6 +403,20 @@ impl MetaStore {
     pub async fn close(&self) {
         self.write.close().await;
         self.read.close().await;
+    }
+}
+
+/// Drops a key from the cache when it goes out of scope, however the
+/// write around it ended.
+struct Invalidate<'a> {
+    cache: &'a MetaCache,
+    bucket: &'a str,
+    key: &'a str,
+}
+
+impl Drop for Invalidate<'_> {
+    fn drop(&mut self) {
+        self.cache.invalidate(self.bucket, self.key);
     }
 }
 

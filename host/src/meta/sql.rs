@@ -63,7 +63,9 @@ pub async fn node_id(pool: &SqlitePool) -> Result<String, MetaError> {
 }
 
 pub async fn last_stamp(pool: &SqlitePool) -> Result<u64, MetaError> {
-    let row = sqlx::query("SELECT COALESCE(MAX(stamp), 0) AS s FROM versions")
+    // Stamps grow with row ids on this node, so the newest row holds the
+    // highest; an index lookup, not a scan.
+    let row = sqlx::query("SELECT COALESCE((SELECT stamp FROM versions ORDER BY id DESC LIMIT 1), 0) AS s")
         .fetch_one(pool)
         .await?;
     Ok(row.try_get::<i64, _>("s")? as u64)
@@ -423,13 +425,15 @@ pub async fn delete(
             let id: i64 = row.try_get("id")?;
             let digest: Option<Vec<u8>> = row.try_get("digest")?;
             let size: i64 = row.try_get("size")?;
-            remove_version_row(&mut tx, &mut d, id, digest.as_deref(), size).await?;
-            // The newest remaining version decides what is live now.
+            // The newest remaining version decides what is live now. The live
+            // pointer moves first: `objects` must never name a deleted row.
             let newest = sqlx::query(
-                "SELECT id, digest, size FROM versions WHERE bucket = ? AND key = ? ORDER BY id DESC LIMIT 1",
+                "SELECT id, digest, size FROM versions WHERE bucket = ? AND key = ? AND id != ? \
+                 ORDER BY id DESC LIMIT 1",
             )
             .bind(bucket)
             .bind(key)
+            .bind(id)
             .fetch_optional(&mut *tx)
             .await?;
             let was_live = current.as_ref().is_some_and(|c| c.version == v);
@@ -472,6 +476,7 @@ pub async fn delete(
                 }
                 _ => {}
             }
+            remove_version_row(&mut tx, &mut d, id, digest.as_deref(), size).await?;
             Deleted::Removed
         }
     };

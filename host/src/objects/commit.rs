@@ -82,13 +82,13 @@ async fn commit_batch(batch: Vec<CommitJob>, store: &Arc<LocalStore>, meta: &Met
         return;
     }
 
-    let mut first_use: HashSet<Digest> = HashSet::new();
+    // Every item of a digest written now may refresh a stale row; the
+    // metadata batch does so for the first of them it accepts.
     let versions: Vec<NewVersion> = batch
         .iter()
         .map(|j| {
             let mut v = j.version.clone();
-            // Only the first item of a digest published now replaces an old row's state.
-            v.fresh_blob = published.contains(&v.digest) && first_use.insert(v.digest);
+            v.fresh_blob = published.contains(&v.digest);
             v
         })
         .collect();
@@ -117,13 +117,13 @@ async fn commit_batch(batch: Vec<CommitJob>, store: &Arc<LocalStore>, meta: &Met
         })
         .await;
     }
-    let mut kept = HashSet::new();
-    for (job, r) in batch.into_iter().zip(results) {
-        let d = job.staged.digest;
-        if r.is_ok() && published.contains(&d) && kept.insert(d) {
+    // Keep the staged blob that was actually published (its quota is now
+    // the file's); every other one is dropped, returning its quota and temp file.
+    let published_by: HashMap<usize, Digest> = publish_idx.iter().map(|&i| (i, digests[i])).collect();
+    for (i, (job, r)) in batch.into_iter().zip(results).enumerate() {
+        if published_by.get(&i).is_some_and(|d| used[d]) {
             job.staged.keep();
         }
-        // Otherwise dropping `staged` returns its quota (and its temp file, if any).
         let _ = job.reply.send(r.map_err(ObjectError::from));
     }
 }

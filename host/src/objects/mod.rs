@@ -146,6 +146,9 @@ impl Objects {
                     break;
                 }
             };
+            if chunk.is_empty() {
+                continue; // carries nothing; gathering it would cost memory
+            }
             received += chunk.len() as u64;
             if limit.is_some_and(|l| received > l) {
                 outcome = Err(ObjectError::Store(StoreError::Mismatch {
@@ -317,16 +320,23 @@ impl Objects {
             let _ = tx.send(Ok(data)).await;
             return Ok((rec, rx));
         }
-        let mut reader = match self.open_reader(digest, rec.size, range).await {
+        let size = rec.size;
+        let mut reader = match self.open_reader(digest, size, range).await {
             Ok(r) => r,
-            Err(ObjectError::Store(e)) => return Err(self.read_failed(digest, e).await),
+            Err(ObjectError::Store(e)) => {
+                if e.is_damage() {
+                    self.report_corrupt(digest, size, &e).await;
+                }
+                return Err(e.into());
+            }
             Err(e) => return Err(e),
         };
-        let cache_it = range.is_all() && self.blob_cache.wants(rec.size);
+        let cache_it = range.is_all() && self.blob_cache.wants(size);
         let this = self.clone();
         let handle = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
             let mut whole = cache_it.then(Vec::new);
+            let mut failed = false;
             while let Some(item) = reader.next_chunk() {
                 let item = match item {
                     Ok(b) => {
@@ -335,13 +345,28 @@ impl Objects {
                         }
                         Ok(b)
                     }
-                    Err(e) => Err(handle.block_on(this.read_failed(digest, e))),
+                    Err(e) => {
+                        failed = true;
+                        if e.is_damage() {
+                            // Reported beside the stream, so this thread never waits on locks.
+                            let this = this.clone();
+                            let why = e.to_string();
+                            handle.spawn(async move {
+                                this.report_corrupt(digest, size, &StoreError::Corrupt { digest, why }).await
+                            });
+                        }
+                        Err(e.into())
+                    }
                 };
                 if tx.blocking_send(item).is_err() {
                     return; // the client went away
                 }
             }
-            if let Some(w) = whole {
+            // Only a whole, verified read may be served from memory later.
+            if let Some(w) = whole
+                && !failed
+                && w.len() as u64 == size
+            {
                 this.blob_cache.put(digest, Bytes::from(w));
             }
         });
@@ -369,26 +394,40 @@ impl Objects {
         .map_err(|e| ObjectError::Aborted(e.to_string()))??)
     }
 
-    /// Reports a failed read: a corrupt blob is quarantined and counted.
-    async fn read_failed(&self, digest: Digest, e: StoreError) -> ObjectError {
-        if matches!(e, StoreError::Corrupt { .. } | StoreError::Missing { .. }) {
-            self.report_corrupt(digest, &e).await;
+    /// Reports a blob that failed verification: counted, marked corrupt and
+    /// its file quarantined. All under the publish lock, and only if the
+    /// blob still fails when read again there: a put may have replaced the
+    /// damaged file since the failed read began.
+    pub(crate) async fn report_corrupt(&self, digest: Digest, size: u64, e: &StoreError) {
+        self.blob_cache.remove(&digest);
+        let _guard = self.publish_lock.lock().await;
+        if self.verify(digest, size).await.is_ok() {
+            warn!(%digest, error = %e, "a read failed, but the blob now verifies (replaced meanwhile)");
+            return;
         }
-        e.into()
-    }
-
-    pub(crate) async fn report_corrupt(&self, digest: Digest, e: &StoreError) {
         error!(%digest, error = %e, "blob failed verification; quarantining it");
         self.metrics.corrupt_blob();
-        self.blob_cache.remove(&digest);
         if let Err(me) = self.meta.mark_corrupt(&digest).await {
             warn!(%digest, error = %me, "could not mark blob corrupt");
         }
         let store = self.store.clone();
-        let _guard = self.publish_lock.lock().await;
         if let Ok(Err(qe)) = tokio::task::spawn_blocking(move || store.quarantine(&digest)).await {
             warn!(%digest, error = %qe, "could not quarantine blob");
         }
+    }
+
+    /// Reads a whole blob back and checks it.
+    pub(crate) async fn verify(&self, digest: Digest, size: u64) -> Result<(), ObjectError> {
+        let mut r = self.open_reader(digest, size, Range::ALL).await?;
+        tokio::task::spawn_blocking(move || {
+            while let Some(chunk) = r.next_chunk() {
+                chunk?;
+            }
+            Ok::<_, StoreError>(())
+        })
+        .await
+        .map_err(|e| ObjectError::Aborted(e.to_string()))??;
+        Ok(())
     }
 
     pub async fn delete(&self, bucket: &str, key: &str, version: Option<&str>) -> Result<Deleted, ObjectError> {

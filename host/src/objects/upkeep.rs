@@ -8,7 +8,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::Objects;
-use crate::store::{Digest, Range, StoreError};
+use crate::store::Digest;
 
 /// What one pass found or did.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -114,15 +114,8 @@ impl Upkeep {
             let page = meta.blobs_after(after.as_ref(), 256).await?;
             let Some((last, _)) = page.last().copied() else { break };
             for (d, size) in page {
-                let verdict = match self.objects.open_reader(d, size, Range::ALL).await {
-                    Ok(mut r) => tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
-                        while let Some(chunk) = r.next_chunk() {
-                            chunk?;
-                        }
-                        Ok(())
-                    })
-                    .await
-                    .map_err(|e| super::ObjectError::Aborted(e.to_string()))?,
+                let verdict = match self.objects.verify(d, size).await {
+                    Ok(()) => Ok(()),
                     Err(super::ObjectError::Store(e)) => Err(e),
                     Err(e) => return Err(e),
                 };
@@ -131,8 +124,8 @@ impl Upkeep {
                         meta.mark_verified(&d).await?;
                         report.blobs_verified += 1;
                     }
-                    Err(e @ (StoreError::Corrupt { .. } | StoreError::Missing { .. })) => {
-                        self.objects.report_corrupt(d, &e).await;
+                    Err(e) if e.is_damage() => {
+                        self.objects.report_corrupt(d, size, &e).await;
                         report.corrupt.push(d);
                     }
                     Err(e) => warn!(digest = %d, error = %e, "scrub could not read blob"),

@@ -98,6 +98,8 @@ impl LocalStore {
         for dir in [&store.blobs, &store.tmp, &store.quarantine] {
             fs::create_dir_all(dir).map_err(StoreError::io(dir))?;
         }
+        // The directories themselves must survive a power cut.
+        File::open(root).and_then(|f| f.sync_all()).map_err(StoreError::io(root))?;
         // We hold the lock, so nothing else is writing: every temp file is debris.
         store.remove_temp_files(None)?;
         Ok(store)

@@ -88,6 +88,11 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The blob's bytes are damaged or gone: a case for quarantine.
+    pub fn is_damage(&self) -> bool {
+        matches!(self, StoreError::Corrupt { .. } | StoreError::Missing { .. })
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> StoreError {
         let path = path.into();
         move |source| StoreError::Io { path, source }

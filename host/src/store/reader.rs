@@ -97,8 +97,10 @@ impl BlobReader {
         if frames != size.div_ceil(chunk).max(1) {
             return Err(corrupt(format!("{frames} frames cannot hold {size} bytes")));
         }
-        let offsets_at = len
-            .checked_sub(format::FOOTER_TAIL_LEN as u64 + frames * 8)
+        let offsets_at = frames
+            .checked_mul(8)
+            .and_then(|t| t.checked_add(format::FOOTER_TAIL_LEN as u64))
+            .and_then(|t| len.checked_sub(t))
             .filter(|at| *at >= format::HEADER_LEN as u64)
             .ok_or_else(|| corrupt("footer frame table overruns the file".into()))?;
 
