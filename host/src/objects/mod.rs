@@ -26,27 +26,33 @@ use blob_cache::BlobCache;
 pub use commit::CommitJob;
 pub use upkeep::{Upkeep, UpkeepReport};
 
-type WriterPipe = (
-    mpsc::Sender<Bytes>,
-    tokio::task::JoinHandle<Result<Staged, StoreError>>,
-    oneshot::Sender<bool>,
-);
+/// Data gathered before a blocking write: one frame's worth.
+const WRITE_BATCH: usize = 1 << 20;
 
-/// Runs a blob writer on a blocking thread, fed through a bounded channel.
-/// The oneshot says whether the stream ended cleanly (finish) or broke.
-fn start_writer(mut writer: BlobWriter) -> WriterPipe {
-    let (tx, mut rx) = mpsc::channel::<Bytes>(PIPE_DEPTH);
-    let (done_tx, done_rx) = oneshot::channel::<bool>();
-    let handle = tokio::task::spawn_blocking(move || {
-        while let Some(chunk) = rx.blocking_recv() {
-            writer.write(&chunk)?;
+/// Writes `data` on a blocking thread; hands the writer back.
+async fn write_blocking(mut writer: BlobWriter, data: Vec<Bytes>) -> Result<BlobWriter, ObjectError> {
+    tokio::task::spawn_blocking(move || {
+        for b in &data {
+            writer.write(b)?;
         }
-        match done_rx.blocking_recv() {
-            Ok(true) => writer.finish(),
-            _ => Err(StoreError::Cancelled),
+        Ok::<_, StoreError>(writer)
+    })
+    .await
+    .map_err(|e| ObjectError::Aborted(e.to_string()))?
+    .map_err(ObjectError::from)
+}
+
+/// Writes the last of the data and finishes the blob on a blocking thread.
+async fn finish_blocking(mut writer: BlobWriter, data: Vec<Bytes>) -> Result<Staged, ObjectError> {
+    tokio::task::spawn_blocking(move || {
+        for b in &data {
+            writer.write(b)?;
         }
-    });
-    (tx, handle, done_tx)
+        writer.finish()
+    })
+    .await
+    .map_err(|e| ObjectError::Aborted(e.to_string()))?
+    .map_err(ObjectError::from)
 }
 
 /// Chunks in flight between the network and the disk, per transfer. With
@@ -129,73 +135,38 @@ impl Objects {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let mut writer = Some(self.store.stage()?); // in memory until it grows
-        // Small objects are gathered here and written in one blocking call;
-        // larger ones stream through a writer thread.
-        let mut small: Vec<Bytes> = Vec::new();
-        let mut small_len = 0u64;
-        let mut pipe = None;
+        // The network side stays async; each ~1 MiB of data is hashed and
+        // written in one short blocking call, so a slow client holds no
+        // thread, only its HTTP/2 window.
+        let mut writer = self.store.stage()?; // in memory until it grows
+        let mut pending: Vec<Bytes> = Vec::new();
+        let mut pending_len = 0usize;
         let limit = spec.size;
         let mut received = 0u64;
-        let mut outcome = Ok(());
         while let Some(item) = chunks.next().await {
-            let chunk = match item {
-                Ok(c) => c,
-                Err(e) => {
-                    outcome = Err(ObjectError::Aborted(e.to_string()));
-                    break;
-                }
-            };
+            let chunk = item.map_err(|e| ObjectError::Aborted(e.to_string()))?;
             if chunk.is_empty() {
                 continue; // carries nothing; gathering it would cost memory
             }
             received += chunk.len() as u64;
-            if limit.is_some_and(|l| received > l) {
-                outcome = Err(ObjectError::Store(StoreError::Mismatch {
+            if let Some(l) = limit
+                && received > l
+            {
+                return Err(StoreError::Mismatch {
                     what: "size",
-                    expected: limit.unwrap_or_default().to_string(),
+                    expected: l.to_string(),
                     actual: format!("more than {}", received - chunk.len() as u64),
-                }));
-                break;
-            }
-            if pipe.is_none() && small_len + chunk.len() as u64 <= INLINE_MAX {
-                small_len += chunk.len() as u64;
-                small.push(chunk);
-                continue;
-            }
-            let (tx, _, _) = pipe.get_or_insert_with(|| start_writer(writer.take().expect("one writer")));
-            let mut failed = false;
-            for b in small.drain(..).chain(std::iter::once(chunk)) {
-                if tx.send(b).await.is_err() {
-                    failed = true; // the writer failed; its error says why
-                    break;
                 }
+                .into());
             }
-            if failed {
-                break;
+            pending_len += chunk.len();
+            pending.push(chunk);
+            if pending_len >= WRITE_BATCH {
+                writer = write_blocking(writer, std::mem::take(&mut pending)).await?;
+                pending_len = 0;
             }
         }
-        let staged = match pipe {
-            Some((tx, handle, done)) => {
-                drop(tx);
-                let _ = done.send(outcome.is_ok());
-                let written = handle.await.map_err(|e| ObjectError::Aborted(e.to_string()));
-                outcome?;
-                written??
-            }
-            None => {
-                outcome?;
-                let mut w = writer.take().expect("one writer");
-                tokio::task::spawn_blocking(move || {
-                    for b in small {
-                        w.write(&b)?;
-                    }
-                    w.finish()
-                })
-                .await
-                .map_err(|e| ObjectError::Aborted(e.to_string()))??
-            }
-        };
+        let staged = finish_blocking(writer, pending).await?;
         if let Some(want) = spec.size
             && want != staged.size
         {
@@ -333,38 +304,51 @@ impl Objects {
         };
         let cache_it = range.is_all() && self.blob_cache.wants(size);
         let this = self.clone();
-        let handle = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || {
+        // An async task feeds the stream; each frame is read and verified in a
+        // short blocking call, so a client that stops reading holds no thread.
+        tokio::spawn(async move {
             let mut whole = cache_it.then(Vec::new);
-            let mut failed = false;
-            while let Some(item) = reader.next_chunk() {
+            loop {
+                let (r, item) = match tokio::task::spawn_blocking(move || {
+                    let item = reader.next_chunk();
+                    (reader, item)
+                })
+                .await
+                {
+                    Ok(step) => step,
+                    Err(e) => {
+                        let _ = tx.send(Err(ObjectError::Aborted(e.to_string()))).await;
+                        return;
+                    }
+                };
+                reader = r;
                 let item = match item {
-                    Ok(b) => {
+                    None => break,
+                    Some(Ok(b)) => {
                         if let Some(w) = &mut whole {
                             w.extend_from_slice(&b);
                         }
                         Ok(b)
                     }
-                    Err(e) => {
-                        failed = true;
+                    Some(Err(e)) => {
                         if e.is_damage() {
-                            // Reported beside the stream, so this thread never waits on locks.
                             let this = this.clone();
                             let why = e.to_string();
-                            handle.spawn(async move {
+                            tokio::spawn(async move {
                                 this.report_corrupt(digest, size, &StoreError::Corrupt { digest, why }).await
                             });
                         }
-                        Err(e.into())
+                        // Nothing may be cached from a read that failed.
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
                     }
                 };
-                if tx.blocking_send(item).is_err() {
+                if tx.send(item).await.is_err() {
                     return; // the client went away
                 }
             }
             // Only a whole, verified read may be served from memory later.
             if let Some(w) = whole
-                && !failed
                 && w.len() as u64 == size
             {
                 this.blob_cache.put(digest, Bytes::from(w));
