@@ -35,7 +35,7 @@ async fn many_puts_and_deletes_in_one_call() {
     assert_eq!(res.len(), 101);
     assert!(res[..100].iter().all(|r| r.error.is_empty()));
     assert_eq!(res[100].code, Code::NotFound as i32);
-    let st = c.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+    let st = stats(&mut c).await;
     assert_eq!(st.objects, 100);
 }
 
@@ -68,12 +68,7 @@ async fn one_key_written_twice_in_a_batch_keeps_the_order() {
         .results;
     assert_eq!(res[2].code, Code::FailedPrecondition as i32, "if_absent sees the batch's own writes");
     assert_eq!(get_key(&mut c, "k").await.unwrap(), b"third");
-    let vs = c
-        .list_versions(pb::ListVersionsRequest { key: "k".into(), ..Default::default() })
-        .await
-        .unwrap()
-        .into_inner()
-        .versions;
+    let vs = versions(&mut c, "k").await;
     let sizes: Vec<u64> = vs.iter().map(|v| v.size).collect();
     assert_eq!(sizes, vec![5, 6, 5], "newest first: third, second, first");
     assert!(vs[0].latest && !vs[1].latest);
@@ -87,20 +82,15 @@ async fn unversioned_batches_keep_only_the_last_write() {
     let items = vec![item("k", b"first"), item("k", b"second"), item("other", b"x")];
     c.put_many(futures::stream::iter(vec![pb::PutManyRequest { items }])).await.unwrap();
     assert_eq!(get_key(&mut c, "k").await.unwrap(), b"second");
-    let vs = c
-        .list_versions(pb::ListVersionsRequest { key: "k".into(), ..Default::default() })
-        .await
-        .unwrap()
-        .into_inner()
-        .versions;
+    let vs = versions(&mut c, "k").await;
     assert_eq!(vs.len(), 1);
-    let mut st = c.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+    let mut st = stats(&mut c).await;
     for _ in 0..50 {
         if st.blobs == 2 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        st = c.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+        st = stats(&mut c).await;
     }
     assert_eq!((st.objects, st.versions, st.blobs), (2, 2, 2), "superseded blobs are collected: {st:?}");
     assert_eq!(st.logical_bytes, 7);

@@ -250,3 +250,16 @@ pub fn blob_files(data: &Path) -> Vec<PathBuf> {
 pub fn temp_files(data: &Path) -> usize {
     std::fs::read_dir(data.join("tmp")).map(|r| r.count()).unwrap_or(0)
 }
+
+/// Every version of a key in the default bucket, newest first.
+pub async fn versions(c: &mut Client, key: &str) -> Vec<pb::ObjectInfo> {
+    c.list_versions(pb::ListVersionsRequest { key: key.into(), ..Default::default() })
+        .await
+        .expect("list versions")
+        .into_inner()
+        .versions
+}
+
+pub async fn stats(c: &mut Client) -> pb::StatsResponse {
+    c.stats(pb::StatsRequest {}).await.expect("stats").into_inner()
+}

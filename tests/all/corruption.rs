@@ -36,13 +36,13 @@ async fn a_corrupt_blob_is_never_served() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("DataLoss"), "{out:?}");
     assert!(!s.dir.path().join("out").exists(), "a failed get leaves no output file");
 
-    let mut st = c.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+    let mut st = stats(&mut c).await;
     for _ in 0..50 {
         if st.corrupt_blobs > 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        st = c.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+        st = stats(&mut c).await;
     }
     assert_eq!(st.corrupt_blobs, 1, "the blob is reported");
     assert!(s.data().join("quarantine").read_dir().unwrap().count() >= 1, "and quarantined");
@@ -78,7 +78,7 @@ async fn scrub_finds_corruption_nobody_read() {
     let mut corrupt = 0;
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        corrupt = c.stats(pb::StatsRequest {}).await.unwrap().into_inner().corrupt_blobs;
+        corrupt = stats(&mut c).await.corrupt_blobs;
         if corrupt > 0 {
             break;
         }
@@ -111,7 +111,7 @@ async fn a_refused_put_does_not_stop_a_later_one_from_healing() {
     flip_a_byte(&blob_files(&s.data())[0], 500);
     assert_eq!(get_key(&mut c, "a").await.unwrap_err().code(), Code::DataLoss);
     for _ in 0..50 {
-        if c.stats(pb::StatsRequest {}).await.unwrap().into_inner().corrupt_blobs > 0 {
+        if stats(&mut c).await.corrupt_blobs > 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

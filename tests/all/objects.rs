@@ -45,7 +45,7 @@ async fn identical_content_is_stored_once() {
     let b = put_key(&mut c, "dir/b", &data).await;
     assert_eq!(a.digest, b.digest);
     assert_eq!(blob_files(&s.data()).len(), 1, "two keys, one blob file");
-    let st = c.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+    let st = stats(&mut c).await;
     assert_eq!((st.objects, st.blobs), (2, 1));
     assert!((st.dedup_ratio - 2.0).abs() < 1e-9, "dedup ratio {}", st.dedup_ratio);
     assert_eq!(st.logical_bytes, 200_000);
@@ -66,12 +66,7 @@ async fn versions_and_delete_markers() {
     assert!(!del.marker_version.is_empty(), "versioning leaves a delete marker");
     assert_eq!(get_key(&mut c, "k").await.unwrap_err().code(), Code::NotFound);
     assert_eq!(get(&mut c, old).await.unwrap().1, b"one", "old versions survive a delete");
-    let vs = c
-        .list_versions(pb::ListVersionsRequest { key: "k".into(), ..Default::default() })
-        .await
-        .unwrap()
-        .into_inner()
-        .versions;
+    let vs = versions(&mut c, "k").await;
     assert_eq!(vs.len(), 3);
     assert!(vs[0].delete_marker && vs[0].latest);
     assert_eq!(vs[2].version, v1.version);
@@ -92,17 +87,12 @@ async fn retention_keeps_the_newest_versions() {
     for i in 0..5 {
         put_key(&mut c, "k", format!("v{i}").as_bytes()).await;
     }
-    let vs = c
-        .list_versions(pb::ListVersionsRequest { key: "k".into(), ..Default::default() })
-        .await
-        .unwrap()
-        .into_inner()
-        .versions;
+    let vs = versions(&mut c, "k").await;
     assert_eq!(vs.len(), 2);
     // GC removes the blobs of the dropped versions.
     let mut blobs = 0;
     for _ in 0..50 {
-        blobs = c.stats(pb::StatsRequest {}).await.unwrap().into_inner().blobs;
+        blobs = stats(&mut c).await.blobs;
         if blobs == 2 {
             break;
         }
@@ -120,12 +110,7 @@ async fn unversioned_overwrites_and_gc_frees_space() {
     // Large enough to live in files, so GC has files to remove.
     put_key(&mut c, "k", &random_bytes(100_000)).await;
     put_key(&mut c, "k", &random_bytes(100_000)).await;
-    let vs = c
-        .list_versions(pb::ListVersionsRequest { key: "k".into(), ..Default::default() })
-        .await
-        .unwrap()
-        .into_inner()
-        .versions;
+    let vs = versions(&mut c, "k").await;
     assert_eq!(vs.len(), 1);
     let del = c.delete(pb::DeleteRequest { key: "k".into(), ..Default::default() }).await.unwrap().into_inner();
     assert!(del.marker_version.is_empty());
@@ -136,7 +121,7 @@ async fn unversioned_overwrites_and_gc_frees_space() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     assert!(blob_files(&s.data()).is_empty(), "gc removed unreferenced blobs");
-    let st = c.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+    let st = stats(&mut c).await;
     assert_eq!((st.objects, st.blobs, st.physical_bytes), (0, 0, 0));
 }
 
@@ -225,7 +210,7 @@ async fn thirty_two_concurrent_clients() {
         t.await.unwrap();
     }
     let mut c = s.client().await;
-    let st = c.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+    let st = stats(&mut c).await;
     assert_eq!(st.objects, 320);
 }
 
@@ -237,7 +222,7 @@ async fn metadata_cache_counts_hits() {
     for _ in 0..5 {
         c.stat(pb::StatRequest { key: "hot".into(), ..Default::default() }).await.unwrap();
     }
-    let st = c.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+    let st = stats(&mut c).await;
     assert!(st.cache_hits >= 4, "{st:?}");
     assert!(st.cache_hit_ratio > 0.5);
 }
@@ -286,7 +271,7 @@ async fn deleting_the_live_version_by_id_falls_back_to_the_previous_one() {
                 .unwrap();
         }
         assert_eq!(get_key(&mut c, "k").await.unwrap_err().code(), Code::NotFound, "versioning={versioning}");
-        let st = c.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+        let st = stats(&mut c).await;
         assert_eq!((st.objects, st.versions, st.logical_bytes), (0, 0, 0), "versioning={versioning}: {st:?}");
     }
 }

@@ -1,7 +1,6 @@
 //! `storage.max_size`: a write that would pass it is refused and leaves nothing.
 
 use crate::common::*;
-use strata::api::pb;
 use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -17,7 +16,7 @@ async fn writes_past_the_quota_are_refused_cleanly() {
     assert_eq!(temp_files(&s.data()), 0);
     // Small writes still fit, and the quota survives a restart.
     put_key(&mut c, "small", &random_bytes(1000)).await;
-    let st = c.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+    let st = stats(&mut c).await;
     assert_eq!(st.max_size, 3 << 20);
     assert!(st.physical_bytes <= 3 << 20);
 }

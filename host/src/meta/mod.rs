@@ -209,6 +209,15 @@ impl MetaStore {
         }))
     }
 
+    fn policy(&self) -> sql::Policy<'_> {
+        sql::Policy {
+            versioning: self.versioning,
+            max_versions: self.max_versions,
+            node: &self.node_id,
+            clock: &self.clock,
+        }
+    }
+
     /// This node's persistent id.
     pub fn node_id(&self) -> &str {
         &self.node_id
@@ -314,13 +323,7 @@ impl MetaStore {
         &self,
         items: &[NewVersion],
     ) -> Result<Vec<Result<ObjectRecord, MetaError>>, MetaError> {
-        let policy = sql::Policy {
-            versioning: self.versioning,
-            max_versions: self.max_versions,
-            node: &self.node_id,
-            clock: &self.clock,
-        };
-        let out = batch::commit_puts(&self.write, &policy, items).await?;
+        let out = batch::commit_puts(&self.write, &self.policy(), items).await?;
         for item in items {
             self.cache.invalidate(&item.bucket, &item.key);
         }
@@ -335,16 +338,10 @@ impl MetaStore {
         key: &str,
         version: Option<&str>,
     ) -> Result<Deleted, MetaError> {
-        let policy = sql::Policy {
-            versioning: self.versioning,
-            max_versions: self.max_versions,
-            node: &self.node_id,
-            clock: &self.clock,
-        };
         // Invalidate even if this future is dropped mid-commit: the commit
         // may still land.
         let _guard = Invalidate { cache: &self.cache, bucket, key };
-        sql::delete(&self.write, &policy, bucket, key, version).await
+        sql::delete(&self.write, &self.policy(), bucket, key, version).await
     }
 
     // ---- blobs ----

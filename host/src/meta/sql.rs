@@ -113,17 +113,18 @@ pub async fn bucket_exists(pool: &SqlitePool, name: &str) -> Result<bool, MetaEr
         .is_some())
 }
 
+/// Fails with `NoSuchBucket` unless the bucket exists.
+async fn require_bucket(conn: &mut SqliteConnection, name: &str) -> Result<(), MetaError> {
+    match sqlx::query("SELECT 1 FROM buckets WHERE name = ?").bind(name).fetch_optional(conn).await? {
+        Some(_) => Ok(()),
+        None => Err(MetaError::NoSuchBucket { bucket: name.into() }),
+    }
+}
+
 pub async fn delete_bucket(pool: &SqlitePool, name: &str) -> Result<(), MetaError> {
     let mut tx = pool.begin().await?;
     let mut d = Deltas::default();
-    if sqlx::query("SELECT 1 FROM buckets WHERE name = ?")
-        .bind(name)
-        .fetch_optional(&mut *tx)
-        .await?
-        .is_none()
-    {
-        return Err(MetaError::NoSuchBucket { bucket: name.into() });
-    }
+    require_bucket(&mut tx, name).await?;
     if sqlx::query("SELECT 1 FROM objects WHERE bucket = ? LIMIT 1")
         .bind(name)
         .fetch_optional(&mut *tx)
@@ -357,14 +358,7 @@ pub async fn delete(
     let mut conn = pool.acquire().await?;
     let mut tx = conn.begin().await?;
     let mut d = Deltas::default();
-    if sqlx::query("SELECT 1 FROM buckets WHERE name = ?")
-        .bind(bucket)
-        .fetch_optional(&mut *tx)
-        .await?
-        .is_none()
-    {
-        return Err(MetaError::NoSuchBucket { bucket: bucket.into() });
-    }
+    require_bucket(&mut tx, bucket).await?;
     let current = latest_on(&mut tx, bucket, key).await?;
     let outcome = match version {
         None => {
