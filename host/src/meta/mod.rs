@@ -263,17 +263,14 @@ impl MetaStore {
     ) -> Result<ObjectRecord, MetaError> {
         let found = match version {
             Some(v) => sql::get_version(&self.read, bucket, key, v).await?,
-            None => {
-                let ticket = match self.cache.get(bucket, key) {
-                    Ok(hit) => hit,
-                    Err(ticket) => {
-                        let rec = sql::get_latest(&self.read, bucket, key).await?;
-                        self.cache.fill(ticket, bucket, key, rec.clone());
-                        rec
-                    }
-                };
-                ticket
-            }
+            None => match self.cache.get(bucket, key) {
+                Ok(hit) => hit,
+                Err(ticket) => {
+                    let rec = sql::get_latest(&self.read, bucket, key).await?;
+                    self.cache.fill(ticket, bucket, key, rec.clone());
+                    rec
+                }
+            },
         };
         match (found, version) {
             (Some(rec), _) => Ok(rec),
@@ -361,15 +358,20 @@ impl MetaStore {
         sql::unreferenced_blobs(&self.read, before_ms, limit).await
     }
 
-    /// Forgets a blob if it is still unreferenced; returns the bytes its file
-    /// took, or `None` when it was in use again.
-    pub async fn drop_blob(&self, digest: &Digest) -> Result<Option<u64>, MetaError> {
-        sql::drop_blob(&self.write, digest).await
+    /// Forgets the blobs among `digests` that are still unreferenced;
+    /// returns each with the bytes its file took.
+    pub async fn drop_blobs(&self, digests: &[Digest]) -> Result<Vec<(Digest, u64)>, MetaError> {
+        sql::drop_blobs(&self.write, digests).await
     }
 
     /// The stored bytes of an inline (small) blob.
     pub async fn inline_blob(&self, digest: &Digest) -> Result<Option<Vec<u8>>, MetaError> {
         sql::inline_blob(&self.read, digest).await
+    }
+
+    /// Whether the blob is on record as corrupt (quarantined).
+    pub async fn blob_is_corrupt(&self, digest: &Digest) -> Result<bool, MetaError> {
+        sql::blob_is_corrupt(&self.write, digest).await
     }
 
     pub async fn mark_corrupt(&self, digest: &Digest) -> Result<(), MetaError> {

@@ -523,27 +523,38 @@ pub async fn unreferenced_blobs(pool: &SqlitePool, before_ms: i64, limit: u32) -
     digests_of(rows)
 }
 
-pub async fn drop_blob(pool: &SqlitePool, digest: &Digest) -> Result<Option<u64>, MetaError> {
+/// Forgets those of `digests` that are still unreferenced, in one
+/// transaction; returns each forgotten blob with the bytes its file took.
+pub async fn drop_blobs(pool: &SqlitePool, digests: &[Digest]) -> Result<Vec<(Digest, u64)>, MetaError> {
     let mut conn = pool.acquire().await?;
     let mut tx = conn.begin().await?;
     let mut d = Deltas::default();
-    let row = sqlx::query("DELETE FROM blobs WHERE digest = ? AND refcount = 0 RETURNING size, stored_size")
-        .bind(&digest.0[..])
-        .fetch_optional(&mut *tx)
-        .await?;
-    let Some(row) = row else { return Ok(None) };
-    sqlx::query("DELETE FROM blob_data WHERE digest = ?")
-        .bind(&digest.0[..])
+    let hexes: Vec<String> = digests.iter().map(|d| d.to_string()).collect();
+    let rows = sqlx::query(
+        "DELETE FROM blobs WHERE refcount = 0 AND digest IN (SELECT unhex(value) FROM json_each(?)) \
+         RETURNING digest, size, stored_size",
+    )
+    .bind(serde_json::to_string(&hexes).map_err(|e| MetaError::Db(Box::new(e)))?)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let size: i64 = r.try_get("size")?;
+        let stored: i64 = r.try_get("stored_size")?;
+        d.add("blobs", -1);
+        d.add("blob_bytes", -size);
+        d.add("stored_bytes", -stored);
+        out.push(stored as u64);
+    }
+    let gone = digests_of(rows)?;
+    let gone_hex: Vec<String> = gone.iter().map(|d| d.to_string()).collect();
+    sqlx::query("DELETE FROM blob_data WHERE digest IN (SELECT unhex(value) FROM json_each(?))")
+        .bind(serde_json::to_string(&gone_hex).map_err(|e| MetaError::Db(Box::new(e)))?)
         .execute(&mut *tx)
         .await?;
-    let size: i64 = row.try_get("size")?;
-    let stored: i64 = row.try_get("stored_size")?;
-    d.add("blobs", -1);
-    d.add("blob_bytes", -size);
-    d.add("stored_bytes", -stored);
     d.apply(&mut tx).await?;
     tx.commit().await?;
-    Ok(Some(stored as u64))
+    Ok(gone.into_iter().zip(out).collect())
 }
 
 pub async fn set_blob_state(pool: &SqlitePool, digest: &Digest, state: &'static str) -> Result<(), MetaError> {
@@ -553,6 +564,14 @@ pub async fn set_blob_state(pool: &SqlitePool, digest: &Digest, state: &'static 
         .execute(pool)
         .await?;
     Ok(())
+}
+
+pub async fn blob_is_corrupt(pool: &SqlitePool, digest: &Digest) -> Result<bool, MetaError> {
+    Ok(sqlx::query("SELECT 1 FROM blobs WHERE digest = ? AND state = 'corrupt'")
+        .bind(&digest.0[..])
+        .fetch_optional(pool)
+        .await?
+        .is_some())
 }
 
 pub async fn mark_verified(pool: &SqlitePool, digest: &Digest) -> Result<(), MetaError> {

@@ -96,7 +96,16 @@ async fn commit_batch(batch: Vec<CommitJob>, store: &Arc<LocalStore>, meta: &Met
     let results = match meta.commit_puts(&versions).await {
         Ok(r) => r,
         Err(e) => {
-            // Published files have no rows: they are never served, and GC removes them.
+            // Published files got no rows: never served, but remove them now
+            // rather than leave them to GC, since their quota is given back.
+            let store = store.clone();
+            let files: Vec<Digest> = published.iter().copied().collect();
+            let _ = tokio::task::spawn_blocking(move || {
+                for d in files {
+                    let _ = store.remove(&d);
+                }
+            })
+            .await;
             return fail_all(batch, e);
         }
     };

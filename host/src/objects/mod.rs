@@ -385,6 +385,9 @@ impl Objects {
     pub(crate) async fn report_corrupt(&self, digest: Digest, size: u64, e: &StoreError) {
         self.blob_cache.remove(&digest);
         let _guard = self.publish_lock.lock().await;
+        if self.meta.blob_is_corrupt(&digest).await.unwrap_or(false) {
+            return; // reported and quarantined already
+        }
         if self.verify(digest, size).await.is_ok() {
             warn!(%digest, error = %e, "a read failed, but the blob now verifies (replaced meanwhile)");
             return;

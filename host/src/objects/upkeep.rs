@@ -66,14 +66,19 @@ impl Upkeep {
                 break;
             }
             let _guard = self.objects.publish_lock().lock().await;
-            for d in batch {
-                if let Some(stored) = meta.drop_blob(&d).await? {
-                    let s = store.clone();
-                    let _ = tokio::task::spawn_blocking(move || s.remove(&d)).await;
-                    store.quota.release(stored);
-                    report.blobs_removed += 1;
-                    report.bytes_freed += stored;
+            let dropped = meta.drop_blobs(&batch).await?;
+            let s = store.clone();
+            let files: Vec<Digest> = dropped.iter().map(|(d, _)| *d).collect();
+            let _ = tokio::task::spawn_blocking(move || {
+                for d in files {
+                    let _ = s.remove(&d);
                 }
+            })
+            .await;
+            for (_, stored) in dropped {
+                store.quota.release(stored);
+                report.blobs_removed += 1;
+                report.bytes_freed += stored;
             }
         }
         // Files on disk with no row: left by a crash between publish and commit.

@@ -146,7 +146,7 @@ impl Header {
         if !self.encrypted {
             return Ok(None);
         }
-        let key = key.ok_or_else(|| StoreError::NoKey { digest: *digest })?;
+        let key = key.ok_or(StoreError::NoKey { digest: *digest })?;
         if key.fingerprint != self.key_fingerprint {
             return Err(StoreError::WrongKey {
                 digest: *digest,
