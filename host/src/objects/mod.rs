@@ -20,7 +20,7 @@ use tracing::{error, warn};
 use crate::meta::{Condition, Deleted, MetaError, MetaStore, NewVersion, ObjectRecord, Attributes};
 use crate::metrics::Metrics;
 use crate::store::format::INLINE_MAX;
-use crate::store::{BlobReader, BlobWriter, Digest, LocalStore, Range, Staged, StoreError};
+use crate::store::{BlobReader, BlobWriter, Digest, LocalStore, Range, StoreError};
 
 use blob_cache::BlobCache;
 pub use commit::CommitJob;
@@ -29,30 +29,23 @@ pub use upkeep::{Upkeep, UpkeepReport};
 /// Data gathered before a blocking write: one frame's worth.
 const WRITE_BATCH: usize = 1 << 20;
 
-/// Writes `data` on a blocking thread; hands the writer back.
-async fn write_blocking(mut writer: BlobWriter, data: Vec<Bytes>) -> Result<BlobWriter, ObjectError> {
-    tokio::task::spawn_blocking(move || {
-        for b in &data {
-            writer.write(b)?;
-        }
-        Ok::<_, StoreError>(writer)
-    })
-    .await
-    .map_err(|e| ObjectError::Aborted(e.to_string()))?
-    .map_err(ObjectError::from)
+/// Blocking: appends `data` and hands the writer back.
+fn write_all(mut writer: BlobWriter, data: &[Bytes]) -> Result<BlobWriter, StoreError> {
+    for b in data {
+        writer.write(b)?;
+    }
+    Ok(writer)
 }
 
-/// Writes the last of the data and finishes the blob on a blocking thread.
-async fn finish_blocking(mut writer: BlobWriter, data: Vec<Bytes>) -> Result<Staged, ObjectError> {
-    tokio::task::spawn_blocking(move || {
-        for b in &data {
-            writer.write(b)?;
-        }
-        writer.finish()
-    })
-    .await
-    .map_err(|e| ObjectError::Aborted(e.to_string()))?
-    .map_err(ObjectError::from)
+/// The writer, once the write in flight (if any) is done.
+async fn ready_writer(
+    in_flight: &mut Option<tokio::task::JoinHandle<Result<BlobWriter, StoreError>>>,
+    idle: &mut Option<BlobWriter>,
+) -> Result<BlobWriter, ObjectError> {
+    match in_flight.take() {
+        Some(h) => Ok(h.await.map_err(|e| ObjectError::Aborted(e.to_string()))??),
+        None => Ok(idle.take().expect("a writer is either idle or in flight")),
+    }
 }
 
 /// Chunks in flight between the network and the disk, per transfer. With
@@ -138,7 +131,9 @@ impl Objects {
         // The network side stays async; each ~1 MiB of data is hashed and
         // written in one short blocking call, so a slow client holds no
         // thread, only its HTTP/2 window.
-        let mut writer = self.store.stage()?; // in memory until it grows
+        let mut writer = Some(self.store.stage()?); // in memory until it grows
+        // One write runs while the next batch arrives.
+        let mut in_flight: Option<tokio::task::JoinHandle<Result<BlobWriter, StoreError>>> = None;
         let mut pending: Vec<Bytes> = Vec::new();
         let mut pending_len = 0usize;
         let limit = spec.size;
@@ -162,11 +157,16 @@ impl Objects {
             pending_len += chunk.len();
             pending.push(chunk);
             if pending_len >= WRITE_BATCH {
-                writer = write_blocking(writer, std::mem::take(&mut pending)).await?;
+                let w = ready_writer(&mut in_flight, &mut writer).await?;
+                let data = std::mem::take(&mut pending);
+                in_flight = Some(tokio::task::spawn_blocking(move || write_all(w, &data)));
                 pending_len = 0;
             }
         }
-        let staged = finish_blocking(writer, pending).await?;
+        let w = ready_writer(&mut in_flight, &mut writer).await?;
+        let staged = tokio::task::spawn_blocking(move || write_all(w, &pending)?.finish())
+            .await
+            .map_err(|e| ObjectError::Aborted(e.to_string()))??;
         if let Some(want) = spec.size
             && want != staged.size
         {
