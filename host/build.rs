@@ -10,6 +10,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("strata_descriptor.bin"))
         .bytes(".strata.v1")
+        // Undecodable requests (invalid UTF-8) are INVALID_ARGUMENT, not INTERNAL.
+        .codec_path("crate::api::codec::StrataCodec")
         .compile_with_config(config, &["proto/strata/v1/strata.proto"], &["proto"])?;
     println!("cargo:rerun-if-changed=proto");
     println!("cargo:rerun-if-changed=migrations");

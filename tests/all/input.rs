@@ -83,3 +83,30 @@ async fn oversized_messages_are_refused_and_the_server_lives_on() {
     c.put(futures::stream::iter(msgs)).await.unwrap();
     assert_eq!(get_key(&mut c, "ok").await.unwrap(), data);
 }
+
+/// A Stat request whose key field carries raw bytes: what a client in a
+/// language without UTF-8 checks could send.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawStat {
+    #[prost(bytes = "vec", tag = "2")]
+    key: Vec<u8>,
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_that_is_not_utf8_is_invalid_argument() {
+    let s = TestServer::start("");
+    let ch = tonic::transport::Endpoint::from_shared(s.url.clone()).unwrap().connect().await.unwrap();
+    let mut grpc = tonic::client::Grpc::new(ch);
+    grpc.ready().await.unwrap();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/strata.v1.Strata/Stat");
+    let codec = tonic_prost::ProstCodec::<RawStat, pb::ObjectInfo>::default();
+    let err = grpc
+        .unary(tonic::Request::new(RawStat { key: vec![b'a', 0xff, 0xfe] }), path, codec)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("UTF-8"), "{}", err.message());
+    // And the server carries on.
+    let mut c = s.client().await;
+    put_key(&mut c, "after", b"fine").await;
+}

@@ -275,3 +275,16 @@ async fn deleting_the_live_version_by_id_falls_back_to_the_previous_one() {
         assert_eq!((st.objects, st.versions, st.logical_bytes), (0, 0, 0), "versioning={versioning}: {st:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_in_memory_metadata_backend_serves() {
+    let s = TestServer::start("[metadata]\nbackend = \"memory\"");
+    let mut c = s.client().await;
+    let big = random_bytes(200_000);
+    put_key(&mut c, "small", b"tiny").await;
+    put_key(&mut c, "big", &big).await;
+    assert_eq!(get_key(&mut c, "small").await.unwrap(), b"tiny");
+    assert_eq!(get_key(&mut c, "big").await.unwrap(), big);
+    assert_eq!(stats(&mut c).await.objects, 2);
+    assert!(!s.data().join("meta").exists(), "no SQLite file with the memory backend");
+}

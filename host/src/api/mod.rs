@@ -4,6 +4,7 @@
 //! in the file of that operation; errors map to statuses in [`error`].
 
 mod bucket;
+pub mod codec;
 mod delete;
 pub mod error;
 mod get;
