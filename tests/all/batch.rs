@@ -13,12 +13,7 @@ async fn many_puts_and_deletes_in_one_call() {
         items.push(pb::PutManyItem { header: Some(header(&format!("b/{i}"))), data: format!("item {i}").into_bytes().into() });
     }
     items.push(pb::PutManyItem { header: Some(header("bad/../key")), data: vec![].into() });
-    let res = c
-        .put_many(futures::stream::iter(vec![pb::PutManyRequest { items }]))
-        .await
-        .unwrap()
-        .into_inner()
-        .results;
+    let res = put_many(&mut c, items).await;
     assert_eq!(res.len(), 201);
     assert!(res[..200].iter().all(|r| r.error.is_empty() && r.object.is_some()));
     assert_eq!(res[200].code, Code::InvalidArgument as i32);
@@ -60,12 +55,7 @@ async fn one_key_written_twice_in_a_batch_keeps_the_order() {
     let mut absent = item("k", b"never");
     absent.header.as_mut().unwrap().if_absent = true;
     let items = vec![item("k", b"first"), item("k", b"second"), absent, item("k", b"third")];
-    let res = c
-        .put_many(futures::stream::iter(vec![pb::PutManyRequest { items }]))
-        .await
-        .unwrap()
-        .into_inner()
-        .results;
+    let res = put_many(&mut c, items).await;
     assert_eq!(res[2].code, Code::FailedPrecondition as i32, "if_absent sees the batch's own writes");
     assert_eq!(get_key(&mut c, "k").await.unwrap(), b"third");
     let vs = versions(&mut c, "k").await;
@@ -80,7 +70,7 @@ async fn unversioned_batches_keep_only_the_last_write() {
     let mut c = s.client().await;
     put_key(&mut c, "k", b"before").await;
     let items = vec![item("k", b"first"), item("k", b"second"), item("other", b"x")];
-    c.put_many(futures::stream::iter(vec![pb::PutManyRequest { items }])).await.unwrap();
+    put_many(&mut c, items).await;
     assert_eq!(get_key(&mut c, "k").await.unwrap(), b"second");
     let vs = versions(&mut c, "k").await;
     assert_eq!(vs.len(), 1);

@@ -263,3 +263,12 @@ pub async fn versions(c: &mut Client, key: &str) -> Vec<pb::ObjectInfo> {
 pub async fn stats(c: &mut Client) -> pb::StatsResponse {
     c.stats(pb::StatsRequest {}).await.expect("stats").into_inner()
 }
+
+/// One PutMany call with `items`; a result per item.
+pub async fn put_many(c: &mut Client, items: Vec<pb::PutManyItem>) -> Vec<pb::ItemResult> {
+    c.put_many(futures::stream::iter(vec![pb::PutManyRequest { items }]))
+        .await
+        .expect("put many")
+        .into_inner()
+        .results
+}

@@ -120,12 +120,7 @@ async fn a_refused_put_does_not_stop_a_later_one_from_healing() {
     let mut refused = pb::PutManyItem { header: Some(header("a")), data: data.clone().into() };
     refused.header.as_mut().unwrap().if_absent = true;
     let ok = pb::PutManyItem { header: Some(header("b")), data: data.clone().into() };
-    let res = c
-        .put_many(futures::stream::iter(vec![pb::PutManyRequest { items: vec![refused, ok] }]))
-        .await
-        .unwrap()
-        .into_inner()
-        .results;
+    let res = put_many(&mut c, vec![refused, ok]).await;
     assert_eq!(res[0].code, Code::FailedPrecondition as i32);
     assert!(res[1].error.is_empty(), "{:?}", res[1]);
     assert_eq!(get_key(&mut c, "b").await.unwrap(), data);
