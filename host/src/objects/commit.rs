@@ -98,14 +98,7 @@ async fn commit_batch(batch: Vec<CommitJob>, store: &Arc<LocalStore>, meta: &Met
         Err(e) => {
             // Published files got no rows: never served, but remove them now
             // rather than leave them to GC, since their quota is given back.
-            let store = store.clone();
-            let files: Vec<Digest> = published.iter().copied().collect();
-            let _ = tokio::task::spawn_blocking(move || {
-                for d in files {
-                    let _ = store.remove(&d);
-                }
-            })
-            .await;
+            remove_files(store, published.iter().copied().collect()).await;
             return fail_all(batch, e);
         }
     };
@@ -117,15 +110,7 @@ async fn commit_batch(batch: Vec<CommitJob>, store: &Arc<LocalStore>, meta: &Met
     }
     // A file published for items that all failed (say, a condition) is debris.
     let unused: Vec<Digest> = published.iter().filter(|d| !used[*d]).copied().collect();
-    if !unused.is_empty() {
-        let store = store.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            for d in unused {
-                let _ = store.remove(&d);
-            }
-        })
-        .await;
-    }
+    remove_files(store, unused).await;
     // Keep the staged blob that was actually published (its quota is now
     // the file's); every other one is dropped, returning its quota and temp file.
     let published_by: HashMap<usize, Digest> = publish_idx.iter().map(|&i| (i, digests[i])).collect();
@@ -135,6 +120,21 @@ async fn commit_batch(batch: Vec<CommitJob>, store: &Arc<LocalStore>, meta: &Met
         }
         let _ = job.reply.send(r.map_err(ObjectError::from));
     }
+}
+
+/// Deletes blob files (best effort, on a blocking thread); the caller holds
+/// the publish lock and knows no row refers to them.
+pub(super) async fn remove_files(store: &Arc<LocalStore>, digests: Vec<Digest>) {
+    if digests.is_empty() {
+        return;
+    }
+    let store = store.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        for d in digests {
+            let _ = store.remove(&d);
+        }
+    })
+    .await;
 }
 
 fn fail_all(batch: Vec<CommitJob>, e: MetaError) {

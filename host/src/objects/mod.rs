@@ -20,7 +20,7 @@ use tracing::{error, warn};
 use crate::meta::{Condition, Deleted, MetaError, MetaStore, NewVersion, ObjectRecord, Attributes};
 use crate::metrics::Metrics;
 use crate::store::format::INLINE_MAX;
-use crate::store::{BlobReader, BlobWriter, Digest, LocalStore, Range, StoreError};
+use crate::store::{BlobReader, BlobWriter, Digest, LocalStore, Range, Staged, StoreError};
 
 use blob_cache::BlobCache;
 pub use commit::CommitJob;
@@ -28,6 +28,25 @@ pub use upkeep::{Upkeep, UpkeepReport};
 
 /// Data gathered before a blocking write: one frame's worth.
 const WRITE_BATCH: usize = 1 << 20;
+
+/// Fails if the blob is not what the client promised (size, digest).
+fn check_promises(spec: &PutSpec, staged: &Staged) -> Result<(), StoreError> {
+    if let Some(want) = spec.size
+        && want != staged.size
+    {
+        return Err(StoreError::Mismatch { what: "size", expected: want.to_string(), actual: staged.size.to_string() });
+    }
+    if let Some(want) = spec.expected_digest
+        && want != staged.digest
+    {
+        return Err(StoreError::Mismatch {
+            what: "digest",
+            expected: want.to_string(),
+            actual: staged.digest.to_string(),
+        });
+    }
+    Ok(())
+}
 
 /// Blocking: appends `data` and hands the writer back.
 fn write_all(mut writer: BlobWriter, data: &[Bytes]) -> Result<BlobWriter, StoreError> {
@@ -48,8 +67,8 @@ async fn ready_writer(
     }
 }
 
-/// Chunks in flight between the network and the disk, per transfer. With
-/// 1 MiB chunks this bounds a transfer's buffers to a few MiB whatever its size.
+/// Chunks a get reads ahead of the network. With 1 MiB frames this bounds
+/// a transfer's buffers to a few MiB whatever its size.
 const PIPE_DEPTH: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
@@ -167,26 +186,7 @@ impl Objects {
         let staged = tokio::task::spawn_blocking(move || write_all(w, &pending)?.finish())
             .await
             .map_err(|e| ObjectError::Aborted(e.to_string()))??;
-        if let Some(want) = spec.size
-            && want != staged.size
-        {
-            return Err(StoreError::Mismatch {
-                what: "size",
-                expected: want.to_string(),
-                actual: staged.size.to_string(),
-            }
-            .into());
-        }
-        if let Some(want) = spec.expected_digest
-            && want != staged.digest
-        {
-            return Err(StoreError::Mismatch {
-                what: "digest",
-                expected: want.to_string(),
-                actual: staged.digest.to_string(),
-            }
-            .into());
-        }
+        check_promises(&spec, &staged)?;
         self.commit(vec![(spec, staged)]).await.pop().expect("one result")
     }
 
@@ -215,21 +215,10 @@ impl Objects {
         let mut slots = Vec::new();
         for (i, (spec, r)) in specs.into_iter().zip(written).enumerate() {
             out.push(None);
-            match r {
+            match r.and_then(|s| check_promises(&spec, &s).map(|()| s)) {
                 Ok(s) => {
-                    let bad = spec.size.is_some_and(|n| n != s.size)
-                        || spec.expected_digest.is_some_and(|d| d != s.digest);
-                    if bad {
-                        out[i] = Some(Err(StoreError::Mismatch {
-                            what: "size or digest",
-                            expected: format!("{:?} / {:?}", spec.size, spec.expected_digest),
-                            actual: format!("{} / {}", s.size, s.digest),
-                        }
-                        .into()));
-                    } else {
-                        staged.push((spec, s));
-                        slots.push(i);
-                    }
+                    staged.push((spec, s));
+                    slots.push(i);
                 }
                 Err(e) => out[i] = Some(Err(e.into())),
             }
@@ -240,7 +229,7 @@ impl Objects {
         out.into_iter().map(|r| r.expect("every slot filled")).collect()
     }
 
-    async fn commit(&self, items: Vec<(PutSpec, crate::store::Staged)>) -> Vec<Result<ObjectRecord, ObjectError>> {
+    async fn commit(&self, items: Vec<(PutSpec, Staged)>) -> Vec<Result<ObjectRecord, ObjectError>> {
         let mut waits = Vec::with_capacity(items.len());
         for (spec, staged) in items {
             let (reply, wait) = oneshot::channel();

@@ -67,14 +67,7 @@ impl Upkeep {
             }
             let _guard = self.objects.publish_lock().lock().await;
             let dropped = meta.drop_blobs(&batch).await?;
-            let s = store.clone();
-            let files: Vec<Digest> = dropped.iter().map(|(d, _)| *d).collect();
-            let _ = tokio::task::spawn_blocking(move || {
-                for d in files {
-                    let _ = s.remove(&d);
-                }
-            })
-            .await;
+            super::commit::remove_files(store, dropped.iter().map(|(d, _)| *d).collect()).await;
             for (_, stored) in dropped {
                 store.quota.release(stored);
                 report.blobs_removed += 1;
