@@ -223,10 +223,6 @@ impl MetaStore {
         &self.node_id
     }
 
-    pub fn versioning(&self) -> bool {
-        self.versioning
-    }
-
     // ---- buckets ----
 
     pub async fn create_bucket(&self, name: &str) -> Result<Bucket, MetaError> {

@@ -105,10 +105,6 @@ impl LocalStore {
         Ok(store)
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     pub fn path(&self, digest: &Digest) -> PathBuf {
         let hex = digest.to_string();
         self.blobs.join(&hex[..2]).join(&hex[2..4]).join(hex)
