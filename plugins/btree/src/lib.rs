@@ -1,0 +1,96 @@
+//! An ordered index: values encoded so that bytes sort as the values do,
+//! which answers equality, ranges, prefixes and existence. Over several
+//! fields the term is the tuple of their encodings, which serves conditions
+//! on the first field. Nulls, NaN and lists are not indexed.
+
+use strata_sdk::index::encode::{self, prefix_successor};
+use strata_sdk::index::{Bound, Condition, IndexType, Lookup, Op, Term, TermMatch};
+use strata_sdk::{Config, PluginError, Value};
+
+struct BTree;
+
+fn encoded(v: &Value) -> Result<Vec<u8>, PluginError> {
+    let mut out = Vec::new();
+    if encode::value(&mut out, v) {
+        Ok(out)
+    } else {
+        Err(PluginError::InvalidInput(format!("{v:?} cannot be compared in an ordered index")))
+    }
+}
+
+/// The encodings of the operand's own type span [tag, tag + 1).
+fn type_span(term: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    (vec![term[0]], vec![term[0] + 1])
+}
+
+fn range(lower: Option<(Vec<u8>, bool)>, upper: Option<(Vec<u8>, bool)>) -> TermMatch {
+    let b = |(term, inclusive)| Bound { term, inclusive };
+    TermMatch::Range { lower: lower.map(b), upper: upper.map(b) }
+}
+
+impl IndexType for BTree {
+    const NAME: &'static str = "btree";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const DESCRIPTION: &'static str = "ordered: eq, ne, ranges, in, prefix, exists";
+
+    fn new(config: &Config) -> Result<Self, String> {
+        config.only(&[])?;
+        Ok(BTree)
+    }
+
+    fn terms(&self, values: &[Value]) -> Result<Vec<Term>, PluginError> {
+        let mut term = Vec::new();
+        for v in values {
+            if !encode::value(&mut term, v) {
+                return Ok(vec![]);
+            }
+        }
+        Ok(if term.is_empty() { vec![] } else { vec![term] })
+    }
+
+    fn lookup(&self, c: &Condition) -> Result<Option<Lookup>, PluginError> {
+        if c.field != 0 {
+            return Ok(None);
+        }
+        // A term is the tuple's encoding: `key` and every longer term that
+        // starts with it belong to the value; `after` is the first term
+        // beyond them.
+        let at_least = |key: Vec<u8>| (key, true);
+        let after = |key: &[u8]| prefix_successor(key).map(|s| (s, true));
+        let m = match c.op {
+            Op::Eq => Lookup::any([TermMatch::Prefix(encoded(c.operand()?)?)]),
+            Op::In => {
+                let keys = c.operands.iter().map(encoded).collect::<Result<Vec<_>, _>>()?;
+                Lookup::any(keys.into_iter().map(TermMatch::Prefix))
+            }
+            Op::Ne => {
+                let key = encoded(c.operand()?)?;
+                Lookup::any([range(None, Some((key.clone(), false))), range(after(&key), None)])
+            }
+            Op::Gt | Op::Gte | Op::Lt | Op::Lte => {
+                let key = encoded(c.operand()?)?;
+                let (lo, hi) = type_span(&key);
+                let m = match c.op {
+                    Op::Gt => range(after(&key), Some((hi, false))),
+                    Op::Gte => range(Some(at_least(key)), Some((hi, false))),
+                    Op::Lt => range(Some((lo, true)), Some((key, false))),
+                    _ => range(Some((lo, true)), after(&key).map(|(s, _)| (s, false))),
+                };
+                Lookup::any([m])
+            }
+            Op::Prefix => match c.operand()? {
+                Value::Text(p) => {
+                    let mut key = vec![encode::TEXT];
+                    encode::text_body(&mut key, p);
+                    Lookup::any([TermMatch::Prefix(key)])
+                }
+                _ => return Ok(None),
+            },
+            Op::Exists => Lookup::any([range(None, None)]),
+            Op::Contains | Op::Match => return Ok(None),
+        };
+        Ok(Some(m))
+    }
+}
+
+strata_sdk::export_index_type!(BTree);

@@ -1,0 +1,71 @@
+//! A membership index for list attributes (tags): one term per distinct
+//! element, so `contains` finds every object whose list holds a value. A
+//! scalar counts as a list of one; `eq` on a scalar uses the same terms as a
+//! filter the host rechecks.
+
+use std::collections::BTreeSet;
+
+use strata_sdk::index::encode;
+use strata_sdk::index::{Condition, IndexType, Lookup, Op, Term, TermMatch};
+use strata_sdk::{Config, PluginError, Scalar, Value};
+
+struct Tags;
+
+fn scalar_of(v: &Value) -> Option<Scalar> {
+    match v {
+        Value::Null | Value::List(_) => None,
+        Value::Bool(b) => Some(Scalar::Bool(*b)),
+        Value::Number(n) => Some(Scalar::Number(*n)),
+        Value::Text(t) => Some(Scalar::Text(t.clone())),
+    }
+}
+
+fn term(s: &Scalar) -> Option<Term> {
+    let mut out = Vec::new();
+    encode::scalar(&mut out, s).then_some(out)
+}
+
+impl IndexType for Tags {
+    const NAME: &'static str = "tags";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const DESCRIPTION: &'static str = "list membership: contains";
+
+    fn new(config: &Config) -> Result<Self, String> {
+        config.only(&[])?;
+        Ok(Tags)
+    }
+
+    fn terms(&self, values: &[Value]) -> Result<Vec<Term>, PluginError> {
+        if values.len() != 1 {
+            return Err(PluginError::InvalidInput(format!(
+                "a tags index covers one field, not {}",
+                values.len()
+            )));
+        }
+        let mut terms = BTreeSet::new();
+        for v in values {
+            match v {
+                Value::List(items) => terms.extend(items.iter().filter_map(term)),
+                other => terms.extend(scalar_of(other).as_ref().and_then(term)),
+            }
+        }
+        Ok(terms.into_iter().collect())
+    }
+
+    fn lookup(&self, c: &Condition) -> Result<Option<Lookup>, PluginError> {
+        if c.fields != 1 {
+            return Ok(None);
+        }
+        let exact = match c.op {
+            Op::Contains => true,
+            Op::Eq => false,
+            _ => return Ok(None),
+        };
+        let Some(t) = scalar_of(c.operand()?).as_ref().and_then(term) else {
+            return Ok(None);
+        };
+        Ok(Some(Lookup { exact, ..Lookup::any([TermMatch::Exact(t)]) }))
+    }
+}
+
+strata_sdk::export_index_type!(Tags);

@@ -1,0 +1,155 @@
+//! Node selectors: where an object's replicas live.
+
+use crate::{Config, NodeInfo, ObjectInfo, PluginError, Policy};
+
+/// A node-selection algorithm.
+///
+/// One value is made per instance by [`NodeSelector::new`] from the plugin's
+/// config; the host may run several instances at once, so keep no state that
+/// must be shared between calls of different instances.
+pub trait NodeSelector: Sized + 'static {
+    /// The plugin's name for itself.
+    const NAME: &'static str;
+    /// Semantic version.
+    const VERSION: &'static str;
+    /// One line on what it does.
+    const DESCRIPTION: &'static str;
+
+    /// Build from the plugin's config table; an error stops the server.
+    fn new(config: &Config) -> Result<Self, String>;
+
+    /// Choose at most `policy.replicas` of `candidates` (indices into
+    /// `nodes`), most preferred first. Return
+    /// [`PluginError::Unsatisfiable`] when fewer than `policy.min_replicas`
+    /// can be chosen.
+    fn select(
+        &self,
+        nodes: &[NodeInfo],
+        candidates: &[u32],
+        object: &ObjectInfo,
+        policy: &Policy,
+    ) -> Result<Vec<u32>, PluginError>;
+}
+
+/// The count a selector should return: the policy's replicas, capped by the
+/// candidates, or an error when that falls short of `min_replicas`.
+pub fn wanted(candidates: usize, policy: &Policy) -> Result<usize, PluginError> {
+    let want = (policy.replicas as usize).min(candidates);
+    if want < policy.min_replicas as usize || want == 0 && policy.replicas > 0 {
+        return Err(PluginError::Unsatisfiable(format!(
+            "{} replicas wanted (at least {}), {} candidate nodes",
+            policy.replicas, policy.min_replicas, candidates
+        )));
+    }
+    Ok(want)
+}
+
+/// Export `$ty` (a [`NodeSelector`]) as the component's `node-selector`
+/// world. Needs the `node-selector` feature.
+#[cfg(feature = "node-selector")]
+#[macro_export]
+macro_rules! export_node_selector {
+    ($ty:ty) => {
+        const _: () = {
+            use $crate::bindings::exports::strata::plugin::{lifecycle as __l, selector as __s};
+            use $crate::bindings::strata::plugin::{topology as __topo, types as __t};
+
+            ::std::thread_local! {
+                static PLUGIN: ::std::cell::RefCell<::std::option::Option<$ty>> =
+                    const { ::std::cell::RefCell::new(::std::option::Option::None) };
+            }
+
+            struct Export;
+
+            impl __l::Guest for Export {
+                fn info() -> __l::PluginInfo {
+                    $crate::__glue::info(
+                        <$ty as $crate::selector::NodeSelector>::NAME,
+                        <$ty as $crate::selector::NodeSelector>::VERSION,
+                        <$ty as $crate::selector::NodeSelector>::DESCRIPTION,
+                    )
+                }
+                fn init(
+                    config: ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
+                ) -> ::std::result::Result<(), ::std::string::String> {
+                    let plugin = <$ty as $crate::selector::NodeSelector>::new(
+                        &$crate::Config::new(config),
+                    )?;
+                    PLUGIN.with(|p| *p.borrow_mut() = ::std::option::Option::Some(plugin));
+                    ::std::result::Result::Ok(())
+                }
+            }
+
+            impl __s::Guest for Export {
+                fn select(
+                    nodes: &__topo::Topology,
+                    candidates: ::std::vec::Vec<u32>,
+                    object: __t::ObjectInfo,
+                    policy: __t::ReplicationPolicy,
+                ) -> ::std::result::Result<::std::vec::Vec<u32>, __t::PluginError> {
+                    let nodes = $crate::__glue::nodes(nodes);
+                    let object = $crate::__glue::object(object);
+                    let policy = $crate::__glue::policy(policy);
+                    PLUGIN.with(|p| match &*p.borrow() {
+                        ::std::option::Option::None => {
+                            ::std::result::Result::Err($crate::__glue::not_initialised())
+                        }
+                        ::std::option::Option::Some(plugin) => {
+                            $crate::__glue::check_indices(&nodes, &candidates)?;
+                            $crate::selector::NodeSelector::select(
+                                plugin, &nodes, &candidates, &object, &policy,
+                            )
+                            .map_err($crate::__glue::error)
+                        }
+                    })
+                }
+            }
+
+            $crate::bindings::export!(Export with_types_in $crate::bindings);
+        };
+    };
+}
+
+/// The placement key of an object: bucket and key, so that every version of
+/// a key lands on the same nodes and placement is known before the content
+/// (and its digest) has streamed in.
+pub fn placement_key(object: &ObjectInfo) -> String {
+    format!("{}/{}", object.bucket, object.key)
+}
+
+/// A stable 64-bit hash of a node id and a placement key: XXH3 with seed 0,
+/// fixed by this code, so placement never changes between releases or
+/// machines unless on purpose.
+pub fn node_hash(node_id: &str, key: &str) -> u64 {
+    let mut buf = Vec::with_capacity(node_id.len() + 1 + key.len());
+    buf.extend_from_slice(node_id.as_bytes());
+    buf.push(0);
+    buf.extend_from_slice(key.as_bytes());
+    xxhash_rust::xxh3::xxh3_64(&buf)
+}
+
+/// Weighted rendezvous (highest random weight) ranking of `candidates` for
+/// `key`: each node scores `weight / -ln(u)` with `u` its hash mapped into
+/// (0, 1), and the highest score ranks first. Adding a node moves only the
+/// keys it wins, about `weight / total weight` of them. `weight` returns a
+/// node's weight; a node of weight 0 ranks last.
+pub fn rendezvous(
+    nodes: &[NodeInfo],
+    candidates: &[u32],
+    key: &str,
+    weight: impl Fn(&NodeInfo) -> f64,
+) -> Vec<u32> {
+    let mut scored: Vec<(f64, u32)> = candidates
+        .iter()
+        .map(|&i| {
+            let node = &nodes[i as usize];
+            let h = node_hash(&node.id, key);
+            // The top 53 bits, centred in their interval: never 0 nor 1.
+            let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+            let w = weight(node).max(0.0);
+            (w / -u.ln(), i)
+        })
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    scored.into_iter().map(|(_, i)| i).collect()
+}

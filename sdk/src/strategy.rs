@@ -1,0 +1,262 @@
+//! Replication strategies: how a write is made durable, which of two
+//! concurrent versions wins, and how a damaged object is repaired.
+
+use crate::{Config, NodeInfo, ObjectInfo, PluginError, Policy};
+
+/// The plan for one write. Indices refer to the topology's node list.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WritePlan {
+    /// Sent before the write is acknowledged.
+    pub sync_targets: Vec<u32>,
+    /// Copied after the acknowledgement, through the persistent queue.
+    pub async_targets: Vec<u32>,
+    /// Durable copies among `sync_targets` that acknowledge the write.
+    pub acks_required: u32,
+}
+
+/// One version of a key, as conflict resolution sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionInfo {
+    /// Hybrid logical clock stamp.
+    pub stamp: u64,
+    /// The node that wrote it; breaks ties.
+    pub node_id: String,
+    /// Hex SHA-256 of the content.
+    pub digest: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// A delete marker.
+    pub deleted: bool,
+}
+
+/// A replica's state after a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaState {
+    /// Present and verified.
+    Healthy,
+    /// The node should hold it and does not.
+    Missing,
+    /// Failed verification.
+    Corrupt,
+    /// An older version.
+    Stale,
+    /// The node does not answer.
+    Unreachable,
+}
+
+/// Where a replica is and in what state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replica {
+    /// Index into the topology.
+    pub node: u32,
+    /// Its state.
+    pub state: ReplicaState,
+}
+
+/// One step of a repair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepairAction {
+    /// Copy from a healthy replica to a node.
+    Copy {
+        /// Node holding a healthy replica.
+        source: u32,
+        /// Node to copy to.
+        target: u32,
+    },
+    /// Drop a surplus or bad replica.
+    Remove(u32),
+}
+
+/// A replication strategy.
+pub trait ReplicationStrategy: Sized + 'static {
+    /// The plugin's name for itself.
+    const NAME: &'static str;
+    /// Semantic version.
+    const VERSION: &'static str;
+    /// One line on what it does.
+    const DESCRIPTION: &'static str;
+
+    /// Build from the plugin's config table; an error stops the server.
+    fn new(config: &Config) -> Result<Self, String>;
+
+    /// Plan a write coordinated by `coordinator` onto `targets` (the
+    /// selector's choice, in its order).
+    fn plan_write(
+        &self,
+        nodes: &[NodeInfo],
+        coordinator: u32,
+        targets: &[u32],
+        object: &ObjectInfo,
+        policy: &Policy,
+    ) -> Result<WritePlan, PluginError>;
+
+    /// The winner among concurrent versions. Default: last writer wins by
+    /// stamp, the larger node id breaking ties.
+    fn resolve(&self, versions: &[VersionInfo]) -> Result<u32, PluginError> {
+        last_writer_wins(versions)
+    }
+
+    /// Actions that restore the policy. Default: [`repair_to_placement`].
+    fn plan_repair(
+        &self,
+        nodes: &[NodeInfo],
+        object: &ObjectInfo,
+        policy: &Policy,
+        replicas: &[Replica],
+        placement: &[u32],
+    ) -> Result<Vec<RepairAction>, PluginError> {
+        let _ = (nodes, object);
+        repair_to_placement(policy, replicas, placement)
+    }
+}
+
+/// Last writer wins: the highest stamp, then the highest node id.
+pub fn last_writer_wins(versions: &[VersionInfo]) -> Result<u32, PluginError> {
+    versions
+        .iter()
+        .enumerate()
+        .max_by(|(_, a), (_, b)| (a.stamp, &a.node_id).cmp(&(b.stamp, &b.node_id)))
+        .map(|(i, _)| i as u32)
+        .ok_or_else(|| PluginError::InvalidInput("no versions to resolve".into()))
+}
+
+/// Restore `policy.replicas` healthy copies: copy from the first healthy
+/// replica to placement nodes that lack one (in placement order), then
+/// remove corrupt or stale replicas, then surplus healthy ones off the
+/// placement. With no healthy replica nothing can be repaired.
+pub fn repair_to_placement(
+    policy: &Policy,
+    replicas: &[Replica],
+    placement: &[u32],
+) -> Result<Vec<RepairAction>, PluginError> {
+    let healthy: Vec<u32> = replicas
+        .iter()
+        .filter(|r| r.state == ReplicaState::Healthy)
+        .map(|r| r.node)
+        .collect();
+    let Some(&source) = healthy.first() else {
+        return Err(PluginError::Unsatisfiable("no healthy replica to repair from".into()));
+    };
+    let want = policy.replicas.min(policy.max_replicas.max(1)) as usize;
+    let mut actions = Vec::new();
+    let mut have = healthy.len();
+    let holds = |n: u32| replicas.iter().any(|r| r.node == n && r.state == ReplicaState::Healthy);
+    for &target in placement {
+        if have >= want {
+            break;
+        }
+        if !holds(target) {
+            actions.push(RepairAction::Copy { source, target });
+            have += 1;
+        }
+    }
+    for r in replicas {
+        if matches!(r.state, ReplicaState::Corrupt | ReplicaState::Stale) {
+            actions.push(RepairAction::Remove(r.node));
+        }
+    }
+    // Surplus healthy copies: drop those furthest from the placement.
+    let mut surplus = have.saturating_sub(want);
+    for &node in healthy.iter().rev() {
+        if surplus == 0 {
+            break;
+        }
+        if !placement.contains(&node) {
+            actions.push(RepairAction::Remove(node));
+            surplus -= 1;
+        }
+    }
+    Ok(actions)
+}
+
+/// Export `$ty` (a [`ReplicationStrategy`]) as the component's
+/// `replication-strategy` world. Needs the `replication-strategy` feature.
+#[cfg(feature = "replication-strategy")]
+#[macro_export]
+macro_rules! export_replication_strategy {
+    ($ty:ty) => {
+        const _: () = {
+            use $crate::bindings::exports::strata::plugin::{lifecycle as __l, strategy as __s};
+            use $crate::bindings::strata::plugin::{topology as __topo, types as __t};
+            use $crate::strategy::ReplicationStrategy as _;
+
+            ::std::thread_local! {
+                static PLUGIN: ::std::cell::RefCell<::std::option::Option<$ty>> =
+                    const { ::std::cell::RefCell::new(::std::option::Option::None) };
+            }
+
+            fn with<R>(
+                f: impl FnOnce(&$ty) -> ::std::result::Result<R, $crate::PluginError>,
+            ) -> ::std::result::Result<R, __t::PluginError> {
+                PLUGIN.with(|p| match &*p.borrow() {
+                    ::std::option::Option::None => {
+                        ::std::result::Result::Err($crate::__glue::not_initialised())
+                    }
+                    ::std::option::Option::Some(plugin) => f(plugin).map_err($crate::__glue::error),
+                })
+            }
+
+            struct Export;
+
+            impl __l::Guest for Export {
+                fn info() -> __l::PluginInfo {
+                    $crate::__glue::info(
+                        <$ty as $crate::strategy::ReplicationStrategy>::NAME,
+                        <$ty as $crate::strategy::ReplicationStrategy>::VERSION,
+                        <$ty as $crate::strategy::ReplicationStrategy>::DESCRIPTION,
+                    )
+                }
+                fn init(
+                    config: ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
+                ) -> ::std::result::Result<(), ::std::string::String> {
+                    let plugin = <$ty as $crate::strategy::ReplicationStrategy>::new(&$crate::Config::new(config))?;
+                    PLUGIN.with(|p| *p.borrow_mut() = ::std::option::Option::Some(plugin));
+                    ::std::result::Result::Ok(())
+                }
+            }
+
+            impl __s::Guest for Export {
+                fn plan_write(
+                    nodes: &__topo::Topology,
+                    coordinator: u32,
+                    targets: ::std::vec::Vec<u32>,
+                    object: __t::ObjectInfo,
+                    policy: __t::ReplicationPolicy,
+                ) -> ::std::result::Result<__s::WritePlan, __t::PluginError> {
+                    let nodes = $crate::__glue::nodes(nodes);
+                    $crate::__glue::check_indices(&nodes, &targets)?;
+                    $crate::__glue::check_indices(&nodes, &[coordinator])?;
+                    let object = $crate::__glue::object(object);
+                    let policy = $crate::__glue::policy(policy);
+                    with(|p| p.plan_write(&nodes, coordinator, &targets, &object, &policy))
+                        .map($crate::__glue::write_plan)
+                }
+                fn resolve(
+                    versions: ::std::vec::Vec<__s::VersionInfo>,
+                ) -> ::std::result::Result<u32, __t::PluginError> {
+                    let versions: ::std::vec::Vec<_> =
+                        versions.into_iter().map($crate::__glue::version).collect();
+                    with(|p| p.resolve(&versions))
+                }
+                fn plan_repair(
+                    nodes: &__topo::Topology,
+                    object: __t::ObjectInfo,
+                    policy: __t::ReplicationPolicy,
+                    replicas: ::std::vec::Vec<__s::Replica>,
+                    placement: ::std::vec::Vec<u32>,
+                ) -> ::std::result::Result<::std::vec::Vec<__s::RepairAction>, __t::PluginError> {
+                    let nodes = $crate::__glue::nodes(nodes);
+                    $crate::__glue::check_indices(&nodes, &placement)?;
+                    let object = $crate::__glue::object(object);
+                    let policy = $crate::__glue::policy(policy);
+                    let replicas: ::std::vec::Vec<_> =
+                        replicas.into_iter().map($crate::__glue::replica).collect();
+                    with(|p| p.plan_repair(&nodes, &object, &policy, &replicas, &placement))
+                        .map(|a| a.into_iter().map($crate::__glue::repair_action).collect())
+                }
+            }
+
+            $crate::bindings::export!(Export with_types_in $crate::bindings);
+        };
+    };
+}
