@@ -30,6 +30,9 @@ pub struct Config {
     pub server: ServerConfig,
     pub storage: StorageConfig,
     pub metadata: MetadataConfig,
+    pub wasm: WasmConfig,
+    /// Plugins beyond the built-ins: `[[plugins]]` tables.
+    pub plugins: Vec<PluginDecl>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -159,6 +162,76 @@ impl Default for MetadataConfig {
     }
 }
 
+/// The plugin runtime: limits every plugin call runs under.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WasmConfig {
+    /// Compiled components are kept here so a restart does not recompile;
+    /// defaults to `<base_path>/plugin-cache`.
+    pub cache_dir: Option<PathBuf>,
+    /// Longest one plugin call (or an instance's start-up) may run before the
+    /// host stops it.
+    #[serde(with = "duration")]
+    pub call_timeout: Duration,
+    /// Most linear memory one plugin instance may grow to.
+    pub memory_limit: Size,
+    /// Most instances of one plugin alive at once: calls run concurrently up
+    /// to this, then wait for a free instance.
+    pub max_instances: usize,
+}
+
+impl Default for WasmConfig {
+    fn default() -> Self {
+        Self {
+            cache_dir: None,
+            call_timeout: Duration::from_millis(100),
+            memory_limit: Size(64 << 20),
+            max_instances: 8,
+        }
+    }
+}
+
+/// The kinds of plugin, one WIT world each.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum PluginKind {
+    NodeSelector,
+    ReplicationStrategy,
+    IndexType,
+}
+
+impl PluginKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginKind::NodeSelector => "node-selector",
+            PluginKind::ReplicationStrategy => "replication-strategy",
+            PluginKind::IndexType => "index-type",
+        }
+    }
+}
+
+/// One `[[plugins]]` table: a component from a file, or a built-in under
+/// another name with its own config.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PluginDecl {
+    /// The name buckets and indexes refer to it by.
+    pub name: String,
+    pub kind: PluginKind,
+    /// A built-in plugin (`strata plugin ls` names them).
+    pub builtin: Option<String>,
+    /// A component file (`.wasm`).
+    pub path: Option<PathBuf>,
+    /// Handed to the plugin's `init`, flattened to dotted keys.
+    #[serde(default)]
+    pub config: serde_json::Map<String, serde_json::Value>,
+    /// Overrides `wasm.call_timeout` for this plugin.
+    #[serde(default, with = "opt_duration")]
+    pub call_timeout: Option<Duration>,
+    /// Overrides `wasm.memory_limit` for this plugin.
+    pub memory_limit: Option<Size>,
+}
+
 impl Config {
     /// Defaults, then `file` if given, then `STRATA_*` variables.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
@@ -198,6 +271,24 @@ impl Config {
         if self.server.max_batch_items == 0 {
             return bad("server.max_batch_items", "must be at least 1");
         }
+        if self.wasm.max_instances == 0 {
+            return bad("wasm.max_instances", "must be at least 1");
+        }
+        if self.wasm.call_timeout.is_zero() {
+            return bad("wasm.call_timeout", "must be more than 0s");
+        }
+        for (i, p) in self.plugins.iter().enumerate() {
+            let at = format!("plugins[{i}] ({})", p.name);
+            if p.name.is_empty() || !p.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return bad(&at, "name must be letters, digits, '-' or '_'");
+            }
+            if p.builtin.is_some() == p.path.is_some() {
+                return bad(&at, "set exactly one of `builtin` and `path`");
+            }
+            if self.plugins[..i].iter().any(|q| q.name == p.name) {
+                return bad(&at, "a plugin of this name is declared twice");
+            }
+        }
         if let Some(enc) = &self.storage.encryption
             && enc.key_file.is_none()
             && enc.key_env.is_none()
@@ -205,6 +296,14 @@ impl Config {
             return bad("storage.encryption", "set key_file or key_env");
         }
         Ok(())
+    }
+
+    /// Where compiled plugins are cached.
+    pub fn plugin_cache_dir(&self) -> PathBuf {
+        self.wasm
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| self.storage.base_path.join("plugin-cache"))
     }
 
     /// Where the SQLite file lives.
@@ -293,6 +392,26 @@ mod duration {
                 "invalid duration {s:?} ({e}): use e.g. \"30s\", \"15m\", \"168h\""
             ))
         })
+    }
+}
+
+/// An optional duration, as [`duration`] writes them.
+mod opt_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::duration::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        #[derive(Deserialize)]
+        struct Wrapped(#[serde(with = "super::duration")] Duration);
+        Ok(Option::<Wrapped>::deserialize(d)?.map(|w| w.0))
     }
 }
 

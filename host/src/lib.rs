@@ -17,5 +17,6 @@ pub mod config;
 pub mod meta;
 pub mod metrics;
 pub mod objects;
+pub mod plugin;
 pub mod server;
 pub mod store;

@@ -1,0 +1,41 @@
+//! Host bindings of the WIT worlds. The node-selector world generates the
+//! shared interfaces; the other worlds reuse them, so one `NodeInfo` or
+//! `Value` type serves every kind.
+
+pub mod selector {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "node-selector",
+        with: {
+            "strata:plugin/topology.topology": crate::plugin::state::Topology,
+        },
+        imports: { default: trappable },
+    });
+}
+
+pub mod strategy {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "replication-strategy",
+        with: {
+            "strata:plugin/types": crate::plugin::bindings::selector::strata::plugin::types,
+            "strata:plugin/log": crate::plugin::bindings::selector::strata::plugin::log,
+            "strata:plugin/topology": crate::plugin::bindings::selector::strata::plugin::topology,
+        },
+        imports: { default: trappable },
+    });
+}
+
+pub mod index {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "index-type",
+        with: {
+            "strata:plugin/types": crate::plugin::bindings::selector::strata::plugin::types,
+            "strata:plugin/log": crate::plugin::bindings::selector::strata::plugin::log,
+        },
+        imports: { default: trappable },
+    });
+}
+
+pub use selector::strata::plugin::types;

@@ -1,0 +1,117 @@
+//! The one wasmtime engine: its configuration, the epoch ticker that bounds
+//! every call, the linker with the host's imports, and the on-disk cache of
+//! compiled components.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Engine, OptLevel};
+
+use super::PluginError;
+use super::bindings::selector::strata::plugin::{log, topology};
+use super::state::State;
+
+/// Epoch tick: the granularity of call deadlines.
+pub const TICK: Duration = Duration::from_millis(1);
+
+pub struct Runtime {
+    pub(super) engine: Engine,
+    pub(super) linker: Linker<State>,
+    cache_dir: Option<PathBuf>,
+    ticker: Arc<AtomicBool>,
+}
+
+/// How a component was obtained, for start-up figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compiled {
+    /// Loaded precompiled from the cache.
+    Cached,
+    /// Compiled now (and cached when there is a cache).
+    Fresh,
+}
+
+impl Runtime {
+    pub fn new(cache_dir: Option<PathBuf>) -> Result<Self, PluginError> {
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        config.cranelift_opt_level(OptLevel::Speed);
+        let engine = Engine::new(&config).map_err(|e| PluginError::runtime("creating the engine", e))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .and_then(|()| log::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s))
+            .and_then(|()| topology::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s))
+            .map_err(|e| PluginError::runtime("linking host imports", e))?;
+        if let Some(dir) = &cache_dir {
+            std::fs::create_dir_all(dir).map_err(|e| PluginError::Cache { path: dir.clone(), source: e })?;
+        }
+        let ticker = Arc::new(AtomicBool::new(true));
+        let (running, ticking) = (ticker.clone(), engine.clone());
+        std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || {
+                while running.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    ticking.increment_epoch();
+                }
+            })
+            .map_err(|e| PluginError::runtime("starting the epoch ticker", e.into()))?;
+        Ok(Self { engine, linker, cache_dir, ticker })
+    }
+
+    /// Epoch ticks that cover `timeout` (plus one: the current tick may be
+    /// nearly over).
+    pub fn deadline_ticks(timeout: Duration) -> u64 {
+        (timeout.as_micros() / TICK.as_micros()).max(1) as u64 + 1
+    }
+
+    /// The component for `wasm`, from the cache when it holds one compiled by
+    /// this engine, else compiled now and cached.
+    pub fn component(&self, plugin: &str, wasm: &[u8]) -> Result<(Component, Compiled, Duration), PluginError> {
+        let started = Instant::now();
+        let Some(dir) = &self.cache_dir else {
+            let c = Component::new(&self.engine, wasm).map_err(|e| PluginError::compile(plugin, e))?;
+            return Ok((c, Compiled::Fresh, started.elapsed()));
+        };
+        let path = dir.join(format!("{}.cwasm", self.cache_key(wasm)));
+        if path.exists() {
+            // SAFETY: the file is one this engine wrote into the server's own
+            // cache directory (renamed into place only once complete), and its
+            // name binds the component's digest and the engine's settings.
+            match unsafe { Component::deserialize_file(&self.engine, &path) } {
+                Ok(c) => return Ok((c, Compiled::Cached, started.elapsed())),
+                Err(e) => tracing::warn!(plugin, path = %path.display(), "recompiling: cached component unusable: {e}"),
+            }
+        }
+        let bytes = self.engine.precompile_component(wasm).map_err(|e| PluginError::compile(plugin, e))?;
+        write_atomically(&path, &bytes).map_err(|e| PluginError::Cache { path: path.clone(), source: e })?;
+        // SAFETY: as above; the bytes were produced by this engine just now.
+        let c = unsafe { Component::deserialize(&self.engine, &bytes) }.map_err(|e| PluginError::compile(plugin, e))?;
+        Ok((c, Compiled::Fresh, started.elapsed()))
+    }
+
+    /// The component's digest and the engine's compatibility hash (wasmtime
+    /// version and settings), so an upgrade or new setting recompiles.
+    fn cache_key(&self, wasm: &[u8]) -> String {
+        let mut engine = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut engine);
+        let digest = Sha256::new().chain_update(wasm).finalize();
+        format!("{}-{:016x}", hex::encode(digest), engine.finish())
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker.store(false, Ordering::Relaxed);
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
