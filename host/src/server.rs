@@ -15,6 +15,7 @@ use crate::config::{Compression, Config, MetaBackend};
 use crate::meta::{MetaOptions, MetaStore};
 use crate::metrics::Metrics;
 use crate::objects::{Objects, Upkeep};
+use crate::plugin::Plugins;
 use crate::store::{Codec, Key, LocalStore};
 
 /// HTTP/2 flow-control window per stream; it bounds what one transfer buffers.
@@ -28,6 +29,7 @@ pub struct Server {
     pub data_dir: PathBuf,
     listener: TcpListener,
     objects: Arc<Objects>,
+    plugins: Arc<Plugins>,
     config: Config,
 }
 
@@ -62,6 +64,18 @@ impl Server {
             Arc::new(Metrics::default()),
             config.storage.max_cache_size.0,
         );
+        let plugin_config = config.clone();
+        let plugins = tokio::task::spawn_blocking(move || Plugins::load(&plugin_config))
+            .await?
+            .context("loading plugins")?;
+        let report = plugins.load_report();
+        info!(
+            plugins = plugins.list().len(),
+            compiled = report.compiled,
+            cached = report.cached,
+            ms = report.total.as_millis() as u64,
+            "plugins loaded"
+        );
         let listener = TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("cannot listen on {} (server.listen)", config.server.listen))?;
@@ -70,8 +84,13 @@ impl Server {
             data_dir: config.storage.base_path.clone(),
             listener,
             objects,
+            plugins: Arc::new(plugins),
             config,
         })
+    }
+
+    pub fn plugins(&self) -> &Arc<Plugins> {
+        &self.plugins
     }
 
     pub fn objects(&self) -> &Arc<Objects> {
@@ -119,7 +138,7 @@ impl Server {
             // Leave room for the message envelope.
             max_chunk: (max_msg - 1024).min(1 << 20),
         };
-        let svc = pb::strata_server::StrataServer::new(Api::new(self.objects.clone(), limits))
+        let svc = pb::strata_server::StrataServer::new(Api::new(self.objects.clone(), self.plugins.clone(), limits))
             .max_decoding_message_size(max_msg)
             .max_encoding_message_size(max_msg);
         let (health, health_svc) = tonic_health::server::health_reporter();

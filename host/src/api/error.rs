@@ -55,3 +55,23 @@ pub fn code_of(e: &ObjectError) -> Code {
         ObjectError::ShuttingDown => Code::Unavailable,
     }
 }
+
+impl From<crate::plugin::PluginError> for Status {
+    fn from(e: crate::plugin::PluginError) -> Self {
+        use crate::plugin::{PluginError as P, ReturnedError as R};
+        let code = match &e {
+            P::NotFound { .. } => Code::NotFound,
+            P::Returned { error: R::InvalidInput(_), .. } => Code::InvalidArgument,
+            P::Returned { error: R::Unsatisfiable(_), .. } => Code::FailedPrecondition,
+            P::Timeout { .. } => Code::DeadlineExceeded,
+            P::MemoryLimit { .. } => Code::ResourceExhausted,
+            // A plugin that traps or breaks its contract is a server-side
+            // fault, but the message names the plugin, not internals.
+            _ => Code::Internal,
+        };
+        if code == Code::Internal {
+            error!(error = %e, "plugin failure");
+        }
+        Status::new(code, e.to_string())
+    }
+}

@@ -9,6 +9,7 @@ mod delete;
 pub mod error;
 mod get;
 mod list;
+mod plugin;
 mod put;
 mod stats;
 pub mod validate;
@@ -22,6 +23,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::meta::ObjectRecord;
 use crate::objects::Objects;
+use crate::plugin::Plugins;
 
 /// Generated protobuf types and gRPC stubs.
 pub mod pb {
@@ -41,12 +43,13 @@ pub struct Limits {
 
 pub struct Api {
     objects: Arc<Objects>,
+    plugins: Arc<Plugins>,
     limits: Limits,
 }
 
 impl Api {
-    pub fn new(objects: Arc<Objects>, limits: Limits) -> Self {
-        Self { objects, limits }
+    pub fn new(objects: Arc<Objects>, plugins: Arc<Plugins>, limits: Limits) -> Self {
+        Self { objects, plugins, limits }
     }
 
     async fn timed<T>(
@@ -159,6 +162,19 @@ impl pb::strata_server::Strata for Api {
         req: Request<pb::DeleteBucketRequest>,
     ) -> Result<Response<pb::DeleteBucketResponse>, Status> {
         self.timed("delete_bucket", bucket::handle_delete(&self.objects, req.into_inner()))
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_plugins(
+        &self,
+        _req: Request<pb::ListPluginsRequest>,
+    ) -> Result<Response<pb::ListPluginsResponse>, Status> {
+        self.timed("list_plugins", async { Ok(plugin::handle_list(&self.plugins)) }).await.map(Response::new)
+    }
+
+    async fn place(&self, req: Request<pb::PlaceRequest>) -> Result<Response<pb::PlaceResponse>, Status> {
+        self.timed("place", plugin::handle_place(self.plugins.clone(), req.into_inner()))
             .await
             .map(Response::new)
     }

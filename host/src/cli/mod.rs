@@ -121,6 +121,11 @@ pub enum Cmd {
     },
     /// Ask the server whether it is serving (gRPC health).
     Health,
+    /// Loaded WebAssembly plugins.
+    Plugin {
+        #[command(subcommand)]
+        cmd: PluginCmd,
+    },
     /// Measure this machine and a strata server on it; prints figures and ratios.
     Bench(bench::BenchArgs),
 }
@@ -133,6 +138,42 @@ pub enum BucketCmd {
         json: bool,
     },
     Rm { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PluginCmd {
+    /// List loaded plugins with kind, version and call figures.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Dry run: where a node selector would put KEY among the given nodes,
+    /// and the write plan of a replication strategy.
+    Place {
+        key: String,
+        #[arg(long, short)]
+        bucket: Option<String>,
+        /// Node-selector plugin.
+        #[arg(long, default_value = "rendezvous")]
+        selector: String,
+        /// Replication-strategy plugin; no write plan when absent.
+        #[arg(long)]
+        strategy: Option<String>,
+        #[arg(long, default_value_t = 3)]
+        replicas: u32,
+        /// A node: `id=n1,region=eu,zone=a,capacity=1TiB,available=600GiB,load=0.2`
+        /// (only id is required). Repeat for each node.
+        #[arg(long = "node", required = true)]
+        nodes: Vec<String>,
+        /// Id of the coordinating node (default: the first).
+        #[arg(long)]
+        coordinator: Option<String>,
+        /// A policy parameter, `name=value`; repeatable.
+        #[arg(long = "param")]
+        params: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs the command; the error is printed by `main` as one line.

@@ -122,3 +122,51 @@ pub fn stats(s: &pb::StatsResponse, json: bool) {
         );
     }
 }
+
+pub fn plugins(list: &[pb::PluginStatus], json: bool) {
+    if json {
+        let v: Vec<Value> = list
+            .iter()
+            .map(|p| {
+                json!({
+                    "name": p.name, "kind": p.kind, "version": p.version, "description": p.description,
+                    "source": p.source, "calls": p.calls, "errors": p.errors, "traps": p.traps,
+                    "timeouts": p.timeouts, "memory_refusals": p.memory_refusals,
+                    "instantiations": p.instantiations, "instances": p.instances,
+                    "mean_us": p.mean_us, "max_us": p.max_us,
+                })
+            })
+            .collect();
+        println!("{}", Value::Array(v));
+        return;
+    }
+    println!(
+        "{:<18} {:<21} {:<8} {:>9} {:>6} {:>6} {:>8} {:>6} {:>10}  SOURCE",
+        "NAME", "KIND", "VERSION", "CALLS", "ERRORS", "TRAPS", "TIMEOUTS", "OOM", "MEAN"
+    );
+    for p in list {
+        println!(
+            "{:<18} {:<21} {:<8} {:>9} {:>6} {:>6} {:>8} {:>6} {:>8.1}us  {}",
+            p.name, p.kind, p.version, p.calls, p.errors, p.traps, p.timeouts, p.memory_refusals, p.mean_us, p.source
+        );
+    }
+}
+
+pub fn placement(r: &pb::PlaceResponse, json: bool) {
+    if json {
+        println!(
+            "{}",
+            json!({
+                "targets": r.targets, "sync_targets": r.sync_targets,
+                "async_targets": r.async_targets, "acks_required": r.acks_required,
+            })
+        );
+        return;
+    }
+    println!("targets: {}", r.targets.join(" "));
+    if r.acks_required > 0 {
+        println!("sync:    {}", r.sync_targets.join(" "));
+        println!("async:   {}", r.async_targets.join(" "));
+        println!("acks:    {}", r.acks_required);
+    }
+}

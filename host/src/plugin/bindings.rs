@@ -10,6 +10,7 @@ pub mod selector {
             "strata:plugin/topology.topology": crate::plugin::state::Topology,
         },
         imports: { default: trappable },
+        additional_derives: [PartialEq],
     });
 }
 
@@ -23,6 +24,7 @@ pub mod strategy {
             "strata:plugin/topology": crate::plugin::bindings::selector::strata::plugin::topology,
         },
         imports: { default: trappable },
+        additional_derives: [PartialEq],
     });
 }
 
@@ -35,6 +37,7 @@ pub mod index {
             "strata:plugin/log": crate::plugin::bindings::selector::strata::plugin::log,
         },
         imports: { default: trappable },
+        additional_derives: [PartialEq],
     });
 }
 

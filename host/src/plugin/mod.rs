@@ -324,3 +324,6 @@ fn flatten_config(decl: &PluginDecl) -> Vec<(String, String)> {
     out
 }
 
+
+#[cfg(test)]
+mod tests;
