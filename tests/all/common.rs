@@ -51,9 +51,13 @@ impl TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("strata.toml");
         let base = dir.path().join("data");
-        let toml = merge_toml(&format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\nbase_path = {base:?}\n"
-        ), extra);
+        let toml = merge_toml(
+            &format!(
+                "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\nbase_path = {base:?}\n[wasm]\ncache_dir = {:?}\n",
+                plugin_cache()
+            ),
+            extra,
+        );
         std::fs::write(&config, toml).expect("write config");
         let mut s = TestServer { dir, url: String::new(), child: None, config };
         s.boot();
@@ -145,26 +149,28 @@ pub fn cli(url: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
     child.wait_with_output().expect("cli output")
 }
 
-/// Appends `extra` to `base`, merging tables of the same name.
+/// Appends `extra` to `base`, merging tables of the same name. Arrays of
+/// tables (`[[plugins]]`) and their sub-tables are kept as written.
 fn merge_toml(base: &str, extra: &str) -> String {
-    let mut tables: Vec<(String, Vec<String>)> = Vec::new();
+    let mut tables: Vec<(String, Vec<String>)> = vec![(String::new(), Vec::new())];
+    let mut current = 0;
     for text in [base, extra] {
-        let mut current = String::new();
         for line in text.lines() {
             let t = line.trim();
             if t.starts_with('[') {
-                current = t.to_string();
-                if !tables.iter().any(|(n, _)| *n == current) {
-                    tables.push((current.clone(), Vec::new()));
+                let in_array = t.starts_with("[[") || t.starts_with("[plugins.");
+                match tables.iter().position(|(n, _)| n == t) {
+                    Some(i) if !in_array => current = i,
+                    _ => {
+                        tables.push((t.to_string(), Vec::new()));
+                        current = tables.len() - 1;
+                    }
                 }
             } else if !t.is_empty() {
-                if !tables.iter().any(|(n, _)| *n == current) {
-                    tables.push((current.clone(), Vec::new()));
-                }
-                let entry = tables.iter_mut().find(|(n, _)| *n == current).expect("table");
-                entry.1.push(t.to_string());
+                tables[current].1.push(t.to_string());
             }
         }
+        current = 0;
     }
     let mut out = String::new();
     for (name, lines) in tables {
@@ -178,6 +184,12 @@ fn merge_toml(base: &str, extra: &str) -> String {
         }
     }
     out
+}
+
+/// Compiled plugins shared by every test server, so each start does not
+/// compile the built-ins again.
+pub fn plugin_cache() -> PathBuf {
+    strata_bin().parent().expect("target/<profile>").join("test-plugin-cache")
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {

@@ -10,5 +10,6 @@ mod corruption;
 mod crash;
 mod input;
 mod objects;
+mod plugins;
 mod quota;
 mod storage_options;

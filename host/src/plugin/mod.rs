@@ -55,7 +55,7 @@ pub enum PluginError {
     Read { plugin: String, path: PathBuf, source: std::io::Error },
     #[error("plugin `{plugin}`: not a WebAssembly component wasmtime can compile: {reason}")]
     Compile { plugin: String, reason: String },
-    #[error("plugin `{plugin}` is not a {kind}: it lacks the export {missing} (it exports {exports})", kind = kind.as_str())]
+    #[error("plugin `{plugin}` does not implement the {kind} world: it lacks the export {missing} (it exports {exports})", kind = kind.as_str())]
     WrongWorld { plugin: String, kind: Kind, missing: String, exports: String },
     #[error("plugin `{plugin}`: {reason}")]
     Link { plugin: String, reason: String },
@@ -63,7 +63,7 @@ pub enum PluginError {
     Init { plugin: String, reason: String },
     #[error("no built-in plugin `{name}`; the built-ins are: {known}")]
     UnknownBuiltin { name: String, known: String },
-    #[error("built-in `{builtin}` is a {actual}, but plugin `{plugin}` is declared a {declared}", actual = actual.as_str(), declared = declared.as_str())]
+    #[error("plugin `{plugin}` is declared kind {declared}, but built-in `{builtin}` is a {actual}", actual = actual.as_str(), declared = declared.as_str())]
     BuiltinKind { plugin: String, builtin: String, actual: Kind, declared: Kind },
     #[error("no {} plugin named `{name}`", kind.as_str())]
     NotFound { name: String, kind: Kind },

@@ -511,7 +511,7 @@ fn a_component_of_the_wrong_kind_is_refused_naming_what_is_missing() {
     let mut c = config_in(dir.path());
     c.plugins.push(decl("sneaky", Kind::NodeSelector, Some(file), None));
     let err = Plugins::load(&c).unwrap_err().to_string();
-    assert!(err.contains("`sneaky` is not a node-selector"), "{err}");
+    assert!(err.contains("`sneaky` does not implement the node-selector world"), "{err}");
     assert!(err.contains("strata:plugin/selector@0.1.0"), "{err}");
 }
 
@@ -535,7 +535,7 @@ fn garbage_and_bad_config_are_refused_at_load() {
     let mut c = config_in(dir.path());
     c.plugins.push(decl("x", Kind::IndexType, None, Some("rendezvous")));
     let err = Plugins::load(&c).unwrap_err().to_string();
-    assert!(err.contains("is a node-selector"), "{err}");
+    assert!(err.contains("built-in `rendezvous` is a node-selector"), "{err}");
 }
 
 #[test]
