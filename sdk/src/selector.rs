@@ -117,15 +117,39 @@ pub fn placement_key(object: &ObjectInfo) -> String {
     format!("{}/{}", object.bucket, object.key)
 }
 
-/// A stable 64-bit hash of a node id and a placement key: XXH3 with seed 0,
-/// fixed by this code, so placement never changes between releases or
-/// machines unless on purpose.
+/// A stable 64-bit hash of a node id and a placement key: XXH3 of the key,
+/// seeded with the XXH3 of the node id. Both are fixed by this code, so
+/// placement never changes between releases or machines unless on purpose.
 pub fn node_hash(node_id: &str, key: &str) -> u64 {
-    let mut buf = Vec::with_capacity(node_id.len() + 1 + key.len());
-    buf.extend_from_slice(node_id.as_bytes());
-    buf.push(0);
-    buf.extend_from_slice(key.as_bytes());
-    xxhash_rust::xxh3::xxh3_64(&buf)
+    let seed = xxhash_rust::xxh3::xxh3_64(node_id.as_bytes());
+    xxhash_rust::xxh3::xxh3_64_with_seed(key.as_bytes(), seed)
+}
+
+/// Rendezvous scores of `candidates` for `key`: higher wins.
+fn scores(nodes: &[NodeInfo], candidates: &[u32], key: &str, weight: impl Fn(&NodeInfo) -> f64) -> Vec<(f64, u32)> {
+    let weights: Vec<f64> = candidates.iter().map(|&i| weight(&nodes[i as usize]).max(0.0)).collect();
+    let equal = weights.windows(2).all(|w| w[0] == w[1]);
+    candidates
+        .iter()
+        .zip(&weights)
+        .map(|(&i, &w)| {
+            let h = node_hash(&nodes[i as usize].id, key);
+            // Equal weights rank by the hash alone; otherwise the top 53
+            // bits, centred in their interval (never 0 nor 1), give `u` and
+            // the score is `w / -ln(u)`.
+            let score = if equal {
+                h as f64
+            } else {
+                let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+                w / -u.ln()
+            };
+            (score, i)
+        })
+        .collect()
+}
+
+fn by_score(a: &(f64, u32), b: &(f64, u32)) -> std::cmp::Ordering {
+    b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
 }
 
 /// Weighted rendezvous (highest random weight) ranking of `candidates` for
@@ -139,17 +163,27 @@ pub fn rendezvous(
     key: &str,
     weight: impl Fn(&NodeInfo) -> f64,
 ) -> Vec<u32> {
-    let mut scored: Vec<(f64, u32)> = candidates
-        .iter()
-        .map(|&i| {
-            let node = &nodes[i as usize];
-            let h = node_hash(&node.id, key);
-            // The top 53 bits, centred in their interval: never 0 nor 1.
-            let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-            let w = weight(node).max(0.0);
-            (w / -u.ln(), i)
-        })
-        .collect();
-    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    let mut scored = scores(nodes, candidates, key, weight);
+    scored.sort_unstable_by(by_score);
+    scored.into_iter().map(|(_, i)| i).collect()
+}
+
+/// The first `k` of [`rendezvous`]'s ranking, without ranking the rest.
+pub fn rendezvous_top(
+    nodes: &[NodeInfo],
+    candidates: &[u32],
+    key: &str,
+    k: usize,
+    weight: impl Fn(&NodeInfo) -> f64,
+) -> Vec<u32> {
+    let mut scored = scores(nodes, candidates, key, weight);
+    if k == 0 {
+        return Vec::new();
+    }
+    if k < scored.len() {
+        scored.select_nth_unstable_by(k - 1, by_score);
+        scored.truncate(k);
+    }
+    scored.sort_unstable_by(by_score);
     scored.into_iter().map(|(_, i)| i).collect()
 }

@@ -277,13 +277,13 @@ async fn batched_puts(url: &str, time: Duration) -> anyhow::Result<f64> {
 }
 
 /// A `strata serve` child on an ephemeral loopback port.
-struct Child {
+pub(super) struct Child {
     proc: tokio::process::Child,
     url: String,
 }
 
 impl Child {
-    async fn start(dir: &Path) -> anyhow::Result<Self> {
+    pub(super) async fn start(dir: &Path) -> anyhow::Result<Self> {
         let exe = std::env::current_exe()?;
         let mut proc = tokio::process::Command::new(exe)
             .arg("serve")
@@ -324,7 +324,7 @@ impl Child {
         Ok(kb * 1024)
     }
 
-    async fn stop(&mut self) {
+    pub(super) async fn stop(&mut self) {
         let _ = self.proc.start_kill();
         let _ = self.proc.wait().await;
     }

@@ -2,6 +2,7 @@
 //! gRPC client of one.
 
 mod bench;
+mod bench_plugins;
 mod client;
 mod output;
 
@@ -128,6 +129,8 @@ pub enum Cmd {
     },
     /// Measure this machine and a strata server on it; prints figures and ratios.
     Bench(bench::BenchArgs),
+    /// Measure plugin call costs, instantiation and server start-up.
+    BenchPlugins(bench_plugins::BenchPluginsArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -181,6 +184,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Serve { config } => serve(config).await,
         Cmd::Bench(args) => bench::run(args).await,
+        Cmd::BenchPlugins(args) => bench_plugins::run(args).await,
         cmd => client::run(&cli.addr, cmd).await,
     }
 }

@@ -119,17 +119,30 @@ fn rendezvous_follows_capacity_weights() {
 /// keys land where they landed when the hash was chosen.
 #[test]
 fn placement_is_pinned() {
-    let t = Topology::new(equal_nodes(8));
-    let got: Vec<String> =
-        ["alpha", "beta", "gamma", "models/llama-70b/shard-00001", ""].iter().map(|k| place("rendezvous", &t, k, 3).join(",")).collect();
+    let keys = ["alpha", "beta", "gamma", "models/llama-70b/shard-00001", ""];
+    let equal = Topology::new(equal_nodes(8));
+    let got: Vec<String> = keys.iter().map(|k| place("rendezvous", &equal, k, 3).join(",")).collect();
     assert_eq!(
         got,
         [
-            "node-0,node-5,node-1",
-            "node-6,node-2,node-0",
-            "node-6,node-4,node-7",
-            "node-3,node-5,node-2",
-            "node-2,node-4,node-1",
+            "node-5,node-7,node-0",
+            "node-5,node-1,node-6",
+            "node-6,node-5,node-4",
+            "node-0,node-2,node-1",
+            "node-1,node-3,node-7",
+        ]
+    );
+    // Unequal capacities take the weighted path.
+    let weighted = Topology::new((0..8).map(|i| node(&format!("node-{i}"), "r", "z", (i + 1) << 40, 1 << 40)).collect());
+    let got: Vec<String> = keys.iter().map(|k| place("rendezvous", &weighted, k, 3).join(",")).collect();
+    assert_eq!(
+        got,
+        [
+            "node-5,node-7,node-4",
+            "node-5,node-6,node-2",
+            "node-6,node-5,node-4",
+            "node-0,node-2,node-6",
+            "node-7,node-3,node-1",
         ]
     );
 }

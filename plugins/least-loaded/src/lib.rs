@@ -2,7 +2,7 @@
 //! hold the object; rendezvous order breaks ties so equal nodes still share
 //! the keys evenly.
 
-use strata_sdk::selector::{NodeSelector, placement_key, rendezvous, wanted};
+use strata_sdk::selector::{NodeSelector, node_hash, placement_key, wanted};
 use strata_sdk::{Config, NodeInfo, ObjectInfo, PluginError, Policy};
 
 #[derive(Clone, Copy)]
@@ -34,18 +34,29 @@ impl NodeSelector for LeastLoaded {
 
     fn select(&self, nodes: &[NodeInfo], candidates: &[u32], object: &ObjectInfo, policy: &Policy) -> Result<Vec<u32>, PluginError> {
         let want = wanted(candidates.len(), policy)?;
-        let mut ranked = rendezvous(nodes, candidates, &placement_key(object), |_| 1.0);
-        let score = |i: &u32| {
-            let n = &nodes[*i as usize];
-            match self.by {
-                By::Utilization => n.utilization(),
-                By::Load => n.load,
-            }
+        let key = placement_key(object);
+        // Lowest score first; among equals, the rendezvous hash (highest
+        // first) spreads keys evenly and keeps placement stable.
+        let mut ranked: Vec<(f64, std::cmp::Reverse<u64>, u32)> = candidates
+            .iter()
+            .map(|&i| {
+                let n = &nodes[i as usize];
+                let score = match self.by {
+                    By::Utilization => n.utilization(),
+                    By::Load => n.load,
+                };
+                (score, std::cmp::Reverse(node_hash(&n.id, &key)), i)
+            })
+            .collect();
+        let order = |a: &(f64, std::cmp::Reverse<u64>, u32), b: &(f64, std::cmp::Reverse<u64>, u32)| {
+            a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2))
         };
-        // A stable sort keeps the rendezvous order among equal scores.
-        ranked.sort_by(|a, b| score(a).total_cmp(&score(b)));
-        ranked.truncate(want);
-        Ok(ranked)
+        if want > 0 && want < ranked.len() {
+            ranked.select_nth_unstable_by(want - 1, order);
+            ranked.truncate(want);
+        }
+        ranked.sort_unstable_by(order);
+        Ok(ranked.into_iter().take(want).map(|(_, _, i)| i).collect())
     }
 }
 

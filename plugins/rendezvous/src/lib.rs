@@ -2,7 +2,7 @@
 //! highest for its key, weighted by capacity. Adding a node moves only the
 //! keys it now wins, about its share of the total capacity.
 
-use strata_sdk::selector::{NodeSelector, placement_key, rendezvous, wanted};
+use strata_sdk::selector::{NodeSelector, placement_key, rendezvous_top, wanted};
 use strata_sdk::{Config, NodeInfo, ObjectInfo, PluginError, Policy};
 
 struct Rendezvous {
@@ -28,11 +28,9 @@ impl NodeSelector for Rendezvous {
     fn select(&self, nodes: &[NodeInfo], candidates: &[u32], object: &ObjectInfo, policy: &Policy) -> Result<Vec<u32>, PluginError> {
         let want = wanted(candidates.len(), policy)?;
         let by_capacity = self.by_capacity && candidates.iter().any(|&i| nodes[i as usize].capacity_total > 0);
-        let mut ranked = rendezvous(nodes, candidates, &placement_key(object), |n| {
+        Ok(rendezvous_top(nodes, candidates, &placement_key(object), want, |n| {
             if by_capacity { n.capacity_total as f64 } else { 1.0 }
-        });
-        ranked.truncate(want);
-        Ok(ranked)
+        }))
     }
 }
 

@@ -2,8 +2,6 @@
 //! zones, and only then share a zone; within those rules the rendezvous
 //! order (weighted by capacity) decides, so placement stays stable.
 
-use std::collections::HashSet;
-
 use strata_sdk::selector::{NodeSelector, placement_key, rendezvous, wanted};
 use strata_sdk::{Config, NodeInfo, ObjectInfo, PluginError, Policy};
 
@@ -29,8 +27,9 @@ impl NodeSelector for ZoneAware {
             if weighted { n.capacity_total as f64 } else { 1.0 }
         });
         let mut chosen: Vec<u32> = Vec::with_capacity(want);
-        let mut regions = HashSet::new();
-        let mut zones = HashSet::new();
+        // Few regions and zones: a scan beats hashing them.
+        let mut regions: Vec<&str> = Vec::with_capacity(want);
+        let mut zones: Vec<(&str, &str)> = Vec::with_capacity(want);
         // Pass 1: a new region; pass 2: a new zone; pass 3: anything.
         for pass in 0..3 {
             for &i in &ranked {
@@ -40,14 +39,18 @@ impl NodeSelector for ZoneAware {
                 let n = &nodes[i as usize];
                 let zone = (n.region.as_str(), n.zone.as_str());
                 let fresh = match pass {
-                    0 => !regions.contains(n.region.as_str()),
+                    0 => !regions.contains(&n.region.as_str()),
                     1 => !zones.contains(&zone),
                     _ => !self.strict,
                 };
                 if fresh && !chosen.contains(&i) {
                     chosen.push(i);
-                    regions.insert(n.region.as_str());
-                    zones.insert(zone);
+                    if !regions.contains(&n.region.as_str()) {
+                        regions.push(n.region.as_str());
+                    }
+                    if !zones.contains(&zone) {
+                        zones.push(zone);
+                    }
                 }
             }
         }
