@@ -98,20 +98,33 @@ fn serve_without_a_config_uses_the_embedded_defaults() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
-    match child.try_wait().unwrap() {
-        None => {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            let text = String::from_utf8_lossy(&out.stdout);
-            assert!(text.contains("strata listening on 127.0.0.1:7400"), "{text}");
-            assert!(text.contains("strata storing data in ./strata-data"), "{text}");
-            assert!(dir.path().join("strata-data/meta/strata.db").exists());
+    // Start-up compiles the built-in plugins on a fresh data dir: wait for
+    // the address line (or an exit), not a fixed time.
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut seen = String::new();
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.starts_with("strata storing data in") {
+                break;
+            }
         }
-        Some(_) => {
-            let out = child.wait_with_output().unwrap();
-            let err = String::from_utf8_lossy(&out.stderr);
-            assert!(err.contains("127.0.0.1:7400"), "{err}");
-        }
+        let _ = tx.send(seen);
+    });
+    let text = rx.recv_timeout(Duration::from_secs(60)).expect("the server neither started nor exited within 60 s");
+    if text.contains("strata listening on") {
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(text.contains("strata listening on 127.0.0.1:7400"), "{text}");
+        assert!(text.contains("strata storing data in ./strata-data"), "{text}");
+        assert!(dir.path().join("strata-data/meta/strata.db").exists());
+        assert!(dir.path().join("strata-data/plugin-cache").is_dir(), "compiled plugins are cached");
+    } else {
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("127.0.0.1:7400"), "{err}");
     }
 }
