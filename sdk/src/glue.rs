@@ -4,7 +4,9 @@
 
 use crate::bindings::exports::strata::plugin::lifecycle;
 use crate::bindings::strata::plugin::types as t;
-use crate::{Consistency, Health, NodeInfo, ObjectInfo, PluginError, Policy, Scalar, Value};
+use crate::{Consistency, ObjectInfo, PluginError, Policy, Scalar, Value};
+#[cfg(any(feature = "node-selector", feature = "replication-strategy"))]
+use crate::{Health, NodeInfo};
 
 pub fn info(name: &str, version: &str, description: &str) -> lifecycle::PluginInfo {
     lifecycle::PluginInfo {

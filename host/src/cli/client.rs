@@ -260,7 +260,7 @@ pub async fn run(addr: &str, cmd: Cmd) -> anyhow::Result<()> {
                     bucket: bucket.clone().unwrap_or_default(),
                     key: key.clone(),
                     nodes,
-                    replicas: replicas,
+                    replicas,
                     params,
                     coordinator: coordinator.clone().unwrap_or_default(),
                     ..Default::default()

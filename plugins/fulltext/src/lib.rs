@@ -14,7 +14,7 @@ struct FullText {
 }
 
 impl FullText {
-    fn words<'a>(&self, text: &'a str, out: &mut BTreeSet<String>) {
+    fn words(&self, text: &str, out: &mut BTreeSet<String>) {
         for word in text.split(|c: char| !c.is_alphanumeric()) {
             if !word.is_empty() && word.chars().count() >= self.min_length {
                 out.insert(word.to_lowercase());
