@@ -277,6 +277,9 @@ impl Config {
         if self.wasm.call_timeout.is_zero() {
             return bad("wasm.call_timeout", "must be more than 0s");
         }
+        if self.wasm.memory_limit.0 < 1 << 20 {
+            return bad("wasm.memory_limit", "must be at least 1MiB");
+        }
         for (i, p) in self.plugins.iter().enumerate() {
             let at = format!("plugins[{i}] ({})", p.name);
             if p.name.is_empty() || !p.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
@@ -287,6 +290,12 @@ impl Config {
             }
             if self.plugins[..i].iter().any(|q| q.name == p.name) {
                 return bad(&at, "a plugin of this name is declared twice");
+            }
+            if p.call_timeout.is_some_and(|t| t.is_zero()) {
+                return bad(&at, "call_timeout must be more than 0s");
+            }
+            if p.memory_limit.is_some_and(|m| m.0 < 1 << 20) {
+                return bad(&at, "memory_limit must be at least 1MiB");
             }
         }
         if let Some(enc) = &self.storage.encryption

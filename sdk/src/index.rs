@@ -26,7 +26,7 @@ pub enum Op {
     In,
     /// Text starting with the operand.
     Prefix,
-    /// A list holding the operand, or text holding it as a substring.
+    /// A list holding the operand.
     Contains,
     /// The field is present.
     Exists,

@@ -47,23 +47,23 @@ pub fn log(level: Level, message: &str) {
 /// Log at debug level.
 #[macro_export]
 macro_rules! debug {
-    ($($arg:tt)*) => { $crate::log::log($crate::log::Level::Debug, &format!($($arg)*)) };
+    ($($arg:tt)*) => { $crate::log::log($crate::log::Level::Debug, &::std::format!($($arg)*)) };
 }
 
 /// Log at info level.
 #[macro_export]
 macro_rules! info {
-    ($($arg:tt)*) => { $crate::log::log($crate::log::Level::Info, &format!($($arg)*)) };
+    ($($arg:tt)*) => { $crate::log::log($crate::log::Level::Info, &::std::format!($($arg)*)) };
 }
 
 /// Log at warn level.
 #[macro_export]
 macro_rules! warn {
-    ($($arg:tt)*) => { $crate::log::log($crate::log::Level::Warn, &format!($($arg)*)) };
+    ($($arg:tt)*) => { $crate::log::log($crate::log::Level::Warn, &::std::format!($($arg)*)) };
 }
 
 /// Log at error level.
 #[macro_export]
 macro_rules! error {
-    ($($arg:tt)*) => { $crate::log::log($crate::log::Level::Error, &format!($($arg)*)) };
+    ($($arg:tt)*) => { $crate::log::log($crate::log::Level::Error, &::std::format!($($arg)*)) };
 }

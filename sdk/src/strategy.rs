@@ -120,10 +120,11 @@ pub fn last_writer_wins(versions: &[VersionInfo]) -> Result<u32, PluginError> {
         .ok_or_else(|| PluginError::InvalidInput("no versions to resolve".into()))
 }
 
-/// Restore `policy.replicas` healthy copies: copy from the first healthy
-/// replica to placement nodes that lack one (in placement order), then
-/// remove corrupt or stale replicas, then surplus healthy ones off the
-/// placement. With no healthy replica nothing can be repaired.
+/// Restore `policy.replicas` healthy copies: remove corrupt or stale
+/// replicas, then copy from the first healthy replica to placement nodes
+/// that lack one (in placement order), then remove surplus healthy copies
+/// off the placement. Applied in order, the actions never remove a copy
+/// they made. With no healthy replica nothing can be repaired.
 pub fn repair_to_placement(
     policy: &Policy,
     replicas: &[Replica],
@@ -138,7 +139,11 @@ pub fn repair_to_placement(
         return Err(PluginError::Unsatisfiable("no healthy replica to repair from".into()));
     };
     let want = policy.replicas.min(policy.max_replicas.max(1)) as usize;
-    let mut actions = Vec::new();
+    let mut actions: Vec<RepairAction> = replicas
+        .iter()
+        .filter(|r| matches!(r.state, ReplicaState::Corrupt | ReplicaState::Stale))
+        .map(|r| RepairAction::Remove(r.node))
+        .collect();
     let mut have = healthy.len();
     let holds = |n: u32| replicas.iter().any(|r| r.node == n && r.state == ReplicaState::Healthy);
     for &target in placement {
@@ -148,11 +153,6 @@ pub fn repair_to_placement(
         if !holds(target) {
             actions.push(RepairAction::Copy { source, target });
             have += 1;
-        }
-    }
-    for r in replicas {
-        if matches!(r.state, ReplicaState::Corrupt | ReplicaState::Stale) {
-            actions.push(RepairAction::Remove(r.node));
         }
     }
     // Surplus healthy copies: drop those furthest from the placement.
@@ -178,7 +178,6 @@ macro_rules! export_replication_strategy {
         const _: () = {
             use $crate::bindings::exports::strata::plugin::{lifecycle as __l, strategy as __s};
             use $crate::bindings::strata::plugin::{topology as __topo, types as __t};
-            use $crate::strategy::ReplicationStrategy as _;
 
             ::std::thread_local! {
                 static PLUGIN: ::std::cell::RefCell<::std::option::Option<$ty>> =
@@ -228,7 +227,11 @@ macro_rules! export_replication_strategy {
                     $crate::__glue::check_indices(&nodes, &[coordinator])?;
                     let object = $crate::__glue::object(object);
                     let policy = $crate::__glue::policy(policy);
-                    with(|p| p.plan_write(&nodes, coordinator, &targets, &object, &policy))
+                    with(|p| {
+                        <$ty as $crate::strategy::ReplicationStrategy>::plan_write(
+                            p, &nodes, coordinator, &targets, &object, &policy,
+                        )
+                    })
                         .map($crate::__glue::write_plan)
                 }
                 fn resolve(
@@ -236,7 +239,7 @@ macro_rules! export_replication_strategy {
                 ) -> ::std::result::Result<u32, __t::PluginError> {
                     let versions: ::std::vec::Vec<_> =
                         versions.into_iter().map($crate::__glue::version).collect();
-                    with(|p| p.resolve(&versions))
+                    with(|p| <$ty as $crate::strategy::ReplicationStrategy>::resolve(p, &versions))
                 }
                 fn plan_repair(
                     nodes: &__topo::Topology,
@@ -251,7 +254,11 @@ macro_rules! export_replication_strategy {
                     let policy = $crate::__glue::policy(policy);
                     let replicas: ::std::vec::Vec<_> =
                         replicas.into_iter().map($crate::__glue::replica).collect();
-                    with(|p| p.plan_repair(&nodes, &object, &policy, &replicas, &placement))
+                    with(|p| {
+                        <$ty as $crate::strategy::ReplicationStrategy>::plan_repair(
+                            p, &nodes, &object, &policy, &replicas, &placement,
+                        )
+                    })
                         .map(|a| a.into_iter().map($crate::__glue::repair_action).collect())
                 }
             }

@@ -73,6 +73,19 @@ async fn builtins_are_listed_and_called_through_the_server() {
     assert_eq!((zone["kind"].as_str(), zone["version"].as_str()), (Some("node-selector"), Some("0.1.0")));
     assert!(zone["calls"].as_u64().unwrap() >= 2, "{zone}");
 
+    // Bad requests are INVALID_ARGUMENT with what to fix.
+    let mut nan = place("rendezvous", "k", five_nodes(), 2);
+    nan.nodes[1].load = f64::NAN;
+    let mut dup = place("rendezvous", "k", five_nodes(), 2);
+    dup.nodes[1].id = "a1".into();
+    let mut min = place("rendezvous", "k", five_nodes(), 2);
+    min.min_replicas = Some(3);
+    for (req, says) in [(nan, "load"), (dup, "distinct"), (min, "min_replicas"), (place("rendezvous", "k", vec![], 1), "at least one node")] {
+        let err = c.place(req).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains(says), "{}", err.message());
+    }
+
     let out = s.cli(&["plugin", "place", "k", "--selector", "nope", "--node", "id=a"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no node-selector plugin named `nope`"));
@@ -247,6 +260,9 @@ fn bad_plugins_stop_the_server_with_a_message_naming_them() {
 
     let err = serve_fails("[[plugins]]\nname = \"x\"\nkind = \"node-selector\"\nbuiltin = \"rendezvous\"\n[plugins.config]\nweight = \"heavy\"\n");
     assert!(err.contains("plugin `x`: init refused its config") && err.contains("weight"), "{err}");
+
+    let err = serve_fails("[[plugins]]\nname = \"hash\"\nkind = \"node-selector\"\nbuiltin = \"rendezvous\"\n");
+    assert!(err.contains("plugin `hash`: that name belongs to a built-in"), "{err}");
 
     let err = serve_fails("[[plugins]]\nname = \"x\"\nkind = \"node-selector\"\npath = \"/nonexistent/p.wasm\"\n");
     assert!(err.contains("/nonexistent/p.wasm"), "{err}");

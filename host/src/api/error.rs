@@ -65,6 +65,7 @@ impl From<crate::plugin::PluginError> for Status {
             P::Returned { error: R::Unsatisfiable(_), .. } => Code::FailedPrecondition,
             P::Timeout { .. } => Code::DeadlineExceeded,
             P::MemoryLimit { .. } => Code::ResourceExhausted,
+            P::Busy { .. } => Code::Unavailable,
             // A plugin that traps or breaks its contract is a server-side
             // fault, but the message names the plugin, not internals.
             _ => Code::Internal,

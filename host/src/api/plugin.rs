@@ -43,10 +43,22 @@ pub async fn handle_place(plugins: std::sync::Arc<Plugins>, req: pb::PlaceReques
     if req.replicas == 0 {
         return Err(invalid("replicas: must be at least 1"));
     }
+    let min_replicas = req.min_replicas.unwrap_or(req.replicas);
+    let max_replicas = req.max_replicas.unwrap_or(req.replicas);
+    if min_replicas > req.replicas || max_replicas < req.replicas {
+        return Err(invalid("need min_replicas <= replicas <= max_replicas"));
+    }
     let mut nodes = Vec::with_capacity(req.nodes.len());
+    let mut ids = std::collections::HashSet::new();
     for (i, n) in req.nodes.into_iter().enumerate() {
-        if n.id.is_empty() || nodes.iter().any(|m: &NodeInfo| m.id == n.id) {
+        if n.id.is_empty() || !ids.insert(n.id.clone()) {
             return Err(invalid(format!("nodes[{i}]: ids must be present and distinct")));
+        }
+        if !(n.load.is_finite() && n.load >= 0.0) {
+            return Err(invalid(format!("nodes[{i}].load: {} is not a load (0.0 and up)", n.load)));
+        }
+        if n.capacity_available > n.capacity_total {
+            return Err(invalid(format!("nodes[{i}]: capacity_available exceeds capacity_total")));
         }
         let health = match n.health.as_str() {
             "" | "healthy" => Health::Healthy,
@@ -63,7 +75,8 @@ pub async fn handle_place(plugins: std::sync::Arc<Plugins>, req: pb::PlaceReques
             capacity_available: n.capacity_available,
             load: n.load,
             health,
-            labels: n.labels.into_iter().collect(),
+            // Sorted: plugins see the same order for the same request.
+            labels: n.labels.into_iter().collect::<std::collections::BTreeMap<_, _>>().into_iter().collect(),
         });
     }
     let coordinator = if req.coordinator.is_empty() {
@@ -82,10 +95,10 @@ pub async fn handle_place(plugins: std::sync::Arc<Plugins>, req: pb::PlaceReques
     };
     let policy = ReplicationPolicy {
         replicas: req.replicas,
-        min_replicas: req.min_replicas.unwrap_or(req.replicas),
-        max_replicas: req.max_replicas.unwrap_or(req.replicas),
+        min_replicas,
+        max_replicas,
         consistency,
-        params: req.params.into_iter().collect(),
+        params: req.params.into_iter().collect::<std::collections::BTreeMap<_, _>>().into_iter().collect(),
     };
     let object = ObjectInfo {
         bucket: req.bucket,

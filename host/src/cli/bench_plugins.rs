@@ -17,8 +17,8 @@ use crate::plugin::{
 #[derive(clap::Args, Debug)]
 pub struct BenchPluginsArgs {
     /// Calls measured per plugin.
-    #[arg(long, default_value_t = 20_000)]
-    calls: usize,
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(100..))]
+    calls: u64,
     /// Nodes in the topology the selectors choose from.
     #[arg(long, default_value_t = 32)]
     nodes: usize,
@@ -78,7 +78,7 @@ fn nodes(n: usize) -> Vec<NodeInfo> {
 }
 
 async fn bench(args: &BenchPluginsArgs) -> anyhow::Result<()> {
-    let (calls, n) = (args.calls, args.nodes);
+    let (calls, n) = (args.calls as usize, args.nodes.max(1));
     let mut config = Config::default();
     config.storage.base_path = args.dir.join("host");
     // The fixture does no work for ordinary keys: its figure is the host's

@@ -434,7 +434,7 @@ fn parse_node(spec: &str) -> anyhow::Result<pb::Node> {
     if node.id.is_empty() {
         anyhow::bail!("--node {spec:?}: give an id, e.g. id=n1");
     }
-    if node.capacity_available == 0 {
+    if !spec.split(',').any(|p| p.starts_with("available=")) {
         node.capacity_available = node.capacity_total;
     }
     Ok(node)

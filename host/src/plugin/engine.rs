@@ -43,12 +43,18 @@ impl Runtime {
         let engine = Engine::new(&config).map_err(|e| PluginError::runtime("creating the engine", e))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .and_then(|()| forbid_sleep(&mut linker))
             .and_then(|()| log::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s))
             .and_then(|()| topology::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s))
             .map_err(|e| PluginError::runtime("linking host imports", e))?;
-        if let Some(dir) = &cache_dir {
-            std::fs::create_dir_all(dir).map_err(|e| PluginError::Cache { path: dir.clone(), source: e })?;
-        }
+        // A cache that cannot be made costs start-up time, not service.
+        let cache_dir = cache_dir.filter(|dir| match std::fs::create_dir_all(dir) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), "plugin cache unusable, compiling at every start: {e}");
+                false
+            }
+        });
         let ticker = Arc::new(AtomicBool::new(true));
         let (running, ticking) = (ticker.clone(), engine.clone());
         std::thread::Builder::new()
@@ -88,7 +94,9 @@ impl Runtime {
             }
         }
         let bytes = self.engine.precompile_component(wasm).map_err(|e| PluginError::compile(plugin, e))?;
-        write_atomically(&path, &bytes).map_err(|e| PluginError::Cache { path: path.clone(), source: e })?;
+        if let Err(e) = write_atomically(&path, &bytes) {
+            tracing::warn!(plugin, path = %path.display(), "cannot cache the compiled component: {e}");
+        }
         // SAFETY: as above; the bytes were produced by this engine just now.
         let c = unsafe { Component::deserialize(&self.engine, &bytes) }.map_err(|e| PluginError::compile(plugin, e))?;
         Ok((c, Compiled::Fresh, started.elapsed()))
@@ -104,6 +112,36 @@ impl Runtime {
     }
 }
 
+/// The monotonic clock's timers, replaced so that a plugin cannot sleep:
+/// epoch deadlines stop wasm code, not a wait inside a host call, so a
+/// sleeping plugin would hold its thread past the deadline. A zero wait (a
+/// runtime polling without blocking) is still allowed; any other traps.
+fn forbid_sleep(linker: &mut Linker<State>) -> wasmtime::Result<()> {
+    use wasmtime::component::Resource;
+    use wasmtime_wasi::clocks::WasiClocksView;
+    use wasmtime_wasi::p2::DynPollable;
+    use wasmtime_wasi::p2::bindings::clocks::monotonic_clock::Host;
+
+    const CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.12";
+    linker.allow_shadowing(true);
+    let mut clock = linker.instance(CLOCK)?;
+    clock.func_wrap("subscribe-duration", |mut store, (nanos,): (u64,)| -> wasmtime::Result<(Resource<DynPollable>,)> {
+        if nanos > 0 {
+            wasmtime::bail!("plugins may not sleep (asked to wait {nanos} ns)");
+        }
+        Ok((store.data_mut().clocks().subscribe_duration(0)?,))
+    })?;
+    clock.func_wrap("subscribe-instant", |mut store, (when,): (u64,)| -> wasmtime::Result<(Resource<DynPollable>,)> {
+        // The clock is frozen at 0: any later instant is a sleep.
+        if when > 0 {
+            wasmtime::bail!("plugins may not sleep (asked to wait until {when} ns)");
+        }
+        Ok((store.data_mut().clocks().subscribe_duration(0)?,))
+    })?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
 impl Drop for Runtime {
     fn drop(&mut self) {
         self.ticker.store(false, Ordering::Relaxed);
@@ -114,6 +152,15 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     // Unique per writer: two loads in one process may compile the same component.
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let tmp = path.with_extension(format!("tmp{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
+    let written = std::fs::File::create(&tmp).and_then(|mut f| {
+        std::io::Write::write_all(&mut f, bytes)?;
+        f.sync_all()
+    });
+    match written.and_then(|()| std::fs::rename(&tmp, path)) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
 }

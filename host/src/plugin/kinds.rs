@@ -150,10 +150,16 @@ impl NodeSelector {
             })
         })?;
         let chosen = returned(&self.0, r)?;
-        check_subset(&self.0, "the selection", &chosen, candidates)?;
         if chosen.len() > policy.replicas as usize {
             return Err(bad(&self.0, format!("chose {} nodes for {} replicas", chosen.len(), policy.replicas)));
         }
+        if chosen.len() < policy.min_replicas as usize {
+            return Err(bad(
+                &self.0,
+                format!("chose {} nodes, below min_replicas {}, instead of saying it cannot", chosen.len(), policy.min_replicas),
+            ));
+        }
+        check_subset(&self.0, "the selection", &chosen, candidates)?;
         Ok(chosen)
     }
 }

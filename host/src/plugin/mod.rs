@@ -49,8 +49,6 @@ fn loaded_by_default(b: &Builtin) -> bool {
 pub enum PluginError {
     #[error("plugin runtime: {what}: {reason}")]
     Runtime { what: &'static str, reason: String },
-    #[error("plugin cache {}: {source}", path.display())]
-    Cache { path: PathBuf, source: std::io::Error },
     #[error("plugin `{plugin}`: cannot read {}: {source}", path.display())]
     Read { plugin: String, path: PathBuf, source: std::io::Error },
     #[error("plugin `{plugin}`: not a WebAssembly component wasmtime can compile: {reason}")]
@@ -65,6 +63,8 @@ pub enum PluginError {
     UnknownBuiltin { name: String, known: String },
     #[error("plugin `{plugin}` is declared kind {declared}, but built-in `{builtin}` is a {actual}", actual = actual.as_str(), declared = declared.as_str())]
     BuiltinKind { plugin: String, builtin: String, actual: Kind, declared: Kind },
+    #[error("plugin `{plugin}`: that name belongs to a built-in; name yours differently, or set builtin = \"{plugin}\" to configure the built-in")]
+    NameTaken { plugin: String },
     #[error("no {} plugin named `{name}`", kind.as_str())]
     NotFound { name: String, kind: Kind },
     #[error("plugin `{plugin}` trapped: {reason}")]
@@ -73,6 +73,8 @@ pub enum PluginError {
     Timeout { plugin: String, limit: Duration },
     #[error("plugin `{plugin}` tried to grow its memory past the {limit}-byte limit and was stopped")]
     MemoryLimit { plugin: String, limit: u64 },
+    #[error("plugin `{plugin}` is saturated: all {instances} instances stayed busy for {waited:?}")]
+    Busy { plugin: String, instances: usize, waited: Duration },
     #[error("plugin `{plugin}` returned an error: {error}")]
     Returned { plugin: String, error: ReturnedError },
     #[error("plugin `{plugin}` broke its contract: {reason}")]
@@ -201,11 +203,14 @@ impl Plugins {
         };
         for builtin in BUILTINS.iter().filter(|b| loaded_by_default(b)) {
             if config.plugins.iter().any(|p| p.name == builtin.name) {
-                continue; // declared explicitly below, with its own settings
+                continue; // declared below with its own settings (validated to be this built-in)
             }
             plugins.add(&runtime, builtin.name, builtin.kind, Source::Builtin(builtin), Vec::new(), defaults)?;
         }
         for decl in &config.plugins {
+            if BUILTINS.iter().any(|b| b.name == decl.name) && decl.builtin.as_deref() != Some(&decl.name) {
+                return Err(PluginError::NameTaken { plugin: decl.name.clone() });
+            }
             let source = match (&decl.builtin, &decl.path) {
                 (Some(name), _) => {
                     let b = BUILTINS.iter().find(|b| b.name == name).ok_or_else(|| PluginError::UnknownBuiltin {

@@ -123,9 +123,13 @@ impl<W: World> Plugin<W> {
     /// Run `f` on an instance under the plugin's limits.
     pub fn call<R>(&self, f: impl FnOnce(&W, &mut Store<State>) -> wasmtime::Result<R>) -> Result<R, PluginError> {
         let mut slot = self.checkout()?;
+        // Should `f` panic, the instance's place is freed all the same.
+        let guard = Discard(self);
         slot.store.set_epoch_deadline(Runtime::deadline_ticks(self.limits.call_timeout));
+        slot.store.data_mut().memory_refused = false;
         let started = Instant::now();
         let result = f(&slot.world, &mut slot.store);
+        std::mem::forget(guard);
         let ns = started.elapsed().as_nanos() as u64;
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         self.stats.total_ns.fetch_add(ns, Ordering::Relaxed);
@@ -175,6 +179,10 @@ impl<W: World> Plugin<W> {
     }
 
     fn checkout(&self) -> Result<Slot<W>, PluginError> {
+        // Every running call ends within its deadline, so a wait longer than
+        // a few deadlines means the plugin is saturated: say so.
+        let patience = self.limits.call_timeout * 4;
+        let until = Instant::now() + patience;
         let mut pool = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if let Some(slot) = pool.idle.pop() {
@@ -185,7 +193,15 @@ impl<W: World> Plugin<W> {
                 drop(pool);
                 return self.instantiate().inspect_err(|_| self.discard());
             }
-            pool = self.freed.wait(pool).unwrap_or_else(|p| p.into_inner());
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(PluginError::Busy {
+                    plugin: self.info.name.clone(),
+                    instances: self.limits.max_instances,
+                    waited: patience,
+                });
+            }
+            pool = self.freed.wait_timeout(pool, left).unwrap_or_else(|p| p.into_inner()).0;
         }
     }
 
@@ -233,6 +249,15 @@ impl<W: World> Plugin<W> {
         }
         self.stats.traps.fetch_add(1, Ordering::Relaxed);
         PluginError::Trap { plugin, reason: super::message(&e) }
+    }
+}
+
+/// Frees an instance's place in the pool when dropped (unless forgotten).
+struct Discard<'a, W: World>(&'a Plugin<W>);
+
+impl<W: World> Drop for Discard<'_, W> {
+    fn drop(&mut self) {
+        self.0.discard();
     }
 }
 

@@ -43,7 +43,7 @@ impl Topology {
 /// Tables, memories and instances one store may hold: generous for any
 /// language runtime (Python needs dozens of core instances), bounded for a
 /// runaway one.
-const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+const MAX_TABLE_ELEMENTS: usize = 100_000;
 const MAX_INSTANCES: usize = 256;
 const MAX_MEMORIES: usize = 64;
 const MAX_TABLES: usize = 256;
@@ -53,6 +53,8 @@ pub struct State {
     wasi: WasiCtx,
     pub(super) table: ResourceTable,
     memory_limit: usize,
+    /// Bytes of linear memory across all of the instance's memories.
+    memory_used: usize,
     /// Set when a memory grow was refused, so the trap that follows is
     /// reported as the memory cap and not as a plain trap.
     pub(super) memory_refused: bool,
@@ -69,7 +71,7 @@ impl State {
             .wall_clock(FrozenClock)
             .monotonic_clock(FrozenClock)
             .build();
-        Self { plugin, wasi, table: ResourceTable::new(), memory_limit, memory_refused: false }
+        Self { plugin, wasi, table: ResourceTable::new(), memory_limit, memory_used: 0, memory_refused: false }
     }
 }
 
@@ -102,11 +104,15 @@ impl WasiView for State {
 }
 
 impl ResourceLimiter for State {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> Result<bool> {
-        if desired > self.memory_limit {
+    /// The cap covers every memory of the instance together (a component
+    /// may have several).
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> Result<bool> {
+        let total = self.memory_used - current.min(self.memory_used) + desired;
+        if total > self.memory_limit {
             self.memory_refused = true;
             return Ok(false);
         }
+        self.memory_used = total;
         Ok(true)
     }
 

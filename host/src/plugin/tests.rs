@@ -267,9 +267,9 @@ fn conflicts_resolve_to_the_last_writer_and_repairs_restore_the_count() {
     assert_eq!(
         actions,
         [
+            RepairAction::Remove(2),
             RepairAction::Copy(CopyAction { source: 0, target: 1 }),
             RepairAction::Copy(CopyAction { source: 0, target: 3 }),
-            RepairAction::Remove(2),
         ]
     );
 }
@@ -342,14 +342,22 @@ fn truth(v: &Value, op: Op, operands: &[Value]) -> bool {
 /// Index `docs` with `index`, then check every condition: an exact lookup
 /// finds exactly the matching docs, an inexact one at least them.
 fn check_index(index: &str, docs: &[Value], conditions: &[(Op, Vec<Value>)]) {
-    let plugin = builtins().index(index).unwrap();
     let batches: Vec<Vec<Value>> = docs.iter().map(|d| vec![d.clone()]).collect();
-    let terms = plugin.terms(&batches).unwrap();
+    check_compound(index, &batches, conditions);
+}
+
+/// As [`check_index`], for documents of several fields; conditions are on
+/// the first.
+fn check_compound(index: &str, batches: &[Vec<Value>], conditions: &[(Op, Vec<Value>)]) {
+    let plugin = builtins().index(index).unwrap();
+    let docs: Vec<Value> = batches.iter().map(|b| b[0].clone()).collect();
+    let fields = batches[0].len() as u32;
+    let terms = plugin.terms(batches).unwrap();
     let stored: Vec<(Vec<u8>, usize)> =
         terms.into_iter().enumerate().flat_map(|(d, ts)| ts.into_iter().map(move |t| (t, d))).collect();
     let mut served = 0;
     for (op, operands) in conditions {
-        let condition = Condition { field: 0, fields: 1, op: *op, operands: operands.clone() };
+        let condition = Condition { field: 0, fields, op: *op, operands: operands.clone() };
         let Some(plan) = plugin.lookup(&condition).unwrap() else { continue };
         served += 1;
         let found = run_lookup(&stored, &plan);
@@ -401,6 +409,10 @@ fn btree_and_hash_terms_answer_their_conditions() {
     let conditions = scalar_conditions(&mut rng);
     check_index("btree", &docs, &conditions);
     check_index("hash", &docs, &conditions);
+    // Over two fields, with nulls in either: conditions on the first still
+    // find exactly the matching objects.
+    let pairs: Vec<Vec<Value>> = docs.iter().map(|d| vec![d.clone(), random_scalar(&mut rng)]).collect();
+    check_compound("btree", &pairs, &conditions);
 }
 
 #[test]
@@ -471,9 +483,18 @@ fn a_misbehaving_plugin_is_stopped_and_the_next_call_works() {
     assert!(err.to_string().contains("fixture"), "{err}");
     fine();
 
+    // Sleeping happens inside a host call, where epochs cannot reach: the
+    // host refuses it outright.
+    let started = Instant::now();
+    let err = call("sleep").unwrap_err();
+    assert!(matches!(err, PluginError::Trap { .. }) && err.to_string().contains("may not sleep"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    fine();
+
     call("log").unwrap();
+    call("escape").expect("no filesystem, environment, clock or network inside a plugin");
     let stats = fixture.stats();
-    assert_eq!((stats.timeouts, stats.memory_refusals, stats.traps), (1, 1, 1));
+    assert_eq!((stats.timeouts, stats.memory_refusals, stats.traps), (1, 1, 2));
     assert!(stats.instances_live <= 2);
 }
 

@@ -1,7 +1,9 @@
 //! An ordered index: values encoded so that bytes sort as the values do,
 //! which answers equality, ranges, prefixes and existence. Over several
 //! fields the term is the tuple of their encodings, which serves conditions
-//! on the first field. Nulls, NaN and lists are not indexed.
+//! on the first field; a field without a comparable value (null, NaN, a
+//! list) takes a placeholder that sorts outside every value's span, so the
+//! object is still indexed. A single-field index skips such objects.
 
 use strata_sdk::index::encode::{self, prefix_successor};
 use strata_sdk::index::{Bound, Condition, IndexType, Lookup, Op, Term, TermMatch};
@@ -23,6 +25,12 @@ fn type_span(term: &[u8]) -> (Vec<u8>, Vec<u8>) {
     (vec![term[0]], vec![term[0] + 1])
 }
 
+/// Placeholder of a field with no comparable value, below every value.
+const ABSENT: u8 = 0x00;
+/// Every value's encoding lies in [VALUES_START, VALUES_END).
+const VALUES_START: u8 = encode::BOOL;
+const VALUES_END: u8 = encode::TEXT + 1;
+
 fn range(lower: Option<(Vec<u8>, bool)>, upper: Option<(Vec<u8>, bool)>) -> TermMatch {
     let b = |(term, inclusive)| Bound { term, inclusive };
     TermMatch::Range { lower: lower.map(b), upper: upper.map(b) }
@@ -42,7 +50,10 @@ impl IndexType for BTree {
         let mut term = Vec::new();
         for v in values {
             if !encode::value(&mut term, v) {
-                return Ok(vec![]);
+                if values.len() == 1 {
+                    return Ok(vec![]);
+                }
+                term.push(ABSENT);
             }
         }
         Ok(if term.is_empty() { vec![] } else { vec![term] })
@@ -56,7 +67,10 @@ impl IndexType for BTree {
         // starts with it belong to the value; `after` is the first term
         // beyond them.
         let at_least = |key: Vec<u8>| (key, true);
+        // Every key starts with a type tag below 0xFF, so it has a successor.
         let after = |key: &[u8]| prefix_successor(key).map(|s| (s, true));
+        let values_start = Some((vec![VALUES_START], true));
+        let values_end = Some((vec![VALUES_END], false));
         let m = match c.op {
             Op::Eq => Lookup::any([TermMatch::Prefix(encoded(c.operand()?)?)]),
             Op::In => {
@@ -65,7 +79,7 @@ impl IndexType for BTree {
             }
             Op::Ne => {
                 let key = encoded(c.operand()?)?;
-                Lookup::any([range(None, Some((key.clone(), false))), range(after(&key), None)])
+                Lookup::any([range(values_start, Some((key.clone(), false))), range(after(&key), values_end)])
             }
             Op::Gt | Op::Gte | Op::Lt | Op::Lte => {
                 let key = encoded(c.operand()?)?;
@@ -86,7 +100,7 @@ impl IndexType for BTree {
                 }
                 _ => return Ok(None),
             },
-            Op::Exists => Lookup::any([range(None, None)]),
+            Op::Exists => Lookup::any([range(values_start, values_end)]),
             Op::Contains | Op::Match => return Ok(None),
         };
         Ok(Some(m))

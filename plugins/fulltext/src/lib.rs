@@ -64,10 +64,15 @@ impl IndexType for FullText {
             _ => return Ok(None),
         };
         let mut words = BTreeSet::new();
-        match c.operand()? {
-            Value::Text(t) => self.words(t, &mut words),
-            _ => return Ok(None),
-        }
+        let Value::Text(t) = c.operand()? else {
+            return Ok(None);
+        };
+        self.words(t, &mut words);
+        // Words too short to index are not looked up: the answer may then
+        // hold objects without them.
+        let distinct: BTreeSet<String> =
+            t.split(|ch: char| !ch.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect();
+        let exact = exact && words.len() == distinct.len();
         if words.is_empty() {
             // Nothing to look up: a word filter cannot narrow the search.
             return Ok(None);

@@ -1,7 +1,6 @@
 //! A membership index for list attributes (tags): one term per distinct
-//! element, so `contains` finds every object whose list holds a value. A
-//! scalar counts as a list of one; `eq` on a scalar uses the same terms as a
-//! filter the host rechecks.
+//! element, so `contains` finds every object whose list holds a value.
+//! Scalars are not lists and get no terms.
 
 use std::collections::BTreeSet;
 
@@ -44,9 +43,8 @@ impl IndexType for Tags {
         }
         let mut terms = BTreeSet::new();
         for v in values {
-            match v {
-                Value::List(items) => terms.extend(items.iter().filter_map(term)),
-                other => terms.extend(scalar_of(other).as_ref().and_then(term)),
+            if let Value::List(items) = v {
+                terms.extend(items.iter().filter_map(term));
             }
         }
         Ok(terms.into_iter().collect())
@@ -56,15 +54,13 @@ impl IndexType for Tags {
         if c.fields != 1 {
             return Ok(None);
         }
-        let exact = match c.op {
-            Op::Contains => true,
-            Op::Eq => false,
-            _ => return Ok(None),
-        };
+        if c.op != Op::Contains {
+            return Ok(None);
+        }
         let Some(t) = scalar_of(c.operand()?).as_ref().and_then(term) else {
             return Ok(None);
         };
-        Ok(Some(Lookup { exact, ..Lookup::any([TermMatch::Exact(t)]) }))
+        Ok(Some(Lookup::any([TermMatch::Exact(t)])))
     }
 }
 
