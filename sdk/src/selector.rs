@@ -125,8 +125,10 @@ pub fn node_hash(node_id: &str, key: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64_with_seed(key.as_bytes(), seed)
 }
 
-/// Rendezvous scores of `candidates` for `key`: higher wins.
-fn scores(nodes: &[NodeInfo], candidates: &[u32], key: &str, weight: impl Fn(&NodeInfo) -> f64) -> Vec<(f64, u32)> {
+/// Rendezvous scores of `candidates` for `key`, as `(score, index)` in
+/// candidate order: higher wins, the lower index breaking ties. What
+/// [`rendezvous`] sorts by, for selectors that pick under constraints.
+pub fn rendezvous_scores(nodes: &[NodeInfo], candidates: &[u32], key: &str, weight: impl Fn(&NodeInfo) -> f64) -> Vec<(f64, u32)> {
     let weights: Vec<f64> = candidates.iter().map(|&i| weight(&nodes[i as usize]).max(0.0)).collect();
     let equal = weights.windows(2).all(|w| w[0] == w[1]);
     candidates
@@ -163,7 +165,7 @@ pub fn rendezvous(
     key: &str,
     weight: impl Fn(&NodeInfo) -> f64,
 ) -> Vec<u32> {
-    let mut scored = scores(nodes, candidates, key, weight);
+    let mut scored = rendezvous_scores(nodes, candidates, key, weight);
     scored.sort_unstable_by(by_score);
     scored.into_iter().map(|(_, i)| i).collect()
 }
@@ -176,7 +178,7 @@ pub fn rendezvous_top(
     k: usize,
     weight: impl Fn(&NodeInfo) -> f64,
 ) -> Vec<u32> {
-    let mut scored = scores(nodes, candidates, key, weight);
+    let mut scored = rendezvous_scores(nodes, candidates, key, weight);
     if k == 0 {
         return Vec::new();
     }
