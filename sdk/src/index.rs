@@ -135,44 +135,14 @@ pub trait IndexType: Sized + 'static {
 macro_rules! export_index_type {
     ($ty:ty) => {
         const _: () = {
-            use $crate::bindings::exports::strata::plugin::{indexer as __i, lifecycle as __l};
+            use $crate::bindings::exports::strata::plugin::indexer as __i;
             use $crate::bindings::strata::plugin::types as __t;
 
-            ::std::thread_local! {
-                static PLUGIN: ::std::cell::RefCell<::std::option::Option<$ty>> =
-                    const { ::std::cell::RefCell::new(::std::option::Option::None) };
-            }
-
-            fn with<R>(
-                f: impl FnOnce(&$ty) -> ::std::result::Result<R, $crate::PluginError>,
-            ) -> ::std::result::Result<R, __t::PluginError> {
-                PLUGIN.with(|p| match &*p.borrow() {
-                    ::std::option::Option::None => {
-                        ::std::result::Result::Err($crate::__glue::not_initialised())
-                    }
-                    ::std::option::Option::Some(plugin) => f(plugin).map_err($crate::__glue::error),
-                })
-            }
+            $crate::__plugin_state!($ty);
 
             struct Export;
 
-            impl __l::Guest for Export {
-                fn info() -> __l::PluginInfo {
-                    $crate::__glue::info(
-                        <$ty as $crate::index::IndexType>::NAME,
-                        <$ty as $crate::index::IndexType>::VERSION,
-                        <$ty as $crate::index::IndexType>::DESCRIPTION,
-                    )
-                }
-                fn init(
-                    config: ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
-                ) -> ::std::result::Result<(), ::std::string::String> {
-                    let plugin =
-                        <$ty as $crate::index::IndexType>::new(&$crate::Config::new(config))?;
-                    PLUGIN.with(|p| *p.borrow_mut() = ::std::option::Option::Some(plugin));
-                    ::std::result::Result::Ok(())
-                }
-            }
+            $crate::__plugin_lifecycle!($ty, $crate::index::IndexType);
 
             impl __i::Guest for Export {
                 fn terms(

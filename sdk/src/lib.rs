@@ -99,6 +99,53 @@ pub mod bindings {
     });
 }
 
+/// The per-instance plugin value, shared by the export macros: `install`
+/// sets it at `init`, `with` runs a call on it.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __plugin_state {
+    ($ty:ty) => {
+        ::std::thread_local! {
+            static PLUGIN: ::std::cell::RefCell<::std::option::Option<$ty>> =
+                const { ::std::cell::RefCell::new(::std::option::Option::None) };
+        }
+
+        fn install(plugin: $ty) {
+            PLUGIN.with(|p| *p.borrow_mut() = ::std::option::Option::Some(plugin));
+        }
+
+        fn with<R>(
+            f: impl FnOnce(&$ty) -> ::std::result::Result<R, $crate::PluginError>,
+        ) -> ::std::result::Result<R, $crate::bindings::strata::plugin::types::PluginError> {
+            PLUGIN.with(|p| match &*p.borrow() {
+                ::std::option::Option::None => ::std::result::Result::Err($crate::__glue::not_initialised()),
+                ::std::option::Option::Some(plugin) => f(plugin).map_err($crate::__glue::error),
+            })
+        }
+    };
+}
+
+/// The `lifecycle` export of a plugin `$ty` implementing kind trait `$kind`;
+/// needs `Export` and [`__plugin_state!`] in scope.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __plugin_lifecycle {
+    ($ty:ty, $kind:path) => {
+        impl $crate::bindings::exports::strata::plugin::lifecycle::Guest for Export {
+            fn info() -> $crate::bindings::exports::strata::plugin::lifecycle::PluginInfo {
+                $crate::__glue::info(<$ty as $kind>::NAME, <$ty as $kind>::VERSION, <$ty as $kind>::DESCRIPTION)
+            }
+
+            fn init(
+                config: ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
+            ) -> ::std::result::Result<(), ::std::string::String> {
+                install(<$ty as $kind>::new(&$crate::Config::new(config))?);
+                ::std::result::Result::Ok(())
+            }
+        }
+    };
+}
+
 #[doc(hidden)]
 #[cfg(any(
     feature = "node-selector",

@@ -51,34 +51,14 @@ pub fn wanted(candidates: usize, policy: &Policy) -> Result<usize, PluginError> 
 macro_rules! export_node_selector {
     ($ty:ty) => {
         const _: () = {
-            use $crate::bindings::exports::strata::plugin::{lifecycle as __l, selector as __s};
+            use $crate::bindings::exports::strata::plugin::selector as __s;
             use $crate::bindings::strata::plugin::{topology as __topo, types as __t};
 
-            ::std::thread_local! {
-                static PLUGIN: ::std::cell::RefCell<::std::option::Option<$ty>> =
-                    const { ::std::cell::RefCell::new(::std::option::Option::None) };
-            }
+            $crate::__plugin_state!($ty);
 
             struct Export;
 
-            impl __l::Guest for Export {
-                fn info() -> __l::PluginInfo {
-                    $crate::__glue::info(
-                        <$ty as $crate::selector::NodeSelector>::NAME,
-                        <$ty as $crate::selector::NodeSelector>::VERSION,
-                        <$ty as $crate::selector::NodeSelector>::DESCRIPTION,
-                    )
-                }
-                fn init(
-                    config: ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
-                ) -> ::std::result::Result<(), ::std::string::String> {
-                    let plugin = <$ty as $crate::selector::NodeSelector>::new(
-                        &$crate::Config::new(config),
-                    )?;
-                    PLUGIN.with(|p| *p.borrow_mut() = ::std::option::Option::Some(plugin));
-                    ::std::result::Result::Ok(())
-                }
-            }
+            $crate::__plugin_lifecycle!($ty, $crate::selector::NodeSelector);
 
             impl __s::Guest for Export {
                 fn select(
@@ -90,17 +70,11 @@ macro_rules! export_node_selector {
                     let nodes = $crate::__glue::nodes(nodes);
                     let object = $crate::__glue::object(object);
                     let policy = $crate::__glue::policy(policy);
-                    PLUGIN.with(|p| match &*p.borrow() {
-                        ::std::option::Option::None => {
-                            ::std::result::Result::Err($crate::__glue::not_initialised())
-                        }
-                        ::std::option::Option::Some(plugin) => {
-                            $crate::__glue::check_indices(&nodes, &candidates)?;
-                            $crate::selector::NodeSelector::select(
-                                plugin, &nodes, &candidates, &object, &policy,
-                            )
-                            .map_err($crate::__glue::error)
-                        }
+                    $crate::__glue::check_indices(&nodes, &candidates)?;
+                    with(|plugin| {
+                        <$ty as $crate::selector::NodeSelector>::select(
+                            plugin, &nodes, &candidates, &object, &policy,
+                        )
                     })
                 }
             }
