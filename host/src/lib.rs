@@ -18,5 +18,6 @@ pub mod meta;
 pub mod metrics;
 pub mod objects;
 pub mod plugin;
+pub mod search;
 pub mod server;
 pub mod store;

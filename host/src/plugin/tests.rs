@@ -327,7 +327,7 @@ fn truth(v: &Value, op: Op, operands: &[Value]) -> bool {
         Op::Lte => matches!(cmp(v, &operands[0]), Some(Less | Equal)),
         Op::In => operands.iter().any(|o| cmp(v, o) == Some(Equal)),
         Op::Prefix => matches!((v, &operands[0]), (Value::Text(t), Value::Text(p)) if t.starts_with(p.as_str())),
-        Op::Exists => !matches!(v, Value::Null | Value::List(_)),
+        Op::Exists => !matches!(v, Value::Null),
         Op::Contains => match v {
             Value::List(items) => items.iter().any(|s| cmp(&scalar_value(s), &operands[0]) == Some(Equal)),
             _ => false,
