@@ -12,4 +12,5 @@ mod input;
 mod objects;
 mod plugins;
 mod quota;
+mod search;
 mod storage_options;

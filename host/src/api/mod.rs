@@ -11,6 +11,7 @@ mod get;
 mod list;
 mod plugin;
 mod put;
+mod search;
 mod stats;
 pub mod validate;
 
@@ -177,6 +178,10 @@ impl pb::strata_server::Strata for Api {
         self.timed("place", plugin::handle_place(self.plugins.clone(), req.into_inner()))
             .await
             .map(Response::new)
+    }
+
+    async fn search(&self, req: Request<pb::SearchRequest>) -> Result<Response<pb::SearchResponse>, Status> {
+        self.timed("search", search::handle_search(&self.objects, req.into_inner())).await.map(Response::new)
     }
 
     async fn stats(&self, _req: Request<pb::StatsRequest>) -> Result<Response<pb::StatsResponse>, Status> {

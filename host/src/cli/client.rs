@@ -269,6 +269,32 @@ pub async fn run(addr: &str, cmd: Cmd) -> anyhow::Result<()> {
                 output::placement(&r, json);
             }
         },
+        Cmd::Search { query, bucket, sort, limit, cursor, explain, json } => {
+            let filter = match query.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
+                None => None,
+                Some(q) => match crate::search::parse(q) {
+                    Ok(expr) => Some(filter_of(&expr)),
+                    Err(e) => {
+                        eprintln!("{}", e.pointer(q));
+                        bail!("bad query {e}");
+                    }
+                },
+            };
+            let (sort, descending) = match sort.as_deref() {
+                Some(s) => s.strip_prefix('-').map_or((s.to_string(), false), |f| (f.to_string(), true)),
+                None => (String::new(), false),
+            };
+            let req = pb::SearchRequest {
+                bucket: bucket.clone().unwrap_or_default(),
+                filter,
+                sort,
+                descending,
+                limit,
+                cursor: cursor.clone().unwrap_or_default(),
+            };
+            let r = c.search(req).await.map_err(status)?.into_inner();
+            output::search(&r, explain, json);
+        }
         Cmd::Health => {
             let channel = tonic::transport::Endpoint::from_shared(addr.to_string())?.connect().await?;
             let mut h = tonic_health::pb::health_client::HealthClient::new(channel);
@@ -438,4 +464,29 @@ fn parse_node(spec: &str) -> anyhow::Result<pb::Node> {
         node.capacity_available = node.capacity_total;
     }
     Ok(node)
+}
+
+/// The structured filter the API takes, from a parsed query.
+fn filter_of(e: &crate::search::Expr) -> pb::Filter {
+    use crate::search::{Expr, Literal};
+    let kind = match e {
+        Expr::And(parts) => pb::filter::Kind::All(pb::FilterList { filters: parts.iter().map(filter_of).collect() }),
+        Expr::Or(parts) => pb::filter::Kind::Any(pb::FilterList { filters: parts.iter().map(filter_of).collect() }),
+        Expr::Cond(c) => pb::filter::Kind::Condition(pb::Condition {
+            field: c.field.to_string(),
+            op: format!("{:?}", c.op).to_lowercase(),
+            values: c
+                .operands
+                .iter()
+                .map(|l| pb::Value {
+                    kind: Some(match l {
+                        Literal::Text(t) => pb::value::Kind::String(t.clone()),
+                        Literal::Number(n) => pb::value::Kind::Number(*n),
+                        Literal::Bool(b) => pb::value::Kind::Boolean(*b),
+                    }),
+                })
+                .collect(),
+        }),
+    };
+    pb::Filter { kind: Some(kind) }
 }

@@ -120,6 +120,32 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Find objects by metadata: `strata search 'category = "research" and size > 500MiB'`.
+    ///
+    /// Fields: key, size, content_type, created, modified (ms since the epoch),
+    /// digest, or any attribute by dotted path. Operators: = != > >= < <=,
+    /// in (a, b), prefix, contains (list attributes), exists, match (words).
+    /// Combine with and, or and parentheses.
+    Search {
+        /// The query; everything in the bucket when absent.
+        query: Option<String>,
+        #[arg(long, short)]
+        bucket: Option<String>,
+        /// Sort field; a leading `-` sorts descending (`--sort -size`).
+        #[arg(long, allow_hyphen_values = true)]
+        sort: Option<String>,
+        /// Objects per page.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Continue from a previous page's cursor.
+        #[arg(long)]
+        cursor: Option<String>,
+        /// Also print how the answer was found.
+        #[arg(long)]
+        explain: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Ask the server whether it is serving (gRPC health).
     Health,
     /// Loaded WebAssembly plugins.

@@ -170,3 +170,25 @@ pub fn placement(r: &pb::PlaceResponse, json: bool) {
         println!("acks:    {}", r.acks_required);
     }
 }
+
+pub fn search(r: &pb::SearchResponse, explain: bool, json: bool) {
+    if json {
+        let objects: Vec<Value> = r.objects.iter().map(object_json).collect();
+        println!(
+            "{}",
+            json!({
+                "objects": objects, "next_cursor": r.next_cursor, "plan": r.plan,
+                "scanned": r.scanned, "took_ms": r.took_ms,
+            })
+        );
+        return;
+    }
+    objects(&r.objects, false);
+    if !r.next_cursor.is_empty() {
+        println!("more: --cursor {}", r.next_cursor);
+    }
+    if explain {
+        println!("plan: {}", r.plan);
+        println!("{} found, {} scanned, {:.2} ms", r.objects.len(), r.scanned, r.took_ms);
+    }
+}

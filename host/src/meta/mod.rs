@@ -13,6 +13,7 @@
 mod batch;
 mod cache;
 mod clock;
+mod scan;
 mod sql;
 
 use std::collections::HashSet;
@@ -26,6 +27,7 @@ use sqlx::sqlite::{
 };
 
 pub use cache::CacheStats;
+pub use scan::{Position, SortField, SortValue};
 use cache::MetaCache;
 use clock::Clock;
 
@@ -296,6 +298,22 @@ impl MetaStore {
             return Err(MetaError::NoSuchBucket { bucket: bucket.into() });
         }
         sql::list(&self.read, bucket, prefix, after, limit).await
+    }
+
+    /// Up to `limit` live objects of `bucket` in `sort` order after
+    /// `after`, each with its position; fewer than `limit` means no more.
+    pub async fn scan(
+        &self,
+        bucket: &str,
+        sort: &SortField,
+        descending: bool,
+        after: Option<&Position>,
+        limit: u32,
+    ) -> Result<Vec<(ObjectRecord, Position)>, MetaError> {
+        if !self.bucket_exists(bucket).await? {
+            return Err(MetaError::NoSuchBucket { bucket: bucket.into() });
+        }
+        scan::scan(&self.read, bucket, sort, descending, after, limit).await
     }
 
     /// Every version of a key, newest first.

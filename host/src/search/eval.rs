@@ -59,11 +59,17 @@ fn field<'a>(doc: &Doc<'a>, f: &Field) -> Val<'a> {
         Field::Modified => Val::Num(doc.modified_ms as f64),
         Field::Digest => doc.digest.map_or(Val::Absent, Val::Text),
         Field::Attribute(path) => {
-            let mut at = doc.attributes.get(&path[0]);
-            for part in &path[1..] {
-                at = at.and_then(|v| v.get(part));
-            }
-            json(at)
+            // Attributes are flat: `model.family` names one attribute. A
+            // nested object (never stored through the API) is followed too.
+            let flat = doc.attributes.get(&path.join("."));
+            let nested = || {
+                let mut at = doc.attributes.get(&path[0]);
+                for part in &path[1..] {
+                    at = at.and_then(|v| v.get(part));
+                }
+                at
+            };
+            json(flat.or_else(nested))
         }
     }
 }

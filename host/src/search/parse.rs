@@ -5,7 +5,7 @@ use pest::Parser as _;
 use pest::error::{Error as PestError, ErrorVariant, InputLocation};
 use pest::iterators::Pair;
 
-use super::query::{Condition, Expr, Field, Literal, Op};
+use super::query::{Condition, Expr, Field, Literal, Op, check_operand};
 
 #[derive(pest_derive::Parser)]
 #[grammar = "search/query.pest"]
@@ -13,13 +13,20 @@ struct Grammar;
 
 /// A query that does not parse: where, and what was expected there.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
+#[error("at column {}: {message}", offset + 1)]
 pub struct ParseError {
     /// Byte offset into the query.
     pub offset: usize,
-    /// Several lines: the query, a caret under the position, and what was
-    /// expected.
+    /// What was expected there, or what is wrong.
     pub message: String,
+}
+
+impl ParseError {
+    /// The query with a caret under the position, on two lines.
+    pub fn pointer(&self, query: &str) -> String {
+        let column = query.get(..self.offset).map_or(self.offset, |s| s.chars().count());
+        format!("  {query}\n  {}^", " ".repeat(column))
+    }
 }
 
 fn friendly(rule: &Rule) -> String {
@@ -47,7 +54,7 @@ fn error(e: PestError<Rule>) -> ParseError {
         InputLocation::Pos(p) => p,
         InputLocation::Span((p, _)) => p,
     };
-    ParseError { offset, message: e.renamed_rules(friendly).to_string() }
+    ParseError { offset, message: e.renamed_rules(friendly).variant.message().into_owned() }
 }
 
 fn at(pair: &Pair<'_, Rule>, message: String) -> ParseError {
@@ -113,27 +120,11 @@ fn condition(pair: Pair<'_, Rule>) -> Result<Expr, ParseError> {
         }
     }
     for (lit, p) in &operands {
-        check(&field, op, lit).map_err(|m| at(p, m))?;
+        check_operand(&field, op, lit).map_err(|m| at(p, m))?;
     }
-    if op == Op::Contains && !matches!(field, Field::Attribute(_)) {
-        return Err(at(&field_pair, format!("contains looks inside list attributes, and {field} is not one; try prefix or match")));
-    }
-    Ok(Expr::Cond(Condition { field, op, operands: operands.into_iter().map(|(l, _)| l).collect() }))
-}
-
-/// Operands must suit the field and the operator.
-fn check(field: &Field, op: Op, lit: &Literal) -> Result<(), String> {
-    let text_only = matches!(op, Op::Prefix | Op::Match);
-    if text_only && !matches!(lit, Literal::Text(_)) {
-        return Err(format!("{op:?} takes a quoted string").to_lowercase());
-    }
-    match (field, lit) {
-        (Field::Size | Field::Created | Field::Modified, Literal::Number(_)) => Ok(()),
-        (Field::Size | Field::Created | Field::Modified, _) => Err(format!("{field} is a number")),
-        (Field::Key | Field::ContentType | Field::Digest, Literal::Text(_)) => Ok(()),
-        (Field::Key | Field::ContentType | Field::Digest, _) => Err(format!("{field} is text: quote the value")),
-        (Field::Attribute(_), _) => Ok(()),
-    }
+    let c = Condition { field, op, operands: operands.into_iter().map(|(l, _)| l).collect() };
+    c.check().map_err(|m| at(&field_pair, m))?;
+    Ok(Expr::Cond(c))
 }
 
 fn literal(pair: &Pair<'_, Rule>) -> Result<Literal, ParseError> {
@@ -227,7 +218,8 @@ mod tests {
         let e = parse("size > and").unwrap_err();
         assert_eq!(e.offset, 7);
         assert!(e.message.contains("expected") && e.message.contains("a number"), "{}", e.message);
-        assert!(e.message.contains("^"), "{}", e.message);
+        assert_eq!(e.pointer("size > and"), "  size > and\n         ^");
+        assert!(e.to_string().starts_with("at column 8: expected"), "{e}");
 
         let e = parse(r#"category = "research" size > 5"#).unwrap_err();
         assert_eq!(e.offset, 22);

@@ -94,6 +94,69 @@ pub struct Condition {
     pub operands: Vec<Literal>,
 }
 
+impl Op {
+    pub fn parse(name: &str) -> Option<Op> {
+        Some(match name {
+            "eq" => Op::Eq,
+            "ne" => Op::Ne,
+            "gt" => Op::Gt,
+            "gte" => Op::Gte,
+            "lt" => Op::Lt,
+            "lte" => Op::Lte,
+            "in" => Op::In,
+            "prefix" => Op::Prefix,
+            "contains" => Op::Contains,
+            "exists" => Op::Exists,
+            "match" => Op::Match,
+            _ => return None,
+        })
+    }
+}
+
+impl Condition {
+    /// Whether the operands suit the field and the operator; the error says
+    /// what to fix.
+    pub fn check(&self) -> Result<(), String> {
+        let n = self.operands.len();
+        match self.op {
+            Op::Exists if n != 0 => return Err("exists takes no value".into()),
+            Op::In if n == 0 => return Err("in takes at least one value".into()),
+            Op::Exists | Op::In => {}
+            _ if n != 1 => return Err(format!("{:?} takes one value, not {n}", self.op).to_lowercase()),
+            _ => {}
+        }
+        if self.op == Op::Contains && !matches!(self.field, Field::Attribute(_)) {
+            return Err(format!(
+                "contains looks inside list attributes, and {} is not one; try prefix or match",
+                self.field
+            ));
+        }
+        for lit in &self.operands {
+            check_operand(&self.field, self.op, lit)?;
+        }
+        Ok(())
+    }
+}
+
+/// One operand against the field's type and the operator.
+pub fn check_operand(field: &Field, op: Op, lit: &Literal) -> Result<(), String> {
+    if matches!(op, Op::Prefix | Op::Match) && !matches!(lit, Literal::Text(_)) {
+        return Err(format!("{op:?} takes a quoted string").to_lowercase());
+    }
+    if let Literal::Number(n) = lit
+        && !n.is_finite()
+    {
+        return Err("numbers must be finite".into());
+    }
+    match (field, lit) {
+        (Field::Size | Field::Created | Field::Modified, Literal::Number(_)) => Ok(()),
+        (Field::Size | Field::Created | Field::Modified, _) => Err(format!("{field} is a number")),
+        (Field::Key | Field::ContentType | Field::Digest, Literal::Text(_)) => Ok(()),
+        (Field::Key | Field::ContentType | Field::Digest, _) => Err(format!("{field} is text: quote the value")),
+        (Field::Attribute(_), _) => Ok(()),
+    }
+}
+
 /// A filter: conditions under and/or.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
