@@ -279,7 +279,7 @@ async fn batched_puts(url: &str, time: Duration) -> anyhow::Result<f64> {
 /// A `strata serve` child on an ephemeral loopback port.
 pub(super) struct Child {
     proc: tokio::process::Child,
-    url: String,
+    pub(super) url: String,
 }
 
 impl Child {

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_plugins;
+mod bench_search;
 mod client;
 mod output;
 
@@ -157,6 +158,8 @@ pub enum Cmd {
     Bench(bench::BenchArgs),
     /// Measure plugin call costs, instantiation and server start-up.
     BenchPlugins(bench_plugins::BenchPluginsArgs),
+    /// Load objects with attributes into a server and time searches.
+    BenchSearch(bench_search::BenchSearchArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -211,6 +214,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Serve { config } => serve(config).await,
         Cmd::Bench(args) => bench::run(args).await,
         Cmd::BenchPlugins(args) => bench_plugins::run(args).await,
+        Cmd::BenchSearch(args) => bench_search::run(args).await,
         cmd => client::run(&cli.addr, cmd).await,
     }
 }
