@@ -256,14 +256,7 @@ async fn batched_puts(url: &str, time: Duration) -> anyhow::Result<f64> {
                         }
                     })
                     .collect();
-                let res = c
-                    .put_many(futures::stream::iter(vec![pb::PutManyRequest { items }]))
-                    .await
-                    .map_err(client::status)?
-                    .into_inner();
-                if let Some(bad) = res.results.iter().find(|r| !r.error.is_empty()) {
-                    bail!("a batched put failed: {}", bad.error);
-                }
+                put_many(&mut c, items).await?;
                 done.fetch_add(256, std::sync::atomic::Ordering::Relaxed);
                 i += 1;
             }
@@ -274,6 +267,19 @@ async fn batched_puts(url: &str, time: Duration) -> anyhow::Result<f64> {
         t.await??;
     }
     Ok(done.load(std::sync::atomic::Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
+}
+
+/// One PutMany batch; any item's failure fails the bench.
+pub(super) async fn put_many(c: &mut client::Client, items: Vec<pb::PutManyItem>) -> anyhow::Result<()> {
+    let res = c
+        .put_many(futures::stream::iter(vec![pb::PutManyRequest { items }]))
+        .await
+        .map_err(client::status)?
+        .into_inner();
+    if let Some(bad) = res.results.iter().find(|r| !r.error.is_empty()) {
+        bail!("a batched put failed: {}", bad.error);
+    }
+    Ok(())
 }
 
 /// A `strata serve` child on an ephemeral loopback port.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use bytes::Bytes;
 
-use super::bench::Child;
+use super::bench::{Child, put_many};
 use super::client;
 use crate::api::pb;
 
@@ -81,14 +81,7 @@ async fn bench(args: &BenchSearchArgs) -> anyhow::Result<()> {
     while i < args.objects {
         let items: Vec<pb::PutManyItem> = (i..(i + 1000).min(args.objects)).map(item).collect();
         let n = items.len() as u64;
-        let res = c
-            .put_many(futures::stream::iter(vec![pb::PutManyRequest { items }]))
-            .await
-            .map_err(client::status)?
-            .into_inner();
-        if let Some(bad) = res.results.iter().find(|r| !r.error.is_empty()) {
-            bail!("a batched put failed: {}", bad.error);
-        }
+        put_many(&mut c, items).await?;
         i += n;
     }
     let load = started.elapsed();
