@@ -5,6 +5,17 @@ use tracing_subscriber::EnvFilter;
 
 fn main() {
     let cli = strata::cli::Cli::parse();
+    if !matches!(cli.cmd, strata::cli::Cmd::Serve { .. }) {
+        // A client piped into `head` should stop quietly when the pipe
+        // closes, as command-line tools do, not panic on the failed print.
+        // The server keeps Rust's default (ignored), so a closed socket
+        // is an error it handles.
+        // SAFETY: restoring the default disposition of one signal before any
+        // thread starts; no handler runs.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_env("STRATA_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)

@@ -103,3 +103,21 @@ async fn put_many_and_rm_many() {
     let ls: serde_json::Value = serde_json::from_str(&ok(&s.cli(&["ls", "batch/", "--json"]))).unwrap();
     assert_eq!(ls.as_array().unwrap().len(), 3);
 }
+
+#[test]
+fn a_closed_pipe_ends_the_cli_quietly() {
+    use std::process::{Command, Stdio};
+    let s = TestServer::start("");
+    let mut child = Command::new(strata_bin())
+        .args(["--addr", &s.url, "plugin", "ls"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the reading end before the CLI prints, as `| head -0` would.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!out.status.success());
+}
