@@ -74,7 +74,6 @@ pub async fn run(meta: &MetaStore, s: &Search) -> Result<Found, MetaError> {
         let done = (batch.len() as u32) < BATCH;
         for (record, position) in batch {
             scanned += 1;
-            after = Some(position.clone());
             if keep(s.filter.as_ref(), &record) {
                 records.push(record);
                 if records.len() as u32 == s.limit {
@@ -82,6 +81,8 @@ pub async fn run(meta: &MetaStore, s: &Search) -> Result<Found, MetaError> {
                     break 'pages;
                 }
             }
+            // The next batch resumes after the last object read.
+            after = Some(position);
         }
         if done {
             break;
