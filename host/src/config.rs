@@ -144,9 +144,31 @@ pub struct MetadataConfig {
     pub enable_versioning: bool,
     /// Most versions kept per key (oldest go first); 0 keeps all.
     pub max_versions: u32,
-    /// How often the database is checkpointed and optimised; 0s turns it off.
+    /// How often index terms of gone versions are swept and the database
+    /// is checkpointed and optimised; 0s turns it off.
     #[serde(with = "duration")]
     pub compact_interval: Duration,
+    /// How search indexes keep up with writes.
+    pub indexing_mode: IndexingMode,
+    /// How often the index worker catches indexes up (lazy mode, backfills,
+    /// and retries after a plugin failure).
+    #[serde(with = "duration")]
+    pub sync_interval: Duration,
+    /// Serve the Search call.
+    pub enable_search: bool,
+}
+
+/// When index terms are written.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum IndexingMode {
+    /// In the write's own transaction: searches see a write at once.
+    Eager,
+    /// By a background worker every `sync_interval`: writes pay nothing, and
+    /// searches scan what the indexes have not reached yet.
+    Lazy,
+    /// Indexes are neither kept nor used; searches scan.
+    Disabled,
 }
 
 impl Default for MetadataConfig {
@@ -158,6 +180,9 @@ impl Default for MetadataConfig {
             enable_versioning: true,
             max_versions: 0,
             compact_interval: Duration::from_secs(3600),
+            indexing_mode: IndexingMode::Eager,
+            sync_interval: Duration::from_secs(1),
+            enable_search: true,
         }
     }
 }
@@ -270,6 +295,9 @@ impl Config {
         }
         if self.server.max_batch_items == 0 {
             return bad("server.max_batch_items", "must be at least 1");
+        }
+        if self.metadata.sync_interval.is_zero() {
+            return bad("metadata.sync_interval", "must be more than 0s");
         }
         if self.wasm.max_instances == 0 {
             return bad("wasm.max_instances", "must be at least 1");

@@ -11,11 +11,12 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::api::{self, Api, Limits, pb};
-use crate::config::{Compression, Config, MetaBackend};
+use crate::config::{Compression, Config, IndexingMode, MetaBackend};
 use crate::meta::{MetaOptions, MetaStore};
 use crate::metrics::Metrics;
 use crate::objects::{Objects, Upkeep};
 use crate::plugin::Plugins;
+use crate::search::index::PluginTerms;
 use crate::store::{Codec, Key, LocalStore};
 
 /// HTTP/2 flow-control window per stream; it bounds what one transfer buffers.
@@ -54,6 +55,7 @@ impl Server {
             cache_size: config.metadata.cache_size,
             versioning: config.metadata.enable_versioning,
             max_versions: config.metadata.max_versions,
+            indexing: config.metadata.indexing_mode,
         })
         .await
         .context("opening the metadata store")?;
@@ -76,6 +78,8 @@ impl Server {
             ms = report.total.as_millis() as u64,
             "plugins loaded"
         );
+        let plugins = Arc::new(plugins);
+        objects.meta().set_term_maker(Arc::new(PluginTerms(plugins.clone())));
         let listener = TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("cannot listen on {} (server.listen)", config.server.listen))?;
@@ -84,7 +88,7 @@ impl Server {
             data_dir: config.storage.base_path.clone(),
             listener,
             objects,
-            plugins: Arc::new(plugins),
+            plugins,
             config,
         })
     }
@@ -131,12 +135,17 @@ impl Server {
             });
         }
 
+        if self.config.metadata.indexing_mode != IndexingMode::Disabled {
+            tokio::spawn(index_worker(self.objects.meta().clone(), self.config.metadata.sync_interval, stop_rx.clone()));
+        }
+
         let max_msg = self.config.server.max_message_size.0 as usize;
         let limits = Limits {
             max_key_length: self.config.server.max_key_length,
             max_batch_items: self.config.server.max_batch_items,
             // Leave room for the message envelope.
             max_chunk: (max_msg - 1024).min(1 << 20),
+            search: self.config.metadata.enable_search,
         };
         let svc = pb::strata_server::StrataServer::new(Api::new(self.objects.clone(), self.plugins.clone(), limits))
             .max_decoding_message_size(max_msg)
@@ -213,4 +222,27 @@ pub async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+/// Versions indexed per transaction by the worker: small enough that writes
+/// waiting for the connection are not held up long.
+const INDEX_BATCH: u32 = 2048;
+
+/// Catches indexes up (backfills, lazy mode, retries after a plugin
+/// failure) every `every`, or at once when an index is made or dropped; a
+/// drop also sweeps the dropped index's terms.
+async fn index_worker(meta: Arc<MetaStore>, every: std::time::Duration, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = meta.index_work() => {}
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+        if let Err(e) = meta.catch_up_indexes(INDEX_BATCH).await {
+            warn!(error = %e, "index catch-up failed");
+        }
+        if meta.take_dropped() && let Err(e) = meta.sweep_index_terms().await {
+            warn!(error = %e, "index sweep failed");
+        }
+    }
 }

@@ -45,7 +45,8 @@ pub fn code_of(e: &ObjectError) -> Code {
             MetaError::NoSuchBucket { .. }
             | MetaError::NotFound { .. }
             | MetaError::NoSuchVersion { .. } => Code::NotFound,
-            MetaError::BucketExists { .. } => Code::AlreadyExists,
+            MetaError::NoSuchIndex { .. } => Code::NotFound,
+            MetaError::BucketExists { .. } | MetaError::IndexExists { .. } => Code::AlreadyExists,
             MetaError::BucketNotEmpty { .. } | MetaError::DefaultBucket { .. } => Code::FailedPrecondition,
             MetaError::ConditionFailed { .. } => Code::FailedPrecondition,
             _ => Code::Internal,

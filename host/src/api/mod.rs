@@ -8,6 +8,7 @@ pub mod codec;
 mod delete;
 pub mod error;
 mod get;
+mod index;
 mod list;
 mod plugin;
 mod put;
@@ -40,6 +41,8 @@ pub struct Limits {
     pub max_batch_items: usize,
     /// Largest chunk sent in a Get response.
     pub max_chunk: usize,
+    /// `metadata.enable_search`.
+    pub search: bool,
 }
 
 pub struct Api {
@@ -181,7 +184,31 @@ impl pb::strata_server::Strata for Api {
     }
 
     async fn search(&self, req: Request<pb::SearchRequest>) -> Result<Response<pb::SearchResponse>, Status> {
-        self.timed("search", search::handle_search(&self.objects, req.into_inner())).await.map(Response::new)
+        if !self.limits.search {
+            return Err(Status::failed_precondition(
+                "search is disabled on this server (metadata.enable_search = false)",
+            ));
+        }
+        self.timed("search", search::handle_search(&self.objects, &self.plugins, req.into_inner()))
+            .await
+            .map(Response::new)
+    }
+
+    async fn create_index(&self, req: Request<pb::CreateIndexRequest>) -> Result<Response<pb::IndexInfo>, Status> {
+        self.timed("create_index", index::handle_create(&self.objects, &self.plugins, req.into_inner()))
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_indexes(
+        &self,
+        req: Request<pb::ListIndexesRequest>,
+    ) -> Result<Response<pb::ListIndexesResponse>, Status> {
+        self.timed("list_indexes", index::handle_list(&self.objects, req.into_inner())).await.map(Response::new)
+    }
+
+    async fn drop_index(&self, req: Request<pb::DropIndexRequest>) -> Result<Response<pb::DropIndexResponse>, Status> {
+        self.timed("drop_index", index::handle_drop(&self.objects, req.into_inner())).await.map(Response::new)
     }
 
     async fn stats(&self, _req: Request<pb::StatsRequest>) -> Result<Response<pb::StatsResponse>, Status> {

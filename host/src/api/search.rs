@@ -6,6 +6,7 @@ use super::error::invalid;
 use super::{object_info, pb, validate};
 use crate::meta::Position;
 use crate::objects::Objects;
+use crate::plugin::Plugins;
 use crate::search::{Condition, Expr, Field, Literal, Op, run};
 
 /// Deepest nesting of all/any, and most conditions, one filter may have.
@@ -67,7 +68,7 @@ fn cursor(raw: &str) -> Result<Option<Position>, Status> {
     serde_json::from_slice(&bytes).map(Some).map_err(|_| invalid("cursor: not one this server gave out"))
 }
 
-pub async fn handle_search(objects: &Objects, req: pb::SearchRequest) -> Result<pb::SearchResponse, Status> {
+pub async fn handle_search(objects: &Objects, plugins: &Plugins, req: pb::SearchRequest) -> Result<pb::SearchResponse, Status> {
     let bucket = validate::bucket(&req.bucket)?;
     let filter = match req.filter {
         Some(f) => Some(filter(f, 0, &mut 0, "filter")?),
@@ -80,7 +81,7 @@ pub async fn handle_search(objects: &Objects, req: pb::SearchRequest) -> Result<
         n => n,
     };
     let search = run::Search { bucket, filter, sort, descending: req.descending, limit, after: cursor(&req.cursor)? };
-    let found = run::run(objects.meta(), &search).await?;
+    let found = run::run(objects.meta(), Some(plugins), &search).await?;
     let next_cursor = match &found.next {
         Some(p) => hex::encode(serde_json::to_vec(p).map_err(|e| Status::internal(e.to_string()))?),
         None => String::new(),
@@ -91,5 +92,6 @@ pub async fn handle_search(objects: &Objects, req: pb::SearchRequest) -> Result<
         took_ms: found.took.as_secs_f64() * 1e3,
         plan: found.plan,
         scanned: found.scanned,
+        indexed: found.indexed,
     })
 }

@@ -11,7 +11,7 @@ use tonic::Status;
 use tonic::transport::Channel;
 
 use super::output;
-use super::{BucketCmd, Cmd, PluginCmd};
+use super::{BucketCmd, Cmd, IndexCmd, PluginCmd};
 use crate::api::pb::{self, strata_client::StrataClient};
 
 /// Upload chunk size: the store's frame size, well under the message limit.
@@ -295,6 +295,46 @@ pub async fn run(addr: &str, cmd: Cmd) -> anyhow::Result<()> {
             let r = c.search(req).await.map_err(status)?.into_inner();
             output::search(&r, explain, json);
         }
+        Cmd::Index { cmd } => match cmd {
+            IndexCmd::Create { name, fields, kind, bucket, wait } => {
+                let req = pb::CreateIndexRequest { bucket: bucket.clone().unwrap_or_default(), name, fields, r#type: kind };
+                let mut info = c.create_index(req).await.map_err(status)?.into_inner();
+                while wait && info.state == "building" {
+                    if std::io::stderr().is_terminal() {
+                        eprint!("\rbackfilling {}: {:5.1}%", info.name, info.progress * 100.0);
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    let all = c
+                        .list_indexes(pb::ListIndexesRequest { bucket: info.bucket.clone() })
+                        .await
+                        .map_err(status)?
+                        .into_inner();
+                    info = all
+                        .indexes
+                        .into_iter()
+                        .find(|i| i.name == info.name)
+                        .ok_or_else(|| anyhow!("index {} was dropped while it was built", info.name))?;
+                }
+                if wait && std::io::stderr().is_terminal() {
+                    eprintln!();
+                }
+                if info.state == "failing" {
+                    bail!("index {} is failing: {}", info.name, info.error);
+                }
+                output::indexes(std::slice::from_ref(&info), false);
+            }
+            IndexCmd::Ls { bucket, json } => {
+                let r = c
+                    .list_indexes(pb::ListIndexesRequest { bucket: bucket.unwrap_or_default() })
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                output::indexes(&r.indexes, json);
+            }
+            IndexCmd::Rm { name, bucket } => {
+                c.drop_index(pb::DropIndexRequest { bucket: bucket.unwrap_or_default(), name }).await.map_err(status)?;
+            }
+        },
         Cmd::Health => {
             let channel = tonic::transport::Endpoint::from_shared(addr.to_string())?.connect().await?;
             let mut h = tonic_health::pb::health_client::HealthClient::new(channel);

@@ -147,6 +147,11 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Search indexes: create, list, drop.
+    Index {
+        #[command(subcommand)]
+        cmd: IndexCmd,
+    },
     /// Ask the server whether it is serving (gRPC health).
     Health,
     /// Loaded WebAssembly plugins.
@@ -170,6 +175,42 @@ pub enum BucketCmd {
         json: bool,
     },
     Rm { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum IndexCmd {
+    /// Index fields of a bucket's objects with an index-type plugin; the
+    /// existing objects are backfilled in the background.
+    ///
+    /// `strata index create by-size --field size --type btree`
+    Create {
+        name: String,
+        /// A field: key, size, content_type, created, modified, digest, or an
+        /// attribute name. Repeat for a multi-field index.
+        #[arg(long = "field", short = 'f', required = true)]
+        fields: Vec<String>,
+        /// Index-type plugin: btree, hash, fulltext, tags, or a loaded one.
+        #[arg(long = "type", short = 't', default_value = "btree")]
+        kind: String,
+        #[arg(long, short)]
+        bucket: Option<String>,
+        /// Wait for the backfill, showing its progress.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// List indexes with their state and backfill progress.
+    Ls {
+        #[arg(long, short)]
+        bucket: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drop an index; searches stop using it at once.
+    Rm {
+        name: String,
+        #[arg(long, short)]
+        bucket: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -171,6 +171,34 @@ pub fn placement(r: &pb::PlaceResponse, json: bool) {
     }
 }
 
+pub fn indexes(list: &[pb::IndexInfo], json: bool) {
+    if json {
+        let v: Vec<Value> = list
+            .iter()
+            .map(|i| {
+                json!({
+                    "bucket": i.bucket, "name": i.name, "fields": i.fields, "type": i.r#type,
+                    "state": i.state, "progress": i.progress, "lag": i.lag, "error": i.error,
+                    "created_ms": i.created_ms,
+                })
+            })
+            .collect();
+        println!("{}", Value::Array(v));
+        return;
+    }
+    println!("{:<16} {:<20} {:<10} {:<14} {:>8}  FIELDS", "BUCKET", "NAME", "TYPE", "STATE", "LAG");
+    for i in list {
+        let state = match i.state.as_str() {
+            "building" => format!("building {:.0}%", i.progress * 100.0),
+            s => s.to_string(),
+        };
+        println!("{:<16} {:<20} {:<10} {:<14} {:>8}  {}", i.bucket, i.name, i.r#type, state, i.lag, i.fields.join(","));
+        if !i.error.is_empty() {
+            println!("  error: {}", i.error);
+        }
+    }
+}
+
 pub fn search(r: &pb::SearchResponse, explain: bool, json: bool) {
     if json {
         let objects: Vec<Value> = r.objects.iter().map(object_json).collect();
@@ -178,7 +206,7 @@ pub fn search(r: &pb::SearchResponse, explain: bool, json: bool) {
             "{}",
             json!({
                 "objects": objects, "next_cursor": r.next_cursor, "plan": r.plan,
-                "scanned": r.scanned, "took_ms": r.took_ms,
+                "scanned": r.scanned, "took_ms": r.took_ms, "indexed": r.indexed,
             })
         );
         return;

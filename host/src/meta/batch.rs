@@ -14,6 +14,7 @@ use sqlx::sqlite::{SqliteConnection, SqlitePool};
 use sqlx::{Connection as _, Row};
 
 use super::clock::now_ms;
+use super::index::{self, TermMaker};
 use super::sql::{Deltas, Policy, enforce_retention, record};
 use super::{Condition, MetaError, NewVersion, ObjectRecord};
 use crate::store::Digest;
@@ -38,11 +39,23 @@ type Results = Vec<Result<ObjectRecord, MetaError>>;
 /// under SQLite's limit on bound values).
 const INLINE_ROWS_PER_STATEMENT: usize = 512;
 
-pub async fn commit_puts(pool: &SqlitePool, policy: &Policy<'_>, items: &[NewVersion]) -> Result<Results, MetaError> {
+/// Commits the batch; with `eager`, indexes catch up in the same
+/// transaction.
+pub async fn commit_puts(
+    pool: &SqlitePool,
+    policy: &Policy<'_>,
+    items: &[NewVersion],
+    eager: Option<&dyn TermMaker>,
+) -> Result<Results, MetaError> {
     let mut conn = pool.acquire().await?;
     let mut tx = conn.begin().await?;
     let started = std::time::Instant::now();
     let out = commit_in(&mut tx, policy, items).await?;
+    if let Some(maker) = eager
+        && out.iter().any(Result::is_ok)
+    {
+        index::eager(&mut tx, maker).await?;
+    }
     let written = started.elapsed();
     tx.commit().await?;
     tracing::debug!(items = items.len(), ?written, took = ?started.elapsed(), "metadata batch");

@@ -13,12 +13,13 @@
 mod batch;
 mod cache;
 mod clock;
+mod index;
 mod scan;
 mod sql;
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -27,10 +28,12 @@ use sqlx::sqlite::{
 };
 
 pub use cache::CacheStats;
+pub use index::{Candidates, IndexDef, Step, TermMaker, TermMatch};
 pub use scan::{Position, SortField, SortValue};
 use cache::MetaCache;
 use clock::Clock;
 
+use crate::config::IndexingMode;
 use crate::store::Digest;
 
 /// User attributes: a JSON object of strings, numbers, booleans and arrays.
@@ -135,6 +138,10 @@ pub enum MetaError {
     NoSuchVersion { bucket: String, key: String, version: String },
     #[error("condition failed for {key:?}: {why}")]
     ConditionFailed { key: String, why: String },
+    #[error("bucket {bucket:?} already has an index named {name:?}")]
+    IndexExists { bucket: String, name: String },
+    #[error("bucket {bucket:?} has no index named {name:?}")]
+    NoSuchIndex { bucket: String, name: String },
     #[error("metadata database error: {0}")]
     Db(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -160,6 +167,7 @@ pub struct MetaOptions {
     pub cache_size: usize,
     pub versioning: bool,
     pub max_versions: u32,
+    pub indexing: IndexingMode,
 }
 
 pub struct MetaStore {
@@ -170,6 +178,13 @@ pub struct MetaStore {
     node_id: String,
     versioning: bool,
     max_versions: u32,
+    indexing: IndexingMode,
+    /// Set once plugins are loaded; until then indexes wait.
+    terms: OnceLock<Arc<dyn TermMaker>>,
+    /// Wakes the index worker (an index was made or dropped).
+    index_wake: tokio::sync::Notify,
+    /// An index was dropped since the last sweep.
+    index_dropped: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for MetaStore {
@@ -208,6 +223,10 @@ impl MetaStore {
             node_id,
             versioning: opts.versioning,
             max_versions: opts.max_versions,
+            indexing: opts.indexing,
+            terms: OnceLock::new(),
+            index_wake: tokio::sync::Notify::new(),
+            index_dropped: Default::default(),
         }))
     }
 
@@ -313,7 +332,20 @@ impl MetaStore {
         if !self.bucket_exists(bucket).await? {
             return Err(MetaError::NoSuchBucket { bucket: bucket.into() });
         }
-        scan::scan(&self.read, bucket, sort, descending, after, limit).await
+        scan::scan(&self.read, bucket, sort, descending, after, limit, None).await
+    }
+
+    /// Like [`MetaStore::scan`], over only the versions `ids`.
+    pub async fn scan_ids(
+        &self,
+        bucket: &str,
+        sort: &SortField,
+        descending: bool,
+        after: Option<&Position>,
+        limit: u32,
+        ids: &[i64],
+    ) -> Result<Vec<(ObjectRecord, Position)>, MetaError> {
+        scan::scan(&self.read, bucket, sort, descending, after, limit, Some(ids)).await
     }
 
     /// Every version of a key, newest first.
@@ -334,7 +366,11 @@ impl MetaStore {
         &self,
         items: &[NewVersion],
     ) -> Result<Vec<Result<ObjectRecord, MetaError>>, MetaError> {
-        let out = batch::commit_puts(&self.write, &self.policy(), items).await?;
+        let eager = match self.indexing {
+            IndexingMode::Eager => self.terms.get().map(|t| &**t),
+            _ => None,
+        };
+        let out = batch::commit_puts(&self.write, &self.policy(), items, eager).await?;
         for item in items {
             self.cache.invalidate(&item.bucket, &item.key);
         }
@@ -408,9 +444,100 @@ impl MetaStore {
         Ok(s)
     }
 
-    /// Checkpoints the WAL and refreshes the planner's statistics.
+    /// Sweeps index terms left by gone versions and dropped indexes,
+    /// checkpoints the WAL and refreshes the planner's statistics.
     pub async fn compact(&self) -> Result<(), MetaError> {
+        let swept = index::sweep(&self.write).await?;
+        if swept > 0 {
+            tracing::debug!(swept, "stale index terms removed");
+        }
         sql::compact(&self.write).await
+    }
+
+    // ---- search indexes ----
+
+    pub fn indexing(&self) -> IndexingMode {
+        self.indexing
+    }
+
+    /// Lets indexes compute terms; until this is called they wait.
+    pub fn set_term_maker(&self, maker: Arc<dyn TermMaker>) {
+        if self.terms.set(maker).is_ok() {
+            self.index_wake.notify_one();
+        }
+    }
+
+    /// Defines an index; it backfills in the background and serves searches
+    /// once done.
+    pub async fn create_index(
+        &self,
+        bucket: &str,
+        name: &str,
+        fields: &[String],
+        kind: &str,
+    ) -> Result<IndexDef, MetaError> {
+        let def = index::create(&self.write, bucket, name, fields, kind, clock::now_ms()).await?;
+        self.index_wake.notify_one();
+        Ok(def)
+    }
+
+    pub async fn list_indexes(&self) -> Result<Vec<IndexDef>, MetaError> {
+        index::list(&self.read).await
+    }
+
+    /// Drops an index at once; its terms are swept in the background.
+    pub async fn drop_index(&self, bucket: &str, name: &str) -> Result<(), MetaError> {
+        index::drop(&self.write, bucket, name).await?;
+        self.index_dropped.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.index_wake.notify_one();
+        Ok(())
+    }
+
+    /// The newest version id: how far indexes have to go.
+    pub async fn head(&self) -> Result<i64, MetaError> {
+        index::head(&self.read).await
+    }
+
+    /// Up to `limit` version ids of a candidate set.
+    pub async fn candidate_ids(&self, c: &Candidates, limit: u32) -> Result<Vec<i64>, MetaError> {
+        index::candidate_ids(&self.read, c, limit).await
+    }
+
+    /// Resolves when the index worker has something to do.
+    pub async fn index_work(&self) {
+        self.index_wake.notified().await
+    }
+
+    /// Brings every index up to the newest version, `batch` versions per
+    /// transaction so writes interleave. Returns the versions read.
+    pub async fn catch_up_indexes(&self, batch: u32) -> Result<u64, MetaError> {
+        let Some(maker) = self.terms.get() else { return Ok(0) };
+        let mut read = 0;
+        for d in index::list(&self.write).await? {
+            loop {
+                let mut conn = self.write.acquire().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                let Some(now) = index::get_on(&mut tx, d.id).await? else { break };
+                let step = index::catch_up(&mut tx, &**maker, &now, batch).await?;
+                tx.commit().await?;
+                read += step.read;
+                if step.current || step.failed {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+        Ok(read)
+    }
+
+    /// Whether an index was dropped since the last call.
+    pub fn take_dropped(&self) -> bool {
+        self.index_dropped.swap(false, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Removes terms of gone versions and dropped indexes.
+    pub async fn sweep_index_terms(&self) -> Result<u64, MetaError> {
+        index::sweep(&self.write).await
     }
 
     pub async fn close(&self) {

@@ -66,7 +66,17 @@ pub async fn scan(
     descending: bool,
     after: Option<&Position>,
     limit: u32,
+    only: Option<&[i64]>,
 ) -> Result<Vec<(ObjectRecord, Position)>, MetaError> {
+    // Restricted to a candidate list, the list drives the join (CROSS JOIN
+    // fixes the order): each id is a rowid lookup, never a pass over the
+    // bucket.
+    let ids = only.map(|ids| serde_json::Value::from(ids.to_vec()).to_string());
+    let from = if ids.is_some() {
+        "FROM json_each(?) c CROSS JOIN versions v ON v.id = c.value CROSS JOIN objects o ON o.version_id = v.id"
+    } else {
+        "FROM objects o JOIN versions v ON v.id = o.version_id"
+    };
     let (expr, path) = match sort {
         SortField::Key => ("o.key", None),
         SortField::Size => ("v.size", None),
@@ -81,9 +91,10 @@ pub async fn scan(
     // Valued objects first (unless the page starts among the unvalued).
     if !matches!(after, Some(Position::Unvalued { .. })) {
         let mut binds = Vec::new();
-        let mut sql = format!("SELECT {COLUMNS}, {expr} AS sv, typeof({expr}) AS st FROM objects o JOIN versions v ON v.id = o.version_id WHERE o.bucket = ? AND {expr} IS NOT NULL");
+        let mut sql = format!("SELECT {COLUMNS}, {expr} AS sv, typeof({expr}) AS st {from} WHERE o.bucket = ? AND {expr} IS NOT NULL");
         binds.extend(path.iter().map(|p| Bind::Text(p.clone())));
         binds.extend(path.iter().map(|p| Bind::Text(p.clone())));
+        binds.extend(ids.iter().map(|j| Bind::Text(j.clone())));
         binds.push(Bind::Text(bucket.into()));
         binds.extend(path.iter().map(|p| Bind::Text(p.clone())));
         if let Some(Position::Valued { value, key }) = after {
@@ -114,7 +125,8 @@ pub async fn scan(
     }
     if matches!(sort, SortField::Attribute(_) | SortField::Digest) {
         let mut binds = Vec::new();
-        let mut sql = format!("SELECT {COLUMNS} FROM objects o JOIN versions v ON v.id = o.version_id WHERE o.bucket = ? AND {expr} IS NULL");
+        let mut sql = format!("SELECT {COLUMNS} {from} WHERE o.bucket = ? AND {expr} IS NULL");
+        binds.extend(ids.iter().map(|j| Bind::Text(j.clone())));
         binds.push(Bind::Text(bucket.into()));
         binds.extend(path.iter().map(|p| Bind::Text(p.clone())));
         if let Some(Position::Unvalued { key }) = after {

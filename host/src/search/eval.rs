@@ -74,6 +74,29 @@ fn field<'a>(doc: &Doc<'a>, f: &Field) -> Val<'a> {
     }
 }
 
+/// A field's value as index plugins receive it: absent and JSON objects
+/// are null; list items that are not scalars are null.
+pub fn plugin_value(doc: &Doc<'_>, f: &Field) -> crate::plugin::Value {
+    use crate::plugin::{Scalar, Value};
+    match field(doc, f) {
+        Val::Absent | Val::Object => Value::Null,
+        Val::Bool(b) => Value::Boolean(b),
+        Val::Num(n) => Value::Number(n),
+        Val::Text(t) => Value::Text(t.to_string()),
+        Val::List(items) => Value::List(
+            items
+                .iter()
+                .map(|item| match json(Some(item)) {
+                    Val::Bool(b) => Scalar::Boolean(b),
+                    Val::Num(n) => Scalar::Number(n),
+                    Val::Text(t) => Scalar::Text(t.to_string()),
+                    _ => Scalar::Null,
+                })
+                .collect(),
+        ),
+    }
+}
+
 /// Same-type order, or none across types.
 fn compare(v: &Val<'_>, lit: &Literal) -> Option<Ordering> {
     match (v, lit) {

@@ -1,15 +1,23 @@
-//! Running a search. Today every search scans the bucket's live objects in
-//! the sort order and keeps those the filter matches; the metadata issue
-//! adds indexes and a planner that uses them.
+//! Running a search: plan with the bucket's ready indexes, read the
+//! candidates (or every live object) in the sort order, and keep those the
+//! filter matches. The filter is always rechecked, so an index only decides
+//! how much is read, never what is found.
 
 use std::time::{Duration, Instant};
 
-use super::eval::{Doc, matches};
+use super::eval::matches;
+use super::index::{Planner, with_doc};
 use super::query::{Expr, Field};
+use crate::config::IndexingMode;
 use crate::meta::{MetaError, MetaStore, ObjectRecord, Position, SortField};
+use crate::plugin::Plugins;
 
 /// Objects read from the store per round trip.
 const BATCH: u32 = 512;
+
+/// Most candidates an index may give before a scan is the cheaper way:
+/// candidates are read and sorted as a whole, a scan stops at the page.
+pub const MAX_CANDIDATES: u32 = 20_000;
 
 #[derive(Debug, Clone)]
 pub struct Search {
@@ -32,6 +40,8 @@ pub struct Found {
     pub took: Duration,
     /// How the answer was found, for `--explain`.
     pub plan: String,
+    /// Whether an index served the search.
+    pub indexed: bool,
 }
 
 fn sort_field(f: &Field) -> SortField {
@@ -49,28 +59,47 @@ fn sort_field(f: &Field) -> SortField {
 /// Whether `r` matches `filter` (no filter matches everything).
 pub fn keep(filter: Option<&Expr>, r: &ObjectRecord) -> bool {
     let Some(filter) = filter else { return true };
-    let digest = r.digest.map(|d| d.to_string());
-    let d = Doc {
-        key: &r.key,
-        size: r.size,
-        content_type: &r.content_type,
-        created_ms: r.created_ms,
-        modified_ms: r.modified_ms,
-        digest: digest.as_deref(),
-        attributes: &r.attributes,
-    };
-    matches(filter, &d)
+    with_doc(r, |d| matches(filter, d))
 }
 
-pub async fn run(meta: &MetaStore, s: &Search) -> Result<Found, MetaError> {
+/// Answers `s`; `plugins` is none when indexes must not be used.
+pub async fn run(meta: &MetaStore, plugins: Option<&Plugins>, s: &Search) -> Result<Found, MetaError> {
     let started = Instant::now();
+    let order = format!("{} {}", s.sort, if s.descending { "descending" } else { "ascending" });
+    let mut notes = Vec::new();
+    let mut ids = None;
+    if let (Some(filter), Some(plugins)) = (&s.filter, plugins)
+        && meta.indexing() != IndexingMode::Disabled
+    {
+        let indexes: Vec<_> =
+            meta.list_indexes().await?.into_iter().filter(|i| i.bucket == s.bucket && i.ready).collect();
+        if !indexes.is_empty() {
+            let mut planner = Planner { plugins, indexes, head: meta.head().await?, notes: Vec::new() };
+            let candidates = planner.plan(filter);
+            if candidates.is_some() {
+                notes = planner.notes;
+            }
+            if let Some(c) = candidates {
+                let found = meta.candidate_ids(&c, MAX_CANDIDATES + 1).await?;
+                if found.len() as u32 > MAX_CANDIDATES {
+                    notes.push(format!("more than {MAX_CANDIDATES} candidates: scanning instead"));
+                } else {
+                    notes.push(format!("{} candidates, read in {order} order, filter rechecked", found.len()));
+                    ids = Some(found);
+                }
+            }
+        }
+    }
     let sort = sort_field(&s.sort);
     let mut after = s.after.clone();
     let mut records = Vec::new();
     let mut scanned = 0u64;
     let mut next = None;
     'pages: loop {
-        let batch = meta.scan(&s.bucket, &sort, s.descending, after.as_ref(), BATCH).await?;
+        let batch = match &ids {
+            Some(ids) => meta.scan_ids(&s.bucket, &sort, s.descending, after.as_ref(), BATCH, ids).await?,
+            None => meta.scan(&s.bucket, &sort, s.descending, after.as_ref(), BATCH).await?,
+        };
         let done = (batch.len() as u32) < BATCH;
         for (record, position) in batch {
             scanned += 1;
@@ -88,12 +117,15 @@ pub async fn run(meta: &MetaStore, s: &Search) -> Result<Found, MetaError> {
             break;
         }
     }
-    let plan = format!(
-        "scan bucket {:?} in {} {} order, filter each object ({})",
-        s.bucket,
-        s.sort,
-        if s.descending { "descending" } else { "ascending" },
-        if s.filter.is_some() { "no index serves it yet" } else { "no filter" },
-    );
-    Ok(Found { records, next, scanned, took: started.elapsed(), plan })
+    let indexed = ids.is_some();
+    if !indexed {
+        let why = match (&s.filter, plugins.is_some() && meta.indexing() != IndexingMode::Disabled) {
+            (None, _) => "no filter",
+            (Some(_), false) => "indexes are disabled",
+            (Some(_), true) if notes.is_empty() => "no ready index serves the filter",
+            (Some(_), true) => "filter each object",
+        };
+        notes.push(format!("scan bucket {:?} in {order} order ({why})", s.bucket));
+    }
+    Ok(Found { records, next, scanned, took: started.elapsed(), plan: notes.join("; "), indexed })
 }

@@ -1,0 +1,454 @@
+//! Search indexes as the store keeps them: definitions, the terms plugins
+//! computed, catching an index up with new versions, and the candidate
+//! sets searches draw from them.
+//!
+//! An index covers every version up to its watermark. Versions above it
+//! (the tail) are added to every candidate set, so an index that lags
+//! (lazy mode, a backfill, a failing plugin) still gives exact answers: it
+//! only costs more.
+
+use serde_json::json;
+use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
+use sqlx::{AssertSqlSafe, Row};
+
+use super::sql::record;
+use super::{MetaError, ObjectRecord};
+
+/// An index as defined, with how far it has got.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexDef {
+    pub id: i64,
+    pub bucket: String,
+    pub name: String,
+    /// Field names, as searches spell them.
+    pub fields: Vec<String>,
+    /// The index-type plugin.
+    pub kind: String,
+    /// Versions up to this id are indexed.
+    pub watermark: i64,
+    /// The newest version when the index was made; the backfill ends here.
+    pub target: i64,
+    /// The backfill is done: searches may use the index.
+    pub ready: bool,
+    /// Why the last catch-up failed.
+    pub error: Option<String>,
+    pub created_ms: i64,
+}
+
+impl IndexDef {
+    /// How much of the backfill is done, 0.0 to 1.0.
+    pub fn progress(&self) -> f64 {
+        if self.ready || self.target <= 0 {
+            1.0
+        } else {
+            (self.watermark as f64 / self.target as f64).clamp(0.0, 1.0)
+        }
+    }
+}
+
+/// Computes terms: the host's bridge to index-type plugins.
+pub trait TermMaker: Send + Sync {
+    /// The terms of each record for `index`, one list per record.
+    fn terms(&self, index: &IndexDef, records: &[ObjectRecord]) -> Result<Vec<Vec<Vec<u8>>>, String>;
+}
+
+/// Which stored terms a lookup wants.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TermMatch {
+    Exact(Vec<u8>),
+    Prefix(Vec<u8>),
+    /// Bounds with whether each is inclusive.
+    Range { lower: Option<(Vec<u8>, bool)>, upper: Option<(Vec<u8>, bool)> },
+}
+
+/// A set of version ids that holds every live object matching some
+/// condition (and maybe more).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Candidates {
+    /// Versions with terms matching all matches of any group, plus the tail
+    /// above the index's watermark.
+    Index { index: IndexDef, groups: Vec<Vec<TermMatch>> },
+    And(Vec<Candidates>),
+    Or(Vec<Candidates>),
+}
+
+pub(super) enum Bind {
+    Text(String),
+    Int(i64),
+    Blob(Vec<u8>),
+}
+
+impl Candidates {
+    /// A compound SELECT of one column, `id`.
+    fn sql(&self, binds: &mut Vec<Bind>) -> String {
+        match self {
+            Candidates::Index { index, groups } => {
+                let mut parts = Vec::new();
+                for group in groups {
+                    let each: Vec<String> = group
+                        .iter()
+                        .map(|m| {
+                            binds.push(Bind::Int(index.id));
+                            format!(
+                                "SELECT version_id AS id FROM index_terms WHERE index_id = ? AND {}",
+                                term_condition(m, binds)
+                            )
+                        })
+                        .collect();
+                    parts.push(format!("SELECT id FROM ({})", each.join(" INTERSECT ")));
+                }
+                binds.push(Bind::Int(index.watermark));
+                binds.push(Bind::Text(index.bucket.clone()));
+                parts.push("SELECT id FROM versions WHERE id > ? AND bucket = ? AND digest IS NOT NULL".into());
+                parts.join(" UNION ")
+            }
+            Candidates::And(all) => {
+                let each: Vec<String> = all.iter().map(|c| format!("SELECT id FROM ({})", c.sql(binds))).collect();
+                each.join(" INTERSECT ")
+            }
+            Candidates::Or(any) => {
+                let each: Vec<String> = any.iter().map(|c| format!("SELECT id FROM ({})", c.sql(binds))).collect();
+                each.join(" UNION ")
+            }
+        }
+    }
+}
+
+/// The WHERE fragment of one term match.
+fn term_condition(m: &TermMatch, binds: &mut Vec<Bind>) -> String {
+    match m {
+        TermMatch::Exact(t) => {
+            binds.push(Bind::Blob(t.clone()));
+            "term = ?".into()
+        }
+        TermMatch::Prefix(p) => {
+            binds.push(Bind::Blob(p.clone()));
+            match prefix_successor(p) {
+                Some(s) => {
+                    binds.push(Bind::Blob(s));
+                    "term >= ? AND term < ?".into()
+                }
+                None => "term >= ?".into(),
+            }
+        }
+        TermMatch::Range { lower, upper } => {
+            let mut parts = vec!["1".to_string()];
+            if let Some((t, inclusive)) = lower {
+                binds.push(Bind::Blob(t.clone()));
+                parts.push(format!("term {} ?", if *inclusive { ">=" } else { ">" }));
+            }
+            if let Some((t, inclusive)) = upper {
+                binds.push(Bind::Blob(t.clone()));
+                parts.push(format!("term {} ?", if *inclusive { "<=" } else { "<" }));
+            }
+            parts.join(" AND ")
+        }
+    }
+}
+
+/// The least byte string greater than every string starting with `p`;
+/// none when `p` is all 0xFF.
+fn prefix_successor(p: &[u8]) -> Option<Vec<u8>> {
+    let mut s = p.to_vec();
+    while let Some(last) = s.pop() {
+        if last < 0xFF {
+            s.push(last + 1);
+            return Some(s);
+        }
+    }
+    None
+}
+
+fn query<'q>(sql: String, binds: Vec<Bind>) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    // The text is built only from fixed fragments; every value is bound.
+    let mut q = sqlx::query(AssertSqlSafe(sql));
+    for b in binds {
+        q = match b {
+            Bind::Text(t) => q.bind(t),
+            Bind::Int(i) => q.bind(i),
+            Bind::Blob(b) => q.bind(b),
+        };
+    }
+    q
+}
+
+/// Up to `limit` ids of the candidate set.
+pub async fn candidate_ids(pool: &SqlitePool, c: &Candidates, limit: u32) -> Result<Vec<i64>, MetaError> {
+    let mut binds = Vec::new();
+    let sql = format!("SELECT id FROM ({}) LIMIT ?", c.sql(&mut binds));
+    binds.push(Bind::Int(limit as i64));
+    let rows = query(sql, binds).fetch_all(pool).await?;
+    rows.iter().map(|r| r.try_get::<i64, _>("id").map_err(MetaError::from)).collect()
+}
+
+// ---- definitions ----
+
+const DEF_COLUMNS: &str = "id, bucket, name, fields, type, watermark, target, ready, error, created_ms";
+
+fn def(row: &SqliteRow) -> Result<IndexDef, MetaError> {
+    let fields: String = row.try_get("fields")?;
+    Ok(IndexDef {
+        id: row.try_get("id")?,
+        bucket: row.try_get("bucket")?,
+        name: row.try_get("name")?,
+        fields: serde_json::from_str(&fields).map_err(|e| MetaError::Db(Box::new(e)))?,
+        kind: row.try_get("type")?,
+        watermark: row.try_get("watermark")?,
+        target: row.try_get("target")?,
+        ready: row.try_get("ready")?,
+        error: row.try_get("error")?,
+        created_ms: row.try_get("created_ms")?,
+    })
+}
+
+pub async fn create(
+    pool: &SqlitePool,
+    bucket: &str,
+    name: &str,
+    fields: &[String],
+    kind: &str,
+    now_ms: i64,
+) -> Result<IndexDef, MetaError> {
+    let mut conn = pool.acquire().await?;
+    let exists = sqlx::query("SELECT 1 FROM buckets WHERE name = ?").bind(bucket).fetch_optional(&mut *conn).await?;
+    if exists.is_none() {
+        return Err(MetaError::NoSuchBucket { bucket: bucket.into() });
+    }
+    let taken = sqlx::query("SELECT 1 FROM search_indexes WHERE bucket = ? AND name = ?")
+        .bind(bucket)
+        .bind(name)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if taken.is_some() {
+        return Err(MetaError::IndexExists { bucket: bucket.into(), name: name.into() });
+    }
+    // With nothing to backfill the index is ready at once.
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO search_indexes (bucket, name, fields, type, target, watermark, ready, created_ms) \
+         SELECT ?, ?, ?, ?, t.top, 0, t.top = 0, ? FROM (SELECT coalesce(max(id), 0) AS top FROM versions) t \
+         RETURNING {DEF_COLUMNS}"
+    )))
+    .bind(bucket)
+    .bind(name)
+    .bind(json!(fields).to_string())
+    .bind(kind)
+    .bind(now_ms)
+    .fetch_one(&mut *conn)
+    .await?;
+    def(&row)
+}
+
+pub async fn list(pool: &SqlitePool) -> Result<Vec<IndexDef>, MetaError> {
+    let rows = sqlx::query(AssertSqlSafe(format!("SELECT {DEF_COLUMNS} FROM search_indexes ORDER BY bucket, name")))
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(def).collect()
+}
+
+async fn list_on(conn: &mut SqliteConnection) -> Result<Vec<IndexDef>, MetaError> {
+    let rows = sqlx::query(AssertSqlSafe(format!("SELECT {DEF_COLUMNS} FROM search_indexes ORDER BY id")))
+        .fetch_all(conn)
+        .await?;
+    rows.iter().map(def).collect()
+}
+
+/// Forgets the definition; [`sweep`] removes its terms in the background.
+pub async fn drop(pool: &SqlitePool, bucket: &str, name: &str) -> Result<(), MetaError> {
+    let done = sqlx::query("DELETE FROM search_indexes WHERE bucket = ? AND name = ?")
+        .bind(bucket)
+        .bind(name)
+        .execute(pool)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Err(MetaError::NoSuchIndex { bucket: bucket.into(), name: name.into() });
+    }
+    Ok(())
+}
+
+// ---- catching up ----
+
+/// What one catch-up step did.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Step {
+    /// Versions read.
+    pub read: u64,
+    /// Terms written.
+    pub terms: u64,
+    /// The index reached the newest version.
+    pub current: bool,
+    /// The plugin failed; the index stays where it was.
+    pub failed: bool,
+}
+
+/// Indexes up to `batch` versions above the watermark of index `id`, on a
+/// connection inside a transaction. A plugin failure is recorded on the
+/// index, not returned: the index stays behind and searches scan its tail.
+pub async fn catch_up(
+    conn: &mut SqliteConnection,
+    maker: &dyn TermMaker,
+    index: &IndexDef,
+    batch: u32,
+) -> Result<Step, MetaError> {
+    let rows = sqlx::query(
+        "SELECT v.id, v.bucket, v.key, v.version, v.stamp, v.digest, v.size, \
+         v.content_type, v.attributes, v.created_ms, v.modified_ms \
+         FROM versions v WHERE v.id > ? ORDER BY v.id LIMIT ?",
+    )
+    .bind(index.watermark)
+    .bind(batch as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    let step = Step { read: rows.len() as u64, current: rows.len() < batch as usize, ..Step::default() };
+    let Some(last) = rows.last() else { return Ok(step) };
+    let top: i64 = last.try_get("id")?;
+    let mut ids = Vec::new();
+    let mut records = Vec::new();
+    for row in &rows {
+        if row.try_get::<String, _>("bucket")? != index.bucket || row.try_get::<Option<Vec<u8>>, _>("digest")?.is_none() {
+            continue;
+        }
+        ids.push(row.try_get::<i64, _>("id")?);
+        records.push(record(row, None)?);
+    }
+    let terms = if records.is_empty() { Ok(Vec::new()) } else { maker.terms(index, &records) };
+    let terms = terms.and_then(|t| {
+        if t.len() == records.len() {
+            Ok(t)
+        } else {
+            Err(format!("the plugin gave {} term lists for {} objects", t.len(), records.len()))
+        }
+    });
+    let terms = match terms {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(index = %index.name, error = %e, "indexing failed; the index stays behind");
+            sqlx::query("UPDATE search_indexes SET error = ? WHERE id = ?")
+                .bind(e)
+                .bind(index.id)
+                .execute(&mut *conn)
+                .await?;
+            return Ok(Step { failed: true, current: false, ..step });
+        }
+    };
+    let rows: Vec<serde_json::Value> = ids
+        .iter()
+        .zip(&terms)
+        .flat_map(|(id, ts)| ts.iter().map(move |t| json!([hex::encode(t), id])))
+        .collect();
+    let step = Step { terms: rows.len() as u64, ..step };
+    if !rows.is_empty() {
+        sqlx::query(
+            "INSERT OR IGNORE INTO index_terms (index_id, term, version_id) \
+             SELECT ?, unhex(j.value ->> 0), j.value ->> 1 FROM json_each(?) j",
+        )
+        .bind(index.id)
+        .bind(serde_json::Value::Array(rows).to_string())
+        .execute(&mut *conn)
+        .await?;
+    }
+    sqlx::query(
+        "UPDATE search_indexes SET watermark = ?, ready = ready OR ? >= target, error = NULL WHERE id = ?",
+    )
+    .bind(top)
+    .bind(top)
+    .bind(index.id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(step)
+}
+
+/// Versions an eager write indexes in its own transaction; an index further
+/// behind (a backfill) is left to the background worker.
+pub const EAGER_MAX_LAG: u32 = 8192;
+
+/// Brings every ready index up to date inside the write's transaction.
+pub async fn eager(conn: &mut SqliteConnection, maker: &dyn TermMaker) -> Result<(), MetaError> {
+    let defs = list_on(&mut *conn).await?;
+    if defs.is_empty() {
+        return Ok(());
+    }
+    let head: i64 = sqlx::query("SELECT coalesce(max(id), 0) AS top FROM versions")
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get("top")?;
+    for d in defs.iter().filter(|d| d.ready && d.error.is_none() && head - d.watermark <= EAGER_MAX_LAG as i64) {
+        catch_up(&mut *conn, maker, d, EAGER_MAX_LAG + 1).await?;
+    }
+    Ok(())
+}
+
+/// The definition as it stands now, if it still exists.
+pub async fn get_on(conn: &mut SqliteConnection, id: i64) -> Result<Option<IndexDef>, MetaError> {
+    let row = sqlx::query(AssertSqlSafe(format!("SELECT {DEF_COLUMNS} FROM search_indexes WHERE id = ?")))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+    row.as_ref().map(def).transpose()
+}
+
+/// How many versions the newest id is ahead of each watermark.
+pub async fn head(pool: &SqlitePool) -> Result<i64, MetaError> {
+    Ok(sqlx::query("SELECT coalesce(max(id), 0) AS top FROM versions").fetch_one(pool).await?.try_get("top")?)
+}
+
+// ---- upkeep ----
+
+/// Term rows examined per sweep transaction.
+const SWEEP_CHUNK: i64 = 5000;
+
+/// Removes terms whose version or index is gone, a chunk per transaction so
+/// writes go on between them. Returns the rows removed.
+pub async fn sweep(pool: &SqlitePool) -> Result<u64, MetaError> {
+    let mut removed = 0;
+    let mut after: (i64, Vec<u8>, i64) = (i64::MIN, Vec::new(), i64::MIN);
+    loop {
+        let last = sqlx::query(
+            "SELECT index_id, term, version_id FROM index_terms \
+             WHERE (index_id, term, version_id) > (?, ?, ?) \
+             ORDER BY index_id, term, version_id LIMIT 1 OFFSET ?",
+        )
+        .bind(after.0)
+        .bind(&after.1)
+        .bind(after.2)
+        .bind(SWEEP_CHUNK - 1)
+        .fetch_optional(pool)
+        .await?;
+        let bound = match &last {
+            Some(r) => Some((r.try_get::<i64, _>("index_id")?, r.try_get::<Vec<u8>, _>("term")?, r.try_get::<i64, _>("version_id")?)),
+            None => None,
+        };
+        // The chunk: rows after `after`, up to and including `bound`.
+        let mut sql = String::from(
+            "DELETE FROM index_terms WHERE (index_id, term, version_id) > (?, ?, ?)",
+        );
+        if bound.is_some() {
+            sql.push_str(" AND (index_id, term, version_id) <= (?, ?, ?)");
+        }
+        sql.push_str(
+            " AND (NOT EXISTS (SELECT 1 FROM versions v WHERE v.id = version_id) \
+               OR NOT EXISTS (SELECT 1 FROM search_indexes s WHERE s.id = index_id))",
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(after.0).bind(after.1.clone()).bind(after.2);
+        if let Some((i, t, v)) = &bound {
+            q = q.bind(*i).bind(t.clone()).bind(*v);
+        }
+        removed += q.execute(pool).await?.rows_affected();
+        match bound {
+            Some(b) => after = b,
+            None => return Ok(removed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_successor;
+
+    #[test]
+    fn prefix_successor_carries_past_ff() {
+        assert_eq!(prefix_successor(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_successor(&[1, 0xFF]), Some(vec![2]));
+        assert_eq!(prefix_successor(&[0xFF, 0xFF]), None);
+        assert_eq!(prefix_successor(&[]), None);
+    }
+}
