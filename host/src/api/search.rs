@@ -70,6 +70,7 @@ fn cursor(raw: &str) -> Result<Option<Position>, Status> {
 
 pub async fn handle_search(objects: &Objects, plugins: &Plugins, req: pb::SearchRequest) -> Result<pb::SearchResponse, Status> {
     let bucket = validate::bucket(&req.bucket)?;
+    let req_no_index = req.no_index;
     let filter = match req.filter {
         Some(f) => Some(filter(f, 0, &mut 0, "filter")?),
         None => None,
@@ -81,7 +82,7 @@ pub async fn handle_search(objects: &Objects, plugins: &Plugins, req: pb::Search
         n => n,
     };
     let search = run::Search { bucket, filter, sort, descending: req.descending, limit, after: cursor(&req.cursor)? };
-    let found = run::run(objects.meta(), Some(plugins), &search).await?;
+    let found = run::run(objects.meta(), (!req_no_index).then_some(plugins), &search).await?;
     let next_cursor = match &found.next {
         Some(p) => hex::encode(serde_json::to_vec(p).map_err(|e| Status::internal(e.to_string()))?),
         None => String::new(),

@@ -1,6 +1,7 @@
-//! `strata bench-search`: loads a real server with objects carrying three
-//! attributes, then times searches by equality, range, prefix and full
-//! text. Today every search scans; these are the figures indexes must beat.
+//! `strata bench-search`: loads real servers with objects carrying three
+//! attributes, with 0, 1 and 3 eager indexes, then times a backfill and
+//! searches by equality, range, prefix and full text, each with its index
+//! and by scan.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -15,20 +16,22 @@ use crate::api::pb;
 #[derive(clap::Args, Debug)]
 pub struct BenchSearchArgs {
     /// Objects to load.
-    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1000..))]
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1000..))]
     objects: u64,
-    /// Times each query runs.
-    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Times each query runs with its index.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
     runs: u64,
+    /// Times each query runs by scan (a scan of a million objects takes
+    /// about a second).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    scan_runs: u64,
     /// Scratch directory; removed afterwards.
     #[arg(long, default_value = "./strata-bench-search")]
     dir: PathBuf,
 }
 
-const WORDS: [&str; 16] = [
-    "alpha", "beta", "gamma", "delta", "llama", "mistral", "quant", "shard", "tensor", "vision", "audio",
-    "robust", "sparse", "dense", "kernel", "fleet",
-];
+/// Distinct title words.
+const VOCABULARY: u64 = 512;
 
 pub async fn run(args: BenchSearchArgs) -> anyhow::Result<()> {
     if args.dir.exists() {
@@ -44,17 +47,20 @@ fn value(v: pb::value::Kind) -> pb::Value {
     pb::Value { kind: Some(v) }
 }
 
-/// Object `i`: category c0..c99, score 0..9999, a title of three words.
+fn mix(x: u64) -> u64 {
+    let x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    let x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// Object `i`: category c0..c9999 (100 objects each per million), score
+/// 0..99999 (10 each per million), a title of three words from 512.
 fn item(i: u64) -> pb::PutManyItem {
-    let title = format!(
-        "{} {} {}",
-        WORDS[(i % 16) as usize],
-        WORDS[((i / 16) % 16) as usize],
-        WORDS[((i / 256) % 16) as usize]
-    );
+    let word = |n: u64| format!("w{}", mix(i * 3 + n) % VOCABULARY);
+    let title = format!("{} {} {}", word(0), word(1), word(2));
     let attributes = [
-        ("category".to_string(), value(pb::value::Kind::String(format!("c{}", i % 100)))),
-        ("score".to_string(), value(pb::value::Kind::Number((i * 7919 % 10_000) as f64))),
+        ("category".to_string(), value(pb::value::Kind::String(format!("c{}", i % 10_000)))),
+        ("score".to_string(), value(pb::value::Kind::Number((i * 7919 % 100_000) as f64))),
         ("title".to_string(), value(pb::value::Kind::String(title))),
     ];
     pb::PutManyItem {
@@ -73,55 +79,123 @@ fn condition(field: &str, op: &str, values: Vec<pb::Value>) -> pb::Filter {
     }
 }
 
-async fn bench(args: &BenchSearchArgs) -> anyhow::Result<()> {
-    let mut server = Child::start(&args.dir.join("server")).await?;
+async fn create_index(c: &mut client::Client, name: &str, field: &str, kind: &str) -> anyhow::Result<pb::IndexInfo> {
+    let req = pb::CreateIndexRequest {
+        name: name.into(),
+        fields: vec![field.into()],
+        r#type: kind.into(),
+        ..Default::default()
+    };
+    Ok(c.create_index(req).await.map_err(client::status)?.into_inner())
+}
+
+/// Loads `n` objects into a fresh server with these indexes; returns the
+/// server (still running) and the objects per second.
+async fn load(dir: &std::path::Path, n: u64, indexes: &[(&str, &str, &str)]) -> anyhow::Result<(Child, f64)> {
+    let server = Child::start(dir).await?;
     let mut c = client::connect(&server.url).await?;
+    for (name, field, kind) in indexes {
+        create_index(&mut c, name, field, kind).await?;
+    }
     let started = Instant::now();
     let mut i = 0;
-    while i < args.objects {
-        let items: Vec<pb::PutManyItem> = (i..(i + 1000).min(args.objects)).map(item).collect();
-        let n = items.len() as u64;
+    while i < n {
+        let items: Vec<pb::PutManyItem> = (i..(i + 1000).min(n)).map(item).collect();
+        let k = items.len() as u64;
         put_many(&mut c, items).await?;
-        i += n;
+        i += k;
     }
-    let load = started.elapsed();
-    println!(
-        "loaded {} objects with 3 attributes in {:.1} s: {:.0} objects/s (no indexes)",
-        args.objects,
-        load.as_secs_f64(),
-        args.objects as f64 / load.as_secs_f64()
-    );
-    let text = |s: &str| value(pb::value::Kind::String(s.into()));
-    let queries = [
-        ("equality  category = \"c42\"", condition("category", "eq", vec![text("c42")])),
-        ("range     score >= 9990", condition("score", "gte", vec![value(pb::value::Kind::Number(9990.0))])),
-        ("prefix    key prefix \"obj/0000123\"", condition("key", "prefix", vec![text("obj/0000123")])),
-        ("full text title match \"llama kernel\"", condition("title", "match", vec![text("llama kernel")])),
-    ];
-    for (name, filter) in queries {
-        let mut times = Vec::new();
-        let mut found = 0;
-        let mut scanned = 0;
-        for _ in 0..args.runs {
-            let t = Instant::now();
-            let r = c
-                .search(pb::SearchRequest { filter: Some(filter.clone()), limit: 100, ..Default::default() })
-                .await
-                .map_err(client::status)?
-                .into_inner();
-            times.push(t.elapsed());
-            found = r.objects.len();
-            scanned = r.scanned;
+    Ok((server, n as f64 / started.elapsed().as_secs_f64()))
+}
+
+struct Timing {
+    p50: Duration,
+    p99: Duration,
+    found: usize,
+    scanned: u64,
+    plan: String,
+}
+
+async fn time_search(c: &mut client::Client, filter: &pb::Filter, runs: u64, no_index: bool) -> anyhow::Result<Timing> {
+    let mut times = Vec::new();
+    let mut last = None;
+    for _ in 0..runs {
+        let req = pb::SearchRequest { filter: Some(filter.clone()), limit: 100, no_index, ..Default::default() };
+        let t = Instant::now();
+        let r = c.search(req).await.map_err(client::status)?.into_inner();
+        times.push(t.elapsed());
+        last = Some(r);
+    }
+    times.sort();
+    let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+    let r = last.expect("runs >= 1");
+    Ok(Timing { p50: at(0.5), p99: at(0.99), found: r.objects.len(), scanned: r.scanned, plan: r.plan })
+}
+
+async fn bench(args: &BenchSearchArgs) -> anyhow::Result<()> {
+    let n = args.objects;
+    let three = [("category", "category", "btree"), ("score", "score", "btree"), ("title", "title", "fulltext")];
+    let mut rates = Vec::new();
+    for (label, indexes) in [("no indexes", &three[..0]), ("1 eager index", &three[..1]), ("3 eager indexes", &three[..])] {
+        let dir = args.dir.join(label.replace(' ', "-"));
+        let (mut server, rate) = load(&dir, n, indexes).await?;
+        println!("ingest {n} objects, 3 attributes each, {label:<16} {rate:>8.0} objects/s");
+        rates.push(rate);
+        if indexes.len() < three.len() {
+            server.stop().await;
+            let _ = std::fs::remove_dir_all(&dir);
+            continue;
         }
-        times.sort();
-        let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
         println!(
-            "search {name:<40} p50 {:>9.2} ms  p99 {:>9.2} ms  ({found} found, {scanned} scanned; plan: scan)",
-            ms(at(0.5)),
-            ms(at(0.99))
+            "ingest with 3 eager indexes / without: {:.2} (target >= 0.5); with 1: {:.2}",
+            rate / rates[0],
+            rates[1] / rates[0]
         );
+        let mut c = client::connect(&server.url).await?;
+
+        // A backfill: index the key of every object already stored.
+        let started = Instant::now();
+        let mut info = create_index(&mut c, "key", "key", "btree").await?;
+        while info.state == "building" {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let all = c.list_indexes(pb::ListIndexesRequest::default()).await.map_err(client::status)?.into_inner();
+            info = all.indexes.into_iter().find(|i| i.name == "key").ok_or_else(|| anyhow::anyhow!("index gone"))?;
+        }
+        if info.state != "ready" {
+            bail!("the backfill failed: {}", info.error);
+        }
+        let took = started.elapsed().as_secs_f64();
+        println!("backfill a btree index on key over {n} objects: {took:.1} s ({:.0} objects/s)", n as f64 / took);
+
+        let text = |s: &str| value(pb::value::Kind::String(s.into()));
+        // The two most common words' pair would be unfair; these are typical.
+        let queries = [
+            ("equality  category = \"c4242\"", condition("category", "eq", vec![text("c4242")])),
+            ("range     score >= 99900", condition("score", "gte", vec![value(pb::value::Kind::Number(99_900.0))])),
+            ("prefix    category prefix \"c424\"", condition("category", "prefix", vec![text("c424")])),
+            ("full text title match \"w7 w300\"", condition("title", "match", vec![text("w7 w300")])),
+        ];
+        for (name, filter) in &queries {
+            let ix = time_search(&mut c, filter, args.runs, false).await?;
+            let scan = time_search(&mut c, filter, args.scan_runs, true).await?;
+            if ix.found != scan.found {
+                bail!("{name}: the index found {} objects, the scan {}", ix.found, scan.found);
+            }
+            println!(
+                "search {name:<36} indexed p50 {:>7.2} ms p99 {:>7.2} ms | scan p50 {:>8.1} ms p99 {:>8.1} ms | {:>6.0}x  ({} found, {} read indexed, {} scanned)",
+                ms(ix.p50),
+                ms(ix.p99),
+                ms(scan.p50),
+                ms(scan.p99),
+                ms(scan.p50) / ms(ix.p50),
+                ix.found,
+                ix.scanned,
+                scan.scanned,
+            );
+            println!("  plan: {}", ix.plan);
+        }
+        server.stop().await;
     }
-    server.stop().await;
     Ok(())
 }
 

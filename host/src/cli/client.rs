@@ -269,7 +269,7 @@ pub async fn run(addr: &str, cmd: Cmd) -> anyhow::Result<()> {
                 output::placement(&r, json);
             }
         },
-        Cmd::Search { query, bucket, sort, limit, cursor, explain, json } => {
+        Cmd::Search { query, bucket, sort, limit, cursor, explain, no_index, json } => {
             let filter = match query.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
                 None => None,
                 Some(q) => match crate::search::parse(q) {
@@ -291,6 +291,7 @@ pub async fn run(addr: &str, cmd: Cmd) -> anyhow::Result<()> {
                 descending,
                 limit,
                 cursor: cursor.clone().unwrap_or_default(),
+                no_index,
             };
             let r = c.search(req).await.map_err(status)?.into_inner();
             output::search(&r, explain, json);

@@ -144,6 +144,9 @@ pub enum Cmd {
         /// Also print how the answer was found.
         #[arg(long)]
         explain: bool,
+        /// Ignore indexes and scan (answers are the same; to compare).
+        #[arg(long)]
+        no_index: bool,
         #[arg(long)]
         json: bool,
     },

@@ -85,17 +85,7 @@ impl Candidates {
             Candidates::Index { index, groups } => {
                 let mut parts = Vec::new();
                 for group in groups {
-                    let each: Vec<String> = group
-                        .iter()
-                        .map(|m| {
-                            binds.push(Bind::Int(index.id));
-                            format!(
-                                "SELECT version_id AS id FROM index_terms WHERE index_id = ? AND {}",
-                                term_condition(m, binds)
-                            )
-                        })
-                        .collect();
-                    parts.push(format!("SELECT id FROM ({})", each.join(" INTERSECT ")));
+                    parts.push(group_sql(index.id, group, binds));
                 }
                 binds.push(Bind::Int(index.watermark));
                 binds.push(Bind::Text(index.bucket.clone()));
@@ -114,32 +104,73 @@ impl Candidates {
     }
 }
 
-/// The WHERE fragment of one term match.
-fn term_condition(m: &TermMatch, binds: &mut Vec<Bind>) -> String {
+/// Versions with a term matching every match of `group`. It is driven by
+/// one match (an exact one if there is one); the other exact terms are
+/// point probes of the primary key per driving row, which costs far less
+/// than intersecting whole term lists when one word is common.
+fn group_sql(index: i64, group: &[TermMatch], binds: &mut Vec<Bind>) -> String {
+    let mut order: Vec<&TermMatch> = group.iter().collect();
+    if let Some(p) = order.iter().position(|m| matches!(m, TermMatch::Exact(_))) {
+        order.swap(0, p);
+    }
+    let (driver, rest) = order.split_first().expect("groups are not empty");
+    binds.push(Bind::Int(index));
+    let mut sql = format!(
+        "SELECT t.version_id AS id FROM index_terms t WHERE t.index_id = ? AND {}",
+        term_condition(driver, "t.term", binds)
+    );
+    let mut others = Vec::new();
+    for m in rest {
+        match m {
+            TermMatch::Exact(term) => {
+                binds.push(Bind::Int(index));
+                binds.push(Bind::Blob(term.clone()));
+                sql.push_str(
+                    " AND EXISTS (SELECT 1 FROM index_terms e \
+                     WHERE e.index_id = ? AND e.term = ? AND e.version_id = t.version_id)",
+                );
+            }
+            _ => others.push(*m),
+        }
+    }
+    let mut parts = vec![sql];
+    for m in others {
+        binds.push(Bind::Int(index));
+        parts.push(format!(
+            "SELECT version_id AS id FROM index_terms WHERE index_id = ? AND {}",
+            term_condition(m, "term", binds)
+        ));
+    }
+    let each: Vec<String> = parts.iter().map(|p| format!("SELECT id FROM ({p})")).collect();
+    each.join(" INTERSECT ")
+}
+
+/// The WHERE fragment of one term match on column `col`.
+fn term_condition(m: &TermMatch, col: &str, binds: &mut Vec<Bind>) -> String {
     match m {
         TermMatch::Exact(t) => {
             binds.push(Bind::Blob(t.clone()));
-            "term = ?".into()
+            format!("{col} = ?")
         }
         TermMatch::Prefix(p) => {
             binds.push(Bind::Blob(p.clone()));
             match prefix_successor(p) {
                 Some(s) => {
                     binds.push(Bind::Blob(s));
-                    "term >= ? AND term < ?".into()
+                    format!("{col} >= ? AND {col} < ?")
                 }
-                None => "term >= ?".into(),
+                None => format!("{col} >= ?"),
             }
         }
         TermMatch::Range { lower, upper } => {
             let mut parts = vec!["1".to_string()];
             if let Some((t, inclusive)) = lower {
                 binds.push(Bind::Blob(t.clone()));
-                parts.push(format!("term {} ?", if *inclusive { ">=" } else { ">" }));
+                parts.push(format!("{col} {} ?", if *inclusive { ">=" } else { ">" }));
             }
             if let Some((t, inclusive)) = upper {
                 binds.push(Bind::Blob(t.clone()));
-                parts.push(format!("term {} ?", if *inclusive { "<=" } else { "<" }));
+                parts.push(format!("{col} {} ?", if *inclusive { "<=" } else { "<" }));
             }
             parts.join(" AND ")
         }
