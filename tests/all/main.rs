@@ -8,6 +8,7 @@ mod cli;
 mod config;
 mod corruption;
 mod crash;
+mod indexes;
 mod input;
 mod objects;
 mod plugins;

@@ -14,14 +14,14 @@ fn value(v: &serde_json::Value) -> pb::Value {
     strata::api::validate::from_json(v)
 }
 
-async fn put_with(c: &mut Client, key: &str, size: usize, attrs: serde_json::Value) {
+pub async fn put_with(c: &mut Client, key: &str, size: usize, attrs: serde_json::Value) {
     let mut h = header(key);
     h.attributes = attrs.as_object().unwrap().iter().map(|(k, v)| (k.clone(), value(v))).collect::<HashMap<_, _>>();
     put(c, h, &vec![b'x'; size]).await.unwrap();
 }
 
 /// Thirty objects with varied attributes; object i has size 100 * i.
-async fn fixture(c: &mut Client) {
+pub async fn fixture(c: &mut Client) {
     for i in 0..30usize {
         let category = ["research", "ops", "legal"][i % 3];
         let title = format!("Report {i}: {} notes", ["LLaMA quantisation", "GPU fleet", "contract"][i % 3]);
@@ -41,7 +41,7 @@ async fn fixture(c: &mut Client) {
     }
 }
 
-fn cond(field: &str, op: &str, values: &[serde_json::Value]) -> pb::Filter {
+pub fn cond(field: &str, op: &str, values: &[serde_json::Value]) -> pb::Filter {
     pb::Filter {
         kind: Some(pb::filter::Kind::Condition(pb::Condition {
             field: field.into(),
@@ -51,12 +51,12 @@ fn cond(field: &str, op: &str, values: &[serde_json::Value]) -> pb::Filter {
     }
 }
 
-async fn keys(c: &mut Client, filter: Option<pb::Filter>) -> Vec<String> {
+pub async fn keys(c: &mut Client, filter: Option<pb::Filter>) -> Vec<String> {
     let req = pb::SearchRequest { filter, limit: 1000, ..Default::default() };
     c.search(req).await.unwrap().into_inner().objects.into_iter().map(|o| o.key).collect()
 }
 
-fn docs(ids: impl IntoIterator<Item = usize>) -> Vec<String> {
+pub fn docs(ids: impl IntoIterator<Item = usize>) -> Vec<String> {
     ids.into_iter().map(|i| format!("docs/{i:02}")).collect()
 }
 

@@ -89,7 +89,9 @@ impl Candidates {
                 }
                 binds.push(Bind::Int(index.watermark));
                 binds.push(Bind::Text(index.bucket.clone()));
-                parts.push("SELECT id FROM versions WHERE id > ? AND bucket = ? AND digest IS NOT NULL".into());
+                // `+bucket`: walk the rowid range above the watermark, never the
+                // bucket's whole (bucket, key) index.
+                parts.push("SELECT id FROM versions WHERE id > ? AND +bucket = ? AND +digest IS NOT NULL".into());
                 parts.join(" UNION ")
             }
             Candidates::And(all) => {
