@@ -144,6 +144,10 @@ pub struct MetadataConfig {
     pub enable_versioning: bool,
     /// Most versions kept per key (oldest go first); 0 keeps all.
     pub max_versions: u32,
+    /// Versions other than the live one older than this are removed (checked
+    /// every `compact_interval`); 0s keeps them.
+    #[serde(with = "duration")]
+    pub max_version_age: Duration,
     /// How often index terms of gone versions are swept and the database
     /// is checkpointed and optimised; 0s turns it off.
     #[serde(with = "duration")]
@@ -179,6 +183,7 @@ impl Default for MetadataConfig {
             cache_size: 10_000,
             enable_versioning: true,
             max_versions: 0,
+            max_version_age: Duration::ZERO,
             compact_interval: Duration::from_secs(3600),
             indexing_mode: IndexingMode::Eager,
             sync_interval: Duration::from_secs(1),

@@ -55,6 +55,7 @@ impl Server {
             cache_size: config.metadata.cache_size,
             versioning: config.metadata.enable_versioning,
             max_versions: config.metadata.max_versions,
+            max_version_age: config.metadata.max_version_age,
             indexing: config.metadata.indexing_mode,
         })
         .await

@@ -15,3 +15,4 @@ mod plugins;
 mod quota;
 mod search;
 mod storage_options;
+mod versions;

@@ -49,6 +49,7 @@ pub fn code_of(e: &ObjectError) -> Code {
             MetaError::BucketExists { .. } | MetaError::IndexExists { .. } => Code::AlreadyExists,
             MetaError::BucketNotEmpty { .. } | MetaError::DefaultBucket { .. } => Code::FailedPrecondition,
             MetaError::ConditionFailed { .. } => Code::FailedPrecondition,
+            MetaError::CorruptVersion { .. } => Code::DataLoss,
             _ => Code::Internal,
         },
         ObjectError::DeleteMarker { .. } => Code::NotFound,

@@ -194,6 +194,21 @@ impl pb::strata_server::Strata for Api {
             .map(Response::new)
     }
 
+    async fn restore(&self, req: Request<pb::RestoreRequest>) -> Result<Response<pb::ObjectInfo>, Status> {
+        self.timed("restore", async {
+            let req = req.into_inner();
+            let bucket = validate::bucket(&req.bucket)?;
+            validate::key(&req.key, self.limits.max_key_length)?;
+            if req.version.is_empty() {
+                return Err(error::invalid("version: give the version to restore (see `strata versions KEY`)"));
+            }
+            let rec = self.objects.meta().restore(&bucket, &req.key, &req.version).await?;
+            Ok(object_info(&rec))
+        })
+        .await
+        .map(Response::new)
+    }
+
     async fn create_index(&self, req: Request<pb::CreateIndexRequest>) -> Result<Response<pb::IndexInfo>, Status> {
         self.timed("create_index", index::handle_create(&self.objects, &self.plugins, req.into_inner()))
             .await

@@ -25,21 +25,35 @@ pub struct BenchSearchArgs {
     /// about a second).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     scan_runs: u64,
-    /// Scratch directory; removed afterwards.
+    /// Scratch directory; removed afterwards unless --keep.
     #[arg(long, default_value = "./strata-bench-search")]
     dir: PathBuf,
+    /// Keep the loaded data (with --reuse, a later run skips the loading).
+    #[arg(long)]
+    keep: bool,
+    /// Time the searches on the data a --keep run left, without loading.
+    #[arg(long)]
+    reuse: bool,
 }
+
+/// The data directory of the server loaded with three indexes.
+const LOADED: &str = "3-eager-indexes";
 
 /// Distinct title words.
 const VOCABULARY: u64 = 512;
 
 pub async fn run(args: BenchSearchArgs) -> anyhow::Result<()> {
-    if args.dir.exists() {
+    if args.dir.exists() && !args.reuse {
         bail!("--dir {} exists; give a path the bench may create and delete", args.dir.display());
+    }
+    if args.reuse && !args.dir.join(LOADED).exists() {
+        bail!("--reuse: {} holds no data a --keep run left", args.dir.display());
     }
     std::fs::create_dir_all(&args.dir)?;
     let r = bench(&args).await;
-    let _ = std::fs::remove_dir_all(&args.dir);
+    if !args.keep {
+        let _ = std::fs::remove_dir_all(&args.dir);
+    }
     r
 }
 
@@ -142,22 +156,37 @@ async fn bench(args: &BenchSearchArgs) -> anyhow::Result<()> {
     let n = args.objects;
     let three = [("category", "category", "btree"), ("score", "score", "btree"), ("title", "title", "fulltext")];
     let mut rates = Vec::new();
-    for (label, indexes) in [("no indexes", &three[..0]), ("1 eager index", &three[..1]), ("3 eager indexes", &three[..])] {
+    let configs: &[(&str, &[(&str, &str, &str)])] = if args.reuse {
+        &[("3 eager indexes", &three[..])]
+    } else {
+        &[("no indexes", &three[..0]), ("1 eager index", &three[..1]), ("3 eager indexes", &three[..])]
+    };
+    for (label, indexes) in configs {
         let dir = args.dir.join(label.replace(' ', "-"));
-        let (mut server, rate) = load(&dir, n, indexes).await?;
-        println!("ingest {n} objects, 3 attributes each, {label:<16} {rate:>8.0} objects/s");
-        rates.push(rate);
+        let mut server = if args.reuse {
+            Child::start(&dir).await?
+        } else {
+            let (server, rate) = load(&dir, n, indexes).await?;
+            println!("ingest {n} objects, 3 attributes each, {label:<16} {rate:>8.0} objects/s");
+            rates.push(rate);
+            server
+        };
         if indexes.len() < three.len() {
             server.stop().await;
             let _ = std::fs::remove_dir_all(&dir);
             continue;
         }
-        println!(
-            "ingest with 3 eager indexes / without: {:.2} (target >= 0.5); with 1: {:.2}",
-            rate / rates[0],
-            rates[1] / rates[0]
-        );
+        if !args.reuse {
+            println!(
+                "ingest with 3 eager indexes / without: {:.2} (target >= 0.5); with 1: {:.2}",
+                rates[2] / rates[0],
+                rates[1] / rates[0]
+            );
+        }
         let mut c = client::connect(&server.url).await?;
+        if args.reuse {
+            let _ = c.drop_index(pb::DropIndexRequest { name: "key".into(), ..Default::default() }).await;
+        }
 
         // A backfill: index the key of every object already stored.
         let started = Instant::now();

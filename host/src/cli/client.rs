@@ -213,6 +213,14 @@ pub async fn run(addr: &str, cmd: Cmd) -> anyhow::Result<()> {
                 .into_inner();
             output::object(&info, json);
         }
+        Cmd::Restore { key, version, bucket: b, json } => {
+            let info = c
+                .restore(pb::RestoreRequest { bucket: bucket(b), key, version })
+                .await
+                .map_err(status)?
+                .into_inner();
+            output::object(&info, json);
+        }
         Cmd::Versions { key, bucket: b, json } => {
             let v = c
                 .list_versions(pb::ListVersionsRequest { bucket: bucket(b), key })

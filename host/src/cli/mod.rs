@@ -103,6 +103,16 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Make an old version live again (a new version sharing its content).
+    Restore {
+        key: String,
+        /// The version to bring back (see `strata versions KEY`).
+        version: String,
+        #[arg(long, short)]
+        bucket: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// List every version of a key, newest first.
     Versions {
         key: String,

@@ -138,6 +138,8 @@ pub enum MetaError {
     NoSuchVersion { bucket: String, key: String, version: String },
     #[error("condition failed for {key:?}: {why}")]
     ConditionFailed { key: String, why: String },
+    #[error("version {version:?} of {key:?} has corrupt content and cannot be restored")]
+    CorruptVersion { key: String, version: String },
     #[error("bucket {bucket:?} already has an index named {name:?}")]
     IndexExists { bucket: String, name: String },
     #[error("bucket {bucket:?} has no index named {name:?}")]
@@ -167,6 +169,9 @@ pub struct MetaOptions {
     pub cache_size: usize,
     pub versioning: bool,
     pub max_versions: u32,
+    /// Versions other than the live one are removed once this old; zero
+    /// keeps them.
+    pub max_version_age: Duration,
     pub indexing: IndexingMode,
 }
 
@@ -178,6 +183,7 @@ pub struct MetaStore {
     node_id: String,
     versioning: bool,
     max_versions: u32,
+    max_version_age: Duration,
     indexing: IndexingMode,
     /// Set once plugins are loaded; until then indexes wait.
     terms: OnceLock<Arc<dyn TermMaker>>,
@@ -223,6 +229,7 @@ impl MetaStore {
             node_id,
             versioning: opts.versioning,
             max_versions: opts.max_versions,
+            max_version_age: opts.max_version_age,
             indexing: opts.indexing,
             terms: OnceLock::new(),
             index_wake: tokio::sync::Notify::new(),
@@ -377,6 +384,35 @@ impl MetaStore {
         Ok(out)
     }
 
+    /// Makes a copy of an old version the live one: a new version with the
+    /// old one's content (by reference, no bytes copied) and attributes.
+    pub async fn restore(&self, bucket: &str, key: &str, version: &str) -> Result<ObjectRecord, MetaError> {
+        let old = self.get(bucket, key, Some(version)).await?;
+        let Some(digest) = old.digest else {
+            return Err(MetaError::ConditionFailed {
+                key: key.into(),
+                why: format!("version {version} is a delete marker; restore a version with content"),
+            });
+        };
+        if sql::blob_is_corrupt(&self.write, &digest).await? {
+            return Err(MetaError::CorruptVersion { key: key.into(), version: version.into() });
+        }
+        let item = NewVersion {
+            bucket: bucket.into(),
+            key: key.into(),
+            digest,
+            size: old.size,
+            // The blob is on record, so its row is not written again.
+            stored_size: 0,
+            content_type: old.content_type,
+            attributes: old.attributes,
+            condition: Condition::Always,
+            fresh_blob: false,
+            inline: None,
+        };
+        self.commit_puts(std::slice::from_ref(&item)).await?.pop().expect("one result per item")
+    }
+
     /// Deletes the live object (leaving a marker when versioning), or one
     /// version for good.
     pub async fn delete(
@@ -444,9 +480,17 @@ impl MetaStore {
         Ok(s)
     }
 
-    /// Sweeps index terms left by gone versions and dropped indexes,
-    /// checkpoints the WAL and refreshes the planner's statistics.
+    /// Removes versions past `max_version_age`, sweeps index terms left by
+    /// gone versions and dropped indexes, checkpoints the WAL and refreshes
+    /// the planner's statistics.
     pub async fn compact(&self) -> Result<(), MetaError> {
+        if !self.max_version_age.is_zero() {
+            let cutoff = clock::now_ms() - self.max_version_age.as_millis() as i64;
+            let expired = sql::expire_versions(&self.write, cutoff).await?;
+            if expired > 0 {
+                tracing::info!(expired, "versions past max_version_age removed");
+            }
+        }
         let swept = index::sweep(&self.write).await?;
         if swept > 0 {
             tracing::debug!(swept, "stale index terms removed");
@@ -560,6 +604,11 @@ impl Drop for Invalidate<'_> {
     }
 }
 
+/// Page cache of the write connection, in KiB (negative: SQLite's unit).
+const WRITE_CACHE_KIB: &str = "-131072";
+/// Page cache of each of the four read connections, in KiB.
+const READ_CACHE_KIB: &str = "-32768";
+
 async fn open_file(dir: &Path, sync_writes: bool) -> Result<(SqlitePool, SqlitePool), MetaError> {
     std::fs::create_dir_all(dir).map_err(|e| MetaError::Db(Box::new(e)))?;
     let options = SqliteConnectOptions::new()
@@ -569,16 +618,19 @@ async fn open_file(dir: &Path, sync_writes: bool) -> Result<(SqlitePool, SqliteP
         .synchronous(if sync_writes { SqliteSynchronous::Full } else { SqliteSynchronous::Normal })
         .busy_timeout(Duration::from_secs(30))
         .foreign_keys(true);
+    // Page caches sized for index lookups at millions of objects: a term
+    // insert or a candidate read touches pages all over the file, and
+    // SQLite's default (2 MB) makes each a system call.
     let write = SqlitePoolOptions::new()
         .max_connections(1)
         .min_connections(1)
         .idle_timeout(None)
         .max_lifetime(None)
-        .connect_with(options.clone())
+        .connect_with(options.clone().pragma("cache_size", WRITE_CACHE_KIB))
         .await?;
     let read = SqlitePoolOptions::new()
         .max_connections(4)
-        .connect_with(options.read_only(true))
+        .connect_with(options.read_only(true).pragma("cache_size", READ_CACHE_KIB))
         .await?;
     Ok((write, read))
 }

@@ -348,6 +348,53 @@ pub(super) async fn enforce_retention(
     Ok(())
 }
 
+/// Version rows examined per expiry transaction.
+const EXPIRE_CHUNK: i64 = 5000;
+
+/// Removes versions written before `cutoff_ms` that are not live. A key's
+/// newest version stays (a delete marker keeps its key deleted) unless it
+/// is a delete marker with nothing older left. Works through the table a
+/// chunk per transaction; returns the versions removed.
+pub async fn expire_versions(pool: &SqlitePool, cutoff_ms: i64) -> Result<u64, MetaError> {
+    let mut removed = 0;
+    let mut after = 0i64;
+    loop {
+        let mut conn = pool.acquire().await?;
+        let mut tx = conn.begin().await?;
+        let top: Option<i64> =
+            sqlx::query("SELECT max(id) AS top FROM (SELECT id FROM versions WHERE id > ? ORDER BY id LIMIT ?)")
+                .bind(after)
+                .bind(EXPIRE_CHUNK)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("top")?;
+        let Some(top) = top else { return Ok(removed) };
+        let rows = sqlx::query(
+            "SELECT v.id, v.digest, v.size FROM versions v \
+             WHERE v.id > ? AND v.id <= ? AND v.modified_ms < ? \
+             AND NOT EXISTS (SELECT 1 FROM objects o WHERE o.version_id = v.id) \
+             AND (EXISTS (SELECT 1 FROM versions n WHERE n.bucket = v.bucket AND n.key = v.key AND n.id > v.id) \
+                  OR (v.digest IS NULL AND NOT EXISTS \
+                      (SELECT 1 FROM versions p WHERE p.bucket = v.bucket AND p.key = v.key AND p.id < v.id))) \
+             ORDER BY v.id",
+        )
+        .bind(after)
+        .bind(top)
+        .bind(cutoff_ms)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut d = Deltas::default();
+        for r in &rows {
+            let digest: Option<Vec<u8>> = r.try_get("digest")?;
+            remove_version_row(&mut tx, &mut d, r.try_get("id")?, digest.as_deref(), r.try_get("size")?).await?;
+        }
+        d.apply(&mut tx).await?;
+        tx.commit().await?;
+        removed += rows.len() as u64;
+        after = top;
+    }
+}
+
 pub async fn delete(
     pool: &SqlitePool,
     policy: &Policy<'_>,

@@ -96,11 +96,17 @@ pub async fn run(meta: &MetaStore, plugins: Option<&Plugins>, s: &Search) -> Res
     let mut scanned = 0u64;
     let mut next = None;
     'pages: loop {
-        let batch = match &ids {
-            Some(ids) => meta.scan_ids(&s.bucket, &sort, s.descending, after.as_ref(), BATCH, ids).await?,
-            None => meta.scan(&s.bucket, &sort, s.descending, after.as_ref(), BATCH).await?,
+        // Candidates mostly match: ask for what the page still needs, not a
+        // full batch.
+        let want = match &ids {
+            Some(_) => (s.limit - records.len() as u32).clamp(1, BATCH),
+            None => BATCH,
         };
-        let done = (batch.len() as u32) < BATCH;
+        let batch = match &ids {
+            Some(ids) => meta.scan_ids(&s.bucket, &sort, s.descending, after.as_ref(), want, ids).await?,
+            None => meta.scan(&s.bucket, &sort, s.descending, after.as_ref(), want).await?,
+        };
+        let done = (batch.len() as u32) < want;
         for (record, position) in batch {
             scanned += 1;
             if keep(s.filter.as_ref(), &record) {

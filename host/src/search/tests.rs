@@ -164,6 +164,7 @@ async fn indexed_equals_scanned(mode: IndexingMode, seed: u64) {
         cache_size: 100,
         versioning: true,
         max_versions: 2,
+        max_version_age: std::time::Duration::ZERO,
         indexing: mode,
     })
     .await
