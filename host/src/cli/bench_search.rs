@@ -36,6 +36,9 @@ pub struct BenchSearchArgs {
     reuse: bool,
 }
 
+/// An index to make: name, field, type.
+type IndexSpec<'a> = (&'a str, &'a str, &'a str);
+
 /// The data directory of the server loaded with three indexes.
 const LOADED: &str = "3-eager-indexes";
 
@@ -105,7 +108,7 @@ async fn create_index(c: &mut client::Client, name: &str, field: &str, kind: &st
 
 /// Loads `n` objects into a fresh server with these indexes; returns the
 /// server (still running) and the objects per second.
-async fn load(dir: &std::path::Path, n: u64, indexes: &[(&str, &str, &str)]) -> anyhow::Result<(Child, f64)> {
+async fn load(dir: &std::path::Path, n: u64, indexes: &[IndexSpec<'_>]) -> anyhow::Result<(Child, f64)> {
     let server = Child::start(dir).await?;
     let mut c = client::connect(&server.url).await?;
     for (name, field, kind) in indexes {
@@ -156,7 +159,7 @@ async fn bench(args: &BenchSearchArgs) -> anyhow::Result<()> {
     let n = args.objects;
     let three = [("category", "category", "btree"), ("score", "score", "btree"), ("title", "title", "fulltext")];
     let mut rates = Vec::new();
-    let configs: &[(&str, &[(&str, &str, &str)])] = if args.reuse {
+    let configs: &[(&str, &[IndexSpec])] = if args.reuse {
         &[("3 eager indexes", &three[..])]
     } else {
         &[("no indexes", &three[..0]), ("1 eager index", &three[..1]), ("3 eager indexes", &three[..])]

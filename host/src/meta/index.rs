@@ -70,6 +70,8 @@ pub enum Candidates {
     Index { index: IndexDef, groups: Vec<Vec<TermMatch>> },
     And(Vec<Candidates>),
     Or(Vec<Candidates>),
+    /// These version ids (a JSON array), worked out by the store.
+    Ids(String),
 }
 
 pub(super) enum Bind {
@@ -97,6 +99,10 @@ impl Candidates {
             Candidates::And(all) => {
                 let each: Vec<String> = all.iter().map(|c| format!("SELECT id FROM ({})", c.sql(binds))).collect();
                 each.join(" INTERSECT ")
+            }
+            Candidates::Ids(json) => {
+                binds.push(Bind::Text(json.clone()));
+                "SELECT value AS id FROM json_each(?)".into()
             }
             Candidates::Or(any) => {
                 let each: Vec<String> = any.iter().map(|c| format!("SELECT id FROM ({})", c.sql(binds))).collect();
@@ -205,13 +211,107 @@ fn query<'q>(sql: String, binds: Vec<Bind>) -> sqlx::query::Query<'q, sqlx::Sqli
     q
 }
 
-/// Up to `limit` ids of the candidate set.
-pub async fn candidate_ids(pool: &SqlitePool, c: &Candidates, limit: u32) -> Result<Vec<i64>, MetaError> {
+/// Up to some number of a candidate set's version ids.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CandidateIds {
+    pub count: u64,
+    /// The ids as a JSON array: they go back to SQLite as they came, never
+    /// decoded row by row.
+    pub json: String,
+}
+
+type Resolved<'a> = std::pin::Pin<Box<dyn Future<Output = Result<Candidates, MetaError>> + Send + 'a>>;
+
+/// Works out groups of several exact terms (the words of a full-text
+/// match) by merging their posting lists here: each list is one range read
+/// of the primary key, where probing one term per row of another costs a
+/// B-tree descent each.
+fn resolve(pool: &SqlitePool, c: Candidates) -> Resolved<'_> {
+    Box::pin(async move {
+        Ok(match c {
+            Candidates::Index { index, groups } => {
+                let (merge, keep): (Vec<_>, Vec<_>) = groups
+                    .into_iter()
+                    .partition(|g| g.len() > 1 && g.iter().all(|m| matches!(m, TermMatch::Exact(_))));
+                if merge.is_empty() {
+                    return Ok(Candidates::Index { index, groups: keep });
+                }
+                let mut any = Vec::new();
+                for group in merge {
+                    let mut common: Option<Vec<i64>> = None;
+                    for m in &group {
+                        let TermMatch::Exact(term) = m else { unreachable!("partitioned on exact terms") };
+                        let row = sqlx::query(
+                            "SELECT json_group_array(version_id) AS ids FROM index_terms WHERE index_id = ? AND term = ?",
+                        )
+                        .bind(index.id)
+                        .bind(term)
+                        .fetch_one(pool)
+                        .await?;
+                        let json: String = row.try_get("ids")?;
+                        let mut ids: Vec<i64> = serde_json::from_str(&json).map_err(|e| MetaError::Db(Box::new(e)))?;
+                        ids.sort_unstable();
+                        common = Some(match common {
+                            None => ids,
+                            Some(prev) => intersect(&prev, &ids),
+                        });
+                        if common.as_ref().is_some_and(Vec::is_empty) {
+                            break;
+                        }
+                    }
+                    any.push(Candidates::Ids(json!(common.unwrap_or_default()).to_string()));
+                }
+                // The rest of the groups, and the tail above the watermark.
+                any.push(Candidates::Index { index, groups: keep });
+                Candidates::Or(any)
+            }
+            Candidates::And(all) => {
+                let mut out = Vec::new();
+                for c in all {
+                    out.push(resolve(pool, c).await?);
+                }
+                Candidates::And(out)
+            }
+            Candidates::Or(any) => {
+                let mut out = Vec::new();
+                for c in any {
+                    out.push(resolve(pool, c).await?);
+                }
+                Candidates::Or(out)
+            }
+            ids @ Candidates::Ids(_) => ids,
+        })
+    })
+}
+
+/// The ids in both sorted lists.
+fn intersect(a: &[i64], b: &[i64]) -> Vec<i64> {
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                out.push(a[i]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Up to `limit` ids of the candidate set, in one row.
+pub async fn candidate_ids(pool: &SqlitePool, c: &Candidates, limit: u32) -> Result<CandidateIds, MetaError> {
+    let c = &resolve(pool, c.clone()).await?;
     let mut binds = Vec::new();
-    let sql = format!("SELECT id FROM ({}) LIMIT ?", c.sql(&mut binds));
+    let sql = format!(
+        "SELECT count(*) AS n, json_group_array(id) AS ids FROM (SELECT id FROM ({}) LIMIT ?)",
+        c.sql(&mut binds)
+    );
     binds.push(Bind::Int(limit as i64));
-    let rows = query(sql, binds).fetch_all(pool).await?;
-    rows.iter().map(|r| r.try_get::<i64, _>("id").map_err(MetaError::from)).collect()
+    let row = query(sql, binds).fetch_one(pool).await?;
+    Ok(CandidateIds { count: row.try_get::<i64, _>("n")? as u64, json: row.try_get("ids")? })
 }
 
 // ---- definitions ----
@@ -475,7 +575,13 @@ pub async fn sweep(pool: &SqlitePool) -> Result<u64, MetaError> {
 
 #[cfg(test)]
 mod tests {
-    use super::prefix_successor;
+    use super::{intersect, prefix_successor};
+
+    #[test]
+    fn intersect_keeps_common_ids() {
+        assert_eq!(intersect(&[1, 3, 5, 7], &[2, 3, 4, 7, 9]), vec![3, 7]);
+        assert_eq!(intersect(&[], &[1]), Vec::<i64>::new());
+    }
 
     #[test]
     fn prefix_successor_carries_past_ff() {

@@ -28,7 +28,7 @@ use sqlx::sqlite::{
 };
 
 pub use cache::CacheStats;
-pub use index::{Candidates, IndexDef, Step, TermMaker, TermMatch};
+pub use index::{CandidateIds, Candidates, IndexDef, Step, TermMaker, TermMatch};
 pub use scan::{Position, SortField, SortValue};
 use cache::MetaCache;
 use clock::Clock;
@@ -342,7 +342,7 @@ impl MetaStore {
         scan::scan(&self.read, bucket, sort, descending, after, limit, None).await
     }
 
-    /// Like [`MetaStore::scan`], over only the versions `ids`.
+    /// Like [`MetaStore::scan`], over only the candidate versions `ids`.
     pub async fn scan_ids(
         &self,
         bucket: &str,
@@ -350,9 +350,9 @@ impl MetaStore {
         descending: bool,
         after: Option<&Position>,
         limit: u32,
-        ids: &[i64],
+        ids: &CandidateIds,
     ) -> Result<Vec<(ObjectRecord, Position)>, MetaError> {
-        scan::scan(&self.read, bucket, sort, descending, after, limit, Some(ids)).await
+        scan::scan(&self.read, bucket, sort, descending, after, limit, Some(&ids.json)).await
     }
 
     /// Every version of a key, newest first.
@@ -543,7 +543,7 @@ impl MetaStore {
     }
 
     /// Up to `limit` version ids of a candidate set.
-    pub async fn candidate_ids(&self, c: &Candidates, limit: u32) -> Result<Vec<i64>, MetaError> {
+    pub async fn candidate_ids(&self, c: &Candidates, limit: u32) -> Result<CandidateIds, MetaError> {
         index::candidate_ids(&self.read, c, limit).await
     }
 
@@ -608,6 +608,9 @@ impl Drop for Invalidate<'_> {
 const WRITE_CACHE_KIB: &str = "-131072";
 /// Page cache of each of the four read connections, in KiB.
 const READ_CACHE_KIB: &str = "-32768";
+/// Reads of the first 4 GiB of the file go through a shared memory map
+/// instead of a system call per page missing from a connection's cache.
+const MMAP_BYTES: &str = "4294967296";
 
 async fn open_file(dir: &Path, sync_writes: bool) -> Result<(SqlitePool, SqlitePool), MetaError> {
     std::fs::create_dir_all(dir).map_err(|e| MetaError::Db(Box::new(e)))?;
@@ -626,11 +629,11 @@ async fn open_file(dir: &Path, sync_writes: bool) -> Result<(SqlitePool, SqliteP
         .min_connections(1)
         .idle_timeout(None)
         .max_lifetime(None)
-        .connect_with(options.clone().pragma("cache_size", WRITE_CACHE_KIB))
+        .connect_with(options.clone().pragma("cache_size", WRITE_CACHE_KIB).pragma("mmap_size", MMAP_BYTES))
         .await?;
     let read = SqlitePoolOptions::new()
         .max_connections(4)
-        .connect_with(options.read_only(true).pragma("cache_size", READ_CACHE_KIB))
+        .connect_with(options.read_only(true).pragma("cache_size", READ_CACHE_KIB).pragma("mmap_size", MMAP_BYTES))
         .await?;
     Ok((write, read))
 }

@@ -58,7 +58,8 @@ const COLUMNS: &str = "v.id, v.bucket, v.key, v.version, v.stamp, v.digest, v.si
      v.content_type, v.attributes, v.created_ms, v.modified_ms";
 
 /// Up to `limit` live objects of `bucket` after `after`, in `sort` order,
-/// each with its position. Fewer than `limit` means the scan is done.
+/// each with its position; with `only` (a JSON array of version ids), just
+/// those. Fewer than `limit` means the scan is done.
 pub async fn scan(
     pool: &SqlitePool,
     bucket: &str,
@@ -66,12 +67,12 @@ pub async fn scan(
     descending: bool,
     after: Option<&Position>,
     limit: u32,
-    only: Option<&[i64]>,
+    only: Option<&str>,
 ) -> Result<Vec<(ObjectRecord, Position)>, MetaError> {
     // Restricted to a candidate list, the list drives the join (CROSS JOIN
     // fixes the order): each id is a rowid lookup, never a pass over the
     // bucket.
-    let ids = only.map(|ids| serde_json::Value::from(ids.to_vec()).to_string());
+    let ids = only.map(str::to_string);
     let from = if ids.is_some() {
         "FROM json_each(?) c CROSS JOIN versions v ON v.id = c.value CROSS JOIN objects o ON o.version_id = v.id"
     } else {
@@ -91,7 +92,24 @@ pub async fn scan(
     // Valued objects first (unless the page starts among the unvalued).
     if !matches!(after, Some(Position::Unvalued { .. })) {
         let mut binds = Vec::new();
-        let mut sql = format!("SELECT {COLUMNS}, {expr} AS sv, typeof({expr}) AS st {from} WHERE o.bucket = ? AND {expr} IS NOT NULL");
+        // With candidates, the page is chosen first from narrow rows (for a
+        // key sort, from the objects index alone), and only its rows are
+        // then read whole: the sort never carries every candidate's
+        // attributes.
+        let mut sql = match &ids {
+            None => format!("SELECT {COLUMNS}, {expr} AS sv, typeof({expr}) AS st {from} WHERE o.bucket = ? AND {expr} IS NOT NULL"),
+            Some(_) => {
+                let inner_from = if matches!(sort, SortField::Key) {
+                    "FROM json_each(?) c CROSS JOIN objects o ON o.version_id = c.value"
+                } else {
+                    from
+                };
+                format!(
+                    "SELECT {COLUMNS}, {expr} AS sv, typeof({expr}) AS st FROM (\
+                     SELECT o.version_id AS pid {inner_from} WHERE o.bucket = ? AND {expr} IS NOT NULL"
+                )
+            }
+        };
         binds.extend(path.iter().map(|p| Bind::Text(p.clone())));
         binds.extend(path.iter().map(|p| Bind::Text(p.clone())));
         binds.extend(ids.iter().map(|j| Bind::Text(j.clone())));
@@ -107,8 +125,18 @@ pub async fn scan(
             });
             binds.push(Bind::Text(key.clone()));
         }
-        sql.push_str(&format!(" ORDER BY sv {dir}, o.key {dir} LIMIT ?"));
-        binds.push(Bind::Int(limit as i64));
+        if ids.is_some() {
+            sql.push_str(&format!(
+                " ORDER BY {expr} {dir}, o.key {dir} LIMIT ?) p \
+                 CROSS JOIN versions v ON v.id = p.pid CROSS JOIN objects o ON o.version_id = v.id \
+                 ORDER BY sv {dir}, o.key {dir}"
+            ));
+            binds.extend(path.iter().map(|p| Bind::Text(p.clone())));
+            binds.push(Bind::Int(limit as i64));
+        } else {
+            sql.push_str(&format!(" ORDER BY sv {dir}, o.key {dir} LIMIT ?"));
+            binds.push(Bind::Int(limit as i64));
+        }
         for row in fetch(pool, sql, binds).await? {
             let value = match row.try_get::<String, _>("st")?.as_str() {
                 "integer" => SortValue::Int(row.try_get("sv")?),

@@ -81,10 +81,10 @@ pub async fn run(meta: &MetaStore, plugins: Option<&Plugins>, s: &Search) -> Res
             }
             if let Some(c) = candidates {
                 let found = meta.candidate_ids(&c, MAX_CANDIDATES + 1).await?;
-                if found.len() as u32 > MAX_CANDIDATES {
+                if found.count > MAX_CANDIDATES as u64 {
                     notes.push(format!("more than {MAX_CANDIDATES} candidates: scanning instead"));
                 } else {
-                    notes.push(format!("{} candidates, read in {order} order, filter rechecked", found.len()));
+                    notes.push(format!("{} candidates, read in {order} order, filter rechecked", found.count));
                     ids = Some(found);
                 }
             }
