@@ -11,6 +11,7 @@ use serde_json::json;
 use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
 use sqlx::{AssertSqlSafe, Row};
 
+use super::bind::{Bind, query};
 use super::sql::record;
 use super::{MetaError, ObjectRecord};
 
@@ -72,12 +73,6 @@ pub enum Candidates {
     Or(Vec<Candidates>),
     /// These version ids (a JSON array), worked out by the store.
     Ids(String),
-}
-
-pub(super) enum Bind {
-    Text(String),
-    Int(i64),
-    Blob(Vec<u8>),
 }
 
 impl Candidates {
@@ -198,18 +193,6 @@ fn prefix_successor(p: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-fn query<'q>(sql: String, binds: Vec<Bind>) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
-    // The text is built only from fixed fragments; every value is bound.
-    let mut q = sqlx::query(AssertSqlSafe(sql));
-    for b in binds {
-        q = match b {
-            Bind::Text(t) => q.bind(t),
-            Bind::Int(i) => q.bind(i),
-            Bind::Blob(b) => q.bind(b),
-        };
-    }
-    q
-}
 
 /// Up to some number of a candidate set's version ids.
 #[derive(Debug, Clone, PartialEq)]

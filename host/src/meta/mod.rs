@@ -11,6 +11,7 @@
 //! number of objects.
 
 mod batch;
+mod bind;
 mod cache;
 mod clock;
 mod index;

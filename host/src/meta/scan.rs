@@ -6,8 +6,9 @@
 //! order, whichever the direction.
 
 use sqlx::sqlite::SqlitePool;
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::Row;
 
+use super::bind::{Bind, query};
 use super::sql::record;
 use super::{MetaError, ObjectRecord};
 
@@ -39,12 +40,6 @@ pub enum Position {
     Valued { value: SortValue, key: String },
     /// Among objects without one (after all those with one).
     Unvalued { key: String },
-}
-
-enum Bind {
-    Text(String),
-    Int(i64),
-    Real(f64),
 }
 
 /// The `json_extract` path of an attribute. Attributes are flat, so a
@@ -173,15 +168,5 @@ pub async fn scan(
 }
 
 async fn fetch(pool: &SqlitePool, sql: String, binds: Vec<Bind>) -> Result<Vec<sqlx::sqlite::SqliteRow>, MetaError> {
-    // The text is built only from the fixed fragments above; every value is
-    // bound.
-    let mut q = sqlx::query(AssertSqlSafe(sql));
-    for b in binds {
-        q = match b {
-            Bind::Text(t) => q.bind(t),
-            Bind::Int(i) => q.bind(i),
-            Bind::Real(r) => q.bind(r),
-        };
-    }
-    Ok(q.fetch_all(pool).await?)
+    Ok(query(sql, binds).fetch_all(pool).await?)
 }
