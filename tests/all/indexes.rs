@@ -251,3 +251,40 @@ async fn disabled_indexing_and_search_are_refused_clearly() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("search is disabled"));
 }
+
+#[tokio::test]
+async fn indexed_pages_equal_scanned_pages() {
+    let s = TestServer::start("");
+    let mut c = s.client().await;
+    create(&mut c, "cat", &["category"], "btree").await.unwrap();
+    fixture(&mut c).await;
+    let filter = cond("category", "in", &[json!("ops"), json!("legal")]);
+    for (sort, descending) in [("size", true), ("score", false), ("key", true)] {
+        let mut pages = Vec::new();
+        for no_index in [false, true] {
+            let mut keys = Vec::new();
+            let mut cursor = String::new();
+            loop {
+                let req = pb::SearchRequest {
+                    filter: Some(filter.clone()),
+                    sort: sort.into(),
+                    descending,
+                    limit: 3,
+                    cursor,
+                    no_index,
+                    ..Default::default()
+                };
+                let r = c.search(req).await.unwrap().into_inner();
+                assert_eq!(r.indexed, !no_index, "{}", r.plan);
+                keys.extend(r.objects.into_iter().map(|o| o.key));
+                if r.next_cursor.is_empty() {
+                    break;
+                }
+                cursor = r.next_cursor;
+            }
+            pages.push(keys);
+        }
+        assert_eq!(pages[0], pages[1], "sorted by {sort}");
+        assert_eq!(pages[0].len(), 20);
+    }
+}
