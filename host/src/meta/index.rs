@@ -483,10 +483,7 @@ pub async fn eager(conn: &mut SqliteConnection, maker: &dyn TermMaker) -> Result
     if defs.is_empty() {
         return Ok(());
     }
-    let head: i64 = sqlx::query("SELECT coalesce(max(id), 0) AS top FROM versions")
-        .fetch_one(&mut *conn)
-        .await?
-        .try_get("top")?;
+    let head = head(&mut *conn).await?;
     for d in defs.iter().filter(|d| d.ready && d.error.is_none() && head - d.watermark <= EAGER_MAX_LAG as i64) {
         catch_up(&mut *conn, maker, d, EAGER_MAX_LAG + 1).await?;
     }
@@ -502,9 +499,9 @@ pub async fn get_on(conn: &mut SqliteConnection, id: i64) -> Result<Option<Index
     row.as_ref().map(def).transpose()
 }
 
-/// How many versions the newest id is ahead of each watermark.
-pub async fn head(pool: &SqlitePool) -> Result<i64, MetaError> {
-    Ok(sqlx::query("SELECT coalesce(max(id), 0) AS top FROM versions").fetch_one(pool).await?.try_get("top")?)
+/// The newest version id (0 when there is none): how far indexes have to go.
+pub async fn head<'e>(db: impl sqlx::SqliteExecutor<'e>) -> Result<i64, MetaError> {
+    Ok(sqlx::query("SELECT coalesce(max(id), 0) AS top FROM versions").fetch_one(db).await?.try_get("top")?)
 }
 
 // ---- upkeep ----

@@ -29,7 +29,7 @@ use sqlx::sqlite::{
 };
 
 pub use cache::CacheStats;
-pub use index::{CandidateIds, Candidates, IndexDef, Step, TermMaker, TermMatch};
+pub use index::{CandidateIds, Candidates, IndexDef, TermMaker, TermMatch};
 pub use scan::{Position, SortField, SortValue};
 use cache::MetaCache;
 use clock::Clock;
@@ -558,7 +558,9 @@ impl MetaStore {
     pub async fn catch_up_indexes(&self, batch: u32) -> Result<u64, MetaError> {
         let Some(maker) = self.terms.get() else { return Ok(0) };
         let mut read = 0;
-        for d in index::list(&self.write).await? {
+        let head = index::head(&self.read).await?;
+        // An index already at the newest version needs no write transaction.
+        for d in index::list(&self.write).await?.into_iter().filter(|d| d.watermark < head) {
             loop {
                 let mut conn = self.write.acquire().await?;
                 let mut tx = sqlx::Connection::begin(&mut *conn).await?;

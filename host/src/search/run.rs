@@ -98,13 +98,12 @@ pub async fn run(meta: &MetaStore, plugins: Option<&Plugins>, s: &Search) -> Res
     'pages: loop {
         // Candidates mostly match: ask for what the page still needs, not a
         // full batch.
-        let want = match &ids {
-            Some(_) => (s.limit - records.len() as u32).clamp(1, BATCH),
-            None => BATCH,
-        };
-        let batch = match &ids {
-            Some(ids) => meta.scan_ids(&s.bucket, &sort, s.descending, after.as_ref(), want, ids).await?,
-            None => meta.scan(&s.bucket, &sort, s.descending, after.as_ref(), want).await?,
+        let (want, batch) = match &ids {
+            Some(ids) => {
+                let want = (s.limit - records.len() as u32).clamp(1, BATCH);
+                (want, meta.scan_ids(&s.bucket, &sort, s.descending, after.as_ref(), want, ids).await?)
+            }
+            None => (BATCH, meta.scan(&s.bucket, &sort, s.descending, after.as_ref(), BATCH).await?),
         };
         let done = (batch.len() as u32) < want;
         for (record, position) in batch {
