@@ -32,7 +32,7 @@ fn protos(out: &Path) -> Result<()> {
         .bytes(".strata.v1")
         // Undecodable requests (invalid UTF-8) are INVALID_ARGUMENT, not INTERNAL.
         .codec_path("crate::api::codec::StrataCodec")
-        .compile_with_config(config, &["proto/strata/v1/strata.proto"], &["proto"])?;
+        .compile_with_config(config, &["proto/strata/v1/strata.proto", "proto/strata/peer/v1/peer.proto"], &["proto"])?;
     println!("cargo:rerun-if-changed=proto");
     println!("cargo:rerun-if-changed=migrations");
     Ok(())

@@ -5,6 +5,7 @@
 //! storage conformance suite. Nothing here is wired into the server yet.
 
 pub mod log_store;
+pub mod network;
 pub mod state;
 pub mod types;
 

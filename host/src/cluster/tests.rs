@@ -32,3 +32,99 @@ fn the_sqlite_store_passes_openraft_conformance() {
         Suite::test_all(Builder).await.unwrap();
     });
 }
+
+mod three_nodes {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use openraft::Config;
+    use openraft::async_runtime::WatchReceiver;
+
+    use crate::cluster::log_store::{LogStore, open};
+    use crate::cluster::network::{Network, PeerService, Raft, pb};
+    use crate::cluster::state::StateMachine;
+    use crate::cluster::types::{Cmd, NodeMeta};
+
+    struct Node {
+        raft: Raft,
+        sm: Arc<StateMachine>,
+        server: tokio::task::JoinHandle<()>,
+    }
+
+    async fn start(id: u64, listener: tokio::net::TcpListener) -> Node {
+        let config = Arc::new(
+            Config { heartbeat_interval: 100, election_timeout_min: 300, election_timeout_max: 600, ..Default::default() }
+                .validate()
+                .unwrap(),
+        );
+        let pool = open(None).await.unwrap();
+        let sm = StateMachine::open(pool.clone()).await.unwrap();
+        let raft = Raft::new(id, config, Network::default(), LogStore::new(pool), sm.clone()).await.unwrap();
+        let svc = pb::peer_server::PeerServer::new(PeerService { raft: raft.clone() });
+        let server = tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .await;
+        });
+        Node { raft, sm, server }
+    }
+
+    async fn leader(nodes: &[&Node]) -> u64 {
+        for _ in 0..100 {
+            let m = nodes[0].raft.metrics().borrow_watched().clone();
+            if let Some(l) = m.current_leader
+                && nodes.iter().any(|n| n.raft.metrics().borrow_watched().clone().id == l)
+            {
+                return l;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no leader");
+    }
+
+    async fn epoch_everywhere(nodes: &[&Node], want: u64) {
+        for _ in 0..100 {
+            let mut all = true;
+            for n in nodes {
+                all &= n.sm.state().await.epoch == want;
+            }
+            if all {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("epoch {want} never reached every node");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn three_nodes_elect_replicate_and_survive_the_leader() {
+        let mut listeners = Vec::new();
+        let mut members = BTreeMap::new();
+        for id in 1..=3u64 {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            members.insert(id, NodeMeta { addr: l.local_addr().unwrap().to_string(), ..Default::default() });
+            listeners.push(l);
+        }
+        let mut nodes = Vec::new();
+        for (i, l) in listeners.into_iter().enumerate() {
+            nodes.push(start(i as u64 + 1, l).await);
+        }
+        nodes[0].raft.initialize(members).await.unwrap();
+        let all: Vec<&Node> = nodes.iter().collect();
+        let first = leader(&all).await;
+        let at = |id: u64| &nodes[id as usize - 1];
+        at(first).raft.client_write(Cmd::BumpEpoch).await.unwrap();
+        epoch_everywhere(&all, 1).await;
+
+        // The leader goes away: the other two elect one of themselves and go on.
+        at(first).server.abort();
+        at(first).raft.shutdown().await.unwrap();
+        let rest: Vec<&Node> = nodes.iter().filter(|n| n.raft.metrics().borrow_watched().clone().id != first).collect();
+        let second = leader(&rest).await;
+        assert_ne!(second, first);
+        at(second).raft.client_write(Cmd::BumpEpoch).await.unwrap();
+        epoch_everywhere(&rest, 2).await;
+    }
+}
