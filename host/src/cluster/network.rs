@@ -80,7 +80,7 @@ impl Conn {
             .client
             .as_mut()
             .ok_or_else(|| RPCError::Unreachable(Unreachable::from_string("the peer's address is not a valid URI")))?;
-        let mut req = Request::new(pb::RaftBytes { data: serde_json::to_vec(msg).map_err(net_err)?.into() });
+        let mut req = Request::new(pb::RaftBytes { data: serde_json::to_vec(msg).map_err(net_err)? });
         req.set_timeout(timeout);
         let r = match which {
             0 => client.append_entries(req).await,
@@ -133,7 +133,7 @@ fn decode<T: DeserializeOwned>(r: Request<pb::RaftBytes>) -> Result<T, Status> {
 
 fn encode<T: Serialize>(v: &T) -> Result<Response<pb::RaftBytes>, Status> {
     let data = serde_json::to_vec(v).map_err(|e| Status::internal(e.to_string()))?;
-    Ok(Response::new(pb::RaftBytes { data: data.into() }))
+    Ok(Response::new(pb::RaftBytes { data }))
 }
 
 #[tonic::async_trait]
