@@ -33,6 +33,57 @@ pub struct Config {
     pub wasm: WasmConfig,
     /// Plugins beyond the built-ins: `[[plugins]]` tables.
     pub plugins: Vec<PluginDecl>,
+    /// Absent: a single-node server.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]`: this node's place in a cluster.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Raft node id; generated and kept in `<base_path>/cluster` when absent.
+    pub node_id: Option<u64>,
+    /// Address peers and clients reach this node at; defaults to `server.listen`.
+    pub advertise: Option<String>,
+    pub region: String,
+    pub zone: String,
+    /// Bytes offered for data; defaults to the data disk's size.
+    pub capacity: Option<Size>,
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Nodes to join through at start (`host:port`).
+    pub seeds: Vec<String>,
+    /// File holding the shared cluster secret.
+    pub secret_file: Option<PathBuf>,
+    /// Environment variable holding the shared cluster secret.
+    pub secret_env: Option<String>,
+    /// How often nodes send heartbeats.
+    #[serde(with = "duration")]
+    pub heartbeat_interval: Duration,
+    /// A node silent this long is suspect.
+    #[serde(with = "duration")]
+    pub suspect_after: Duration,
+    /// A node silent this long is down.
+    #[serde(with = "duration")]
+    pub down_after: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            node_id: None,
+            advertise: None,
+            region: "default".into(),
+            zone: "default".into(),
+            capacity: None,
+            labels: Default::default(),
+            seeds: Vec::new(),
+            secret_file: None,
+            secret_env: None,
+            heartbeat_interval: Duration::from_millis(500),
+            suspect_after: Duration::from_secs(2),
+            down_after: Duration::from_secs(6),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -329,6 +380,17 @@ impl Config {
             }
             if p.memory_limit.is_some_and(|m| m.0 < 1 << 20) {
                 return bad(&at, "memory_limit must be at least 1MiB");
+            }
+        }
+        if let Some(c) = &self.cluster {
+            if c.secret_file.is_some() == c.secret_env.is_some() {
+                return bad("cluster", "set exactly one of secret_file and secret_env");
+            }
+            if c.node_id == Some(0) {
+                return bad("cluster.node_id", "must be more than 0");
+            }
+            if c.heartbeat_interval.is_zero() || c.suspect_after <= c.heartbeat_interval || c.down_after <= c.suspect_after {
+                return bad("cluster", "want 0 < heartbeat_interval < suspect_after < down_after");
             }
         }
         if let Some(enc) = &self.storage.encryption

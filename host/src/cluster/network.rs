@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
+use super::secret::Secret;
 use super::state::StateMachine;
 use super::types::{NodeMeta, Snapshot, SnapshotData, SnapshotMeta, TypeConfig, Vote};
 
@@ -28,13 +29,21 @@ pub type Raft = openraft::Raft<TypeConfig, Arc<StateMachine>>;
 
 /// Opens clients to peers; channels are cached per address and connect on
 /// first use, so making a client never blocks Raft.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Network {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    secret: Secret,
+}
+
+impl Network {
+    pub fn new(secret: Secret) -> Self {
+        Self { channels: Default::default(), secret }
+    }
 }
 
 pub struct Conn {
     client: Option<pb::peer_client::PeerClient<Channel>>,
+    secret: Secret,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -54,7 +63,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
                 ch
             }),
         };
-        Conn { client: ch.map(pb::peer_client::PeerClient::new) }
+        Conn { client: ch.map(pb::peer_client::PeerClient::new), secret: self.secret.clone() }
     }
 }
 
@@ -64,6 +73,8 @@ fn net_err(e: impl std::error::Error + 'static) -> RPCError<TypeConfig> {
 
 fn status_err(s: Status) -> RPCError<TypeConfig> {
     match s.code() {
+        // A peer that refuses our secret is as good as unreachable.
+        tonic::Code::Unauthenticated => RPCError::Unreachable(Unreachable::new(&s)),
         tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => RPCError::Unreachable(Unreachable::new(&s)),
         _ => RPCError::Network(NetworkError::new(&s)),
     }
@@ -82,6 +93,7 @@ impl Conn {
             .ok_or_else(|| RPCError::Unreachable(Unreachable::from_string("the peer's address is not a valid URI")))?;
         let mut req = Request::new(pb::RaftBytes { data: serde_json::to_vec(msg).map_err(net_err)? });
         req.set_timeout(timeout);
+        self.secret.attach(&mut req);
         let r = match which {
             0 => client.append_entries(req).await,
             1 => client.vote(req).await,
@@ -125,6 +137,7 @@ impl RaftNetworkV2<TypeConfig> for Conn {
 /// The server side: hands each message to the local Raft.
 pub struct PeerService {
     pub raft: Raft,
+    pub secret: Secret,
 }
 
 fn decode<T: DeserializeOwned>(r: Request<pb::RaftBytes>) -> Result<T, Status> {
@@ -139,16 +152,19 @@ fn encode<T: Serialize>(v: &T) -> Result<Response<pb::RaftBytes>, Status> {
 #[tonic::async_trait]
 impl pb::peer_server::Peer for PeerService {
     async fn append_entries(&self, req: Request<pb::RaftBytes>) -> Result<Response<pb::RaftBytes>, Status> {
+        self.secret.check(&req)?;
         let rpc: AppendEntriesRequest<TypeConfig> = decode(req)?;
         encode(&self.raft.append_entries(rpc).await.map_err(|e| Status::internal(e.to_string()))?)
     }
 
     async fn vote(&self, req: Request<pb::RaftBytes>) -> Result<Response<pb::RaftBytes>, Status> {
+        self.secret.check(&req)?;
         let rpc: VoteRequest<TypeConfig> = decode(req)?;
         encode(&self.raft.vote(rpc).await.map_err(|e| Status::internal(e.to_string()))?)
     }
 
     async fn install_snapshot(&self, req: Request<pb::RaftBytes>) -> Result<Response<pb::RaftBytes>, Status> {
+        self.secret.check(&req)?;
         let (vote, meta, data): (Vote, SnapshotMeta, SnapshotData) = decode(req)?;
         let r = self
             .raft

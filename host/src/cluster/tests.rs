@@ -43,6 +43,7 @@ mod three_nodes {
 
     use crate::cluster::log_store::{LogStore, open};
     use crate::cluster::network::{Network, PeerService, Raft, pb};
+    use crate::cluster::secret::Secret;
     use crate::cluster::state::StateMachine;
     use crate::cluster::types::{Cmd, NodeMeta};
 
@@ -52,7 +53,8 @@ mod three_nodes {
         server: tokio::task::JoinHandle<()>,
     }
 
-    async fn start(id: u64, listener: tokio::net::TcpListener) -> Node {
+    async fn start(id: u64, listener: tokio::net::TcpListener, secret: &str) -> Node {
+        let secret = Secret::new_for_tests(secret);
         let config = Arc::new(
             Config { heartbeat_interval: 100, election_timeout_min: 300, election_timeout_max: 600, ..Default::default() }
                 .validate()
@@ -60,8 +62,8 @@ mod three_nodes {
         );
         let pool = open(None).await.unwrap();
         let sm = StateMachine::open(pool.clone()).await.unwrap();
-        let raft = Raft::new(id, config, Network::default(), LogStore::new(pool), sm.clone()).await.unwrap();
-        let svc = pb::peer_server::PeerServer::new(PeerService { raft: raft.clone() });
+        let raft = Raft::new(id, config, Network::new(secret.clone()), LogStore::new(pool), sm.clone()).await.unwrap();
+        let svc = pb::peer_server::PeerServer::new(PeerService { raft: raft.clone(), secret });
         let server = tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
                 .add_service(svc)
@@ -98,6 +100,28 @@ mod three_nodes {
         panic!("epoch {want} never reached every node");
     }
 
+    const SECRET: &str = "a shared secret of some length";
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_with_the_wrong_secret_cannot_take_part() {
+        let mut listeners = Vec::new();
+        let mut members = BTreeMap::new();
+        for id in 1..=2u64 {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            members.insert(id, NodeMeta { addr: l.local_addr().unwrap().to_string(), ..Default::default() });
+            listeners.push(l);
+        }
+        let mut it = listeners.into_iter();
+        let a = start(1, it.next().unwrap(), SECRET).await;
+        let b = start(2, it.next().unwrap(), "another secret, not shared").await;
+        a.raft.initialize(members).await.unwrap();
+        // Two voters, one unreachable for want of the secret: no quorum, no leader.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for n in [&a, &b] {
+            assert_eq!(n.raft.metrics().borrow_watched().clone().current_leader, None);
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn three_nodes_elect_replicate_and_survive_the_leader() {
         let mut listeners = Vec::new();
@@ -109,7 +133,7 @@ mod three_nodes {
         }
         let mut nodes = Vec::new();
         for (i, l) in listeners.into_iter().enumerate() {
-            nodes.push(start(i as u64 + 1, l).await);
+            nodes.push(start(i as u64 + 1, l, SECRET).await);
         }
         nodes[0].raft.initialize(members).await.unwrap();
         let all: Vec<&Node> = nodes.iter().collect();
