@@ -15,6 +15,7 @@ use crate::config::{Compression, Config, IndexingMode, MetaBackend};
 use crate::meta::{MetaOptions, MetaStore};
 use crate::metrics::Metrics;
 use crate::objects::{Objects, Upkeep};
+use crate::cluster::node::Cluster;
 use crate::plugin::Plugins;
 use crate::search::index::PluginTerms;
 use crate::store::{Codec, Key, LocalStore};
@@ -31,6 +32,7 @@ pub struct Server {
     listener: TcpListener,
     objects: Arc<Objects>,
     plugins: Arc<Plugins>,
+    cluster: Option<Arc<Cluster>>,
     config: Config,
 }
 
@@ -84,12 +86,25 @@ impl Server {
         let listener = TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("cannot listen on {} (server.listen)", config.server.listen))?;
+        let cluster = match &config.cluster {
+            None => None,
+            Some(c) => {
+                let advertise = c.advertise.clone().unwrap_or(listener.local_addr()?.to_string());
+                let dir = config.storage.base_path.join("cluster");
+                let cluster = Cluster::open(c, &dir, advertise, config.storage.max_size.0)
+                    .await
+                    .context("starting the cluster node")?;
+                info!(node = cluster.id, addr = %cluster.me.addr, "cluster node started");
+                Some(Arc::new(cluster))
+            }
+        };
         Ok(Self {
             addr: listener.local_addr()?,
             data_dir: config.storage.base_path.clone(),
             listener,
             objects,
             plugins,
+            cluster,
             config,
         })
     }
@@ -148,7 +163,7 @@ impl Server {
             max_chunk: (max_msg - 1024).min(1 << 20),
             search: self.config.metadata.enable_search,
         };
-        let svc = pb::strata_server::StrataServer::new(Api::new(self.objects.clone(), self.plugins.clone(), limits))
+        let svc = pb::strata_server::StrataServer::new(Api::new(self.objects.clone(), self.plugins.clone(), self.cluster.clone(), limits))
             .max_decoding_message_size(max_msg)
             .max_encoding_message_size(max_msg);
         let (health, health_svc) = tonic_health::server::health_reporter();
@@ -170,6 +185,7 @@ impl Server {
             .add_service(health_svc)
             .add_service(reflection)
             .add_service(svc)
+            .add_optional_service(self.cluster.as_ref().map(|c| c.service()))
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = signal_rx.await;
             });

@@ -5,6 +5,7 @@ mod common;
 
 mod batch;
 mod cli;
+mod cluster;
 mod config;
 mod corruption;
 mod crash;

@@ -4,6 +4,7 @@
 //! in the file of that operation; errors map to statuses in [`error`].
 
 mod bucket;
+mod cluster;
 pub mod codec;
 mod delete;
 pub mod error;
@@ -25,6 +26,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::meta::ObjectRecord;
 use crate::objects::Objects;
+use crate::cluster::node::Cluster;
 use crate::plugin::Plugins;
 
 /// Generated protobuf types and gRPC stubs.
@@ -48,12 +50,13 @@ pub struct Limits {
 pub struct Api {
     objects: Arc<Objects>,
     plugins: Arc<Plugins>,
+    cluster: Option<Arc<Cluster>>,
     limits: Limits,
 }
 
 impl Api {
-    pub fn new(objects: Arc<Objects>, plugins: Arc<Plugins>, limits: Limits) -> Self {
-        Self { objects, plugins, limits }
+    pub fn new(objects: Arc<Objects>, plugins: Arc<Plugins>, cluster: Option<Arc<Cluster>>, limits: Limits) -> Self {
+        Self { objects, plugins, cluster, limits }
     }
 
     async fn timed<T>(
@@ -207,6 +210,19 @@ impl pb::strata_server::Strata for Api {
         })
         .await
         .map(Response::new)
+    }
+
+    async fn cluster_init(&self, _req: Request<pb::ClusterInitRequest>) -> Result<Response<pb::ClusterView>, Status> {
+        let c = cluster::require(self.cluster.as_ref())?;
+        self.timed("cluster_init", cluster::handle_init(c)).await.map(Response::new)
+    }
+
+    async fn cluster_status(
+        &self,
+        _req: Request<pb::ClusterStatusRequest>,
+    ) -> Result<Response<pb::ClusterView>, Status> {
+        let c = cluster::require(self.cluster.as_ref())?;
+        self.timed("cluster_status", cluster::handle_status(c)).await.map(Response::new)
     }
 
     async fn create_index(&self, req: Request<pb::CreateIndexRequest>) -> Result<Response<pb::IndexInfo>, Status> {

@@ -11,7 +11,7 @@ use tonic::Status;
 use tonic::transport::Channel;
 
 use super::output;
-use super::{BucketCmd, Cmd, IndexCmd, PluginCmd};
+use super::{BucketCmd, ClusterCmd, Cmd, IndexCmd, PluginCmd};
 use crate::api::pb::{self, strata_client::StrataClient};
 
 /// Upload chunk size: the store's frame size, well under the message limit.
@@ -304,6 +304,16 @@ pub async fn run(addr: &str, cmd: Cmd) -> anyhow::Result<()> {
             let r = c.search(req).await.map_err(status)?.into_inner();
             output::search(&r, explain, json);
         }
+        Cmd::Cluster { cmd } => match cmd {
+            ClusterCmd::Init => {
+                let v = c.cluster_init(pb::ClusterInitRequest {}).await.map_err(status)?.into_inner();
+                output::cluster(&v, false);
+            }
+            ClusterCmd::Status { json } => {
+                let v = c.cluster_status(pb::ClusterStatusRequest {}).await.map_err(status)?.into_inner();
+                output::cluster(&v, json);
+            }
+        },
         Cmd::Index { cmd } => match cmd {
             IndexCmd::Create { name, fields, kind, bucket, wait } => {
                 let req = pb::CreateIndexRequest { bucket: bucket.clone().unwrap_or_default(), name, fields, r#type: kind };

@@ -165,6 +165,11 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: IndexCmd,
     },
+    /// The cluster this server belongs to.
+    Cluster {
+        #[command(subcommand)]
+        cmd: ClusterCmd,
+    },
     /// Ask the server whether it is serving (gRPC health).
     Health,
     /// Loaded WebAssembly plugins.
@@ -188,6 +193,17 @@ pub enum BucketCmd {
         json: bool,
     },
     Rm { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCmd {
+    /// Make this node a one-node cluster that others then join.
+    Init,
+    /// Every node of the cluster, as this node sees it.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

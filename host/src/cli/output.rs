@@ -171,6 +171,38 @@ pub fn placement(r: &pb::PlaceResponse, json: bool) {
     }
 }
 
+pub fn cluster(v: &pb::ClusterView, json: bool) {
+    let nodes: Vec<Value> = v
+        .nodes
+        .iter()
+        .map(|n| {
+            json!({"id": n.id, "address": n.address, "region": n.region, "zone": n.zone,
+                   "capacity": n.capacity, "role": n.role, "leader": n.id == v.leader})
+        })
+        .collect();
+    if json {
+        println!(
+            "{}",
+            json!({"node_id": v.node_id, "leader": v.leader, "term": v.term, "applied": v.applied,
+                   "epoch": v.epoch, "nodes": nodes})
+        );
+        return;
+    }
+    println!("{:<20} {:<22} {:<16} {:>10} {:<8}", "ID", "ADDRESS", "REGION/ZONE", "CAPACITY", "ROLE");
+    for n in &v.nodes {
+        let role = if n.id == v.leader { format!("{} (leader)", n.role) } else { n.role.clone() };
+        println!(
+            "{:<20} {:<22} {:<16} {:>10} {}",
+            n.id,
+            n.address,
+            format!("{}/{}", n.region, n.zone),
+            bytesize::ByteSize(n.capacity).to_string(),
+            role
+        );
+    }
+    println!("term {}, applied index {}, epoch {}, answered by node {}", v.term, v.applied, v.epoch, v.node_id);
+}
+
 pub fn indexes(list: &[pb::IndexInfo], json: bool) {
     if json {
         let v: Vec<Value> = list

@@ -6,6 +6,7 @@
 
 pub mod log_store;
 pub mod network;
+pub mod node;
 pub mod secret;
 pub mod state;
 pub mod types;
