@@ -225,6 +225,20 @@ impl pb::strata_server::Strata for Api {
         self.timed("cluster_status", cluster::handle_status(c)).await.map(Response::new)
     }
 
+    async fn cluster_join(&self, req: Request<pb::ClusterJoinRequest>) -> Result<Response<pb::ClusterView>, Status> {
+        let c = cluster::require(self.cluster.as_ref())?;
+        let address = req.into_inner().address;
+        if address.is_empty() {
+            return Err(error::invalid("address: give host:port of a node of the cluster"));
+        }
+        self.timed("cluster_join", async {
+            c.join(&address).await?;
+            cluster::handle_status(c).await
+        })
+        .await
+        .map(Response::new)
+    }
+
     async fn create_index(&self, req: Request<pb::CreateIndexRequest>) -> Result<Response<pb::IndexInfo>, Status> {
         self.timed("create_index", index::handle_create(&self.objects, &self.plugins, req.into_inner()))
             .await

@@ -309,6 +309,10 @@ pub async fn run(addr: &str, cmd: Cmd) -> anyhow::Result<()> {
                 let v = c.cluster_init(pb::ClusterInitRequest {}).await.map_err(status)?.into_inner();
                 output::cluster(&v, false);
             }
+            ClusterCmd::Join { node } => {
+                let v = c.cluster_join(pb::ClusterJoinRequest { address: node }).await.map_err(status)?.into_inner();
+                output::cluster(&v, false);
+            }
             ClusterCmd::Status { json } => {
                 let v = c.cluster_status(pb::ClusterStatusRequest {}).await.map_err(status)?.into_inner();
                 output::cluster(&v, json);

@@ -199,6 +199,11 @@ pub enum BucketCmd {
 pub enum ClusterCmd {
     /// Make this node a one-node cluster that others then join.
     Init,
+    /// Add this node to the cluster of the node at ADDR (host:port).
+    Join {
+        #[arg(value_name = "ADDR")]
+        node: String,
+    },
     /// Every node of the cluster, as this node sees it.
     Status {
         #[arg(long)]

@@ -18,6 +18,8 @@ use tonic::{Request, Response, Status};
 
 use super::secret::Secret;
 use super::state::StateMachine;
+use openraft::async_runtime::WatchReceiver;
+
 use super::types::{NodeMeta, Snapshot, SnapshotData, SnapshotMeta, TypeConfig, Vote};
 
 pub mod pb {
@@ -149,8 +151,48 @@ fn encode<T: Serialize>(v: &T) -> Result<Response<pb::RaftBytes>, Status> {
     Ok(Response::new(pb::RaftBytes { data }))
 }
 
+/// The header naming the leader's address when a node cannot serve a join.
+pub const LEADER_HEADER: &str = "x-strata-leader";
+
 #[tonic::async_trait]
 impl pb::peer_server::Peer for PeerService {
+    async fn join(&self, req: Request<pb::RaftBytes>) -> Result<Response<pb::RaftBytes>, Status> {
+        self.secret.check(&req)?;
+        let (id, node): (u64, NodeMeta) = decode(req)?;
+        let m = self.raft.metrics().borrow_watched().clone();
+        let membership = m.membership_config.membership().clone();
+        if membership.voter_ids().any(|v| v == id) {
+            return encode(&());
+        }
+        if let Some((_, known)) = membership.nodes().find(|(nid, n)| **nid != id && n.addr == node.addr) {
+            return Err(Status::already_exists(format!("another node already has address {}", known.addr)));
+        }
+        let not_leader = |f: Option<NodeMeta>| {
+            let mut s = Status::unavailable("not the leader");
+            if let Some(Ok(v)) = f.map(|n| n.addr.parse()) {
+                s.metadata_mut().insert(LEADER_HEADER, v);
+            }
+            s
+        };
+        match self.raft.add_learner(id, node, true).await {
+            Ok(_) => {}
+            Err(e) => {
+                return Err(match e.forward_to_leader() {
+                    Some(f) => not_leader(f.leader_node.clone()),
+                    None => Status::failed_precondition(format!("cannot add node {id}: {e}")),
+                });
+            }
+        }
+        self.raft
+            .change_membership(openraft::ChangeMembers::AddVoterIds(std::collections::BTreeSet::from([id])), false)
+            .await
+            .map_err(|e| match e.forward_to_leader() {
+                Some(f) => not_leader(f.leader_node.clone()),
+                None => Status::failed_precondition(format!("cannot make node {id} a voter: {e}")),
+            })?;
+        encode(&())
+    }
+
     async fn append_entries(&self, req: Request<pb::RaftBytes>) -> Result<Response<pb::RaftBytes>, Status> {
         self.secret.check(&req)?;
         let rpc: AppendEntriesRequest<TypeConfig> = decode(req)?;

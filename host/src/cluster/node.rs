@@ -57,6 +57,38 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Asks the node at `addr` (or the leader it names) to add this node.
+    pub async fn join(&self, addr: &str) -> Result<(), tonic::Status> {
+        let mut target = addr.to_string();
+        for _ in 0..4 {
+            let ep = tonic::transport::Endpoint::from_shared(format!("http://{target}"))
+                .map_err(|e| tonic::Status::invalid_argument(format!("{target}: not an address: {e}")))?
+                .connect_timeout(std::time::Duration::from_secs(3));
+            let ch = ep.connect().await.map_err(|e| tonic::Status::unavailable(format!("cannot reach {target}: {e}")))?;
+            let mut client = pb::peer_client::PeerClient::new(ch);
+            let data = serde_json::to_vec(&(self.id, &self.me)).map_err(|e| tonic::Status::internal(e.to_string()))?;
+            let mut req = tonic::Request::new(pb::RaftBytes { data });
+            req.set_timeout(std::time::Duration::from_secs(30));
+            self.secret.attach(&mut req);
+            match client.join(req).await {
+                Ok(_) => return Ok(()),
+                Err(s) if s.code() == tonic::Code::Unavailable => match s.metadata().get(super::network::LEADER_HEADER) {
+                    Some(l) => target = l.to_str().unwrap_or_default().to_string(),
+                    None => return Err(tonic::Status::unavailable(format!("{target} knows no leader yet; try again"))),
+                },
+                Err(s) if s.code() == tonic::Code::Unauthenticated => {
+                    return Err(tonic::Status::permission_denied(format!(
+                        "{target} refused this node's cluster secret: both must use the same one"
+                    )));
+                }
+                Err(s) => return Err(s),
+            }
+        }
+        Err(tonic::Status::unavailable("no leader after following four redirects"))
+    }
+}
+
 /// The configured id, or the one kept from the first start, or a new one.
 async fn node_id(pool: &sqlx::SqlitePool, configured: Option<u64>) -> anyhow::Result<u64> {
     let kept: Option<i64> = sqlx::query("SELECT v FROM raft_meta WHERE k = 'node_id'")
