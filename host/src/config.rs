@@ -65,6 +65,11 @@ pub struct ClusterConfig {
     /// A node silent this long is down.
     #[serde(with = "duration")]
     pub down_after: Duration,
+    /// Raft log entries between snapshots; older entries are then purged.
+    pub snapshot_every: u64,
+    /// Source address of outgoing node-to-node connections (multi-homed
+    /// hosts); the system picks one when absent.
+    pub source_address: Option<std::net::IpAddr>,
 }
 
 impl Default for ClusterConfig {
@@ -82,6 +87,8 @@ impl Default for ClusterConfig {
             heartbeat_interval: Duration::from_millis(500),
             suspect_after: Duration::from_secs(2),
             down_after: Duration::from_secs(6),
+            snapshot_every: 5000,
+            source_address: None,
         }
     }
 }
@@ -385,6 +392,9 @@ impl Config {
         if let Some(c) = &self.cluster {
             if c.secret_file.is_some() == c.secret_env.is_some() {
                 return bad("cluster", "set exactly one of secret_file and secret_env");
+            }
+            if c.snapshot_every == 0 {
+                return bad("cluster.snapshot_every", "must be at least 1");
             }
             if c.node_id == Some(0) {
                 return bad("cluster.node_id", "must be more than 0");

@@ -80,6 +80,11 @@ impl Metrics {
         }
     }
 
+    /// Operations recorded since start, all kinds together.
+    pub fn total_ops(&self) -> u64 {
+        self.ops.lock().expect("metrics lock").values().map(|h| h.count).sum()
+    }
+
     pub fn corrupt_blob(&self) {
         self.corrupt_blobs.fetch_add(1, Ordering::Relaxed);
     }

@@ -91,11 +91,18 @@ impl Server {
             Some(c) => {
                 let advertise = c.advertise.clone().unwrap_or(listener.local_addr()?.to_string());
                 let dir = config.storage.base_path.join("cluster");
-                let cluster = Cluster::open(c, &dir, advertise, config.storage.max_size.0)
+                // Capacity: the quota, else the data disk's size.
+                let capacity = match config.storage.max_size.0 {
+                    0 => disk_size(&config.storage.base_path).unwrap_or(0),
+                    n => n,
+                };
+                let (metrics, store) = (objects.metrics.clone(), objects.store().clone());
+                let probe = Box::new(move || (metrics.total_ops(), store.quota.used()));
+                let cluster = Cluster::open(c, &dir, advertise, capacity, probe)
                     .await
                     .context("starting the cluster node")?;
                 info!(node = cluster.id, addr = %cluster.me.addr, "cluster node started");
-                Some(Arc::new(cluster))
+                Some(cluster)
             }
         };
         Ok(Self {
@@ -153,6 +160,10 @@ impl Server {
 
         if self.config.metadata.indexing_mode != IndexingMode::Disabled {
             tokio::spawn(index_worker(self.objects.meta().clone(), self.config.metadata.sync_interval, stop_rx.clone()));
+        }
+
+        if let Some(c) = &self.cluster {
+            c.spawn_background(stop_rx.clone());
         }
 
         let max_msg = self.config.server.max_message_size.0 as usize;
@@ -262,4 +273,20 @@ async fn index_worker(meta: Arc<MetaStore>, every: std::time::Duration, mut stop
             warn!(error = %e, "index sweep failed");
         }
     }
+}
+
+/// Size of the file system holding `path`.
+fn disk_size(path: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a NUL-terminated path and `st` is written by statvfs
+    // before it is read, only when the call succeeds.
+    let st = unsafe {
+        if libc::statvfs(c.as_ptr(), st.as_mut_ptr()) != 0 {
+            return None;
+        }
+        st.assume_init()
+    };
+    Some(st.f_blocks as u64 * st.f_frsize as u64)
 }

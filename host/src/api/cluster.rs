@@ -1,14 +1,16 @@
-//! Cluster calls: init and status.
+//! Cluster calls: membership, status, replication policies, locks.
 
-use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use openraft::async_runtime::WatchReceiver;
-use openraft::errors::InitializeError;
-use openraft::errors::RaftError;
 use tonic::Status;
 
+use super::error::invalid;
 use super::pb;
+use super::validate;
 use crate::cluster::node::Cluster;
+use crate::cluster::types::{BucketPolicy, LockGrant};
+use crate::plugin::Plugins;
 
 pub fn require(c: Option<&std::sync::Arc<Cluster>>) -> Result<&Cluster, Status> {
     c.map(|c| &**c).ok_or_else(|| {
@@ -17,37 +19,144 @@ pub fn require(c: Option<&std::sync::Arc<Cluster>>) -> Result<&Cluster, Status> 
 }
 
 pub async fn handle_init(c: &Cluster) -> Result<pb::ClusterView, Status> {
-    match c.raft.initialize(BTreeMap::from([(c.id, c.me.clone())])).await {
-        Ok(()) => {}
-        Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
-            return Err(Status::already_exists("this node already belongs to a cluster; see `strata cluster status`"));
-        }
-        Err(e) => return Err(Status::internal(format!("cluster init failed: {e}"))),
-    }
+    c.init().await?;
     handle_status(c).await
 }
 
+/// This node's view: Raft's membership and figures, and the failure
+/// detector's judgement of each member.
 pub async fn handle_status(c: &Cluster) -> Result<pb::ClusterView, Status> {
     let m = c.raft.metrics().borrow_watched().clone();
-    let membership = m.membership_config.membership().clone();
-    let voters: Vec<u64> = membership.voter_ids().collect();
-    let nodes = membership
-        .nodes()
-        .map(|(id, n)| pb::ClusterNode {
-            id: *id,
-            address: n.addr.clone(),
-            region: n.region.clone(),
-            zone: n.zone.clone(),
-            capacity: n.capacity,
-            role: if voters.contains(id) { "voter" } else { "learner" }.into(),
+    let now = Instant::now();
+    let nodes = c
+        .members()
+        .into_iter()
+        .map(|(id, n, voter)| {
+            let seen = c.detector.seen(id, now);
+            let beat = seen.beat.unwrap_or_default();
+            pb::ClusterNode {
+                id,
+                address: n.addr,
+                region: n.region,
+                zone: n.zone,
+                capacity: n.capacity,
+                role: if voter { "voter" } else { "learner" }.into(),
+                state: seen.health.to_string(),
+                last_heartbeat_ms: seen.silent.map_or(-1, |d| d.as_millis() as i64),
+                load: beat.load,
+                used: beat.used,
+            }
         })
         .collect();
+    let st = c.state.state().await;
     Ok(pb::ClusterView {
         node_id: c.id,
         leader: m.current_leader.unwrap_or(0),
         term: m.current_term,
         applied: m.last_applied.map_or(0, |l| l.index),
-        epoch: c.state.state().await.epoch,
+        epoch: st.epoch,
         nodes,
+        cluster_id: st.cluster_id,
+        problem: c.seed_problem().unwrap_or_default(),
     })
+}
+
+pub async fn handle_set_replication(c: &Cluster, plugins: &Plugins, req: pb::SetReplicationRequest) -> Result<pb::ReplicationPolicy, Status> {
+    validate::bucket_name(&req.bucket)?;
+    let p = req.policy.ok_or_else(|| invalid("policy: give strategy, selector and replicas"))?;
+    plugins.strategy(&p.strategy).map_err(|e| invalid(format!("policy.strategy: {e}")))?;
+    plugins.selector(&p.selector).map_err(|e| invalid(format!("policy.selector: {e}")))?;
+    if p.replicas == 0 || p.replicas > 16 {
+        return Err(invalid("policy.replicas: want 1 to 16"));
+    }
+    if p.min_replicas > p.replicas {
+        return Err(invalid("policy.min_replicas: at most replicas"));
+    }
+    let policy = BucketPolicy {
+        strategy: p.strategy,
+        selector: p.selector,
+        replicas: p.replicas,
+        min_replicas: p.min_replicas.max(1),
+        params: p.params.into_iter().collect(),
+    };
+    c.write(crate::cluster::types::Cmd::SetBucketPolicy { bucket: req.bucket, policy: policy.clone() }).await?;
+    Ok(policy_pb(policy))
+}
+
+pub async fn handle_get_replication(c: &Cluster, req: pb::GetReplicationRequest) -> Result<pb::ReplicationPolicy, Status> {
+    validate::bucket_name(&req.bucket)?;
+    let st = c.read().await?;
+    st.buckets
+        .get(&req.bucket)
+        .cloned()
+        .map(policy_pb)
+        .ok_or_else(|| Status::not_found(format!("bucket {:?} has no replication policy; set one with `strata cluster replication set`", req.bucket)))
+}
+
+fn policy_pb(p: BucketPolicy) -> pb::ReplicationPolicy {
+    pb::ReplicationPolicy {
+        strategy: p.strategy,
+        selector: p.selector,
+        replicas: p.replicas,
+        min_replicas: p.min_replicas,
+        params: p.params.into_iter().collect(),
+    }
+}
+
+/// Lock names: 1 to 200 printable characters.
+fn lock_name(name: &str) -> Result<(), Status> {
+    if name.is_empty() || name.len() > 200 || name.chars().any(char::is_control) {
+        return Err(invalid(format!("lock name {name:?}: use 1 to 200 printable characters")));
+    }
+    Ok(())
+}
+
+fn ttl(ms: u64) -> Result<Duration, Status> {
+    if !(100..=86_400_000).contains(&ms) {
+        return Err(invalid(format!("ttl: {ms} ms is out of range; use 100ms to 24h")));
+    }
+    Ok(Duration::from_millis(ms))
+}
+
+fn grant_pb(g: LockGrant, ttl_ms: u64) -> pb::LockGrant {
+    pb::LockGrant { name: g.name, holder: g.holder, token: g.token, ttl_ms }
+}
+
+pub async fn handle_acquire(c: &Cluster, req: pb::LockAcquireRequest) -> Result<pb::LockGrant, Status> {
+    lock_name(&req.name)?;
+    let ttl = ttl(req.ttl_ms)?;
+    if req.holder.len() > 200 {
+        return Err(invalid("holder: at most 200 bytes"));
+    }
+    let holder = match req.holder.is_empty() {
+        true => format!("anonymous-{:016x}", rand::random::<u64>()),
+        false => req.holder,
+    };
+    let wait = (req.wait_ms > 0).then(|| Duration::from_millis(req.wait_ms.min(3_600_000)));
+    let g = c.acquire(&req.name, &holder, ttl, wait).await?;
+    Ok(grant_pb(g, req.ttl_ms))
+}
+
+pub async fn handle_renew(c: &Cluster, req: pb::LockRenewRequest) -> Result<pb::LockGrant, Status> {
+    lock_name(&req.name)?;
+    let g = c.renew(&req.name, req.token, ttl(req.ttl_ms)?).await?;
+    Ok(grant_pb(g, req.ttl_ms))
+}
+
+pub async fn handle_release(c: &Cluster, req: pb::LockReleaseRequest) -> Result<pb::LockReleaseResponse, Status> {
+    lock_name(&req.name)?;
+    c.release(&req.name, req.token).await?;
+    Ok(pb::LockReleaseResponse {})
+}
+
+/// Live grants, read linearizably; ttl_ms is what is left of each lease.
+pub async fn handle_list_locks(c: &Cluster) -> Result<pb::ListLocksResponse, Status> {
+    let st = c.read().await?;
+    let locks = st
+        .locks
+        .all()
+        .filter(|g| g.expires_ms > st.clock_ms)
+        .map(|g| grant_pb(g.clone(), g.expires_ms - st.clock_ms))
+        .collect();
+    Ok(pb::ListLocksResponse { locks })
 }

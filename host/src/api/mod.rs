@@ -239,6 +239,60 @@ impl pb::strata_server::Strata for Api {
         .map(Response::new)
     }
 
+    async fn cluster_leave(&self, _req: Request<pb::ClusterLeaveRequest>) -> Result<Response<pb::ClusterView>, Status> {
+        let c = cluster::require(self.cluster.as_ref())?;
+        self.timed("cluster_leave", async {
+            c.remove(c.id).await?;
+            cluster::handle_status(c).await
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn cluster_remove(&self, req: Request<pb::ClusterRemoveRequest>) -> Result<Response<pb::ClusterView>, Status> {
+        let c = cluster::require(self.cluster.as_ref())?;
+        let id = req.into_inner().node_id;
+        if id == 0 {
+            return Err(error::invalid("node_id: give the id of the node to remove (see `strata cluster status`)"));
+        }
+        self.timed("cluster_remove", async {
+            c.remove(id).await?;
+            cluster::handle_status(c).await
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn set_replication(&self, req: Request<pb::SetReplicationRequest>) -> Result<Response<pb::ReplicationPolicy>, Status> {
+        let c = cluster::require(self.cluster.as_ref())?;
+        self.timed("set_replication", cluster::handle_set_replication(c, &self.plugins, req.into_inner())).await.map(Response::new)
+    }
+
+    async fn get_replication(&self, req: Request<pb::GetReplicationRequest>) -> Result<Response<pb::ReplicationPolicy>, Status> {
+        let c = cluster::require(self.cluster.as_ref())?;
+        self.timed("get_replication", cluster::handle_get_replication(c, req.into_inner())).await.map(Response::new)
+    }
+
+    async fn lock_acquire(&self, req: Request<pb::LockAcquireRequest>) -> Result<Response<pb::LockGrant>, Status> {
+        let c = cluster::require(self.cluster.as_ref())?;
+        self.timed("lock_acquire", cluster::handle_acquire(c, req.into_inner())).await.map(Response::new)
+    }
+
+    async fn lock_renew(&self, req: Request<pb::LockRenewRequest>) -> Result<Response<pb::LockGrant>, Status> {
+        let c = cluster::require(self.cluster.as_ref())?;
+        self.timed("lock_renew", cluster::handle_renew(c, req.into_inner())).await.map(Response::new)
+    }
+
+    async fn lock_release(&self, req: Request<pb::LockReleaseRequest>) -> Result<Response<pb::LockReleaseResponse>, Status> {
+        let c = cluster::require(self.cluster.as_ref())?;
+        self.timed("lock_release", cluster::handle_release(c, req.into_inner())).await.map(Response::new)
+    }
+
+    async fn list_locks(&self, _req: Request<pb::ListLocksRequest>) -> Result<Response<pb::ListLocksResponse>, Status> {
+        let c = cluster::require(self.cluster.as_ref())?;
+        self.timed("list_locks", cluster::handle_list_locks(c)).await.map(Response::new)
+    }
+
     async fn create_index(&self, req: Request<pb::CreateIndexRequest>) -> Result<Response<pb::IndexInfo>, Status> {
         self.timed("create_index", index::handle_create(&self.objects, &self.plugins, req.into_inner()))
             .await

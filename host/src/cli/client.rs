@@ -317,7 +317,37 @@ pub async fn run(addr: &str, cmd: Cmd) -> anyhow::Result<()> {
                 let v = c.cluster_status(pb::ClusterStatusRequest {}).await.map_err(status)?.into_inner();
                 output::cluster(&v, json);
             }
+            ClusterCmd::Leave => {
+                let v = c.cluster_leave(pb::ClusterLeaveRequest {}).await.map_err(status)?.into_inner();
+                println!("node {} left the cluster", v.node_id);
+            }
+            ClusterCmd::Remove { id } => {
+                let v = c.cluster_remove(pb::ClusterRemoveRequest { node_id: id }).await.map_err(status)?.into_inner();
+                println!("removed node {id}");
+                output::cluster(&v, false);
+            }
+            ClusterCmd::Replication { bucket, strategy, selector, replicas, min_replicas } => {
+                let p = match (strategy, selector, replicas) {
+                    (None, None, None) if min_replicas.is_none() => {
+                        c.get_replication(pb::GetReplicationRequest { bucket }).await.map_err(status)?.into_inner()
+                    }
+                    (Some(strategy), Some(selector), Some(replicas)) => {
+                        let policy = pb::ReplicationPolicy {
+                            strategy,
+                            selector,
+                            replicas,
+                            min_replicas: min_replicas.unwrap_or(1),
+                            params: Default::default(),
+                        };
+                        let req = pb::SetReplicationRequest { bucket, policy: Some(policy) };
+                        c.set_replication(req).await.map_err(status)?.into_inner()
+                    }
+                    _ => bail!("to set a policy give --strategy, --selector and --replicas (and optionally --min-replicas)"),
+                };
+                println!("strategy {}, selector {}, {} replicas, writes wait for {}", p.strategy, p.selector, p.replicas, p.min_replicas);
+            }
         },
+        Cmd::Lock { cmd } => super::lock::run(&mut c, cmd).await?,
         Cmd::Index { cmd } => match cmd {
             IndexCmd::Create { name, fields, kind, bucket, wait } => {
                 let req = pb::CreateIndexRequest { bucket: bucket.clone().unwrap_or_default(), name, fields, r#type: kind };

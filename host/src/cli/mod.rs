@@ -5,6 +5,7 @@ mod bench;
 mod bench_plugins;
 mod bench_search;
 mod client;
+mod lock;
 mod output;
 
 use std::path::PathBuf;
@@ -170,6 +171,11 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: ClusterCmd,
     },
+    /// Distributed locks with a lease and a fencing token.
+    Lock {
+        #[command(subcommand)]
+        cmd: LockCmd,
+    },
     /// Ask the server whether it is serving (gRPC health).
     Health,
     /// Loaded WebAssembly plugins.
@@ -208,6 +214,72 @@ pub enum ClusterCmd {
     Status {
         #[arg(long)]
         json: bool,
+    },
+    /// Take this node out of the cluster (it stops being a member for good).
+    Leave,
+    /// Remove another node, e.g. a dead one; its id is never used again.
+    Remove {
+        #[arg(value_name = "NODE_ID")]
+        id: u64,
+    },
+    /// Show a bucket's replication policy, or set it with the options.
+    Replication {
+        bucket: String,
+        /// Replication-strategy plugin (eager, lazy, ...).
+        #[arg(long)]
+        strategy: Option<String>,
+        /// Node-selector plugin (rendezvous, least-loaded, ...).
+        #[arg(long)]
+        selector: Option<String>,
+        #[arg(long)]
+        replicas: Option<u32>,
+        /// Replicas a write waits for.
+        #[arg(long)]
+        min_replicas: Option<u32>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LockCmd {
+    /// Take a lock; prints its fencing token.
+    Acquire {
+        name: String,
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+        /// Wait this long for the lock (0s: try once).
+        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+        wait: std::time::Duration,
+        /// Who holds it; default: host, process id and a random part.
+        #[arg(long)]
+        holder: Option<String>,
+    },
+    /// Extend the lease of the grant TOKEN.
+    Renew {
+        name: String,
+        token: u64,
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+    },
+    /// Give up the grant TOKEN.
+    Release { name: String, token: u64 },
+    /// Live locks with their holders and lease left.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run COMMAND while holding the lock, renewing its lease; the command
+    /// is stopped if the lease is lost. Exits with the command's status.
+    ///
+    /// `strata lock run nightly-gc --ttl 10s -- ./gc.sh`
+    Run {
+        name: String,
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+        /// How long to wait for the lock.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        wait: std::time::Duration,
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
     },
 }
 

@@ -177,30 +177,54 @@ pub fn cluster(v: &pb::ClusterView, json: bool) {
         .iter()
         .map(|n| {
             json!({"id": n.id, "address": n.address, "region": n.region, "zone": n.zone,
-                   "capacity": n.capacity, "role": n.role, "leader": n.id == v.leader})
+                   "capacity": n.capacity, "used": n.used, "load": n.load, "state": n.state,
+                   "last_heartbeat_ms": n.last_heartbeat_ms, "role": n.role, "leader": n.id == v.leader})
         })
         .collect();
     if json {
         println!(
             "{}",
-            json!({"node_id": v.node_id, "leader": v.leader, "term": v.term, "applied": v.applied,
-                   "epoch": v.epoch, "nodes": nodes})
+            json!({"node_id": v.node_id, "cluster_id": v.cluster_id, "leader": v.leader, "term": v.term,
+                   "applied": v.applied, "epoch": v.epoch, "problem": v.problem, "nodes": nodes})
         );
         return;
     }
-    println!("{:<20} {:<22} {:<16} {:>10} {:<8}", "ID", "ADDRESS", "REGION/ZONE", "CAPACITY", "ROLE");
+    if !v.problem.is_empty() {
+        println!("problem: {}", v.problem);
+    }
+    if v.nodes.is_empty() {
+        println!("node {} is not in a cluster yet: `strata cluster init` on one node, `strata cluster join ADDR` on the others", v.node_id);
+        return;
+    }
+    println!(
+        "{:<20} {:<22} {:<14} {:>21} {:>7} {:<8} {:<16} {:>9}",
+        "ID", "ADDRESS", "REGION/ZONE", "USED/CAPACITY", "LOAD", "STATE", "ROLE", "HEARTBEAT"
+    );
     for n in &v.nodes {
         let role = if n.id == v.leader { format!("{} (leader)", n.role) } else { n.role.clone() };
+        let beat = if n.id == v.node_id {
+            "self".to_string()
+        } else if n.last_heartbeat_ms < 0 {
+            "never".to_string()
+        } else {
+            format!("{}ms ago", n.last_heartbeat_ms)
+        };
         println!(
-            "{:<20} {:<22} {:<16} {:>10} {}",
+            "{:<20} {:<22} {:<14} {:>21} {:>7.1} {:<8} {:<16} {:>9}",
             n.id,
             n.address,
             format!("{}/{}", n.region, n.zone),
-            bytesize::ByteSize(n.capacity).to_string(),
-            role
+            format!("{}/{}", bytesize::ByteSize(n.used), bytesize::ByteSize(n.capacity)),
+            n.load,
+            n.state,
+            role,
+            beat
         );
     }
-    println!("term {}, applied index {}, epoch {}, answered by node {}", v.term, v.applied, v.epoch, v.node_id);
+    println!(
+        "cluster {}, term {}, applied index {}, epoch {}, answered by node {}",
+        v.cluster_id, v.term, v.applied, v.epoch, v.node_id
+    );
 }
 
 pub fn indexes(list: &[pb::IndexInfo], json: bool) {

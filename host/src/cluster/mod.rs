@@ -1,12 +1,21 @@
-//! The cluster control plane: Raft (openraft) over the cluster state.
+//! The cluster control plane: Raft (openraft) over the cluster state,
+//! failure detection from heartbeats, and distributed locks.
 //!
-//! Work in progress on branch `issue6-wip`: the Raft types, a SQLite log
-//! store and a SQLite-persisted state machine, checked by openraft's own
-//! storage conformance suite. Nothing here is wired into the server yet.
+//! - `types`: the Raft type configuration and the commands of the state.
+//! - `log_store`, `state`: the Raft log and the state machine, in SQLite.
+//! - `locks`: lease and fencing rules, applied by the state machine.
+//! - `network`: Raft and the node-to-node calls over gRPC (`strata.peer.v1`).
+//! - `node`: this node's membership and its background work.
+//! - `ops`: writes through the leader, linearizable reads, membership
+//!   changes, lock acquisition.
+//! - `detector`: healthy, suspect, down.
 
+pub mod detector;
+pub mod locks;
 pub mod log_store;
 pub mod network;
 pub mod node;
+pub mod ops;
 pub mod secret;
 pub mod state;
 pub mod types;

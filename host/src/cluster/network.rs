@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,9 +17,9 @@ use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
+use super::node::Cluster;
 use super::secret::Secret;
 use super::state::StateMachine;
-use openraft::async_runtime::WatchReceiver;
 
 use super::types::{NodeMeta, Snapshot, SnapshotData, SnapshotMeta, TypeConfig, Vote};
 
@@ -35,11 +36,62 @@ pub type Raft = openraft::Raft<TypeConfig, Arc<StateMachine>>;
 pub struct Network {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     secret: Secret,
+    /// Source address of outgoing peer connections, if configured.
+    source: Option<IpAddr>,
+}
+
+/// The node-to-node calls beyond Raft's own.
+#[derive(Debug, Clone, Copy)]
+pub enum Call {
+    Join,
+    Write,
+    ReadIndex,
+    Remove,
+    Heartbeat,
 }
 
 impl Network {
-    pub fn new(secret: Secret) -> Self {
-        Self { channels: Default::default(), secret }
+    pub fn new(secret: Secret, source: Option<IpAddr>) -> Self {
+        Self { channels: Default::default(), secret, source }
+    }
+
+    pub fn secret(&self) -> &Secret {
+        &self.secret
+    }
+
+    fn channel(&self, addr: &str) -> Option<Channel> {
+        let mut map = self.channels.lock().expect("channel map");
+        if let Some(ch) = map.get(addr) {
+            return Some(ch.clone());
+        }
+        let ep = Endpoint::from_shared(format!("http://{addr}")).ok()?;
+        let ch = ep
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(2))
+            .keep_alive_timeout(Duration::from_secs(4))
+            .local_address(self.source)
+            .connect_lazy();
+        map.insert(addr.to_string(), ch.clone());
+        Some(ch)
+    }
+
+    /// Sends `msg` to the peer at `addr` and decodes its answer.
+    pub async fn call<Q: Serialize, A: DeserializeOwned>(&self, addr: &str, call: Call, msg: &Q, timeout: Duration) -> Result<A, Status> {
+        let ch = self.channel(addr).ok_or_else(|| Status::invalid_argument(format!("{addr:?} is not a host:port address")))?;
+        let mut client = pb::peer_client::PeerClient::new(ch);
+        let data = serde_json::to_vec(msg).map_err(|e| Status::internal(e.to_string()))?;
+        let mut req = Request::new(pb::RaftBytes { data });
+        req.set_timeout(timeout);
+        self.secret.attach(&mut req);
+        let r = match call {
+            Call::Join => client.join(req).await,
+            Call::Write => client.write(req).await,
+            Call::ReadIndex => client.read_index(req).await,
+            Call::Remove => client.remove(req).await,
+            Call::Heartbeat => client.heartbeat(req).await,
+        }?;
+        serde_json::from_slice(&r.into_inner().data).map_err(|e| Status::internal(format!("bad answer from {addr}: {e}")))
     }
 }
 
@@ -52,20 +104,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Conn;
 
     async fn new_client(&mut self, _target: u64, node: &NodeMeta) -> Conn {
-        let mut map = self.channels.lock().expect("channel map");
-        let ch = match map.get(&node.addr) {
-            Some(ch) => Some(ch.clone()),
-            None => Endpoint::from_shared(format!("http://{}", node.addr)).ok().map(|ep| {
-                let ch = ep
-                    .connect_timeout(Duration::from_secs(2))
-                    .tcp_nodelay(true)
-                    .http2_keep_alive_interval(Duration::from_secs(10))
-                    .connect_lazy();
-                map.insert(node.addr.clone(), ch.clone());
-                ch
-            }),
-        };
-        Conn { client: ch.map(pb::peer_client::PeerClient::new), secret: self.secret.clone() }
+        Conn { client: self.channel(&node.addr).map(pb::peer_client::PeerClient::new), secret: self.secret.clone() }
     }
 }
 
@@ -136,14 +175,14 @@ impl RaftNetworkV2<TypeConfig> for Conn {
     }
 }
 
-/// The server side: hands each message to the local Raft.
+/// The server side: Raft messages go to the local Raft, the rest to the
+/// cluster node.
 pub struct PeerService {
-    pub raft: Raft,
-    pub secret: Secret,
+    pub cluster: Arc<Cluster>,
 }
 
 fn decode<T: DeserializeOwned>(r: Request<pb::RaftBytes>) -> Result<T, Status> {
-    serde_json::from_slice(&r.into_inner().data).map_err(|e| Status::invalid_argument(format!("bad raft message: {e}")))
+    serde_json::from_slice(&r.into_inner().data).map_err(|e| Status::invalid_argument(format!("bad peer message: {e}")))
 }
 
 fn encode<T: Serialize>(v: &T) -> Result<Response<pb::RaftBytes>, Status> {
@@ -151,64 +190,82 @@ fn encode<T: Serialize>(v: &T) -> Result<Response<pb::RaftBytes>, Status> {
     Ok(Response::new(pb::RaftBytes { data }))
 }
 
-/// The header naming the leader's address when a node cannot serve a join.
+/// The header naming the leader's address when a node cannot serve a call
+/// only the leader serves.
 pub const LEADER_HEADER: &str = "x-strata-leader";
+
+/// UNAVAILABLE, naming the leader if one is known.
+pub fn not_leader(leader: Option<&NodeMeta>) -> Status {
+    let mut s = Status::unavailable(match leader {
+        Some(l) => format!("not the leader; the leader is {}", l.addr),
+        None => "no leader is known: the cluster may have lost its quorum".into(),
+    });
+    if let Some(Ok(v)) = leader.map(|n| n.addr.parse()) {
+        s.metadata_mut().insert(LEADER_HEADER, v);
+    }
+    s
+}
+
+impl PeerService {
+    fn check<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        self.cluster.network.secret().check(req)
+    }
+}
 
 #[tonic::async_trait]
 impl pb::peer_server::Peer for PeerService {
     async fn join(&self, req: Request<pb::RaftBytes>) -> Result<Response<pb::RaftBytes>, Status> {
-        self.secret.check(&req)?;
-        let (id, node): (u64, NodeMeta) = decode(req)?;
-        let m = self.raft.metrics().borrow_watched().clone();
-        let membership = m.membership_config.membership().clone();
-        if membership.voter_ids().any(|v| v == id) {
-            return encode(&());
+        self.check(&req)?;
+        encode(&self.cluster.admit(decode(req)?).await?)
+    }
+
+    async fn write(&self, req: Request<pb::RaftBytes>) -> Result<Response<pb::RaftBytes>, Status> {
+        self.check(&req)?;
+        match self.cluster.propose(decode(req)?).await? {
+            Ok(r) => encode(&r),
+            Err(leader) => Err(not_leader(leader.as_ref())),
         }
-        if let Some((_, known)) = membership.nodes().find(|(nid, n)| **nid != id && n.addr == node.addr) {
-            return Err(Status::already_exists(format!("another node already has address {}", known.addr)));
+    }
+
+    async fn read_index(&self, req: Request<pb::RaftBytes>) -> Result<Response<pb::RaftBytes>, Status> {
+        self.check(&req)?;
+        match self.cluster.read_index().await? {
+            Ok(i) => encode(&i),
+            Err(leader) => Err(not_leader(leader.as_ref())),
         }
-        let not_leader = |f: Option<NodeMeta>| {
-            let mut s = Status::unavailable("not the leader");
-            if let Some(Ok(v)) = f.map(|n| n.addr.parse()) {
-                s.metadata_mut().insert(LEADER_HEADER, v);
-            }
-            s
-        };
-        match self.raft.add_learner(id, node, true).await {
-            Ok(_) => {}
-            Err(e) => {
-                return Err(match e.forward_to_leader() {
-                    Some(f) => not_leader(f.leader_node.clone()),
-                    None => Status::failed_precondition(format!("cannot add node {id}: {e}")),
-                });
-            }
+    }
+
+    async fn remove(&self, req: Request<pb::RaftBytes>) -> Result<Response<pb::RaftBytes>, Status> {
+        self.check(&req)?;
+        match self.cluster.remove_here(decode(req)?).await? {
+            Ok(()) => encode(&()),
+            Err(leader) => Err(not_leader(leader.as_ref())),
         }
-        self.raft
-            .change_membership(openraft::ChangeMembers::AddVoterIds(std::collections::BTreeSet::from([id])), false)
-            .await
-            .map_err(|e| match e.forward_to_leader() {
-                Some(f) => not_leader(f.leader_node.clone()),
-                None => Status::failed_precondition(format!("cannot make node {id} a voter: {e}")),
-            })?;
+    }
+
+    async fn heartbeat(&self, req: Request<pb::RaftBytes>) -> Result<Response<pb::RaftBytes>, Status> {
+        self.check(&req)?;
+        self.cluster.detector.record(decode(req)?, std::time::Instant::now());
         encode(&())
     }
 
     async fn append_entries(&self, req: Request<pb::RaftBytes>) -> Result<Response<pb::RaftBytes>, Status> {
-        self.secret.check(&req)?;
+        self.check(&req)?;
         let rpc: AppendEntriesRequest<TypeConfig> = decode(req)?;
-        encode(&self.raft.append_entries(rpc).await.map_err(|e| Status::internal(e.to_string()))?)
+        encode(&self.cluster.raft.append_entries(rpc).await.map_err(|e| Status::internal(e.to_string()))?)
     }
 
     async fn vote(&self, req: Request<pb::RaftBytes>) -> Result<Response<pb::RaftBytes>, Status> {
-        self.secret.check(&req)?;
+        self.check(&req)?;
         let rpc: VoteRequest<TypeConfig> = decode(req)?;
-        encode(&self.raft.vote(rpc).await.map_err(|e| Status::internal(e.to_string()))?)
+        encode(&self.cluster.raft.vote(rpc).await.map_err(|e| Status::internal(e.to_string()))?)
     }
 
     async fn install_snapshot(&self, req: Request<pb::RaftBytes>) -> Result<Response<pb::RaftBytes>, Status> {
-        self.secret.check(&req)?;
+        self.check(&req)?;
         let (vote, meta, data): (Vote, SnapshotMeta, SnapshotData) = decode(req)?;
         let r = self
+            .cluster
             .raft
             .install_full_snapshot(vote, Snapshot { meta, snapshot: data })
             .await

@@ -1,31 +1,57 @@
 //! This node's cluster membership: its persisted Raft id, its Raft
-//! instance over `<base_path>/cluster/raft.db`, and the peer service other
-//! nodes call.
+//! instance over `<base_path>/cluster/raft.db`, the peer service other
+//! nodes call, and the background work of a member (heartbeats, joining
+//! through seeds).
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use openraft::Config as RaftConfig;
+use openraft::async_runtime::WatchReceiver;
+use openraft::{Config as RaftConfig, SnapshotPolicy};
 use sqlx::Row;
+use tracing::{info, warn};
 
+use super::detector::{Beat, Detector};
 use super::log_store::{LogStore, open, to_io};
-use super::network::{Network, PeerService, Raft, pb};
+use super::network::{Call, Network, PeerService, Raft, pb};
 use super::secret::Secret;
 use super::state::StateMachine;
 use super::types::NodeMeta;
 use crate::config::ClusterConfig;
+
+/// What this node reports of itself: client operations done so far and
+/// bytes stored.
+pub type Probe = Box<dyn Fn() -> (u64, u64) + Send + Sync>;
 
 pub struct Cluster {
     pub id: u64,
     pub me: NodeMeta,
     pub raft: Raft,
     pub state: Arc<StateMachine>,
-    secret: Secret,
+    pub network: Network,
+    pub detector: Detector,
+    pub(super) heartbeat: Duration,
+    seeds: Vec<String>,
+    probe: Probe,
+    /// Why joining through the seeds has not worked yet.
+    pub(super) seed_error: Mutex<Option<String>>,
+    /// One queue per lock name, so one waiter per node proposes at a time.
+    pub(super) lock_queues: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// A join request: who asks, and which cluster it already belongs to.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct JoinRequest {
+    pub id: u64,
+    pub node: NodeMeta,
+    pub cluster_id: String,
 }
 
 impl Cluster {
     /// Opens (or creates) this node's Raft state under `dir` and starts Raft.
-    pub async fn open(c: &ClusterConfig, dir: &Path, advertise: String, capacity: u64) -> anyhow::Result<Cluster> {
+    pub async fn open(c: &ClusterConfig, dir: &Path, advertise: String, capacity: u64, probe: Probe) -> anyhow::Result<Arc<Cluster>> {
         let secret = Secret::load(c).map_err(anyhow::Error::msg)?;
         std::fs::create_dir_all(dir)?;
         let pool = open(Some(&dir.join("raft.db"))).await?;
@@ -43,39 +69,127 @@ impl Cluster {
             heartbeat_interval: heartbeat,
             election_timeout_min: heartbeat * 3,
             election_timeout_max: heartbeat * 6,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(c.snapshot_every),
+            max_in_snapshot_log_to_keep: c.snapshot_every.min(1000),
+            purge_batch_size: 64,
             ..Default::default()
         }
         .validate()?;
         let state = StateMachine::open(pool.clone()).await?;
-        let raft = Raft::new(id, Arc::new(config), Network::new(secret.clone()), LogStore::new(pool), state.clone()).await?;
-        Ok(Cluster { id, me, raft, state, secret })
+        let network = Network::new(secret, c.source_address);
+        let raft = Raft::new(id, Arc::new(config), network.clone(), LogStore::new(pool), state.clone()).await?;
+        Ok(Arc::new(Cluster {
+            id,
+            me,
+            raft,
+            state,
+            network,
+            detector: Detector::new(c.suspect_after, c.down_after),
+            heartbeat: c.heartbeat_interval,
+            seeds: c.seeds.clone(),
+            probe,
+            seed_error: Mutex::new(None),
+            lock_queues: Default::default(),
+        }))
     }
 
     /// The node-to-node service, for the server's listener.
-    pub fn service(&self) -> pb::peer_server::PeerServer<PeerService> {
-        pb::peer_server::PeerServer::new(PeerService { raft: self.raft.clone(), secret: self.secret.clone() })
+    pub fn service(self: &Arc<Self>) -> pb::peer_server::PeerServer<PeerService> {
+        pb::peer_server::PeerServer::new(PeerService { cluster: self.clone() })
     }
-}
 
-impl Cluster {
+    /// Members as this node's Raft sees them: (id, node, voter?).
+    pub fn members(&self) -> Vec<(u64, NodeMeta, bool)> {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let membership = m.membership_config.membership().clone();
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        membership.nodes().map(|(id, n)| (*id, n.clone(), voters.contains(id))).collect()
+    }
+
+    /// Starts heartbeats, failure detection and (if not a member yet)
+    /// joining through the seeds. Stops when `stop` turns true.
+    pub fn spawn_background(self: &Arc<Self>, stop: tokio::sync::watch::Receiver<bool>) {
+        let c = self.clone();
+        let mut beat_stop = stop.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(c.heartbeat);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last = (Instant::now(), (c.probe)().0);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = beat_stop.changed() => return,
+                }
+                last = c.beat(last).await;
+            }
+        });
+        if !self.seeds.is_empty() {
+            let c = self.clone();
+            let mut stop = stop.clone();
+            tokio::spawn(async move {
+                loop {
+                    if !c.members().is_empty() {
+                        *c.seed_error.lock().expect("seed error") = None;
+                        return;
+                    }
+                    c.join_seeds().await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                        _ = stop.changed() => return,
+                    }
+                }
+            });
+        }
+    }
+
+    /// Sends one heartbeat to every other member and judges them all.
+    async fn beat(&self, (then, ops_then): (Instant, u64)) -> (Instant, u64) {
+        let now = Instant::now();
+        let (ops, used) = (self.probe)();
+        let secs = now.duration_since(then).as_secs_f64().max(1e-3);
+        let beat = Beat { from: self.id, load: ops.saturating_sub(ops_then) as f64 / secs, used, capacity: self.me.capacity };
+        self.detector.record(beat.clone(), now);
+        let members = self.members();
+        let sends = members.iter().filter(|(id, ..)| *id != self.id).map(|(_, n, _)| {
+            self.network.call::<_, ()>(&n.addr, Call::Heartbeat, &beat, self.heartbeat)
+        });
+        futures::future::join_all(sends).await;
+        let ids: Vec<u64> = members.iter().map(|(id, ..)| *id).collect();
+        self.detector.evaluate(&ids, Instant::now());
+        (now, ops)
+    }
+
+    async fn join_seeds(&self) {
+        let mut errors = Vec::new();
+        for seed in &self.seeds {
+            match self.join(seed).await {
+                Ok(()) => {
+                    info!(seed = %seed, "joined the cluster through a seed");
+                    *self.seed_error.lock().expect("seed error") = None;
+                    return;
+                }
+                Err(e) => errors.push(format!("{seed}: {}", e.message())),
+            }
+        }
+        let msg = format!("cannot join through the seeds ({}); retrying every 2s", errors.join("; "));
+        let mut last = self.seed_error.lock().expect("seed error");
+        if last.as_deref() != Some(&msg) {
+            warn!("{msg}");
+        }
+        *last = Some(msg);
+    }
+
     /// Asks the node at `addr` (or the leader it names) to add this node.
     pub async fn join(&self, addr: &str) -> Result<(), tonic::Status> {
+        let cluster_id = self.state.state().await.cluster_id;
+        let req = JoinRequest { id: self.id, node: self.me.clone(), cluster_id };
         let mut target = addr.to_string();
         for _ in 0..4 {
-            let ep = tonic::transport::Endpoint::from_shared(format!("http://{target}"))
-                .map_err(|e| tonic::Status::invalid_argument(format!("{target}: not an address: {e}")))?
-                .connect_timeout(std::time::Duration::from_secs(3));
-            let ch = ep.connect().await.map_err(|e| tonic::Status::unavailable(format!("cannot reach {target}: {e}")))?;
-            let mut client = pb::peer_client::PeerClient::new(ch);
-            let data = serde_json::to_vec(&(self.id, &self.me)).map_err(|e| tonic::Status::internal(e.to_string()))?;
-            let mut req = tonic::Request::new(pb::RaftBytes { data });
-            req.set_timeout(std::time::Duration::from_secs(30));
-            self.secret.attach(&mut req);
-            match client.join(req).await {
-                Ok(_) => return Ok(()),
+            match self.network.call::<_, ()>(&target, Call::Join, &req, Duration::from_secs(30)).await {
+                Ok(()) => return Ok(()),
                 Err(s) if s.code() == tonic::Code::Unavailable => match s.metadata().get(super::network::LEADER_HEADER) {
                     Some(l) => target = l.to_str().unwrap_or_default().to_string(),
-                    None => return Err(tonic::Status::unavailable(format!("{target} knows no leader yet; try again"))),
+                    None => return Err(tonic::Status::unavailable(format!("cannot join through {target}: {}", s.message()))),
                 },
                 Err(s) if s.code() == tonic::Code::Unauthenticated => {
                     return Err(tonic::Status::permission_denied(format!(
@@ -86,6 +200,11 @@ impl Cluster {
             }
         }
         Err(tonic::Status::unavailable("no leader after following four redirects"))
+    }
+
+    /// Why seeds have not let this node in, if they have not.
+    pub fn seed_problem(&self) -> Option<String> {
+        self.seed_error.lock().expect("seed error").clone()
     }
 }
 

@@ -2,7 +2,7 @@
 //! Raft database: every applied batch rewrites the state row in one
 //! statement, so a restart resumes from what was applied.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::sync::Arc;
 
@@ -14,21 +14,37 @@ use sqlx::Row;
 use sqlx::sqlite::SqlitePool;
 use tokio::sync::Mutex;
 
+use super::locks::Locks;
 use super::log_store::{decode, encode, to_io};
 use super::types::{BucketPolicy, Cmd, CmdResult, LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig};
 
 /// Everything the cluster agrees on.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ClusterState {
     pub last_applied: Option<LogId>,
     pub last_membership: StoredMembership,
+    /// Set once, right after init; a node of another cluster cannot join.
+    pub cluster_id: String,
+    /// The log's clock: the largest leader time seen in an entry, so it
+    /// never runs backwards across a leader change.
+    pub clock_ms: u64,
     pub epoch: u64,
     pub buckets: BTreeMap<String, BucketPolicy>,
+    pub locks: Locks,
+    /// Ids of removed nodes, never to be used again.
+    pub retired: BTreeSet<u64>,
 }
 
 impl ClusterState {
-    fn apply(&mut self, cmd: Cmd) -> CmdResult {
+    fn apply(&mut self, cmd: Cmd, index: u64) -> CmdResult {
+        let mut lock = (None, None);
         match cmd {
+            Cmd::SetClusterId { id } => {
+                if self.cluster_id.is_empty() {
+                    self.cluster_id = id;
+                }
+            }
             Cmd::SetBucketPolicy { bucket, policy } => {
                 self.buckets.insert(bucket, policy);
             }
@@ -36,8 +52,24 @@ impl ClusterState {
                 self.buckets.remove(&bucket);
             }
             Cmd::BumpEpoch => self.epoch += 1,
+            Cmd::Lock { name, holder, ttl_ms, now_ms } => {
+                self.clock_ms = self.clock_ms.max(now_ms);
+                lock = self.locks.lock(&name, &holder, ttl_ms, index, self.clock_ms);
+            }
+            Cmd::Renew { name, token, ttl_ms, now_ms } => {
+                self.clock_ms = self.clock_ms.max(now_ms);
+                lock = self.locks.renew(&name, token, ttl_ms, self.clock_ms);
+            }
+            Cmd::Unlock { name, token } => lock = self.locks.unlock(&name, token),
+            Cmd::Retire { id } => {
+                self.retired.insert(id);
+            }
         }
-        CmdResult { epoch: self.epoch }
+        CmdResult { epoch: self.epoch, lock: lock.0, refused: lock.1, now_ms: self.clock_ms }
+    }
+
+    fn result(&self) -> CmdResult {
+        CmdResult { epoch: self.epoch, now_ms: self.clock_ms, ..Default::default() }
     }
 }
 
@@ -45,6 +77,8 @@ impl ClusterState {
 pub struct StateMachine {
     pool: SqlitePool,
     state: Mutex<ClusterState>,
+    /// Woken after every applied batch (lock waiters listen).
+    pub applied: tokio::sync::Notify,
 }
 
 impl StateMachine {
@@ -58,7 +92,7 @@ impl StateMachine {
             Some(r) => decode(&r.get::<Vec<u8>, _>(0))?,
             None => ClusterState::default(),
         };
-        Ok(Arc::new(Self { pool, state: Mutex::new(state) }))
+        Ok(Arc::new(Self { pool, state: Mutex::new(state), applied: Default::default() }))
     }
 
     /// A copy of the state as applied on this node.
@@ -114,22 +148,24 @@ impl RaftStateMachine<TypeConfig> for Arc<StateMachine> {
         while let Some((entry, responder)) = entries.try_next().await? {
             s.last_applied = Some(entry.log_id);
             let result = match entry.payload {
-                EntryPayload::Blank => CmdResult { epoch: s.epoch },
-                EntryPayload::Normal(cmd) => s.apply(cmd),
+                EntryPayload::Blank => s.result(),
+                EntryPayload::Normal(cmd) => s.apply(cmd, entry.log_id.index),
                 EntryPayload::Membership(m) => {
                     s.last_membership = StoredMembership::new(Some(entry.log_id), m);
-                    CmdResult { epoch: s.epoch }
+                    s.result()
                 }
             };
             answers.push((responder, result));
         }
         // Durable before anyone hears the answer.
         self.put("state", encode(&*s)?).await?;
+        drop(s);
         for (responder, result) in answers {
             if let Some(r) = responder {
                 r.send(result);
             }
         }
+        self.applied.notify_waiters();
         Ok(())
     }
 
@@ -143,6 +179,8 @@ impl RaftStateMachine<TypeConfig> for Arc<StateMachine> {
         self.put("snapshot", encode(&StoredSnapshot { meta: meta.clone(), data: snapshot })?).await?;
         self.put("state", encode(&new)?).await?;
         *s = new;
+        drop(s);
+        self.applied.notify_waiters();
         Ok(())
     }
 

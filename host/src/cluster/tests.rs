@@ -38,39 +38,40 @@ mod three_nodes {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use openraft::Config;
     use openraft::async_runtime::WatchReceiver;
 
-    use crate::cluster::log_store::{LogStore, open};
-    use crate::cluster::network::{Network, PeerService, Raft, pb};
-    use crate::cluster::secret::Secret;
+    use crate::cluster::network::Raft;
+    use crate::cluster::node::Cluster;
     use crate::cluster::state::StateMachine;
     use crate::cluster::types::{Cmd, NodeMeta};
+    use crate::config::ClusterConfig;
 
     struct Node {
         raft: Raft,
         sm: Arc<StateMachine>,
         server: tokio::task::JoinHandle<()>,
+        _dir: tempfile::TempDir,
     }
 
     async fn start(id: u64, listener: tokio::net::TcpListener, secret: &str) -> Node {
-        let secret = Secret::new_for_tests(secret);
-        let config = Arc::new(
-            Config { heartbeat_interval: 100, election_timeout_min: 300, election_timeout_max: 600, ..Default::default() }
-                .validate()
-                .unwrap(),
-        );
-        let pool = open(None).await.unwrap();
-        let sm = StateMachine::open(pool.clone()).await.unwrap();
-        let raft = Raft::new(id, config, Network::new(secret.clone()), LogStore::new(pool), sm.clone()).await.unwrap();
-        let svc = pb::peer_server::PeerServer::new(PeerService { raft: raft.clone(), secret });
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("secret"), secret).unwrap();
+        let config = ClusterConfig {
+            node_id: Some(id),
+            secret_file: Some(dir.path().join("secret")),
+            heartbeat_interval: Duration::from_millis(100),
+            ..Default::default()
+        };
+        let addr = listener.local_addr().unwrap().to_string();
+        let c = Cluster::open(&config, dir.path(), addr, 0, Box::new(|| (0, 0))).await.unwrap();
+        let svc = c.service();
         let server = tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
                 .add_service(svc)
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
                 .await;
         });
-        Node { raft, sm, server }
+        Node { raft: c.raft.clone(), sm: c.state.clone(), server, _dir: dir }
     }
 
     async fn leader(nodes: &[&Node]) -> u64 {

@@ -17,23 +17,63 @@ pub struct NodeMeta {
 }
 
 /// A change to the cluster state.
+///
+/// Lock commands carry `now_ms`, the leader's clock when it proposed the
+/// entry: leases are judged by the time in the log, never by a replica's
+/// own clock, so every replica decides alike.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Cmd {
+    /// Names the cluster; proposed once, right after `init`.
+    SetClusterId { id: String },
     /// Sets (or replaces) a bucket's replication policy.
     SetBucketPolicy { bucket: String, policy: BucketPolicy },
     RemoveBucketPolicy { bucket: String },
     /// Moves the cluster epoch on by one.
     BumpEpoch,
+    /// Grants `name` to `holder` for `ttl_ms` unless someone else holds it.
+    Lock { name: String, holder: String, ttl_ms: u64, now_ms: u64 },
+    /// Extends the lease of the grant `token`.
+    Renew { name: String, token: u64, ttl_ms: u64, now_ms: u64 },
+    /// Ends the grant `token`.
+    Unlock { name: String, token: u64 },
+    /// Remembers that a removed node's id may never come back.
+    Retire { id: u64 },
 }
 
 impl fmt::Display for Cmd {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Cmd::SetClusterId { id } => write!(f, "cluster id {id}"),
             Cmd::SetBucketPolicy { bucket, .. } => write!(f, "set policy of {bucket}"),
             Cmd::RemoveBucketPolicy { bucket } => write!(f, "remove policy of {bucket}"),
             Cmd::BumpEpoch => f.write_str("bump epoch"),
+            Cmd::Lock { name, holder, .. } => write!(f, "lock {name} for {holder}"),
+            Cmd::Renew { name, token, .. } => write!(f, "renew {name} #{token}"),
+            Cmd::Unlock { name, token } => write!(f, "unlock {name} #{token}"),
+            Cmd::Retire { id } => write!(f, "retire node {id}"),
         }
     }
+}
+
+impl Cmd {
+    /// Stamps lock commands with the proposing leader's clock.
+    pub fn stamped(mut self, now: u64) -> Cmd {
+        if let Cmd::Lock { now_ms, .. } | Cmd::Renew { now_ms, .. } = &mut self {
+            *now_ms = now;
+        }
+        self
+    }
+}
+
+/// A lock as the cluster state holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockGrant {
+    pub name: String,
+    pub holder: String,
+    /// The log index of the grant: unique, and larger for every later grant.
+    pub token: u64,
+    /// Log time at which the lease runs out.
+    pub expires_ms: u64,
 }
 
 /// How a bucket's objects are replicated.
@@ -51,6 +91,13 @@ pub struct BucketPolicy {
 pub struct CmdResult {
     /// The cluster epoch after the command.
     pub epoch: u64,
+    /// Lock commands: the grant as it stands after the command (for a
+    /// refused lock, the other holder's grant).
+    pub lock: Option<LockGrant>,
+    /// Why the command changed nothing, if it did not.
+    pub refused: Option<String>,
+    /// The log time of the entry.
+    pub now_ms: u64,
 }
 
 openraft::declare_raft_types!(

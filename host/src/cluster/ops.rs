@@ -1,0 +1,296 @@
+//! What any member serves: cluster-state writes (proposed here when this
+//! node leads, forwarded to the leader otherwise), linearizable reads,
+//! membership changes and locks.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use openraft::async_runtime::WatchReceiver;
+use openraft::errors::decompose::DecomposeResult;
+use openraft::errors::{ChangeMembershipError, ClientWriteError, LinearizableReadError};
+use openraft::{ChangeMembers, ReadPolicy};
+use tonic::Status;
+
+use super::network::{Call, not_leader};
+use super::node::{Cluster, JoinRequest};
+use super::state::ClusterState;
+use super::types::{Cmd, CmdResult, LockGrant, NodeMeta};
+
+/// How long one proposal may wait to commit; longer means no quorum.
+const COMMIT_WAIT: Duration = Duration::from_secs(5);
+/// How long a write keeps looking for a leader.
+const LEADER_WAIT: Duration = Duration::from_secs(10);
+
+/// Answered when only the leader may serve: the leader, if known.
+pub type Elsewhere = Option<NodeMeta>;
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn no_quorum(what: &str) -> Status {
+    Status::unavailable(format!("{what} did not commit within {COMMIT_WAIT:?}: a majority of voters is not reachable"))
+}
+
+impl Cluster {
+    fn leader_node(&self) -> Option<(u64, NodeMeta)> {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let leader = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&leader)?.clone();
+        Some((leader, node))
+    }
+
+    fn am_leader(&self) -> Result<(), Elsewhere> {
+        match self.leader_node() {
+            Some((id, _)) if id == self.id => Ok(()),
+            other => Err(other.map(|(_, n)| n)),
+        }
+    }
+
+    /// Proposes `cmd` if this node leads; otherwise names the leader.
+    pub async fn propose(&self, cmd: Cmd) -> Result<Result<CmdResult, Elsewhere>, Status> {
+        let r = tokio::time::timeout(COMMIT_WAIT, self.raft.client_write(cmd.stamped(now_ms())))
+            .await
+            .map_err(|_| no_quorum("the change"))?;
+        match r.decompose() {
+            Ok(Ok(r)) => Ok(Ok(r.data)),
+            Ok(Err(ClientWriteError::ForwardToLeader(f))) => Ok(Err(f.leader_node)),
+            Ok(Err(e)) => Err(Status::unavailable(e.to_string())),
+            Err(fatal) => Err(Status::internal(format!("raft stopped: {fatal}"))),
+        }
+    }
+
+    /// Commits `cmd` through the leader, wherever it is.
+    pub async fn write(&self, cmd: Cmd) -> Result<CmdResult, Status> {
+        let deadline = Instant::now() + LEADER_WAIT;
+        loop {
+            let why = match self.propose(cmd.clone()).await? {
+                Ok(r) => return Ok(r),
+                Err(Some(leader)) => {
+                    match self.network.call(&leader.addr, Call::Write, &cmd, COMMIT_WAIT + Duration::from_secs(1)).await {
+                        Ok(r) => return Ok(r),
+                        Err(s) if s.code() == tonic::Code::Unavailable && s.metadata().get(super::network::LEADER_HEADER).is_some() => {
+                            s.message().to_string()
+                        }
+                        Err(s) if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded) => {
+                            format!("the leader {} did not answer: {}", leader.addr, s.message())
+                        }
+                        Err(s) => return Err(s),
+                    }
+                }
+                Err(None) => "no leader is known".to_string(),
+            };
+            if Instant::now() >= deadline {
+                return Err(Status::unavailable(format!(
+                    "cannot commit: {why} (waited {LEADER_WAIT:?}); is a majority of voters up?"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The leader's read index, after a quorum confirmed its leadership.
+    pub async fn read_index(&self) -> Result<Result<u64, Elsewhere>, Status> {
+        let r = tokio::time::timeout(COMMIT_WAIT, self.raft.ensure_linearizable(ReadPolicy::ReadIndex))
+            .await
+            .map_err(|_| no_quorum("the read"))?;
+        match r.decompose() {
+            Ok(Ok(read)) => Ok(Ok(read.log_id().index)),
+            Ok(Err(LinearizableReadError::ForwardToLeader(f))) => Ok(Err(f.leader_node)),
+            Ok(Err(e)) => Err(Status::unavailable(e.to_string())),
+            Err(fatal) => Err(Status::internal(format!("raft stopped: {fatal}"))),
+        }
+    }
+
+    /// The cluster state, linearizable: it reflects every change committed
+    /// before the call, on whichever node serves it.
+    pub async fn read(&self) -> Result<ClusterState, Status> {
+        let index = match self.read_index().await? {
+            Ok(_) => return Ok(self.state.state().await),
+            Err(Some(leader)) => {
+                self.network.call::<_, u64>(&leader.addr, Call::ReadIndex, &(), COMMIT_WAIT + Duration::from_secs(1)).await?
+            }
+            Err(None) => return Err(not_leader(None)),
+        };
+        self.raft
+            .wait(Some(COMMIT_WAIT))
+            .applied_index_at_least(Some(index), "linearizable read")
+            .await
+            .map_err(|e| Status::unavailable(format!("this node did not catch up with the leader: {e}")))?;
+        Ok(self.state.state().await)
+    }
+
+    /// Makes this node a one-voter cluster with a new cluster id.
+    pub async fn init(&self) -> Result<(), Status> {
+        use openraft::errors::{InitializeError, RaftError};
+        match self.raft.initialize(std::collections::BTreeMap::from([(self.id, self.me.clone())])).await {
+            Ok(()) => {}
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
+                return Err(Status::already_exists("this node already belongs to a cluster; see `strata cluster status`"));
+            }
+            Err(e) => return Err(Status::internal(format!("cluster init failed: {e}"))),
+        }
+        let id = format!("{:032x}", rand::random::<u128>());
+        self.write(Cmd::SetClusterId { id }).await?;
+        Ok(())
+    }
+
+    /// On the leader: adds a node as a learner, then makes it a voter.
+    pub async fn admit(&self, j: JoinRequest) -> Result<(), Status> {
+        self.am_leader().map_err(|l| not_leader(l.as_ref()))?;
+        let st = self.state.state().await;
+        if st.retired.contains(&j.id) {
+            return Err(Status::failed_precondition(format!(
+                "node id {} was removed from this cluster and may never return; give the node an empty data directory (or a new cluster.node_id)",
+                j.id
+            )));
+        }
+        if !j.cluster_id.is_empty() && j.cluster_id != st.cluster_id {
+            return Err(Status::failed_precondition(format!(
+                "the joining node belongs to cluster {}, not to this cluster {}; a node joins with an empty data directory",
+                j.cluster_id, st.cluster_id
+            )));
+        }
+        let members = self.members();
+        if let Some((id, n, voter)) = members.iter().find(|(id, ..)| *id == j.id) {
+            if n.addr != j.node.addr {
+                return Err(Status::already_exists(format!("node id {id} is already used by the member at {}", n.addr)));
+            }
+            if *voter {
+                return Ok(());
+            }
+        } else if let Some((id, n, _)) = members.iter().find(|(_, n, _)| n.addr == j.node.addr) {
+            return Err(Status::already_exists(format!("node {id} already has address {}", n.addr)));
+        }
+        let map = |what: String| {
+            move |e: openraft::errors::RaftError<_, ClientWriteError<_>>| match e.forward_to_leader() {
+                Some(f) => not_leader(f.leader_node.as_ref()),
+                None => Status::failed_precondition(format!("{what}: {e}")),
+            }
+        };
+        let add = self.raft.add_learner(j.id, j.node, true);
+        tokio::time::timeout(Duration::from_secs(30), add)
+            .await
+            .map_err(|_| Status::unavailable("the new node did not catch up within 30s"))?
+            .map_err(map(format!("cannot add node {}", j.id)))?;
+        let promote = self.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([j.id])), false);
+        tokio::time::timeout(COMMIT_WAIT * 2, promote)
+            .await
+            .map_err(|_| no_quorum("the promotion"))?
+            .map_err(map(format!("cannot make node {} a voter", j.id)))?;
+        Ok(())
+    }
+
+    /// On the leader: removes node `id` from the membership for good.
+    pub async fn remove_here(&self, id: u64) -> Result<Result<(), Elsewhere>, Status> {
+        if let Err(l) = self.am_leader() {
+            return Ok(Err(l));
+        }
+        let members = self.members();
+        let Some((_, _, voter)) = members.iter().find(|(m, ..)| *m == id) else {
+            return Err(Status::not_found(format!("node {id} is not a member; see `strata cluster status`")));
+        };
+        let voters: Vec<u64> = members.iter().filter(|m| m.2).map(|m| m.0).collect();
+        if voters == [id] {
+            return Err(Status::failed_precondition(format!(
+                "node {id} is the cluster's last voter; removing it would leave no one to decide"
+            )));
+        }
+        let change = if *voter {
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        let r = tokio::time::timeout(COMMIT_WAIT * 2, self.raft.change_membership(change, false))
+            .await
+            .map_err(|_| no_quorum("the removal"))?;
+        match r.decompose() {
+            Ok(Ok(_)) => {}
+            Ok(Err(ClientWriteError::ForwardToLeader(f))) => return Ok(Err(f.leader_node)),
+            Ok(Err(ClientWriteError::ChangeMembershipError(ChangeMembershipError::InProgress(_)))) => {
+                return Err(Status::failed_precondition("another membership change is in progress; try again"));
+            }
+            Ok(Err(e)) => return Err(Status::failed_precondition(format!("cannot remove node {id}: {e}"))),
+            Err(fatal) => return Err(Status::internal(format!("raft stopped: {fatal}"))),
+        }
+        self.write(Cmd::Retire { id }).await?;
+        Ok(Ok(()))
+    }
+
+    /// Removes node `id`, through the leader.
+    pub async fn remove(&self, id: u64) -> Result<(), Status> {
+        match self.remove_here(id).await? {
+            Ok(()) => Ok(()),
+            Err(Some(leader)) => self.network.call(&leader.addr, Call::Remove, &id, Duration::from_secs(20)).await,
+            Err(None) => Err(not_leader(None)),
+        }
+    }
+
+    /// Takes lock `name` for `holder`. With `wait`, waits that long for the
+    /// holder before to release it or for its lease to run out.
+    pub async fn acquire(&self, name: &str, holder: &str, ttl: Duration, wait: Option<Duration>) -> Result<LockGrant, Status> {
+        let deadline = wait.map(|w| Instant::now() + w);
+        let queue = self.lock_queues.lock().expect("lock queues").entry(name.to_string()).or_default().clone();
+        // Waiters on this node take turns, so one of them proposes at a time.
+        let _turn = match deadline {
+            Some(d) => Some(
+                tokio::time::timeout_at(d.into(), queue.lock())
+                    .await
+                    .map_err(|_| Status::deadline_exceeded(format!("lock {name} was not free within {:?}", wait.unwrap_or_default())))?,
+            ),
+            None => None,
+        };
+        let ttl_ms = ttl.as_millis() as u64;
+        loop {
+            let applied = self.state.applied.notified();
+            tokio::pin!(applied);
+            applied.as_mut().enable();
+            let cmd = Cmd::Lock { name: name.into(), holder: holder.into(), ttl_ms, now_ms: 0 };
+            let r = self.write(cmd).await?;
+            let (why, grant) = match (r.refused, r.lock) {
+                (None, Some(g)) => return Ok(g),
+                // An earlier try of ours committed after all.
+                (Some(_), Some(g)) if g.holder == holder => return Ok(g),
+                (why, g) => (why.unwrap_or_default(), g),
+            };
+            let Some(deadline) = deadline else {
+                return Err(Status::failed_precondition(format!("lock {name} is {why}")));
+            };
+            let lease_left = grant.as_ref().map_or(ttl_ms, |g| g.expires_ms.saturating_sub(r.now_ms));
+            let retry_at = (Instant::now() + Duration::from_millis(lease_left)).min(deadline);
+            // Sleep until the lease ends or the grant changes.
+            loop {
+                tokio::select! {
+                    _ = &mut applied => {}
+                    _ = tokio::time::sleep_until(retry_at.into()) => break,
+                }
+                let st = self.state.state().await;
+                let same = st.locks.all().any(|g| Some(g) == grant.as_ref());
+                if !same {
+                    break;
+                }
+                applied.set(self.state.applied.notified());
+                applied.as_mut().enable();
+            }
+            if Instant::now() >= deadline {
+                return Err(Status::deadline_exceeded(format!("lock {name} is still {why} (waited {:?})", wait.unwrap_or_default())));
+            }
+        }
+    }
+
+    pub async fn renew(&self, name: &str, token: u64, ttl: Duration) -> Result<LockGrant, Status> {
+        let r = self.write(Cmd::Renew { name: name.into(), token, ttl_ms: ttl.as_millis() as u64, now_ms: 0 }).await?;
+        match (r.refused, r.lock) {
+            (None, Some(g)) => Ok(g),
+            (why, _) => Err(Status::failed_precondition(format!("cannot renew lock {name}: {}", why.unwrap_or_default()))),
+        }
+    }
+
+    pub async fn release(&self, name: &str, token: u64) -> Result<(), Status> {
+        let r = self.write(Cmd::Unlock { name: name.into(), token }).await?;
+        match r.refused {
+            None => Ok(()),
+            Some(why) => Err(Status::failed_precondition(format!("cannot release lock {name}: {why}"))),
+        }
+    }
+}
