@@ -16,8 +16,15 @@ fn main() {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
+    // openraft warns on every failed heartbeat to a dead peer, ten times a
+    // second; the failure detector reports state changes instead. Name
+    // openraft in STRATA_LOG to see its messages.
+    let mut filter = std::env::var("STRATA_LOG").unwrap_or_else(|_| "info".into());
+    if !filter.contains("openraft") {
+        filter.push_str(",openraft=error");
+    }
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("STRATA_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info,openraft=error")))
         .with_writer(std::io::stderr)
         .init();
     let rt = match tokio::runtime::Runtime::new() {

@@ -48,12 +48,17 @@ impl TestServer {
 
     /// Starts a server with `extra` TOML appended to a test config.
     pub fn start(extra: &str) -> TestServer {
+        Self::start_on("127.0.0.1", extra)
+    }
+
+    /// Starts a server listening on loopback address `ip`.
+    pub fn start_on(ip: &str, extra: &str) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("strata.toml");
         let base = dir.path().join("data");
         let toml = merge_toml(
             &format!(
-                "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\nbase_path = {base:?}\n[wasm]\ncache_dir = {:?}\n",
+                "[server]\nlisten = \"{ip}:0\"\n[storage]\nbase_path = {base:?}\n[wasm]\ncache_dir = {:?}\n",
                 plugin_cache()
             ),
             extra,
@@ -89,6 +94,20 @@ impl TestServer {
             .expect("server did not print its address within 60 s");
         self.url = format!("http://{addr}");
         self.child = Some(child);
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.url.trim_start_matches("http://").parse().expect("listen address")
+    }
+
+    /// Keeps the port the server got, so a restart listens on it again
+    /// (cluster members are known by address).
+    pub fn pin_port(&self) {
+        let toml = std::fs::read_to_string(&self.config).expect("config");
+        let ip = self.addr().ip();
+        let toml = toml.replace(&format!("listen = \"{ip}:0\""), &format!("listen = \"{}\"", self.addr()));
+        std::fs::write(&self.config, toml).expect("write config");
     }
 
     pub fn kill9(&mut self) {

@@ -13,6 +13,7 @@ mod indexes;
 mod input;
 mod objects;
 mod plugins;
+mod proxy;
 mod quota;
 mod search;
 mod storage_options;

@@ -58,6 +58,8 @@ pub async fn handle_status(c: &Cluster) -> Result<pb::ClusterView, Status> {
         nodes,
         cluster_id: st.cluster_id,
         problem: c.seed_problem().unwrap_or_default(),
+        snapshot: m.snapshot.map_or(0, |l| l.index),
+        purged: m.purged.map_or(0, |l| l.index),
     })
 }
 

@@ -90,7 +90,12 @@ impl Network {
             Call::ReadIndex => client.read_index(req).await,
             Call::Remove => client.remove(req).await,
             Call::Heartbeat => client.heartbeat(req).await,
-        }?;
+        }
+        .map_err(|s| match s.code() {
+            // The peer's own handlers never answer these: the connection failed.
+            tonic::Code::Unknown | tonic::Code::Cancelled => Status::unavailable(format!("cannot reach {addr}: {}", s.message())),
+            _ => s,
+        })?;
         serde_json::from_slice(&r.into_inner().data).map_err(|e| Status::internal(format!("bad answer from {addr}: {e}")))
     }
 }

@@ -70,8 +70,8 @@ impl Cluster {
             election_timeout_min: heartbeat * 3,
             election_timeout_max: heartbeat * 6,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(c.snapshot_every),
-            max_in_snapshot_log_to_keep: c.snapshot_every.min(1000),
-            purge_batch_size: 64,
+            max_in_snapshot_log_to_keep: (c.snapshot_every / 2).min(1000),
+            purge_batch_size: (c.snapshot_every / 4).clamp(1, 64),
             ..Default::default()
         }
         .validate()?;
