@@ -324,6 +324,15 @@ async fn a_killed_node_goes_suspect_then_down_and_healthy_after_restart() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let (suspect, down) = (suspect.expect("suspect before down"), down.unwrap());
+    // Node selectors get the cluster's view: the down node is not chosen.
+    let place = |c: &mut Client| {
+        let req = pb::PlaceRequest { key: "k".into(), replicas: 3, min_replicas: Some(1), ..Default::default() };
+        let mut c = c.clone();
+        async move { c.place(req).await.unwrap().into_inner().targets }
+    };
+    let targets = place(&mut c).await;
+    assert_eq!(targets.len(), 2, "{targets:?}");
+    assert!(!targets.contains(&victim_id.to_string()), "{targets:?}");
     println!("suspect after {suspect:?}, down after {down:?} (configured 600ms and 1500ms)");
     // Not before the configured timings, and within a beat or two after them.
     assert!(suspect >= Duration::from_millis(500) && suspect < Duration::from_millis(1500), "{suspect:?}");
@@ -333,7 +342,8 @@ async fn a_killed_node_goes_suspect_then_down_and_healthy_after_restart() {
     let v = status_until(&mut c, "healthy again", |v| state(v) == "healthy").await;
     let n = v.nodes.iter().find(|n| n.id == victim_id).unwrap();
     assert!(n.last_heartbeat_ms >= 0 && n.last_heartbeat_ms < 1000, "{n:?}");
-    assert!(n.capacity > 0);
+    assert!(n.capacity > 0 && (0.0..=1.0).contains(&n.load), "{n:?}");
+    assert!(place(&mut c).await.contains(&victim_id.to_string()));
 }
 
 #[tokio::test]

@@ -45,6 +45,7 @@ pub async fn handle_status(c: &Cluster) -> Result<pb::ClusterView, Status> {
                 last_heartbeat_ms: seen.silent.map_or(-1, |d| d.as_millis() as i64),
                 load: beat.load,
                 used: beat.used,
+                ops_per_second: beat.ops,
             }
         })
         .collect();
@@ -61,6 +62,29 @@ pub async fn handle_status(c: &Cluster) -> Result<pb::ClusterView, Status> {
         snapshot: m.snapshot.map_or(0, |l| l.index),
         purged: m.purged.map_or(0, |l| l.index),
     })
+}
+
+/// The members as node selectors see them, for a placement dry run.
+pub fn placement_nodes(c: &Cluster) -> Vec<pb::Node> {
+    let now = Instant::now();
+    c.members()
+        .into_iter()
+        .map(|(id, n, _)| {
+            let seen = c.detector.seen(id, now);
+            let beat = seen.beat.unwrap_or_default();
+            pb::Node {
+                id: id.to_string(),
+                address: n.addr,
+                region: n.region,
+                zone: n.zone,
+                capacity_total: n.capacity,
+                capacity_available: n.capacity.saturating_sub(beat.used),
+                load: beat.load,
+                health: seen.health.to_string(),
+                labels: n.labels.into_iter().collect(),
+            }
+        })
+        .collect()
 }
 
 pub async fn handle_set_replication(c: &Cluster, plugins: &Plugins, req: pb::SetReplicationRequest) -> Result<pb::ReplicationPolicy, Status> {

@@ -181,7 +181,14 @@ impl pb::strata_server::Strata for Api {
     }
 
     async fn place(&self, req: Request<pb::PlaceRequest>) -> Result<Response<pb::PlaceResponse>, Status> {
-        self.timed("place", plugin::handle_place(self.plugins.clone(), req.into_inner()))
+        let mut req = req.into_inner();
+        if let (true, Some(c)) = (req.nodes.is_empty(), &self.cluster) {
+            req.nodes = cluster::placement_nodes(c);
+            if req.coordinator.is_empty() {
+                req.coordinator = c.id.to_string();
+            }
+        }
+        self.timed("place", plugin::handle_place(self.plugins.clone(), req))
             .await
             .map(Response::new)
     }

@@ -341,8 +341,9 @@ pub enum PluginCmd {
         #[arg(long, default_value_t = 3)]
         replicas: u32,
         /// A node: `id=n1,region=eu,zone=a,capacity=1TiB,available=600GiB,load=0.2`
-        /// (only id is required). Repeat for each node.
-        #[arg(long = "node", required = true)]
+        /// (only id is required). Repeat for each node. On a cluster node,
+        /// none means the cluster's members, with their health and load.
+        #[arg(long = "node")]
         nodes: Vec<String>,
         /// Id of the coordinating node (default: the first).
         #[arg(long)]

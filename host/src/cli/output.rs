@@ -177,7 +177,7 @@ pub fn cluster(v: &pb::ClusterView, json: bool) {
         .iter()
         .map(|n| {
             json!({"id": n.id, "address": n.address, "region": n.region, "zone": n.zone,
-                   "capacity": n.capacity, "used": n.used, "load": n.load, "state": n.state,
+                   "capacity": n.capacity, "used": n.used, "load": n.load, "ops_per_second": n.ops_per_second, "state": n.state,
                    "last_heartbeat_ms": n.last_heartbeat_ms, "role": n.role, "leader": n.id == v.leader})
         })
         .collect();
@@ -210,7 +210,7 @@ pub fn cluster(v: &pb::ClusterView, json: bool) {
             format!("{}ms ago", n.last_heartbeat_ms)
         };
         println!(
-            "{:<20} {:<22} {:<14} {:>21} {:>7.1} {:<8} {:<16} {:>9}",
+            "{:<20} {:<22} {:<14} {:>21} {:>7.2} {:<8} {:<16} {:>9}",
             n.id,
             n.address,
             format!("{}/{}", n.region, n.zone),

@@ -147,7 +147,13 @@ impl Cluster {
         let now = Instant::now();
         let (ops, used) = (self.probe)();
         let secs = now.duration_since(then).as_secs_f64().max(1e-3);
-        let beat = Beat { from: self.id, load: ops.saturating_sub(ops_then) as f64 / secs, used, capacity: self.me.capacity };
+        let beat = Beat {
+            from: self.id,
+            load: machine_load(),
+            ops: ops.saturating_sub(ops_then) as f64 / secs,
+            used,
+            capacity: self.me.capacity,
+        };
         self.detector.record(beat.clone(), now);
         let members = self.members();
         let sends = members.iter().filter(|(id, ..)| *id != self.id).map(|(_, n, _)| {
@@ -206,6 +212,16 @@ impl Cluster {
     pub fn seed_problem(&self) -> Option<String> {
         self.seed_error.lock().expect("seed error").clone()
     }
+}
+
+/// The one-minute load average per CPU, capped at 1.0; 0.0 if unknown.
+fn machine_load() -> f64 {
+    let avg = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()))
+        .unwrap_or(0.0);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    (avg / cpus).clamp(0.0, 1.0)
 }
 
 /// The configured id, or the one kept from the first start, or a new one.
