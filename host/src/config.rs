@@ -84,7 +84,7 @@ impl Default for ClusterConfig {
             seeds: Vec::new(),
             secret_file: None,
             secret_env: None,
-            heartbeat_interval: Duration::from_millis(500),
+            heartbeat_interval: Duration::from_millis(250),
             suspect_after: Duration::from_secs(2),
             down_after: Duration::from_secs(6),
             snapshot_every: 5000,

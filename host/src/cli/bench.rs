@@ -290,9 +290,15 @@ pub(super) struct Child {
 
 impl Child {
     pub(super) async fn start(dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with(dir, &[]).await
+    }
+
+    /// Starts a server with more `STRATA_*` settings in its environment.
+    pub(super) async fn start_with(dir: &Path, env: &[(&str, String)]) -> anyhow::Result<Self> {
         let exe = std::env::current_exe()?;
         let mut proc = tokio::process::Command::new(exe)
             .arg("serve")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("STRATA_SERVER__LISTEN", "127.0.0.1:0")
             .env("STRATA_STORAGE__BASE_PATH", dir)
             .env("STRATA_STORAGE__SYNC_WRITES", "true")

@@ -41,7 +41,7 @@ pub async fn run(args: BenchPluginsArgs) -> anyhow::Result<()> {
 }
 
 /// Median and 99th percentile of `samples`.
-fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
+pub(super) fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
     samples.sort();
     let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
     (at(0.5), at(0.99))

@@ -2,6 +2,7 @@
 //! gRPC client of one.
 
 mod bench;
+mod bench_cluster;
 mod bench_plugins;
 mod bench_search;
 mod client;
@@ -189,6 +190,8 @@ pub enum Cmd {
     BenchPlugins(bench_plugins::BenchPluginsArgs),
     /// Load objects with attributes into a server and time searches.
     BenchSearch(bench_search::BenchSearchArgs),
+    /// Start three local cluster nodes and time commits, locks and failover.
+    BenchCluster(bench_cluster::BenchClusterArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -363,6 +366,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Bench(args) => bench::run(args).await,
         Cmd::BenchPlugins(args) => bench_plugins::run(args).await,
         Cmd::BenchSearch(args) => bench_search::run(args).await,
+        Cmd::BenchCluster(args) => bench_cluster::run(args).await,
         cmd => client::run(&cli.addr, cmd).await,
     }
 }

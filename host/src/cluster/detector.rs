@@ -62,8 +62,9 @@ pub struct Seen {
 pub struct Detector {
     suspect_after: Duration,
     down_after: Duration,
-    /// Members never heard from are judged from this instant.
-    started: Instant,
+    /// Members never heard from are judged from when they were first
+    /// judged (a new member gets the same grace as a restarted node).
+    first_judged: Mutex<HashMap<u64, Instant>>,
     beats: Mutex<HashMap<u64, (Instant, Beat)>>,
     health: Mutex<HashMap<u64, Health>>,
     events: broadcast::Sender<NodeEvent>,
@@ -74,7 +75,7 @@ impl Detector {
         Self {
             suspect_after,
             down_after,
-            started: Instant::now(),
+            first_judged: Default::default(),
             beats: Default::default(),
             health: Default::default(),
             events: broadcast::channel(256).0,
@@ -93,7 +94,11 @@ impl Detector {
     pub fn seen(&self, node: u64, now: Instant) -> Seen {
         let beats = self.beats.lock().expect("beats");
         let last = beats.get(&node);
-        let silent = now.saturating_duration_since(last.map_or(self.started, |(at, _)| *at));
+        let since = match last {
+            Some((at, _)) => *at,
+            None => *self.first_judged.lock().expect("first judged").get(&node).unwrap_or(&now),
+        };
+        let silent = now.saturating_duration_since(since);
         let health = if silent >= self.down_after {
             Health::Down
         } else if silent >= self.suspect_after {
@@ -109,6 +114,13 @@ impl Detector {
         let mut changes = Vec::new();
         let mut health = self.health.lock().expect("health");
         health.retain(|id, _| members.contains(id));
+        {
+            let mut first = self.first_judged.lock().expect("first judged");
+            first.retain(|id, _| members.contains(id));
+            for &node in members {
+                first.entry(node).or_insert(now);
+            }
+        }
         for &node in members {
             let to = self.seen(node, now).health;
             let from = *health.entry(node).or_insert(Health::Healthy);
@@ -130,6 +142,15 @@ impl Detector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_member_never_heard_from_gets_grace_from_when_it_is_first_judged() {
+        let d = Detector::new(Duration::from_millis(200), Duration::from_millis(500));
+        let t0 = Instant::now() + Duration::from_secs(10);
+        assert!(d.evaluate(&[3], t0).is_empty());
+        assert_eq!(d.seen(3, t0 + Duration::from_millis(100)).health, Health::Healthy);
+        assert_eq!(d.evaluate(&[3], t0 + Duration::from_millis(600))[0].to, Health::Down);
+    }
 
     #[test]
     fn silence_makes_a_node_suspect_then_down_and_a_beat_heals_it() {
