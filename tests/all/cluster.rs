@@ -173,6 +173,8 @@ async fn one_node_inits_leads_and_keeps_its_id_across_restarts() {
     assert_eq!((v.nodes[0].region.as_str(), v.nodes[0].zone.as_str(), v.nodes[0].role.as_str()), ("eu", "a", "voter"));
     assert!(v.nodes[0].capacity > 0, "capacity defaults to the disk's size");
 
+    let table = ok(s.cli(&["cluster", "status"]));
+    assert!(table.contains("USED/CAPACITY") && table.contains("voter (leader)") && table.contains("healthy"), "{table}");
     let err = c.cluster_init(pb::ClusterInitRequest {}).await.unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
     c.set_replication(policy(2)).await.unwrap();
@@ -228,6 +230,12 @@ async fn form_fail_over_and_catch_up(n: usize) {
     assert_eq!(replicas(&mut back, "photos").await.unwrap(), 2);
     let applied = status(&mut back).await.applied;
     assert!(applied >= v.applied, "caught up: {applied} >= {}", v.applied);
+    // Its heartbeats tell the others how far it got.
+    let dead_id = views[dead].node_id;
+    status_until(&mut c, "the restarted node's applied index", |w| {
+        w.nodes.iter().any(|n| n.id == dead_id && n.applied >= applied && n.term == w.term)
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -514,9 +522,11 @@ async fn leave_remove_and_a_removed_id_never_returns() {
     let id = |i: usize| views[0].nodes.iter().find(|n| n.address == net.peer(i)).unwrap().id;
     let (id1, id2) = (id(1), id(2));
 
-    // Node 1 leaves gracefully.
+    // Node 1 leaves gracefully, and says so.
     ok(net.nodes[1].cli(&["cluster", "leave"]));
     net.agree(&[0, 2, 3], 3).await;
+    let gone = status(&mut net.nodes[1].client().await).await;
+    assert!(gone.problem.contains("left the cluster"), "{gone:?}");
 
     // Node 2 dies and is removed by force (the other two are a majority).
     net.nodes[2].kill9();

@@ -46,6 +46,8 @@ pub async fn handle_status(c: &Cluster) -> Result<pb::ClusterView, Status> {
                 load: beat.load,
                 used: beat.used,
                 ops_per_second: beat.ops,
+                term: beat.term,
+                applied: beat.applied,
             }
         })
         .collect();
@@ -58,7 +60,7 @@ pub async fn handle_status(c: &Cluster) -> Result<pb::ClusterView, Status> {
         epoch: st.epoch,
         nodes,
         cluster_id: st.cluster_id,
-        problem: c.seed_problem().unwrap_or_default(),
+        problem: c.problem().unwrap_or_default(),
         snapshot: m.snapshot.map_or(0, |l| l.index),
         purged: m.purged.map_or(0, |l| l.index),
     })

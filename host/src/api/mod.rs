@@ -249,7 +249,7 @@ impl pb::strata_server::Strata for Api {
     async fn cluster_leave(&self, _req: Request<pb::ClusterLeaveRequest>) -> Result<Response<pb::ClusterView>, Status> {
         let c = cluster::require(self.cluster.as_ref())?;
         self.timed("cluster_leave", async {
-            c.remove(c.id).await?;
+            c.leave().await?;
             cluster::handle_status(c).await
         })
         .await

@@ -177,7 +177,7 @@ pub fn cluster(v: &pb::ClusterView, json: bool) {
         .iter()
         .map(|n| {
             json!({"id": n.id, "address": n.address, "region": n.region, "zone": n.zone,
-                   "capacity": n.capacity, "used": n.used, "load": n.load, "ops_per_second": n.ops_per_second, "state": n.state,
+                   "capacity": n.capacity, "used": n.used, "load": n.load, "ops_per_second": n.ops_per_second, "state": n.state, "term": n.term, "applied": n.applied,
                    "last_heartbeat_ms": n.last_heartbeat_ms, "role": n.role, "leader": n.id == v.leader})
         })
         .collect();
@@ -197,8 +197,8 @@ pub fn cluster(v: &pb::ClusterView, json: bool) {
         return;
     }
     println!(
-        "{:<20} {:<22} {:<14} {:>21} {:>7} {:<8} {:<16} {:>9}",
-        "ID", "ADDRESS", "REGION/ZONE", "USED/CAPACITY", "LOAD", "STATE", "ROLE", "HEARTBEAT"
+        "{:<20} {:<22} {:<14} {:>21} {:>5} {:<8} {:<16} {:>10} {:>5} {:>8}",
+        "ID", "ADDRESS", "REGION/ZONE", "USED/CAPACITY", "LOAD", "STATE", "ROLE", "HEARTBEAT", "TERM", "APPLIED"
     );
     for n in &v.nodes {
         let role = if n.id == v.leader { format!("{} (leader)", n.role) } else { n.role.clone() };
@@ -210,7 +210,7 @@ pub fn cluster(v: &pb::ClusterView, json: bool) {
             format!("{}ms ago", n.last_heartbeat_ms)
         };
         println!(
-            "{:<20} {:<22} {:<14} {:>21} {:>7.2} {:<8} {:<16} {:>9}",
+            "{:<20} {:<22} {:<14} {:>21} {:>5.2} {:<8} {:<16} {:>10} {:>5} {:>8}",
             n.id,
             n.address,
             format!("{}/{}", n.region, n.zone),
@@ -218,7 +218,9 @@ pub fn cluster(v: &pb::ClusterView, json: bool) {
             n.load,
             n.state,
             role,
-            beat
+            beat,
+            n.term,
+            n.applied
         );
     }
     println!(

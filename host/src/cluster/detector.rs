@@ -23,6 +23,9 @@ pub struct Beat {
     pub ops: f64,
     pub used: u64,
     pub capacity: u64,
+    /// The sender's Raft term and last applied log index.
+    pub term: u64,
+    pub applied: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,13 +160,13 @@ mod tests {
         let d = Detector::new(Duration::from_millis(200), Duration::from_millis(500));
         let mut events = d.subscribe();
         let t0 = Instant::now();
-        d.record(Beat { from: 7, load: 0.5, ops: 1.5, used: 10, capacity: 100 }, t0);
+        d.record(Beat { from: 7, load: 0.5, ops: 1.5, used: 10, capacity: 100, ..Default::default() }, t0);
         assert!(d.evaluate(&[7], t0 + Duration::from_millis(100)).is_empty());
         let e = d.evaluate(&[7], t0 + Duration::from_millis(250));
         assert_eq!(e, vec![NodeEvent { node: 7, from: Health::Healthy, to: Health::Suspect }]);
         let e = d.evaluate(&[7], t0 + Duration::from_millis(600));
         assert_eq!(e, vec![NodeEvent { node: 7, from: Health::Suspect, to: Health::Down }]);
-        d.record(Beat { from: 7, load: 0.0, ops: 0.0, used: 10, capacity: 100 }, t0 + Duration::from_millis(700));
+        d.record(Beat { from: 7, used: 10, capacity: 100, ..Default::default() }, t0 + Duration::from_millis(700));
         let e = d.evaluate(&[7], t0 + Duration::from_millis(710));
         assert_eq!(e, vec![NodeEvent { node: 7, from: Health::Down, to: Health::Healthy }]);
         assert_eq!(events.try_recv().unwrap().to, Health::Suspect);

@@ -29,6 +29,11 @@ impl Locks {
     }
 
     pub fn lock(&mut self, name: &str, holder: &str, ttl_ms: u64, index: u64, now: u64) -> Outcome {
+        // Leases that ran out an hour ago are forgotten, so abandoned
+        // names do not pile up (judged by log time: every replica alike).
+        if self.grants.len() > 1024 {
+            self.grants.retain(|_, g| g.expires_ms + 3_600_000 > now);
+        }
         if let Some(g) = self.live(name, now) {
             let left = g.expires_ms - now;
             return (Some(g.clone()), Some(format!("held by {} (token {}) for another {left} ms", g.holder, g.token)));

@@ -35,8 +35,10 @@ pub struct Cluster {
     pub(super) heartbeat: Duration,
     seeds: Vec<String>,
     probe: Probe,
-    /// Why joining through the seeds has not worked yet.
-    pub(super) seed_error: Mutex<Option<String>>,
+    /// Why this node is not a member: seeds not answering, or it left.
+    pub(super) problem: Mutex<Option<String>>,
+    /// Set once this node has left: it stops heartbeats and Raft.
+    pub(super) left: std::sync::atomic::AtomicBool,
     /// One queue per lock name, so one waiter per node proposes at a time.
     pub(super) lock_queues: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -88,7 +90,8 @@ impl Cluster {
             heartbeat: c.heartbeat_interval,
             seeds: c.seeds.clone(),
             probe,
-            seed_error: Mutex::new(None),
+            problem: Mutex::new(None),
+            left: Default::default(),
             lock_queues: Default::default(),
         }))
     }
@@ -129,7 +132,7 @@ impl Cluster {
             tokio::spawn(async move {
                 loop {
                     if !c.members().is_empty() {
-                        *c.seed_error.lock().expect("seed error") = None;
+                        *c.problem.lock().expect("problem") = None;
                         return;
                     }
                     c.join_seeds().await;
@@ -145,6 +148,10 @@ impl Cluster {
     /// Sends one heartbeat to every other member and judges them all.
     async fn beat(&self, (then, ops_then): (Instant, u64)) -> (Instant, u64) {
         let now = Instant::now();
+        if self.left.load(std::sync::atomic::Ordering::Relaxed) {
+            return (now, ops_then);
+        }
+        let m = self.raft.metrics().borrow_watched().clone();
         let (ops, used) = (self.probe)();
         let secs = now.duration_since(then).as_secs_f64().max(1e-3);
         let beat = Beat {
@@ -153,6 +160,8 @@ impl Cluster {
             ops: ops.saturating_sub(ops_then) as f64 / secs,
             used,
             capacity: self.me.capacity,
+            term: m.current_term,
+            applied: m.last_applied.map_or(0, |l| l.index),
         };
         self.detector.record(beat.clone(), now);
         let members = self.members();
@@ -171,14 +180,14 @@ impl Cluster {
             match self.join(seed).await {
                 Ok(()) => {
                     info!(seed = %seed, "joined the cluster through a seed");
-                    *self.seed_error.lock().expect("seed error") = None;
+                    *self.problem.lock().expect("problem") = None;
                     return;
                 }
                 Err(e) => errors.push(format!("{seed}: {}", e.message())),
             }
         }
         let msg = format!("cannot join through the seeds ({}); retrying every 2s", errors.join("; "));
-        let mut last = self.seed_error.lock().expect("seed error");
+        let mut last = self.problem.lock().expect("problem");
         if last.as_deref() != Some(&msg) {
             warn!("{msg}");
         }
@@ -208,9 +217,9 @@ impl Cluster {
         Err(tonic::Status::unavailable("no leader after following four redirects"))
     }
 
-    /// Why seeds have not let this node in, if they have not.
-    pub fn seed_problem(&self) -> Option<String> {
-        self.seed_error.lock().expect("seed error").clone()
+    /// Why this node is not a member, if it is not.
+    pub fn problem(&self) -> Option<String> {
+        self.problem.lock().expect("problem").clone()
     }
 }
 

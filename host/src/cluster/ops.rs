@@ -3,6 +3,7 @@
 //! membership changes and locks.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::async_runtime::WatchReceiver;
@@ -226,11 +227,43 @@ impl Cluster {
         }
     }
 
+    /// Takes this node out of the cluster for good, then stops its Raft so
+    /// it never campaigns with a stale membership.
+    pub async fn leave(&self) -> Result<(), Status> {
+        self.remove(self.id).await?;
+        self.left.store(true, std::sync::atomic::Ordering::Relaxed);
+        *self.problem.lock().expect("problem") = Some(format!(
+            "node {} left the cluster; its id is retired: start it with an empty data directory to join again",
+            self.id
+        ));
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "stopping raft after leaving");
+        }
+        Ok(())
+    }
+
     /// Takes lock `name` for `holder`. With `wait`, waits that long for the
     /// holder before to release it or for its lease to run out.
     pub async fn acquire(&self, name: &str, holder: &str, ttl: Duration, wait: Option<Duration>) -> Result<LockGrant, Status> {
-        let deadline = wait.map(|w| Instant::now() + w);
         let queue = self.lock_queues.lock().expect("lock queues").entry(name.to_string()).or_default().clone();
+        let r = self.acquire_in_turn(name, holder, ttl, wait, &queue).await;
+        // Forget the queue when no one else waits in it.
+        let mut queues = self.lock_queues.lock().expect("lock queues");
+        if Arc::strong_count(&queue) == 2 {
+            queues.remove(name);
+        }
+        r
+    }
+
+    async fn acquire_in_turn(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+        wait: Option<Duration>,
+        queue: &tokio::sync::Mutex<()>,
+    ) -> Result<LockGrant, Status> {
+        let deadline = wait.map(|w| Instant::now() + w);
         // Waiters on this node take turns, so one of them proposes at a time.
         let _turn = match deadline {
             Some(d) => Some(
