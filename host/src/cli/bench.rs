@@ -45,15 +45,20 @@ struct Figures {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    if args.dir.exists() {
-        bail!("--dir {} exists; give a path the bench may create and delete", args.dir.display());
-    }
-    std::fs::create_dir_all(&args.dir)?;
-    let r = bench(&args).await;
-    let _ = std::fs::remove_dir_all(&args.dir);
-    let f = r?;
+    let f = in_scratch_dir(&args.dir, bench(&args)).await?;
     report(&args, &f);
     Ok(())
+}
+
+/// Runs `work` in a new directory `dir` it may fill, and removes it after.
+pub(super) async fn in_scratch_dir<T>(dir: &Path, work: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    if dir.exists() {
+        bail!("--dir {} exists; give a path the bench may create and delete", dir.display());
+    }
+    std::fs::create_dir_all(dir)?;
+    let r = work.await;
+    let _ = std::fs::remove_dir_all(dir);
+    r
 }
 
 async fn bench(args: &BenchArgs) -> anyhow::Result<Figures> {

@@ -32,13 +32,7 @@ pub struct BenchClusterArgs {
 }
 
 pub async fn run(args: BenchClusterArgs) -> anyhow::Result<()> {
-    if args.dir.exists() {
-        bail!("--dir {} exists; give a path the bench may create and delete", args.dir.display());
-    }
-    std::fs::create_dir_all(&args.dir)?;
-    let result = nodes_and_bench(&args).await;
-    let _ = std::fs::remove_dir_all(&args.dir);
-    result
+    super::bench::in_scratch_dir(&args.dir, nodes_and_bench(&args)).await
 }
 
 async fn nodes_and_bench(args: &BenchClusterArgs) -> anyhow::Result<()> {

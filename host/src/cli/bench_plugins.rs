@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 
 use super::bench::Child;
 use crate::config::Config;
@@ -31,13 +31,7 @@ pub struct BenchPluginsArgs {
 }
 
 pub async fn run(args: BenchPluginsArgs) -> anyhow::Result<()> {
-    if args.dir.exists() {
-        bail!("--dir {} exists; give a path the bench may create and delete", args.dir.display());
-    }
-    std::fs::create_dir_all(&args.dir)?;
-    let r = bench(&args).await;
-    let _ = std::fs::remove_dir_all(&args.dir);
-    r
+    super::bench::in_scratch_dir(&args.dir, bench(&args)).await
 }
 
 /// Median and 99th percentile of `samples`.

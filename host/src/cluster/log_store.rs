@@ -14,7 +14,7 @@ use openraft::{OptionalSend, RaftLogReader};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::Row;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteSynchronous};
 
 use super::types::{Entry, LogId, TypeConfig, Vote};
 
@@ -29,13 +29,7 @@ pub async fn open(path: Option<&Path>) -> Result<SqlitePool, sqlx::Error> {
             .busy_timeout(Duration::from_secs(30)),
         None => SqliteConnectOptions::new().in_memory(true),
     };
-    let pool = SqlitePoolOptions::new()
-        .max_connections(1)
-        .min_connections(1)
-        .idle_timeout(None)
-        .max_lifetime(None)
-        .connect_with(options)
-        .await?;
+    let pool = crate::meta::single_connection(options).await?;
     for ddl in [
         "CREATE TABLE IF NOT EXISTS raft_log (idx INTEGER PRIMARY KEY, entry BLOB NOT NULL)",
         "CREATE TABLE IF NOT EXISTS raft_meta (k TEXT PRIMARY KEY, v BLOB NOT NULL)",

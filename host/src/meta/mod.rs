@@ -209,13 +209,7 @@ impl MetaStore {
                 let options = SqliteConnectOptions::new()
                     .in_memory(true)
                     .foreign_keys(true);
-                let pool = SqlitePoolOptions::new()
-                    .max_connections(1)
-                    .min_connections(1)
-                    .idle_timeout(None)
-                    .max_lifetime(None)
-                    .connect_with(options)
-                    .await?;
+                let pool = single_connection(options).await?;
                 (pool.clone(), pool)
             }
         };
@@ -614,6 +608,18 @@ const READ_CACHE_KIB: &str = "-32768";
 /// Reads of the first 4 GiB of the file go through a shared memory map
 /// instead of a system call per page missing from a connection's cache.
 const MMAP_BYTES: &str = "4294967296";
+
+/// A pool of exactly one connection that lives as long as the pool: for
+/// an in-memory database, or a store that serializes its writes anyway.
+pub async fn single_connection(options: SqliteConnectOptions) -> Result<SqlitePool, sqlx::Error> {
+    SqlitePoolOptions::new()
+        .max_connections(1)
+        .min_connections(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .connect_with(options)
+        .await
+}
 
 async fn open_file(dir: &Path, sync_writes: bool) -> Result<(SqlitePool, SqlitePool), MetaError> {
     std::fs::create_dir_all(dir).map_err(|e| MetaError::Db(Box::new(e)))?;
