@@ -287,7 +287,7 @@ impl Cluster {
                 (why, g) => (why.unwrap_or_default(), g),
             };
             let Some(deadline) = deadline else {
-                return Err(Status::failed_precondition(format!("lock {name} is {why}")));
+                return Err(Status::failed_precondition(format!("lock {name} is {why}; to wait for it, acquire with a wait")));
             };
             let lease_left = grant.as_ref().map_or(ttl_ms, |g| g.expires_ms.saturating_sub(r.now_ms));
             let retry_at = (Instant::now() + Duration::from_millis(lease_left)).min(deadline);
