@@ -89,7 +89,14 @@ impl Server {
         let cluster = match &config.cluster {
             None => None,
             Some(c) => {
-                let advertise = c.advertise.clone().unwrap_or(listener.local_addr()?.to_string());
+                let local = listener.local_addr()?;
+                let advertise = match &c.advertise {
+                    Some(a) => a.clone(),
+                    None if local.ip().is_unspecified() => anyhow::bail!(
+                        "cluster.advertise: server.listen is {local}, which peers cannot dial; set advertise to this node's reachable host:port"
+                    ),
+                    None => local.to_string(),
+                };
                 let dir = config.storage.base_path.join("cluster");
                 // Capacity: the quota, else the data disk's size.
                 let capacity = match config.storage.max_size.0 {

@@ -457,7 +457,40 @@ async fn lock_run_holds_the_lock_while_the_command_runs() {
     assert_eq!(out.status.code(), Some(3), "the command's exit status: {}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("token="));
     // Released at exit: free at once.
-    c.lock_acquire(req).await.unwrap();
+    let g = c.lock_acquire(req.clone()).await.unwrap().into_inner();
+    // A holder name is not a pass: another acquisition under the same name is refused.
+    let err = c.lock_acquire(req).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    c.lock_release(pb::LockReleaseRequest { name: "nightly".into(), token: g.token }).await.unwrap();
+}
+
+#[tokio::test]
+async fn lock_run_stops_the_whole_command_when_the_lease_cannot_be_renewed() {
+    let mut net = Net::start(1, "");
+    net.form().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let url = net.nodes[0].url.clone();
+    let script = format!("sleep 60 & echo $! > {}; wait", pidfile.display());
+    let run = std::thread::spawn(move || cli(&url, &["lock", "run", "job", "--ttl", "1s", "--", "sh", "-c", &script], None));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pidfile.exists() || std::fs::read_to_string(&pidfile).unwrap().trim().is_empty() {
+        assert!(Instant::now() < deadline, "the command never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let grandchild = std::fs::read_to_string(&pidfile).unwrap().trim().to_string();
+    // The only node dies: no renewal can succeed.
+    net.nodes[0].kill9();
+    let started = Instant::now();
+    let out = run.join().unwrap();
+    println!("lock run stopped its command {:?} after the node died", started.elapsed());
+    assert_eq!(out.status.code(), Some(75), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(started.elapsed() < Duration::from_secs(3), "stopped within the lease");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("lease"), "{}", String::from_utf8_lossy(&out.stderr));
+    // The shell's own child went too: the whole process group was stopped.
+    let alive = std::path::Path::new(&format!("/proc/{grandchild}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{grandchild}/stat")).unwrap_or_default().contains(") Z ");
+    assert!(!alive, "process {grandchild} survived");
 }
 
 #[tokio::test]

@@ -180,11 +180,10 @@ pub async fn handle_release(c: &Cluster, req: pb::LockReleaseRequest) -> Result<
 /// Live grants, read linearizably; ttl_ms is what is left of each lease.
 pub async fn handle_list_locks(c: &Cluster) -> Result<pb::ListLocksResponse, Status> {
     let st = c.read().await?;
-    let locks = st
-        .locks
-        .all()
-        .filter(|g| g.expires_ms > st.clock_ms)
-        .map(|g| grant_pb(g.clone(), g.expires_ms - st.clock_ms))
-        .collect();
+    // The log's clock moves only with lock commands; a lease that ran out
+    // since then has run out by the wall clock.
+    let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let now = st.clock_ms.max(wall);
+    let locks = st.locks.all().filter(|g| g.expires_ms > now).map(|g| grant_pb(g.clone(), g.expires_ms - now)).collect();
     Ok(pb::ListLocksResponse { locks })
 }

@@ -117,6 +117,7 @@ impl Detector {
         let mut changes = Vec::new();
         let mut health = self.health.lock().expect("health");
         health.retain(|id, _| members.contains(id));
+        self.beats.lock().expect("beats").retain(|id, _| members.contains(id));
         {
             let mut first = self.first_judged.lock().expect("first judged");
             first.retain(|id, _| members.contains(id));

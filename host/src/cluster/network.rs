@@ -79,11 +79,11 @@ impl Network {
     /// Sends `msg` to the peer at `addr` and decodes its answer.
     pub async fn call<Q: Serialize, A: DeserializeOwned>(&self, addr: &str, call: Call, msg: &Q, timeout: Duration) -> Result<A, Status> {
         let ch = self.channel(addr).ok_or_else(|| Status::invalid_argument(format!("{addr:?} is not a host:port address")))?;
-        let mut client = pb::peer_client::PeerClient::new(ch);
+        let mut client = pb::peer_client::PeerClient::new(ch).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE);
         let data = serde_json::to_vec(msg).map_err(|e| Status::internal(e.to_string()))?;
         let mut req = Request::new(pb::RaftBytes { data });
         req.set_timeout(timeout);
-        self.secret.attach(&mut req);
+        self.secret.attach(&mut req, addr);
         let r = match call {
             Call::Join => client.join(req).await,
             Call::Write => client.write(req).await,
@@ -93,7 +93,7 @@ impl Network {
         }
         .map_err(|s| match s.code() {
             // The peer's own handlers never answer these: the connection failed.
-            tonic::Code::Unknown | tonic::Code::Cancelled => Status::unavailable(format!("cannot reach {addr}: {}", s.message())),
+            tonic::Code::Unknown | tonic::Code::Cancelled => Status::unavailable(format!("{UNREACHABLE} {addr}: {}", s.message())),
             _ => s,
         })?;
         serde_json::from_slice(&r.into_inner().data).map_err(|e| Status::internal(format!("bad answer from {addr}: {e}")))
@@ -103,13 +103,20 @@ impl Network {
 pub struct Conn {
     client: Option<pb::peer_client::PeerClient<Channel>>,
     secret: Secret,
+    addr: String,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Conn;
 
     async fn new_client(&mut self, _target: u64, node: &NodeMeta) -> Conn {
-        Conn { client: self.channel(&node.addr).map(pb::peer_client::PeerClient::new), secret: self.secret.clone() }
+        Conn {
+            client: self.channel(&node.addr).map(|ch| {
+                pb::peer_client::PeerClient::new(ch).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE)
+            }),
+            secret: self.secret.clone(),
+            addr: node.addr.clone(),
+        }
     }
 }
 
@@ -139,7 +146,7 @@ impl Conn {
             .ok_or_else(|| RPCError::Unreachable(Unreachable::from_string("the peer's address is not a valid URI")))?;
         let mut req = Request::new(pb::RaftBytes { data: serde_json::to_vec(msg).map_err(net_err)? });
         req.set_timeout(timeout);
-        self.secret.attach(&mut req);
+        self.secret.attach(&mut req, &self.addr);
         let r = match which {
             0 => client.append_entries(req).await,
             1 => client.vote(req).await,
@@ -195,6 +202,12 @@ fn encode<T: Serialize>(v: &T) -> Result<Response<pb::RaftBytes>, Status> {
     Ok(Response::new(pb::RaftBytes { data }))
 }
 
+/// How an answer that never came from the peer starts.
+pub const UNREACHABLE: &str = "cannot reach";
+
+/// Largest peer message: snapshots travel whole.
+pub const MAX_MESSAGE: usize = 256 << 20;
+
 /// The header naming the leader's address when a node cannot serve a call
 /// only the leader serves.
 pub const LEADER_HEADER: &str = "x-strata-leader";
@@ -213,7 +226,7 @@ pub fn not_leader(leader: Option<&NodeMeta>) -> Status {
 
 impl PeerService {
     fn check<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        self.cluster.network.secret().check(req)
+        self.cluster.network.secret().check(req, &self.cluster.me.addr)
     }
 }
 

@@ -99,6 +99,8 @@ impl Cluster {
     /// The node-to-node service, for the server's listener.
     pub fn service(self: &Arc<Self>) -> pb::peer_server::PeerServer<PeerService> {
         pb::peer_server::PeerServer::new(PeerService { cluster: self.clone() })
+            .max_decoding_message_size(super::network::MAX_MESSAGE)
+            .max_encoding_message_size(super::network::MAX_MESSAGE)
     }
 
     /// Members as this node's Raft sees them: (id, node, voter?).
@@ -200,7 +202,8 @@ impl Cluster {
         let req = JoinRequest { id: self.id, node: self.me.clone(), cluster_id };
         let mut target = addr.to_string();
         for _ in 0..4 {
-            match self.network.call::<_, ()>(&target, Call::Join, &req, Duration::from_secs(30)).await {
+            // Longer than the leader may take to add and promote us.
+            match self.network.call::<_, ()>(&target, Call::Join, &req, Duration::from_secs(60)).await {
                 Ok(()) => return Ok(()),
                 Err(s) if s.code() == tonic::Code::Unavailable => match s.metadata().get(super::network::LEADER_HEADER) {
                     Some(l) => target = l.to_str().unwrap_or_default().to_string(),
@@ -208,7 +211,8 @@ impl Cluster {
                 },
                 Err(s) if s.code() == tonic::Code::Unauthenticated => {
                     return Err(tonic::Status::permission_denied(format!(
-                        "{target} refused this node's cluster secret: both must use the same one"
+                        "{target} refused this node's proof of the cluster secret ({}): both must use the same secret",
+                        s.message()
                     )));
                 }
                 Err(s) => return Err(s),

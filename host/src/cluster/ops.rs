@@ -70,12 +70,15 @@ impl Cluster {
                 Err(Some(leader)) => {
                     match self.network.call(&leader.addr, Call::Write, &cmd, COMMIT_WAIT + Duration::from_secs(1)).await {
                         Ok(r) => return Ok(r),
+                        // It is no longer the leader: nothing was proposed there.
                         Err(s) if s.code() == tonic::Code::Unavailable && s.metadata().get(super::network::LEADER_HEADER).is_some() => {
                             s.message().to_string()
                         }
-                        Err(s) if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded) => {
+                        // The call never reached it.
+                        Err(s) if s.code() == tonic::Code::Unavailable && s.message().starts_with(super::network::UNREACHABLE) => {
                             format!("the leader {} did not answer: {}", leader.addr, s.message())
                         }
+                        // Anything else may have committed: retrying could apply it twice.
                         Err(s) => return Err(s),
                     }
                 }
@@ -197,6 +200,9 @@ impl Cluster {
                 "node {id} is the cluster's last voter; removing it would leave no one to decide"
             )));
         }
+        // Retired first: if the leader steps down once the change commits
+        // (it removed itself), the id is already never to return.
+        self.write(Cmd::Retire { id }).await?;
         let change = if *voter {
             ChangeMembers::RemoveVoters(BTreeSet::from([id]))
         } else {
@@ -214,7 +220,6 @@ impl Cluster {
             Ok(Err(e)) => return Err(Status::failed_precondition(format!("cannot remove node {id}: {e}"))),
             Err(fatal) => return Err(Status::internal(format!("raft stopped: {fatal}"))),
         }
-        self.write(Cmd::Retire { id }).await?;
         Ok(Ok(()))
     }
 
@@ -246,13 +251,8 @@ impl Cluster {
     /// holder before to release it or for its lease to run out.
     pub async fn acquire(&self, name: &str, holder: &str, ttl: Duration, wait: Option<Duration>) -> Result<LockGrant, Status> {
         let queue = self.lock_queues.lock().expect("lock queues").entry(name.to_string()).or_default().clone();
-        let r = self.acquire_in_turn(name, holder, ttl, wait, &queue).await;
-        // Forget the queue when no one else waits in it.
-        let mut queues = self.lock_queues.lock().expect("lock queues");
-        if Arc::strong_count(&queue) == 2 {
-            queues.remove(name);
-        }
-        r
+        let _forget = ForgetQueue { cluster: self, name, queue: queue.clone() };
+        self.acquire_in_turn(name, holder, ttl, wait, &queue).await
     }
 
     async fn acquire_in_turn(
@@ -274,16 +274,17 @@ impl Cluster {
             None => None,
         };
         let ttl_ms = ttl.as_millis() as u64;
+        let request = rand::random::<u64>();
         loop {
             let applied = self.state.applied.notified();
             tokio::pin!(applied);
             applied.as_mut().enable();
-            let cmd = Cmd::Lock { name: name.into(), holder: holder.into(), ttl_ms, now_ms: 0 };
+            let cmd = Cmd::Lock { name: name.into(), holder: holder.into(), request, ttl_ms, now_ms: 0 };
             let r = self.write(cmd).await?;
             let (why, grant) = match (r.refused, r.lock) {
                 (None, Some(g)) => return Ok(g),
-                // An earlier try of ours committed after all.
-                (Some(_), Some(g)) if g.holder == holder => return Ok(g),
+                // An earlier try of this acquisition committed after all.
+                (Some(_), Some(g)) if g.request == request => return Ok(g),
                 (why, g) => (why.unwrap_or_default(), g),
             };
             let Some(deadline) = deadline else {
@@ -291,19 +292,22 @@ impl Cluster {
             };
             let lease_left = grant.as_ref().map_or(ttl_ms, |g| g.expires_ms.saturating_sub(r.now_ms));
             let retry_at = (Instant::now() + Duration::from_millis(lease_left)).min(deadline);
-            // Sleep until the lease ends or the grant changes.
+            // Sleep until the lease ends or the grant is gone here. This
+            // node may lag behind the entry that refused us: the grant it
+            // names (its token is its log index) must be applied here first.
             loop {
                 tokio::select! {
                     _ = &mut applied => {}
                     _ = tokio::time::sleep_until(retry_at.into()) => break,
                 }
-                let st = self.state.state().await;
-                let same = st.locks.all().any(|g| Some(g) == grant.as_ref());
-                if !same {
-                    break;
-                }
+                // Listen before looking, so no change slips between.
                 applied.set(self.state.applied.notified());
                 applied.as_mut().enable();
+                let Some(g) = &grant else { break };
+                let (current, applied_to) = self.state.lock_token(name).await;
+                if applied_to >= g.token && current != Some(g.token) {
+                    break;
+                }
             }
             if Instant::now() >= deadline {
                 return Err(Status::deadline_exceeded(format!("lock {name} is still {why} (waited {:?})", wait.unwrap_or_default())));
@@ -324,6 +328,24 @@ impl Cluster {
         match r.refused {
             None => Ok(()),
             Some(why) => Err(Status::failed_precondition(format!("cannot release lock {name}: {why}"))),
+        }
+    }
+}
+
+/// Drops a lock's wait queue when its last waiter leaves, also when the
+/// waiting call is cancelled.
+struct ForgetQueue<'a> {
+    cluster: &'a Cluster,
+    name: &'a str,
+    queue: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Drop for ForgetQueue<'_> {
+    fn drop(&mut self) {
+        let mut queues = self.cluster.lock_queues.lock().expect("lock queues");
+        // The map's reference, ours here, and the caller's.
+        if Arc::strong_count(&self.queue) <= 3 {
+            queues.remove(self.name);
         }
     }
 }

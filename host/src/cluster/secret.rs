@@ -3,13 +3,21 @@
 
 use std::fmt;
 
-use sha2::{Digest, Sha256};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hmac::{Hmac, KeyInit, Mac as _};
+use sha2::Sha256;
 use tonic::{Request, Status};
 
 use crate::config::ClusterConfig;
 
-/// The metadata header peers send the secret in.
-pub const HEADER: &str = "x-strata-cluster-secret";
+/// The metadata header of a peer call's proof of the secret.
+pub const HEADER: &str = "x-strata-cluster-auth";
+
+/// How far a proof's time may be from the receiver's clock.
+const SKEW_MS: u64 = 60_000;
+
+type Mac = Hmac<Sha256>;
 
 #[derive(Clone)]
 pub struct Secret(String);
@@ -18,6 +26,10 @@ impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(..)")
     }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Secret {
@@ -35,9 +47,6 @@ impl Secret {
         if text.len() < 16 {
             return Err("cluster secret: use at least 16 characters".into());
         }
-        if text.parse::<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>().is_err() {
-            return Err("cluster secret: use printable ASCII".into());
-        }
         Ok(Secret(text))
     }
 
@@ -45,21 +54,41 @@ impl Secret {
         Secret(s.into())
     }
 
-    /// Adds the secret to an outgoing request.
-    pub fn attach<T>(&self, req: &mut Request<T>) {
-        if let Ok(v) = self.0.parse() {
+    /// HMAC-SHA256 of the time and the address the call is meant for.
+    fn mac(&self, at_ms: u64, target: &str) -> Mac {
+        let mut m = Mac::new_from_slice(self.0.as_bytes()).expect("HMAC takes any key length");
+        m.update(format!("strata.peer.v1|{target}|{at_ms}").as_bytes());
+        m
+    }
+
+    /// Proves knowledge of the secret to the node at `target`, without
+    /// sending it: the proof is bound to that address and to the time, so
+    /// whoever receives a call meant for another address (or replays one a
+    /// minute later) learns nothing it can use.
+    pub fn attach<T>(&self, req: &mut Request<T>, target: &str) {
+        let at = now_ms();
+        let proof = hex::encode(self.mac(at, target).finalize().into_bytes());
+        if let Ok(v) = format!("{at}.{proof}").parse() {
             req.metadata_mut().insert(HEADER, v);
         }
     }
 
-    /// Refuses a request without the secret. Digests are compared, so the
-    /// comparison's timing says nothing about the secret.
-    pub fn check<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        let given = req.metadata().get(HEADER).map(|v| v.as_bytes()).unwrap_or_default();
-        if Sha256::digest(given) == Sha256::digest(self.0.as_bytes()) {
-            Ok(())
-        } else {
-            Err(Status::unauthenticated("wrong or missing cluster secret"))
+    /// Refuses a call whose proof is missing, stale, meant for another
+    /// address than `me`, or made with another secret. The MAC comparison
+    /// takes constant time.
+    pub fn check<T>(&self, req: &Request<T>, me: &str) -> Result<(), Status> {
+        let refuse = |why: &str| Err(Status::unauthenticated(format!("cluster authentication failed: {why}")));
+        let Some(v) = req.metadata().get(HEADER).and_then(|v| v.to_str().ok()) else {
+            return refuse("no proof of the cluster secret");
+        };
+        let Some((at, proof)) = v.split_once('.') else { return refuse("malformed proof") };
+        let (Ok(at), Ok(proof)) = (at.parse::<u64>(), hex::decode(proof)) else { return refuse("malformed proof") };
+        if now_ms().abs_diff(at) > SKEW_MS {
+            return refuse("the proof's time is more than a minute off this node's clock");
+        }
+        match self.mac(at, me).verify_slice(&proof) {
+            Ok(()) => Ok(()),
+            Err(_) => refuse(&format!("wrong cluster secret, or the call was not meant for {me} (join through a node's advertised address)")),
         }
     }
 }
@@ -73,11 +102,21 @@ mod tests {
         let s = Secret::new_for_tests("correct horse battery staple");
         assert_eq!(format!("{s:?}"), "Secret(..)");
         let mut ok = Request::new(());
-        s.attach(&mut ok);
-        assert!(s.check(&ok).is_ok());
+        s.attach(&mut ok, "10.0.0.1:7400");
+        assert!(s.check(&ok, "10.0.0.1:7400").is_ok());
+        let header = ok.metadata().get(HEADER).unwrap().to_str().unwrap().to_string();
+        assert!(!header.contains("horse"), "the secret itself never travels");
+        // A proof meant for another address is no good here.
+        assert_eq!(s.check(&ok, "10.0.0.2:7400").unwrap_err().code(), tonic::Code::Unauthenticated);
         let mut bad = Request::new(());
-        Secret::new_for_tests("wrong horse battery staple!").attach(&mut bad);
-        assert_eq!(s.check(&bad).unwrap_err().code(), tonic::Code::Unauthenticated);
-        assert_eq!(s.check(&Request::new(())).unwrap_err().code(), tonic::Code::Unauthenticated);
+        Secret::new_for_tests("wrong horse battery staple!").attach(&mut bad, "10.0.0.1:7400");
+        assert_eq!(s.check(&bad, "10.0.0.1:7400").unwrap_err().code(), tonic::Code::Unauthenticated);
+        assert_eq!(s.check(&Request::new(()), "10.0.0.1:7400").unwrap_err().code(), tonic::Code::Unauthenticated);
+        // A stale proof is refused.
+        let mut old = Request::new(());
+        let at = now_ms() - 2 * SKEW_MS;
+        let proof = hex::encode(s.mac(at, "10.0.0.1:7400").finalize().into_bytes());
+        old.metadata_mut().insert(HEADER, format!("{at}.{proof}").parse().unwrap());
+        assert!(s.check(&old, "10.0.0.1:7400").unwrap_err().message().contains("minute"));
     }
 }

@@ -52,9 +52,9 @@ impl ClusterState {
                 self.buckets.remove(&bucket);
             }
             Cmd::BumpEpoch => self.epoch += 1,
-            Cmd::Lock { name, holder, ttl_ms, now_ms } => {
+            Cmd::Lock { name, holder, request, ttl_ms, now_ms } => {
                 self.clock_ms = self.clock_ms.max(now_ms);
-                lock = self.locks.lock(&name, &holder, ttl_ms, index, self.clock_ms);
+                lock = self.locks.lock(&name, &holder, request, ttl_ms, index, self.clock_ms);
             }
             Cmd::Renew { name, token, ttl_ms, now_ms } => {
                 self.clock_ms = self.clock_ms.max(now_ms);
@@ -95,6 +95,12 @@ impl StateMachine {
         Ok(Arc::new(Self { pool, state: Mutex::new(state), applied: Default::default() }))
     }
 
+    /// The token of `name`'s grant here (live or not), and the index applied.
+    pub async fn lock_token(&self, name: &str) -> (Option<u64>, u64) {
+        let s = self.state.lock().await;
+        (s.locks.get(name).map(|g| g.token), s.last_applied.map_or(0, |l| l.index))
+    }
+
     /// A copy of the state as applied on this node.
     pub async fn state(&self) -> ClusterState {
         self.state.lock().await.clone()
@@ -122,8 +128,10 @@ impl RaftSnapshotBuilder<TypeConfig> for Arc<StateMachine> {
     type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        let state = self.state.lock().await.clone();
-        let data = encode(&state)?;
+        // Held until the row is written, so a snapshot installed meanwhile
+        // is never overwritten by this older one.
+        let state = self.state.lock().await;
+        let data = encode(&*state)?;
         let meta = SnapshotMeta { last_log_id: state.last_applied, last_membership: state.last_membership.clone() };
         self.put("snapshot", encode(&StoredSnapshot { meta: meta.clone(), data: data.clone() })?).await?;
         Ok(Snapshot { meta, snapshot: data })

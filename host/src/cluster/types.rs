@@ -31,7 +31,9 @@ pub enum Cmd {
     /// Moves the cluster epoch on by one.
     BumpEpoch,
     /// Grants `name` to `holder` for `ttl_ms` unless someone else holds it.
-    Lock { name: String, holder: String, ttl_ms: u64, now_ms: u64 },
+    /// `request` is unique per acquisition, so a retried proposal whose
+    /// first try committed is recognised.
+    Lock { name: String, holder: String, request: u64, ttl_ms: u64, now_ms: u64 },
     /// Extends the lease of the grant `token`.
     Renew { name: String, token: u64, ttl_ms: u64, now_ms: u64 },
     /// Ends the grant `token`.
@@ -74,6 +76,9 @@ pub struct LockGrant {
     pub token: u64,
     /// Log time at which the lease runs out.
     pub expires_ms: u64,
+    /// The acquisition that made the grant.
+    #[serde(default)]
+    pub request: u64,
 }
 
 /// How a bucket's objects are replicated.
