@@ -182,8 +182,7 @@ pub async fn handle_list_locks(c: &Cluster) -> Result<pb::ListLocksResponse, Sta
     let st = c.read().await?;
     // The log's clock moves only with lock commands; a lease that ran out
     // since then has run out by the wall clock.
-    let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-    let now = st.clock_ms.max(wall);
+    let now = st.clock_ms.max(crate::cluster::now_ms());
     let locks = st.locks.all().filter(|g| g.expires_ms > now).map(|g| grant_pb(g.clone(), g.expires_ms - now)).collect();
     Ok(pb::ListLocksResponse { locks })
 }

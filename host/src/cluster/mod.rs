@@ -22,3 +22,10 @@ pub mod types;
 
 #[cfg(test)]
 mod tests;
+
+/// Wall-clock milliseconds since the Unix epoch: the time leaders stamp
+/// into lock commands and peers put in their proofs of the secret.
+pub fn now_ms() -> u64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}

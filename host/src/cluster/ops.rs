@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::decompose::DecomposeResult;
@@ -13,6 +13,7 @@ use openraft::{ChangeMembers, ReadPolicy};
 use tonic::Status;
 
 use super::network::{Call, not_leader};
+use super::now_ms;
 use super::node::{Cluster, JoinRequest};
 use super::state::ClusterState;
 use super::types::{Cmd, CmdResult, LockGrant, NodeMeta};
@@ -24,10 +25,6 @@ const LEADER_WAIT: Duration = Duration::from_secs(10);
 
 /// Answered when only the leader may serve: the leader, if known.
 pub type Elsewhere = Option<NodeMeta>;
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
 
 fn no_quorum(what: &str) -> Status {
     Status::unavailable(format!("{what} did not commit within {COMMIT_WAIT:?}: a majority of voters is not reachable"))

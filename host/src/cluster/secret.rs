@@ -3,12 +3,12 @@
 
 use std::fmt;
 
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, KeyInit, Mac as _};
 use sha2::Sha256;
 use tonic::{Request, Status};
 
+use super::now_ms;
 use crate::config::ClusterConfig;
 
 /// The metadata header of a peer call's proof of the secret.
@@ -26,10 +26,6 @@ impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(..)")
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Secret {
