@@ -30,6 +30,7 @@ fn protos(out: &Path) -> Result<()> {
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("strata_descriptor.bin"))
         .bytes(".strata.v1")
+        .bytes(".strata.peer.v1.ReplicaFrame")
         // Undecodable requests (invalid UTF-8) are INVALID_ARGUMENT, not INTERNAL.
         .codec_path("crate::api::codec::StrataCodec")
         .compile_with_config(config, &["proto/strata/v1/strata.proto", "proto/strata/peer/v1/peer.proto"], &["proto"])?;

@@ -35,6 +35,68 @@ pub struct Config {
     pub plugins: Vec<PluginDecl>,
     /// Absent: a single-node server.
     pub cluster: Option<ClusterConfig>,
+    /// Used by cluster nodes only.
+    pub replication: ReplicationConfig,
+}
+
+/// Whether a read must see the newest acknowledged version.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsistencyLevel {
+    /// Reads ask every reachable node and serve the newest version.
+    #[default]
+    Strong,
+    /// Reads take the nearest copy.
+    Eventual,
+}
+
+/// `[replication]`: defaults for buckets without a policy of their own in
+/// the cluster state, and the pace of copying.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicationConfig {
+    /// Replication-strategy plugin.
+    pub default_strategy: String,
+    /// Node-selector plugin.
+    pub default_selector: String,
+    /// Copies of each object.
+    pub replication_factor: u32,
+    /// Fewer healthy targets than this refuses a write.
+    pub min_replicas: u32,
+    /// The most copies a bucket policy may ask for.
+    pub max_replicas: u32,
+    pub consistency_level: ConsistencyLevel,
+    /// A replica that takes no data for this long, or does not confirm a
+    /// write this long after its last byte, has failed.
+    #[serde(with = "duration")]
+    pub sync_timeout: Duration,
+    /// Queued copies in flight at once.
+    pub max_concurrent_syncs: usize,
+    /// Times a failed queued copy's delay doubles.
+    pub retry_attempts: u32,
+    /// Delay before a failed queued copy is tried again.
+    #[serde(with = "duration")]
+    pub retry_delay: Duration,
+    /// When false, a plan's asynchronous targets are written synchronously.
+    pub enable_async_replication: bool,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        Self {
+            default_strategy: "eager".into(),
+            default_selector: "rendezvous".into(),
+            replication_factor: 3,
+            min_replicas: 1,
+            max_replicas: 16,
+            consistency_level: ConsistencyLevel::Strong,
+            sync_timeout: Duration::from_secs(10),
+            max_concurrent_syncs: 8,
+            retry_attempts: 8,
+            retry_delay: Duration::from_secs(1),
+            enable_async_replication: true,
+        }
+    }
 }
 
 /// `[cluster]`: this node's place in a cluster.
@@ -402,6 +464,22 @@ impl Config {
             if c.heartbeat_interval.is_zero() || c.suspect_after <= c.heartbeat_interval || c.down_after <= c.suspect_after {
                 return bad("cluster", "want 0 < heartbeat_interval < suspect_after < down_after");
             }
+        }
+        let r = &self.replication;
+        if r.max_replicas == 0 || r.max_replicas > 16 {
+            return bad("replication.max_replicas", "must be between 1 and 16");
+        }
+        if r.min_replicas == 0 || r.min_replicas > r.replication_factor || r.replication_factor > r.max_replicas {
+            return bad("replication", "want 1 <= min_replicas <= replication_factor <= max_replicas");
+        }
+        if r.sync_timeout.is_zero() || r.retry_delay.is_zero() {
+            return bad("replication", "sync_timeout and retry_delay must be more than 0s");
+        }
+        if r.max_concurrent_syncs == 0 {
+            return bad("replication.max_concurrent_syncs", "must be at least 1");
+        }
+        if r.retry_attempts > 20 {
+            return bad("replication.retry_attempts", "at most 20 (the delay doubles each time)");
         }
         if let Some(enc) = &self.storage.encryption
             && enc.key_file.is_none()

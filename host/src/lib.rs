@@ -7,6 +7,8 @@
 //!   compression, encryption, quota, quarantine.
 //! - [`meta`]: the SQLite metadata store behind one facade.
 //! - [`objects`]: the two stores as one: group commit, GC, scrub.
+//! - [`cluster`]: membership, consensus, failure detection, locks.
+//! - [`replication`]: placing, copying and reading versions across nodes.
 //! - [`api`]: the `strata.v1` gRPC service.
 //! - [`server`]: wiring and lifecycle.
 //! - [`cli`]: the `strata` command.
@@ -19,6 +21,7 @@ pub mod meta;
 pub mod metrics;
 pub mod objects;
 pub mod plugin;
+pub mod replication;
 pub mod search;
 pub mod server;
 pub mod store;

@@ -17,6 +17,7 @@ use crate::metrics::Metrics;
 use crate::objects::{Objects, Upkeep};
 use crate::cluster::node::Cluster;
 use crate::plugin::Plugins;
+use crate::replication::Replicator;
 use crate::search::index::PluginTerms;
 use crate::store::{Codec, Key, LocalStore};
 
@@ -181,7 +182,13 @@ impl Server {
             max_chunk: (max_msg - 1024).min(1 << 20),
             search: self.config.metadata.enable_search,
         };
-        let svc = pb::strata_server::StrataServer::new(Api::new(self.objects.clone(), self.plugins.clone(), self.cluster.clone(), limits))
+        let replicator = self.cluster.clone().map(|c| {
+            Replicator::new(self.objects.clone(), c, self.plugins.clone(), self.config.replication.clone())
+        });
+        if let Some(r) = &replicator {
+            r.spawn_queue(stop_rx.clone());
+        }
+        let svc = pb::strata_server::StrataServer::new(Api::new(self.objects.clone(), self.plugins.clone(), replicator.clone(), limits))
             .max_decoding_message_size(max_msg)
             .max_encoding_message_size(max_msg);
         let (health, health_svc) = tonic_health::server::health_reporter();
@@ -204,6 +211,11 @@ impl Server {
             .add_service(reflection)
             .add_service(svc)
             .add_optional_service(self.cluster.as_ref().map(|c| c.service()))
+            .add_optional_service(replicator.map(|r| {
+                crate::cluster::network::pb::replica_server::ReplicaServer::new(crate::replication::service::ReplicaService { replicator: r })
+                    .max_decoding_message_size(crate::cluster::network::MAX_MESSAGE)
+                    .max_encoding_message_size(crate::cluster::network::MAX_MESSAGE)
+            }))
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = signal_rx.await;
             });

@@ -10,6 +10,7 @@ use super::pb;
 use super::validate;
 use crate::cluster::node::Cluster;
 use crate::cluster::types::{BucketPolicy, LockGrant};
+use crate::config::{ConsistencyLevel, ReplicationConfig};
 use crate::plugin::Plugins;
 
 pub fn require(c: Option<&std::sync::Arc<Cluster>>) -> Result<&Cluster, Status> {
@@ -89,24 +90,39 @@ pub fn placement_nodes(c: &Cluster) -> Vec<pb::Node> {
         .collect()
 }
 
-pub async fn handle_set_replication(c: &Cluster, plugins: &Plugins, req: pb::SetReplicationRequest) -> Result<pb::ReplicationPolicy, Status> {
-    validate::bucket_name(&req.bucket)?;
-    let p = req.policy.ok_or_else(|| invalid("policy: give strategy, selector and replicas"))?;
-    plugins.strategy(&p.strategy).map_err(|e| invalid(format!("policy.strategy: {e}")))?;
-    plugins.selector(&p.selector).map_err(|e| invalid(format!("policy.selector: {e}")))?;
-    if p.replicas == 0 || p.replicas > 16 {
-        return Err(invalid("policy.replicas: want 1 to 16"));
+/// A policy from a request, unset fields taking the `[replication]`
+/// defaults; plugin names must be loaded plugins.
+pub fn policy_from_pb(plugins: &Plugins, d: &ReplicationConfig, p: pb::ReplicationPolicy) -> Result<BucketPolicy, Status> {
+    let strategy = if p.strategy.is_empty() { d.default_strategy.clone() } else { p.strategy };
+    let selector = if p.selector.is_empty() { d.default_selector.clone() } else { p.selector };
+    plugins.strategy(&strategy).map_err(|e| invalid(format!("policy.strategy: {e}")))?;
+    plugins.selector(&selector).map_err(|e| invalid(format!("policy.selector: {e}")))?;
+    let replicas = if p.replicas == 0 { d.replication_factor } else { p.replicas };
+    if replicas > d.max_replicas {
+        return Err(invalid(format!("policy.replicas: at most {} (replication.max_replicas)", d.max_replicas)));
     }
-    if p.min_replicas > p.replicas {
+    let min_replicas = if p.min_replicas == 0 { d.min_replicas.min(replicas) } else { p.min_replicas };
+    if min_replicas > replicas {
         return Err(invalid("policy.min_replicas: at most replicas"));
     }
-    let policy = BucketPolicy {
-        strategy: p.strategy,
-        selector: p.selector,
-        replicas: p.replicas,
-        min_replicas: p.min_replicas.max(1),
-        params: p.params.into_iter().collect(),
+    let consistency = match p.consistency.as_str() {
+        "" => None,
+        "strong" => Some(ConsistencyLevel::Strong),
+        "eventual" => Some(ConsistencyLevel::Eventual),
+        other => return Err(invalid(format!("policy.consistency: {other:?} is neither strong nor eventual"))),
     };
+    Ok(BucketPolicy { strategy, selector, replicas, min_replicas, params: p.params.into_iter().collect(), consistency })
+}
+
+pub async fn handle_set_replication(
+    c: &Cluster,
+    plugins: &Plugins,
+    defaults: &ReplicationConfig,
+    req: pb::SetReplicationRequest,
+) -> Result<pb::ReplicationPolicy, Status> {
+    validate::bucket_name(&req.bucket)?;
+    let p = req.policy.ok_or_else(|| invalid("policy: give strategy, selector and replicas"))?;
+    let policy = policy_from_pb(plugins, defaults, p)?;
     c.write(crate::cluster::types::Cmd::SetBucketPolicy { bucket: req.bucket, policy: policy.clone() }).await?;
     Ok(policy_pb(policy))
 }
@@ -128,6 +144,11 @@ fn policy_pb(p: BucketPolicy) -> pb::ReplicationPolicy {
         replicas: p.replicas,
         min_replicas: p.min_replicas,
         params: p.params.into_iter().collect(),
+        consistency: match p.consistency {
+            None => String::new(),
+            Some(ConsistencyLevel::Strong) => "strong".into(),
+            Some(ConsistencyLevel::Eventual) => "eventual".into(),
+        },
     }
 }
 

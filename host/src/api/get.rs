@@ -8,13 +8,23 @@ use tonic::Status;
 
 use super::{GetStream, Limits, object_info, pb, validate};
 use crate::objects::Objects;
+use crate::replication::Replicator;
 use crate::store::Range;
 
-pub async fn handle_get(objects: &Arc<Objects>, limits: &Limits, req: pb::GetRequest) -> Result<GetStream, Status> {
+pub async fn handle_get(
+    objects: &Arc<Objects>,
+    replicator: Option<&Arc<Replicator>>,
+    limits: &Limits,
+    req: pb::GetRequest,
+) -> Result<GetStream, Status> {
     let bucket = validate::bucket(&req.bucket)?;
     validate::key(&req.key, limits.max_key_length)?;
     let range = Range { offset: req.offset, len: (req.length > 0).then_some(req.length) };
-    let (rec, rx) = objects.get(&bucket, &req.key, validate::version(&req.version), range).await?;
+    let version = validate::version(&req.version);
+    let (rec, rx) = match replicator {
+        Some(r) => r.get(&bucket, &req.key, version, range).await?,
+        None => objects.get(&bucket, &req.key, version, range).await?,
+    };
     let head = pb::GetResponse { part: Some(pb::get_response::Part::Info(object_info(&rec))) };
     let max = limits.max_chunk;
     let body = ReceiverStream::new(rx).flat_map(move |item| {
@@ -39,9 +49,18 @@ pub async fn handle_get(objects: &Arc<Objects>, limits: &Limits, req: pb::GetReq
     Ok(Box::pin(futures::stream::once(async { Ok(head) }).chain(body)))
 }
 
-pub async fn handle_stat(objects: &Objects, limits: &Limits, req: pb::StatRequest) -> Result<pb::ObjectInfo, Status> {
+pub async fn handle_stat(
+    objects: &Objects,
+    replicator: Option<&Arc<Replicator>>,
+    limits: &Limits,
+    req: pb::StatRequest,
+) -> Result<pb::ObjectInfo, Status> {
     let bucket = validate::bucket(&req.bucket)?;
     validate::key(&req.key, limits.max_key_length)?;
+    if let Some(r) = replicator {
+        let (rec, replicas) = r.stat(&bucket, &req.key, validate::version(&req.version)).await?;
+        return Ok(pb::ObjectInfo { replicas, ..object_info(&rec) });
+    }
     let rec = objects.meta().get(&bucket, &req.key, validate::version(&req.version)).await?;
     Ok(object_info(&rec))
 }

@@ -28,6 +28,7 @@ use crate::meta::ObjectRecord;
 use crate::objects::Objects;
 use crate::cluster::node::Cluster;
 use crate::plugin::Plugins;
+use crate::replication::Replicator;
 
 /// Generated protobuf types and gRPC stubs.
 pub mod pb {
@@ -51,12 +52,15 @@ pub struct Api {
     objects: Arc<Objects>,
     plugins: Arc<Plugins>,
     cluster: Option<Arc<Cluster>>,
+    /// Set on a cluster node: object calls go through it.
+    replicator: Option<Arc<Replicator>>,
     limits: Limits,
 }
 
 impl Api {
-    pub fn new(objects: Arc<Objects>, plugins: Arc<Plugins>, cluster: Option<Arc<Cluster>>, limits: Limits) -> Self {
-        Self { objects, plugins, cluster, limits }
+    pub fn new(objects: Arc<Objects>, plugins: Arc<Plugins>, replicator: Option<Arc<Replicator>>, limits: Limits) -> Self {
+        let cluster = replicator.as_ref().map(|r| r.cluster.clone());
+        Self { objects, plugins, cluster, replicator, limits }
     }
 
     async fn timed<T>(
@@ -85,6 +89,7 @@ pub fn object_info(r: &ObjectRecord) -> pb::ObjectInfo {
         delete_marker: r.is_delete_marker(),
         latest: r.latest,
         stamp: r.stamp,
+        replicas: Vec::new(),
     }
 }
 
@@ -93,7 +98,7 @@ type GetStream = Pin<Box<dyn Stream<Item = Result<pb::GetResponse, Status>> + Se
 #[tonic::async_trait]
 impl pb::strata_server::Strata for Api {
     async fn put(&self, req: Request<Streaming<pb::PutRequest>>) -> Result<Response<pb::PutResponse>, Status> {
-        self.timed("put", put::handle_put(&self.objects, &self.limits, req.into_inner()))
+        self.timed("put", put::handle_put(&self.objects, self.replicator.as_ref(), &self.limits, req.into_inner()))
             .await
             .map(Response::new)
     }
@@ -102,7 +107,7 @@ impl pb::strata_server::Strata for Api {
         &self,
         req: Request<Streaming<pb::PutManyRequest>>,
     ) -> Result<Response<pb::PutManyResponse>, Status> {
-        self.timed("put_many", put::handle_put_many(&self.objects, &self.limits, req.into_inner()))
+        self.timed("put_many", put::handle_put_many(&self.objects, self.replicator.as_ref(), &self.limits, req.into_inner()))
             .await
             .map(Response::new)
     }
@@ -110,13 +115,13 @@ impl pb::strata_server::Strata for Api {
     type GetStream = GetStream;
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<GetStream>, Status> {
-        self.timed("get", get::handle_get(&self.objects, &self.limits, req.into_inner()))
+        self.timed("get", get::handle_get(&self.objects, self.replicator.as_ref(), &self.limits, req.into_inner()))
             .await
             .map(Response::new)
     }
 
     async fn stat(&self, req: Request<pb::StatRequest>) -> Result<Response<pb::ObjectInfo>, Status> {
-        self.timed("stat", get::handle_stat(&self.objects, &self.limits, req.into_inner()))
+        self.timed("stat", get::handle_stat(&self.objects, self.replicator.as_ref(), &self.limits, req.into_inner()))
             .await
             .map(Response::new)
     }
@@ -152,7 +157,7 @@ impl pb::strata_server::Strata for Api {
     }
 
     async fn create_bucket(&self, req: Request<pb::CreateBucketRequest>) -> Result<Response<pb::Bucket>, Status> {
-        self.timed("create_bucket", bucket::handle_create(&self.objects, req.into_inner()))
+        self.timed("create_bucket", bucket::handle_create(&self.objects, self.replicator.as_ref(), &self.plugins, req.into_inner()))
             .await
             .map(Response::new)
     }
@@ -272,7 +277,8 @@ impl pb::strata_server::Strata for Api {
 
     async fn set_replication(&self, req: Request<pb::SetReplicationRequest>) -> Result<Response<pb::ReplicationPolicy>, Status> {
         let c = cluster::require(self.cluster.as_ref())?;
-        self.timed("set_replication", cluster::handle_set_replication(c, &self.plugins, req.into_inner())).await.map(Response::new)
+        let defaults = &self.replicator.as_ref().expect("a cluster node has a replicator").config;
+        self.timed("set_replication", cluster::handle_set_replication(c, &self.plugins, defaults, req.into_inner())).await.map(Response::new)
     }
 
     async fn get_replication(&self, req: Request<pb::GetReplicationRequest>) -> Result<Response<pb::ReplicationPolicy>, Status> {

@@ -7,7 +7,10 @@ use tonic::{Status, Streaming};
 use super::error::invalid;
 use super::{Limits, object_info, pb, validate};
 use crate::meta::Condition;
+use std::sync::Arc;
+
 use crate::objects::{ObjectError, Objects, PutSpec};
+use crate::replication::Replicator;
 
 fn spec(h: pb::PutHeader, limits: &Limits) -> Result<PutSpec, Status> {
     let bucket = validate::bucket(&h.bucket)?;
@@ -34,11 +37,13 @@ fn spec(h: pb::PutHeader, limits: &Limits) -> Result<PutSpec, Status> {
         } else {
             Condition::Always
         },
+        identity: None,
     })
 }
 
 pub async fn handle_put(
     objects: &Objects,
+    replicator: Option<&Arc<Replicator>>,
     limits: &Limits,
     mut stream: Streaming<pb::PutRequest>,
 ) -> Result<pb::PutResponse, Status> {
@@ -63,7 +68,10 @@ pub async fn handle_put(
         }
         r.map_err(|s| s.message().to_string())
     });
-    let result = objects.put(spec, Box::pin(chunks)).await;
+    let result = match replicator {
+        Some(r) => r.put(spec, Box::pin(chunks)).await,
+        None => objects.put(spec, Box::pin(chunks)).await.map_err(Status::from),
+    };
     if let Some(s) = bad {
         return Err(s);
     }
@@ -73,6 +81,7 @@ pub async fn handle_put(
 
 pub async fn handle_put_many(
     objects: &Objects,
+    replicator: Option<&Arc<Replicator>>,
     limits: &Limits,
     mut stream: Streaming<pb::PutManyRequest>,
 ) -> Result<pb::PutManyResponse, Status> {
@@ -103,18 +112,34 @@ pub async fn handle_put_many(
                 }
             }
         }
-        for (slot, r) in slots.into_iter().zip(objects.put_many(accepted).await) {
-            fill(&mut results[slot], r);
+        match replicator {
+            // Each item is its own replicated write, all in flight at once.
+            Some(r) => {
+                let puts = accepted.into_iter().map(|(spec, data)| {
+                    r.put(spec, futures::stream::iter([Ok::<_, std::convert::Infallible>(data)]))
+                });
+                for (slot, res) in slots.into_iter().zip(futures::future::join_all(puts).await) {
+                    fill_status(&mut results[slot], res);
+                }
+            }
+            None => {
+                for (slot, r) in slots.into_iter().zip(objects.put_many(accepted).await) {
+                    fill(&mut results[slot], r);
+                }
+            }
         }
     }
     Ok(pb::PutManyResponse { results })
 }
 
 pub fn fill(slot: &mut pb::ItemResult, r: Result<crate::meta::ObjectRecord, ObjectError>) {
+    fill_status(slot, r.map_err(Status::from))
+}
+
+pub fn fill_status(slot: &mut pb::ItemResult, r: Result<crate::meta::ObjectRecord, Status>) {
     match r {
         Ok(rec) => slot.object = Some(object_info(&rec)),
-        Err(e) => {
-            let st = Status::from(e);
+        Err(st) => {
             slot.error = st.message().into();
             slot.code = st.code() as i32;
         }

@@ -7,7 +7,11 @@ use crate::objects::Objects;
 
 pub async fn handle_stats(objects: &Objects) -> Result<pb::StatsResponse, Status> {
     let s = objects.meta().stats().await?;
+    let q = objects.meta().queue_stats().await?;
     Ok(pb::StatsResponse {
+        replication_pending: q.pending,
+        replication_retrying: q.retrying,
+        replication_lag_ms: q.oldest_ms,
         objects: s.objects,
         versions: s.versions,
         blobs: s.blobs,

@@ -76,6 +76,7 @@ fn policy(i: u64) -> pb::SetReplicationRequest {
             replicas: 1 + (i % 3) as u32,
             min_replicas: 1,
             params: Default::default(),
+            consistency: String::new(),
         }),
     }
 }

@@ -230,8 +230,9 @@ pub async fn run(addr: &str, cmd: Cmd) -> anyhow::Result<()> {
             output::versions(&v.versions, json);
         }
         Cmd::Bucket { cmd } => match cmd {
-            BucketCmd::Create { name } => {
-                c.create_bucket(pb::CreateBucketRequest { name: name.clone() }).await.map_err(status)?;
+            BucketCmd::Create { name, policy } => {
+                let policy = (!policy.is_empty()).then(|| policy_pb(policy)).transpose()?;
+                c.create_bucket(pb::CreateBucketRequest { name: name.clone(), policy }).await.map_err(status)?;
                 println!("bucket {name} created");
             }
             BucketCmd::Ls { json } => {
@@ -326,25 +327,18 @@ pub async fn run(addr: &str, cmd: Cmd) -> anyhow::Result<()> {
                 println!("removed node {id}");
                 output::cluster(&v, false);
             }
-            ClusterCmd::Replication { bucket, strategy, selector, replicas, min_replicas } => {
-                let p = match (strategy, selector, replicas) {
-                    (None, None, None) if min_replicas.is_none() => {
-                        c.get_replication(pb::GetReplicationRequest { bucket }).await.map_err(status)?.into_inner()
-                    }
-                    (Some(strategy), Some(selector), Some(replicas)) => {
-                        let policy = pb::ReplicationPolicy {
-                            strategy,
-                            selector,
-                            replicas,
-                            min_replicas: min_replicas.unwrap_or(1),
-                            params: Default::default(),
-                        };
-                        let req = pb::SetReplicationRequest { bucket, policy: Some(policy) };
-                        c.set_replication(req).await.map_err(status)?.into_inner()
-                    }
-                    _ => bail!("to set a policy give --strategy, --selector and --replicas (and optionally --min-replicas)"),
+            ClusterCmd::Replication { bucket, policy } => {
+                let p = if policy.is_empty() {
+                    c.get_replication(pb::GetReplicationRequest { bucket }).await.map_err(status)?.into_inner()
+                } else {
+                    let req = pb::SetReplicationRequest { bucket, policy: Some(policy_pb(policy)?) };
+                    c.set_replication(req).await.map_err(status)?.into_inner()
                 };
-                println!("strategy {}, selector {}, {} replicas, writes wait for {}", p.strategy, p.selector, p.replicas, p.min_replicas);
+                let consistency = if p.consistency.is_empty() { "the server's default" } else { &p.consistency };
+                println!(
+                    "strategy {}, selector {}, {} replicas (at least {}), consistency {consistency}",
+                    p.strategy, p.selector, p.replicas, p.min_replicas
+                );
             }
         },
         Cmd::Lock { cmd } => super::lock::run(&mut c, cmd).await?,
@@ -582,4 +576,20 @@ fn filter_of(e: &crate::search::Expr) -> pb::Filter {
         }),
     };
     pb::Filter { kind: Some(kind) }
+}
+
+fn policy_pb(p: super::PolicyArgs) -> anyhow::Result<pb::ReplicationPolicy> {
+    let mut params = std::collections::HashMap::new();
+    for kv in p.params {
+        let Some((k, v)) = kv.split_once('=') else { bail!("--param {kv:?}: write it as name=value") };
+        params.insert(k.to_string(), v.to_string());
+    }
+    Ok(pb::ReplicationPolicy {
+        strategy: p.strategy.unwrap_or_default(),
+        selector: p.selector.unwrap_or_default(),
+        replicas: p.replicas.unwrap_or(0),
+        min_replicas: p.min_replicas.unwrap_or(0),
+        params,
+        consistency: p.consistency.unwrap_or_default(),
+    })
 }

@@ -194,9 +194,49 @@ pub enum Cmd {
     BenchCluster(bench_cluster::BenchClusterArgs),
 }
 
+/// A bucket's replication policy.
+#[derive(clap::Args, Debug, Default)]
+pub struct PolicyArgs {
+    /// Replication-strategy plugin (eager, quorum, lazy, geographic, ...).
+    #[arg(long)]
+    pub strategy: Option<String>,
+    /// Node-selector plugin (rendezvous, least-loaded, zone-aware, ...).
+    #[arg(long)]
+    pub selector: Option<String>,
+    /// Copies of each object.
+    #[arg(long)]
+    pub replicas: Option<u32>,
+    /// Fewer healthy targets than this refuses a write.
+    #[arg(long)]
+    pub min_replicas: Option<u32>,
+    /// strong or eventual.
+    #[arg(long)]
+    pub consistency: Option<String>,
+    /// A plugin parameter, `name=value`; repeatable.
+    #[arg(long = "param")]
+    pub params: Vec<String>,
+}
+
+impl PolicyArgs {
+    pub fn is_empty(&self) -> bool {
+        self.strategy.is_none()
+            && self.selector.is_none()
+            && self.replicas.is_none()
+            && self.min_replicas.is_none()
+            && self.consistency.is_none()
+            && self.params.is_empty()
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum BucketCmd {
-    Create { name: String },
+    /// On a cluster the flags set the bucket's replication policy; unset
+    /// ones take the server's [replication] defaults.
+    Create {
+        name: String,
+        #[command(flatten)]
+        policy: PolicyArgs,
+    },
     Ls {
         #[arg(long)]
         json: bool,
@@ -226,19 +266,12 @@ pub enum ClusterCmd {
         id: u64,
     },
     /// Show a bucket's replication policy, or set it with the options.
+    /// Show a bucket's replication policy, or set it (unset flags take the
+    /// server's [replication] defaults).
     Replication {
         bucket: String,
-        /// Replication-strategy plugin (eager, lazy, ...).
-        #[arg(long)]
-        strategy: Option<String>,
-        /// Node-selector plugin (rendezvous, least-loaded, ...).
-        #[arg(long)]
-        selector: Option<String>,
-        #[arg(long)]
-        replicas: Option<u32>,
-        /// Replicas a write waits for.
-        #[arg(long)]
-        min_replicas: Option<u32>,
+        #[command(flatten)]
+        policy: PolicyArgs,
     },
 }
 

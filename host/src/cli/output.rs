@@ -17,11 +17,13 @@ fn value(v: &pb::Value) -> Value {
 
 pub fn object_json(o: &pb::ObjectInfo) -> Value {
     let attrs: serde_json::Map<String, Value> = o.attributes.iter().map(|(k, v)| (k.clone(), value(v))).collect();
+    let replicas: Vec<Value> =
+        o.replicas.iter().map(|r| json!({"node_id": r.node_id, "address": r.address, "state": r.state})).collect();
     json!({
         "bucket": o.bucket, "key": o.key, "version": o.version, "digest": o.digest,
         "size": o.size, "content_type": o.content_type, "attributes": attrs,
         "created_ms": o.created_ms, "modified_ms": o.modified_ms,
-        "delete_marker": o.delete_marker, "latest": o.latest,
+        "delete_marker": o.delete_marker, "latest": o.latest, "replicas": replicas,
     })
 }
 
@@ -60,6 +62,9 @@ pub fn object(o: &pb::ObjectInfo, json: bool) {
     attrs.sort_by(|a, b| a.0.cmp(b.0));
     for (k, v) in attrs {
         println!("attribute:     {k} = {}", value(v));
+    }
+    for r in &o.replicas {
+        println!("replica:       node {} ({}) {}", r.node_id, r.address, r.state);
     }
 }
 

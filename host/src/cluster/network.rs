@@ -59,7 +59,7 @@ impl Network {
         &self.secret
     }
 
-    fn channel(&self, addr: &str) -> Option<Channel> {
+    pub(crate) fn channel(&self, addr: &str) -> Option<Channel> {
         let mut map = self.channels.lock().expect("channel map");
         if let Some(ch) = map.get(addr) {
             return Some(ch.clone());

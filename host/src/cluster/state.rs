@@ -106,6 +106,11 @@ impl StateMachine {
         self.state.lock().await.clone()
     }
 
+    /// A bucket's replication policy as applied on this node.
+    pub async fn bucket_policy(&self, bucket: &str) -> Option<super::types::BucketPolicy> {
+        self.state.lock().await.buckets.get(bucket).cloned()
+    }
+
     async fn put(&self, k: &str, v: Vec<u8>) -> io::Result<()> {
         sqlx::query("INSERT INTO raft_state (k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v")
             .bind(k)

@@ -89,6 +89,9 @@ pub struct BucketPolicy {
     pub replicas: u32,
     pub min_replicas: u32,
     pub params: BTreeMap<String, String>,
+    /// `None`: `[replication] consistency_level`.
+    #[serde(default)]
+    pub consistency: Option<crate::config::ConsistencyLevel>,
 }
 
 /// What applying a command answers.

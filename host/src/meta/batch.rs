@@ -31,6 +31,9 @@ enum Live {
 struct Pending {
     rec: ObjectRecord,
     attributes: String,
+    node: String,
+    /// JSON list of the nodes meant to hold the version.
+    replicas: String,
 }
 
 type Results = Vec<Result<ObjectRecord, MetaError>>;
@@ -67,6 +70,7 @@ async fn commit_in(conn: &mut SqliteConnection, policy: &Policy<'_>, items: &[Ne
     let buckets = existing_buckets(conn, items).await?;
     let mut live = live_versions(conn, items).await?;
     let mut known = existing_blobs(conn, items).await?;
+    let (mut newest, mut recorded) = replica_context(conn, items).await?;
 
     let mut d = Deltas::default();
     let mut out: Results = Vec::with_capacity(items.len());
@@ -106,6 +110,53 @@ async fn commit_in(conn: &mut SqliteConnection, policy: &Policy<'_>, items: &[Ne
             continue;
         }
 
+        // A version minted elsewhere keeps its identity. It becomes live only
+        // if it is the key's newest, so a copy arriving late never hides a
+        // newer write (or resurrects a deleted key); older ones join the
+        // history.
+        let (stamp, version, node, created, replicas) = match &item.identity {
+            Some(id) => {
+                policy.clock.observe(id.stamp);
+                (id.stamp, id.version.clone(), id.node.clone(), id.created_ms, json!(id.replicas).to_string())
+            }
+            None => {
+                let stamp = policy.clock.now();
+                (stamp, format!("{stamp:016x}-{}", policy.node), policy.node.to_string(), cur_created, "[]".into())
+            }
+        };
+        let newer = item.identity.is_none() || newest.get(&slot).is_none_or(|n| version > *n);
+        let mut rec = ObjectRecord {
+            bucket: item.bucket.clone(),
+            key: item.key.clone(),
+            version: version.clone(),
+            stamp,
+            digest: Some(item.digest),
+            size: item.size,
+            content_type: item.content_type.clone(),
+            attributes: item.attributes.clone(),
+            created_ms: created,
+            modified_ms: item.identity.as_ref().map_or(now, |id| id.modified_ms),
+            latest: newer,
+        };
+        if recorded.contains(&(item.bucket.clone(), item.key.clone(), version.clone())) {
+            // Sent again (a retry): only a damaged blob is refreshed.
+            if item.fresh_blob && known.contains(&item.digest) && refreshed_digests.insert(item.digest) {
+                refreshed.push(item);
+            }
+            rec.latest = newest.get(&slot) == Some(&version);
+            out.push(Ok(rec));
+            continue;
+        }
+        if !newer && !policy.versioning {
+            // Without history an older version has nowhere to go.
+            out.push(Ok(rec));
+            continue;
+        }
+        newest.insert(slot.clone(), version.clone());
+        if item.identity.is_some() {
+            recorded.insert((item.bucket.clone(), item.key.clone(), version.clone()));
+        }
+
         // The blob: a new row, a refreshed one, or one more reference.
         if !known.contains(&item.digest) {
             known.insert(item.digest);
@@ -116,22 +167,14 @@ async fn commit_in(conn: &mut SqliteConnection, policy: &Policy<'_>, items: &[Ne
         }
         *refs.entry(item.digest).or_default() += 1;
 
-        let stamp = policy.clock.now();
-        let rec = ObjectRecord {
-            bucket: item.bucket.clone(),
-            key: item.key.clone(),
-            version: format!("{stamp:016x}-{}", policy.node),
-            stamp,
-            digest: Some(item.digest),
-            size: item.size,
-            content_type: item.content_type.clone(),
-            attributes: item.attributes.clone(),
-            created_ms: cur_created,
-            modified_ms: now,
-            latest: true,
-        };
         d.add("versions", 1);
         d.add("version_bytes", item.size as i64);
+        let attributes = serde_json::to_string(&item.attributes).map_err(|e| MetaError::Db(Box::new(e)))?;
+        if !newer {
+            out.push(Ok(rec.clone()));
+            pending.push(Some(Pending { rec, attributes, node, replicas }));
+            continue;
+        }
         d.add("live_bytes", item.size as i64 - cur_size as i64);
         if cur.is_none() {
             d.add("objects", 1);
@@ -150,9 +193,8 @@ async fn commit_in(conn: &mut SqliteConnection, policy: &Policy<'_>, items: &[Ne
                 None => {}
             }
         }
-        let attributes = serde_json::to_string(&item.attributes).map_err(|e| MetaError::Db(Box::new(e)))?;
         out.push(Ok(rec.clone()));
-        pending.push(Some(Pending { rec, attributes }));
+        pending.push(Some(Pending { rec, attributes, node, replicas }));
         live.insert(slot, Live::Pending(pending.len() - 1));
     }
 
@@ -160,7 +202,7 @@ async fn commit_in(conn: &mut SqliteConnection, policy: &Policy<'_>, items: &[Ne
     for item in refreshed {
         refresh_blob(conn, &mut d, item, now).await?;
     }
-    let ids = insert_versions(conn, policy.node, &pending).await?;
+    let ids = insert_versions(conn, &pending).await?;
     upsert_live(conn, &live, &pending, &ids).await?;
     if !removed.is_empty() {
         sqlx::query("DELETE FROM versions WHERE id IN (SELECT value FROM json_each(?))")
@@ -195,6 +237,38 @@ async fn existing_buckets(conn: &mut SqliteConnection, items: &[NewVersion]) -> 
         .fetch_all(&mut *conn)
         .await?;
     rows.iter().map(|r| Ok(r.try_get("name")?)).collect()
+}
+
+/// For the items minted elsewhere: each key's newest recorded version, and
+/// which of the items' versions are recorded already.
+async fn replica_context(
+    conn: &mut SqliteConnection,
+    items: &[NewVersion],
+) -> Result<(HashMap<(String, String), String>, HashSet<(String, String, String)>), MetaError> {
+    let given: Vec<Value> = items
+        .iter()
+        .filter_map(|i| i.identity.as_ref().map(|id| json!([i.bucket, i.key, id.version])))
+        .collect();
+    if given.is_empty() {
+        return Ok(Default::default());
+    }
+    let given = Value::Array(given).to_string();
+    let rows = sqlx::query(
+        "SELECT v.bucket, v.key, MAX(v.version) AS newest,          MAX(v.version = j.value ->> 2) AS recorded, j.value ->> 2 AS given          FROM json_each(?) j          CROSS JOIN versions v ON v.bucket = j.value ->> 0 AND v.key = j.value ->> 1          GROUP BY j.key",
+    )
+    .bind(given)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut newest = HashMap::new();
+    let mut recorded = HashSet::new();
+    for r in rows {
+        let (bucket, key): (String, String) = (r.try_get("bucket")?, r.try_get("key")?);
+        if r.try_get::<i64, _>("recorded")? == 1 {
+            recorded.insert((bucket.clone(), key.clone(), r.try_get("given")?));
+        }
+        newest.insert((bucket, key), r.try_get("newest")?);
+    }
+    Ok((newest, recorded))
 }
 
 async fn live_versions(
@@ -302,7 +376,6 @@ async fn refresh_blob(conn: &mut SqliteConnection, d: &mut Deltas, item: &NewVer
 /// versions are ordered by row id); returns version -> row id.
 async fn insert_versions(
     conn: &mut SqliteConnection,
-    node: &str,
     pending: &[Option<Pending>],
 ) -> Result<HashMap<String, i64>, MetaError> {
     let rows: Vec<Value> = pending
@@ -320,7 +393,9 @@ async fn insert_versions(
                 r.content_type,
                 p.attributes,
                 r.created_ms,
-                r.modified_ms
+                r.modified_ms,
+                p.node,
+                p.replicas
             ])
         })
         .collect();
@@ -329,13 +404,12 @@ async fn insert_versions(
     }
     let out = sqlx::query(
         "INSERT INTO versions (bucket, key, version, stamp, node, digest, size, content_type, \
-         attributes, created_ms, modified_ms) \
-         SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, ?, unhex(j.value ->> 4), \
-         j.value ->> 5, j.value ->> 6, j.value ->> 7, j.value ->> 8, j.value ->> 9 \
+         attributes, created_ms, modified_ms, replicas) \
+         SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 10, unhex(j.value ->> 4), \
+         j.value ->> 5, j.value ->> 6, j.value ->> 7, j.value ->> 8, j.value ->> 9, j.value ->> 11 \
          FROM json_each(?) AS j ORDER BY j.key \
          RETURNING id, version",
     )
-    .bind(node)
     .bind(Value::Array(rows).to_string())
     .fetch_all(&mut *conn)
     .await?;

@@ -22,6 +22,13 @@ impl Clock {
         *last = wall.max(*last + 1);
         *last
     }
+
+    /// Moves the clock past a stamp seen from another node, so that this
+    /// node's next write orders after it.
+    pub fn observe(&self, stamp: u64) {
+        let mut last = self.last.lock().expect("clock lock");
+        *last = (*last).max(stamp);
+    }
 }
 
 pub fn now_ms() -> i64 {

@@ -14,6 +14,7 @@ mod batch;
 mod bind;
 mod cache;
 mod clock;
+mod queue;
 mod index;
 mod scan;
 mod sql;
@@ -29,6 +30,7 @@ use sqlx::sqlite::{
 };
 
 pub use cache::CacheStats;
+pub use queue::{QueueEntry, QueueStats};
 pub use index::{CandidateIds, Candidates, IndexDef, TermMaker, TermMatch};
 pub use scan::{Position, SortField, SortValue};
 use cache::MetaCache;
@@ -90,6 +92,23 @@ pub struct NewVersion {
     pub fresh_blob: bool,
     /// The stored bytes of a small blob, kept in the metadata store.
     pub inline: Option<bytes::Bytes>,
+    /// Set when the version was minted elsewhere (or before its bytes
+    /// arrived): it is recorded as given, not stamped anew.
+    pub identity: Option<Identity>,
+}
+
+/// A version's identity, fixed by the node that coordinated the write and
+/// the same on every replica.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Identity {
+    /// `{stamp:016x}-{node}`: ordering these strings orders (stamp, node).
+    pub version: String,
+    pub stamp: u64,
+    pub node: String,
+    pub created_ms: i64,
+    pub modified_ms: i64,
+    /// Cluster ids of the nodes meant to hold the version.
+    pub replicas: Vec<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -244,6 +263,61 @@ impl MetaStore {
     /// This node's persistent id.
     pub fn node_id(&self) -> &str {
         &self.node_id
+    }
+
+    /// A new version identity stamped by this node's clock.
+    pub fn mint(&self, replicas: Vec<u64>) -> Identity {
+        let stamp = self.clock.now();
+        let now = clock::now_ms();
+        Identity {
+            version: format!("{stamp:016x}-{}", self.node_id),
+            stamp,
+            node: self.node_id.clone(),
+            created_ms: now,
+            modified_ms: now,
+            replicas,
+        }
+    }
+
+    /// The nodes a version was placed on (empty on a single node).
+    pub async fn replicas(&self, bucket: &str, key: &str, version: &str) -> Result<Vec<u64>, MetaError> {
+        sql::replicas(&self.read, bucket, key, version).await
+    }
+
+    // ---- replication queue ----
+
+    /// Owes a copy of the version to each of `nodes`.
+    pub async fn enqueue(&self, bucket: &str, key: &str, version: &str, nodes: &[u64]) -> Result<(), MetaError> {
+        queue::enqueue(&self.write, bucket, key, version, nodes).await
+    }
+
+    pub async fn queue_due(&self, limit: u32) -> Result<Vec<QueueEntry>, MetaError> {
+        queue::due(&self.write, limit).await
+    }
+
+    pub async fn queue_done(&self, id: i64) -> Result<(), MetaError> {
+        queue::done(&self.write, id).await
+    }
+
+    pub async fn queue_retry(&self, id: i64, delay_ms: i64, error: &str) -> Result<(), MetaError> {
+        queue::retry(&self.write, id, delay_ms, error).await
+    }
+
+    pub async fn queue_stats(&self) -> Result<QueueStats, MetaError> {
+        queue::stats(&self.read).await
+    }
+
+    pub async fn queue_next_due(&self) -> Result<Option<i64>, MetaError> {
+        queue::next_due(&self.write).await
+    }
+
+    /// Creates the bucket unless it exists: a replica may arrive before
+    /// the bucket was made on this node.
+    pub async fn ensure_bucket(&self, name: &str) -> Result<(), MetaError> {
+        match sql::create_bucket(&self.write, name).await {
+            Ok(_) | Err(MetaError::BucketExists { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     // ---- buckets ----
@@ -404,6 +478,7 @@ impl MetaStore {
             condition: Condition::Always,
             fresh_blob: false,
             inline: None,
+            identity: None,
         };
         self.commit_puts(std::slice::from_ref(&item)).await?.pop().expect("one result per item")
     }

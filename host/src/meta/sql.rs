@@ -45,6 +45,18 @@ pub(super) fn record(row: &SqliteRow, newest_id: Option<i64>) -> Result<ObjectRe
     })
 }
 
+pub async fn replicas(pool: &SqlitePool, bucket: &str, key: &str, version: &str) -> Result<Vec<u64>, MetaError> {
+    let row = sqlx::query("SELECT replicas FROM versions WHERE bucket = ? AND key = ? AND version = ?")
+        .bind(bucket)
+        .bind(key)
+        .bind(version)
+        .fetch_optional(pool)
+        .await?;
+    let Some(row) = row else { return Ok(Vec::new()) };
+    let text: String = row.try_get("replicas")?;
+    serde_json::from_str(&text).map_err(|e| MetaError::Db(Box::new(e)))
+}
+
 pub async fn node_id(pool: &SqlitePool) -> Result<String, MetaError> {
     let mut conn = pool.acquire().await?;
     if let Some(row) = sqlx::query("SELECT node_id FROM node WHERE id = 1")

@@ -17,7 +17,7 @@ use futures::{Stream, StreamExt};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tracing::{error, warn};
 
-use crate::meta::{Condition, Deleted, MetaError, MetaStore, NewVersion, ObjectRecord, Attributes};
+use crate::meta::{Attributes, Condition, Deleted, Identity, MetaError, MetaStore, NewVersion, ObjectRecord};
 use crate::metrics::Metrics;
 use crate::store::format::INLINE_MAX;
 use crate::store::{BlobReader, BlobWriter, Digest, LocalStore, Range, Staged, StoreError};
@@ -98,6 +98,8 @@ pub struct PutSpec {
     /// The digest the client expects.
     pub expected_digest: Option<Digest>,
     pub condition: Condition,
+    /// Set for a replicated version: recorded with this identity.
+    pub identity: Option<Identity>,
 }
 
 pub struct Objects {
@@ -142,7 +144,43 @@ impl Objects {
 
     /// Stores a stream of chunks. Nothing is visible unless the stream ends
     /// cleanly, the promised size and digest match, and the data is durable.
-    pub async fn put<S, E>(&self, spec: PutSpec, mut chunks: S) -> Result<ObjectRecord, ObjectError>
+    pub async fn put<S, E>(&self, spec: PutSpec, chunks: S) -> Result<ObjectRecord, ObjectError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let staged = self.stage(&spec, chunks).await?;
+        self.commit(vec![(spec, staged)]).await.pop().expect("one result")
+    }
+
+    /// Records a version whose blob this node already holds, sound; `None`
+    /// when it does not hold it (the bytes must be sent).
+    pub async fn put_known(&self, spec: PutSpec, digest: Digest, size: u64) -> Result<Option<ObjectRecord>, ObjectError> {
+        // Under the publish lock GC cannot drop the blob between the check
+        // and the new reference.
+        let _guard = self.publish_lock.lock().await;
+        if !self.meta.known_blobs(&[digest]).await?.contains(&digest) {
+            return Ok(None);
+        }
+        let item = NewVersion {
+            bucket: spec.bucket,
+            key: spec.key,
+            digest,
+            size,
+            stored_size: 0,
+            content_type: spec.content_type,
+            attributes: spec.attributes,
+            condition: spec.condition,
+            fresh_blob: false,
+            inline: None,
+            identity: spec.identity,
+        };
+        Ok(Some(self.meta.commit_puts(std::slice::from_ref(&item)).await?.pop().expect("one result")?))
+    }
+
+    /// Writes a stream of chunks to a staged blob (durable, not yet
+    /// published) and checks what the client promised.
+    pub async fn stage<S, E>(&self, spec: &PutSpec, mut chunks: S) -> Result<Staged, ObjectError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
@@ -186,8 +224,8 @@ impl Objects {
         let staged = tokio::task::spawn_blocking(move || write_all(w, &pending)?.finish())
             .await
             .map_err(|e| ObjectError::Aborted(e.to_string()))??;
-        check_promises(&spec, &staged)?;
-        self.commit(vec![(spec, staged)]).await.pop().expect("one result")
+        check_promises(spec, &staged)?;
+        Ok(staged)
     }
 
     /// Stores many small objects held in memory, committed together.
@@ -229,7 +267,7 @@ impl Objects {
         out.into_iter().map(|r| r.expect("every slot filled")).collect()
     }
 
-    async fn commit(&self, items: Vec<(PutSpec, Staged)>) -> Vec<Result<ObjectRecord, ObjectError>> {
+    pub async fn commit(&self, items: Vec<(PutSpec, Staged)>) -> Vec<Result<ObjectRecord, ObjectError>> {
         let mut waits = Vec::with_capacity(items.len());
         for (spec, staged) in items {
             let (reply, wait) = oneshot::channel();
@@ -244,6 +282,7 @@ impl Objects {
                 condition: spec.condition,
                 fresh_blob: false,
                 inline: staged.inline.clone(),
+                identity: spec.identity,
             };
             if self.commits.send(CommitJob { staged, version, reply }).await.is_err() {
                 waits.push(None);

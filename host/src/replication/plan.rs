@@ -1,0 +1,168 @@
+//! Where a write goes: the bucket's policy (its own from the cluster state,
+//! else `[replication]`), the node selector's targets among the healthy
+//! members, and the replication strategy's plan over them.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tonic::Status;
+
+use crate::cluster::detector::Health as Seen;
+use crate::cluster::node::Cluster;
+use crate::cluster::types::BucketPolicy;
+use crate::config::{ConsistencyLevel, ReplicationConfig};
+use crate::plugin::{Consistency, Health, NodeInfo, ObjectInfo, Plugins, ReplicationPolicy, Topology};
+
+/// A bucket's policy with the defaults filled in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Policy {
+    pub strategy: String,
+    pub selector: String,
+    pub replicas: u32,
+    pub min_replicas: u32,
+    pub max_replicas: u32,
+    pub consistency: ConsistencyLevel,
+    pub params: Vec<(String, String)>,
+}
+
+impl Policy {
+    pub fn of(own: Option<&BucketPolicy>, defaults: &ReplicationConfig) -> Self {
+        match own {
+            Some(p) => Self {
+                strategy: p.strategy.clone(),
+                selector: p.selector.clone(),
+                replicas: p.replicas,
+                min_replicas: p.min_replicas.clamp(1, p.replicas.max(1)),
+                max_replicas: defaults.max_replicas.max(p.replicas),
+                consistency: p.consistency.unwrap_or(defaults.consistency_level),
+                params: p.params.clone().into_iter().collect(),
+            },
+            None => Self {
+                strategy: defaults.default_strategy.clone(),
+                selector: defaults.default_selector.clone(),
+                replicas: defaults.replication_factor,
+                min_replicas: defaults.min_replicas,
+                max_replicas: defaults.max_replicas,
+                consistency: defaults.consistency_level,
+                params: Vec::new(),
+            },
+        }
+    }
+
+    fn wit(&self) -> ReplicationPolicy {
+        ReplicationPolicy {
+            replicas: self.replicas,
+            min_replicas: self.min_replicas,
+            max_replicas: self.max_replicas,
+            consistency: match self.consistency {
+                ConsistencyLevel::Strong => Consistency::Strong,
+                ConsistencyLevel::Eventual => Consistency::Eventual,
+            },
+            params: self.params.clone(),
+        }
+    }
+}
+
+/// One member as placement sees it.
+#[derive(Clone, Debug)]
+pub struct Member {
+    pub id: u64,
+    pub addr: String,
+    pub zone: String,
+    pub region: String,
+    pub health: Seen,
+    pub load: f64,
+}
+
+/// The members with their health, load and free space.
+pub fn members(c: &Cluster) -> (Vec<Member>, Vec<NodeInfo>) {
+    let now = Instant::now();
+    let mut members = Vec::new();
+    let mut infos = Vec::new();
+    for (id, n, _) in c.members() {
+        let seen = c.detector.seen(id, now);
+        let beat = seen.beat.unwrap_or_default();
+        infos.push(NodeInfo {
+            id: id.to_string(),
+            address: n.addr.clone(),
+            region: n.region.clone(),
+            zone: n.zone.clone(),
+            capacity_total: n.capacity,
+            capacity_available: n.capacity.saturating_sub(beat.used),
+            load: beat.load,
+            health: match seen.health {
+                Seen::Healthy => Health::Healthy,
+                Seen::Suspect => Health::Suspect,
+                Seen::Down => Health::Down,
+            },
+            labels: n.labels.clone().into_iter().collect(),
+        });
+        members.push(Member { id, addr: n.addr, zone: n.zone, region: n.region, health: seen.health, load: beat.load });
+    }
+    (members, infos)
+}
+
+/// A write's plan, by cluster node id.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// The selector's choice, in its order: where the version should live.
+    pub targets: Vec<u64>,
+    pub sync: Vec<u64>,
+    pub asynchronous: Vec<u64>,
+    pub acks: u32,
+}
+
+/// Asks the plugins where `key` goes. The coordinator is this node.
+pub async fn plan(
+    plugins: &Arc<Plugins>,
+    cluster: &Cluster,
+    policy: &Policy,
+    bucket: &str,
+    key: &str,
+    size: u64,
+    async_allowed: bool,
+) -> Result<Plan, Status> {
+    let (members, infos) = members(cluster);
+    let Some(coordinator) = members.iter().position(|m| m.id == cluster.id) else {
+        return Err(Status::unavailable("this node is not a cluster member yet: `strata cluster init` or `join` first"));
+    };
+    let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+    let object = ObjectInfo {
+        bucket: bucket.into(),
+        key: key.into(),
+        digest: String::new(),
+        size,
+        content_type: String::new(),
+        attributes: Vec::new(),
+    };
+    let wit = policy.wit();
+    let (plugins, selector, strategy) = (plugins.clone(), policy.selector.clone(), policy.strategy.clone());
+    // Plugin calls are bounded by their deadline, not short: off the async workers.
+    let plan = tokio::task::spawn_blocking(move || {
+        let topology = Topology::new(infos);
+        let healthy: Vec<u32> = topology
+            .nodes()
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.health == Health::Healthy)
+            .map(|(i, _)| i as u32)
+            .collect();
+        let targets = plugins.selector(&selector)?.select(&topology, &healthy, &object, &wit)?;
+        let plan = plugins.strategy(&strategy)?.plan_write(&topology, coordinator as u32, &targets, &object, &wit)?;
+        Ok::<_, crate::plugin::PluginError>((targets, plan))
+    })
+    .await
+    .map_err(|e| Status::internal(format!("placement task failed: {e}")))?;
+    let (targets, plan) = plan.map_err(|e| Status::unavailable(format!("cannot place {bucket}/{key}: {e}")))?;
+    let id = |i: &u32| ids[*i as usize];
+    let mut out = Plan {
+        targets: targets.iter().map(id).collect(),
+        sync: plan.sync_targets.iter().map(id).collect(),
+        asynchronous: plan.async_targets.iter().map(id).collect(),
+        acks: plan.acks_required,
+    };
+    if !async_allowed {
+        out.sync.append(&mut out.asynchronous);
+    }
+    Ok(out)
+}

@@ -1,0 +1,247 @@
+//! Reads on a cluster: any node serves any key. The newest version is
+//! found by asking the reachable nodes (strong) or taken from the local
+//! store when it has one (eventual); the bytes come from the local copy or
+//! from a healthy replica (same zone, least loaded first), and a read that
+//! fails on one replica (error, timeout, corrupt data) resumes on the next
+//! at the byte where it stopped. Replicas found stale or damaged on the way
+//! are queued for repair.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+use tracing::{debug, warn};
+
+use super::plan::{self, Member};
+use super::wire::{self, Fetch, Found, Lookup};
+use super::Replicator;
+use crate::api::pb;
+use crate::cluster::detector::Health;
+use crate::config::ConsistencyLevel;
+use crate::meta::ObjectRecord;
+use crate::objects::ObjectError;
+use crate::store::Range;
+
+/// Frames buffered between a replica and the client.
+const PIPE_DEPTH: usize = 4;
+
+/// Every node's answer about one key.
+struct Views {
+    /// (node, what it holds); nodes that hold nothing are absent.
+    found: Vec<(u64, Found)>,
+    /// Nodes that answered (holding something or not).
+    answered: Vec<u64>,
+    /// Nodes that could not be asked.
+    unreachable: Vec<u64>,
+}
+
+impl Views {
+    fn newest(&self) -> Option<&Found> {
+        self.found.iter().map(|(_, f)| f).max_by(|a, b| a.version.cmp(&b.version))
+    }
+}
+
+impl Replicator {
+    /// What every reachable node (this one included) holds of a key.
+    async fn views(&self, members: &[Member], bucket: &str, key: &str, version: Option<&str>) -> Result<Views, Status> {
+        let q = Lookup { bucket: bucket.into(), key: key.into(), version: version.map(String::from), digest: None };
+        let me = self.cluster.id;
+        let mut views = Views { found: Vec::new(), answered: vec![me], unreachable: Vec::new() };
+        if let Some(f) = self.holding(&q).await?.found {
+            views.found.push((me, f));
+        }
+        let timeout = self.short_timeout();
+        let asks = members.iter().filter(|m| m.id != me && m.health != Health::Down).map(|m| {
+            let q = &q;
+            async move { (m.id, wire::lookup(&self.cluster.network, &m.addr, q, timeout).await) }
+        });
+        for (node, r) in futures::future::join_all(asks).await {
+            match r {
+                Ok(h) => {
+                    views.answered.push(node);
+                    if let Some(f) = h.found {
+                        views.found.push((node, f));
+                    }
+                }
+                Err(e) => {
+                    debug!(node, error = %e, "lookup failed");
+                    views.unreachable.push(node);
+                }
+            }
+        }
+        views.unreachable.extend(members.iter().filter(|m| m.health == Health::Down).map(|m| m.id));
+        Ok(views)
+    }
+
+    /// The version a read should serve, and the nodes to read it from in
+    /// order of preference.
+    async fn locate(&self, bucket: &str, key: &str, version: Option<&str>) -> Result<(Found, Vec<Member>, Views), Status> {
+        let (members, _) = plan::members(&self.cluster);
+        let views = self.views(&members, bucket, key, version).await?;
+        let Some(winner) = views.newest().cloned() else {
+            let meta = self.objects.meta();
+            // Answer as a single node would: no such bucket, version or key.
+            let e = meta.get(bucket, key, version).await.err().map(ObjectError::from);
+            return Err(e.map_or_else(|| Status::not_found(format!("{bucket}/{key} not found")), Status::from));
+        };
+        let me = self.cluster.id;
+        let my_zone = &self.cluster.me.zone;
+        let mut sources: Vec<Member> = views
+            .found
+            .iter()
+            .filter(|(_, f)| f.version == winner.version && f.sound)
+            .filter_map(|(n, _)| members.iter().find(|m| m.id == *n).cloned())
+            .collect();
+        sources.sort_by(|a, b| {
+            let rank = |m: &Member| (m.id != me, &m.zone != my_zone, (m.load * 1000.0) as i64);
+            rank(a).cmp(&rank(b))
+        });
+        Ok((winner, sources, views))
+    }
+
+    /// Replicas meant to hold `winner` that answered without it: queued
+    /// for a copy from a node that has it.
+    fn repair_stale(self: &Arc<Self>, bucket: &str, key: &str, winner: &Found, views: &Views, source: u64) {
+        let stale: Vec<u64> = winner
+            .replicas
+            .iter()
+            .copied()
+            .filter(|n| views.answered.contains(n))
+            .filter(|n| !views.found.iter().any(|(m, f)| m == n && f.version >= winner.version && f.sound))
+            .collect();
+        if stale.is_empty() {
+            return;
+        }
+        let this = self.clone();
+        let (bucket, key, version) = (bucket.to_string(), key.to_string(), winner.version.clone());
+        tokio::spawn(async move {
+            debug!(?stale, %bucket, %key, "queueing copies to stale replicas");
+            if let Err(e) = this.enqueue_on(source, &bucket, &key, &version, &stale).await {
+                warn!(error = %e, "could not queue the repair of stale replicas");
+            }
+        });
+    }
+
+    /// Opens one source's stream of (a range of) the version's bytes.
+    async fn open(&self, m: &Member, bucket: &str, key: &str, version: &str, range: Range) -> Result<BoxStream<'static, Result<Bytes, String>>, String> {
+        if m.id == self.cluster.id {
+            let (_, rx) = self.objects.get(bucket, key, Some(version), range).await.map_err(|e| e.to_string())?;
+            return Ok(ReceiverStream::new(rx).map(|r| r.map_err(|e| e.to_string())).boxed());
+        }
+        let q = Fetch { bucket: bucket.into(), key: key.into(), version: version.into(), offset: range.offset, len: range.len };
+        let s = wire::fetch(&self.cluster.network, &m.addr, &q).await.map_err(|s| s.message().to_string())?;
+        Ok(s.map(|r| r.map_err(|s| s.message().to_string())).boxed())
+    }
+
+    /// Looks up a version anywhere in the cluster and streams its bytes.
+    pub async fn get(
+        self: &Arc<Self>,
+        bucket: &str,
+        key: &str,
+        version: Option<&str>,
+        range: Range,
+    ) -> Result<(ObjectRecord, mpsc::Receiver<Result<Bytes, ObjectError>>), Status> {
+        let policy = self.policy(bucket).await;
+        if policy.consistency == ConsistencyLevel::Eventual
+            && let Ok(got) = self.objects.get(bucket, key, version, range).await
+        {
+            return Ok(got);
+        }
+        let (winner, sources, views) = self.locate(bucket, key, version).await?;
+        if winner.digest.is_none() {
+            return Err(ObjectError::DeleteMarker { key: key.into(), version: winner.version }.into());
+        }
+        let Some(first) = sources.first() else {
+            return Err(Status::unavailable(format!(
+                "no sound replica of {bucket}/{key} version {} is reachable (replicas: {:?})",
+                winner.version, winner.replicas
+            )));
+        };
+        if version.is_none() {
+            self.repair_stale(bucket, key, &winner, &views, first.id);
+        }
+        let rec = winner.record(bucket, key);
+        let (tx, rx) = mpsc::channel(PIPE_DEPTH);
+        let this = self.clone();
+        let (bucket, key) = (bucket.to_string(), key.to_string());
+        tokio::spawn(async move {
+            let version = winner.version.clone();
+            let mut sent = 0u64;
+            let mut errors = Vec::new();
+            for m in &sources {
+                let from = Range { offset: range.offset + sent, len: range.len.map(|l| l - sent) };
+                if from.len == Some(0) {
+                    return;
+                }
+                let mut s = match this.open(m, &bucket, &key, &version, from).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        errors.push(format!("node {}: {e}", m.id));
+                        continue;
+                    }
+                };
+                let mut failed = None;
+                while let Some(item) = s.next().await {
+                    match item {
+                        Ok(b) => {
+                            sent += b.len() as u64;
+                            if tx.send(Ok(b)).await.is_err() {
+                                return; // the client went away
+                            }
+                        }
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                }
+                match failed {
+                    None => return,
+                    Some(e) => {
+                        warn!(node = m.id, %bucket, %key, error = %e, sent, "a replica failed mid-read; failing over");
+                        if m.id == this.cluster.id
+                            && let Some(other) = sources.iter().find(|o| o.id != m.id)
+                        {
+                            // This node's copy is damaged: have a sound one sent.
+                            let _ = this.enqueue_on(other.id, &bucket, &key, &version, &[m.id]).await;
+                        }
+                        errors.push(format!("node {}: {e}", m.id));
+                    }
+                }
+            }
+            let _ = tx.send(Err(ObjectError::Aborted(format!("every replica failed: {}", errors.join("; "))))).await;
+        });
+        Ok((rec, rx))
+    }
+
+    /// The record of a version with the state of each replica.
+    pub async fn stat(self: &Arc<Self>, bucket: &str, key: &str, version: Option<&str>) -> Result<(ObjectRecord, Vec<pb::ReplicaInfo>), Status> {
+        let (winner, _, views) = self.locate(bucket, key, version).await?;
+        let (members, _) = plan::members(&self.cluster);
+        let replicas = winner
+            .replicas
+            .iter()
+            .map(|n| {
+                let state = match views.found.iter().find(|(m, _)| m == n) {
+                    _ if views.unreachable.contains(n) => "unreachable",
+                    Some((_, f)) if f.version == winner.version && f.sound => "ok",
+                    Some((_, f)) if f.version == winner.version => "corrupt",
+                    Some(_) if version.is_some() => "missing",
+                    Some(_) => "stale",
+                    None if views.answered.contains(n) => "missing",
+                    None => "unreachable",
+                };
+                pb::ReplicaInfo {
+                    node_id: *n,
+                    address: members.iter().find(|m| m.id == *n).map(|m| m.addr.clone()).unwrap_or_default(),
+                    state: state.into(),
+                }
+            })
+            .collect();
+        Ok((winner.record(bucket, key), replicas))
+    }
+}

@@ -1,0 +1,200 @@
+//! The messages of the `strata.peer.v1.Replica` service and its client
+//! calls. Headers and answers are JSON; data frames carry raw bytes.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+use tonic::{Request, Status};
+
+use crate::cluster::network::{Network, UNREACHABLE, pb};
+use crate::meta::{Attributes, Identity, ObjectRecord};
+use crate::store::Digest;
+
+/// What a version is, as every replica records it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct VersionHeader {
+    pub bucket: String,
+    pub key: String,
+    pub identity: Identity,
+    pub content_type: String,
+    pub attributes: Attributes,
+    /// Known when the sender has the whole blob already (a queued copy);
+    /// a write in flight learns it only at the end (the trailer).
+    pub digest: Option<Digest>,
+    pub size: Option<u64>,
+    /// No data follows: the receiver holds the blob already.
+    #[serde(default)]
+    pub no_data: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Trailer {
+    pub digest: Digest,
+    pub size: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PushAck {
+    /// The receiver had the blob and took no bytes.
+    pub deduplicated: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Lookup {
+    pub bucket: String,
+    pub key: String,
+    /// `None`: the live version.
+    pub version: Option<String>,
+    /// Also say whether this blob is held (sound).
+    pub digest: Option<Digest>,
+}
+
+/// What a node holds of a key.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Holding {
+    pub found: Option<Found>,
+    /// The asked-for digest is held, sound.
+    pub has_digest: bool,
+}
+
+/// A version as one node holds it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Found {
+    pub version: String,
+    pub stamp: u64,
+    pub digest: Option<Digest>,
+    pub size: u64,
+    pub content_type: String,
+    pub attributes: Attributes,
+    pub created_ms: i64,
+    pub modified_ms: i64,
+    pub replicas: Vec<u64>,
+    /// Its blob is not on record as corrupt.
+    pub sound: bool,
+}
+
+impl Found {
+    pub fn record(&self, bucket: &str, key: &str) -> ObjectRecord {
+        ObjectRecord {
+            bucket: bucket.into(),
+            key: key.into(),
+            version: self.version.clone(),
+            stamp: self.stamp,
+            digest: self.digest,
+            size: self.size,
+            content_type: self.content_type.clone(),
+            attributes: self.attributes.clone(),
+            created_ms: self.created_ms,
+            modified_ms: self.modified_ms,
+            latest: true,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Fetch {
+    pub bucket: String,
+    pub key: String,
+    pub version: String,
+    pub offset: u64,
+    pub len: Option<u64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Enqueue {
+    pub bucket: String,
+    pub key: String,
+    pub version: String,
+    pub nodes: Vec<u64>,
+}
+
+/// Data frames buffered per replica of a write in flight: with 1 MiB
+/// chunks, a few MiB per replica whatever the object's size.
+pub const PUSH_DEPTH: usize = 4;
+
+fn client(net: &Network, addr: &str) -> Result<pb::replica_client::ReplicaClient<Channel>, Status> {
+    let ch = net.channel(addr).ok_or_else(|| Status::invalid_argument(format!("{addr:?} is not a host:port address")))?;
+    Ok(pb::replica_client::ReplicaClient::new(ch)
+        .max_decoding_message_size(crate::cluster::network::MAX_MESSAGE)
+        .max_encoding_message_size(crate::cluster::network::MAX_MESSAGE))
+}
+
+fn unreachable(addr: &str, s: Status) -> Status {
+    match s.code() {
+        tonic::Code::Unknown | tonic::Code::Cancelled => Status::unavailable(format!("{UNREACHABLE} {addr}: {}", s.message())),
+        _ => s,
+    }
+}
+
+fn json<T: Serialize>(v: &T) -> Bytes {
+    Bytes::from(serde_json::to_vec(v).expect("serializable"))
+}
+
+pub fn header_frame(h: &VersionHeader) -> pb::ReplicaFrame {
+    pb::ReplicaFrame { header: json(h), ..Default::default() }
+}
+
+pub fn data_frame(data: Bytes) -> pb::ReplicaFrame {
+    pb::ReplicaFrame { data, ..Default::default() }
+}
+
+pub fn trailer_frame(t: &Trailer) -> pb::ReplicaFrame {
+    pb::ReplicaFrame { trailer: json(t), ..Default::default() }
+}
+
+/// Opens a push to `addr`: frames sent on the returned channel stream to the
+/// peer; the task answers once the peer has recorded the version (or not).
+/// Dropping the sender before a trailer aborts the push.
+pub fn open_push(net: &Network, addr: &str) -> (mpsc::Sender<pb::ReplicaFrame>, tokio::task::JoinHandle<Result<PushAck, Status>>) {
+    let (tx, rx) = mpsc::channel(PUSH_DEPTH);
+    let (net, addr) = (net.clone(), addr.to_string());
+    let task = tokio::spawn(async move {
+        let mut c = client(&net, &addr)?;
+        let mut req = Request::new(ReceiverStream::new(rx));
+        net.secret().attach(&mut req, &addr);
+        let r = c.push(req).await.map_err(|s| unreachable(&addr, s))?;
+        decode(&r.into_inner().data)
+    });
+    (tx, task)
+}
+
+pub fn decode<T: serde::de::DeserializeOwned>(data: &[u8]) -> Result<T, Status> {
+    serde_json::from_slice(data).map_err(|e| Status::internal(format!("bad replica message: {e}")))
+}
+
+pub async fn lookup(net: &Network, addr: &str, q: &Lookup, timeout: Duration) -> Result<Holding, Status> {
+    let mut c = client(net, addr)?;
+    let mut req = Request::new(pb::RaftBytes { data: serde_json::to_vec(q).expect("serializable") });
+    req.set_timeout(timeout);
+    net.secret().attach(&mut req, addr);
+    let r = c.lookup(req).await.map_err(|s| unreachable(addr, s))?;
+    decode(&r.into_inner().data)
+}
+
+pub async fn enqueue(net: &Network, addr: &str, q: &Enqueue, timeout: Duration) -> Result<(), Status> {
+    let mut c = client(net, addr)?;
+    let mut req = Request::new(pb::RaftBytes { data: serde_json::to_vec(q).expect("serializable") });
+    req.set_timeout(timeout);
+    net.secret().attach(&mut req, addr);
+    c.enqueue(req).await.map_err(|s| unreachable(addr, s))?;
+    Ok(())
+}
+
+/// Streams a version's bytes from the peer.
+pub async fn fetch(
+    net: &Network,
+    addr: &str,
+    q: &Fetch,
+) -> Result<impl Stream<Item = Result<Bytes, Status>> + Send + Unpin + 'static, Status> {
+    let mut c = client(net, addr)?;
+    let mut req = Request::new(pb::RaftBytes { data: serde_json::to_vec(q).expect("serializable") });
+    net.secret().attach(&mut req, addr);
+    let addr2 = addr.to_string();
+    let s = c.fetch(req).await.map_err(|s| unreachable(addr, s))?.into_inner();
+    Ok(s.map(move |f| f.map(|f| f.data).map_err(|s| unreachable(&addr2, s))))
+}

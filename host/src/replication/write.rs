@@ -1,0 +1,264 @@
+//! The coordinator's side of a write: plan it, stream the client's bytes
+//! to the local store and to every synchronous target at once (hashing as
+//! they pass, buffering a few chunks per target), acknowledge once the
+//! plan's acknowledgements are durable, and queue every other copy.
+
+use std::fmt::Display;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::stream::FuturesUnordered;
+use futures::{Stream, StreamExt};
+use sha2::{Digest as _, Sha256};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+use tracing::warn;
+
+use super::wire::{self, PUSH_DEPTH, Trailer, VersionHeader};
+use super::{Replicator, plan};
+use crate::cluster::detector::Health;
+use crate::config::ConsistencyLevel;
+use crate::meta::{Condition, ObjectRecord};
+use crate::objects::{ObjectError, PutSpec};
+use crate::store::{Digest, StoreError};
+
+/// A synchronous target's push in flight.
+struct Push {
+    node: u64,
+    /// `None` once the target stopped taking data (closed or stalled).
+    tx: Option<mpsc::Sender<crate::cluster::network::pb::ReplicaFrame>>,
+    task: tokio::task::JoinHandle<Result<wire::PushAck, Status>>,
+    stalled: bool,
+}
+
+type Outcome = Pin<Box<dyn Future<Output = (u64, Result<(), String>)> + Send>>;
+
+impl Replicator {
+    /// Stores a client's object on the nodes its policy names.
+    pub async fn put<S, E>(self: &Arc<Self>, mut spec: PutSpec, mut chunks: S) -> Result<ObjectRecord, Status>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
+        E: Display,
+    {
+        if spec.condition != Condition::Always {
+            return Err(Status::failed_precondition(
+                "conditional puts (if_absent, if_version) are not available on a cluster yet: \
+                 each replica would judge the condition alone",
+            ));
+        }
+        self.require_bucket(&spec.bucket).await?;
+        let policy = self.policy(&spec.bucket).await;
+        let (members, _) = plan::members(&self.cluster);
+        if policy.consistency == ConsistencyLevel::Strong {
+            let reachable = members.iter().filter(|m| m.health != Health::Down).count();
+            if reachable * 2 <= members.len() {
+                return Err(Status::unavailable(format!(
+                    "this node reaches {reachable} of {} members; with strong consistency the minority side takes no writes",
+                    members.len()
+                )));
+            }
+        }
+        let p = plan::plan(&self.plugins, &self.cluster, &policy, &spec.bucket, &spec.key, spec.size.unwrap_or(0), self.config.enable_async_replication).await?;
+        let me = self.cluster.id;
+        let identity = self.objects.meta().mint(p.targets.clone());
+        spec.identity = Some(identity.clone());
+        let header = VersionHeader {
+            bucket: spec.bucket.clone(),
+            key: spec.key.clone(),
+            identity: identity.clone(),
+            content_type: spec.content_type.clone(),
+            attributes: spec.attributes.clone(),
+            digest: None,
+            size: spec.size,
+            no_data: false,
+        };
+
+        let mut pushes = Vec::new();
+        let mut failed: Vec<(u64, String)> = Vec::new();
+        for &t in p.sync.iter().filter(|t| **t != me) {
+            let Some(m) = members.iter().find(|m| m.id == t) else {
+                failed.push((t, "not a member".into()));
+                continue;
+            };
+            let (tx, task) = wire::open_push(&self.cluster.network, &m.addr);
+            let tx = tx.send(wire::header_frame(&header)).await.is_ok().then_some(tx);
+            pushes.push(Push { node: t, tx, task, stalled: false });
+        }
+        let local = p.sync.contains(&me);
+        let timeout = self.config.sync_timeout;
+
+        // The client's bytes go to every target as they arrive.
+        let (ltx, lrx) = mpsc::channel::<Result<Bytes, String>>(PUSH_DEPTH);
+        let limit = spec.size;
+        let pump = async {
+            let mut hasher = (!local).then(Sha256::new);
+            let mut size = 0u64;
+            while let Some(item) = chunks.next().await {
+                let c = match item {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = ltx.send(Err(e.to_string())).await;
+                        return Err(Status::aborted(format!("the upload was cut off: {e}")));
+                    }
+                };
+                if c.is_empty() {
+                    continue;
+                }
+                size += c.len() as u64;
+                if limit.is_some_and(|l| size > l) {
+                    return Err(Status::invalid_argument(format!("size: more than the promised {} bytes arrived", limit.unwrap_or(0))));
+                }
+                let sends = pushes.iter_mut().filter(|p| p.tx.is_some()).map(|p| {
+                    let tx = p.tx.clone().expect("open");
+                    let frame = wire::data_frame(c.clone());
+                    async move { (p, tokio::time::timeout(timeout, tx.send(frame)).await) }
+                });
+                for (p, r) in futures::future::join_all(sends).await {
+                    match r {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => p.tx = None, // it answered already; its task says how
+                        Err(_) => {
+                            p.tx = None;
+                            p.stalled = true;
+                        }
+                    }
+                }
+                match &mut hasher {
+                    Some(h) => h.update(&c),
+                    None => {
+                        if ltx.send(Ok(c)).await.is_err() {
+                            break; // the local write failed; it says why
+                        }
+                    }
+                }
+            }
+            drop(ltx);
+            Ok((size, hasher.map(|h| Digest(h.finalize().into()))))
+        };
+        let objects = self.objects.clone();
+        let stage = async {
+            if local { Some(objects.stage(&spec, ReceiverStream::new(lrx)).await) } else { None }
+        };
+        let (pumped, staged) = tokio::join!(pump, stage);
+        let abort = |pushes: Vec<Push>| pushes.into_iter().for_each(|p| p.task.abort());
+        let (size, hashed) = match pumped {
+            Ok(v) => v,
+            Err(s) => {
+                abort(pushes);
+                return Err(s);
+            }
+        };
+        let (digest, staged) = match staged {
+            Some(Ok(st)) => (st.digest, Some(st)),
+            Some(Err(e)) => {
+                abort(pushes);
+                return Err(e.into());
+            }
+            None => {
+                let d = hashed.expect("hashed when not stored here");
+                let broken = spec.size.filter(|s| *s != size).map(|s| ("size", s.to_string(), size.to_string())).or_else(|| {
+                    spec.expected_digest.filter(|e| *e != d).map(|e| ("digest", e.to_string(), d.to_string()))
+                });
+                if let Some((what, expected, actual)) = broken {
+                    abort(pushes);
+                    return Err(ObjectError::from(StoreError::Mismatch { what, expected, actual }).into());
+                }
+                (d, None)
+            }
+        };
+
+        // The trailer tells each target what it should have received.
+        let trailer = wire::trailer_frame(&Trailer { digest, size });
+        let mut outcomes: FuturesUnordered<Outcome> = FuturesUnordered::new();
+        for p in pushes {
+            let Push { node, tx, task, stalled } = p;
+            if stalled {
+                task.abort();
+                failed.push((node, format!("took no data for {timeout:?}")));
+                continue;
+            }
+            if let Some(tx) = tx {
+                let _ = tokio::time::timeout(timeout, tx.send(trailer.clone())).await;
+            }
+            outcomes.push(Box::pin(async move {
+                let r = match tokio::time::timeout(timeout, task).await {
+                    Ok(Ok(Ok(_))) => Ok(()),
+                    Ok(Ok(Err(s))) => Err(s.message().to_string()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err(format!("no answer {timeout:?} after the last byte")),
+                };
+                (node, r)
+            }));
+        }
+        if let Some(st) = staged {
+            let (objects, spec) = (self.objects.clone(), spec.clone());
+            outcomes.push(Box::pin(async move {
+                let r = objects.commit(vec![(spec, st)]).await.pop().expect("one result");
+                (me, r.map(|_| ()).map_err(|e| e.to_string()))
+            }));
+        }
+
+        let need = p.acks as usize;
+        let mut durable = Vec::new();
+        while durable.len() < need
+            && let Some((node, r)) = outcomes.next().await
+        {
+            match r {
+                Ok(()) => durable.push(node),
+                Err(e) => failed.push((node, e)),
+            }
+        }
+        let rec = ObjectRecord {
+            bucket: spec.bucket.clone(),
+            key: spec.key.clone(),
+            version: identity.version.clone(),
+            stamp: identity.stamp,
+            digest: Some(digest),
+            size,
+            content_type: spec.content_type.clone(),
+            attributes: spec.attributes.clone(),
+            created_ms: identity.created_ms,
+            modified_ms: identity.modified_ms,
+            latest: true,
+        };
+        let (acked, reached) = (durable.len() >= need, durable.len());
+        let summary = failed.iter().map(|(n, e)| format!("node {n}: {e}")).collect::<Vec<_>>().join("; ");
+        // The rest finishes in the background; every copy still owed is
+        // queued on a node that holds the version.
+        let this = self.clone();
+        let mut owed: Vec<u64> = p.asynchronous.clone();
+        owed.extend(p.targets.iter().filter(|t| !p.sync.contains(t) && !p.asynchronous.contains(t)));
+        let (bucket, key, version) = (rec.bucket.clone(), rec.key.clone(), rec.version.clone());
+        tokio::spawn(async move {
+            let mut owed = owed;
+            owed.extend(failed.iter().map(|(n, _)| *n));
+            while let Some((node, r)) = outcomes.next().await {
+                match r {
+                    Ok(()) => durable.push(node),
+                    Err(e) => {
+                        warn!(node, %bucket, %key, error = %e, "a synchronous copy failed; queued");
+                        owed.push(node);
+                    }
+                }
+            }
+            let Some(&holder) = durable.iter().find(|n| **n == me).or(durable.first()) else { return };
+            owed.retain(|n| !durable.contains(n));
+            owed.sort_unstable();
+            owed.dedup();
+            if let Err(e) = this.enqueue_on(holder, &bucket, &key, &version, &owed).await {
+                warn!(holder, %bucket, %key, error = %e, "could not queue the copies a write still owes");
+            }
+        });
+        if !acked {
+            return Err(Status::unavailable(format!(
+                "the write reached {} of the {need} durable copies its plan needs ({summary}); it was not acknowledged \
+                 and may still appear",
+                reached
+            )));
+        }
+        Ok(rec)
+    }
+}
