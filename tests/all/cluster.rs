@@ -16,14 +16,19 @@ use crate::proxy::Proxy;
 
 /// A `[cluster]` section with a secret file in `dir`.
 fn cluster_toml(dir: &std::path::Path) -> String {
+    format!("{}zone = \"a\"\n", cluster_toml_zoneless(dir))
+}
+
+/// The same without a zone, for nodes that set their own.
+pub(crate) fn cluster_toml_zoneless(dir: &std::path::Path) -> String {
     let secret = dir.join("cluster.secret");
     std::fs::write(&secret, "a shared secret of some length\n").unwrap();
     format!(
-        "[cluster]\nsecret_file = {secret:?}\nregion = \"eu\"\nzone = \"a\"\nheartbeat_interval = \"100ms\"\nsuspect_after = \"600ms\"\ndown_after = \"1500ms\"\n"
+        "[cluster]\nsecret_file = {secret:?}\nregion = \"eu\"\nheartbeat_interval = \"100ms\"\nsuspect_after = \"600ms\"\ndown_after = \"1500ms\"\n"
     )
 }
 
-async fn status(c: &mut Client) -> pb::ClusterView {
+pub(crate) async fn status(c: &mut Client) -> pb::ClusterView {
     c.cluster_status(pb::ClusterStatusRequest {}).await.unwrap().into_inner()
 }
 
@@ -39,22 +44,22 @@ async fn status_until(c: &mut Client, what: &str, ok: impl Fn(&pb::ClusterView) 
     }
 }
 
-fn ok(out: std::process::Output) -> String {
+pub(crate) fn ok(out: std::process::Output) -> String {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
 
 /// Nodes, each behind its proxy; peers know a node by its proxy's address.
-struct Net {
-    nodes: Vec<TestServer>,
-    proxies: Vec<Proxy>,
-    ips: Vec<IpAddr>,
-    _dir: tempfile::TempDir,
+pub(crate) struct Net {
+    pub nodes: Vec<TestServer>,
+    pub proxies: Vec<Proxy>,
+    pub ips: Vec<IpAddr>,
+    pub _dir: tempfile::TempDir,
 }
 
 impl Net {
     /// Starts `n` nodes; `extra` goes into every `[cluster]` section.
-    fn start(n: usize, extra: &str) -> Net {
+    pub fn start(n: usize, extra: &str) -> Net {
         let dir = tempfile::tempdir().unwrap();
         let base = cluster_toml(dir.path());
         let mut net = Net { nodes: Vec::new(), proxies: Vec::new(), ips: Vec::new(), _dir: dir };
@@ -64,7 +69,7 @@ impl Net {
         net
     }
 
-    fn add(&mut self, base: &str, extra: &str) -> usize {
+    pub fn add(&mut self, base: &str, extra: &str) -> usize {
         let i = self.nodes.len();
         let ip: IpAddr = format!("127.0.0.{}", 20 + i).parse().unwrap();
         let proxy = Proxy::start();
@@ -78,13 +83,13 @@ impl Net {
         i
     }
 
-    fn peer(&self, i: usize) -> String {
+    pub fn peer(&self, i: usize) -> String {
         self.proxies[i].addr.to_string()
     }
 
     /// Node 0 inits; the others join through it. Returns every node's view
     /// once all agree.
-    async fn form(&self) -> Vec<pb::ClusterView> {
+    pub async fn form(&self) -> Vec<pb::ClusterView> {
         ok(self.nodes[0].cli(&["cluster", "init"]));
         for n in &self.nodes[1..] {
             ok(n.cli(&["cluster", "join", &self.peer(0)]));
@@ -94,7 +99,7 @@ impl Net {
 
     /// Waits until nodes `which` see `voters` voters, all healthy, and the
     /// same leader; returns their views.
-    async fn agree(&self, which: &[usize], voters: usize) -> Vec<pb::ClusterView> {
+    pub async fn agree(&self, which: &[usize], voters: usize) -> Vec<pb::ClusterView> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let mut views = Vec::new();
@@ -121,7 +126,7 @@ impl Net {
     }
 
     /// Cuts `side` off from every other node, both ways.
-    fn partition(&self, side: &[usize]) {
+    pub fn partition(&self, side: &[usize]) {
         let inside: Vec<IpAddr> = side.iter().map(|&i| self.ips[i]).collect();
         let outside: Vec<IpAddr> = (0..self.nodes.len()).filter(|i| !side.contains(i)).map(|i| self.ips[i]).collect();
         for (i, p) in self.proxies.iter().enumerate() {
@@ -129,7 +134,7 @@ impl Net {
         }
     }
 
-    fn heal(&self) {
+    pub fn heal(&self) {
         self.proxies.iter().for_each(Proxy::heal);
     }
 }
@@ -147,6 +152,7 @@ fn policy_for(bucket: &str, replicas: u32) -> pb::SetReplicationRequest {
             replicas,
             min_replicas: 1,
             params: Default::default(),
+            consistency: String::new(),
         }),
     }
 }

@@ -15,6 +15,7 @@ mod objects;
 mod plugins;
 mod proxy;
 mod quota;
+mod replication;
 mod search;
 mod storage_options;
 mod versions;

@@ -173,8 +173,8 @@ async fn listing_pages_through_prefixes() {
 async fn buckets_separate_keys() {
     let s = TestServer::start("");
     let mut c = s.client().await;
-    c.create_bucket(pb::CreateBucketRequest { name: "models".into() }).await.unwrap();
-    let dup = c.create_bucket(pb::CreateBucketRequest { name: "models".into() }).await.unwrap_err();
+    c.create_bucket(pb::CreateBucketRequest { name: "models".into(), policy: None }).await.unwrap();
+    let dup = c.create_bucket(pb::CreateBucketRequest { name: "models".into(), policy: None }).await.unwrap_err();
     assert_eq!(dup.code(), Code::AlreadyExists);
     let h = pb::PutHeader { bucket: "models".into(), key: "k".into(), ..Default::default() };
     put(&mut c, h, b"in models").await.unwrap();

@@ -5,12 +5,28 @@ use tonic::Status;
 use super::error::invalid;
 use super::{Limits, pb, validate};
 use crate::meta::Deleted;
-use crate::objects::Objects;
+use std::sync::Arc;
 
-pub async fn handle_delete(objects: &Objects, limits: &Limits, req: pb::DeleteRequest) -> Result<pb::DeleteResponse, Status> {
+use crate::objects::Objects;
+use crate::replication::Replicator;
+
+/// One delete, through the cluster when there is one.
+async fn delete_one(objects: &Objects, replicator: Option<&Arc<Replicator>>, bucket: &str, key: &str, version: Option<&str>) -> Result<Deleted, Status> {
+    match replicator {
+        Some(r) => r.delete(bucket, key, version).await,
+        None => objects.delete(bucket, key, version).await.map_err(Status::from),
+    }
+}
+
+pub async fn handle_delete(
+    objects: &Objects,
+    replicator: Option<&Arc<Replicator>>,
+    limits: &Limits,
+    req: pb::DeleteRequest,
+) -> Result<pb::DeleteResponse, Status> {
     let bucket = validate::bucket(&req.bucket)?;
     validate::key(&req.key, limits.max_key_length)?;
-    let done = objects.delete(&bucket, &req.key, validate::version(&req.version)).await?;
+    let done = delete_one(objects, replicator, &bucket, &req.key, validate::version(&req.version)).await?;
     Ok(pb::DeleteResponse {
         marker_version: match done {
             Deleted::Marker(v) => v,
@@ -21,6 +37,7 @@ pub async fn handle_delete(objects: &Objects, limits: &Limits, req: pb::DeleteRe
 
 pub async fn handle_delete_many(
     objects: &Objects,
+    replicator: Option<&Arc<Replicator>>,
     limits: &Limits,
     req: pb::DeleteManyRequest,
 ) -> Result<pb::DeleteManyResponse, Status> {
@@ -36,7 +53,7 @@ pub async fn handle_delete_many(
     for key in req.keys {
         let mut r = pb::ItemResult { key: key.clone(), ..Default::default() };
         let outcome = match validate::key(&key, limits.max_key_length) {
-            Ok(()) => objects.delete(&bucket, &key, None).await.map_err(Status::from),
+            Ok(()) => delete_one(objects, replicator, &bucket, &key, None).await,
             Err(st) => Err(st),
         };
         if let Err(st) = outcome {

@@ -127,7 +127,7 @@ impl pb::strata_server::Strata for Api {
     }
 
     async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
-        self.timed("delete", delete::handle_delete(&self.objects, &self.limits, req.into_inner()))
+        self.timed("delete", delete::handle_delete(&self.objects, self.replicator.as_ref(), &self.limits, req.into_inner()))
             .await
             .map(Response::new)
     }
@@ -136,7 +136,7 @@ impl pb::strata_server::Strata for Api {
         &self,
         req: Request<pb::DeleteManyRequest>,
     ) -> Result<Response<pb::DeleteManyResponse>, Status> {
-        self.timed("delete_many", delete::handle_delete_many(&self.objects, &self.limits, req.into_inner()))
+        self.timed("delete_many", delete::handle_delete_many(&self.objects, self.replicator.as_ref(), &self.limits, req.into_inner()))
             .await
             .map(Response::new)
     }

@@ -497,6 +497,24 @@ impl MetaStore {
         sql::delete(&self.write, &self.policy(), bucket, key, version).await
     }
 
+    /// The key's newest version, a delete marker included (what a replica
+    /// says it holds of a key).
+    pub async fn newest(&self, bucket: &str, key: &str) -> Result<Option<ObjectRecord>, MetaError> {
+        sql::get_newest(&self.read, bucket, key).await
+    }
+
+    /// Whether old versions are kept.
+    pub fn versioning(&self) -> bool {
+        self.versioning
+    }
+
+    /// Records a delete marker minted by another node (or before it was
+    /// sent there); it hides the live version only if it is the newest.
+    pub async fn record_marker(&self, bucket: &str, key: &str, id: &Identity) -> Result<(), MetaError> {
+        let _guard = Invalidate { cache: &self.cache, bucket, key };
+        sql::record_marker(&self.write, &self.policy(), bucket, key, id).await
+    }
+
     // ---- blobs ----
 
     /// Which of these digests have a sound blob on record.

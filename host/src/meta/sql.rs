@@ -6,7 +6,7 @@ use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
 use sqlx::{Connection as _, Row};
 
 use super::clock::{Clock, now_ms};
-use super::{Bucket, Deleted, MetaError, MetaStats, ObjectRecord};
+use super::{Bucket, Deleted, Identity, MetaError, MetaStats, ObjectRecord};
 use crate::store::Digest;
 
 pub struct Policy<'a> {
@@ -188,6 +188,23 @@ async fn latest_on(
 pub async fn get_latest(pool: &SqlitePool, bucket: &str, key: &str) -> Result<Option<ObjectRecord>, MetaError> {
     let mut conn = pool.acquire().await?;
     latest_on(&mut conn, bucket, key).await
+}
+
+/// The key's newest version by (stamp, node), a delete marker included.
+pub async fn get_newest(pool: &SqlitePool, bucket: &str, key: &str) -> Result<Option<ObjectRecord>, MetaError> {
+    let mut conn = pool.acquire().await?;
+    let row = sqlx::query(
+        "SELECT v.id, v.bucket, v.key, v.version, v.stamp, v.digest, v.size, \
+         v.content_type, v.attributes, v.created_ms, v.modified_ms \
+         FROM versions v WHERE v.bucket = ? AND v.key = ? ORDER BY v.version DESC LIMIT 1",
+    )
+    .bind(bucket)
+    .bind(key)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let newest = newest_id(&mut conn, bucket, key).await?;
+    record(&row, newest).map(Some)
 }
 
 pub async fn get_version(
@@ -405,6 +422,61 @@ pub async fn expire_versions(pool: &SqlitePool, cutoff_ms: i64) -> Result<u64, M
         removed += rows.len() as u64;
         after = top;
     }
+}
+
+/// Records a delete marker minted elsewhere (a replicated delete). It ends
+/// the live version only if it is the key's newest; recording it twice is
+/// harmless.
+pub async fn record_marker(pool: &SqlitePool, policy: &Policy<'_>, bucket: &str, key: &str, id: &Identity) -> Result<(), MetaError> {
+    let mut conn = pool.acquire().await?;
+    let mut tx = conn.begin().await?;
+    let mut d = Deltas::default();
+    require_bucket(&mut tx, bucket).await?;
+    policy.clock.observe(id.stamp);
+    let row = sqlx::query("SELECT MAX(version) AS newest, MAX(version = ?3) AS recorded FROM versions WHERE bucket = ?1 AND key = ?2")
+        .bind(bucket)
+        .bind(key)
+        .bind(&id.version)
+        .fetch_one(&mut *tx)
+        .await?;
+    if row.try_get::<Option<i64>, _>("recorded")? == Some(1) {
+        return Ok(());
+    }
+    let newest: Option<String> = row.try_get("newest")?;
+    let newer = newest.is_none_or(|n| id.version > n);
+    if newer && let Some(cur) = latest_on(&mut tx, bucket, key).await? {
+        sqlx::query("DELETE FROM objects WHERE bucket = ? AND key = ?").bind(bucket).bind(key).execute(&mut *tx).await?;
+        d.add("objects", -1);
+        d.add("live_bytes", -(cur.size as i64));
+        if !policy.versioning {
+            let row_id = version_row_id(&mut tx, bucket, key, &cur.version).await?;
+            remove_version_row(&mut tx, &mut d, row_id, cur.digest.as_ref().map(|d| &d.0[..]), cur.size as i64).await?;
+        }
+    }
+    if policy.versioning {
+        sqlx::query(
+            "INSERT INTO versions (bucket, key, version, stamp, node, digest, size, \
+             content_type, attributes, created_ms, modified_ms, replicas) \
+             VALUES (?, ?, ?, ?, ?, NULL, 0, '', '{}', ?, ?, ?)",
+        )
+        .bind(bucket)
+        .bind(key)
+        .bind(&id.version)
+        .bind(id.stamp as i64)
+        .bind(&id.node)
+        .bind(id.created_ms)
+        .bind(id.modified_ms)
+        .bind(serde_json::json!(id.replicas).to_string())
+        .execute(&mut *tx)
+        .await?;
+        d.add("versions", 1);
+        if policy.max_versions > 0 {
+            enforce_retention(&mut tx, &mut d, bucket, key, policy.max_versions).await?;
+        }
+    }
+    d.apply(&mut tx).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 pub async fn delete(

@@ -110,6 +110,10 @@ pub struct Plan {
     pub sync: Vec<u64>,
     pub asynchronous: Vec<u64>,
     pub acks: u32,
+    /// Where the selector would put the version if every member were
+    /// healthy; those missing from `targets` are owed a copy (queued), so
+    /// a write made while nodes are down or cut off reaches them later.
+    pub ideal: Vec<u64>,
 }
 
 /// Asks the plugins where `key` goes. The coordinator is this node.
@@ -147,19 +151,23 @@ pub async fn plan(
             .filter(|(_, n)| n.health == Health::Healthy)
             .map(|(i, _)| i as u32)
             .collect();
-        let targets = plugins.selector(&selector)?.select(&topology, &healthy, &object, &wit)?;
+        let sel = plugins.selector(&selector)?;
+        let targets = sel.select(&topology, &healthy, &object, &wit)?;
         let plan = plugins.strategy(&strategy)?.plan_write(&topology, coordinator as u32, &targets, &object, &wit)?;
-        Ok::<_, crate::plugin::PluginError>((targets, plan))
+        let all: Vec<u32> = (0..topology.nodes().len() as u32).collect();
+        let ideal = if healthy.len() == all.len() { targets.clone() } else { sel.select(&topology, &all, &object, &wit).unwrap_or_default() };
+        Ok::<_, crate::plugin::PluginError>((targets, plan, ideal))
     })
     .await
     .map_err(|e| Status::internal(format!("placement task failed: {e}")))?;
-    let (targets, plan) = plan.map_err(|e| Status::unavailable(format!("cannot place {bucket}/{key}: {e}")))?;
+    let (targets, plan, ideal) = plan.map_err(|e| Status::unavailable(format!("cannot place {bucket}/{key}: {e}")))?;
     let id = |i: &u32| ids[*i as usize];
     let mut out = Plan {
         targets: targets.iter().map(id).collect(),
         sync: plan.sync_targets.iter().map(id).collect(),
         asynchronous: plan.async_targets.iter().map(id).collect(),
         acks: plan.acks_required,
+        ideal: ideal.iter().map(id).collect(),
     };
     if !async_allowed {
         out.sync.append(&mut out.asynchronous);

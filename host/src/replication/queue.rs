@@ -80,7 +80,6 @@ impl Replicator {
             }
             Err(err) => return Err(err.to_string()),
         };
-        let Some(digest) = rec.digest else { return Ok("delete marker") };
         if e.node == self.cluster.id {
             return Ok("held here");
         }
@@ -89,7 +88,8 @@ impl Replicator {
             return Ok("target left");
         };
         let net = &self.cluster.network;
-        let q = Lookup { bucket: e.bucket.clone(), key: e.key.clone(), version: Some(e.version.clone()), digest: Some(digest) };
+        let q = Lookup { bucket: e.bucket.clone(), key: e.key.clone(), version: Some(e.version.clone()), digest: None };
+        let q = Lookup { digest: rec.digest, ..q };
         let held = wire::lookup(net, &addr, &q, self.short_timeout()).await.map_err(|s| s.message().to_string())?;
         if held.found.is_some_and(|f| f.sound) {
             return Ok("already there");
@@ -109,9 +109,14 @@ impl Replicator {
             },
             content_type: rec.content_type.clone(),
             attributes: rec.attributes.clone(),
-            digest: Some(digest),
+            digest: rec.digest,
             size: Some(rec.size),
             no_data: held.has_digest,
+            marker: rec.digest.is_none(),
+            forget: false,
+        };
+        let Some(digest) = rec.digest else {
+            return self.send_alone(&addr, &header).await.map(|()| "marker");
         };
         let (tx, task) = wire::open_push(net, &addr);
         let timeout = self.config.sync_timeout;
@@ -137,6 +142,22 @@ impl Replicator {
             Ok(Ok(Err(s))) => Err(s.message().to_string()),
             Ok(Err(err)) => Err(err.to_string()),
             Err(_) => Err(format!("no answer {timeout:?} after the last byte")),
+        }
+    }
+}
+
+impl Replicator {
+    /// Sends a header that carries no data (a marker, a removal, metadata
+    /// for a blob the target holds) and waits for the answer.
+    pub(super) async fn send_alone(&self, addr: &str, header: &VersionHeader) -> Result<(), String> {
+        let (tx, task) = wire::open_push(&self.cluster.network, addr);
+        let _ = tx.send(wire::header_frame(header)).await;
+        drop(tx);
+        match tokio::time::timeout(self.config.sync_timeout, task).await {
+            Ok(Ok(Ok(_))) => Ok(()),
+            Ok(Ok(Err(s))) => Err(s.message().to_string()),
+            Ok(Err(err)) => Err(err.to_string()),
+            Err(_) => Err(format!("no answer within {:?}", self.config.sync_timeout)),
         }
     }
 }

@@ -30,24 +30,24 @@ use crate::store::Range;
 const PIPE_DEPTH: usize = 4;
 
 /// Every node's answer about one key.
-struct Views {
+pub(super) struct Views {
     /// (node, what it holds); nodes that hold nothing are absent.
-    found: Vec<(u64, Found)>,
+    pub found: Vec<(u64, Found)>,
     /// Nodes that answered (holding something or not).
-    answered: Vec<u64>,
+    pub answered: Vec<u64>,
     /// Nodes that could not be asked.
-    unreachable: Vec<u64>,
+    pub unreachable: Vec<u64>,
 }
 
 impl Views {
-    fn newest(&self) -> Option<&Found> {
+    pub(super) fn newest(&self) -> Option<&Found> {
         self.found.iter().map(|(_, f)| f).max_by(|a, b| a.version.cmp(&b.version))
     }
 }
 
 impl Replicator {
     /// What every reachable node (this one included) holds of a key.
-    async fn views(&self, members: &[Member], bucket: &str, key: &str, version: Option<&str>) -> Result<Views, Status> {
+    pub(super) async fn views(&self, members: &[Member], bucket: &str, key: &str, version: Option<&str>) -> Result<Views, Status> {
         let q = Lookup { bucket: bucket.into(), key: key.into(), version: version.map(String::from), digest: None };
         let me = self.cluster.id;
         let mut views = Views { found: Vec::new(), answered: vec![me], unreachable: Vec::new() };
@@ -153,7 +153,7 @@ impl Replicator {
         }
         let (winner, sources, views) = self.locate(bucket, key, version).await?;
         if winner.digest.is_none() {
-            return Err(ObjectError::DeleteMarker { key: key.into(), version: winner.version }.into());
+            return Err(deleted(bucket, key, version, &winner));
         }
         let Some(first) = sources.first() else {
             return Err(Status::unavailable(format!(
@@ -221,6 +221,9 @@ impl Replicator {
     /// The record of a version with the state of each replica.
     pub async fn stat(self: &Arc<Self>, bucket: &str, key: &str, version: Option<&str>) -> Result<(ObjectRecord, Vec<pb::ReplicaInfo>), Status> {
         let (winner, _, views) = self.locate(bucket, key, version).await?;
+        if winner.digest.is_none() && version.is_none() {
+            return Err(deleted(bucket, key, version, &winner));
+        }
         let (members, _) = plan::members(&self.cluster);
         let replicas = winner
             .replicas
@@ -243,5 +246,14 @@ impl Replicator {
             })
             .collect();
         Ok((winner.record(bucket, key), replicas))
+    }
+}
+
+/// A read that found a delete marker newest: as on a single node, the key
+/// is not found, or the asked-for version is a marker.
+fn deleted(bucket: &str, key: &str, version: Option<&str>, winner: &Found) -> Status {
+    match version {
+        Some(_) => ObjectError::DeleteMarker { key: key.into(), version: winner.version.clone() }.into(),
+        None => ObjectError::from(crate::meta::MetaError::NotFound { bucket: bucket.into(), key: key.into() }).into(),
     }
 }

@@ -57,6 +57,17 @@ impl pb::replica_server::Replica for ReplicaService {
         let objects = &self.replicator.objects;
         objects.meta().ensure_bucket(&h.bucket).await.map_err(ObjectError::from)?;
         let spec = spec(&h);
+        let meta = objects.meta();
+        if h.marker {
+            meta.record_marker(&h.bucket, &h.key, &h.identity).await.map_err(ObjectError::from)?;
+            return encode(&PushAck { deduplicated: false });
+        }
+        if h.forget {
+            return match meta.delete(&h.bucket, &h.key, Some(&h.identity.version)).await {
+                Ok(_) | Err(MetaError::NoSuchVersion { .. } | MetaError::NotFound { .. }) => encode(&PushAck { deduplicated: false }),
+                Err(e) => Err(ObjectError::from(e).into()),
+            };
+        }
         if h.no_data {
             let (Some(d), Some(size)) = (h.digest, h.size) else {
                 return Err(Status::invalid_argument("a push without data names its digest and size"));
@@ -128,7 +139,13 @@ impl pb::replica_server::Replica for ReplicaService {
 /// What this node holds of a key, for a lookup.
 pub async fn holding(r: &Replicator, q: &Lookup) -> Result<Holding, Status> {
     let meta = r.objects.meta();
-    let found = match meta.get(&q.bucket, &q.key, q.version.as_deref()).await {
+    let rec = match &q.version {
+        Some(v) => meta.get(&q.bucket, &q.key, Some(v)).await,
+        None => meta.newest(&q.bucket, &q.key).await.map(|r| {
+            r.ok_or_else(|| MetaError::NotFound { bucket: q.bucket.clone(), key: q.key.clone() })
+        }).and_then(|r| r),
+    };
+    let found = match rec {
         Ok(rec) => {
             let sound = match rec.digest {
                 Some(d) => !meta.blob_is_corrupt(&d).await.map_err(ObjectError::from)?,

@@ -30,6 +30,12 @@ pub struct VersionHeader {
     /// No data follows: the receiver holds the blob already.
     #[serde(default)]
     pub no_data: bool,
+    /// The version is a delete marker (no data follows).
+    #[serde(default)]
+    pub marker: bool,
+    /// Remove this version for good (no data follows).
+    #[serde(default)]
+    pub forget: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -63,7 +63,9 @@ impl Replicator {
         }
         let p = plan::plan(&self.plugins, &self.cluster, &policy, &spec.bucket, &spec.key, spec.size.unwrap_or(0), self.config.enable_async_replication).await?;
         let me = self.cluster.id;
-        let identity = self.objects.meta().mint(p.targets.clone());
+        let mut placement = p.targets.clone();
+        placement.extend(p.ideal.iter().filter(|n| !p.targets.contains(n)));
+        let identity = self.objects.meta().mint(placement);
         spec.identity = Some(identity.clone());
         let header = VersionHeader {
             bucket: spec.bucket.clone(),
@@ -74,6 +76,8 @@ impl Replicator {
             digest: None,
             size: spec.size,
             no_data: false,
+            marker: false,
+            forget: false,
         };
 
         let mut pushes = Vec::new();
@@ -230,7 +234,7 @@ impl Replicator {
         // queued on a node that holds the version.
         let this = self.clone();
         let mut owed: Vec<u64> = p.asynchronous.clone();
-        owed.extend(p.targets.iter().filter(|t| !p.sync.contains(t) && !p.asynchronous.contains(t)));
+        owed.extend(p.targets.iter().chain(&p.ideal).filter(|t| !p.sync.contains(t) && !p.asynchronous.contains(t)));
         let (bucket, key, version) = (rec.bucket.clone(), rec.key.clone(), rec.version.clone());
         tokio::spawn(async move {
             let mut owed = owed;

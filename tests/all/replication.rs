@@ -1,0 +1,327 @@
+//! Replication through real `strata serve` processes on loopback, each
+//! behind a fault-injecting proxy (see `cluster.rs`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use strata::api::pb;
+use tonic::Code;
+
+use crate::cluster::{Net, cluster_toml_zoneless, ok, status};
+use crate::common::*;
+
+/// Fast retries, so queued copies land within a test's patience.
+const FAST_RETRY: &str = "\n[replication]\nretry_delay = \"200ms\"\nretry_attempts = 3\n";
+
+fn in_bucket(bucket: &str, key: &str) -> pb::PutHeader {
+    pb::PutHeader { bucket: bucket.into(), key: key.into(), ..Default::default() }
+}
+
+async fn get_from(c: &mut Client, bucket: &str, key: &str, version: &str) -> Result<(pb::ObjectInfo, Vec<u8>), tonic::Status> {
+    get(c, pb::GetRequest { bucket: bucket.into(), key: key.into(), version: version.into(), ..Default::default() }).await
+}
+
+async fn stat(c: &mut Client, bucket: &str, key: &str) -> pb::ObjectInfo {
+    c.stat(pb::StatRequest { bucket: bucket.into(), key: key.into(), version: String::new() }).await.expect("stat").into_inner()
+}
+
+/// Waits until every replica of the key says `ok`; returns them.
+async fn replicas_ok(c: &mut Client, bucket: &str, key: &str, want: usize) -> Vec<pb::ReplicaInfo> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let info = stat(c, bucket, key).await;
+        if info.replicas.len() == want && info.replicas.iter().all(|r| r.state == "ok") {
+            return info.replicas;
+        }
+        assert!(Instant::now() < deadline, "{bucket}/{key} never had {want} sound replicas: {:?}", info.replicas);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until node `i` sees `n` members down.
+async fn sees_down(net: &Net, i: usize, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut c = net.nodes[i].client().await;
+    loop {
+        let v = status(&mut c).await;
+        if v.nodes.iter().filter(|m| m.state == "down").count() == n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "node {i} never saw {n} down: {v:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_put_through_one_node_reads_back_through_every_other() {
+    let net = Net::start(3, FAST_RETRY);
+    net.form().await;
+    let data = random_bytes(3 << 20);
+    let mut a = net.nodes[0].client().await;
+    let put = put_key(&mut a, "model.bin", &data).await;
+    // The default policy (eager, 3 replicas) acknowledges only with every
+    // copy durable: each node holds the blob now.
+    for n in &net.nodes {
+        assert_eq!(blob_files(&n.data()).len(), 1, "a copy on {}", n.addr());
+    }
+    for n in &net.nodes[1..] {
+        let mut c = n.client().await;
+        let (info, got) = get_from(&mut c, "default", "model.bin", "").await.unwrap();
+        assert_eq!(info.version, put.version, "every replica records the coordinator's version");
+        assert!(got == data, "bytes read through {} differ", n.addr());
+    }
+    let reps = replicas_ok(&mut net.nodes[2].client().await, "default", "model.bin", 3).await;
+    assert_eq!(reps.iter().map(|r| r.node_id).collect::<BTreeSet<_>>().len(), 3);
+    let shown = ok(net.nodes[1].cli(&["stat", "model.bin"]));
+    assert_eq!(shown.matches("replica:").count(), 3, "{shown}");
+    assert!(shown.contains(" ok"), "{shown}");
+
+    // A second write with the same bytes: each target already holds the
+    // blob, so no second file anywhere.
+    put_key(&mut net.nodes[1].client().await, "copy.bin", &data).await;
+    for n in &net.nodes {
+        assert_eq!(blob_files(&n.data()).len(), 1);
+    }
+    let stats = stats(&mut a).await;
+    assert_eq!(stats.replication_pending, 0, "{stats:?}");
+
+    // A delete through one node hides the key on every node.
+    let gone = net.nodes[2].client().await.delete(pb::DeleteRequest { key: "model.bin".into(), ..Default::default() }).await.unwrap();
+    let marker = gone.into_inner().marker_version;
+    for n in &net.nodes {
+        let mut c = n.client().await;
+        let err = get_key(&mut c, "model.bin").await.unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "{err:?}");
+        assert!(versions_in(&mut c, "model.bin").await.contains(&marker), "every holder records the marker");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delete_made_while_a_replica_is_cut_off_reaches_it_after_the_heal() {
+    let net = Net::start(3, FAST_RETRY);
+    net.form().await;
+    put_key(&mut net.nodes[0].client().await, "doomed", b"old bytes").await;
+    net.partition(&[2]);
+    sees_down(&net, 0, 1).await;
+    let gone = net.nodes[0].client().await.delete(pb::DeleteRequest { key: "doomed".into(), ..Default::default() }).await.unwrap();
+    let marker = gone.into_inner().marker_version;
+    net.heal();
+    net.agree(&[0, 1, 2], 3).await;
+    let mut c = net.nodes[2].client().await;
+    let err = get_key(&mut c, "doomed").await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "a strong read sees the marker elsewhere: {err:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !versions_in(&mut c, "doomed").await.contains(&marker) {
+        assert!(Instant::now() < deadline, "the queued marker never reached node 2");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_built_in_strategy_and_selector_places_through_the_cluster() {
+    let net = Net::start(3, FAST_RETRY);
+    net.form().await;
+    let cases = [
+        ("b-eager", "eager", "rendezvous", 3),
+        ("b-quorum", "quorum", "least-loaded", 3),
+        ("b-lazy", "lazy", "rendezvous", 3),
+        ("b-geo", "geographic", "zone-aware", 2),
+        ("b-one", "eager", "least-loaded", 1),
+    ];
+    for (i, (bucket, strategy, selector, replicas)) in cases.into_iter().enumerate() {
+        let made = ok(net.nodes[i % 3].cli(&[
+            "bucket", "create", bucket, "--strategy", strategy, "--selector", selector, "--replicas", &replicas.to_string(),
+        ]));
+        assert!(made.contains("created"), "{made}");
+        let shown = ok(net.nodes[(i + 1) % 3].cli(&["cluster", "replication", bucket]));
+        assert!(shown.contains(strategy) && shown.contains(selector), "{shown}");
+        let data = random_bytes(100_000 + i);
+        let mut w = net.nodes[(i + 1) % 3].client().await;
+        let put = put(&mut w, in_bucket(bucket, "obj"), &data).await.unwrap_or_else(|e| panic!("{strategy}: {e:?}"));
+        let mut r = net.nodes[(i + 2) % 3].client().await;
+        let (info, got) = get_from(&mut r, bucket, "obj", "").await.unwrap_or_else(|e| panic!("{strategy}/{selector}: {e:?}"));
+        assert_eq!(info.version, put.version);
+        assert!(got == data, "{strategy}/{selector}: bytes differ");
+        // Lazy and quorum finish their copies after the acknowledgement.
+        replicas_ok(&mut r, bucket, "obj", replicas).await;
+    }
+    let err = net.nodes[0].cli(&["bucket", "create", "bad", "--strategy", "nonesuch"]);
+    assert!(!err.status.success());
+    assert!(String::from_utf8_lossy(&err.stderr).contains("strategy"), "{}", String::from_utf8_lossy(&err.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn zone_aware_placement_over_five_nodes_uses_distinct_zones() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = cluster_toml_zoneless(dir.path());
+    let mut net = Net { nodes: Vec::new(), proxies: Vec::new(), ips: Vec::new(), _dir: dir };
+    let zones = ["a", "a", "b", "b", "c"];
+    for z in zones {
+        net.add(&base, &format!("zone = \"{z}\""));
+    }
+    let views = net.form().await;
+    let zone_of: BTreeMap<u64, String> = views[0].nodes.iter().map(|n| (n.id, n.zone.clone())).collect();
+    ok(net.nodes[0].cli(&["bucket", "create", "spread", "--selector", "zone-aware", "--replicas", "3"]));
+    let mut c = net.nodes[3].client().await;
+    for k in 0..12 {
+        put(&mut c, in_bucket("spread", &format!("k{k}")), &random_bytes(1000)).await.unwrap();
+        let reps = replicas_ok(&mut c, "spread", &format!("k{k}"), 3).await;
+        let used: BTreeSet<&String> = reps.iter().map(|r| &zone_of[&r.node_id]).collect();
+        assert_eq!(used.len(), 3, "k{k}: replicas {reps:?} share a zone");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupt_replica_fails_over_and_is_repaired() {
+    // No blob cache: it could serve a copy verified before the damage.
+    let net = Net::start(3, &format!("{FAST_RETRY}\n[storage]\nmax_cache_size = 0\n"));
+    net.form().await;
+    let data = random_bytes(2 << 20);
+    put_key(&mut net.nodes[0].client().await, "victim", &data).await;
+    let files = blob_files(&net.nodes[1].data());
+    assert_eq!(files.len(), 1);
+    let good = std::fs::read(&files[0]).unwrap();
+    flip_a_byte(&files[0], 1 << 20);
+
+    let mut c = net.nodes[1].client().await;
+    let got = get_key(&mut c, "victim").await.expect("the read fails over to a sound replica");
+    assert!(got == data, "bytes after failover differ");
+    // The damaged copy is replaced from a sound one.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read(&files[0]).ok().as_ref() != Some(&good) {
+        assert!(Instant::now() < deadline, "node 1's copy was never repaired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    replicas_ok(&mut c, "default", "victim", 3).await;
+    assert!(get_key(&mut c, "victim").await.unwrap() == data);
+}
+
+fn flip_a_byte(path: &std::path::Path, at: u64) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+    f.seek(SeekFrom::Start(at)).unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact(&mut b).unwrap();
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.write_all(&[b[0] ^ 0x40]).unwrap();
+    f.sync_all().unwrap();
+}
+
+/// Writes keys through nodes 0 and 1 until `stop`; returns what was
+/// acknowledged.
+async fn writer(net_addrs: Vec<String>, bucket: &'static str, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Vec<(String, Vec<u8>)> {
+    let mut acked = Vec::new();
+    let mut clients = Vec::new();
+    for a in &net_addrs {
+        clients.push(pb::strata_client::StrataClient::connect(format!("http://{a}")).await.unwrap());
+    }
+    let mut i = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let key = format!("w{i}");
+        let data = random_bytes(40_000 + i % 7);
+        let n = clients.len();
+        let c = &mut clients[i % n];
+        if put(c, in_bucket(bucket, &key), &data).await.is_ok() {
+            acked.push((key, data));
+        }
+        i += 1;
+    }
+    acked
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill9_of_a_replica_holder_during_writes_loses_no_acknowledged_write() {
+    let mut net = Net::start(3, FAST_RETRY);
+    net.form().await;
+    ok(net.nodes[0].cli(&["bucket", "create", "eager"]));
+    ok(net.nodes[0].cli(&["bucket", "create", "quorum", "--strategy", "quorum"]));
+    ok(net.nodes[0].cli(&["bucket", "create", "lazy", "--strategy", "lazy"]));
+    let addrs: Vec<String> = net.nodes[..2].iter().map(|n| n.addr().to_string()).collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = ["eager", "quorum", "lazy"]
+        .into_iter()
+        .map(|b| tokio::spawn(writer(addrs.clone(), b, stop.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    net.nodes[2].kill9();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut acked = Vec::new();
+    for (b, w) in ["eager", "quorum", "lazy"].into_iter().zip(writers) {
+        let got = w.await.unwrap();
+        assert!(got.len() > 5, "{b}: only {} writes acknowledged", got.len());
+        acked.push((b, got));
+    }
+    // Every acknowledged write reads back from the survivors.
+    for i in 0..2 {
+        let mut c = net.nodes[i].client().await;
+        for (b, list) in &acked {
+            for (key, data) in list {
+                let (_, got) = get_from(&mut c, b, key, "").await.unwrap_or_else(|e| panic!("{b}/{key} via node {i}: {e:?}"));
+                assert!(&got == data, "{b}/{key} via node {i}: bytes differ");
+            }
+        }
+    }
+    // Back up, the restarted node receives every copy it was owed.
+    net.nodes[2].boot();
+    net.agree(&[0, 1, 2], 3).await;
+    let mut c = net.nodes[2].client().await;
+    for (b, list) in &acked {
+        for (key, data) in list {
+            let reps = replicas_ok(&mut c, b, key, 3).await;
+            assert_eq!(reps.len(), 3);
+            let (_, got) = get_from(&mut c, b, key, "").await.unwrap();
+            assert!(&got == data, "{b}/{key} via the restarted node: bytes differ");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn partitioned_writes_to_the_same_keys_converge_on_one_winner_and_keep_the_loser() {
+    let net = Net::start(3, &format!("{FAST_RETRY}consistency_level = \"eventual\"\n"));
+    net.form().await;
+    ok(net.nodes[0].cli(&["bucket", "create", "strict", "--consistency", "strong"]));
+    net.partition(&[2]);
+    sees_down(&net, 2, 2).await;
+    sees_down(&net, 0, 1).await;
+
+    let mut major = net.nodes[0].client().await;
+    let mut minor = net.nodes[2].client().await;
+    let mut written = BTreeMap::new();
+    for k in 0..8 {
+        let key = format!("k{k}");
+        let a = put(&mut major, header(&key), format!("majority {k}").as_bytes()).await.expect("majority side write");
+        let b = put(&mut minor, header(&key), format!("minority {k}").as_bytes()).await.expect("eventual: the minority side writes too");
+        written.insert(key, [a.version, b.version]);
+    }
+    let err = put(&mut minor, in_bucket("strict", "x"), b"no").await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "strong consistency refuses on the minority side: {err:?}");
+    assert!(put(&mut major, in_bucket("strict", "x"), b"yes").await.is_ok(), "and accepts on the majority side");
+
+    net.heal();
+    net.agree(&[0, 1, 2], 3).await;
+    for (key, versions) in &written {
+        let winner = versions.iter().max().unwrap();
+        let loser = versions.iter().min().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for i in 0..3 {
+            let mut c = net.nodes[i].client().await;
+            loop {
+                let (info, _) = get_from(&mut c, "default", key, "").await.unwrap();
+                if &info.version == winner {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "node {i} still serves {} for {key}, not {winner}", info.version);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let (old, _) = get_from(&mut c, "default", key, loser).await.expect("the losing version stays in history");
+            assert_eq!(&old.version, loser);
+            let local = versions_in(&mut c, key).await;
+            assert!(local.contains(winner) && local.contains(loser), "node {i} history of {key}: {local:?}");
+        }
+    }
+}
+
+async fn versions_in(c: &mut Client, key: &str) -> Vec<String> {
+    versions(c, key).await.into_iter().map(|v| v.version).collect()
+}
