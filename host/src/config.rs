@@ -79,6 +79,14 @@ pub struct ReplicationConfig {
     pub retry_delay: Duration,
     /// When false, a plan's asynchronous targets are written synchronously.
     pub enable_async_replication: bool,
+    /// How often each node checks the versions it leads against their
+    /// policy (after membership or health changes).
+    #[serde(with = "duration")]
+    pub health_check_interval: Duration,
+    /// A node down this long is replaced: its versions are copied to new
+    /// targets. Shorter outages are waited out (the owed copies are queued).
+    #[serde(with = "duration")]
+    pub repair_delay: Duration,
 }
 
 impl Default for ReplicationConfig {
@@ -95,6 +103,8 @@ impl Default for ReplicationConfig {
             retry_attempts: 8,
             retry_delay: Duration::from_secs(1),
             enable_async_replication: true,
+            health_check_interval: Duration::from_secs(30),
+            repair_delay: Duration::from_secs(600),
         }
     }
 }
@@ -472,8 +482,8 @@ impl Config {
         if r.min_replicas == 0 || r.min_replicas > r.replication_factor || r.replication_factor > r.max_replicas {
             return bad("replication", "want 1 <= min_replicas <= replication_factor <= max_replicas");
         }
-        if r.sync_timeout.is_zero() || r.retry_delay.is_zero() {
-            return bad("replication", "sync_timeout and retry_delay must be more than 0s");
+        if r.sync_timeout.is_zero() || r.retry_delay.is_zero() || r.health_check_interval.is_zero() {
+            return bad("replication", "sync_timeout, retry_delay and health_check_interval must be more than 0s");
         }
         if r.max_concurrent_syncs == 0 {
             return bad("replication.max_concurrent_syncs", "must be at least 1");

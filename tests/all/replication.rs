@@ -325,3 +325,113 @@ async fn partitioned_writes_to_the_same_keys_converge_on_one_winner_and_keep_the
 async fn versions_in(c: &mut Client, key: &str) -> Vec<String> {
     versions(c, key).await.into_iter().map(|v| v.version).collect()
 }
+
+/// Puts `n` small objects through `c` in the bucket, a few hundred a call.
+async fn put_small(c: &mut Client, bucket: &str, n: usize) {
+    for start in (0..n).step_by(250) {
+        let items = (start..(start + 250).min(n))
+            .map(|i| pb::PutManyItem {
+                header: Some(in_bucket(bucket, &format!("obj-{i:05}"))),
+                data: random_bytes(1024 + i % 100).into(),
+            })
+            .collect();
+        for r in put_many(c, items).await {
+            assert!(r.error.is_empty(), "{}: {}", r.key, r.error);
+        }
+    }
+}
+
+/// Live objects each node holds.
+async fn counts(net: &Net, which: &[usize]) -> Vec<u64> {
+    let mut out = Vec::new();
+    for &i in which {
+        out.push(stats(&mut net.nodes[i].client().await).await.objects);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn repair_restores_the_replica_count_after_a_node_is_lost() {
+    let mut net = Net::start(4, &format!("{FAST_RETRY}repair_delay = \"1s\"\nhealth_check_interval = \"300ms\"\n"));
+    net.form().await;
+    put_small(&mut net.nodes[0].client().await, "default", 1000).await;
+    let before = counts(&net, &[0, 1, 2, 3]).await;
+    assert_eq!(before.iter().sum::<u64>(), 3000, "3 replicas of each: {before:?}");
+    net.nodes[3].kill9();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let now = counts(&net, &[0, 1, 2]).await;
+        if now.iter().all(|n| *n == 1000) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "replicas never restored: {now:?} (before {before:?})");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let shown = ok(net.nodes[0].cli(&["cluster", "status"]));
+    assert!(shown.contains("replication on this node"), "{shown}");
+    loop {
+        let mut copies = 0;
+        for i in 0..3 {
+            copies += status(&mut net.nodes[i].client().await).await.placement.unwrap().copies;
+        }
+        if copies == before[3] {
+            break; // each version the lost node held was copied once
+        }
+        assert!(copies < before[3] && Instant::now() < deadline, "{copies} copies for {} lost replicas", before[3]);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Each sampled object has three sound replicas on the living nodes (the
+    // lost node stays listed, unreachable, until it returns or is removed).
+    let mut c = net.nodes[1].client().await;
+    for i in (0..1000).step_by(97) {
+        let info = stat(&mut c, "default", &format!("obj-{i:05}")).await;
+        let sound = info.replicas.iter().filter(|r| r.state == "ok").count();
+        assert_eq!(sound, 3, "obj-{i:05}: {:?}", info.replicas);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_node_takes_about_the_share_the_placement_predicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = format!("{}zone = \"a\"\n", cluster_toml_zoneless(dir.path()));
+    let mut net = Net { nodes: Vec::new(), proxies: Vec::new(), ips: Vec::new(), _dir: dir };
+    let extra = format!("{FAST_RETRY}health_check_interval = \"1h\"\n");
+    for _ in 0..3 {
+        net.add(&base, &extra);
+    }
+    net.form().await;
+    ok(net.nodes[0].cli(&["bucket", "create", "spread", "--replicas", "1"]));
+    put_small(&mut net.nodes[0].client().await, "spread", 600).await;
+    assert_eq!(counts(&net, &[0, 1, 2]).await.iter().sum::<u64>(), 600);
+
+    net.add(&base, &extra);
+    ok(net.nodes[3].cli(&["cluster", "join", &net.peer(0)]));
+    net.agree(&[0, 1, 2, 3], 4).await;
+    // Rendezvous hashing moves about a quarter of the keys to a fourth node.
+    let mut predicted = 0;
+    for i in 0..3 {
+        let out = ok(net.nodes[i].cli(&["cluster", "rebalance", "--dry-run"]));
+        let n: u64 = out.split("would copy ").nth(1).and_then(|s| s.split(' ').next()).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{out}"));
+        predicted += n;
+    }
+    assert!((90..=210).contains(&predicted), "predicted moves {predicted} of 600");
+    assert_eq!(counts(&net, &[3]).await, vec![0], "a dry run moves nothing");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        // The lowest-id live holder of each version leads it: the new node too.
+        for i in 0..4 {
+            ok(net.nodes[i].cli(&["cluster", "rebalance"]));
+        }
+        let now = counts(&net, &[0, 1, 2, 3]).await;
+        if now[3] == predicted && now.iter().sum::<u64>() == 600 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "rebalance never settled: {now:?}, predicted {predicted} on the new node");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let mut c = net.nodes[3].client().await;
+    for i in (0..600).step_by(37) {
+        let (_, got) = get_from(&mut c, "spread", &format!("obj-{i:05}"), "").await.unwrap();
+        assert_eq!(got.len(), 1024 + i % 100);
+    }
+}

@@ -64,6 +64,7 @@ pub async fn handle_status(c: &Cluster) -> Result<pb::ClusterView, Status> {
         problem: c.problem().unwrap_or_default(),
         snapshot: m.snapshot.map_or(0, |l| l.index),
         purged: m.purged.map_or(0, |l| l.index),
+        ..Default::default()
     })
 }
 

@@ -217,6 +217,11 @@ impl pb::strata_server::Strata for Api {
             if req.version.is_empty() {
                 return Err(error::invalid("version: give the version to restore (see `strata versions KEY`)"));
             }
+            if self.replicator.is_some() {
+                return Err(Status::failed_precondition(
+                    "restore is not available on a cluster yet: get the old version and put it again",
+                ));
+            }
             let rec = self.objects.meta().restore(&bucket, &req.key, &req.version).await?;
             Ok(object_info(&rec))
         })
@@ -234,7 +239,19 @@ impl pb::strata_server::Strata for Api {
         _req: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterView>, Status> {
         let c = cluster::require(self.cluster.as_ref())?;
-        self.timed("cluster_status", cluster::handle_status(c)).await.map(Response::new)
+        self.timed("cluster_status", async {
+            let mut v = cluster::handle_status(c).await?;
+            if let Some(r) = &self.replicator {
+                let q = self.objects.meta().queue_stats().await?;
+                v.replication_pending = q.pending;
+                v.replication_retrying = q.retrying;
+                v.replication_lag_ms = q.oldest_ms;
+                v.placement = Some(r.totals.report());
+            }
+            Ok(v)
+        })
+        .await
+        .map(Response::new)
     }
 
     async fn cluster_join(&self, req: Request<pb::ClusterJoinRequest>) -> Result<Response<pb::ClusterView>, Status> {
@@ -273,6 +290,11 @@ impl pb::strata_server::Strata for Api {
         })
         .await
         .map(Response::new)
+    }
+
+    async fn cluster_repair(&self, req: Request<pb::ClusterRepairRequest>) -> Result<Response<pb::ClusterRepairReport>, Status> {
+        let r = self.replicator.as_ref().ok_or_else(|| cluster::require(None).err().expect("no cluster"))?;
+        self.timed("cluster_repair", r.placement_pass(req.into_inner().dry_run)).await.map(Response::new)
     }
 
     async fn set_replication(&self, req: Request<pb::SetReplicationRequest>) -> Result<Response<pb::ReplicationPolicy>, Status> {

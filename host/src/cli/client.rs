@@ -327,6 +327,18 @@ pub async fn run(addr: &str, cmd: Cmd) -> anyhow::Result<()> {
                 println!("removed node {id}");
                 output::cluster(&v, false);
             }
+            ClusterCmd::Repair { dry_run } | ClusterCmd::Rebalance { dry_run } => {
+                let r = c.cluster_repair(pb::ClusterRepairRequest { dry_run }).await.map_err(status)?.into_inner();
+                let verb = if dry_run { "would copy" } else { "queued" };
+                println!(
+                    "checked {} versions led by this node: {verb} {} copies ({} bytes), {} {} surplus copies",
+                    r.checked,
+                    r.copies,
+                    r.copy_bytes,
+                    if dry_run { "would drop" } else { "dropped" },
+                    r.dropped
+                );
+            }
             ClusterCmd::Replication { bucket, policy } => {
                 let p = if policy.is_empty() {
                     c.get_replication(pb::GetReplicationRequest { bucket }).await.map_err(status)?.into_inner()

@@ -265,7 +265,19 @@ pub enum ClusterCmd {
         #[arg(value_name = "NODE_ID")]
         id: u64,
     },
-    /// Show a bucket's replication policy, or set it with the options.
+    /// Check every version this node leads against its policy now: restore
+    /// lost replicas, copy to new placements, drop surplus copies.
+    Repair {
+        /// Only count what would be done.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// The same pass as `repair`, named for its other use: after nodes
+    /// join or leave, move data to the new placement.
+    Rebalance {
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Show a bucket's replication policy, or set it (unset flags take the
     /// server's [replication] defaults).
     Replication {

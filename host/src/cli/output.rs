@@ -190,7 +190,11 @@ pub fn cluster(v: &pb::ClusterView, json: bool) {
         println!(
             "{}",
             json!({"node_id": v.node_id, "cluster_id": v.cluster_id, "leader": v.leader, "term": v.term,
-                   "applied": v.applied, "epoch": v.epoch, "problem": v.problem, "nodes": nodes})
+                   "applied": v.applied, "epoch": v.epoch, "problem": v.problem, "nodes": nodes,
+                   "replication_pending": v.replication_pending, "replication_retrying": v.replication_retrying,
+                   "replication_lag_ms": v.replication_lag_ms,
+                   "placement": v.placement.as_ref().map(|p| json!({"checked": p.checked, "copies": p.copies,
+                       "copy_bytes": p.copy_bytes, "dropped": p.dropped}))})
         );
         return;
     }
@@ -231,6 +235,17 @@ pub fn cluster(v: &pb::ClusterView, json: bool) {
     println!(
         "cluster {}, term {}, applied index {}, epoch {}, answered by node {}",
         v.cluster_id, v.term, v.applied, v.epoch, v.node_id
+    );
+    let p = v.placement.unwrap_or_default();
+    println!(
+        "replication on this node: {} copies owed ({} retrying, oldest {} ms); since start checked {} versions, queued {} copies ({}), dropped {} surplus",
+        v.replication_pending,
+        v.replication_retrying,
+        v.replication_lag_ms,
+        p.checked,
+        p.copies,
+        bytesize::ByteSize(p.copy_bytes),
+        p.dropped
     );
 }
 

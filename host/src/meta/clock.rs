@@ -23,6 +23,11 @@ impl Clock {
         *last
     }
 
+    /// The last stamp given or seen, without taking a new one.
+    pub fn peek(&self) -> u64 {
+        *self.last.lock().expect("clock lock")
+    }
+
     /// Moves the clock past a stamp seen from another node, so that this
     /// node's next write orders after it.
     pub fn observe(&self, stamp: u64) {

@@ -97,6 +97,17 @@ pub struct NewVersion {
     pub identity: Option<Identity>,
 }
 
+/// A version and where it is placed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Placed {
+    pub id: i64,
+    pub bucket: String,
+    pub key: String,
+    pub version: String,
+    pub size: u64,
+    pub replicas: Vec<u64>,
+}
+
 /// A version's identity, fixed by the node that coordinated the write and
 /// the same on every replica.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -265,6 +276,17 @@ impl MetaStore {
         &self.node_id
     }
 
+    /// This node's clock, as peers learn it (their next writes order after
+    /// everything this node has seen).
+    pub fn clock(&self) -> u64 {
+        self.clock.peek()
+    }
+
+    /// Moves this node's clock past a peer's.
+    pub fn observe(&self, stamp: u64) {
+        self.clock.observe(stamp)
+    }
+
     /// A new version identity stamped by this node's clock.
     pub fn mint(&self, replicas: Vec<u64>) -> Identity {
         let stamp = self.clock.now();
@@ -277,6 +299,21 @@ impl MetaStore {
             modified_ms: now,
             replicas,
         }
+    }
+
+    /// Versions with content after row `after`, in row order, with their
+    /// placements: what a placement pass walks.
+    pub async fn placed_after(&self, after: i64, limit: u32) -> Result<Vec<Placed>, MetaError> {
+        sql::placed_after(&self.read, after, limit).await
+    }
+
+    pub async fn set_replicas(&self, bucket: &str, key: &str, version: &str, replicas: &[u64]) -> Result<(), MetaError> {
+        sql::set_replicas(&self.write, bucket, key, version, replicas).await
+    }
+
+    /// Whether copies of the version are still queued here.
+    pub async fn queued(&self, bucket: &str, key: &str, version: &str) -> Result<bool, MetaError> {
+        queue::queued(&self.write, bucket, key, version).await
     }
 
     /// The nodes a version was placed on (empty on a single node).

@@ -108,3 +108,13 @@ pub async fn stats(pool: &SqlitePool) -> Result<QueueStats, MetaError> {
 pub async fn next_due(pool: &SqlitePool) -> Result<Option<i64>, MetaError> {
     Ok(sqlx::query("SELECT min(due_ms) AS d FROM replication_queue").fetch_one(pool).await?.try_get("d")?)
 }
+
+pub async fn queued(pool: &SqlitePool, bucket: &str, key: &str, version: &str) -> Result<bool, MetaError> {
+    Ok(sqlx::query("SELECT 1 FROM replication_queue WHERE bucket = ? AND key = ? AND version = ? LIMIT 1")
+        .bind(bucket)
+        .bind(key)
+        .bind(version)
+        .fetch_optional(pool)
+        .await?
+        .is_some())
+}

@@ -57,6 +57,41 @@ pub async fn replicas(pool: &SqlitePool, bucket: &str, key: &str, version: &str)
     serde_json::from_str(&text).map_err(|e| MetaError::Db(Box::new(e)))
 }
 
+pub async fn placed_after(pool: &SqlitePool, after: i64, limit: u32) -> Result<Vec<super::Placed>, MetaError> {
+    let rows = sqlx::query(
+        "SELECT id, bucket, key, version, size, replicas FROM versions \
+         WHERE id > ? AND digest IS NOT NULL ORDER BY id LIMIT ?",
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let replicas: String = r.try_get("replicas")?;
+            Ok(super::Placed {
+                id: r.try_get("id")?,
+                bucket: r.try_get("bucket")?,
+                key: r.try_get("key")?,
+                version: r.try_get("version")?,
+                size: r.try_get::<i64, _>("size")? as u64,
+                replicas: serde_json::from_str(&replicas).map_err(|e| MetaError::Db(Box::new(e)))?,
+            })
+        })
+        .collect()
+}
+
+pub async fn set_replicas(pool: &SqlitePool, bucket: &str, key: &str, version: &str, replicas: &[u64]) -> Result<(), MetaError> {
+    sqlx::query("UPDATE versions SET replicas = ? WHERE bucket = ? AND key = ? AND version = ?")
+        .bind(serde_json::json!(replicas).to_string())
+        .bind(bucket)
+        .bind(key)
+        .bind(version)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 pub async fn node_id(pool: &SqlitePool) -> Result<String, MetaError> {
     let mut conn = pool.acquire().await?;
     if let Some(row) = sqlx::query("SELECT node_id FROM node WHERE id = 1")
@@ -75,9 +110,10 @@ pub async fn node_id(pool: &SqlitePool) -> Result<String, MetaError> {
 }
 
 pub async fn last_stamp(pool: &SqlitePool) -> Result<u64, MetaError> {
-    // Stamps grow with row ids on this node, so the newest row holds the
-    // highest; an index lookup, not a scan.
-    let row = sqlx::query("SELECT COALESCE((SELECT stamp FROM versions ORDER BY id DESC LIMIT 1), 0) AS s")
+    // Stamps this node mints grow with row ids; copies from other nodes may
+    // arrive out of order, so look over the recent rows, not just the last
+    // (an index range, not a scan of the table).
+    let row = sqlx::query("SELECT COALESCE((SELECT MAX(stamp) FROM (SELECT stamp FROM versions ORDER BY id DESC LIMIT 100000)), 0) AS s")
         .fetch_one(pool)
         .await?;
     Ok(row.try_get::<i64, _>("s")? as u64)
@@ -162,14 +198,17 @@ pub async fn delete_bucket(pool: &SqlitePool, name: &str) -> Result<(), MetaErro
 
 // ---- reads ----
 
-/// The newest version of a key, delete markers included: what "latest" means.
+/// The newest version of a key, delete markers included: what "latest"
+/// means. Newest by version (stamp, then node), not by row: a replica may
+/// receive an older version after a newer one.
 async fn newest_id(conn: &mut SqliteConnection, bucket: &str, key: &str) -> Result<Option<i64>, MetaError> {
-    Ok(sqlx::query("SELECT MAX(id) AS id FROM versions WHERE bucket = ? AND key = ?")
+    Ok(sqlx::query("SELECT id FROM versions WHERE bucket = ? AND key = ? ORDER BY version DESC LIMIT 1")
         .bind(bucket)
         .bind(key)
-        .fetch_one(conn)
+        .fetch_optional(conn)
         .await?
-        .try_get("id")?)
+        .map(|r| r.try_get("id"))
+        .transpose()?)
 }
 
 async fn latest_on(
@@ -271,7 +310,7 @@ pub async fn list_versions(pool: &SqlitePool, bucket: &str, key: &str) -> Result
     let rows = sqlx::query(
         "SELECT v.id, v.bucket, v.key, v.version, v.stamp, v.digest, v.size, \
          v.content_type, v.attributes, v.created_ms, v.modified_ms \
-         FROM versions v WHERE v.bucket = ? AND v.key = ? ORDER BY v.id DESC",
+         FROM versions v WHERE v.bucket = ? AND v.key = ? ORDER BY v.version DESC",
     )
     .bind(bucket)
     .bind(key)
@@ -361,9 +400,11 @@ pub(super) async fn enforce_retention(
     key: &str,
     max: u32,
 ) -> Result<(), MetaError> {
+    // Newest by version; the live row always stays.
     let old = sqlx::query(
-        "SELECT id, digest, size FROM versions WHERE bucket = ? AND key = ? \
-         ORDER BY id DESC LIMIT -1 OFFSET ?",
+        "SELECT id, digest, size FROM versions WHERE bucket = ?1 AND key = ?2 \
+         AND id NOT IN (SELECT version_id FROM objects WHERE bucket = ?1 AND key = ?2) \
+         ORDER BY version DESC LIMIT -1 OFFSET ?3 - (SELECT COUNT(*) FROM objects WHERE bucket = ?1 AND key = ?2)",
     )
     .bind(bucket)
     .bind(key)
@@ -402,9 +443,9 @@ pub async fn expire_versions(pool: &SqlitePool, cutoff_ms: i64) -> Result<u64, M
             "SELECT v.id, v.digest, v.size FROM versions v \
              WHERE v.id > ? AND v.id <= ? AND v.modified_ms < ? \
              AND NOT EXISTS (SELECT 1 FROM objects o WHERE o.version_id = v.id) \
-             AND (EXISTS (SELECT 1 FROM versions n WHERE n.bucket = v.bucket AND n.key = v.key AND n.id > v.id) \
+             AND (EXISTS (SELECT 1 FROM versions n WHERE n.bucket = v.bucket AND n.key = v.key AND n.version > v.version) \
                   OR (v.digest IS NULL AND NOT EXISTS \
-                      (SELECT 1 FROM versions p WHERE p.bucket = v.bucket AND p.key = v.key AND p.id < v.id))) \
+                      (SELECT 1 FROM versions p WHERE p.bucket = v.bucket AND p.key = v.key AND p.version < v.version))) \
              ORDER BY v.id",
         )
         .bind(after)
@@ -554,7 +595,7 @@ pub async fn delete(
             // pointer moves first: `objects` must never name a deleted row.
             let newest = sqlx::query(
                 "SELECT id, digest, size FROM versions WHERE bucket = ? AND key = ? AND id != ? \
-                 ORDER BY id DESC LIMIT 1",
+                 ORDER BY version DESC LIMIT 1",
             )
             .bind(bucket)
             .bind(key)

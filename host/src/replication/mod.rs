@@ -14,6 +14,7 @@
 //! receiving side, [`wire`] the messages.
 
 pub mod delete;
+pub mod placement;
 pub mod plan;
 pub mod queue;
 pub mod read;
@@ -41,11 +42,22 @@ pub struct Replicator {
     pub config: ReplicationConfig,
     /// Wakes the queue worker: copies were queued.
     queued: Notify,
+    /// One placement pass at a time.
+    pass_lock: tokio::sync::Mutex<()>,
+    pub totals: placement::Totals,
 }
 
 impl Replicator {
     pub fn new(objects: Arc<Objects>, cluster: Arc<Cluster>, plugins: Arc<Plugins>, config: ReplicationConfig) -> Arc<Self> {
-        Arc::new(Self { objects, cluster, plugins, config, queued: Notify::new() })
+        Arc::new(Self {
+            objects,
+            cluster,
+            plugins,
+            config,
+            queued: Notify::new(),
+            pass_lock: Default::default(),
+            totals: Default::default(),
+        })
     }
 
     /// The bucket's policy as this node last applied it.

@@ -72,6 +72,8 @@ pub struct Member {
     pub region: String,
     pub health: Seen,
     pub load: f64,
+    /// Time since its last heartbeat, if one came since this node started.
+    pub silent: Option<std::time::Duration>,
 }
 
 /// The members with their health, load and free space.
@@ -97,7 +99,7 @@ pub fn members(c: &Cluster) -> (Vec<Member>, Vec<NodeInfo>) {
             },
             labels: n.labels.clone().into_iter().collect(),
         });
-        members.push(Member { id, addr: n.addr, zone: n.zone, region: n.region, health: seen.health, load: beat.load });
+        members.push(Member { id, addr: n.addr, zone: n.zone, region: n.region, health: seen.health, load: beat.load, silent: seen.silent });
     }
     (members, infos)
 }
@@ -173,4 +175,27 @@ pub async fn plan(
         out.sync.append(&mut out.asynchronous);
     }
     Ok(out)
+}
+
+/// Where each of many versions should live among `candidates` (indices
+/// into `infos`), by their buckets' selectors: one blocking call for all.
+pub async fn select_many(
+    plugins: &Arc<Plugins>,
+    infos: Vec<NodeInfo>,
+    candidates: Vec<u32>,
+    items: Vec<(Policy, ObjectInfo)>,
+) -> Result<Vec<Result<Vec<u32>, String>>, Status> {
+    let plugins = plugins.clone();
+    tokio::task::spawn_blocking(move || {
+        let topology = Topology::new(infos);
+        items
+            .into_iter()
+            .map(|(policy, object)| {
+                let sel = plugins.selector(&policy.selector).map_err(|e| e.to_string())?;
+                sel.select(&topology, &candidates, &object, &policy.wit()).map_err(|e| e.to_string())
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| Status::internal(format!("placement task failed: {e}")))
 }

@@ -134,15 +134,10 @@ impl Replicator {
                     break; // the target answered; its answer says why
                 }
             }
-            let _ = send(wire::trailer_frame(&Trailer { digest, size: rec.size })).await;
+            let _ = send(wire::trailer_frame(&Trailer { digest, size: rec.size, owed: Vec::new() })).await;
         }
         drop(tx);
-        match tokio::time::timeout(timeout, task).await {
-            Ok(Ok(Ok(_))) => Ok(how),
-            Ok(Ok(Err(s))) => Err(s.message().to_string()),
-            Ok(Err(err)) => Err(err.to_string()),
-            Err(_) => Err(format!("no answer {timeout:?} after the last byte")),
-        }
+        answer(task, timeout).await.map(|()| how)
     }
 }
 
@@ -153,11 +148,20 @@ impl Replicator {
         let (tx, task) = wire::open_push(&self.cluster.network, addr);
         let _ = tx.send(wire::header_frame(header)).await;
         drop(tx);
-        match tokio::time::timeout(self.config.sync_timeout, task).await {
-            Ok(Ok(Ok(_))) => Ok(()),
-            Ok(Ok(Err(s))) => Err(s.message().to_string()),
-            Ok(Err(err)) => Err(err.to_string()),
-            Err(_) => Err(format!("no answer within {:?}", self.config.sync_timeout)),
+        answer(task, self.config.sync_timeout).await
+    }
+}
+
+/// A push's answer; a push that gives none within `timeout` is cancelled.
+async fn answer(task: tokio::task::JoinHandle<Result<wire::PushAck, tonic::Status>>, timeout: Duration) -> Result<(), String> {
+    let abort = task.abort_handle();
+    match tokio::time::timeout(timeout, task).await {
+        Ok(Ok(Ok(_))) => Ok(()),
+        Ok(Ok(Err(s))) => Err(s.message().to_string()),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(_) => {
+            abort.abort();
+            Err(format!("no answer within {timeout:?}"))
         }
     }
 }

@@ -62,6 +62,7 @@ impl Replicator {
         for (node, r) in futures::future::join_all(asks).await {
             match r {
                 Ok(h) => {
+                    self.objects.meta().observe(h.clock);
                     views.answered.push(node);
                     if let Some(f) = h.found {
                         views.found.push((node, f));
@@ -170,33 +171,42 @@ impl Replicator {
         let (bucket, key) = (bucket.to_string(), key.to_string());
         tokio::spawn(async move {
             let version = winner.version.clone();
+            // What the read must deliver; a source that sends less (or
+            // more) has failed.
+            let total = winner.size.saturating_sub(range.offset);
+            let want = range.len.map_or(total, |l| l.min(total));
+            let wait = this.config.sync_timeout;
             let mut sent = 0u64;
             let mut errors = Vec::new();
             for m in &sources {
-                let from = Range { offset: range.offset + sent, len: range.len.map(|l| l - sent) };
-                if from.len == Some(0) {
-                    return;
-                }
-                let mut s = match this.open(m, &bucket, &key, &version, from).await {
-                    Ok(s) => s,
-                    Err(e) => {
+                let from = Range { offset: range.offset + sent, len: Some(want - sent) };
+                let mut s = match tokio::time::timeout(wait, this.open(m, &bucket, &key, &version, from)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
                         errors.push(format!("node {}: {e}", m.id));
+                        continue;
+                    }
+                    Err(_) => {
+                        errors.push(format!("node {}: no answer within {wait:?}", m.id));
                         continue;
                     }
                 };
                 let mut failed = None;
-                while let Some(item) = s.next().await {
-                    match item {
-                        Ok(b) => {
+                while sent < want {
+                    match tokio::time::timeout(wait, s.next()).await {
+                        Ok(Some(Ok(b))) if sent + b.len() as u64 <= want => {
                             sent += b.len() as u64;
                             if tx.send(Ok(b)).await.is_err() {
                                 return; // the client went away
                             }
                         }
-                        Err(e) => {
-                            failed = Some(e);
-                            break;
-                        }
+                        Ok(Some(Ok(_))) => failed = Some("sent more bytes than the version has".to_string()),
+                        Ok(Some(Err(e))) => failed = Some(e),
+                        Ok(None) => failed = Some(format!("the stream ended after {sent} of {want} bytes")),
+                        Err(_) => failed = Some(format!("no data for {wait:?}")),
+                    }
+                    if failed.is_some() {
+                        break;
                     }
                 }
                 match failed {
@@ -225,8 +235,18 @@ impl Replicator {
             return Err(deleted(bucket, key, version, &winner));
         }
         let (members, _) = plan::members(&self.cluster);
-        let replicas = winner
-            .replicas
+        // Every node some holder lists, and every holder: lists differ
+        // while a repair or rebalance is under way.
+        let mut listed: Vec<u64> = views
+            .found
+            .iter()
+            .filter(|(_, f)| f.version == winner.version)
+            .flat_map(|(n, f)| f.replicas.iter().copied().chain([*n]))
+            .chain(winner.replicas.iter().copied())
+            .collect();
+        listed.sort_unstable();
+        listed.dedup();
+        let replicas = listed
             .iter()
             .map(|n| {
                 let state = match views.found.iter().find(|(m, _)| m == n) {

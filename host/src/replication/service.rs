@@ -60,11 +60,11 @@ impl pb::replica_server::Replica for ReplicaService {
         let meta = objects.meta();
         if h.marker {
             meta.record_marker(&h.bucket, &h.key, &h.identity).await.map_err(ObjectError::from)?;
-            return encode(&PushAck { deduplicated: false });
+            return encode(&PushAck { deduplicated: false, clock: meta.clock() });
         }
         if h.forget {
             return match meta.delete(&h.bucket, &h.key, Some(&h.identity.version)).await {
-                Ok(_) | Err(MetaError::NoSuchVersion { .. } | MetaError::NotFound { .. }) => encode(&PushAck { deduplicated: false }),
+                Ok(_) | Err(MetaError::NoSuchVersion { .. } | MetaError::NotFound { .. }) => encode(&PushAck { deduplicated: false, clock: meta.clock() }),
                 Err(e) => Err(ObjectError::from(e).into()),
             };
         }
@@ -73,7 +73,7 @@ impl pb::replica_server::Replica for ReplicaService {
                 return Err(Status::invalid_argument("a push without data names its digest and size"));
             };
             return match objects.put_known(spec, d, size).await? {
-                Some(_) => encode(&PushAck { deduplicated: true }),
+                Some(_) => encode(&PushAck { deduplicated: true, clock: meta.clock() }),
                 None => Err(Status::failed_precondition(format!("blob {d} is not held here: send the bytes"))),
             };
         }
@@ -103,8 +103,12 @@ impl pb::replica_server::Replica for ReplicaService {
                 staged.size, staged.digest, t.size, t.digest
             )));
         }
-        objects.commit(vec![(spec, staged)]).await.pop().expect("one result")?;
-        encode(&PushAck { deduplicated: false })
+        let rec = objects.commit(vec![(spec, staged)]).await.pop().expect("one result")?;
+        if !t.owed.is_empty() {
+            meta.enqueue(&rec.bucket, &rec.key, &rec.version, &t.owed).await.map_err(ObjectError::from)?;
+            self.replicator.wake();
+        }
+        encode(&PushAck { deduplicated: false, clock: meta.clock() })
     }
 
     async fn lookup(&self, req: Request<pb::RaftBytes>) -> Result<Response<pb::RaftBytes>, Status> {
@@ -172,5 +176,5 @@ pub async fn holding(r: &Replicator, q: &Lookup) -> Result<Holding, Status> {
         Some(d) => meta.known_blobs(&[d]).await.map_err(ObjectError::from)?.contains(&d),
         None => false,
     };
-    Ok(Holding { found, has_digest })
+    Ok(Holding { found, has_digest, clock: meta.clock() })
 }

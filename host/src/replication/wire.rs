@@ -42,12 +42,18 @@ pub struct VersionHeader {
 pub struct Trailer {
     pub digest: Digest,
     pub size: u64,
+    /// Copies of the version the receiver queues as it records it.
+    #[serde(default)]
+    pub owed: Vec<u64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PushAck {
     /// The receiver had the blob and took no bytes.
     pub deduplicated: bool,
+    /// The receiver's clock: the sender moves its own past it.
+    #[serde(default)]
+    pub clock: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -66,6 +72,9 @@ pub struct Holding {
     pub found: Option<Found>,
     /// The asked-for digest is held, sound.
     pub has_digest: bool,
+    /// The answering node's clock.
+    #[serde(default)]
+    pub clock: u64,
 }
 
 /// A version as one node holds it.

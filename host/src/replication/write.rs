@@ -174,8 +174,21 @@ impl Replicator {
             }
         };
 
+        // Copies owed beyond the synchronous ones are queued, before the
+        // write is acknowledged, by one synchronous target as it records the
+        // version: this node if it is one, else the first remote.
+        let mut owed_now: Vec<u64> = p.asynchronous.clone();
+        owed_now.extend(p.targets.iter().chain(&p.ideal).filter(|t| !p.sync.contains(t) && !p.asynchronous.contains(t)));
+        owed_now.sort_unstable();
+        owed_now.dedup();
+        let keeper = if staged.is_some() {
+            Some(me)
+        } else {
+            pushes.iter().find(|p| p.tx.is_some() && !p.stalled).map(|p| p.node)
+        };
         // The trailer tells each target what it should have received.
-        let trailer = wire::trailer_frame(&Trailer { digest, size });
+        let trailer = wire::trailer_frame(&Trailer { digest, size, owed: Vec::new() });
+        let keeper_trailer = wire::trailer_frame(&Trailer { digest, size, owed: owed_now.clone() });
         let mut outcomes: FuturesUnordered<Outcome> = FuturesUnordered::new();
         for p in pushes {
             let Push { node, tx, task, stalled } = p;
@@ -185,23 +198,36 @@ impl Replicator {
                 continue;
             }
             if let Some(tx) = tx {
-                let _ = tokio::time::timeout(timeout, tx.send(trailer.clone())).await;
+                let t = if keeper == Some(node) { keeper_trailer.clone() } else { trailer.clone() };
+                let _ = tokio::time::timeout(timeout, tx.send(t)).await;
             }
+            let clock = self.objects.meta().clone();
             outcomes.push(Box::pin(async move {
+                let abort = task.abort_handle();
                 let r = match tokio::time::timeout(timeout, task).await {
-                    Ok(Ok(Ok(_))) => Ok(()),
+                    Ok(Ok(Ok(ack))) => {
+                        clock.observe(ack.clock);
+                        Ok(())
+                    }
                     Ok(Ok(Err(s))) => Err(s.message().to_string()),
                     Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err(format!("no answer {timeout:?} after the last byte")),
+                    Err(_) => {
+                        abort.abort(); // drops the stream to the stuck peer
+                        Err(format!("no answer {timeout:?} after the last byte"))
+                    }
                 };
                 (node, r)
             }));
         }
         if let Some(st) = staged {
-            let (objects, spec) = (self.objects.clone(), spec.clone());
+            let (this, spec, owed) = (self.clone(), spec.clone(), owed_now.clone());
             outcomes.push(Box::pin(async move {
-                let r = objects.commit(vec![(spec, st)]).await.pop().expect("one result");
-                (me, r.map(|_| ()).map_err(|e| e.to_string()))
+                let r = this.objects.commit(vec![(spec.clone(), st)]).await.pop().expect("one result");
+                let r = match r {
+                    Ok(rec) => this.enqueue_on(me, &rec.bucket, &rec.key, &rec.version, &owed).await.map_err(|s| s.message().to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                (me, r)
             }));
         }
 
@@ -233,12 +259,9 @@ impl Replicator {
         // The rest finishes in the background; every copy still owed is
         // queued on a node that holds the version.
         let this = self.clone();
-        let mut owed: Vec<u64> = p.asynchronous.clone();
-        owed.extend(p.targets.iter().chain(&p.ideal).filter(|t| !p.sync.contains(t) && !p.asynchronous.contains(t)));
         let (bucket, key, version) = (rec.bucket.clone(), rec.key.clone(), rec.version.clone());
         tokio::spawn(async move {
-            let mut owed = owed;
-            owed.extend(failed.iter().map(|(n, _)| *n));
+            let mut owed: Vec<u64> = failed.iter().map(|(n, _)| *n).collect();
             while let Some((node, r)) = outcomes.next().await {
                 match r {
                     Ok(()) => durable.push(node),
@@ -249,6 +272,9 @@ impl Replicator {
                 }
             }
             let Some(&holder) = durable.iter().find(|n| **n == me).or(durable.first()) else { return };
+            if !keeper.is_some_and(|k| durable.contains(&k)) {
+                owed.extend(&owed_now); // the keeper failed: queue them now
+            }
             owed.retain(|n| !durable.contains(n));
             owed.sort_unstable();
             owed.dedup();
