@@ -87,6 +87,10 @@ pub struct ReplicationConfig {
     /// targets. Shorter outages are waited out (the owed copies are queued).
     #[serde(with = "duration")]
     pub repair_delay: Duration,
+    /// How often each node compares what it holds with each peer and
+    /// queues the copies a peer is missing.
+    #[serde(with = "duration")]
+    pub anti_entropy_interval: Duration,
 }
 
 impl Default for ReplicationConfig {
@@ -105,6 +109,7 @@ impl Default for ReplicationConfig {
             enable_async_replication: true,
             health_check_interval: Duration::from_secs(30),
             repair_delay: Duration::from_secs(600),
+            anti_entropy_interval: Duration::from_secs(600),
         }
     }
 }
@@ -482,8 +487,8 @@ impl Config {
         if r.min_replicas == 0 || r.min_replicas > r.replication_factor || r.replication_factor > r.max_replicas {
             return bad("replication", "want 1 <= min_replicas <= replication_factor <= max_replicas");
         }
-        if r.sync_timeout.is_zero() || r.retry_delay.is_zero() || r.health_check_interval.is_zero() {
-            return bad("replication", "sync_timeout, retry_delay and health_check_interval must be more than 0s");
+        if r.sync_timeout.is_zero() || r.retry_delay.is_zero() || r.health_check_interval.is_zero() || r.anti_entropy_interval.is_zero() {
+            return bad("replication", "sync_timeout, retry_delay, health_check_interval and anti_entropy_interval must be more than 0s");
         }
         if r.max_concurrent_syncs == 0 {
             return bad("replication.max_concurrent_syncs", "must be at least 1");

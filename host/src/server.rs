@@ -188,6 +188,7 @@ impl Server {
         if let Some(r) = &replicator {
             r.spawn_queue(stop_rx.clone());
             r.spawn_placement(stop_rx.clone());
+            r.spawn_anti_entropy(stop_rx.clone());
         }
         let svc = pb::strata_server::StrataServer::new(Api::new(self.objects.clone(), self.plugins.clone(), replicator.clone(), limits))
             .max_decoding_message_size(max_msg)

@@ -6,6 +6,7 @@ mod common;
 mod batch;
 mod cli;
 mod cluster;
+mod faults;
 mod config;
 mod corruption;
 mod crash;

@@ -119,7 +119,7 @@ fn report(args: &BenchArgs, f: &Figures) {
 }
 
 /// Writes `size` bytes in 1 MiB writes, then fsyncs; bytes per second.
-fn raw_write(path: &Path, size: u64) -> anyhow::Result<f64> {
+pub(super) fn raw_write(path: &Path, size: u64) -> anyhow::Result<f64> {
     let buf = random_chunk();
     let start = Instant::now();
     let mut f = std::fs::File::create(path)?;
@@ -167,7 +167,7 @@ fn random_chunk() -> Vec<u8> {
     buf
 }
 
-async fn large_put(c: &mut client::Client, size: u64) -> anyhow::Result<f64> {
+pub(super) async fn large_put(c: &mut client::Client, size: u64) -> anyhow::Result<f64> {
     let chunk = Bytes::from(random_chunk());
     // A fresh first chunk, so the blob is new even if the bench ran before.
     let first = Bytes::from(random_chunk());
@@ -191,7 +191,7 @@ async fn large_put(c: &mut client::Client, size: u64) -> anyhow::Result<f64> {
     Ok(size as f64 / start.elapsed().as_secs_f64())
 }
 
-async fn large_get(c: &mut client::Client, size: u64) -> anyhow::Result<f64> {
+pub(super) async fn large_get(c: &mut client::Client, size: u64) -> anyhow::Result<f64> {
     let start = Instant::now();
     let mut s = c
         .get(pb::GetRequest { key: "bench/large".into(), ..Default::default() })
@@ -210,7 +210,7 @@ async fn large_get(c: &mut client::Client, size: u64) -> anyhow::Result<f64> {
     Ok(size as f64 / start.elapsed().as_secs_f64())
 }
 
-async fn small_puts(url: &str, concurrency: usize, time: Duration) -> anyhow::Result<f64> {
+pub(super) async fn small_puts(url: &str, concurrency: usize, time: Duration) -> anyhow::Result<f64> {
     let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let start = Instant::now();
     let mut tasks = Vec::new();

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_cluster;
+mod bench_replication;
 mod bench_plugins;
 mod bench_search;
 mod client;
@@ -192,6 +193,9 @@ pub enum Cmd {
     BenchSearch(bench_search::BenchSearchArgs),
     /// Start three local cluster nodes and time commits, locks and failover.
     BenchCluster(bench_cluster::BenchClusterArgs),
+    /// Start local cluster nodes and time replicated puts and gets, small
+    /// replicated puts, and repair to a new node.
+    BenchReplication(bench_replication::BenchReplicationArgs),
 }
 
 /// A bucket's replication policy.
@@ -412,6 +416,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::BenchPlugins(args) => bench_plugins::run(args).await,
         Cmd::BenchSearch(args) => bench_search::run(args).await,
         Cmd::BenchCluster(args) => bench_cluster::run(args).await,
+        Cmd::BenchReplication(args) => bench_replication::run(args).await,
         cmd => client::run(&cli.addr, cmd).await,
     }
 }

@@ -301,10 +301,11 @@ impl MetaStore {
         }
     }
 
-    /// Versions with content after row `after`, in row order, with their
-    /// placements: what a placement pass walks.
-    pub async fn placed_after(&self, after: i64, limit: u32) -> Result<Vec<Placed>, MetaError> {
-        sql::placed_after(&self.read, after, limit).await
+    /// Versions after row `after`, in row order, with their placements:
+    /// what placement and anti-entropy passes walk. Delete markers only
+    /// with `markers`.
+    pub async fn placed_after(&self, after: i64, limit: u32, markers: bool) -> Result<Vec<Placed>, MetaError> {
+        sql::placed_after(&self.read, after, limit, markers).await
     }
 
     pub async fn set_replicas(&self, bucket: &str, key: &str, version: &str, replicas: &[u64]) -> Result<(), MetaError> {

@@ -57,12 +57,13 @@ pub async fn replicas(pool: &SqlitePool, bucket: &str, key: &str, version: &str)
     serde_json::from_str(&text).map_err(|e| MetaError::Db(Box::new(e)))
 }
 
-pub async fn placed_after(pool: &SqlitePool, after: i64, limit: u32) -> Result<Vec<super::Placed>, MetaError> {
+pub async fn placed_after(pool: &SqlitePool, after: i64, limit: u32, markers: bool) -> Result<Vec<super::Placed>, MetaError> {
     let rows = sqlx::query(
         "SELECT id, bucket, key, version, size, replicas FROM versions \
-         WHERE id > ? AND digest IS NOT NULL ORDER BY id LIMIT ?",
+         WHERE id > ? AND (digest IS NOT NULL OR ?) ORDER BY id LIMIT ?",
     )
     .bind(after)
+    .bind(markers)
     .bind(limit)
     .fetch_all(pool)
     .await?;

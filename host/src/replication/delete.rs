@@ -46,6 +46,7 @@ impl Replicator {
             no_data: false,
             marker,
             forget: !marker,
+            relist: false,
         };
         match version {
             None => {

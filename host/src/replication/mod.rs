@@ -14,6 +14,7 @@
 //! receiving side, [`wire`] the messages.
 
 pub mod delete;
+pub mod entropy;
 pub mod placement;
 pub mod plan;
 pub mod queue;

@@ -121,7 +121,7 @@ impl Replicator {
             // Figures reach the totals a batch at a time, so `status` shows
             // a long pass progressing.
             let before = report;
-            let batch = meta.placed_after(after, STEP).await.map_err(ObjectError::from)?;
+            let batch = meta.placed_after(after, STEP, false).await.map_err(ObjectError::from)?;
             let Some(last) = batch.last() else { break };
             after = last.id;
             // Versions placed by replication whose leader is this node.
@@ -224,6 +224,7 @@ impl Replicator {
             no_data: false,
             marker: false,
             forget: true,
+            relist: false,
         };
         let mut kept: Vec<u64> = want.to_vec();
         // This node's own copy, if surplus, goes last (below).
@@ -234,6 +235,21 @@ impl Replicator {
             };
             if r.is_err() {
                 kept.push(n); // down: it keeps its copy until a later pass
+            }
+        }
+        // The other holders learn the new placement, so that no pass of
+        // theirs (anti-entropy) copies the version back to a dropped node.
+        let relist = VersionHeader {
+            identity: Identity { replicas: kept.clone(), ..header.identity.clone() },
+            forget: false,
+            relist: true,
+            ..header
+        };
+        for n in want.iter().filter(|n| **n != self.cluster.id) {
+            if let Some(m) = members.iter().find(|m| m.id == *n)
+                && let Err(e) = self.send_alone(&m.addr, &relist).await
+            {
+                warn!(node = n, error = %e, "could not send a version's new placement");
             }
         }
         if p.replicas.contains(&self.cluster.id) && !want.contains(&self.cluster.id) {

@@ -114,6 +114,7 @@ impl Replicator {
             no_data: held.has_digest,
             marker: rec.digest.is_none(),
             forget: false,
+            relist: false,
         };
         let Some(digest) = rec.digest else {
             return self.send_alone(&addr, &header).await.map(|()| "marker");

@@ -62,6 +62,12 @@ impl pb::replica_server::Replica for ReplicaService {
             meta.record_marker(&h.bucket, &h.key, &h.identity).await.map_err(ObjectError::from)?;
             return encode(&PushAck { deduplicated: false, clock: meta.clock() });
         }
+        if h.relist {
+            match meta.set_replicas(&h.bucket, &h.key, &h.identity.version, &h.identity.replicas).await {
+                Ok(()) => return encode(&PushAck { deduplicated: false, clock: meta.clock() }),
+                Err(e) => return Err(ObjectError::from(e).into()),
+            }
+        }
         if h.forget {
             return match meta.delete(&h.bucket, &h.key, Some(&h.identity.version)).await {
                 Ok(_) | Err(MetaError::NoSuchVersion { .. } | MetaError::NotFound { .. }) => encode(&PushAck { deduplicated: false, clock: meta.clock() }),
@@ -126,6 +132,20 @@ impl pb::replica_server::Replica for ReplicaService {
         let (_, rx) = self.replicator.objects.get(&q.bucket, &q.key, Some(&q.version), range).await?;
         let s = ReceiverStream::new(rx).map(|r| r.map(wire::data_frame).map_err(Status::from));
         Ok(Response::new(Box::pin(s)))
+    }
+
+    async fn digests(&self, req: Request<pb::RaftBytes>) -> Result<Response<pb::RaftBytes>, Status> {
+        self.check(&req)?;
+        encode(&self.replicator.digests().await?)
+    }
+
+    async fn partition(&self, req: Request<pb::RaftBytes>) -> Result<Response<pb::RaftBytes>, Status> {
+        self.check(&req)?;
+        let p: usize = wire::decode(&req.into_inner().data)?;
+        if p >= super::entropy::PARTITIONS {
+            return Err(Status::invalid_argument(format!("partition {p} is out of range")));
+        }
+        encode(&self.replicator.partition_names(p).await?)
     }
 
     async fn enqueue(&self, req: Request<pb::RaftBytes>) -> Result<Response<pb::RaftBytes>, Status> {

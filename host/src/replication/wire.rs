@@ -36,6 +36,10 @@ pub struct VersionHeader {
     /// Remove this version for good (no data follows).
     #[serde(default)]
     pub forget: bool,
+    /// Only record `identity.replicas` as the version's placement (no data
+    /// follows): sent after a rebalance dropped surplus copies.
+    #[serde(default)]
+    pub relist: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -78,6 +78,7 @@ impl Replicator {
             no_data: false,
             marker: false,
             forget: false,
+            relist: false,
         };
 
         let mut pushes = Vec::new();

@@ -1,0 +1,160 @@
+//! Anti-entropy: replicas that missed a copy (a coordinator killed before
+//! it queued it, a queue entry given up with its target) are found by
+//! comparing metadata, never blob bytes. The key space is cut into 256
+//! partitions by a hash of (bucket, key); each node keeps, per partition,
+//! the XOR of a hash of every (bucket, key, version) it holds (an order-free
+//! digest). Every `anti_entropy_interval` a node fetches each healthy
+//! peer's digests; for each partition that differs it fetches the peer's
+//! versions there and queues a copy of each version it holds, the peer is
+//! meant to hold (the version's placement lists it), and the peer lacks.
+//! The peer's own pass does the same the other way.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use sha2::{Digest as _, Sha256};
+use tokio::sync::watch;
+use tonic::Status;
+use tracing::{debug, info, warn};
+
+use super::Replicator;
+use super::plan;
+use crate::cluster::detector::Health;
+use crate::cluster::network::pb;
+use crate::meta::Placed;
+use crate::objects::ObjectError;
+
+pub const PARTITIONS: usize = 256;
+/// Version rows read per step of a scan.
+const STEP: u32 = 4096;
+
+/// A version's name in a partition listing.
+pub type Name = (String, String, String);
+
+fn hash(parts: &[&str]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0]);
+    }
+    h.finalize().into()
+}
+
+pub fn partition(bucket: &str, key: &str) -> usize {
+    hash(&[bucket, key])[0] as usize
+}
+
+fn mark(bucket: &str, key: &str, version: &str) -> u64 {
+    u64::from_le_bytes(hash(&[bucket, key, version])[..8].try_into().expect("8 bytes"))
+}
+
+impl Replicator {
+    /// Walks every version this node holds, delete markers included.
+    async fn scan(&self, mut each: impl FnMut(Placed)) -> Result<(), Status> {
+        let meta = self.objects.meta();
+        let mut after = 0;
+        loop {
+            let batch = meta.placed_after(after, STEP, true).await.map_err(ObjectError::from)?;
+            let Some(last) = batch.last() else { return Ok(()) };
+            after = last.id;
+            batch.into_iter().for_each(&mut each);
+        }
+    }
+
+    pub async fn digests(&self) -> Result<Vec<u64>, Status> {
+        let mut d = vec![0u64; PARTITIONS];
+        self.scan(|p| d[partition(&p.bucket, &p.key)] ^= mark(&p.bucket, &p.key, &p.version)).await?;
+        Ok(d)
+    }
+
+    pub async fn partition_names(&self, part: usize) -> Result<Vec<Name>, Status> {
+        let mut out = Vec::new();
+        self.scan(|p| {
+            if partition(&p.bucket, &p.key) == part {
+                out.push((p.bucket, p.key, p.version));
+            }
+        })
+        .await?;
+        Ok(out)
+    }
+
+    async fn ask<Q: serde::Serialize, A: serde::de::DeserializeOwned>(&self, addr: &str, digests: bool, q: &Q) -> Result<A, Status> {
+        let net = &self.cluster.network;
+        let ch = net.channel(addr).ok_or_else(|| Status::invalid_argument(format!("{addr:?} is not an address")))?;
+        let mut c = pb::replica_client::ReplicaClient::new(ch).max_decoding_message_size(crate::cluster::network::MAX_MESSAGE);
+        let mut req = tonic::Request::new(pb::RaftBytes { data: serde_json::to_vec(q).expect("serializable") });
+        req.set_timeout(self.config.sync_timeout * 6);
+        net.secret().attach(&mut req, addr);
+        let r = if digests { c.digests(req).await? } else { c.partition(req).await? };
+        super::wire::decode(&r.into_inner().data)
+    }
+
+    /// One pass against every healthy peer; returns the copies queued.
+    pub async fn anti_entropy_pass(&self) -> Result<u64, Status> {
+        let (members, _) = plan::members(&self.cluster);
+        let me = self.cluster.id;
+        let mine = self.digests().await?;
+        let mut queued = 0u64;
+        for m in members.iter().filter(|m| m.id != me && m.health == Health::Healthy) {
+            let theirs: Vec<u64> = match self.ask(&m.addr, true, &()).await {
+                Ok(t) => t,
+                Err(e) => {
+                    debug!(node = m.id, error = %e, "anti-entropy: no digests");
+                    continue;
+                }
+            };
+            if theirs.len() != PARTITIONS {
+                warn!(node = m.id, "anti-entropy: the peer sent {} digests", theirs.len());
+                continue;
+            }
+            let differ: BTreeSet<usize> = (0..PARTITIONS).filter(|&p| mine[p] != theirs[p]).collect();
+            if differ.is_empty() {
+                continue;
+            }
+            let mut held: HashMap<usize, HashSet<Name>> = HashMap::new();
+            for &p in &differ {
+                let names: Vec<Name> = self.ask(&m.addr, false, &p).await?;
+                held.insert(p, names.into_iter().collect());
+            }
+            // Versions this node holds that the peer should hold but lacks.
+            let mut owed: Vec<Placed> = Vec::new();
+            self.scan(|p| {
+                let part = partition(&p.bucket, &p.key);
+                if differ.contains(&part)
+                    && p.replicas.contains(&m.id)
+                    && !held[&part].contains(&(p.bucket.clone(), p.key.clone(), p.version.clone()))
+                {
+                    owed.push(p);
+                }
+            })
+            .await?;
+            for p in owed {
+                self.objects.meta().enqueue(&p.bucket, &p.key, &p.version, &[m.id]).await.map_err(ObjectError::from)?;
+                queued += 1;
+            }
+        }
+        if queued > 0 {
+            info!(queued, "anti-entropy found copies missing on peers");
+            self.wake();
+        }
+        Ok(queued)
+    }
+
+    pub fn spawn_anti_entropy(self: &Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(this.config.anti_entropy_interval) => {}
+                    _ = stop.changed() => {}
+                }
+                if *stop.borrow() {
+                    return;
+                }
+                if let Err(e) = this.anti_entropy_pass().await {
+                    warn!(error = %e, "anti-entropy pass failed");
+                }
+            }
+        });
+    }
+}
