@@ -333,8 +333,18 @@ impl MetaStore {
         queue::due(&self.write, limit).await
     }
 
-    pub async fn queue_done(&self, id: i64) -> Result<(), MetaError> {
-        queue::done(&self.write, id).await
+    pub async fn queue_done(&self, ids: &[i64]) -> Result<(), MetaError> {
+        queue::done(&self.write, ids).await
+    }
+
+    /// Owes many copies at once: (bucket, key, version, node).
+    pub async fn enqueue_many(&self, rows: &[(String, String, String, u64)]) -> Result<(), MetaError> {
+        queue::enqueue_many(&self.write, rows).await
+    }
+
+    /// Records many versions' placements in one transaction.
+    pub async fn set_replicas_many(&self, rows: &[(String, String, String, Vec<u64>)]) -> Result<(), MetaError> {
+        sql::set_replicas_many(&self.write, rows).await
     }
 
     pub async fn queue_retry(&self, id: i64, delay_ms: i64, error: &str) -> Result<(), MetaError> {

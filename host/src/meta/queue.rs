@@ -74,8 +74,34 @@ pub async fn due(pool: &SqlitePool, limit: u32) -> Result<Vec<QueueEntry>, MetaE
         .collect()
 }
 
-pub async fn done(pool: &SqlitePool, id: i64) -> Result<(), MetaError> {
-    sqlx::query("DELETE FROM replication_queue WHERE id = ?").bind(id).execute(pool).await?;
+/// Removes finished entries, all in one statement.
+pub async fn done(pool: &SqlitePool, ids: &[i64]) -> Result<(), MetaError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("DELETE FROM replication_queue WHERE id IN (SELECT value FROM json_each(?))")
+        .bind(json!(ids).to_string())
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Owes copies of many versions at once: (bucket, key, version, node).
+pub async fn enqueue_many(pool: &SqlitePool, rows: &[(String, String, String, u64)]) -> Result<(), MetaError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let now = now_ms();
+    let rows: Vec<serde_json::Value> = rows.iter().map(|(b, k, v, n)| json!([b, k, v, n])).collect();
+    sqlx::query(
+        "INSERT OR IGNORE INTO replication_queue (bucket, key, version, node, due_ms, created_ms) \
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, ?, ? FROM json_each(?)",
+    )
+    .bind(now)
+    .bind(now)
+    .bind(serde_json::Value::Array(rows).to_string())
+    .execute(pool)
+    .await?;
     Ok(())
 }
 

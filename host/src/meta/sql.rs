@@ -82,6 +82,22 @@ pub async fn placed_after(pool: &SqlitePool, after: i64, limit: u32, markers: bo
         .collect()
 }
 
+pub async fn set_replicas_many(pool: &SqlitePool, rows: &[(String, String, String, Vec<u64>)]) -> Result<(), MetaError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<serde_json::Value> =
+        rows.iter().map(|(b, k, v, r)| serde_json::json!([b, k, v, serde_json::json!(r).to_string()])).collect();
+    sqlx::query(
+        "UPDATE versions SET replicas = j.value ->> 3 FROM json_each(?) j \
+         WHERE versions.bucket = j.value ->> 0 AND versions.key = j.value ->> 1 AND versions.version = j.value ->> 2",
+    )
+    .bind(serde_json::Value::Array(rows).to_string())
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 pub async fn set_replicas(pool: &SqlitePool, bucket: &str, key: &str, version: &str, replicas: &[u64]) -> Result<(), MetaError> {
     sqlx::query("UPDATE versions SET replicas = ? WHERE bucket = ? AND key = ? AND version = ?")
         .bind(serde_json::json!(replicas).to_string())

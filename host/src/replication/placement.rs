@@ -32,6 +32,13 @@ use crate::plugin::ObjectInfo;
 /// Versions read and placed per step.
 const STEP: u32 = 512;
 
+/// A step's changes, written together.
+#[derive(Default)]
+struct Moves {
+    placements: Vec<(String, String, String, Vec<u64>)>,
+    copies: Vec<(String, String, String, u64)>,
+}
+
 /// What the placement passes did since start.
 #[derive(Default)]
 pub struct Totals {
@@ -146,6 +153,7 @@ impl Replicator {
                 items.push((policies[&p.bucket].clone(), object));
             }
             let chosen = plan::select_many(&self.plugins, infos.clone(), cands.clone(), items).await?;
+            let mut moves = Moves::default();
             for (p, want) in led.into_iter().zip(chosen) {
                 report.checked += 1;
                 let want: Vec<u64> = match want {
@@ -155,7 +163,14 @@ impl Replicator {
                         continue;
                     }
                 };
-                self.place_one(&members, &p, &want, dry_run, &mut report).await?;
+                self.place_one(&members, &p, &want, dry_run, &mut report, &mut moves).await?;
+            }
+            // A step's new placements and copies in two statements.
+            let meta = self.objects.meta();
+            meta.set_replicas_many(&moves.placements).await.map_err(ObjectError::from)?;
+            meta.enqueue_many(&moves.copies).await.map_err(ObjectError::from)?;
+            if !moves.copies.is_empty() {
+                self.wake();
             }
             if !dry_run {
                 self.totals.add(&pb::ClusterRepairReport {
@@ -177,6 +192,7 @@ impl Replicator {
         want: &[u64],
         dry_run: bool,
         report: &mut pb::ClusterRepairReport,
+        moves: &mut Moves,
     ) -> Result<(), Status> {
         let meta = self.objects.meta();
         let add: Vec<u64> = want.iter().copied().filter(|n| !p.replicas.contains(n)).collect();
@@ -186,9 +202,8 @@ impl Replicator {
             if !dry_run {
                 let mut all = p.replicas.clone();
                 all.extend(&add);
-                meta.set_replicas(&p.bucket, &p.key, &p.version, &all).await.map_err(ObjectError::from)?;
-                meta.enqueue(&p.bucket, &p.key, &p.version, &add).await.map_err(ObjectError::from)?;
-                self.wake();
+                moves.placements.push((p.bucket.clone(), p.key.clone(), p.version.clone(), all));
+                moves.copies.extend(add.iter().map(|n| (p.bucket.clone(), p.key.clone(), p.version.clone(), *n)));
             }
             return Ok(());
         }
