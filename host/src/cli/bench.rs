@@ -330,7 +330,7 @@ impl Child {
         Ok(Self { proc, url: format!("http://{addr}") })
     }
 
-    fn peak_rss(&self) -> anyhow::Result<u64> {
+    pub(super) fn peak_rss(&self) -> anyhow::Result<u64> {
         let pid = self.proc.id().ok_or_else(|| anyhow!("server exited"))?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
         let kb: u64 = status
