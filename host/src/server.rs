@@ -104,8 +104,7 @@ impl Server {
                     0 => disk_size(&config.storage.base_path).unwrap_or(0),
                     n => n,
                 };
-                let (metrics, store) = (objects.metrics.clone(), objects.store().clone());
-                let probe = Box::new(move || (metrics.total_ops(), store.quota.used()));
+                let probe = Box::new(Usage(objects.clone()));
                 let cluster = Cluster::open(c, &dir, advertise, capacity, probe)
                     .await
                     .context("starting the cluster node")?;
@@ -310,4 +309,22 @@ fn disk_size(path: &std::path::Path) -> Option<u64> {
         st.assume_init()
     };
     Some(st.f_blocks as u64 * st.f_frsize as u64)
+}
+
+/// What the cluster node reports of this server in its heartbeats, and
+/// where it hands peers' clocks.
+struct Usage(Arc<Objects>);
+
+impl crate::cluster::node::Local for Usage {
+    fn usage(&self) -> (u64, u64) {
+        (self.0.metrics.total_ops(), self.0.store().quota.used())
+    }
+
+    fn clock(&self) -> u64 {
+        self.0.meta().clock()
+    }
+
+    fn observe(&self, clock: u64) {
+        self.0.meta().observe(clock)
+    }
 }

@@ -303,3 +303,15 @@ pub async fn put_many(c: &mut Client, items: Vec<pb::PutManyItem>) -> Vec<pb::It
         .into_inner()
         .results
 }
+
+/// Flips one bit of the byte at `at` in a file (damage for tests).
+pub fn flip_a_byte(path: &std::path::Path, at: u64) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+    f.seek(SeekFrom::Start(at)).unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact(&mut b).unwrap();
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.write_all(&[b[0] ^ 0x40]).unwrap();
+    f.sync_all().unwrap();
+}

@@ -6,16 +6,6 @@ use crate::common::*;
 use strata::api::pb;
 use tonic::Code;
 
-fn flip_a_byte(path: &std::path::Path, at: u64) {
-    use std::io::{Read, Seek, SeekFrom, Write};
-    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
-    f.seek(SeekFrom::Start(at)).unwrap();
-    let mut b = [0u8; 1];
-    f.read_exact(&mut b).unwrap();
-    f.seek(SeekFrom::Start(at)).unwrap();
-    f.write_all(&[b[0] ^ 0x40]).unwrap();
-    f.sync_all().unwrap();
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_corrupt_blob_is_never_served() {

@@ -196,16 +196,6 @@ async fn a_corrupt_replica_fails_over_and_is_repaired() {
     assert!(get_key(&mut c, "victim").await.unwrap() == data);
 }
 
-fn flip_a_byte(path: &std::path::Path, at: u64) {
-    use std::io::{Read, Seek, SeekFrom, Write};
-    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
-    f.seek(SeekFrom::Start(at)).unwrap();
-    let mut b = [0u8; 1];
-    f.read_exact(&mut b).unwrap();
-    f.seek(SeekFrom::Start(at)).unwrap();
-    f.write_all(&[b[0] ^ 0x40]).unwrap();
-    f.sync_all().unwrap();
-}
 
 /// Writes keys through nodes 0 and 1 until `stop`; returns what was
 /// acknowledged.

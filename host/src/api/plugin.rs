@@ -113,13 +113,7 @@ pub async fn handle_place(plugins: std::sync::Arc<Plugins>, req: pb::PlaceReques
     // the async workers.
     tokio::task::spawn_blocking(move || {
         let topology = Topology::new(nodes);
-        let healthy: Vec<u32> = topology
-            .nodes()
-            .iter()
-            .enumerate()
-            .filter(|(_, n)| n.health == Health::Healthy)
-            .map(|(i, _)| i as u32)
-            .collect();
+        let healthy = crate::replication::plan::healthy(&topology);
         let targets = plugins.selector(&selector)?.select(&topology, &healthy, &object, &policy)?;
         let id = |i: &u32| topology.nodes()[*i as usize].id.clone();
         let mut resp = pb::PlaceResponse { targets: targets.iter().map(id).collect(), ..Default::default() };

@@ -26,6 +26,9 @@ pub struct Beat {
     /// The sender's Raft term and last applied log index.
     pub term: u64,
     pub applied: u64,
+    /// The sender's version clock (hybrid logical clock).
+    #[serde(default)]
+    pub clock: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

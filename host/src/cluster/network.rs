@@ -263,7 +263,7 @@ impl pb::peer_server::Peer for PeerService {
 
     async fn heartbeat(&self, req: Request<pb::RaftBytes>) -> Result<Response<pb::RaftBytes>, Status> {
         self.check(&req)?;
-        self.cluster.detector.record(decode(req)?, std::time::Instant::now());
+        self.cluster.heard(decode(req)?);
         encode(&())
     }
 

@@ -21,9 +21,26 @@ use super::state::StateMachine;
 use super::types::NodeMeta;
 use crate::config::ClusterConfig;
 
-/// What this node reports of itself: client operations done so far and
-/// bytes stored.
-pub type Probe = Box<dyn Fn() -> (u64, u64) + Send + Sync>;
+/// What the rest of the server tells the cluster node, and learns from it.
+pub trait Local: Send + Sync {
+    /// Client operations done so far, and bytes stored.
+    fn usage(&self) -> (u64, u64);
+    /// The clock this node stamps versions with, sent in heartbeats.
+    fn clock(&self) -> u64 {
+        0
+    }
+    /// A peer's version clock, from its heartbeat: this node's next write
+    /// orders after everything the peer had written.
+    fn observe(&self, _clock: u64) {}
+}
+
+impl<F: Fn() -> (u64, u64) + Send + Sync> Local for F {
+    fn usage(&self) -> (u64, u64) {
+        self()
+    }
+}
+
+pub type Probe = Box<dyn Local>;
 
 pub struct Cluster {
     pub id: u64,
@@ -111,6 +128,12 @@ impl Cluster {
         membership.nodes().map(|(id, n)| (*id, n.clone(), voters.contains(id))).collect()
     }
 
+    /// Takes in a peer's heartbeat.
+    pub(super) fn heard(&self, beat: super::detector::Beat) {
+        self.probe.observe(beat.clock);
+        self.detector.record(beat, Instant::now());
+    }
+
     /// Starts heartbeats, failure detection and (if not a member yet)
     /// joining through the seeds. Stops when `stop` turns true.
     pub fn spawn_background(self: &Arc<Self>, stop: tokio::sync::watch::Receiver<bool>) {
@@ -119,7 +142,7 @@ impl Cluster {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(c.heartbeat);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut last = (Instant::now(), (c.probe)().0);
+            let mut last = (Instant::now(), c.probe.usage().0);
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
@@ -154,7 +177,7 @@ impl Cluster {
             return (now, ops_then);
         }
         let m = self.raft.metrics().borrow_watched().clone();
-        let (ops, used) = (self.probe)();
+        let (ops, used) = self.probe.usage();
         let secs = now.duration_since(then).as_secs_f64().max(1e-3);
         let beat = Beat {
             from: self.id,
@@ -164,6 +187,7 @@ impl Cluster {
             capacity: self.me.capacity,
             term: m.current_term,
             applied: m.last_applied.map_or(0, |l| l.index),
+            clock: self.probe.clock(),
         };
         self.detector.record(beat.clone(), now);
         let members = self.members();

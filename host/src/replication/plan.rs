@@ -104,6 +104,11 @@ pub fn members(c: &Cluster) -> (Vec<Member>, Vec<NodeInfo>) {
     (members, infos)
 }
 
+/// Indices of the healthy nodes: a selector's candidates.
+pub fn healthy(topology: &Topology) -> Vec<u32> {
+    topology.nodes().iter().enumerate().filter(|(_, n)| n.health == Health::Healthy).map(|(i, _)| i as u32).collect()
+}
+
 /// A write's plan, by cluster node id.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
@@ -146,13 +151,7 @@ pub async fn plan(
     // Plugin calls are bounded by their deadline, not short: off the async workers.
     let plan = tokio::task::spawn_blocking(move || {
         let topology = Topology::new(infos);
-        let healthy: Vec<u32> = topology
-            .nodes()
-            .iter()
-            .enumerate()
-            .filter(|(_, n)| n.health == Health::Healthy)
-            .map(|(i, _)| i as u32)
-            .collect();
+        let healthy = healthy(&topology);
         let sel = plugins.selector(&selector)?;
         let targets = sel.select(&topology, &healthy, &object, &wit)?;
         let plan = plugins.strategy(&strategy)?.plan_write(&topology, coordinator as u32, &targets, &object, &wit)?;
