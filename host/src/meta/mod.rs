@@ -15,6 +15,8 @@ mod bind;
 mod cache;
 mod clock;
 mod queue;
+#[cfg(test)]
+mod replica_tests;
 mod index;
 mod scan;
 mod sql;
