@@ -197,6 +197,38 @@ async fn a_corrupt_replica_fails_over_and_is_repaired() {
 }
 
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_damaged_on_disk_is_found_by_scrub_and_replaced_without_a_read() {
+    let net = Net::start(3, &format!("{FAST_RETRY}anti_entropy_interval = \"1s\"\n[storage]\nscrub_interval = \"1s\"\n"));
+    net.form().await;
+    let data = random_bytes(1 << 20);
+    put_key(&mut net.nodes[0].client().await, "quiet", &data).await;
+    let files = blob_files(&net.nodes[2].data());
+    let good = std::fs::read(&files[0]).unwrap();
+    flip_a_byte(&files[0], 5000);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut c = net.nodes[2].client().await;
+    loop {
+        let st = stats(&mut c).await;
+        if std::fs::read(&files[0]).ok().as_ref() == Some(&good) && st.corrupt_blobs == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node 2's damaged copy was never replaced ({st:?})");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_async_replication_off_a_lazy_write_is_acknowledged_with_every_copy() {
+    let net = Net::start(3, &format!("{FAST_RETRY}enable_async_replication = false\n"));
+    net.form().await;
+    ok(net.nodes[0].cli(&["bucket", "create", "slow", "--strategy", "lazy"]));
+    put(&mut net.nodes[1].client().await, in_bucket("slow", "k"), &random_bytes(100_000)).await.unwrap();
+    for n in &net.nodes {
+        assert_eq!(blob_files(&n.data()).len(), 1, "every copy made before the acknowledgement");
+    }
+}
+
 /// Writes keys through nodes 0 and 1 until `stop`; returns what was
 /// acknowledged.
 async fn writer(net_addrs: Vec<String>, bucket: &'static str, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Vec<(String, Vec<u8>)> {

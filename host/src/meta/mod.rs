@@ -310,6 +310,11 @@ impl MetaStore {
         sql::placed_after(&self.read, after, limit, markers).await
     }
 
+    /// Versions whose blob is quarantined here (found by a read or scrub).
+    pub async fn damaged(&self, limit: u32) -> Result<Vec<Placed>, MetaError> {
+        sql::damaged(&self.read, limit).await
+    }
+
     pub async fn set_replicas(&self, bucket: &str, key: &str, version: &str, replicas: &[u64]) -> Result<(), MetaError> {
         sql::set_replicas(&self.write, bucket, key, version, replicas).await
     }

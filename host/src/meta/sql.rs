@@ -82,6 +82,30 @@ pub async fn placed_after(pool: &SqlitePool, after: i64, limit: u32, markers: bo
         .collect()
 }
 
+/// Versions whose blob is on record as corrupt here, with placements.
+pub async fn damaged(pool: &SqlitePool, limit: u32) -> Result<Vec<super::Placed>, MetaError> {
+    let rows = sqlx::query(
+        "SELECT v.id, v.bucket, v.key, v.version, v.size, v.replicas FROM blobs b \
+         JOIN versions v ON v.digest = b.digest WHERE b.state = 'corrupt' LIMIT ?",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let replicas: String = r.try_get("replicas")?;
+            Ok(super::Placed {
+                id: r.try_get("id")?,
+                bucket: r.try_get("bucket")?,
+                key: r.try_get("key")?,
+                version: r.try_get("version")?,
+                size: r.try_get::<i64, _>("size")? as u64,
+                replicas: serde_json::from_str(&replicas).map_err(|e| MetaError::Db(Box::new(e)))?,
+            })
+        })
+        .collect()
+}
+
 pub async fn set_replicas_many(pool: &SqlitePool, rows: &[(String, String, String, Vec<u64>)]) -> Result<(), MetaError> {
     if rows.is_empty() {
         return Ok(());

@@ -89,10 +89,34 @@ impl Replicator {
         super::wire::decode(&r.into_inner().data)
     }
 
+    /// Versions whose copy here was found damaged (by a read or scrub) are
+    /// sent again by a replica that holds them sound.
+    async fn heal_damaged(&self, members: &[plan::Member]) -> Result<u64, Status> {
+        let me = self.cluster.id;
+        let mut asked = 0;
+        for p in self.objects.meta().damaged(1000).await.map_err(ObjectError::from)? {
+            let q = super::wire::Lookup { bucket: p.bucket.clone(), key: p.key.clone(), version: Some(p.version.clone()), digest: None };
+            for m in members.iter().filter(|m| m.id != me && m.health == Health::Healthy && p.replicas.contains(&m.id)) {
+                let sound = super::wire::lookup(&self.cluster.network, &m.addr, &q, self.short_timeout())
+                    .await
+                    .is_ok_and(|h| h.found.is_some_and(|f| f.sound && f.version == p.version));
+                if sound && self.enqueue_on(m.id, &p.bucket, &p.key, &p.version, &[me]).await.is_ok() {
+                    asked += 1;
+                    break;
+                }
+            }
+        }
+        Ok(asked)
+    }
+
     /// One pass against every healthy peer; returns the copies queued.
     pub async fn anti_entropy_pass(&self) -> Result<u64, Status> {
         let (members, _) = plan::members(&self.cluster);
         let me = self.cluster.id;
+        let healed = self.heal_damaged(&members).await?;
+        if healed > 0 {
+            info!(healed, "asked replicas to replace damaged copies");
+        }
         let mine = self.digests().await?;
         let mut queued = 0u64;
         for m in members.iter().filter(|m| m.id != me && m.health == Health::Healthy) {
