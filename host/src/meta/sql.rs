@@ -67,19 +67,20 @@ pub async fn placed_after(pool: &SqlitePool, after: i64, limit: u32, markers: bo
     .bind(limit)
     .fetch_all(pool)
     .await?;
-    rows.iter()
-        .map(|r| {
-            let replicas: String = r.try_get("replicas")?;
-            Ok(super::Placed {
-                id: r.try_get("id")?,
-                bucket: r.try_get("bucket")?,
-                key: r.try_get("key")?,
-                version: r.try_get("version")?,
-                size: r.try_get::<i64, _>("size")? as u64,
-                replicas: serde_json::from_str(&replicas).map_err(|e| MetaError::Db(Box::new(e)))?,
-            })
-        })
-        .collect()
+    rows.iter().map(placed).collect()
+}
+
+/// A row of id, bucket, key, version, size and replicas.
+fn placed(r: &SqliteRow) -> Result<super::Placed, MetaError> {
+    let replicas: String = r.try_get("replicas")?;
+    Ok(super::Placed {
+        id: r.try_get("id")?,
+        bucket: r.try_get("bucket")?,
+        key: r.try_get("key")?,
+        version: r.try_get("version")?,
+        size: r.try_get::<i64, _>("size")? as u64,
+        replicas: serde_json::from_str(&replicas).map_err(|e| MetaError::Db(Box::new(e)))?,
+    })
 }
 
 /// Versions whose blob is on record as corrupt here, with placements.
@@ -91,19 +92,7 @@ pub async fn damaged(pool: &SqlitePool, limit: u32) -> Result<Vec<super::Placed>
     .bind(limit)
     .fetch_all(pool)
     .await?;
-    rows.iter()
-        .map(|r| {
-            let replicas: String = r.try_get("replicas")?;
-            Ok(super::Placed {
-                id: r.try_get("id")?,
-                bucket: r.try_get("bucket")?,
-                key: r.try_get("key")?,
-                version: r.try_get("version")?,
-                size: r.try_get::<i64, _>("size")? as u64,
-                replicas: serde_json::from_str(&replicas).map_err(|e| MetaError::Db(Box::new(e)))?,
-            })
-        })
-        .collect()
+    rows.iter().map(placed).collect()
 }
 
 pub async fn set_replicas_many(pool: &SqlitePool, rows: &[(String, String, String, Vec<u64>)]) -> Result<(), MetaError> {
