@@ -112,7 +112,7 @@ pub struct Placed {
 
 /// A version's identity, fixed by the node that coordinated the write and
 /// the same on every replica.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Identity {
     /// `{stamp:016x}-{node}`: ordering these strings orders (stamp, node).
     pub version: String,

@@ -11,7 +11,7 @@ use tracing::warn;
 
 use super::wire::VersionHeader;
 use super::{Replicator, plan};
-use crate::meta::{Deleted, Identity, MetaError};
+use crate::meta::{Deleted, MetaError};
 use crate::objects::ObjectError;
 
 impl Replicator {
@@ -35,24 +35,11 @@ impl Replicator {
         let mut holders: Vec<u64> = views.found.iter().map(|(n, _)| *n).chain(winner.replicas.iter().copied()).collect();
         holders.sort_unstable();
         holders.dedup();
-        let header = |identity: Identity, marker: bool| VersionHeader {
-            bucket: bucket.into(),
-            key: key.into(),
-            identity,
-            content_type: String::new(),
-            attributes: Default::default(),
-            digest: None,
-            size: Some(0),
-            no_data: false,
-            marker,
-            forget: !marker,
-            relist: false,
-        };
         match version {
             None => {
                 let id = meta.mint(holders.clone());
                 meta.record_marker(bucket, key, &id).await.map_err(ObjectError::from)?;
-                let h = header(id.clone(), true);
+                let h = VersionHeader { marker: true, ..VersionHeader::control(bucket, key, id.clone()) };
                 let owed = self.send_to(&members, holders.iter().copied().filter(|n| *n != me), &h).await;
                 if !owed.is_empty() && meta.versioning() {
                     meta.enqueue(bucket, key, &id.version, &owed).await.map_err(ObjectError::from)?;
@@ -61,8 +48,7 @@ impl Replicator {
                 Ok(if meta.versioning() { Deleted::Marker(id.version) } else { Deleted::Removed })
             }
             Some(v) => {
-                let id = Identity { version: v.into(), stamp: winner.stamp, node: String::new(), created_ms: 0, modified_ms: 0, replicas: Vec::new() };
-                let h = header(id, false);
+                let h = VersionHeader::forget(bucket, key, v);
                 let holding: Vec<u64> = views.found.iter().filter(|(_, f)| f.version == v).map(|(n, _)| *n).collect();
                 if holding.contains(&me) {
                     meta.delete(bucket, key, Some(v)).await.map_err(ObjectError::from)?;

@@ -228,19 +228,7 @@ impl Replicator {
         if dry_run {
             return Ok(());
         }
-        let header = VersionHeader {
-            bucket: p.bucket.clone(),
-            key: p.key.clone(),
-            identity: Identity { version: p.version.clone(), stamp: 0, node: String::new(), created_ms: 0, modified_ms: 0, replicas: Vec::new() },
-            content_type: String::new(),
-            attributes: Default::default(),
-            digest: None,
-            size: None,
-            no_data: false,
-            marker: false,
-            forget: true,
-            relist: false,
-        };
+        let header = VersionHeader::forget(&p.bucket, &p.key, &p.version);
         let mut kept: Vec<u64> = want.to_vec();
         // This node's own copy, if surplus, goes last (below).
         for n in surplus.into_iter().filter(|n| *n != self.cluster.id) {

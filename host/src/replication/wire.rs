@@ -42,6 +42,32 @@ pub struct VersionHeader {
     pub relist: bool,
 }
 
+impl VersionHeader {
+    /// A header no data follows: a marker, a removal or a new placement
+    /// (set the flag on the result).
+    pub fn control(bucket: &str, key: &str, identity: Identity) -> Self {
+        Self {
+            bucket: bucket.into(),
+            key: key.into(),
+            identity,
+            content_type: String::new(),
+            attributes: Default::default(),
+            digest: None,
+            size: None,
+            no_data: false,
+            marker: false,
+            forget: false,
+            relist: false,
+        }
+    }
+
+    /// Removes `version` of the key for good on the receiver.
+    pub fn forget(bucket: &str, key: &str, version: &str) -> Self {
+        let identity = Identity { version: version.into(), ..Default::default() };
+        Self { forget: true, ..Self::control(bucket, key, identity) }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Trailer {
     pub digest: Digest,
