@@ -184,6 +184,14 @@ pub struct ServerConfig {
     /// How long a graceful shutdown waits for calls in flight.
     #[serde(with = "duration")]
     pub shutdown_grace: Duration,
+    /// Most bytes of one object's attributes (names and JSON values).
+    pub max_attribute_bytes: Size,
+    /// Upload bytes held in memory across all puts; past it, puts wait.
+    pub upload_buffer: Size,
+    /// A put or push whose next chunk takes longer than this fails and
+    /// stores nothing.
+    #[serde(with = "duration")]
+    pub stream_idle_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -194,6 +202,9 @@ impl Default for ServerConfig {
             max_batch_items: 10_000,
             max_key_length: 1024,
             shutdown_grace: Duration::from_secs(10),
+            max_attribute_bytes: Size(8 << 10),
+            upload_buffer: Size(256 << 20),
+            stream_idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -239,6 +250,9 @@ pub struct StorageConfig {
     pub scrub_interval: Duration,
     /// fsync blobs and metadata before acknowledging a write.
     pub sync_writes: bool,
+    /// Free space writes leave on the data and metadata disks, so deletes
+    /// and GC can still commit when the disk is otherwise full.
+    pub min_free_space: Size,
 }
 
 impl Default for StorageConfig {
@@ -254,6 +268,7 @@ impl Default for StorageConfig {
             gc_interval: Duration::from_secs(3600),
             scrub_interval: Duration::from_secs(24 * 3600),
             sync_writes: true,
+            min_free_space: Size(256 << 20),
         }
     }
 }
@@ -295,6 +310,9 @@ pub struct MetadataConfig {
     pub sync_interval: Duration,
     /// Serve the Search call.
     pub enable_search: bool,
+    /// Run `PRAGMA quick_check` at start and refuse to serve a damaged
+    /// database.
+    pub check_at_start: bool,
 }
 
 /// When index terms are written.
@@ -323,6 +341,7 @@ impl Default for MetadataConfig {
             indexing_mode: IndexingMode::Eager,
             sync_interval: Duration::from_secs(1),
             enable_search: true,
+            check_at_start: true,
         }
     }
 }
@@ -435,6 +454,15 @@ impl Config {
         }
         if self.server.max_batch_items == 0 {
             return bad("server.max_batch_items", "must be at least 1");
+        }
+        if self.server.max_attribute_bytes.0 == 0 || self.server.max_attribute_bytes.0 > self.server.max_message_size.0 / 4 {
+            return bad("server.max_attribute_bytes", "must be between 1 byte and a quarter of server.max_message_size");
+        }
+        if self.server.upload_buffer.0 < 1 << 20 {
+            return bad("server.upload_buffer", "must be at least 1MiB");
+        }
+        if self.server.stream_idle_timeout.is_zero() {
+            return bad("server.stream_idle_timeout", "must be more than 0s");
         }
         if self.metadata.sync_interval.is_zero() {
             return bad("metadata.sync_interval", "must be more than 0s");

@@ -34,7 +34,11 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = rt.block_on(strata::cli::run(cli)) {
+    let result = rt.block_on(strata::cli::run(cli));
+    // Blocking work still running (a write past the shutdown grace) must not
+    // hold the exit: what it had not committed was never acknowledged.
+    rt.shutdown_timeout(std::time::Duration::from_millis(200));
+    if let Err(e) = result {
         // One line, whatever the chain: callers grep it, people read it.
         let mut msg = e.to_string();
         for cause in e.chain().skip(1) {

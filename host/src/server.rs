@@ -14,7 +14,7 @@ use crate::api::{self, Api, Limits, pb};
 use crate::config::{Compression, Config, IndexingMode, MetaBackend};
 use crate::meta::{MetaOptions, MetaStore};
 use crate::metrics::Metrics;
-use crate::objects::{Objects, Upkeep};
+use crate::objects::{Objects, UploadLimits, Upkeep};
 use crate::cluster::node::Cluster;
 use crate::plugin::Plugins;
 use crate::replication::Replicator;
@@ -47,8 +47,16 @@ impl Server {
         };
         let base = config.storage.base_path.clone();
         let (max, sync) = (config.storage.max_size.0, config.storage.sync_writes);
-        let store = tokio::task::spawn_blocking(move || LocalStore::open(&base, codec, max, sync))
-            .await??;
+        let reserve = config.storage.min_free_space.0;
+        // The metadata disk is kept from filling too, when metadata is on disk.
+        let meta_dir = (config.metadata.backend == MetaBackend::Sqlite).then(|| config.meta_dir());
+        let store = tokio::task::spawn_blocking(move || {
+            if let Some(d) = &meta_dir {
+                std::fs::create_dir_all(d).map_err(crate::store::StoreError::io(d))?;
+            }
+            LocalStore::open(&base, codec, max, sync).map(|s| s.with_reserve(reserve, meta_dir.as_slice()))
+        })
+        .await??;
         let meta = MetaStore::open(MetaOptions {
             dir: match config.metadata.backend {
                 MetaBackend::Sqlite => Some(config.meta_dir()),
@@ -60,6 +68,7 @@ impl Server {
             max_versions: config.metadata.max_versions,
             max_version_age: config.metadata.max_version_age,
             indexing: config.metadata.indexing_mode,
+            check: config.metadata.check_at_start,
         })
         .await
         .context("opening the metadata store")?;
@@ -69,6 +78,7 @@ impl Server {
             meta,
             Arc::new(Metrics::default()),
             config.storage.max_cache_size.0,
+            UploadLimits { buffer: config.server.upload_buffer.0, idle_timeout: config.server.stream_idle_timeout },
         );
         let plugin_config = config.clone();
         let plugins = tokio::task::spawn_blocking(move || Plugins::load(&plugin_config))
@@ -133,6 +143,7 @@ impl Server {
 
     /// Serves until `shutdown` resolves, then drains for at most `shutdown_grace`.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        crate::failpoints::spawn_from_env();
         let (stop_tx, stop_rx) = watch::channel(false);
         let upkeep = Arc::new(Upkeep::new(self.objects.clone(), self.config.storage.cleanup_age));
         {
@@ -180,6 +191,8 @@ impl Server {
             // Leave room for the message envelope.
             max_chunk: (max_msg - 1024).min(1 << 20),
             search: self.config.metadata.enable_search,
+            max_reply_bytes: max_msg - (32 << 10),
+            max_attribute_bytes: self.config.server.max_attribute_bytes.0 as usize,
         };
         let replicator = self.cluster.clone().map(|c| {
             Replicator::new(self.objects.clone(), c, self.plugins.clone(), self.config.replication.clone())
@@ -233,7 +246,11 @@ impl Server {
             }
         }
         let _ = stop_tx.send(true);
-        self.objects.meta().close().await;
+        // Calls cut off by the grace period may still hold a connection;
+        // closing waits for them only briefly.
+        if tokio::time::timeout(std::time::Duration::from_millis(500), self.objects.meta().close()).await.is_err() {
+            warn!("metadata store still busy at exit; its WAL is replayed at the next start");
+        }
         Ok(())
     }
 }

@@ -39,6 +39,8 @@ pub struct TestServer {
     pub url: String,
     pub child: Option<Child>,
     pub config: PathBuf,
+    /// Extra environment for the server process.
+    pub env: Vec<(String, String)>,
 }
 
 impl TestServer {
@@ -53,6 +55,11 @@ impl TestServer {
 
     /// Starts a server listening on loopback address `ip`.
     pub fn start_on(ip: &str, extra: &str) -> TestServer {
+        Self::start_with_env(ip, extra, Vec::new())
+    }
+
+    /// Starts a server with extra environment variables.
+    pub fn start_with_env(ip: &str, extra: &str, env: Vec<(String, String)>) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("strata.toml");
         let base = dir.path().join("data");
@@ -64,7 +71,7 @@ impl TestServer {
             extra,
         );
         std::fs::write(&config, toml).expect("write config");
-        let mut s = TestServer { dir, url: String::new(), child: None, config };
+        let mut s = TestServer { dir, url: String::new(), child: None, config, env };
         s.boot();
         s
     }
@@ -75,6 +82,7 @@ impl TestServer {
             .args(["serve", "--config"])
             .arg(&self.config)
             .env("STRATA_LOG", "warn")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -10,6 +10,7 @@ mod faults;
 mod config;
 mod corruption;
 mod crash;
+mod durability;
 mod indexes;
 mod input;
 mod objects;

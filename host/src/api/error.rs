@@ -35,7 +35,7 @@ pub fn code_of(e: &ObjectError) -> Code {
         ObjectError::Store(s) => match s {
             StoreError::Missing { .. } | StoreError::Corrupt { .. } => Code::DataLoss,
             StoreError::NoKey { .. } | StoreError::WrongKey { .. } => Code::FailedPrecondition,
-            StoreError::QuotaExceeded { .. } => Code::ResourceExhausted,
+            StoreError::QuotaExceeded { .. } | StoreError::NoSpace { .. } => Code::ResourceExhausted,
             StoreError::Mismatch { .. } => Code::InvalidArgument,
             StoreError::BadRange { .. } => Code::OutOfRange,
             StoreError::Cancelled => Code::Cancelled,
@@ -50,11 +50,13 @@ pub fn code_of(e: &ObjectError) -> Code {
             MetaError::BucketNotEmpty { .. } | MetaError::DefaultBucket { .. } => Code::FailedPrecondition,
             MetaError::ConditionFailed { .. } => Code::FailedPrecondition,
             MetaError::CorruptVersion { .. } => Code::DataLoss,
+            MetaError::Full { .. } => Code::ResourceExhausted,
             _ => Code::Internal,
         },
         ObjectError::DeleteMarker { .. } => Code::NotFound,
         ObjectError::Aborted(_) => Code::Aborted,
         ObjectError::ShuttingDown => Code::Unavailable,
+        ObjectError::Idle { .. } => Code::DeadlineExceeded,
     }
 }
 

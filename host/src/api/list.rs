@@ -9,7 +9,7 @@ use crate::objects::Objects;
 const DEFAULT_LIMIT: u32 = 1000;
 const MAX_LIMIT: u32 = 10_000;
 
-pub async fn handle_list(objects: &Objects, req: pb::ListRequest) -> Result<pb::ListResponse, Status> {
+pub async fn handle_list(objects: &Objects, limits: &Limits, req: pb::ListRequest) -> Result<pb::ListResponse, Status> {
     let bucket = validate::bucket(&req.bucket)?;
     let limit = match req.limit {
         0 => DEFAULT_LIMIT,
@@ -24,8 +24,18 @@ pub async fn handle_list(objects: &Objects, req: pb::ListRequest) -> Result<pb::
         Some(String::from_utf8(raw).map_err(|_| invalid("page_token is not one this server issued"))?)
     };
     let mut objs = objects.meta().list(&bucket, &req.prefix, after.as_deref(), limit + 1).await?;
-    let next_page_token = if objs.len() > limit as usize {
-        objs.truncate(limit as usize);
+    // A page also ends before it would pass the reply's size limit.
+    let mut bytes = 0;
+    let fits = objs
+        .iter()
+        .position(|o| {
+            bytes += o.reply_bytes();
+            bytes > limits.max_reply_bytes
+        })
+        .map_or(objs.len(), |i| i.max(1));
+    let keep = fits.min(limit as usize);
+    let next_page_token = if objs.len() > keep {
+        objs.truncate(keep);
         hex::encode(&objs.last().expect("non-empty").key)
     } else {
         String::new()

@@ -46,6 +46,11 @@ pub struct Limits {
     pub max_chunk: usize,
     /// `metadata.enable_search`.
     pub search: bool,
+    /// Bytes a listing or search page may fill (the message limit, less room
+    /// for the envelope).
+    pub max_reply_bytes: usize,
+    /// `server.max_attribute_bytes`.
+    pub max_attribute_bytes: usize,
 }
 
 pub struct Api {
@@ -142,7 +147,7 @@ impl pb::strata_server::Strata for Api {
     }
 
     async fn list(&self, req: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
-        self.timed("list", list::handle_list(&self.objects, req.into_inner()))
+        self.timed("list", list::handle_list(&self.objects, &self.limits, req.into_inner()))
             .await
             .map(Response::new)
     }
@@ -204,7 +209,7 @@ impl pb::strata_server::Strata for Api {
                 "search is disabled on this server (metadata.enable_search = false)",
             ));
         }
-        self.timed("search", search::handle_search(&self.objects, &self.plugins, req.into_inner()))
+        self.timed("search", search::handle_search(&self.objects, &self.plugins, &self.limits, req.into_inner()))
             .await
             .map(Response::new)
     }

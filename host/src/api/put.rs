@@ -27,7 +27,7 @@ fn spec(h: pb::PutHeader, limits: &Limits) -> Result<PutSpec, Status> {
         bucket,
         key: h.key,
         content_type: if h.content_type.is_empty() { "application/octet-stream".into() } else { h.content_type },
-        attributes: validate::attributes(h.attributes)?,
+        attributes: validate::attributes(h.attributes, limits.max_attribute_bytes)?,
         size: h.size,
         expected_digest,
         condition: if h.if_absent {
@@ -79,6 +79,18 @@ pub async fn handle_put(
     Ok(pb::PutResponse { object: Some(object_info(&rec)) })
 }
 
+/// Reply bytes an item's result may take beyond its key and content type
+/// (version, digest, sizes, times, an error message of at most
+/// [`MAX_ITEM_ERROR`] bytes, framing).
+const ITEM_REPLY_OVERHEAD: usize = 400 + MAX_ITEM_ERROR;
+const MAX_ITEM_ERROR: usize = 512;
+
+/// Reads the whole PutMany stream, then stores its items together.
+///
+/// Nothing is stored before the client has ended its stream cleanly, so a
+/// PutMany that is cancelled, reset or past its deadline at any point
+/// leaves nothing behind. A stream that would pass a limit (items, bytes
+/// held, or a reply too big to send) is refused before anything is stored.
 pub async fn handle_put_many(
     objects: &Objects,
     replicator: Option<&Arc<Replicator>>,
@@ -86,18 +98,42 @@ pub async fn handle_put_many(
     mut stream: Streaming<pb::PutManyRequest>,
 ) -> Result<pb::PutManyResponse, Status> {
     let mut results = Vec::new();
-    while let Some(msg) = stream.message().await? {
-        if msg.items.len() > limits.max_batch_items {
+    let mut accepted = Vec::new();
+    let mut slots = Vec::new();
+    let mut reply_bytes = 0usize;
+    let mut data_bytes = 0usize;
+    let mut held = objects.upload_claim();
+    loop {
+        let msg = match tokio::time::timeout(objects.idle_timeout(), stream.message()).await {
+            Ok(m) => m?,
+            Err(_) => return Err(Status::from(ObjectError::Idle { secs: objects.idle_timeout().as_secs() })),
+        };
+        let Some(msg) = msg else { break };
+        if results.len() + msg.items.len() > limits.max_batch_items {
             return Err(invalid(format!(
-                "a PutMany message holds {} items; the limit is {}",
-                msg.items.len(),
+                "a PutMany carries at most {} items (server.max_batch_items) across its messages; \
+                 nothing was stored: split the batch into several calls",
                 limits.max_batch_items
             )));
         }
-        let mut accepted = Vec::new();
-        let mut slots = Vec::new();
         for item in msg.items {
             let header = item.header.unwrap_or_default();
+            reply_bytes += 2 * header.key.len() + header.content_type.len() + ITEM_REPLY_OVERHEAD;
+            data_bytes += item.data.len();
+            if reply_bytes > limits.max_reply_bytes {
+                return Err(Status::resource_exhausted(format!(
+                    "this PutMany's reply would pass the message limit after {} items; nothing was stored: \
+                     split the batch into several calls",
+                    results.len()
+                )));
+            }
+            if data_bytes > objects.upload_budget_bytes() {
+                return Err(Status::resource_exhausted(format!(
+                    "a PutMany carries at most {} bytes of data (server.upload_buffer); nothing was stored: \
+                     split the batch or put large objects one by one",
+                    objects.upload_budget_bytes()
+                )));
+            }
             let key = header.key.clone();
             results.push(pb::ItemResult { key, ..Default::default() });
             match spec(header, limits) {
@@ -105,27 +141,26 @@ pub async fn handle_put_many(
                     slots.push(results.len() - 1);
                     accepted.push((s, item.data));
                 }
-                Err(st) => {
-                    let r = results.last_mut().expect("just pushed");
-                    r.error = st.message().into();
-                    r.code = st.code() as i32;
-                }
+                Err(st) => fill_status(results.last_mut().expect("just pushed"), Err(st)),
             }
         }
-        match replicator {
-            // Each item is its own replicated write, all in flight at once.
-            Some(r) => {
-                let puts = accepted.into_iter().map(|(spec, data)| {
-                    r.put(spec, futures::stream::iter([Ok::<_, std::convert::Infallible>(data)]))
-                });
-                for (slot, res) in slots.into_iter().zip(futures::future::join_all(puts).await) {
-                    fill_status(&mut results[slot], res);
-                }
+        // What this call holds counts against the server's upload budget.
+        held.grow_to(data_bytes).await;
+    }
+    match replicator {
+        // Each item is its own replicated write, all in flight at once.
+        Some(r) => {
+            tokio::task::yield_now().await; // see `Objects::commit`
+            let puts = accepted
+                .into_iter()
+                .map(|(spec, data)| r.put(spec, futures::stream::iter([Ok::<_, std::convert::Infallible>(data)])));
+            for (slot, res) in slots.into_iter().zip(futures::future::join_all(puts).await) {
+                fill_status(&mut results[slot], res);
             }
-            None => {
-                for (slot, r) in slots.into_iter().zip(objects.put_many(accepted).await) {
-                    fill(&mut results[slot], r);
-                }
+        }
+        None => {
+            for (slot, r) in slots.into_iter().zip(objects.put_many(accepted).await) {
+                fill(&mut results[slot], r);
             }
         }
     }
@@ -136,11 +171,26 @@ pub fn fill(slot: &mut pb::ItemResult, r: Result<crate::meta::ObjectRecord, Obje
     fill_status(slot, r.map_err(Status::from))
 }
 
+/// One item's outcome. The attributes are not echoed (the client sent
+/// them), which keeps a large batch's reply within its limit.
 pub fn fill_status(slot: &mut pb::ItemResult, r: Result<crate::meta::ObjectRecord, Status>) {
     match r {
-        Ok(rec) => slot.object = Some(object_info(&rec)),
+        Ok(rec) => {
+            let mut info = object_info(&rec);
+            info.attributes.clear();
+            slot.object = Some(info);
+        }
         Err(st) => {
-            slot.error = st.message().into();
+            let mut msg = st.message().to_string();
+            if msg.len() > MAX_ITEM_ERROR {
+                let mut cut = MAX_ITEM_ERROR - 3;
+                while !msg.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                msg.truncate(cut);
+                msg.push_str("...");
+            }
+            slot.error = msg;
             slot.code = st.code() as i32;
         }
     }

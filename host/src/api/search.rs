@@ -3,7 +3,7 @@
 use tonic::Status;
 
 use super::error::invalid;
-use super::{object_info, pb, validate};
+use super::{Limits, object_info, pb, validate};
 use crate::meta::Position;
 use crate::objects::Objects;
 use crate::plugin::Plugins;
@@ -68,7 +68,12 @@ fn cursor(raw: &str) -> Result<Option<Position>, Status> {
     serde_json::from_slice(&bytes).map(Some).map_err(|_| invalid("cursor: not one this server gave out"))
 }
 
-pub async fn handle_search(objects: &Objects, plugins: &Plugins, req: pb::SearchRequest) -> Result<pb::SearchResponse, Status> {
+pub async fn handle_search(
+    objects: &Objects,
+    plugins: &Plugins,
+    limits: &Limits,
+    req: pb::SearchRequest,
+) -> Result<pb::SearchResponse, Status> {
     let bucket = validate::bucket(&req.bucket)?;
     let req_no_index = req.no_index;
     let filter = match req.filter {
@@ -81,7 +86,15 @@ pub async fn handle_search(objects: &Objects, plugins: &Plugins, req: pb::Search
         n if n > MAX_LIMIT => return Err(invalid(format!("limit: at most {MAX_LIMIT}"))),
         n => n,
     };
-    let search = run::Search { bucket, filter, sort, descending: req.descending, limit, after: cursor(&req.cursor)? };
+    let search = run::Search {
+        bucket,
+        filter,
+        sort,
+        descending: req.descending,
+        limit,
+        after: cursor(&req.cursor)?,
+        max_bytes: limits.max_reply_bytes,
+    };
     let found = run::run(objects.meta(), (!req_no_index).then_some(plugins), &search).await?;
     let next_cursor = match &found.next {
         Some(p) => hex::encode(serde_json::to_vec(p).map_err(|e| Status::internal(e.to_string()))?),

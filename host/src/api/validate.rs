@@ -58,14 +58,25 @@ pub fn version(v: &str) -> Option<&str> {
     (!v.is_empty()).then_some(v)
 }
 
-pub fn attributes(attrs: HashMap<String, pb::Value>) -> Result<Attributes, Status> {
+/// Attributes of one object, at most `max_bytes` as stored (names plus
+/// JSON values), so no object can make a listing page or a search reply
+/// too big to send.
+pub fn attributes(attrs: HashMap<String, pb::Value>, max_bytes: usize) -> Result<Attributes, Status> {
     let mut out = Attributes::new();
     for (k, v) in attrs {
         if k.is_empty() || k.len() > 256 {
-            return Err(invalid(format!("attribute name {k:?} must be 1 to 256 bytes")));
+            let shown: String = k.chars().take(64).collect();
+            return Err(invalid(format!("attribute name {shown:?}... must be 1 to 256 bytes")));
         }
         let json = to_json(v).map_err(|why| invalid(format!("attribute {k:?}: {why}")))?;
         out.insert(k, json);
+    }
+    let bytes = serde_json::to_string(&out).map_or(usize::MAX, |j| j.len());
+    if bytes > max_bytes {
+        return Err(invalid(format!(
+            "the attributes take {bytes} bytes; the limit is {max_bytes} (server.max_attribute_bytes): \
+             keep large data in the object itself"
+        )));
     }
     Ok(out)
 }

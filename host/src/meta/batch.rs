@@ -60,6 +60,10 @@ pub async fn commit_puts(
         index::eager(&mut tx, maker).await?;
     }
     let written = started.elapsed();
+    fail::fail_point!("meta.commit", |a: Option<String>| Err(match a.as_deref() {
+        Some("full") => MetaError::Full { path: std::path::PathBuf::new() },
+        _ => MetaError::Db("injected failure (meta.commit)".into()),
+    }));
     tx.commit().await?;
     tracing::debug!(items = items.len(), ?written, took = ?started.elapsed(), "metadata batch");
     Ok(out)

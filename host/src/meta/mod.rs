@@ -65,6 +65,14 @@ impl ObjectRecord {
     pub fn is_delete_marker(&self) -> bool {
         self.digest.is_none()
     }
+
+    /// An upper bound on the bytes this record takes in a reply, so pages
+    /// can stop before a message limit (attributes count twice: a protobuf
+    /// value's framing can outweigh its JSON).
+    pub fn reply_bytes(&self) -> usize {
+        let attrs = serde_json::to_string(&self.attributes).map_or(0, |a| a.len());
+        self.bucket.len() + self.key.len() + self.version.len() + self.content_type.len() + 2 * attrs + 160
+    }
 }
 
 /// When a put may go ahead.
@@ -177,12 +185,41 @@ pub enum MetaError {
     IndexExists { bucket: String, name: String },
     #[error("bucket {bucket:?} has no index named {name:?}")]
     NoSuchIndex { bucket: String, name: String },
+    /// SQLite could not grow the database or its WAL (`SQLITE_FULL`).
+    #[error("no space left for the metadata database in {}: free space (delete objects, then let GC run) or raise the disk", path.display())]
+    Full { path: std::path::PathBuf },
+    #[error(
+        "the metadata database {} is damaged ({problems}); stop here and run `strata fsck` to see what is affected, \
+         restore it from a backup, or start with metadata.check_at_start = false to serve it as it is",
+        path.display()
+    )]
+    Damaged { path: std::path::PathBuf, problems: String },
     #[error("metadata database error: {0}")]
     Db(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+impl MetaError {
+    /// A copy to hand to every caller of a failed batch (the source error
+    /// itself is not `Clone`).
+    pub fn duplicate(&self) -> MetaError {
+        match self {
+            MetaError::Full { path } => MetaError::Full { path: path.clone() },
+            e => MetaError::Db(e.to_string().into()),
+        }
+    }
+}
+
+/// SQLite's primary result code for a full disk (or a full quota).
+const SQLITE_FULL: i64 = 13;
+
 impl From<sqlx::Error> for MetaError {
     fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(d) = &e
+            && d.code().and_then(|c| c.parse::<i64>().ok()).is_some_and(|c| c & 0xff == SQLITE_FULL)
+        {
+            // The path is filled in by the store, which knows it.
+            return MetaError::Full { path: std::path::PathBuf::new() };
+        }
         MetaError::Db(Box::new(e))
     }
 }
@@ -206,9 +243,13 @@ pub struct MetaOptions {
     /// keeps them.
     pub max_version_age: Duration,
     pub indexing: IndexingMode,
+    /// Run `PRAGMA quick_check` before serving.
+    pub check: bool,
 }
 
 pub struct MetaStore {
+    /// Where `strata.db` lives (`None`: in memory), named in errors.
+    dir: Option<std::path::PathBuf>,
     write: SqlitePool,
     read: SqlitePool,
     cache: MetaCache,
@@ -245,10 +286,16 @@ impl MetaStore {
                 (pool.clone(), pool)
             }
         };
+        if opts.check
+            && let Some(dir) = &opts.dir
+        {
+            check_integrity(&write, dir).await?;
+        }
         sqlx::migrate!("./migrations").run(&write).await?;
         let node_id = sql::node_id(&write).await?;
         let last = sql::last_stamp(&write).await?;
         Ok(Arc::new(Self {
+            dir: opts.dir.clone(),
             write,
             read,
             cache: MetaCache::new(opts.cache_size),
@@ -262,6 +309,14 @@ impl MetaStore {
             index_wake: tokio::sync::Notify::new(),
             index_dropped: Default::default(),
         }))
+    }
+
+    /// Names the database's directory in an out-of-space error.
+    fn locate(&self, e: MetaError) -> MetaError {
+        match e {
+            MetaError::Full { .. } => MetaError::Full { path: self.dir.clone().unwrap_or_else(|| "memory".into()) },
+            e => e,
+        }
     }
 
     fn policy(&self) -> sql::Policy<'_> {
@@ -501,7 +556,7 @@ impl MetaStore {
             IndexingMode::Eager => self.terms.get().map(|t| &**t),
             _ => None,
         };
-        let out = batch::commit_puts(&self.write, &self.policy(), items, eager).await?;
+        let out = batch::commit_puts(&self.write, &self.policy(), items, eager).await.map_err(|e| self.locate(e))?;
         for item in items {
             self.cache.invalidate(&item.bucket, &item.key);
         }
@@ -549,7 +604,7 @@ impl MetaStore {
         // Invalidate even if this future is dropped mid-commit: the commit
         // may still land.
         let _guard = Invalidate { cache: &self.cache, bucket, key };
-        sql::delete(&self.write, &self.policy(), bucket, key, version).await
+        sql::delete(&self.write, &self.policy(), bucket, key, version).await.map_err(|e| self.locate(e))
     }
 
     /// The key's newest version, a delete marker included (what a replica
@@ -567,7 +622,7 @@ impl MetaStore {
     /// sent there); it hides the live version only if it is the newest.
     pub async fn record_marker(&self, bucket: &str, key: &str, id: &Identity) -> Result<(), MetaError> {
         let _guard = Invalidate { cache: &self.cache, bucket, key };
-        sql::record_marker(&self.write, &self.policy(), bucket, key, id).await
+        sql::record_marker(&self.write, &self.policy(), bucket, key, id).await.map_err(|e| self.locate(e))
     }
 
     // ---- blobs ----
@@ -729,9 +784,18 @@ impl MetaStore {
         index::sweep(&self.write).await
     }
 
+    /// Closes the store, folding the WAL into the database file first so a
+    /// clean shutdown leaves one self-contained `strata.db`. (SQLite does this
+    /// when the last connection closes, but only if that connection may
+    /// write: so the readers go first.)
     pub async fn close(&self) {
-        self.write.close().await;
         self.read.close().await;
+        if self.dir.is_some()
+            && let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.write).await
+        {
+            tracing::warn!(error = %e, "checkpointing the metadata WAL at shutdown failed; it is replayed at the next start");
+        }
+        self.write.close().await;
     }
 }
 
@@ -756,6 +820,50 @@ const READ_CACHE_KIB: &str = "-32768";
 /// Reads of the first 4 GiB of the file go through a shared memory map
 /// instead of a system call per page missing from a connection's cache.
 const MMAP_BYTES: &str = "4294967296";
+
+/// `PRAGMA quick_check`: the b-trees are well formed and every page is
+/// accounted for (not that indexes match their tables, which needs a full
+/// `integrity_check`, far slower).
+async fn check_integrity(pool: &SqlitePool, dir: &Path) -> Result<(), MetaError> {
+    let started = std::time::Instant::now();
+    let rows: Vec<String> =
+        sqlx::query_scalar("PRAGMA quick_check(20)").fetch_all(pool).await.map_err(|e| damaged_or(e, dir))?;
+    tracing::info!(ms = started.elapsed().as_millis() as u64, "metadata quick_check done");
+    if rows.len() == 1 && rows[0] == "ok" {
+        return Ok(());
+    }
+    Err(MetaError::Damaged { path: dir.join("strata.db"), problems: rows.join("; ") })
+}
+
+/// SQLITE_CORRUPT and SQLITE_NOTADB say the file is damaged; anything else
+/// is another failure.
+fn damaged_or(e: sqlx::Error, dir: &Path) -> MetaError {
+    if let sqlx::Error::Database(d) = &e
+        && d.code().and_then(|c| c.parse::<i64>().ok()).is_some_and(|c| matches!(c & 0xff, 11 | 26))
+    {
+        return MetaError::Damaged { path: dir.join("strata.db"), problems: d.message().to_string() };
+    }
+    e.into()
+}
+
+/// Keeps the write connection only if no transaction outlived its use.
+///
+/// When a statement or COMMIT fails (a full disk), SQLite may already have
+/// rolled the transaction back, so sqlx's ROLLBACK fails and sqlx still
+/// counts a transaction open: every later `begin` would then be a
+/// SAVEPOINT inside it, acknowledged yet never committed. Closing the
+/// connection (which rolls back whatever is open) and letting the pool open
+/// a fresh one makes the next write start clean.
+async fn release_clean(conn: &mut sqlx::SqliteConnection) -> Result<bool, sqlx::Error> {
+    use sqlx::Connection as _;
+    // A round trip: the rollback queued by a dropped transaction runs first.
+    drop(conn.lock_handle().await?);
+    if conn.is_in_transaction() {
+        tracing::warn!("a metadata transaction outlived its write (after an error); reopening the connection");
+        return Ok(false);
+    }
+    Ok(true)
+}
 
 /// A pool of exactly one connection that lives as long as the pool: for
 /// an in-memory database, or a store that serializes its writes anyway.
@@ -786,8 +894,10 @@ async fn open_file(dir: &Path, sync_writes: bool) -> Result<(SqlitePool, SqliteP
         .min_connections(1)
         .idle_timeout(None)
         .max_lifetime(None)
+        .after_release(|conn, _| Box::pin(release_clean(conn)))
         .connect_with(options.clone().pragma("cache_size", WRITE_CACHE_KIB).pragma("mmap_size", MMAP_BYTES))
-        .await?;
+        .await
+        .map_err(|e| damaged_or(e, dir))?;
     let read = SqlitePoolOptions::new()
         .max_connections(4)
         .connect_with(options.read_only(true).pragma("cache_size", READ_CACHE_KIB).pragma("mmap_size", MMAP_BYTES))

@@ -9,6 +9,7 @@ use crate::store::Digest;
 
 async fn store(max_versions: u32) -> std::sync::Arc<MetaStore> {
     MetaStore::open(MetaOptions {
+        check: false,
         dir: None,
         sync_writes: false,
         cache_size: 100,

@@ -40,7 +40,12 @@ pub async fn run(
             }
         }
         let _guard = publish_lock.lock().await;
-        commit_batch(batch, &store, &meta).await;
+        // A put whose caller is gone (cancelled, past its deadline) was
+        // never acknowledged: drop it, and its staged blob with it.
+        batch.retain(|job| !job.reply.is_closed());
+        if !batch.is_empty() {
+            commit_batch(batch, &store, &meta).await;
+        }
     }
 }
 
@@ -75,9 +80,11 @@ async fn commit_batch(batch: Vec<CommitJob>, store: &Arc<LocalStore>, meta: &Met
     };
     if let Err(e) = result {
         error!(error = %e, "publishing blobs failed");
-        let msg = e.to_string();
+        // Files renamed into place before the failure have no rows: remove
+        // them (their bytes were in a staged file a moment ago).
+        remove_files(store, published.iter().copied().collect()).await;
         for job in batch {
-            let _ = job.reply.send(Err(ObjectError::Aborted(msg.clone())));
+            let _ = job.reply.send(Err(ObjectError::Store(e.duplicate())));
         }
         return;
     }
@@ -139,8 +146,7 @@ pub(super) async fn remove_files(store: &Arc<LocalStore>, digests: Vec<Digest>) 
 
 fn fail_all(batch: Vec<CommitJob>, e: MetaError) {
     error!(error = %e, "committing a batch of puts failed");
-    let msg = e.to_string();
     for job in batch {
-        let _ = job.reply.send(Err(ObjectError::Meta(MetaError::Db(msg.clone().into()))));
+        let _ = job.reply.send(Err(ObjectError::Meta(e.duplicate())));
     }
 }

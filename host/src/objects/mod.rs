@@ -7,6 +7,7 @@
 //! scrub run beside them ([`upkeep`]).
 
 mod blob_cache;
+mod budget;
 mod commit;
 mod upkeep;
 
@@ -23,11 +24,16 @@ use crate::store::format::INLINE_MAX;
 use crate::store::{BlobReader, BlobWriter, Digest, LocalStore, Range, Staged, StoreError};
 
 use blob_cache::BlobCache;
+pub use budget::UploadBudget;
 pub use commit::CommitJob;
 pub use upkeep::{Upkeep, UpkeepReport};
 
 /// Data gathered before a blocking write: one frame's worth.
 const WRITE_BATCH: usize = 1 << 20;
+
+/// Budget claimed before reading a chunk (the CLI sends 1 MiB chunks; a
+/// larger one tops up its claim once it has arrived).
+const EXPECTED_CHUNK: usize = 1 << 20;
 
 /// Fails if the blob is not what the client promised (size, digest).
 fn check_promises(spec: &PutSpec, staged: &Staged) -> Result<(), StoreError> {
@@ -84,6 +90,8 @@ pub enum ObjectError {
     Aborted(String),
     #[error("the server is shutting down")]
     ShuttingDown,
+    #[error("the upload sent nothing for {secs} s (server.stream_idle_timeout); nothing was stored")]
+    Idle { secs: u64 },
 }
 
 /// What a put stores, besides its bytes.
@@ -110,7 +118,18 @@ pub struct Objects {
     /// blob a concurrent put is about to reference.
     publish_lock: Arc<Mutex<()>>,
     blob_cache: BlobCache,
+    budget: UploadBudget,
+    idle_timeout: std::time::Duration,
     pub metrics: Arc<Metrics>,
+}
+
+/// Limits on uploads in flight.
+#[derive(Clone, Debug)]
+pub struct UploadLimits {
+    /// Bytes of uploads the server holds in memory at once.
+    pub buffer: u64,
+    /// A put whose next chunk takes longer fails.
+    pub idle_timeout: std::time::Duration,
 }
 
 impl Objects {
@@ -120,6 +139,7 @@ impl Objects {
         meta: Arc<MetaStore>,
         metrics: Arc<Metrics>,
         blob_cache_bytes: u64,
+        uploads: UploadLimits,
     ) -> Arc<Self> {
         let (tx, rx) = mpsc::channel(1024);
         let publish_lock = Arc::new(Mutex::new(()));
@@ -130,8 +150,25 @@ impl Objects {
             commits: tx,
             publish_lock,
             blob_cache: BlobCache::new(blob_cache_bytes),
+            budget: UploadBudget::new(uploads.buffer),
+            idle_timeout: uploads.idle_timeout,
             metrics,
         })
+    }
+
+    /// An empty claim on the server's upload budget.
+    pub fn upload_claim(&self) -> budget::Held {
+        self.budget.claim()
+    }
+
+    /// The whole upload budget, in bytes.
+    pub fn upload_budget_bytes(&self) -> usize {
+        self.budget.total()
+    }
+
+    /// How long an upload may send nothing.
+    pub fn idle_timeout(&self) -> std::time::Duration {
+        self.idle_timeout
     }
 
     pub fn meta(&self) -> &Arc<MetaStore> {
@@ -185,9 +222,13 @@ impl Objects {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.check_space(0))
+            .await
+            .map_err(|e| ObjectError::Aborted(e.to_string()))??;
         // The network side stays async; each ~1 MiB of data is hashed and
         // written in one short blocking call, so a slow client holds no
-        // thread, only its HTTP/2 window.
+        // thread, only its HTTP/2 window and its share of the upload budget.
         let mut writer = Some(self.store.stage()?); // in memory until it grows
         // One write runs while the next batch arrives.
         let mut in_flight: Option<tokio::task::JoinHandle<Result<BlobWriter, StoreError>>> = None;
@@ -195,7 +236,18 @@ impl Objects {
         let mut pending_len = 0usize;
         let limit = spec.size;
         let mut received = 0u64;
-        while let Some(item) = chunks.next().await {
+        let mut held = self.budget.claim();
+        // The writer's frame buffers, as of its last write.
+        let mut buffered = 0usize;
+        loop {
+            // Room for the next chunk before reading it: past the budget the
+            // client waits (flow control), it is not failed.
+            held.grow_to(buffered + pending_len + EXPECTED_CHUNK).await;
+            let item = match tokio::time::timeout(self.idle_timeout, chunks.next()).await {
+                Ok(Some(item)) => item,
+                Ok(None) => break,
+                Err(_) => return Err(ObjectError::Idle { secs: self.idle_timeout.as_secs() }),
+            };
             let chunk = item.map_err(|e| ObjectError::Aborted(e.to_string()))?;
             if chunk.is_empty() {
                 continue; // carries nothing; gathering it would cost memory
@@ -207,23 +259,36 @@ impl Objects {
                 return Err(StoreError::Mismatch {
                     what: "size",
                     expected: l.to_string(),
-                    actual: format!("more than {}", received - chunk.len() as u64),
+                    actual: format!("at least {received} bytes"),
                 }
                 .into());
             }
             pending_len += chunk.len();
             pending.push(chunk);
+            held.grow_to(buffered + pending_len).await;
             if pending_len >= WRITE_BATCH {
                 let w = ready_writer(&mut in_flight, &mut writer).await?;
+                buffered = w.buffered();
+                held.shrink_to(buffered + pending_len);
                 let data = std::mem::take(&mut pending);
-                in_flight = Some(tokio::task::spawn_blocking(move || write_all(w, &data)));
+                let store = self.store.clone();
+                let need = pending_len as u64;
+                in_flight = Some(tokio::task::spawn_blocking(move || {
+                    store.check_space(need)?;
+                    write_all(w, &data)
+                }));
                 pending_len = 0;
             }
         }
         let w = ready_writer(&mut in_flight, &mut writer).await?;
-        let staged = tokio::task::spawn_blocking(move || write_all(w, &pending)?.finish())
-            .await
-            .map_err(|e| ObjectError::Aborted(e.to_string()))??;
+        let store = self.store.clone();
+        let need = pending_len as u64;
+        let staged = tokio::task::spawn_blocking(move || {
+            store.check_space(need)?;
+            write_all(w, &pending)?.finish()
+        })
+        .await
+        .map_err(|e| ObjectError::Aborted(e.to_string()))??;
         check_promises(spec, &staged)?;
         Ok(staged)
     }
@@ -233,7 +298,11 @@ impl Objects {
         let store = self.store.clone();
         let (specs, datas): (Vec<PutSpec>, Vec<Bytes>) = items.into_iter().unzip();
         // One blocking call writes (hashes, seals) the whole batch.
+        let need: u64 = datas.iter().map(|d| d.len() as u64).sum();
         let written = tokio::task::spawn_blocking(move || {
+            if let Err(e) = store.check_space(need) {
+                return datas.iter().map(|_| Err(e.duplicate())).collect();
+            }
             datas
                 .into_iter()
                 .map(|data| {
@@ -267,7 +336,15 @@ impl Objects {
         out.into_iter().map(|r| r.expect("every slot filled")).collect()
     }
 
+    /// Queues staged puts for the group commit and waits for the outcome.
+    ///
+    /// Dropping this future before the commit worker takes a job (the
+    /// client reset the stream, its deadline passed) discards the job, so
+    /// a cancelled put is never stored. The yield gives the transport a turn
+    /// first: hyper drops a handler whose stream was reset at its next
+    /// `Pending`, and a reset can arrive just behind a stream's end.
     pub async fn commit(&self, items: Vec<(PutSpec, Staged)>) -> Vec<Result<ObjectRecord, ObjectError>> {
+        tokio::task::yield_now().await;
         let mut waits = Vec::with_capacity(items.len());
         for (spec, staged) in items {
             let (reply, wait) = oneshot::channel();

@@ -28,6 +28,9 @@ pub struct Search {
     pub limit: u32,
     /// Resume after this position (from a previous page's cursor).
     pub after: Option<Position>,
+    /// The page ends early, with a cursor, once its records would take more
+    /// than this many bytes in the reply.
+    pub max_bytes: usize,
 }
 
 #[derive(Debug)]
@@ -95,6 +98,8 @@ pub async fn run(meta: &MetaStore, plugins: Option<&Plugins>, s: &Search) -> Res
     let mut records = Vec::new();
     let mut scanned = 0u64;
     let mut next = None;
+    let mut bytes = 0usize;
+    let mut last_kept: Option<Position> = None;
     'pages: loop {
         // Candidates mostly match: ask for what the page still needs, not a
         // full batch.
@@ -109,11 +114,17 @@ pub async fn run(meta: &MetaStore, plugins: Option<&Plugins>, s: &Search) -> Res
         for (record, position) in batch {
             scanned += 1;
             if keep(s.filter.as_ref(), &record) {
+                bytes += record.reply_bytes();
+                if bytes > s.max_bytes && !records.is_empty() {
+                    next = last_kept;
+                    break 'pages;
+                }
                 records.push(record);
                 if records.len() as u32 == s.limit {
                     next = Some(position);
                     break 'pages;
                 }
+                last_kept = Some(position.clone());
             }
             // The next batch resumes after the last object read.
             after = Some(position);

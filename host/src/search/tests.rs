@@ -167,6 +167,7 @@ async fn indexed_equals_scanned(mode: IndexingMode, seed: u64) {
         max_versions: 2,
         max_version_age: std::time::Duration::ZERO,
         indexing: mode,
+        check: false,
     })
     .await
     .unwrap();
@@ -211,6 +212,9 @@ async fn indexed_equals_scanned(mode: IndexingMode, seed: u64) {
             descending: rng.random_bool(0.5),
             limit: rng.random_range(1..40),
             after: None,
+            // Small byte budgets end pages early; paging must not lose or
+            // repeat anything either way.
+            max_bytes: if rng.random_bool(0.5) { rng.random_range(200..4000) } else { usize::MAX },
         };
         let (scanned, _) = all_pages(&meta, None, s.clone()).await;
         let (indexed, used_index) = all_pages(&meta, Some(&plugins), s).await;

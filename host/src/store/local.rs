@@ -56,6 +56,11 @@ pub struct LocalStore {
     codec: Codec,
     pub quota: Arc<Quota>,
     sync: bool,
+    /// Writes keep this many bytes free on each of `space_paths`, so that
+    /// deletes and GC (which must append to SQLite's WAL) can still commit
+    /// on a full disk.
+    reserve: u64,
+    space_paths: Vec<PathBuf>,
     /// Held for the life of the store: one server per directory.
     _lock: File,
 }
@@ -93,6 +98,8 @@ impl LocalStore {
             codec,
             quota: Arc::new(Quota::new(max_size)),
             sync,
+            reserve: 0,
+            space_paths: vec![root.to_path_buf()],
             _lock: lock,
         };
         for dir in [&store.blobs, &store.tmp, &store.quarantine] {
@@ -103,6 +110,36 @@ impl LocalStore {
         // We hold the lock, so nothing else is writing: every temp file is debris.
         store.remove_temp_files(None)?;
         Ok(store)
+    }
+
+    /// Keeps `reserve` bytes free on the store's disk and on the disks of
+    /// `others` (the metadata directory) when writing.
+    pub fn with_reserve(mut self, reserve: u64, others: &[PathBuf]) -> Self {
+        self.reserve = reserve;
+        self.space_paths.extend(others.iter().cloned());
+        self
+    }
+
+    /// Fails with [`StoreError::NoSpace`] when writing `need` more bytes
+    /// would eat into the reserve of any disk the store writes to.
+    pub fn check_space(&self, need: u64) -> Result<(), StoreError> {
+        for path in &self.space_paths {
+            let free = free_space(path).map_err(StoreError::io(path))?;
+            if free < self.reserve.saturating_add(need) {
+                return Err(StoreError::NoSpace { path: path.clone() });
+            }
+        }
+        Ok(())
+    }
+
+    /// The smallest free space on the store's disks, in bytes, and the
+    /// reserve writes keep.
+    pub fn space(&self) -> Result<(u64, u64), StoreError> {
+        let mut least = u64::MAX;
+        for path in &self.space_paths {
+            least = least.min(free_space(path).map_err(StoreError::io(path))?);
+        }
+        Ok((least, self.reserve))
     }
 
     pub fn path(&self, digest: &Digest) -> PathBuf {
@@ -124,6 +161,7 @@ impl LocalStore {
         let mut dirs = Vec::new();
         for s in staged.iter().filter(|s| s.inline.is_none()) {
             let dest = self.path(&s.digest);
+            fail::fail_point!("store.publish", |a| Err(StoreError::io(&dest)(crate::failpoints::io_error(a))));
             let dir = dest.parent().expect("blob path has a parent").to_path_buf();
             if let Err(e) = fs::rename(&s.tmp, &dest) {
                 if e.kind() != std::io::ErrorKind::NotFound {
@@ -142,6 +180,7 @@ impl LocalStore {
             dirs.sort();
             dirs.dedup();
             for dir in dirs {
+                fail::fail_point!("store.dirsync", |a| Err(StoreError::io(&dir)(crate::failpoints::io_error(a))));
                 File::open(&dir).and_then(|f| f.sync_all()).map_err(StoreError::io(&dir))?;
             }
         }
@@ -218,6 +257,19 @@ impl LocalStore {
         }
         Ok(n)
     }
+}
+
+/// Bytes an unprivileged writer can still use on the file system of `path`.
+pub fn free_space(path: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a plain struct
+    // statvfs fills in; neither outlives the call.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 fn read_dir(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {

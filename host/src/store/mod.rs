@@ -95,6 +95,8 @@ pub enum StoreError {
     BadRange { offset: u64, size: u64 },
     #[error("data directory {path} is in use by another strata server (lock held on {lock})")]
     Locked { path: PathBuf, lock: PathBuf },
+    #[error("no space left on the disk of {}: free space (delete objects, then let GC run) or add disk", path.display())]
+    NoSpace { path: PathBuf },
     #[error("I/O error on {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("the write was cancelled")]
@@ -109,8 +111,29 @@ impl StoreError {
 
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> StoreError {
         let path = path.into();
-        move |source| StoreError::Io { path, source }
+        move |source| {
+            if is_out_of_space(&source) {
+                return StoreError::NoSpace { path };
+            }
+            StoreError::Io { path, source }
+        }
     }
+
+    /// A copy for each caller of a failed batch.
+    pub fn duplicate(&self) -> StoreError {
+        match self {
+            StoreError::NoSpace { path } => StoreError::NoSpace { path: path.clone() },
+            StoreError::QuotaExceeded { used, max } => StoreError::QuotaExceeded { used: *used, max: *max },
+            e => StoreError::Io { path: PathBuf::new(), source: std::io::Error::other(e.to_string()) },
+        }
+    }
+}
+
+/// ENOSPC, or EDQUOT (a user's disk quota), which a writer treats alike.
+pub fn is_out_of_space(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull
+        || e.kind() == std::io::ErrorKind::QuotaExceeded
+        || e.raw_os_error() == Some(libc::ENOSPC)
 }
 
 /// A byte range of a blob; `len == None` reads to the end.

@@ -116,6 +116,7 @@ impl BlobWriter {
     }
 
     fn put(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        fail::fail_point!("store.write", |a| Err(StoreError::io(&self.staged.tmp)(crate::failpoints::io_error(a))));
         match &mut self.sink {
             Sink::Memory(buf) => buf.extend_from_slice(bytes),
             Sink::File(f) => f.write_all(bytes).map_err(StoreError::io(&self.staged.tmp))?,
@@ -135,6 +136,16 @@ impl BlobWriter {
             self.sink = Sink::File(file);
         }
         Ok(())
+    }
+
+    /// Bytes of memory the writer holds for data not yet on disk: its frame
+    /// buffers, or the whole blob while it is small enough to stay inline.
+    pub fn buffered(&self) -> usize {
+        let sink = match &self.sink {
+            Sink::Memory(buf) => buf.capacity(),
+            Sink::File(_) => 0,
+        };
+        sink + self.pending.capacity() + self.sealed.capacity()
     }
 
     /// Appends plaintext.
@@ -210,7 +221,10 @@ impl BlobWriter {
         self.pos += footer.len() as u64;
         match std::mem::replace(&mut self.sink, Sink::Memory(Vec::new())) {
             Sink::Memory(buf) => self.staged.inline = Some(buf.into()),
-            Sink::File(f) if self.sync => f.sync_data().map_err(StoreError::io(&self.staged.tmp))?,
+            Sink::File(f) if self.sync => {
+                fail::fail_point!("store.sync", |a| Err(StoreError::io(&self.staged.tmp)(crate::failpoints::io_error(a))));
+                f.sync_data().map_err(StoreError::io(&self.staged.tmp))?
+            }
             Sink::File(_) => {}
         }
         self.staged.digest = digest;

@@ -1,0 +1,249 @@
+//! What an acknowledgement means: failures on the write path fail the
+//! write and clear without a restart, cancelled streams store nothing,
+//! batches past a limit are refused before anything is stored, and the
+//! database is checked at start.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use strata::api::pb;
+use tonic::Code;
+
+use crate::common::*;
+
+fn chunk(data: &[u8]) -> pb::PutRequest {
+    pb::PutRequest { part: Some(pb::put_request::Part::Chunk(Bytes::copy_from_slice(data))) }
+}
+
+fn head(h: pb::PutHeader) -> pb::PutRequest {
+    pb::PutRequest { part: Some(pb::put_request::Part::Header(h)) }
+}
+
+/// A put stream that sends `header` and `data` in pieces, then never ends.
+fn stalled_put(h: pb::PutHeader, data: Vec<u8>) -> impl futures::Stream<Item = pb::PutRequest> + Send + 'static {
+    let mut msgs = vec![head(h)];
+    msgs.extend(data.chunks(64 << 10).map(chunk));
+    futures::StreamExt::chain(futures::stream::iter(msgs), futures::stream::pending())
+}
+
+/// Puts cut off at random offsets (before the first chunk, mid-stream,
+/// after the last), by a dropped call or by the deadline the server
+/// enforces, never become or replace an object; nor does a PutMany.
+#[tokio::test]
+async fn cancelled_streams_store_nothing() {
+    let s = TestServer::start("");
+    let mut c = s.client().await;
+    let good = random_bytes(4 << 20);
+    put_key(&mut c, "k", &good).await;
+    for i in 0..24u32 {
+        let len = match i % 4 {
+            0 => 0,
+            1 => 1000,
+            2 => good.len(),
+            _ => (rand::random::<u32>() as usize) % good.len(),
+        };
+        let stream = stalled_put(header("k"), random_bytes(len));
+        if i % 2 == 0 {
+            // The client gives up: the call is dropped, the stream reset.
+            let mut c2 = c.clone();
+            let call = tokio::spawn(async move { c2.put(stream).await });
+            tokio::time::sleep(Duration::from_millis(50 + (i as u64 * 7) % 200)).await;
+            call.abort();
+            let _ = call.await;
+        } else {
+            // A deadline the server enforces (grpc-timeout).
+            let mut req = tonic::Request::new(stream);
+            req.set_timeout(Duration::from_millis(300));
+            let err = c.put(req).await.expect_err("a stalled put cannot succeed");
+            assert!(matches!(err.code(), Code::DeadlineExceeded | Code::Cancelled), "{err:?}");
+        }
+    }
+    // A PutMany whose stream breaks after its first message.
+    let items = (0..10).map(|i| pb::PutManyItem { header: Some(header(&format!("many/{i}"))), data: Bytes::from_static(b"x") });
+    let msgs = futures::StreamExt::chain(
+        futures::stream::iter(vec![pb::PutManyRequest { items: items.collect() }]),
+        futures::stream::pending(),
+    );
+    let mut req = tonic::Request::new(msgs);
+    req.set_timeout(Duration::from_millis(300));
+    assert!(c.put_many(req).await.is_err());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(versions(&mut c, "k").await.len(), 1, "a cancelled put became a version");
+    assert_eq!(get_key(&mut c, "k").await.unwrap(), good);
+    let listed = c.list(pb::ListRequest { prefix: "many/".into(), ..Default::default() }).await.unwrap().into_inner();
+    assert!(listed.objects.is_empty(), "a cancelled PutMany stored {:?}", listed.objects.len());
+    assert_eq!(temp_files(&s.data()), 0, "cancelled puts left temp files");
+}
+
+/// A put declared with a size that its stream does not reach is refused,
+/// even when the stream itself ends cleanly.
+#[tokio::test]
+async fn a_short_stream_with_a_declared_size_is_refused() {
+    let s = TestServer::start("");
+    let mut c = s.client().await;
+    let h = pb::PutHeader { size: Some(4000), ..header("short") };
+    let err = put(&mut c, h, &[7u8; 1000]).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    let h = pb::PutHeader { size: Some(1), ..header("long") };
+    let err = put(&mut c, h, b"abc").await.unwrap_err();
+    assert!(err.message().contains("expected 1, got at least 3 bytes"), "{}", err.message());
+    assert_eq!(get_key(&mut c, "short").await.unwrap_err().code(), Code::NotFound);
+}
+
+/// Each step of the write path failing (data, fsync, rename, directory
+/// sync, the metadata commit) fails the put with a clear code, leaves
+/// nothing visible, and the next put after the fault clears succeeds on the
+/// same running server.
+#[tokio::test]
+async fn write_path_failures_fail_the_write_and_clear_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let points = dir.path().join("failpoints");
+    std::fs::write(&points, "").unwrap();
+    let s = TestServer::start_with_env(
+        "127.0.0.1",
+        "",
+        vec![("STRATA_FAILPOINTS_FILE".into(), points.display().to_string())],
+    );
+    let mut c = s.client().await;
+    let mut stored = Vec::new();
+    let cases = [
+        ("store.write=return(enospc)", Code::ResourceExhausted),
+        ("store.write=return", Code::Internal),
+        ("store.sync=return(enospc)", Code::ResourceExhausted),
+        ("store.publish=return", Code::Internal),
+        ("store.dirsync=return", Code::Internal),
+        ("meta.commit=return(full)", Code::ResourceExhausted),
+        ("meta.commit=return", Code::Internal),
+    ];
+    for (n, (point, code)) in cases.iter().enumerate() {
+        std::fs::write(&points, point).unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let key = format!("case{n}");
+        // New bytes each time (a known blob is not published again), and
+        // file-backed: past the inline limit.
+        let big = random_bytes(300 << 10);
+        let err = put(&mut c, header(&key), &big).await.expect_err(point);
+        assert_eq!(err.code(), *code, "{point}: {err:?}");
+        if *code == Code::ResourceExhausted {
+            assert!(err.message().contains("no space left"), "{point}: {}", err.message());
+        }
+        // A PutMany fails every item, and stores none.
+        if point.starts_with("meta") {
+            let items = (0..5).map(|i| pb::PutManyItem { header: Some(header(&format!("{key}/m{i}"))), data: Bytes::from_static(b"y") }).collect();
+            let results = put_many(&mut c, items).await;
+            assert!(results.iter().all(|r| r.code == *code as i32), "{point}: {results:?}");
+        }
+        assert_eq!(get_key(&mut c, &key).await.unwrap_err().code(), Code::NotFound, "{point}: half-visible");
+        std::fs::write(&points, "").unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        put_key(&mut c, &key, &big).await;
+        assert_eq!(get_key(&mut c, &key).await.unwrap(), big, "{point}: the next put after the fault");
+        put_key(&mut c, &format!("{key}/small"), b"small").await;
+        assert_eq!(get_key(&mut c, &format!("{key}/small")).await.unwrap(), b"small");
+        stored.push(big);
+    }
+    // Nothing lost across a restart either.
+    let mut s = s;
+    s.kill9();
+    s.boot();
+    let mut c = s.client().await;
+    for (n, big) in stored.iter().enumerate() {
+        assert_eq!(&get_key(&mut c, &format!("case{n}")).await.unwrap(), big);
+    }
+}
+
+/// Attributes past the cap are refused; a PutMany past its item limit is
+/// refused before anything is stored.
+#[tokio::test]
+async fn limits_are_refused_before_anything_is_stored() {
+    let s = TestServer::start("");
+    let mut c = s.client().await;
+    let mut h = header("fat");
+    h.attributes.insert("blob".into(), pb::Value { kind: Some(pb::value::Kind::String("x".repeat(10 << 20))) });
+    let err = put(&mut c, h, b"x").await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("server.max_attribute_bytes"), "{}", err.message());
+
+    let item = |i: usize| pb::PutManyItem { header: Some(header(&format!("b/{i}"))), data: Bytes::from_static(b"z") };
+    let msgs = vec![
+        pb::PutManyRequest { items: (0..6000).map(item).collect() },
+        pb::PutManyRequest { items: (6000..12000).map(item).collect() },
+    ];
+    let err = c.put_many(futures::stream::iter(msgs)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("nothing was stored"), "{}", err.message());
+    let listed = c.list(pb::ListRequest { prefix: "b/".into(), ..Default::default() }).await.unwrap().into_inner();
+    assert!(listed.objects.is_empty());
+    // At the limit, every item is stored and the reply fits.
+    let msgs = vec![
+        pb::PutManyRequest { items: (0..5000).map(item).collect() },
+        pb::PutManyRequest { items: (5000..10000).map(item).collect() },
+    ];
+    let results = c.put_many(futures::stream::iter(msgs)).await.unwrap().into_inner().results;
+    assert_eq!(results.len(), 10_000);
+    assert!(results.iter().all(|r| r.code == 0 && r.object.is_some()));
+}
+
+/// List pages end before they would pass the message limit, with a cursor.
+#[tokio::test]
+async fn pages_are_bounded_by_bytes() {
+    let s = TestServer::start("[server]\nmax_message_size = \"256KiB\"\nmax_attribute_bytes = \"8KiB\"");
+    let mut c = s.client().await;
+    for i in 0..100 {
+        let mut h = header(&format!("p/{i:03}"));
+        h.attributes.insert("pad".into(), pb::Value { kind: Some(pb::value::Kind::String("p".repeat(7000))) });
+        put(&mut c, h, b"d").await.unwrap();
+    }
+    let mut token = String::new();
+    let mut seen = 0;
+    let mut pages = 0;
+    loop {
+        let r = c
+            .list(pb::ListRequest { prefix: "p/".into(), page_token: token.clone(), ..Default::default() })
+            .await
+            .expect("a page within the limit")
+            .into_inner();
+        seen += r.objects.len();
+        pages += 1;
+        if r.next_page_token.is_empty() {
+            break;
+        }
+        token = r.next_page_token;
+    }
+    assert_eq!(seen, 100);
+    assert!(pages > 1, "one page of 100 × 7 KB would pass 256 KiB");
+    let r = c.search(pb::SearchRequest { limit: 1000, ..Default::default() }).await.expect("search page").into_inner();
+    assert!(!r.objects.is_empty() && !r.next_cursor.is_empty());
+}
+
+/// A clean shutdown leaves no WAL behind, and a damaged database is
+/// refused at start with a message that says what to do.
+#[tokio::test]
+async fn clean_shutdown_checkpoints_and_damage_is_refused_at_start() {
+    let mut s = TestServer::start("");
+    let mut c = s.client().await;
+    for i in 0..200 {
+        put_key(&mut c, &format!("d/{i}"), &random_bytes(100)).await;
+    }
+    s.stop();
+    let db = s.data().join("meta/strata.db");
+    let wal = s.data().join("meta/strata.db-wal");
+    assert!(std::fs::metadata(&wal).map_or(true, |m| m.len() == 0), "the WAL outlived a clean shutdown");
+    // Damage a b-tree page past the header.
+    let len = std::fs::metadata(&db).unwrap().len();
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
+        f.seek(SeekFrom::Start(len / 2)).unwrap();
+        f.write_all(&[0xA5; 4096]).unwrap();
+        f.sync_all().unwrap();
+    }
+    let out = std::process::Command::new(strata_bin())
+        .args(["serve", "--config"])
+        .arg(&s.config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a damaged database was served");
+    assert!(err.contains("damaged") && err.contains("strata.db"), "{err}");
+}
