@@ -135,7 +135,7 @@ pub async fn handle_get_replication(c: &Cluster, req: pb::GetReplicationRequest)
         .get(&req.bucket)
         .cloned()
         .map(policy_pb)
-        .ok_or_else(|| Status::not_found(format!("bucket {:?} has no replication policy; set one with `strata cluster replication set`", req.bucket)))
+        .ok_or_else(|| Status::not_found(format!("bucket {:?} has no replication policy; set one with `strata cluster replication BUCKET --replicas N`", req.bucket)))
 }
 
 fn policy_pb(p: BucketPolicy) -> pb::ReplicationPolicy {
