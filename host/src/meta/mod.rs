@@ -209,14 +209,21 @@ impl MetaError {
     }
 }
 
-/// SQLite's primary result code for a full disk (or a full quota).
+/// SQLite's primary result codes this store tells apart.
+const SQLITE_CORRUPT: i64 = 11;
 const SQLITE_FULL: i64 = 13;
+const SQLITE_NOTADB: i64 = 26;
+
+/// The primary result code of a SQLite error (extended codes are on, so the
+/// low byte), if it is one.
+fn sqlite_code(e: &sqlx::Error) -> Option<i64> {
+    let sqlx::Error::Database(d) = e else { return None };
+    d.code()?.parse::<i64>().ok().map(|c| c & 0xff)
+}
 
 impl From<sqlx::Error> for MetaError {
     fn from(e: sqlx::Error) -> Self {
-        if let sqlx::Error::Database(d) = &e
-            && d.code().and_then(|c| c.parse::<i64>().ok()).is_some_and(|c| c & 0xff == SQLITE_FULL)
-        {
+        if sqlite_code(&e) == Some(SQLITE_FULL) {
             // The path is filled in by the store, which knows it.
             return MetaError::Full { path: std::path::PathBuf::new() };
         }
@@ -838,8 +845,8 @@ async fn check_integrity(pool: &SqlitePool, dir: &Path) -> Result<(), MetaError>
 /// SQLITE_CORRUPT and SQLITE_NOTADB say the file is damaged; anything else
 /// is another failure.
 fn damaged_or(e: sqlx::Error, dir: &Path) -> MetaError {
-    if let sqlx::Error::Database(d) = &e
-        && d.code().and_then(|c| c.parse::<i64>().ok()).is_some_and(|c| matches!(c & 0xff, 11 | 26))
+    if matches!(sqlite_code(&e), Some(SQLITE_CORRUPT | SQLITE_NOTADB))
+        && let sqlx::Error::Database(d) = &e
     {
         return MetaError::Damaged { path: dir.join("strata.db"), problems: d.message().to_string() };
     }

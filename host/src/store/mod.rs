@@ -124,6 +124,9 @@ impl StoreError {
         match self {
             StoreError::NoSpace { path } => StoreError::NoSpace { path: path.clone() },
             StoreError::QuotaExceeded { used, max } => StoreError::QuotaExceeded { used: *used, max: *max },
+            StoreError::Io { path, source } => {
+                StoreError::Io { path: path.clone(), source: std::io::Error::new(source.kind(), source.to_string()) }
+            }
             e => StoreError::Io { path: PathBuf::new(), source: std::io::Error::other(e.to_string()) },
         }
     }
