@@ -21,6 +21,52 @@ use crate::replication::Replicator;
 use crate::search::index::PluginTerms;
 use crate::store::{Codec, Key, LocalStore};
 
+/// Opens one node's blob store and metadata, taking the store's lock (so a
+/// second process on the same data fails here). `check`: run SQLite's
+/// quick_check before anything reads the database.
+pub async fn open_objects(config: &Config, check: bool) -> anyhow::Result<Arc<Objects>> {
+    let codec = Codec {
+        zstd_level: (config.storage.compression == Compression::Zstd)
+            .then_some(config.storage.compression_level),
+        key: load_key(config)?,
+    };
+    let base = config.storage.base_path.clone();
+    let (max, sync) = (config.storage.max_size.0, config.storage.sync_writes);
+    let reserve = config.storage.min_free_space.0;
+    // The metadata disk is kept from filling too, when metadata is on disk.
+    let meta_dir = (config.metadata.backend == MetaBackend::Sqlite).then(|| config.meta_dir());
+    let store = tokio::task::spawn_blocking(move || {
+        if let Some(d) = &meta_dir {
+            std::fs::create_dir_all(d).map_err(crate::store::StoreError::io(d))?;
+        }
+        LocalStore::open(&base, codec, max, sync).map(|s| s.with_reserve(reserve, meta_dir.as_slice()))
+    })
+    .await??;
+    let meta = MetaStore::open(MetaOptions {
+        dir: match config.metadata.backend {
+            MetaBackend::Sqlite => Some(config.meta_dir()),
+            MetaBackend::Memory => None,
+        },
+        sync_writes: config.storage.sync_writes,
+        cache_size: config.metadata.cache_size,
+        versioning: config.metadata.enable_versioning,
+        max_versions: config.metadata.max_versions,
+        max_version_age: config.metadata.max_version_age,
+        indexing: config.metadata.indexing_mode,
+        check,
+    })
+    .await
+    .context("opening the metadata store")?;
+    store.quota.add_existing(meta.stats().await?.stored_bytes);
+    Ok(Objects::new(
+        Arc::new(store),
+        meta,
+        Arc::new(Metrics::default()),
+        config.storage.max_cache_size.0,
+        UploadLimits { buffer: config.server.upload_buffer.0, idle_timeout: config.server.stream_idle_timeout },
+    ))
+}
+
 /// HTTP/2 flow-control window per stream; it bounds what one transfer buffers.
 pub const WINDOW: u32 = 4 << 20;
 /// Largest HTTP/2 frame this end accepts.
@@ -40,46 +86,7 @@ pub struct Server {
 impl Server {
     /// Opens everything; fails with a message that says what to fix.
     pub async fn open(config: Config) -> anyhow::Result<Self> {
-        let codec = Codec {
-            zstd_level: (config.storage.compression == Compression::Zstd)
-                .then_some(config.storage.compression_level),
-            key: load_key(&config)?,
-        };
-        let base = config.storage.base_path.clone();
-        let (max, sync) = (config.storage.max_size.0, config.storage.sync_writes);
-        let reserve = config.storage.min_free_space.0;
-        // The metadata disk is kept from filling too, when metadata is on disk.
-        let meta_dir = (config.metadata.backend == MetaBackend::Sqlite).then(|| config.meta_dir());
-        let store = tokio::task::spawn_blocking(move || {
-            if let Some(d) = &meta_dir {
-                std::fs::create_dir_all(d).map_err(crate::store::StoreError::io(d))?;
-            }
-            LocalStore::open(&base, codec, max, sync).map(|s| s.with_reserve(reserve, meta_dir.as_slice()))
-        })
-        .await??;
-        let meta = MetaStore::open(MetaOptions {
-            dir: match config.metadata.backend {
-                MetaBackend::Sqlite => Some(config.meta_dir()),
-                MetaBackend::Memory => None,
-            },
-            sync_writes: config.storage.sync_writes,
-            cache_size: config.metadata.cache_size,
-            versioning: config.metadata.enable_versioning,
-            max_versions: config.metadata.max_versions,
-            max_version_age: config.metadata.max_version_age,
-            indexing: config.metadata.indexing_mode,
-            check: config.metadata.check_at_start,
-        })
-        .await
-        .context("opening the metadata store")?;
-        store.quota.add_existing(meta.stats().await?.stored_bytes);
-        let objects = Objects::new(
-            Arc::new(store),
-            meta,
-            Arc::new(Metrics::default()),
-            config.storage.max_cache_size.0,
-            UploadLimits { buffer: config.server.upload_buffer.0, idle_timeout: config.server.stream_idle_timeout },
-        );
+        let objects = open_objects(&config, config.metadata.check_at_start).await?;
         let plugin_config = config.clone();
         let plugins = tokio::task::spawn_blocking(move || Plugins::load(&plugin_config))
             .await?

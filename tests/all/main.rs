@@ -11,6 +11,7 @@ mod config;
 mod corruption;
 mod crash;
 mod durability;
+mod fsck;
 mod indexes;
 mod input;
 mod objects;

@@ -408,7 +408,7 @@ pub async fn run(addr: &str, cmd: Cmd) -> anyhow::Result<()> {
                 bail!("the server is not serving");
             }
         }
-        Cmd::Serve { .. } | Cmd::Bench(_) | Cmd::BenchPlugins(_) | Cmd::BenchSearch(_) | Cmd::BenchCluster(_) | Cmd::BenchReplication(_) => bail!("serve and bench are not client commands"),
+        Cmd::Serve { .. } | Cmd::Fsck { .. } | Cmd::Bench(_) | Cmd::BenchPlugins(_) | Cmd::BenchSearch(_) | Cmd::BenchCluster(_) | Cmd::BenchReplication(_) => bail!("serve, fsck and bench are not client commands"),
     }
     Ok(())
 }

@@ -14,6 +14,7 @@ mod batch;
 mod bind;
 mod cache;
 mod clock;
+pub mod fsck;
 mod queue;
 #[cfg(test)]
 mod replica_tests;

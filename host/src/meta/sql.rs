@@ -704,14 +704,12 @@ pub async fn blob_rows(pool: &SqlitePool, digests: &[Digest]) -> Result<HashSet<
 }
 
 fn digests_of(rows: Vec<SqliteRow>) -> Result<Vec<Digest>, MetaError> {
-    rows.iter()
-        .map(|r| {
-            let d: Vec<u8> = r.try_get("digest")?;
-            d.try_into()
-                .map(Digest)
-                .map_err(|_| MetaError::Db("a digest in the database is not 32 bytes".into()))
-        })
-        .collect()
+    rows.iter().map(|r| digest_of(r.try_get("digest")?)).collect()
+}
+
+/// A digest column's bytes as a digest.
+pub(super) fn digest_of(bytes: Vec<u8>) -> Result<Digest, MetaError> {
+    bytes.try_into().map(Digest).map_err(|_| MetaError::Db("a digest in the database is not 32 bytes".into()))
 }
 
 pub async fn unreferenced_blobs(pool: &SqlitePool, before_ms: i64, limit: u32) -> Result<Vec<Digest>, MetaError> {

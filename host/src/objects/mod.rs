@@ -9,6 +9,7 @@
 mod blob_cache;
 mod budget;
 mod commit;
+mod fsck;
 mod upkeep;
 
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use crate::store::{BlobReader, BlobWriter, Digest, LocalStore, Range, Staged, St
 use blob_cache::BlobCache;
 pub use budget::UploadBudget;
 pub use commit::CommitJob;
+pub use fsck::FsckReport;
 pub use upkeep::{Upkeep, UpkeepReport};
 
 /// Data gathered before a blocking write: one frame's worth.
