@@ -118,7 +118,7 @@ impl Server {
                 let dir = config.storage.base_path.join("cluster");
                 // Capacity: the quota, else the data disk's size.
                 let capacity = match config.storage.max_size.0 {
-                    0 => disk_size(&config.storage.base_path).unwrap_or(0),
+                    0 => crate::store::local::disk_size(&config.storage.base_path).unwrap_or(0),
                     n => n,
                 };
                 let probe = Box::new(Usage(objects.clone()));
@@ -214,6 +214,7 @@ impl Server {
             .max_encoding_message_size(max_msg);
         let (health, health_svc) = tonic_health::server::health_reporter();
         health.set_serving::<pb::strata_server::StrataServer<Api>>().await;
+        tokio::spawn(watch_space(self.objects.clone(), health.clone(), stop_rx.clone()));
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(api::pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -319,20 +320,38 @@ async fn index_worker(meta: Arc<MetaStore>, every: std::time::Duration, mut stop
     }
 }
 
-/// Size of the file system holding `path`.
-fn disk_size(path: &std::path::Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: `c` is a NUL-terminated path and `st` is written by statvfs
-    // before it is read, only when the call succeeds.
-    let st = unsafe {
-        if libc::statvfs(c.as_ptr(), st.as_mut_ptr()) != 0 {
-            return None;
+/// The gRPC health service that says whether the disks have room.
+pub const SPACE_HEALTH: &str = "strata.space";
+
+/// Reports low free space before puts fail: `strata.space` turns
+/// NOT_SERVING and a warning is logged when less than the low mark is left.
+async fn watch_space(objects: Arc<Objects>, health: tonic_health::server::HealthReporter, mut stop: watch::Receiver<bool>) {
+    use tonic_health::ServingStatus;
+    let mut low = None;
+    loop {
+        let store = objects.store().clone();
+        match tokio::task::spawn_blocking(move || store.space()).await {
+            Ok(Ok(space)) if low != Some(space.is_low()) => {
+                let was = low.replace(space.is_low());
+                if space.is_low() {
+                    warn!(free = space.free, reserve = space.reserve, "low free space: puts are refused inside the reserve");
+                    health.set_service_status(SPACE_HEALTH, ServingStatus::NotServing).await;
+                } else {
+                    if was.is_some() {
+                        info!(free = space.free, "free space is back above the low mark");
+                    }
+                    health.set_service_status(SPACE_HEALTH, ServingStatus::Serving).await;
+                }
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => warn!(error = %e, "cannot read free space"),
+            Err(_) => return,
         }
-        st.assume_init()
-    };
-    Some(st.f_blocks as u64 * st.f_frsize as u64)
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+            _ = stop.changed() => return,
+        }
+    }
 }
 
 /// What the cluster node reports of this server in its heartbeats, and

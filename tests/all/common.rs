@@ -60,6 +60,14 @@ impl TestServer {
 
     /// Starts a server with extra environment variables.
     pub fn start_with_env(ip: &str, extra: &str, env: Vec<(String, String)>) -> TestServer {
+        let mut s = Self::prepare(ip, extra, env);
+        s.boot();
+        s
+    }
+
+    /// Writes the config and makes the temp dir, without starting the
+    /// process (a test can mount something on `data()` first).
+    pub fn prepare(ip: &str, extra: &str, env: Vec<(String, String)>) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("strata.toml");
         let base = dir.path().join("data");
@@ -71,9 +79,7 @@ impl TestServer {
             extra,
         );
         std::fs::write(&config, toml).expect("write config");
-        let mut s = TestServer { dir, url: String::new(), child: None, config, env };
-        s.boot();
-        s
+        TestServer { dir, url: String::new(), child: None, config, env }
     }
 
     /// (Re)starts the process on the same config and data.

@@ -12,6 +12,7 @@ mod corruption;
 mod crash;
 mod durability;
 mod fsck;
+mod full_disk;
 mod indexes;
 mod input;
 mod objects;

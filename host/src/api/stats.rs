@@ -8,6 +8,11 @@ use crate::objects::Objects;
 pub async fn handle_stats(objects: &Objects) -> Result<pb::StatsResponse, Status> {
     let s = objects.meta().stats().await?;
     let q = objects.meta().queue_stats().await?;
+    let store = objects.store().clone();
+    let space = tokio::task::spawn_blocking(move || store.space())
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(crate::objects::ObjectError::from)?;
     Ok(pb::StatsResponse {
         replication_pending: q.pending,
         replication_retrying: q.retrying,
@@ -36,5 +41,8 @@ pub async fn handle_stats(objects: &Objects) -> Result<pb::StatsResponse, Status
             .collect(),
         corrupt_blobs: s.corrupt_blobs,
         max_size: objects.store().quota.max,
+        free_bytes: space.free,
+        reserved_bytes: space.reserve,
+        low_space: space.is_low(),
     })
 }

@@ -107,7 +107,8 @@ pub fn stats(s: &pb::StatsResponse, json: bool) {
                 "logical_bytes": s.logical_bytes, "physical_bytes": s.physical_bytes,
                 "dedup_ratio": s.dedup_ratio, "cache_hits": s.cache_hits, "cache_misses": s.cache_misses,
                 "cache_hit_ratio": s.cache_hit_ratio, "corrupt_blobs": s.corrupt_blobs,
-                "max_size": s.max_size, "ops": ops,
+                "max_size": s.max_size, "free_bytes": s.free_bytes,
+                "reserved_bytes": s.reserved_bytes, "low_space": s.low_space, "ops": ops,
             })
         );
         return;
@@ -120,6 +121,12 @@ pub fn stats(s: &pb::StatsResponse, json: bool) {
     println!("dedup ratio:      {:.2}", s.dedup_ratio);
     println!("cache hit ratio:  {:.2} ({} hits, {} misses)", s.cache_hit_ratio, s.cache_hits, s.cache_misses);
     println!("corrupt blobs:    {}", s.corrupt_blobs);
+    println!(
+        "free space:       {} (puts keep {} free){}",
+        s.free_bytes,
+        s.reserved_bytes,
+        if s.low_space { "  LOW: puts are refused inside the reserve; remove versions or add disk" } else { "" }
+    );
     for o in &s.ops {
         println!(
             "op {:<14} count {:>8}  errors {:>5}  mean {:>8.3} ms  p50 {:>8.3} ms  p99 {:>8.3} ms",

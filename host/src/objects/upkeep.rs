@@ -10,6 +10,9 @@ use tracing::{info, warn};
 use super::Objects;
 use crate::store::Digest;
 
+/// Temp files younger than this are never removed while the server runs.
+const TEMP_MIN_AGE: Duration = Duration::from_secs(3600);
+
 /// What one pass found or did.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct UpkeepReport {
@@ -93,8 +96,13 @@ impl Upkeep {
                 }
             }
         }
+        // A temp file belongs to an upload in progress or a blob waiting for
+        // its commit, both touched within moments (idle uploads are ended by
+        // `server.stream_idle_timeout`): whatever `cleanup_age` says, only
+        // files untouched for TEMP_MIN_AGE are debris.
+        let temp_cutoff = SystemTime::now() - self.cleanup_age.max(TEMP_MIN_AGE);
         let s = store.clone();
-        report.temp_removed = tokio::task::spawn_blocking(move || s.remove_temp_files(Some(cutoff)))
+        report.temp_removed = tokio::task::spawn_blocking(move || s.remove_temp_files(Some(temp_cutoff)))
             .await
             .map_err(|e| super::ObjectError::Aborted(e.to_string()))?? as u64;
         if report != UpkeepReport::default() {

@@ -132,14 +132,14 @@ impl LocalStore {
         Ok(())
     }
 
-    /// The smallest free space on the store's disks, in bytes, and the
-    /// reserve writes keep.
-    pub fn space(&self) -> Result<(u64, u64), StoreError> {
-        let mut least = u64::MAX;
+    /// The smallest free space on the store's disks and the reserve
+    /// writes keep.
+    pub fn space(&self) -> Result<Space, StoreError> {
+        let mut free = u64::MAX;
         for path in &self.space_paths {
-            least = least.min(free_space(path).map_err(StoreError::io(path))?);
+            free = free.min(free_space(path).map_err(StoreError::io(path))?);
         }
-        Ok((least, self.reserve))
+        Ok(Space { free, reserve: self.reserve })
     }
 
     pub fn path(&self, digest: &Digest) -> PathBuf {
@@ -259,8 +259,32 @@ impl LocalStore {
     }
 }
 
+/// Free space against the reserve puts keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Space {
+    pub free: u64,
+    pub reserve: u64,
+}
+
+impl Space {
+    /// Low: puts are refused, or soon will be (less than twice the
+    /// reserve is left).
+    pub fn is_low(&self) -> bool {
+        self.free < self.reserve.saturating_mul(2).max(1)
+    }
+}
+
 /// Bytes an unprivileged writer can still use on the file system of `path`.
 pub fn free_space(path: &Path) -> std::io::Result<u64> {
+    statvfs(path).map(|st| st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// Size of the file system holding `path`.
+pub fn disk_size(path: &Path) -> std::io::Result<u64> {
+    statvfs(path).map(|st| st.f_blocks as u64 * st.f_frsize as u64)
+}
+
+fn statvfs(path: &Path) -> std::io::Result<libc::statvfs> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
     // SAFETY: `c` is a valid NUL-terminated path and `st` a plain struct
@@ -269,7 +293,7 @@ pub fn free_space(path: &Path) -> std::io::Result<u64> {
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(st.f_bavail as u64 * st.f_frsize as u64)
+    Ok(st)
 }
 
 fn read_dir(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
