@@ -247,3 +247,63 @@ async fn clean_shutdown_checkpoints_and_damage_is_refused_at_start() {
     assert!(!out.status.success(), "a damaged database was served");
     assert!(err.contains("damaged") && err.contains("strata.db"), "{err}");
 }
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.trim().strip_suffix("kB")?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
+}
+
+/// 300 uploads that each send 1 MiB and then stall hold no more memory
+/// than the upload budget plus what HTTP/2 lets each connection have in
+/// flight; the idle timeout ends them, none is stored, and a healthy put
+/// made meanwhile waits for the budget and succeeds.
+#[tokio::test]
+async fn stalled_uploads_stay_within_the_budget() {
+    const BUDGET: u64 = 64 << 20;
+    const CONNECTIONS: u64 = 4;
+    const STALLS: usize = 300;
+    let s = TestServer::start("[server]\nupload_buffer = \"64MiB\"\nstream_idle_timeout = \"1s\"");
+    let pid = s.child.as_ref().unwrap().id();
+    let mut c = s.client().await;
+    put_key(&mut c, "warm", &random_bytes(2 << 20)).await;
+    let before = rss_kib(pid, "VmRSS:");
+    let mut clients = Vec::new();
+    for _ in 0..CONNECTIONS {
+        clients.push(s.client().await);
+    }
+    let mut calls = Vec::new();
+    for i in 0..STALLS {
+        let mut c = clients[i % CONNECTIONS as usize].clone();
+        let stream = stalled_put(header(&format!("stall/{i}")), random_bytes(1 << 20));
+        calls.push(tokio::spawn(async move { c.put(stream).await }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A healthy client, meanwhile: it waits for the budget, it is not failed.
+    let healthy = {
+        let mut c = s.client().await;
+        tokio::spawn(async move { put(&mut c, header("healthy"), &random_bytes(3 << 20)).await })
+    };
+    let mut codes = std::collections::BTreeMap::new();
+    for call in calls {
+        let code = match call.await.unwrap() {
+            Ok(_) => panic!("a stalled upload was stored"),
+            Err(e) => e.code(),
+        };
+        *codes.entry(format!("{code:?}")).or_insert(0) += 1;
+    }
+    let peak = rss_kib(pid, "VmHWM:");
+    healthy.await.unwrap().expect("a healthy put during the stalls");
+    let grown = peak.saturating_sub(before) << 10;
+    // What a connection may have in flight is its HTTP/2 window (8 MiB).
+    let allowed = BUDGET + CONNECTIONS * (8 << 20) + (64 << 20);
+    eprintln!("RSS {} MiB before, peak {} MiB; grown {} MiB, allowed {} MiB; stalls ended with {codes:?}", before >> 10, peak >> 10, grown >> 20, allowed >> 20);
+    assert!(grown <= allowed, "stalled uploads took {} MiB (allowed {} MiB)", grown >> 20, allowed >> 20);
+    assert_eq!(codes.get("DeadlineExceeded").copied().unwrap_or(0), STALLS, "{codes:?}");
+    let listed = c.list(pb::ListRequest { prefix: "stall/".into(), ..Default::default() }).await.unwrap().into_inner();
+    assert!(listed.objects.is_empty());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(temp_files(&s.data()), 0, "stalled uploads left temp files");
+}

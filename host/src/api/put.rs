@@ -145,7 +145,7 @@ pub async fn handle_put_many(
             }
         }
         // What this call holds counts against the server's upload budget.
-        held.grow_to(data_bytes).await;
+        objects.grow(&mut held, data_bytes).await?;
     }
     match replicator {
         // Each item is its own replicated write, all in flight at once.

@@ -1,15 +1,22 @@
 //! The server-wide budget of upload bytes held in memory.
 //!
-//! Every put holds permits for the bytes it has received but not yet
-//! written (its batch and the writer's frame buffers), and asks for more
-//! before it reads the next chunk. When the budget is spent, puts wait
-//! before reading, so HTTP/2 flow control holds their clients back: slow or
-//! stalled clients cannot make the server buffer without bound, and healthy
-//! ones are slowed, not failed.
+//! A put takes its whole share (what it can hold in memory at once: its
+//! batch, the write in flight and the writer's frame buffers) before it
+//! reads its first chunk, so no put holds bytes while it waits for more
+//! (puts that did would wait on one another forever once the budget is
+//! spent). When the budget is spent, puts wait before reading, so HTTP/2
+//! flow control holds their clients back: slow or stalled clients cannot
+//! make the server buffer without bound, and healthy ones are slowed, not
+//! failed.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// A claim that held bytes could not get more in time.
+#[derive(Debug)]
+pub struct Busy;
 
 #[derive(Clone, Debug)]
 pub struct UploadBudget {
@@ -50,30 +57,32 @@ impl Held {
     }
 
     /// Holds at least `n` bytes (capped at the whole budget, so one large
-    /// chunk cannot wait forever), waiting until they are free.
-    pub async fn grow_to(&mut self, n: usize) {
+    /// chunk cannot wait forever), waiting until they are free. A claim
+    /// that holds nothing waits as long as it takes; one that already holds
+    /// bytes waits at most `patience` and then fails, because holders each
+    /// waiting for more than is left would otherwise wait for one another
+    /// forever.
+    pub async fn grow_to(&mut self, n: usize, patience: Duration) -> Result<(), Busy> {
         let want = n.min(self.budget.total);
         let have = self.bytes();
         if want <= have {
-            return;
+            return Ok(());
         }
         let more = u32::try_from(want - have).unwrap_or(u32::MAX);
-        let Ok(extra) = self.budget.sem.clone().acquire_many_owned(more).await else {
-            return; // never closed
+        let acquire = self.budget.sem.clone().acquire_many_owned(more);
+        let extra = if have == 0 {
+            acquire.await
+        } else {
+            tokio::time::timeout(patience, acquire).await.map_err(|_| Busy)?
+        };
+        let Ok(extra) = extra else {
+            return Ok(()); // never closed
         };
         match &mut self.permit {
             Some(p) => p.merge(extra),
             None => self.permit = Some(extra),
         }
-    }
-
-    /// Gives back all but `n` bytes.
-    pub fn shrink_to(&mut self, n: usize) {
-        if let Some(p) = &mut self.permit
-            && p.num_permits() > n
-        {
-            drop(p.split(p.num_permits() - n));
-        }
+        Ok(())
     }
 }
 
@@ -84,24 +93,39 @@ mod tests {
     #[tokio::test]
     async fn claims_wait_for_bytes_given_back() {
         let b = UploadBudget::new(100);
+        let forever = std::time::Duration::from_secs(3600);
         let mut a = b.claim();
-        a.grow_to(80).await;
+        a.grow_to(80, forever).await.unwrap();
         assert_eq!(b.available(), 20);
         let mut c = b.claim();
-        // More than is free: waits until `a` shrinks.
+        // More than is free: waits until `a` is given back.
         let waiter = tokio::spawn(async move {
-            c.grow_to(50).await;
+            c.grow_to(50, forever).await.unwrap();
             c.bytes()
         });
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         assert!(!waiter.is_finished());
-        a.shrink_to(10);
-        assert_eq!(waiter.await.unwrap(), 50);
         drop(a);
+        assert_eq!(waiter.await.unwrap(), 50);
         assert_eq!(b.available(), 100);
         // A claim larger than the budget is capped, never stuck.
         let mut big = b.claim();
-        big.grow_to(1000).await;
+        big.grow_to(1000, forever).await.unwrap();
         assert_eq!(big.bytes(), 100);
+    }
+
+    /// Two claims that each hold half and want more do not wait for each
+    /// other forever: the one that holds bytes gives up after its patience.
+    #[tokio::test]
+    async fn holders_waiting_on_each_other_give_up() {
+        let b = UploadBudget::new(100);
+        let patience = std::time::Duration::from_millis(50);
+        let (mut x, mut y) = (b.claim(), b.claim());
+        x.grow_to(50, patience).await.unwrap();
+        y.grow_to(50, patience).await.unwrap();
+        assert!(x.grow_to(60, patience).await.is_err());
+        drop(x);
+        y.grow_to(100, patience).await.unwrap();
+        assert_eq!(y.bytes(), 100);
     }
 }

@@ -33,9 +33,13 @@ pub use upkeep::{Upkeep, UpkeepReport};
 /// Data gathered before a blocking write: one frame's worth.
 const WRITE_BATCH: usize = 1 << 20;
 
-/// Budget claimed before reading a chunk (the CLI sends 1 MiB chunks; a
-/// larger one tops up its claim once it has arrived).
+/// The chunk size a put's share is sized for (the CLI sends 1 MiB chunks;
+/// a larger one tops up the claim once it has arrived).
 const EXPECTED_CHUNK: usize = 1 << 20;
+/// What one put can hold in memory at once with chunks of at most
+/// EXPECTED_CHUNK: a batch being gathered and one being written (each at
+/// most WRITE_BATCH plus a chunk) and the writer's frames.
+const PUT_SHARE: usize = 2 * (WRITE_BATCH + EXPECTED_CHUNK) + 2 * EXPECTED_CHUNK;
 
 /// Fails if the blob is not what the client promised (size, digest).
 fn check_promises(spec: &PutSpec, staged: &Staged) -> Result<(), StoreError> {
@@ -94,6 +98,8 @@ pub enum ObjectError {
     ShuttingDown,
     #[error("the upload sent nothing for {secs} s (server.stream_idle_timeout); nothing was stored")]
     Idle { secs: u64 },
+    #[error("the server's upload buffer (server.upload_buffer) stayed full for {secs} s; nothing was stored: retry")]
+    BudgetBusy { secs: u64 },
 }
 
 /// What a put stores, besides its bytes.
@@ -156,6 +162,12 @@ impl Objects {
             idle_timeout: uploads.idle_timeout,
             metrics,
         })
+    }
+
+    /// Grows a claim on the upload budget; a claim that holds bytes gives
+    /// up after the idle timeout.
+    pub async fn grow(&self, held: &mut budget::Held, n: usize) -> Result<(), ObjectError> {
+        held.grow_to(n, self.idle_timeout).await.map_err(|_| ObjectError::BudgetBusy { secs: self.idle_timeout.as_secs() })
     }
 
     /// An empty claim on the server's upload budget.
@@ -238,13 +250,13 @@ impl Objects {
         let mut pending_len = 0usize;
         let limit = spec.size;
         let mut received = 0u64;
+        // The whole share up front, holding nothing while it waits.
         let mut held = self.budget.claim();
+        let share = spec.size.map_or(PUT_SHARE, |n| (n as usize).saturating_mul(2).saturating_add(64 << 10).min(PUT_SHARE));
+        self.grow(&mut held, share).await?;
         // The writer's frame buffers, as of its last write.
         let mut buffered = 0usize;
         loop {
-            // Room for the next chunk before reading it: past the budget the
-            // client waits (flow control), it is not failed.
-            held.grow_to(buffered + pending_len + EXPECTED_CHUNK).await;
             let item = match tokio::time::timeout(self.idle_timeout, chunks.next()).await {
                 Ok(Some(item)) => item,
                 Ok(None) => break,
@@ -267,11 +279,11 @@ impl Objects {
             }
             pending_len += chunk.len();
             pending.push(chunk);
-            held.grow_to(buffered + pending_len).await;
+            // Past the share only with chunks larger than 1 MiB.
+            self.grow(&mut held, buffered + pending_len).await?;
             if pending_len >= WRITE_BATCH {
                 let w = ready_writer(&mut in_flight, &mut writer).await?;
                 buffered = w.buffered();
-                held.shrink_to(buffered + pending_len);
                 let data = std::mem::take(&mut pending);
                 let store = self.store.clone();
                 let need = pending_len as u64;
