@@ -13,6 +13,7 @@ mod crash;
 mod durability;
 mod fsck;
 mod full_disk;
+mod node_faults;
 mod indexes;
 mod input;
 mod objects;
