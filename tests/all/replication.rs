@@ -457,3 +457,58 @@ async fn a_new_node_takes_about_the_share_the_placement_predicts() {
         assert_eq!(got.len(), 1024 + i % 100);
     }
 }
+
+/// A write that misses its acknowledgements says what it left: stored on
+/// some replicas with its version (ABORTED, `strata-outcome:
+/// stored-partially`), or surely not stored (UNAVAILABLE, `not-stored`).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_cluster_write_says_whether_it_was_stored() {
+    let mut net = Net::start(3, "\n[replication]\nsync_timeout = \"1s\"\nretry_delay = \"200ms\"\n");
+    let points = net._dir.path().join("failpoints");
+    std::fs::write(&points, "").unwrap();
+    for n in &mut net.nodes {
+        n.env.push(("STRATA_FAILPOINTS_FILE".into(), points.display().to_string()));
+        n.kill9();
+        n.boot();
+    }
+    net.form().await;
+    ok(net.nodes[0].cli(&["bucket", "create", "all3", "--strategy", "eager", "--replicas", "3"]));
+    let mut c = net.nodes[0].client().await;
+    put(&mut c, in_bucket("all3", "warm"), b"warm").await.expect("a healthy write");
+
+    // Every replica refuses (its metadata disk is full): not stored.
+    std::fs::write(&points, "meta.commit=return(full)").unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let err = put(&mut c, in_bucket("all3", "refused"), &random_bytes(50_000)).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert_eq!(err.metadata().get("strata-outcome").unwrap(), "not-stored", "{err:?}");
+    assert!(err.message().contains("safe to retry"), "{}", err.message());
+    std::fs::write(&points, "").unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for n in &net.nodes {
+        let got = get_from(&mut n.client().await, "all3", "refused", "").await;
+        assert_eq!(got.unwrap_err().code(), Code::NotFound, "a write answered not-stored is on {}", n.addr());
+    }
+
+    // One replica cut off before it is seen down: stored on two of three.
+    net.partition(&[2]);
+    let data = random_bytes(80_000);
+    let err = put(&mut c, in_bucket("all3", "partial"), &data).await.unwrap_err();
+    assert_eq!(err.code(), Code::Aborted, "{err:?}");
+    assert_eq!(err.metadata().get("strata-outcome").unwrap(), "stored-partially", "{err:?}");
+    let version = err.metadata().get("strata-version").expect("the version").to_str().unwrap().to_string();
+    assert!(err.message().contains("do not retry"), "{}", err.message());
+    for n in &net.nodes[..2] {
+        let (info, got) = get_from(&mut n.client().await, "all3", "partial", &version).await.expect("the stored version");
+        assert_eq!(info.version, version);
+        assert!(got == data);
+    }
+    // After the heal the owed copy reaches the third replica.
+    net.heal();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut c2 = net.nodes[2].client().await;
+    while get_from(&mut c2, "all3", "partial", &version).await.is_err() {
+        assert!(Instant::now() < deadline, "the owed copy never reached the third replica");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -34,7 +34,53 @@ struct Push {
     stalled: bool,
 }
 
-type Outcome = Pin<Box<dyn Future<Output = (u64, Result<(), String>)> + Send>>;
+/// Why a copy failed, and whether the target may still have stored it (no
+/// answer, a broken connection) or surely did not (it answered a refusal).
+type Failure = (String, bool);
+
+type Outcome = Pin<Box<dyn Future<Output = (u64, Result<(), Failure>)> + Send>>;
+
+/// Whether a status from a push means the target refused the write, as
+/// opposed to a connection that broke with the outcome unknown.
+fn refused(s: &Status) -> bool {
+    !matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled | tonic::Code::DeadlineExceeded)
+}
+
+/// Metadata key saying what a failed cluster write left behind.
+pub const OUTCOME_KEY: &str = "strata-outcome";
+/// Metadata key with the version a partly stored write has.
+pub const VERSION_KEY: &str = "strata-version";
+
+/// The answer to a write that did not reach its acknowledgements: stored
+/// on some replicas (its version will appear everywhere, so a retry makes
+/// a second version), surely not stored (safe to retry), or unknown.
+fn unacknowledged(reached: usize, need: usize, version: &str, summary: &str, unsure: bool) -> Status {
+    let mut meta = tonic::metadata::MetadataMap::new();
+    let (code, outcome, text) = if reached > 0 {
+        if let Ok(v) = version.parse() {
+            meta.insert(VERSION_KEY, v);
+        }
+        (
+            tonic::Code::Aborted,
+            "stored-partially",
+            format!(
+                "stored on {reached} of the {need} replicas this write needs, as version {version} ({summary}); \
+                 the copies still owed are queued, so this version will reach every replica: do not retry \
+                 (a retry stores a second version)"
+            ),
+        )
+    } else if unsure {
+        (
+            tonic::Code::Unavailable,
+            "unknown",
+            format!("no replica confirmed this write ({summary}); it may still appear as version {version}"),
+        )
+    } else {
+        (tonic::Code::Unavailable, "not-stored", format!("not stored: every replica refused this write ({summary}); safe to retry"))
+    };
+    meta.insert(OUTCOME_KEY, tonic::metadata::MetadataValue::from_static(outcome));
+    Status::with_metadata(code, text, meta)
+}
 
 impl Replicator {
     /// Stores a client's object on the nodes its policy names.
@@ -82,10 +128,10 @@ impl Replicator {
         };
 
         let mut pushes = Vec::new();
-        let mut failed: Vec<(u64, String)> = Vec::new();
+        let mut failed: Vec<(u64, Failure)> = Vec::new();
         for &t in p.sync.iter().filter(|t| **t != me) {
             let Some(m) = members.iter().find(|m| m.id == t) else {
-                failed.push((t, "not a member".into()));
+                failed.push((t, ("not a member".into(), true)));
                 continue;
             };
             let (tx, task) = wire::open_push(&self.cluster.network, &m.addr);
@@ -195,7 +241,7 @@ impl Replicator {
             let Push { node, tx, task, stalled } = p;
             if stalled {
                 task.abort();
-                failed.push((node, format!("took no data for {timeout:?}")));
+                failed.push((node, (format!("took no data for {timeout:?}"), false)));
                 continue;
             }
             if let Some(tx) = tx {
@@ -210,11 +256,11 @@ impl Replicator {
                         clock.observe(ack.clock);
                         Ok(())
                     }
-                    Ok(Ok(Err(s))) => Err(s.message().to_string()),
-                    Ok(Err(e)) => Err(e.to_string()),
+                    Ok(Ok(Err(s))) => Err((s.message().to_string(), refused(&s))),
+                    Ok(Err(e)) => Err((e.to_string(), false)),
                     Err(_) => {
                         abort.abort(); // drops the stream to the stuck peer
-                        Err(format!("no answer {timeout:?} after the last byte"))
+                        Err((format!("no answer {timeout:?} after the last byte"), false))
                     }
                 };
                 (node, r)
@@ -225,8 +271,10 @@ impl Replicator {
             outcomes.push(Box::pin(async move {
                 let r = this.objects.commit(vec![(spec.clone(), st)]).await.pop().expect("one result");
                 let r = match r {
-                    Ok(rec) => this.enqueue_on(me, &rec.bucket, &rec.key, &rec.version, &owed).await.map_err(|s| s.message().to_string()),
-                    Err(e) => Err(e.to_string()),
+                    // Committed here: a failure to queue the owed copies is
+                    // not a refusal of the write.
+                    Ok(rec) => this.enqueue_on(me, &rec.bucket, &rec.key, &rec.version, &owed).await.map_err(|s| (s.message().to_string(), false)),
+                    Err(e) => Err((e.to_string(), true)),
                 };
                 (me, r)
             }));
@@ -256,7 +304,8 @@ impl Replicator {
             latest: true,
         };
         let (acked, reached) = (durable.len() >= need, durable.len());
-        let summary = failed.iter().map(|(n, e)| format!("node {n}: {e}")).collect::<Vec<_>>().join("; ");
+        let summary = failed.iter().map(|(n, (e, _))| format!("node {n}: {e}")).collect::<Vec<_>>().join("; ");
+        let unsure = failed.iter().any(|(_, (_, sure))| !sure) || !outcomes.is_empty();
         // The rest finishes in the background; every copy still owed is
         // queued on a node that holds the version.
         let this = self.clone();
@@ -266,7 +315,7 @@ impl Replicator {
             while let Some((node, r)) = outcomes.next().await {
                 match r {
                     Ok(()) => durable.push(node),
-                    Err(e) => {
+                    Err((e, _)) => {
                         warn!(node, %bucket, %key, error = %e, "a synchronous copy failed; queued");
                         owed.push(node);
                     }
@@ -284,11 +333,7 @@ impl Replicator {
             }
         });
         if !acked {
-            return Err(Status::unavailable(format!(
-                "the write reached {} of the {need} durable copies its plan needs ({summary}); it was not acknowledged \
-                 and may still appear",
-                reached
-            )));
+            return Err(unacknowledged(reached, need, &rec.version, &summary, unsure));
         }
         Ok(rec)
     }
