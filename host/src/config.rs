@@ -96,7 +96,7 @@ pub struct ReplicationConfig {
 impl Default for ReplicationConfig {
     fn default() -> Self {
         Self {
-            default_strategy: "eager".into(),
+            default_strategy: "quorum".into(),
             default_selector: "rendezvous".into(),
             replication_factor: 3,
             min_replicas: 1,

@@ -59,8 +59,9 @@ async fn a_put_through_one_node_reads_back_through_every_other() {
     let data = random_bytes(3 << 20);
     let mut a = net.nodes[0].client().await;
     let put = put_key(&mut a, "model.bin", &data).await;
-    // The default policy (eager, 3 replicas) acknowledges only with every
-    // copy durable: each node holds the blob now.
+    // The default policy (quorum, 3 replicas) acknowledges with two copies
+    // durable; the third follows.
+    replicas_ok(&mut net.nodes[2].client().await, "default", "model.bin", 3).await;
     for n in &net.nodes {
         assert_eq!(blob_files(&n.data()).len(), 1, "a copy on {}", n.addr());
     }
@@ -503,10 +504,17 @@ async fn a_failed_cluster_write_says_whether_it_was_stored() {
         assert_eq!(info.version, version);
         assert!(got == data);
     }
-    // After the heal the owed copy reaches the third replica.
+    // The default policy (quorum of 3) acknowledges with two copies, and
+    // owes the third.
+    let quorum = put(&mut c, header("two-of-three"), &data).await.expect("a default write with one replica cut off");
+    // After the heal the owed copies reach the third replica.
     net.heal();
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut c2 = net.nodes[2].client().await;
+    while get_from(&mut c2, "default", "two-of-three", &quorum.version).await.is_err() {
+        assert!(Instant::now() < deadline, "the owed default copy never reached the third replica");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     while get_from(&mut c2, "all3", "partial", &version).await.is_err() {
         assert!(Instant::now() < deadline, "the owed copy never reached the third replica");
         tokio::time::sleep(Duration::from_millis(200)).await;

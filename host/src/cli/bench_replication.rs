@@ -68,6 +68,8 @@ async fn nodes_and_bench(args: &BenchReplicationArgs) -> anyhow::Result<()> {
         ("STRATA_REPLICATION__REPAIR_DELAY", "1s".to_string()),
         ("STRATA_REPLICATION__HEALTH_CHECK_INTERVAL", "200ms".to_string()),
         ("STRATA_REPLICATION__RETRY_DELAY", "200ms".to_string()),
+        // Every copy synchronously: the figure is for three eager replicas.
+        ("STRATA_REPLICATION__DEFAULT_STRATEGY", "eager".to_string()),
     ];
     let mut nodes = Vec::new();
     for i in 0..4 {
