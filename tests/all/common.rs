@@ -329,3 +329,26 @@ pub fn flip_a_byte(path: &std::path::Path, at: u64) {
     f.write_all(&[b[0] ^ 0x40]).unwrap();
     f.sync_all().unwrap();
 }
+
+/// A tmpfs mounted for one test; lazily unmounted on drop.
+pub struct Tmpfs(PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+pub fn mount_tmpfs(at: &Path, size: &str) -> Option<Tmpfs> {
+    std::fs::create_dir_all(at).expect("mount point");
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(at)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("SKIPPED: mounting a tmpfs was refused (the test needs root, as CI has)");
+    }
+    ok.then(|| Tmpfs(at.to_path_buf()))
+}

@@ -477,18 +477,33 @@ async fn a_failed_cluster_write_says_whether_it_was_stored() {
     let mut c = net.nodes[0].client().await;
     put(&mut c, in_bucket("all3", "warm"), b"warm").await.expect("a healthy write");
 
-    // Every replica refuses (its metadata disk is full): not stored.
-    std::fs::write(&points, "meta.commit=return(full)").unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let err = put(&mut c, in_bucket("all3", "refused"), &random_bytes(50_000)).await.unwrap_err();
-    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
-    assert_eq!(err.metadata().get("strata-outcome").unwrap(), "not-stored", "{err:?}");
-    assert!(err.message().contains("safe to retry"), "{}", err.message());
-    std::fs::write(&points, "").unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    for n in &net.nodes {
-        let got = get_from(&mut n.client().await, "all3", "refused", "").await;
-        assert_eq!(got.unwrap_err().code(), Code::NotFound, "a write answered not-stored is on {}", n.addr());
+    // Every replica refuses (a fault at each step of the write path on
+    // every node): not stored, and the next write after the fault clears
+    // is stored everywhere.
+    for (n, point) in ["meta.commit=return(full)", "meta.commit=return", "store.write=return(enospc)", "store.sync=return", "store.publish=return", "store.dirsync=return"]
+        .iter()
+        .enumerate()
+    {
+        let key = format!("refused/{n}");
+        std::fs::write(&points, point).unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let err = put(&mut c, in_bucket("all3", &key), &random_bytes(50_000)).await.unwrap_err();
+        // The coordinator's own failure comes with its code; replicas' refusals as UNAVAILABLE.
+        assert!(matches!(err.code(), Code::Unavailable | Code::ResourceExhausted | Code::Internal), "{point}: {err:?}");
+        assert_eq!(err.metadata().get("strata-outcome").map(|v| v.to_str().unwrap()), Some("not-stored"), "{point}: {err:?}");
+        std::fs::write(&points, "").unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for node in &net.nodes {
+            let got = get_from(&mut node.client().await, "all3", &key, "").await;
+            assert_eq!(got.unwrap_err().code(), Code::NotFound, "{point}: a write answered not-stored is on {}", node.addr());
+        }
+        let data = random_bytes(50_000);
+        let stored = put(&mut c, in_bucket("all3", &key), &data).await.unwrap_or_else(|e| panic!("{point}: the retry: {e:?}"));
+        for node in &net.nodes {
+            let (info, got) = get_from(&mut node.client().await, "all3", &key, "").await.expect("the retry on every replica");
+            assert_eq!(info.version, stored.version);
+            assert!(got == data, "{point}");
+        }
     }
 
     // One replica cut off before it is seen down: stored on two of three.
@@ -518,5 +533,46 @@ async fn a_failed_cluster_write_says_whether_it_was_stored() {
     while get_from(&mut c2, "all3", "partial", &version).await.is_err() {
         assert!(Instant::now() < deadline, "the owed copy never reached the third replica");
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Puts through a coordinator cut off at random offsets (before the first
+/// chunk, mid-stream, after the last chunk but before the end) store
+/// nothing on any replica.
+#[tokio::test(flavor = "multi_thread")]
+async fn cancelled_replicated_puts_store_nothing_anywhere() {
+    let net = Net::start(3, FAST_RETRY);
+    net.form().await;
+    ok(net.nodes[0].cli(&["bucket", "create", "all3", "--strategy", "eager", "--replicas", "3"]));
+    let mut c = net.nodes[0].client().await;
+    let good = random_bytes(3 << 20);
+    let first = put(&mut c, in_bucket("all3", "k"), &good).await.unwrap();
+    for i in 0..12u32 {
+        let len = match i % 4 {
+            0 => 0,
+            1 => 100_000,
+            2 => good.len(),
+            _ => (rand::random::<u32>() as usize) % good.len(),
+        };
+        let data = random_bytes(len);
+        let mut msgs = vec![pb::PutRequest { part: Some(pb::put_request::Part::Header(in_bucket("all3", "k"))) }];
+        msgs.extend(data.chunks(256 << 10).map(|d| pb::PutRequest { part: Some(pb::put_request::Part::Chunk(bytes::Bytes::copy_from_slice(d))) }));
+        let stream = futures::StreamExt::chain(futures::stream::iter(msgs), futures::stream::pending());
+        let mut req = tonic::Request::new(stream);
+        req.set_timeout(Duration::from_millis(400));
+        let err = c.put(req).await.expect_err("a stream that never ends cannot be stored");
+        assert!(matches!(err.code(), Code::DeadlineExceeded | Code::Cancelled), "{err:?}");
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for n in &net.nodes {
+        let mut c = n.client().await;
+        let listed = c
+            .list_versions(pb::ListVersionsRequest { bucket: "all3".into(), key: "k".into(), ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner()
+            .versions;
+        assert_eq!(listed.iter().map(|v| &v.version).collect::<Vec<_>>(), vec![&first.version], "a cancelled put became a version on {}", n.addr());
+        assert_eq!(temp_files(&n.data()), 0, "cancelled pushes left temp files on {}", n.addr());
     }
 }

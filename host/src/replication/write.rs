@@ -51,6 +51,12 @@ pub const OUTCOME_KEY: &str = "strata-outcome";
 /// Metadata key with the version a partly stored write has.
 pub const VERSION_KEY: &str = "strata-version";
 
+/// A failure before any replica was sent its trailer: nothing is stored.
+fn not_stored(mut s: Status) -> Status {
+    s.metadata_mut().insert(OUTCOME_KEY, tonic::metadata::MetadataValue::from_static("not-stored"));
+    s
+}
+
 /// The answer to a write that did not reach its acknowledgements: stored
 /// on some replicas (its version will appear everywhere, so a retry makes
 /// a second version), surely not stored (safe to retry), or unknown.
@@ -199,14 +205,14 @@ impl Replicator {
             Ok(v) => v,
             Err(s) => {
                 abort(pushes);
-                return Err(s);
+                return Err(not_stored(s));
             }
         };
         let (digest, staged) = match staged {
             Some(Ok(st)) => (st.digest, Some(st)),
             Some(Err(e)) => {
                 abort(pushes);
-                return Err(e.into());
+                return Err(not_stored(e.into()));
             }
             None => {
                 let d = hashed.expect("hashed when not stored here");
@@ -215,7 +221,7 @@ impl Replicator {
                 });
                 if let Some((what, expected, actual)) = broken {
                     abort(pushes);
-                    return Err(ObjectError::from(StoreError::Mismatch { what, expected, actual }).into());
+                    return Err(not_stored(ObjectError::from(StoreError::Mismatch { what, expected, actual }).into()));
                 }
                 (d, None)
             }
