@@ -214,7 +214,7 @@ impl Server {
             .max_encoding_message_size(max_msg);
         let (health, health_svc) = tonic_health::server::health_reporter();
         health.set_serving::<pb::strata_server::StrataServer<Api>>().await;
-        tokio::spawn(watch_space(self.objects.clone(), health.clone(), stop_rx.clone()));
+        watch_space(self.objects.clone(), health.clone(), stop_rx.clone()).await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(api::pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -325,32 +325,40 @@ pub const SPACE_HEALTH: &str = "strata.space";
 
 /// Reports low free space before puts fail: `strata.space` turns
 /// NOT_SERVING and a warning is logged when less than the low mark is left.
+/// The first check runs before the server accepts calls, so the service
+/// is registered from the start.
 async fn watch_space(objects: Arc<Objects>, health: tonic_health::server::HealthReporter, mut stop: watch::Receiver<bool>) {
-    use tonic_health::ServingStatus;
     let mut low = None;
-    loop {
-        let store = objects.store().clone();
-        match tokio::task::spawn_blocking(move || store.space()).await {
-            Ok(Ok(space)) if low != Some(space.is_low()) => {
-                let was = low.replace(space.is_low());
-                if space.is_low() {
-                    warn!(free = space.free, reserve = space.reserve, "low free space: puts are refused inside the reserve");
-                    health.set_service_status(SPACE_HEALTH, ServingStatus::NotServing).await;
-                } else {
-                    if was.is_some() {
-                        info!(free = space.free, "free space is back above the low mark");
-                    }
-                    health.set_service_status(SPACE_HEALTH, ServingStatus::Serving).await;
-                }
+    check_space(&objects, &health, &mut low).await;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+                _ = stop.changed() => return,
             }
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => warn!(error = %e, "cannot read free space"),
-            Err(_) => return,
+            check_space(&objects, &health, &mut low).await;
         }
-        tokio::select! {
-            _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
-            _ = stop.changed() => return,
+    });
+}
+
+/// One look at the free space; reports a change from `low`.
+async fn check_space(objects: &Objects, health: &tonic_health::server::HealthReporter, low: &mut Option<bool>) {
+    use tonic_health::ServingStatus;
+    match objects.space().await {
+        Ok(space) if *low != Some(space.is_low()) => {
+            let was = low.replace(space.is_low());
+            if space.is_low() {
+                warn!(free = space.free, reserve = space.reserve, "low free space: puts are refused inside the reserve");
+                health.set_service_status(SPACE_HEALTH, ServingStatus::NotServing).await;
+            } else {
+                if was.is_some() {
+                    info!(free = space.free, "free space is back above the low mark");
+                }
+                health.set_service_status(SPACE_HEALTH, ServingStatus::Serving).await;
+            }
         }
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "cannot read free space"),
     }
 }
 

@@ -8,11 +8,7 @@ use crate::objects::Objects;
 pub async fn handle_stats(objects: &Objects) -> Result<pb::StatsResponse, Status> {
     let s = objects.meta().stats().await?;
     let q = objects.meta().queue_stats().await?;
-    let store = objects.store().clone();
-    let space = tokio::task::spawn_blocking(move || store.space())
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(crate::objects::ObjectError::from)?;
+    let space = objects.space().await?;
     Ok(pb::StatsResponse {
         replication_pending: q.pending,
         replication_retrying: q.retrying,

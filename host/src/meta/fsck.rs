@@ -145,16 +145,14 @@ impl MetaStore {
 
     /// Running totals that differ from the rows.
     pub async fn counter_mismatches(&self) -> Result<Vec<CounterMismatch>, MetaError> {
+        let recorded: std::collections::HashMap<String, i64> =
+            sqlx::query_as("SELECT name, value FROM counters").fetch_all(&self.read).await?.into_iter().collect();
         let actual = sqlx::query(COUNTERS).fetch_all(&self.read).await?;
         let mut out = Vec::new();
         for r in actual {
             let name: String = r.try_get(0)?;
             let actual: i64 = r.try_get(1)?;
-            let recorded: i64 = sqlx::query_scalar("SELECT value FROM counters WHERE name = ?")
-                .bind(&name)
-                .fetch_optional(&self.read)
-                .await?
-                .unwrap_or(0);
+            let recorded = recorded.get(&name).copied().unwrap_or(0);
             if recorded != actual {
                 out.push(CounterMismatch { name, recorded, actual });
             }

@@ -193,6 +193,13 @@ impl Objects {
         &self.store
     }
 
+    /// Free space on the store's disks against the reserve (a statvfs
+    /// per disk, off the async threads).
+    pub async fn space(&self) -> Result<crate::store::local::Space, ObjectError> {
+        let store = self.store.clone();
+        Ok(tokio::task::spawn_blocking(move || store.space()).await.map_err(|e| ObjectError::Aborted(e.to_string()))??)
+    }
+
     /// Stores a stream of chunks. Nothing is visible unless the stream ends
     /// cleanly, the promised size and digest match, and the data is durable.
     pub async fn put<S, E>(&self, spec: PutSpec, chunks: S) -> Result<ObjectRecord, ObjectError>
