@@ -179,6 +179,8 @@ async fn a_corrupt_replica_fails_over_and_is_repaired() {
     net.form().await;
     let data = random_bytes(2 << 20);
     put_key(&mut net.nodes[0].client().await, "victim", &data).await;
+    // Quorum acknowledges at two copies: wait for the third.
+    replicas_ok(&mut net.nodes[0].client().await, "default", "victim", 3).await;
     let files = blob_files(&net.nodes[1].data());
     assert_eq!(files.len(), 1);
     let good = std::fs::read(&files[0]).unwrap();
@@ -204,6 +206,7 @@ async fn a_replica_damaged_on_disk_is_found_by_scrub_and_replaced_without_a_read
     net.form().await;
     let data = random_bytes(1 << 20);
     put_key(&mut net.nodes[0].client().await, "quiet", &data).await;
+    replicas_ok(&mut net.nodes[0].client().await, "default", "quiet", 3).await;
     let files = blob_files(&net.nodes[2].data());
     let good = std::fs::read(&files[0]).unwrap();
     flip_a_byte(&files[0], 5000);
