@@ -52,6 +52,7 @@ fn plugins(out: &Path) -> Result<()> {
         .map(|t| t.join("wasm-plugins"))
         .unwrap_or_else(|| out.join("wasm-plugins"));
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    ensure_target()?;
     for (kind, names) in BUILTINS {
         let mut cmd = Command::new(&cargo);
         cmd.args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
@@ -101,4 +102,27 @@ fn plugins(out: &Path) -> Result<()> {
     table.push_str("];\n");
     std::fs::write(out.join("builtin_plugins.rs"), table)?;
     Ok(())
+}
+
+/// Adds the `wasm32-wasip2` target through rustup when the toolchain lacks
+/// it, so `cargo run` and `cargo test` work on a machine with only rustup's
+/// default toolchain.
+fn ensure_target() -> Result<()> {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = Command::new(&rustc).args(["--print", "sysroot"]).output()?;
+    let sysroot = PathBuf::from(String::from_utf8(sysroot.stdout)?.trim());
+    if sysroot.join("lib/rustlib/wasm32-wasip2").is_dir() {
+        return Ok(());
+    }
+    println!("cargo:warning=the wasm32-wasip2 target is missing; running `rustup target add wasm32-wasip2`");
+    // rustup sets RUSTUP_TOOLCHAIN for the toolchain that runs this build.
+    let status = Command::new("rustup").args(["target", "add", "wasm32-wasip2"]).status();
+    match status {
+        Ok(s) if s.success() => Ok(()),
+        other => Err(format!(
+            "the built-in plugins need the wasm32-wasip2 target and `rustup target add wasm32-wasip2` \
+             failed ({other:?}): install the target for this toolchain and build again"
+        )
+        .into()),
+    }
 }

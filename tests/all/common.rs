@@ -352,3 +352,64 @@ pub fn mount_tmpfs(at: &Path, size: &str) -> Option<Tmpfs> {
     }
     ok.then(|| Tmpfs(at.to_path_buf()))
 }
+
+/// How a raw HTTP/2 put ends.
+#[derive(Clone, Copy, Debug)]
+pub enum RawEnd {
+    /// RST_STREAM with this reason after the data.
+    Reset(h2::Reason),
+    /// The TCP connection is closed after the data.
+    Drop,
+    /// END_STREAM after the data: a clean end (the control case).
+    Clean,
+}
+
+/// Sends a Put over a raw HTTP/2 connection: the header, `data` in 64 KiB
+/// chunks, then ends the stream as `end` says. hyper reports
+/// a RST_STREAM with NO_ERROR to the server as a clean end of the body, so
+/// this is the case a server must catch by itself.
+pub async fn raw_put_cut(addr: std::net::SocketAddr, h: pb::PutHeader, data: &[u8], end: RawEnd) {
+    use prost::Message as _;
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    let conn = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut client = client.ready().await.expect("h2 ready");
+    let req = http::Request::post(format!("http://{addr}/strata.v1.Strata/Put"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("request");
+    let (response, mut send) = client.send_request(req, false).expect("send request");
+    let frame = |m: pb::PutRequest| {
+        let body = m.encode_to_vec();
+        let mut f = Vec::with_capacity(5 + body.len());
+        f.push(0);
+        f.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        f.extend_from_slice(&body);
+        Bytes::from(f)
+    };
+    let mut msgs = vec![frame(pb::PutRequest { part: Some(pb::put_request::Part::Header(h)) })];
+    msgs.extend(data.chunks(64 << 10).map(|c| frame(pb::PutRequest { part: Some(pb::put_request::Part::Chunk(Bytes::copy_from_slice(c))) })));
+    for m in msgs {
+        send.reserve_capacity(m.len());
+        let _ = send.send_data(m, false);
+    }
+    // Let the data reach the server before the stream is cut.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    match end {
+        RawEnd::Reset(reason) => send.send_reset(reason),
+        RawEnd::Clean => {
+            let _ = send.send_data(Bytes::new(), true);
+            let _ = response.await;
+        }
+        RawEnd::Drop => {
+            drop(send);
+            drop(response);
+            drop(client);
+            conn.abort();
+        }
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+}

@@ -75,6 +75,29 @@ async fn cancelled_streams_store_nothing() {
     assert_eq!(temp_files(&s.data()), 0, "cancelled puts left temp files");
 }
 
+/// A raw HTTP/2 client that resets its Put stream (NO_ERROR, which hyper
+/// reports to the server as a clean end of the body; CANCEL) or drops its
+/// connection, at several offsets, stores nothing.
+#[tokio::test]
+async fn raw_resets_and_dropped_connections_store_nothing() {
+    let s = TestServer::start("");
+    let mut c = s.client().await;
+    let good = random_bytes(1 << 20);
+    put_key(&mut c, "k", &good).await;
+    for len in [0usize, 1000, 300_000] {
+        for end in [RawEnd::Reset(h2::Reason::NO_ERROR), RawEnd::Reset(h2::Reason::CANCEL), RawEnd::Drop] {
+            raw_put_cut(s.addr(), header("k"), &random_bytes(len), end).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(versions(&mut c, "k").await.len(), 1, "a reset put became a version");
+    assert_eq!(get_key(&mut c, "k").await.unwrap(), good);
+    assert_eq!(temp_files(&s.data()), 0, "reset puts left temp files");
+    // The control: the same raw client, ending cleanly, stores.
+    raw_put_cut(s.addr(), header("k"), b"clean", RawEnd::Clean).await;
+    assert_eq!(get_key(&mut c, "k").await.unwrap(), b"clean");
+}
+
 /// A put declared with a size that its stream does not reach is refused,
 /// even when the stream itself ends cleanly.
 #[tokio::test]

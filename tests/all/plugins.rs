@@ -161,15 +161,39 @@ async fn a_rust_plugin_from_a_path_is_loaded_with_its_config() {
     assert_eq!(first.description, "the first healthy candidates, in order (SDK template)");
 }
 
-/// The Python plugin, built with componentize-py (CI installs it).
+/// The componentize-py release the Python plugin is built with.
+const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
+
+/// Installs componentize-py with pip when python3 lacks it, so the suite
+/// runs on a machine that has only Python.
+fn ensure_componentize_py() {
+    let has = |py: &str| Command::new(py).args(["-m", "componentize_py", "--version"]).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+    if has("python3") {
+        return;
+    }
+    let pip = |extra: &[&str]| {
+        Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+            .args(extra)
+            .arg(COMPONENTIZE_PY)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    // A distribution's own Python refuses plain installs (PEP 668).
+    let _ = pip(&[]) || pip(&["--user", "--break-system-packages"]);
+    assert!(has("python3"), "could not install {COMPONENTIZE_PY} with pip: install it with `python3 -m pip install {COMPONENTIZE_PY}`");
+}
+
+/// The Python plugin, built with componentize-py (installed if missing).
 fn python_component() -> &'static Path {
     static WASM: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     &WASM
         .get_or_init(|| {
+            ensure_componentize_py();
             let dir = tempfile::tempdir().unwrap();
             let out = dir.path().join("labels.wasm");
-            let result = Command::new("componentize-py")
-                .args(["-d", "../../wit", "-w", "node-selector", "componentize", "app", "-o"])
+            let result = Command::new("python3")
+                .args(["-m", "componentize_py", "-d", "../../wit", "-w", "node-selector", "componentize", "app", "-o"])
                 .arg(&out)
                 .current_dir(repo().join("plugins/python-labels"))
                 .stdout(Stdio::null())
@@ -177,7 +201,7 @@ fn python_component() -> &'static Path {
             match result {
                 Ok(s) if s.success() => {}
                 other => panic!(
-                    "componentize-py failed ({other:?}); install it with `pip install componentize-py==0.25.1`"
+                    "componentize-py failed ({other:?}); install it with `python3 -m pip install {COMPONENTIZE_PY}`"
                 ),
             }
             (dir, out)

@@ -227,6 +227,35 @@ impl Replicator {
             }
         };
 
+        // The client's stream has ended. hyper reports a stream the client
+        // reset (cancelled, past its deadline) as a clean end and drops the
+        // handler at its next `Pending`: yield once, so a reset stream stops
+        // here, before any replica is told to commit.
+        tokio::task::yield_now().await;
+        // From here the write runs to its end even if the client goes away:
+        // a version must not be committed on some replicas and abandoned on
+        // others because the handler was dropped between two steps.
+        let this = self.clone();
+        let done = tokio::spawn(async move { this.finish(p, spec, identity, pushes, failed, staged, digest, size).await });
+        done.await.map_err(|e| Status::internal(format!("the write's task failed: {e}")))?
+    }
+
+    /// Sends the trailers, commits the local copy, waits for the plan's
+    /// acknowledgements and queues every copy still owed.
+    #[allow(clippy::too_many_arguments)]
+    async fn finish(
+        self: Arc<Self>,
+        p: plan::Plan,
+        spec: PutSpec,
+        identity: crate::meta::Identity,
+        pushes: Vec<Push>,
+        mut failed: Vec<(u64, Failure)>,
+        staged: Option<crate::store::Staged>,
+        digest: Digest,
+        size: u64,
+    ) -> Result<ObjectRecord, Status> {
+        let me = self.cluster.id;
+        let timeout = self.config.sync_timeout;
         // Copies owed beyond the synchronous ones are queued, before the
         // write is acknowledged, by one synchronous target as it records the
         // version: this node if it is one, else the first remote.
