@@ -21,6 +21,7 @@ mod plugins;
 mod proxy;
 mod quota;
 mod replication;
+mod request_ids;
 mod search;
 mod storage_options;
 mod versions;

@@ -512,11 +512,16 @@ async fn a_failed_cluster_write_says_whether_it_was_stored() {
     // One replica cut off before it is seen down: stored on two of three.
     net.partition(&[2]);
     let data = random_bytes(80_000);
-    let err = put(&mut c, in_bucket("all3", "partial"), &data).await.unwrap_err();
+    let partial = pb::PutHeader { request_id: "partial-1".into(), ..in_bucket("all3", "partial") };
+    let err = put(&mut c, partial.clone(), &data).await.unwrap_err();
     assert_eq!(err.code(), Code::Aborted, "{err:?}");
     assert_eq!(err.metadata().get("strata-outcome").unwrap(), "stored-partially", "{err:?}");
     let version = err.metadata().get("strata-version").expect("the version").to_str().unwrap().to_string();
-    assert!(err.message().contains("do not retry"), "{}", err.message());
+    assert!(err.message().contains("same request_id"), "{}", err.message());
+    // The retry, with the same request id, through the other reachable
+    // node: the first outcome, no second version.
+    let retried = put(&mut net.nodes[1].client().await, partial, &data).await.expect("the retry");
+    assert_eq!(retried.version, version, "the retry stored a second version");
     for n in &net.nodes[..2] {
         let (info, got) = get_from(&mut n.client().await, "all3", "partial", &version).await.expect("the stored version");
         assert_eq!(info.version, version);

@@ -49,6 +49,8 @@ pub fn code_of(e: &ObjectError) -> Code {
             MetaError::BucketExists { .. } | MetaError::IndexExists { .. } => Code::AlreadyExists,
             MetaError::BucketNotEmpty { .. } | MetaError::DefaultBucket { .. } => Code::FailedPrecondition,
             MetaError::ConditionFailed { .. } => Code::FailedPrecondition,
+            MetaError::RequestReused { .. } => Code::InvalidArgument,
+            MetaError::RequestGone { .. } => Code::FailedPrecondition,
             MetaError::CorruptVersion { .. } => Code::DataLoss,
             MetaError::Full { .. } => Code::ResourceExhausted,
             _ => Code::Internal,

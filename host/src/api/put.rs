@@ -38,6 +38,7 @@ fn spec(h: pb::PutHeader, limits: &Limits) -> Result<PutSpec, Status> {
             Condition::Always
         },
         identity: None,
+        request_id: validate::request_id(h.request_id)?,
     })
 }
 

@@ -38,6 +38,24 @@ pub fn bucket_name(name: &str) -> Result<(), Status> {
 
 /// Keys: 1 to `max` bytes of UTF-8 (prost already refused invalid UTF-8),
 /// no NUL or other control characters, no `.` or `..` path segment.
+/// The longest request id a put may carry.
+pub const MAX_REQUEST_ID: usize = 128;
+
+/// A put's request id: empty is none; else up to 128 printable ASCII
+/// characters.
+pub fn request_id(id: String) -> Result<Option<String>, Status> {
+    if id.is_empty() {
+        return Ok(None);
+    }
+    if id.len() > MAX_REQUEST_ID {
+        return Err(invalid(format!("request_id is {} bytes long; the limit is {MAX_REQUEST_ID}", id.len())));
+    }
+    if !id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid("request_id takes printable ASCII without spaces (a UUID, say)"));
+    }
+    Ok(Some(id))
+}
+
 pub fn key(key: &str, max: usize) -> Result<(), Status> {
     if key.is_empty() {
         return Err(invalid("the key is empty: give the object a name"));

@@ -83,7 +83,7 @@ fn attribute(s: &str) -> anyhow::Result<(String, pb::Value)> {
 pub async fn run(addr: &str, cmd: Cmd) -> anyhow::Result<()> {
     let mut c = connect(addr).await?;
     match cmd {
-        Cmd::Put { key, file, bucket: b, meta, content_type, if_absent, if_version } => {
+        Cmd::Put { key, file, bucket: b, meta, content_type, if_absent, if_version, request_id } => {
             let attributes = meta.iter().map(|m| attribute(m)).collect::<anyhow::Result<_>>()?;
             let header = pb::PutHeader {
                 bucket: bucket(b),
@@ -94,6 +94,7 @@ pub async fn run(addr: &str, cmd: Cmd) -> anyhow::Result<()> {
                 expected_digest: String::new(),
                 if_absent,
                 if_version: if_version.unwrap_or_default(),
+                request_id: request_id.unwrap_or_default(),
             };
             let info = match file.filter(|f| f.as_os_str() != "-") {
                 Some(path) => put_file(&mut c, header, &path).await?,

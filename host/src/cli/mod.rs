@@ -64,6 +64,10 @@ pub enum Cmd {
         /// Fail unless the key's live object is this version.
         #[arg(long)]
         if_version: Option<String>,
+        /// An id that makes a retry safe: a put with an id the bucket saw in
+        /// the last 24 hours stores nothing and prints the first put's version.
+        #[arg(long)]
+        request_id: Option<String>,
     },
     /// Store many small files in one batch, each under its file name.
     PutMany {

@@ -75,6 +75,9 @@ async fn commit_in(conn: &mut SqliteConnection, policy: &Policy<'_>, items: &[Ne
     let mut live = live_versions(conn, items).await?;
     let mut known = existing_blobs(conn, items).await?;
     let (mut newest, mut recorded) = replica_context(conn, items).await?;
+    let mut requests = recorded_requests(conn, items).await?;
+    // Request ids this batch records: (bucket, id, key, version).
+    let mut new_requests: Vec<Value> = Vec::new();
 
     let mut d = Deltas::default();
     let mut out: Results = Vec::with_capacity(items.len());
@@ -89,6 +92,20 @@ async fn commit_in(conn: &mut SqliteConnection, policy: &Policy<'_>, items: &[Ne
     for item in items {
         if !buckets.contains(&item.bucket) {
             out.push(Err(MetaError::NoSuchBucket { bucket: item.bucket.clone() }));
+            continue;
+        }
+        // A put minted here whose request id is on record is a retry: it
+        // answers with the first put's version. (A version minted elsewhere
+        // was checked by its coordinator and is recorded as sent.)
+        if let Some(rid) = &item.request_id
+            && item.identity.is_none()
+            && let Some((key, version)) = requests.get(&(item.bucket.clone(), rid.clone()))
+        {
+            out.push(Err(if *key == item.key {
+                MetaError::Replayed { version: version.clone() }
+            } else {
+                MetaError::RequestReused { request_id: rid.clone(), key: key.clone() }
+            }));
             continue;
         }
         let slot = (item.bucket.clone(), item.key.clone());
@@ -142,6 +159,10 @@ async fn commit_in(conn: &mut SqliteConnection, policy: &Policy<'_>, items: &[Ne
             modified_ms: item.identity.as_ref().map_or(now, |id| id.modified_ms),
             latest: newer,
         };
+        if let Some(rid) = &item.request_id {
+            requests.insert((item.bucket.clone(), rid.clone()), (item.key.clone(), version.clone()));
+            new_requests.push(json!([item.bucket, rid, item.key, version]));
+        }
         if recorded.contains(&(item.bucket.clone(), item.key.clone(), version.clone())) {
             // Sent again (a retry): only a damaged blob is refreshed.
             if item.fresh_blob && known.contains(&item.digest) && refreshed_digests.insert(item.digest) {
@@ -202,6 +223,16 @@ async fn commit_in(conn: &mut SqliteConnection, policy: &Policy<'_>, items: &[Ne
         live.insert(slot, Live::Pending(pending.len() - 1));
     }
 
+    if !new_requests.is_empty() {
+        sqlx::query(
+            "INSERT OR IGNORE INTO requests (bucket, request_id, key, version, created_ms) \
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, ? FROM json_each(?)",
+        )
+        .bind(now)
+        .bind(Value::Array(new_requests).to_string())
+        .execute(&mut *conn)
+        .await?;
+    }
     insert_blobs(conn, &mut d, &new_blobs, now).await?;
     for item in refreshed {
         refresh_blob(conn, &mut d, item, now).await?;
@@ -232,6 +263,28 @@ fn forget(d: &mut Deltas, refs: &mut HashMap<Digest, i64>, digest: Option<Digest
         d.add("version_bytes", -(size as i64));
         *refs.entry(digest).or_default() -= 1;
     }
+}
+
+/// The request ids of the batch's puts already on record:
+/// (bucket, id) → (key, version).
+async fn recorded_requests(
+    conn: &mut SqliteConnection,
+    items: &[NewVersion],
+) -> Result<HashMap<(String, String), (String, String)>, MetaError> {
+    let wanted: Vec<Value> = items.iter().filter_map(|i| i.request_id.as_ref().map(|r| json!([i.bucket, r]))).collect();
+    if wanted.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows = sqlx::query(
+        "SELECT r.bucket, r.request_id, r.key, r.version FROM json_each(?) j \
+         JOIN requests r ON r.bucket = j.value ->> 0 AND r.request_id = j.value ->> 1",
+    )
+    .bind(Value::Array(wanted).to_string())
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| Ok(((r.try_get("bucket")?, r.try_get("request_id")?), (r.try_get("key")?, r.try_get("version")?))))
+        .collect()
 }
 
 async fn existing_buckets(conn: &mut SqliteConnection, items: &[NewVersion]) -> Result<HashSet<String>, MetaError> {

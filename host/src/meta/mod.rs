@@ -76,6 +76,10 @@ impl ObjectRecord {
     }
 }
 
+/// How long a put's request id is remembered: a retry within it returns
+/// the first put's version.
+pub const REQUEST_ID_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// When a put may go ahead.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub enum Condition {
@@ -106,6 +110,9 @@ pub struct NewVersion {
     /// Set when the version was minted elsewhere (or before its bytes
     /// arrived): it is recorded as given, not stamped anew.
     pub identity: Option<Identity>,
+    /// The client's id for this put: a put whose id the bucket has on
+    /// record stores nothing and answers with the first put's version.
+    pub request_id: Option<String>,
 }
 
 /// A version and where it is placed.
@@ -180,6 +187,14 @@ pub enum MetaError {
     NoSuchVersion { bucket: String, key: String, version: String },
     #[error("condition failed for {key:?}: {why}")]
     ConditionFailed { key: String, why: String },
+    #[error("request id {request_id:?} was used for key {key:?} in this bucket; give each put its own id")]
+    RequestReused { request_id: String, key: String },
+    #[error("request id {request_id:?} made version {version:?} of {key:?}, which has since been removed")]
+    RequestGone { request_id: String, key: String, version: String },
+    /// A put whose request id is on record: the answer is this version
+    /// (resolved to its record once the batch commits).
+    #[error("replayed as version {version:?}")]
+    Replayed { version: String },
     #[error("version {version:?} of {key:?} has corrupt content and cannot be restored")]
     CorruptVersion { key: String, version: String },
     #[error("bucket {bucket:?} already has an index named {name:?}")]
@@ -564,9 +579,23 @@ impl MetaStore {
             IndexingMode::Eager => self.terms.get().map(|t| &**t),
             _ => None,
         };
-        let out = batch::commit_puts(&self.write, &self.policy(), items, eager).await.map_err(|e| self.locate(e))?;
+        let mut out = batch::commit_puts(&self.write, &self.policy(), items, eager).await.map_err(|e| self.locate(e))?;
         for item in items {
             self.cache.invalidate(&item.bucket, &item.key);
+        }
+        // A retried put answers with the first put's version.
+        for (r, item) in out.iter_mut().zip(items) {
+            if let Err(MetaError::Replayed { version }) = r {
+                let version = std::mem::take(version);
+                *r = match self.get(&item.bucket, &item.key, Some(&version)).await {
+                    Err(MetaError::NoSuchVersion { .. } | MetaError::NotFound { .. }) => Err(MetaError::RequestGone {
+                        request_id: item.request_id.clone().unwrap_or_default(),
+                        key: item.key.clone(),
+                        version,
+                    }),
+                    other => other,
+                };
+            }
         }
         Ok(out)
     }
@@ -597,6 +626,7 @@ impl MetaStore {
             fresh_blob: false,
             inline: None,
             identity: None,
+            request_id: None,
         };
         self.commit_puts(std::slice::from_ref(&item)).await?.pop().expect("one result per item")
     }
@@ -619,6 +649,11 @@ impl MetaStore {
     /// says it holds of a key).
     pub async fn newest(&self, bucket: &str, key: &str) -> Result<Option<ObjectRecord>, MetaError> {
         sql::get_newest(&self.read, bucket, key).await
+    }
+
+    /// The key and version a put request made, if its id is on record.
+    pub async fn request(&self, bucket: &str, request_id: &str) -> Result<Option<(String, String)>, MetaError> {
+        sql::request(&self.read, bucket, request_id).await
     }
 
     /// Whether old versions are kept.
@@ -696,6 +731,10 @@ impl MetaStore {
             if expired > 0 {
                 tracing::info!(expired, "versions past max_version_age removed");
             }
+        }
+        let forgotten = sql::expire_requests(&self.write, clock::now_ms() - REQUEST_ID_TTL.as_millis() as i64).await?;
+        if forgotten > 0 {
+            tracing::debug!(forgotten, "request ids past a day removed");
         }
         let swept = index::sweep(&self.write).await?;
         if swept > 0 {

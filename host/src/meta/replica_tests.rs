@@ -39,6 +39,7 @@ fn copy(key: &str, byte: u8, identity: Identity) -> NewVersion {
         fresh_blob: true,
         inline: None,
         identity: Some(identity),
+        request_id: None,
     }
 }
 

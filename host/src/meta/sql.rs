@@ -220,6 +220,7 @@ pub async fn delete_bucket(pool: &SqlitePool, name: &str) -> Result<(), MetaErro
         let digest: Option<Vec<u8>> = r.try_get("digest")?;
         remove_version_row(&mut tx, &mut d, r.try_get("id")?, digest.as_deref(), r.try_get("size")?).await?;
     }
+    sqlx::query("DELETE FROM requests WHERE bucket = ?").bind(name).execute(&mut *tx).await?;
     sqlx::query("DELETE FROM buckets WHERE name = ?").bind(name).execute(&mut *tx).await?;
     d.apply(&mut tx).await?;
     tx.commit().await?;
@@ -830,6 +831,20 @@ pub async fn stats(pool: &SqlitePool) -> Result<MetaStats, MetaError> {
         .await?
         .try_get::<i64, _>("n")? as u64;
     Ok(s)
+}
+
+pub async fn request(pool: &SqlitePool, bucket: &str, request_id: &str) -> Result<Option<(String, String)>, MetaError> {
+    let row = sqlx::query("SELECT key, version FROM requests WHERE bucket = ? AND request_id = ?")
+        .bind(bucket)
+        .bind(request_id)
+        .fetch_optional(pool)
+        .await?;
+    row.map(|r| Ok((r.try_get("key")?, r.try_get("version")?))).transpose()
+}
+
+/// Forgets request ids recorded before `cutoff_ms`.
+pub async fn expire_requests(pool: &SqlitePool, cutoff_ms: i64) -> Result<u64, MetaError> {
+    Ok(sqlx::query("DELETE FROM requests WHERE created_ms < ?").bind(cutoff_ms).execute(pool).await?.rows_affected())
 }
 
 pub async fn compact(pool: &SqlitePool) -> Result<(), MetaError> {

@@ -113,7 +113,9 @@ async fn commit_batch(batch: Vec<CommitJob>, store: &Arc<LocalStore>, meta: &Met
     debug!(size, ?published_at, took = ?started.elapsed(), "committed a batch");
     let mut used: HashMap<Digest, bool> = HashMap::new();
     for (job, r) in batch.iter().zip(&results) {
-        *used.entry(job.staged.digest).or_default() |= r.is_ok();
+        // A retried put answers with the first put's record, which need not
+        // hold this blob.
+        *used.entry(job.staged.digest).or_default() |= r.as_ref().is_ok_and(|rec| rec.digest == Some(job.staged.digest));
     }
     // A file published for items that all failed (say, a condition) is debris.
     let unused: Vec<Digest> = published.iter().filter(|d| !used[*d]).copied().collect();

@@ -116,6 +116,9 @@ pub struct PutSpec {
     pub condition: Condition,
     /// Set for a replicated version: recorded with this identity.
     pub identity: Option<Identity>,
+    /// The client's id for the put (a retry answers with the first put's
+    /// version).
+    pub request_id: Option<String>,
 }
 
 pub struct Objects {
@@ -232,6 +235,7 @@ impl Objects {
             fresh_blob: false,
             inline: None,
             identity: spec.identity,
+            request_id: spec.request_id,
         };
         Ok(Some(self.meta.commit_puts(std::slice::from_ref(&item)).await?.pop().expect("one result")?))
     }
@@ -381,6 +385,7 @@ impl Objects {
                 fresh_blob: false,
                 inline: staged.inline.clone(),
                 identity: spec.identity,
+                request_id: spec.request_id,
             };
             if self.commits.send(CommitJob { staged, version, reply }).await.is_err() {
                 waits.push(None);

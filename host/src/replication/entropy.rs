@@ -95,7 +95,7 @@ impl Replicator {
         let me = self.cluster.id;
         let mut asked = 0;
         for p in self.objects.meta().damaged(1000).await.map_err(ObjectError::from)? {
-            let q = super::wire::Lookup { bucket: p.bucket.clone(), key: p.key.clone(), version: Some(p.version.clone()), digest: None };
+            let q = super::wire::Lookup::new(&p.bucket, &p.key, Some(&p.version));
             for m in members.iter().filter(|m| m.id != me && m.health == Health::Healthy && p.replicas.contains(&m.id)) {
                 let sound = super::wire::lookup(&self.cluster.network, &m.addr, &q, self.short_timeout())
                     .await

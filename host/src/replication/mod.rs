@@ -19,6 +19,7 @@ pub mod placement;
 pub mod plan;
 pub mod queue;
 pub mod read;
+mod retry;
 pub mod service;
 pub mod wire;
 pub mod write;

@@ -213,7 +213,7 @@ impl Replicator {
         }
         // Drop surplus copies only once every wanted node answers that it
         // holds the version, sound.
-        let q = Lookup { bucket: p.bucket.clone(), key: p.key.clone(), version: Some(p.version.clone()), digest: None };
+        let q = Lookup::new(&p.bucket, &p.key, Some(&p.version));
         for n in want {
             if *n == self.cluster.id {
                 continue;

@@ -95,7 +95,7 @@ impl Replicator {
             return Ok("target left");
         };
         let net = &self.cluster.network;
-        let q = Lookup { bucket: e.bucket.clone(), key: e.key.clone(), version: Some(e.version.clone()), digest: None };
+        let q = Lookup::new(&e.bucket, &e.key, Some(&e.version));
         let q = Lookup { digest: rec.digest, ..q };
         let held = wire::lookup(net, &addr, &q, self.short_timeout()).await.map_err(|s| s.message().to_string())?;
         if held.found.is_some_and(|f| f.sound) {
@@ -122,6 +122,7 @@ impl Replicator {
             marker: rec.digest.is_none(),
             forget: false,
             relist: false,
+            request_id: None,
         };
         let Some(digest) = rec.digest else {
             return self.send_alone(&addr, &header).await.map(|()| "marker");

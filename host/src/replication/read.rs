@@ -48,7 +48,7 @@ impl Views {
 impl Replicator {
     /// What every reachable node (this one included) holds of a key.
     pub(super) async fn views(&self, members: &[Member], bucket: &str, key: &str, version: Option<&str>) -> Result<Views, Status> {
-        let q = Lookup { bucket: bucket.into(), key: key.into(), version: version.map(String::from), digest: None };
+        let q = Lookup::new(bucket, key, version);
         let me = self.cluster.id;
         let mut views = Views { found: Vec::new(), answered: vec![me], unreachable: Vec::new() };
         if let Some(f) = self.holding(&q).await?.found {

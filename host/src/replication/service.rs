@@ -41,6 +41,7 @@ fn spec(h: &VersionHeader) -> PutSpec {
         expected_digest: h.digest,
         condition: Condition::Always,
         identity: Some(h.identity.clone()),
+        request_id: h.request_id.clone(),
     }
 }
 
@@ -163,7 +164,19 @@ impl pb::replica_server::Replica for ReplicaService {
 /// What this node holds of a key, for a lookup.
 pub async fn holding(r: &Replicator, q: &Lookup) -> Result<Holding, Status> {
     let meta = r.objects.meta();
-    let rec = match &q.version {
+    let mut version = q.version.clone();
+    let mut request_key = None;
+    if let Some(rid) = &q.request_id {
+        let Some((key, v)) = meta.request(&q.bucket, rid).await.map_err(ObjectError::from)? else {
+            return Ok(Holding { clock: meta.clock(), ..Default::default() });
+        };
+        if key != q.key {
+            return Ok(Holding { clock: meta.clock(), request_key: Some(key), ..Default::default() });
+        }
+        version = Some(v);
+        request_key = Some(key);
+    }
+    let rec = match &version {
         Some(v) => meta.get(&q.bucket, &q.key, Some(v)).await,
         None => meta.newest(&q.bucket, &q.key).await.map(|r| {
             r.ok_or_else(|| MetaError::NotFound { bucket: q.bucket.clone(), key: q.key.clone() })
@@ -196,5 +209,5 @@ pub async fn holding(r: &Replicator, q: &Lookup) -> Result<Holding, Status> {
         Some(d) => meta.known_blobs(&[d]).await.map_err(ObjectError::from)?.contains(&d),
         None => false,
     };
-    Ok(Holding { found, has_digest, clock: meta.clock() })
+    Ok(Holding { found, has_digest, clock: meta.clock(), request_key })
 }

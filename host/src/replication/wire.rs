@@ -40,6 +40,10 @@ pub struct VersionHeader {
     /// follows): sent after a rebalance dropped surplus copies.
     #[serde(default)]
     pub relist: bool,
+    /// The client's request id, recorded with the version so a retry
+    /// through any node finds it.
+    #[serde(default)]
+    pub request_id: Option<String>,
 }
 
 impl VersionHeader {
@@ -58,6 +62,7 @@ impl VersionHeader {
             marker: false,
             forget: false,
             relist: false,
+            request_id: None,
         }
     }
 
@@ -94,6 +99,15 @@ pub struct Lookup {
     pub version: Option<String>,
     /// Also say whether this blob is held (sound).
     pub digest: Option<Digest>,
+    /// Look for the version this put request made instead of `version`.
+    #[serde(default)]
+    pub request_id: Option<String>,
+}
+
+impl Lookup {
+    pub fn new(bucket: &str, key: &str, version: Option<&str>) -> Self {
+        Self { bucket: bucket.into(), key: key.into(), version: version.map(String::from), digest: None, request_id: None }
+    }
 }
 
 /// What a node holds of a key.
@@ -105,6 +119,9 @@ pub struct Holding {
     /// The answering node's clock.
     #[serde(default)]
     pub clock: u64,
+    /// The key the asked-for request id was used for, if it is on record.
+    #[serde(default)]
+    pub request_key: Option<String>,
 }
 
 /// A version as one node holds it.

@@ -71,8 +71,8 @@ fn unacknowledged(reached: usize, need: usize, version: &str, summary: &str, uns
             "stored-partially",
             format!(
                 "stored on {reached} of the {need} replicas this write needs, as version {version} ({summary}); \
-                 the copies still owed are queued, so this version will reach every replica: do not retry \
-                 (a retry stores a second version)"
+                 the copies still owed are queued, so this version will reach every replica: a retry with the \
+                 same request_id returns it; without one a retry stores a second version"
             ),
         )
     } else if unsure {
@@ -114,6 +114,11 @@ impl Replicator {
             }
         }
         let p = plan::plan(&self.plugins, &self.cluster, &policy, &spec.bucket, &spec.key, spec.size.unwrap_or(0), self.config.enable_async_replication).await?;
+        if let Some(rid) = &spec.request_id
+            && let Some(first) = self.replayed(&spec, rid, &p, &members).await?
+        {
+            return Ok(first); // a retry: the first attempt's version
+        }
         let me = self.cluster.id;
         let mut placement = p.targets.clone();
         placement.extend(p.ideal.iter().filter(|n| !p.targets.contains(n)));
@@ -131,6 +136,7 @@ impl Replicator {
             marker: false,
             forget: false,
             relist: false,
+            request_id: spec.request_id.clone(),
         };
 
         let mut pushes = Vec::new();

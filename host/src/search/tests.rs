@@ -133,6 +133,7 @@ async fn write(meta: &MetaStore, rng: &mut StdRng, keys: std::ops::Range<usize>)
                 condition: Default::default(),
                 fresh_blob: true,
                 inline: None,
+                request_id: None,
                 identity: None,
             }
         })

@@ -1,0 +1,52 @@
+//! Retried puts on a cluster. Every replica records a version's request
+//! id with it, so a retry through any coordinator asks the nodes the key
+//! maps to whether one of them holds a version the request made.
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tonic::Status;
+
+use super::wire::{self, Lookup};
+use super::{Replicator, plan};
+use crate::cluster::detector::Health;
+use crate::meta::{MetaError, ObjectRecord};
+use crate::objects::{ObjectError, PutSpec};
+
+impl Replicator {
+    /// The version an earlier attempt of this put made, if a node it maps
+    /// to has the request id on record. A node that does not answer (or is
+    /// seen down) is skipped: if every holder of the first version is out
+    /// of reach, the retry stores a second one.
+    pub(super) async fn replayed(&self, spec: &PutSpec, request_id: &str, p: &plan::Plan, members: &[plan::Member]) -> Result<Option<ObjectRecord>, Status> {
+        let me = self.cluster.id;
+        let mut nodes: Vec<u64> = p.targets.iter().chain(&p.ideal).copied().chain([me]).collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        let q = Lookup { request_id: Some(request_id.into()), ..Lookup::new(&spec.bucket, &spec.key, None) };
+        let mut asks: FuturesUnordered<_> = nodes.iter().map(|&n| {
+            let q = &q;
+            async move {
+                if n == me {
+                    return self.holding(q).await.ok();
+                }
+                // A node seen down is not asked (a fresh put would wait out
+                // its timeout).
+                let m = members.iter().find(|m| m.id == n && m.health != Health::Down)?;
+                wire::lookup(&self.cluster.network, &m.addr, q, self.short_timeout()).await.ok()
+            }
+        }).collect();
+        // The first node that has it answers; one out of reach costs a
+        // lookup's timeout only when no node has it.
+        while let Some(h) = asks.next().await {
+            let Some(h) = h else { continue };
+            self.objects.meta().observe(h.clock);
+            if let Some(key) = h.request_key.filter(|k| *k != spec.key) {
+                return Err(ObjectError::from(MetaError::RequestReused { request_id: request_id.into(), key }).into());
+            }
+            if let Some(found) = h.found {
+                return Ok(Some(found.record(&spec.bucket, &spec.key)));
+            }
+        }
+        Ok(None)
+    }
+}
