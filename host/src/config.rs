@@ -192,6 +192,9 @@ pub struct ServerConfig {
     /// stores nothing.
     #[serde(with = "duration")]
     pub stream_idle_timeout: Duration,
+    /// Most client and peer connections open at once; past it new ones
+    /// wait to be accepted. Each may hold 8 MiB of unread request bytes.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -205,6 +208,7 @@ impl Default for ServerConfig {
             max_attribute_bytes: Size(8 << 10),
             upload_buffer: Size(256 << 20),
             stream_idle_timeout: Duration::from_secs(60),
+            max_connections: 512,
         }
     }
 }
@@ -460,6 +464,9 @@ impl Config {
         }
         if self.server.upload_buffer.0 < 1 << 20 {
             return bad("server.upload_buffer", "must be at least 1MiB");
+        }
+        if self.server.max_connections == 0 {
+            return bad("server.max_connections", "must be at least 1");
         }
         if self.server.stream_idle_timeout.is_zero() {
             return bad("server.stream_idle_timeout", "must be more than 0s");

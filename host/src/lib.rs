@@ -17,6 +17,7 @@ pub mod api;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod connections;
 pub mod failpoints;
 pub mod meta;
 pub mod metrics;

@@ -223,6 +223,7 @@ impl Server {
         let grace = self.config.server.shutdown_grace;
         let (signal_tx, signal_rx) = tokio::sync::oneshot::channel::<()>();
         let incoming = tonic::transport::server::TcpIncoming::from(self.listener).with_nodelay(Some(true));
+        let incoming = crate::connections::limit(incoming, self.config.server.max_connections);
         let serve = tonic::transport::Server::builder()
             // Windows large enough that a 1 MiB chunk never waits on a window update.
             .initial_stream_window_size(WINDOW)

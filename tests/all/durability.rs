@@ -330,3 +330,30 @@ async fn stalled_uploads_stay_within_the_budget() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(temp_files(&s.data()), 0, "stalled uploads left temp files");
 }
+
+/// Past `server.max_connections` the server accepts no more connections
+/// until one closes: a new client waits, it is not refused.
+#[tokio::test]
+async fn connections_past_the_cap_wait_for_one_to_close() {
+    let s = TestServer::start("[server]\nmax_connections = 2\n");
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let tcp = tokio::net::TcpStream::connect(s.addr()).await.unwrap();
+        let (client, conn) = h2::client::handshake(tcp).await.expect("a connection under the cap");
+        held.push((client, tokio::spawn(conn)));
+    }
+    let call = |url: String| async move {
+        let ch = tonic::transport::Endpoint::from_shared(url).unwrap().connect().await?;
+        let mut c = strata::api::pb::strata_client::StrataClient::new(ch);
+        c.stats(pb::StatsRequest {}).await.map(|_| ()).map_err(anyhow::Error::from)
+    };
+    let url = format!("http://{}", s.addr());
+    let third = tokio::spawn(call(url.clone()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!third.is_finished(), "a third connection was served past a cap of two");
+    // One closes: the waiting client is served.
+    let (client, conn) = held.pop().unwrap();
+    drop(client);
+    conn.abort();
+    tokio::time::timeout(Duration::from_secs(10), third).await.expect("served once a connection closed").unwrap().unwrap();
+}

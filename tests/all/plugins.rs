@@ -164,12 +164,23 @@ async fn a_rust_plugin_from_a_path_is_loaded_with_its_config() {
 /// The componentize-py release the Python plugin is built with.
 const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
 
-/// Installs componentize-py with pip when python3 lacks it, so the suite
-/// runs on a machine that has only Python.
-fn ensure_componentize_py() {
-    let has = |py: &str| Command::new(py).args(["-m", "componentize_py", "--version"]).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
-    if has("python3") {
-        return;
+/// The componentize-py command, installed with pip when missing so the
+/// suite runs on a machine that has only Python.
+fn componentize_py() -> PathBuf {
+    let works = |cmd: &Path| Command::new(cmd).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+    // On PATH, or where pip puts scripts (the interpreter's, the user's).
+    let find = || {
+        let script_dirs = Command::new("python3")
+            .args(["-c", "import sysconfig, os; print(sysconfig.get_path('scripts')); print(sysconfig.get_path('scripts', os.name + '_user'))"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).lines().map(PathBuf::from).collect::<Vec<_>>())
+            .unwrap_or_default();
+        std::iter::once(PathBuf::from("componentize-py"))
+            .chain(script_dirs.into_iter().map(|d| d.join("componentize-py")))
+            .find(|c| works(c))
+    };
+    if let Some(c) = find() {
+        return c;
     }
     let pip = |extra: &[&str]| {
         Command::new("python3")
@@ -181,7 +192,7 @@ fn ensure_componentize_py() {
     };
     // A distribution's own Python refuses plain installs (PEP 668).
     let _ = pip(&[]) || pip(&["--user", "--break-system-packages"]);
-    assert!(has("python3"), "could not install {COMPONENTIZE_PY} with pip: install it with `python3 -m pip install {COMPONENTIZE_PY}`");
+    find().unwrap_or_else(|| panic!("could not install {COMPONENTIZE_PY} with pip: install it with `python3 -m pip install {COMPONENTIZE_PY}`"))
 }
 
 /// The Python plugin, built with componentize-py (installed if missing).
@@ -189,11 +200,11 @@ fn python_component() -> &'static Path {
     static WASM: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     &WASM
         .get_or_init(|| {
-            ensure_componentize_py();
+            let tool = componentize_py();
             let dir = tempfile::tempdir().unwrap();
             let out = dir.path().join("labels.wasm");
-            let result = Command::new("python3")
-                .args(["-m", "componentize_py", "-d", "../../wit", "-w", "node-selector", "componentize", "app", "-o"])
+            let result = Command::new(tool)
+                .args(["-d", "../../wit", "-w", "node-selector", "componentize", "app", "-o"])
                 .arg(&out)
                 .current_dir(repo().join("plugins/python-labels"))
                 .stdout(Stdio::null())
