@@ -20,6 +20,15 @@ async fn bad_keys_and_names_are_refused() {
         let err = get_key(&mut c, key).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "get {key:?}");
     }
+    // Content types are echoed in every listing: short, printable.
+    for (ct, hint) in [(&"t".repeat(257) as &str, "limit is 256"), ("text/plain\r\nX-Evil: 1", "printable ASCII")] {
+        let h = pb::PutHeader { content_type: ct.into(), ..header("k") };
+        let err = put(&mut c, h, b"x").await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{ct:?}");
+        assert!(err.message().contains(hint), "{ct:?}: {}", err.message());
+    }
+    let fine = pb::PutHeader { content_type: "text/plain; charset=utf-8".into(), ..header("typed") };
+    put(&mut c, fine, b"x").await.expect("a content type with a parameter");
     let bad_bucket = pb::PutHeader { bucket: "Not_A_Bucket".into(), key: "k".into(), ..Default::default() };
     assert_eq!(put(&mut c, bad_bucket, b"x").await.unwrap_err().code(), Code::InvalidArgument);
     let no_bucket = pb::PutHeader { bucket: "nowhere".into(), key: "k".into(), ..Default::default() };

@@ -601,3 +601,79 @@ async fn cancelled_replicated_puts_store_nothing_anywhere() {
         assert_eq!(temp_files(&n.data()), 0, "cancelled pushes left temp files on {}", n.addr());
     }
 }
+
+/// A node-to-node push that ends before its trailer (the sender dropped
+/// the call, its deadline passed, its stream ended early, a raw reset) or
+/// whose trailer does not match what arrived stores nothing on the
+/// replica; the same push with its trailer does.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_push_cut_off_before_its_trailer_stores_nothing() {
+    use sha2::Digest as _;
+    use strata::cluster::network::pb as peer;
+    use strata::replication::wire::{self, Trailer, VersionHeader};
+    let net = Net::start(2, "");
+    net.form().await;
+    let target = net.peer(1);
+    let secret = strata::cluster::secret::Secret::new_for_tests("a shared secret of some length");
+    let data = random_bytes(300_000);
+    let digest = strata::store::Digest(sha2::Sha256::digest(&data).into());
+    let header = |key: &str, n: u64| {
+        let stamp = (1u64 << 56) + n;
+        let identity = strata::meta::Identity {
+            version: format!("{stamp:016x}-test"),
+            stamp,
+            node: "test".into(),
+            created_ms: 1,
+            modified_ms: 1,
+            replicas: vec![],
+        };
+        wire::header_frame(&VersionHeader { size: None, ..VersionHeader::control("pushed", key, identity) })
+    };
+    let frames = |key: &str, n: u64, trailer: Option<Trailer>| {
+        let mut f = vec![header(key, n)];
+        f.extend(data.chunks(64 << 10).map(|c| wire::data_frame(bytes::Bytes::copy_from_slice(c))));
+        f.extend(trailer.map(|t| wire::trailer_frame(&t)));
+        f
+    };
+    let client = || async {
+        let ch = tonic::transport::Endpoint::from_shared(format!("http://{target}")).unwrap().connect().await.unwrap();
+        peer::replica_client::ReplicaClient::new(ch)
+    };
+    fn signed<T>(secret: &strata::cluster::secret::Secret, target: &str, s: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(s);
+        secret.attach(&mut r, target);
+        r
+    }
+    // Dropped by the sender, then past its deadline, mid-stream.
+    for (n, drop_it) in [(1u64, true), (2, false)] {
+        let s = futures::StreamExt::chain(futures::stream::iter(frames("cut", n, None)), futures::stream::pending());
+        let mut c = client().await;
+        let mut r = signed(&secret, &target, s);
+        if drop_it {
+            let call = tokio::spawn(async move { c.push(r).await });
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            call.abort();
+            let _ = call.await;
+        } else {
+            r.set_timeout(Duration::from_millis(300));
+            assert!(c.push(r).await.is_err());
+        }
+    }
+    // Ended cleanly, but without a trailer.
+    let err = client().await.push(signed(&secret, &target, futures::stream::iter(frames("cut", 3, None)))).await.unwrap_err();
+    assert_eq!(err.code(), Code::Aborted, "{err:?}");
+    // A trailer that does not match.
+    let wrong = Trailer { digest: strata::store::Digest([7; 32]), size: data.len() as u64, owed: vec![] };
+    let err = client().await.push(signed(&secret, &target, futures::stream::iter(frames("cut", 4, Some(wrong))))).await.unwrap_err();
+    assert_eq!(err.code(), Code::DataLoss, "{err:?}");
+    // The control: the same push with its trailer is stored.
+    let good = Trailer { digest, size: data.len() as u64, owed: vec![] };
+    client().await.push(signed(&secret, &target, futures::stream::iter(frames("whole", 5, Some(good))))).await.expect("a whole push");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut c1 = net.nodes[1].client().await;
+    let (_, got) = get_from(&mut c1, "pushed", "whole", "").await.expect("the whole push");
+    assert!(got == data);
+    let cut = c1.list_versions(pb::ListVersionsRequest { bucket: "pushed".into(), key: "cut".into(), ..Default::default() }).await;
+    assert_eq!(cut.map(|r| r.into_inner().versions.len()).unwrap_err().code(), Code::NotFound, "a cut push became a version");
+    assert_eq!(temp_files(&net.nodes[1].data()), 0, "cut pushes left temp files");
+}

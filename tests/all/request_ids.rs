@@ -68,6 +68,21 @@ async fn a_retried_put_returns_the_first_version() {
     assert_eq!(out, out2, "the CLI's retry printed another version");
 }
 
+/// A retry is answered before any byte is staged: it succeeds when the
+/// quota has no room left for its bytes.
+#[tokio::test]
+async fn a_retry_is_answered_on_a_full_quota() {
+    let s = TestServer::start("[storage]\nmax_size = \"1MiB\"\ncompression = \"none\"");
+    let mut c = s.client().await;
+    let data = random_bytes(600_000);
+    let first = put(&mut c, with_id("big", "full-1"), &data).await.unwrap();
+    put(&mut c, header("filler"), &random_bytes(400_000)).await.unwrap();
+    let err = put(&mut c, header("more"), &random_bytes(600_000)).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "the quota is full: {err:?}");
+    let again = put(&mut c, with_id("big", "full-1"), &data).await.expect("the retry on a full quota");
+    assert_eq!(again.version, first.version);
+}
+
 /// On a cluster a retry through another coordinator finds the first
 /// attempt's version on the nodes the key maps to.
 #[tokio::test(flavor = "multi_thread")]

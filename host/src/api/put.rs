@@ -15,6 +15,7 @@ use crate::replication::Replicator;
 fn spec(h: pb::PutHeader, limits: &Limits) -> Result<PutSpec, Status> {
     let bucket = validate::bucket(&h.bucket)?;
     validate::key(&h.key, limits.max_key_length)?;
+    validate::content_type(&h.content_type)?;
     if h.if_absent && !h.if_version.is_empty() {
         return Err(invalid("if_absent and if_version cannot both be set"));
     }

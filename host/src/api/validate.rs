@@ -38,6 +38,22 @@ pub fn bucket_name(name: &str) -> Result<(), Status> {
 
 /// Keys: 1 to `max` bytes of UTF-8 (prost already refused invalid UTF-8),
 /// no NUL or other control characters, no `.` or `..` path segment.
+/// The longest content type a put may carry (the MIME grammar's names are
+/// at most 127 characters each, plus parameters).
+pub const MAX_CONTENT_TYPE: usize = 256;
+
+/// A content type: printable ASCII (spaces allowed, for parameters), at
+/// most 256 bytes. It is echoed in every listing, so it must stay small.
+pub fn content_type(ct: &str) -> Result<(), Status> {
+    if ct.len() > MAX_CONTENT_TYPE {
+        return Err(invalid(format!("content_type is {} bytes long; the limit is {MAX_CONTENT_TYPE}", ct.len())));
+    }
+    if !ct.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) {
+        return Err(invalid("content_type takes printable ASCII only (such as `text/plain; charset=utf-8`)"));
+    }
+    Ok(())
+}
+
 /// The longest request id a put may carry.
 pub const MAX_REQUEST_ID: usize = 128;
 

@@ -202,7 +202,7 @@ pub enum MetaError {
     #[error("bucket {bucket:?} has no index named {name:?}")]
     NoSuchIndex { bucket: String, name: String },
     /// SQLite could not grow the database or its WAL (`SQLITE_FULL`).
-    #[error("no space left for the metadata database in {}: free space (delete objects, then let GC run) or raise the disk", path.display())]
+    #[error("no space left for the metadata database{}: free space (delete objects, then let GC run) or raise the disk", in_dir(path))]
     Full { path: std::path::PathBuf },
     #[error(
         "the metadata database {} is damaged ({problems}); stop here and run `strata fsck` to see what is affected, \
@@ -212,6 +212,11 @@ pub enum MetaError {
     Damaged { path: std::path::PathBuf, problems: String },
     #[error("metadata database error: {0}")]
     Db(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// ` in DIR`, or nothing when the error was not located.
+fn in_dir(path: &std::path::Path) -> String {
+    if path.as_os_str().is_empty() { String::new() } else { format!(" in {}", path.display()) }
 }
 
 impl MetaError {

@@ -81,7 +81,7 @@ impl FsckReport {
             let _ = writeln!(o, "unreadable blob {d}: {why}");
         }
         for d in self.orphans.iter().take(LISTED) {
-            let _ = writeln!(o, "orphan file {d}: no row refers to it{}", fixed("quarantined"));
+            let _ = writeln!(o, "orphan file {d}: no row refers to it (a write cut off by a crash leaves one; GC removes it){}", fixed("quarantined"));
         }
         for m in self.refcounts.iter().take(LISTED) {
             let _ = writeln!(

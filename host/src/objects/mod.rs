@@ -210,8 +210,29 @@ impl Objects {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
+        if let Some(first) = self.replay(&spec).await? {
+            return Ok(first);
+        }
         let staged = self.stage(&spec, chunks).await?;
         self.commit(vec![(spec, staged)]).await.pop().expect("one result")
+    }
+
+    /// A retried put: the version its first attempt made, found before any
+    /// byte is staged, so a retry is answered on a full disk too. (The
+    /// commit checks again, so concurrent attempts make one version.)
+    async fn replay(&self, spec: &PutSpec) -> Result<Option<ObjectRecord>, ObjectError> {
+        let (Some(rid), None) = (&spec.request_id, &spec.identity) else { return Ok(None) };
+        let Some((key, version)) = self.meta.request(&spec.bucket, rid).await? else { return Ok(None) };
+        if key != spec.key {
+            return Err(MetaError::RequestReused { request_id: rid.clone(), key }.into());
+        }
+        match self.meta.get(&spec.bucket, &spec.key, Some(&version)).await {
+            Ok(rec) => Ok(Some(rec)),
+            Err(MetaError::NoSuchVersion { .. } | MetaError::NotFound { .. }) => {
+                Err(MetaError::RequestGone { request_id: rid.clone(), key, version }.into())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Records a version whose blob this node already holds, sound; `None`
@@ -248,7 +269,7 @@ impl Objects {
         E: std::fmt::Display,
     {
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.check_space(0))
+        tokio::task::spawn_blocking(move || store.check_space(0).map(drop))
             .await
             .map_err(|e| ObjectError::Aborted(e.to_string()))??;
         // The network side stays async; each ~1 MiB of data is hashed and
@@ -299,7 +320,7 @@ impl Objects {
                 let store = self.store.clone();
                 let need = pending_len as u64;
                 in_flight = Some(tokio::task::spawn_blocking(move || {
-                    store.check_space(need)?;
+                    let _claim = store.check_space(need)?;
                     write_all(w, &data)
                 }));
                 pending_len = 0;
@@ -309,7 +330,7 @@ impl Objects {
         let store = self.store.clone();
         let need = pending_len as u64;
         let staged = tokio::task::spawn_blocking(move || {
-            store.check_space(need)?;
+            let _claim = store.check_space(need)?;
             write_all(w, &pending)?.finish()
         })
         .await
@@ -320,14 +341,35 @@ impl Objects {
 
     /// Stores many small objects held in memory, committed together.
     pub async fn put_many(&self, items: Vec<(PutSpec, Bytes)>) -> Vec<Result<ObjectRecord, ObjectError>> {
+        // Retries are answered first; the rest are stored.
+        let mut out = Vec::with_capacity(items.len());
+        let mut fresh = Vec::new();
+        for (spec, data) in items {
+            match self.replay(&spec).await.transpose() {
+                Some(r) => out.push(Some(r)),
+                None => {
+                    out.push(None);
+                    fresh.push((spec, data));
+                }
+            }
+        }
+        let mut stored = self.put_many_fresh(fresh).await.into_iter();
+        out.into_iter().map(|r| r.unwrap_or_else(|| stored.next().expect("one result per fresh item"))).collect()
+    }
+
+    async fn put_many_fresh(&self, items: Vec<(PutSpec, Bytes)>) -> Vec<Result<ObjectRecord, ObjectError>> {
+        if items.is_empty() {
+            return Vec::new();
+        }
         let store = self.store.clone();
         let (specs, datas): (Vec<PutSpec>, Vec<Bytes>) = items.into_iter().unzip();
         // One blocking call writes (hashes, seals) the whole batch.
         let need: u64 = datas.iter().map(|d| d.len() as u64).sum();
         let written = tokio::task::spawn_blocking(move || {
-            if let Err(e) = store.check_space(need) {
-                return datas.iter().map(|_| Err(e.duplicate())).collect();
-            }
+            let _claim = match store.check_space(need) {
+                Ok(c) => c,
+                Err(e) => return datas.iter().map(|_| Err(e.duplicate())).collect(),
+            };
             datas
                 .into_iter()
                 .map(|data| {

@@ -61,6 +61,10 @@ pub struct LocalStore {
     /// on a full disk.
     reserve: u64,
     space_paths: Vec<PathBuf>,
+    /// Bytes writes have been allowed but not yet written: counted against
+    /// free space, so concurrent writers cannot all pass one check and eat
+    /// into the reserve together.
+    writing: Arc<AtomicU64>,
     /// Held for the life of the store: one server per directory.
     _lock: File,
 }
@@ -100,6 +104,7 @@ impl LocalStore {
             sync,
             reserve: 0,
             space_paths: vec![root.to_path_buf()],
+            writing: Arc::default(),
             _lock: lock,
         };
         for dir in [&store.blobs, &store.tmp, &store.quarantine] {
@@ -120,16 +125,20 @@ impl LocalStore {
         self
     }
 
-    /// Fails with [`StoreError::NoSpace`] when writing `need` more bytes
-    /// would eat into the reserve of any disk the store writes to.
-    pub fn check_space(&self, need: u64) -> Result<(), StoreError> {
+    /// Fails with [`StoreError::NoSpace`] when writing `need` more bytes,
+    /// on top of what other writes were allowed and have not written yet,
+    /// would eat into the reserve of any disk the store writes to. Hold
+    /// the claim until the bytes are written.
+    pub fn check_space(&self, need: u64) -> Result<SpaceClaim, StoreError> {
+        let others = self.writing.fetch_add(need, Ordering::SeqCst);
+        let claim = SpaceClaim { writing: self.writing.clone(), bytes: need };
         for path in &self.space_paths {
             let free = free_space(path).map_err(StoreError::io(path))?;
-            if free < self.reserve.saturating_add(need) {
+            if free < self.reserve.saturating_add(need).saturating_add(others) {
                 return Err(StoreError::NoSpace { path: path.clone() });
             }
         }
-        Ok(())
+        Ok(claim)
     }
 
     /// The smallest free space on the store's disks and the reserve
@@ -256,6 +265,19 @@ impl LocalStore {
             }
         }
         Ok(n)
+    }
+}
+
+/// Bytes a write may put on disk; given back when dropped.
+#[must_use = "the claim counts only while it is held"]
+pub struct SpaceClaim {
+    writing: Arc<AtomicU64>,
+    bytes: u64,
+}
+
+impl Drop for SpaceClaim {
+    fn drop(&mut self) {
+        self.writing.fetch_sub(self.bytes, Ordering::SeqCst);
     }
 }
 
