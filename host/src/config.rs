@@ -465,6 +465,11 @@ impl Config {
         if self.server.upload_buffer.0 < 1 << 20 {
             return bad("server.upload_buffer", "must be at least 1MiB");
         }
+        if self.storage.min_free_space.0 < 4 << 20 {
+            // Deletes and GC append to SQLite's WAL, which grows by up to
+            // 4 MiB between checkpoints; a smaller reserve can wedge a full disk.
+            return bad("storage.min_free_space", "must be at least 4MiB (deletes and GC need room in SQLite's WAL on a full disk)");
+        }
         if self.server.max_connections == 0 {
             return bad("server.max_connections", "must be at least 1");
         }

@@ -44,6 +44,10 @@ fn bad_config_names_the_key() {
     assert!(e.contains("storage.compression"), "{e}");
     let e = serve_fails("[storage.encryption]\nkey_env = \"STRATA_TEST_NO_SUCH_KEY\"", &[]);
     assert!(e.contains("STRATA_TEST_NO_SUCH_KEY"), "{e}");
+    let e = serve_fails("", &[("STRATA_STORAGE__MIN_FREE_SPACE", "1MiB")]);
+    assert!(e.contains("storage.min_free_space") && e.contains("4MiB"), "{e}");
+    let e = serve_fails("", &[("STRATA_SERVER__MAX_CONNECTIONS", "0")]);
+    assert!(e.contains("server.max_connections"), "{e}");
     let e = serve_fails("[server]\nlisten = \"nowhere\"", &[]);
     assert!(e.contains("TOML parse error") || e.contains("server.listen"), "{e}");
 }
