@@ -416,7 +416,7 @@ async fn a_dead_holders_lock_passes_on_after_its_lease_with_a_higher_token() {
     let holder_node = net.index_of(&views, views[0].leader);
     let other = (holder_node + 1) % 3;
     let mut h = net.nodes[holder_node].client().await;
-    let ttl = Duration::from_secs(3);
+    let ttl = Duration::from_secs(6);
     let req = pb::LockAcquireRequest { name: "job".into(), holder: "first".into(), ttl_ms: ttl.as_millis() as u64, wait_ms: 0 };
     let first = h.lock_acquire(req).await.unwrap().into_inner();
     let granted = Instant::now();
@@ -424,7 +424,14 @@ async fn a_dead_holders_lock_passes_on_after_its_lease_with_a_higher_token() {
 
     let mut c = net.nodes[other].client().await;
     let req = pb::LockAcquireRequest { name: "job".into(), holder: "second".into(), ttl_ms: 3000, wait_ms: 0 };
-    let busy = c.lock_acquire(req.clone()).await.unwrap_err();
+    // Until the survivors elect a leader the answer is UNAVAILABLE.
+    let busy = loop {
+        let e = c.lock_acquire(req.clone()).await.unwrap_err();
+        if e.code() != Code::Unavailable || granted.elapsed() > ttl - Duration::from_secs(2) {
+            break e;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(busy.code(), Code::FailedPrecondition, "{busy:?}");
     assert!(busy.message().contains("held by first"), "{}", busy.message());
     let next = c.lock_acquire(pb::LockAcquireRequest { wait_ms: 20_000, ..req }).await.unwrap().into_inner();
