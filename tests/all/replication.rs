@@ -381,8 +381,16 @@ async fn repair_restores_the_replica_count_after_a_node_is_lost() {
     let mut net = Net::start(4, &format!("{FAST_RETRY}repair_delay = \"1s\"\nhealth_check_interval = \"300ms\"\n"));
     net.form().await;
     put_small(&mut net.nodes[0].client().await, "default", 1000).await;
-    let before = counts(&net, &[0, 1, 2, 3]).await;
-    assert_eq!(before.iter().sum::<u64>(), 3000, "3 replicas of each: {before:?}");
+    // Quorum acknowledges at two copies; the third lands just after.
+    let settle = Instant::now() + Duration::from_secs(30);
+    let before = loop {
+        let before = counts(&net, &[0, 1, 2, 3]).await;
+        if before.iter().sum::<u64>() == 3000 {
+            break before;
+        }
+        assert!(Instant::now() < settle, "3 replicas of each: {before:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     net.nodes[3].kill9();
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
