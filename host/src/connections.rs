@@ -3,7 +3,13 @@
 //! has not read yet, outside the upload budget; so the cap bounds that
 //! memory. At the cap the listener stops accepting: new connections wait
 //! in the kernel's backlog, they are not refused.
+//!
+//! So that sockets which never speak cannot hold the cap, a connection
+//! that sends nothing within [`FIRST_BYTES`] of being accepted is closed;
+//! one that goes quiet later is closed by the server's HTTP/2 keepalive
+//! (a client that does not answer its pings).
 
+use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,12 +19,18 @@ use futures::{Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Duration, Sleep};
 use tonic::transport::server::{Connected, TcpConnectInfo};
+
+/// How long an accepted connection has to send its first bytes.
+pub const FIRST_BYTES: Duration = Duration::from_secs(10);
 
 /// An accepted connection holding one of the cap's permits until it closes.
 pub struct Counted {
     io: TcpStream,
     _permit: OwnedSemaphorePermit,
+    /// Running until the first bytes arrive.
+    silent: Option<Pin<Box<Sleep>>>,
 }
 
 /// Accepted connections, at most `max` open at once.
@@ -31,7 +43,8 @@ where
         // A permit first: at the cap, nothing more is accepted.
         let permit = permits.clone().acquire_owned().await.expect("never closed");
         let next = incoming.next().await?;
-        Some((next.map(|io| Counted { io, _permit: permit }), (incoming, permits)))
+        let counted = |io| Counted { io, _permit: permit, silent: Some(Box::pin(tokio::time::sleep(FIRST_BYTES))) };
+        Some((next.map(counted), (incoming, permits)))
     })
 }
 
@@ -45,7 +58,20 @@ impl Connected for Counted {
 
 impl AsyncRead for Counted {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        match &r {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => self.silent = None,
+            Poll::Pending => {
+                if let Some(s) = &mut self.silent
+                    && s.as_mut().poll(cx).is_ready()
+                {
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "the client sent nothing after connecting")));
+                }
+            }
+            _ => {}
+        }
+        r
     }
 }
 

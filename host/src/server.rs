@@ -71,6 +71,10 @@ pub async fn open_objects(config: &Config, check: bool) -> anyhow::Result<Arc<Ob
 pub const WINDOW: u32 = 4 << 20;
 /// Largest HTTP/2 frame this end accepts.
 pub const MAX_FRAME: u32 = (1 << 20) + 1024;
+/// How often the server pings each connection, and how long it waits for
+/// the answer before closing it.
+pub const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(30);
+pub const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A server whose stores are open and whose listener is bound.
 pub struct Server {
@@ -230,6 +234,10 @@ impl Server {
             .initial_connection_window_size(2 * WINDOW)
             // One HTTP/2 frame per 1 MiB chunk instead of 64.
             .max_frame_size(MAX_FRAME)
+            // A connection whose client stops answering pings is closed, so
+            // dead or silent sockets do not hold `server.max_connections`.
+            .http2_keepalive_interval(Some(KEEPALIVE))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
             .add_service(health_svc)
             .add_service(reflection)
             .add_service(svc)

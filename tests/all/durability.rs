@@ -357,3 +357,28 @@ async fn connections_past_the_cap_wait_for_one_to_close() {
     conn.abort();
     tokio::time::timeout(Duration::from_secs(10), third).await.expect("served once a connection closed").unwrap().unwrap();
 }
+
+/// Sockets that connect and never speak do not hold the connection cap:
+/// the server closes them after `connections::FIRST_BYTES`, and a waiting
+/// client is served.
+#[tokio::test]
+async fn silent_sockets_are_closed_and_free_the_cap() {
+    use tokio::io::AsyncReadExt as _;
+    let s = TestServer::start("[server]\nmax_connections = 2\n");
+    let started = std::time::Instant::now();
+    let mut silent = Vec::new();
+    for _ in 0..2 {
+        silent.push(tokio::net::TcpStream::connect(s.addr()).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut c = tokio::time::timeout(Duration::from_secs(30), s.client()).await.expect("served once the silent sockets were closed");
+    c.stats(pb::StatsRequest {}).await.unwrap();
+    let waited = started.elapsed();
+    assert!(waited >= strata::connections::FIRST_BYTES - Duration::from_secs(1), "served after {waited:?}: the cap did not hold");
+    // The server's own SETTINGS may come first; then the socket is closed.
+    for mut sock in silent {
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), sock.read_to_end(&mut got)).await;
+        assert!(read.is_ok(), "the server did not close a silent socket");
+    }
+}

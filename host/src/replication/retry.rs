@@ -12,11 +12,14 @@ use crate::cluster::detector::Health;
 use crate::meta::{MetaError, ObjectRecord};
 use crate::objects::{ObjectError, PutSpec};
 
+/// How long a node may take to say whether it holds a request id.
+const LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Replicator {
     /// The version an earlier attempt of this put made, if a node it maps
-    /// to has the request id on record. A node that does not answer (or is
-    /// seen down) is skipped: if every holder of the first version is out
-    /// of reach, the retry stores a second one.
+    /// to has the request id on record. A node that does not answer within
+    /// a second (or is not seen healthy) is skipped: if every holder of the
+    /// first version is out of reach, the retry stores a second one.
     pub(super) async fn replayed(&self, spec: &PutSpec, request_id: &str, p: &plan::Plan, members: &[plan::Member]) -> Result<Option<ObjectRecord>, Status> {
         let me = self.cluster.id;
         let mut nodes: Vec<u64> = p.targets.iter().chain(&p.ideal).copied().chain([me]).collect();
@@ -29,10 +32,10 @@ impl Replicator {
                 if n == me {
                     return self.holding(q).await.ok();
                 }
-                // A node seen down is not asked (a fresh put would wait out
-                // its timeout).
-                let m = members.iter().find(|m| m.id == n && m.health != Health::Down)?;
-                wire::lookup(&self.cluster.network, &m.addr, q, self.short_timeout()).await.ok()
+                // Only healthy nodes are asked, briefly: every put with an id
+                // pays for this, and one stalled node must not hold it up.
+                let m = members.iter().find(|m| m.id == n && m.health == Health::Healthy)?;
+                wire::lookup(&self.cluster.network, &m.addr, q, self.short_timeout().min(LOOKUP_TIMEOUT)).await.ok()
             }
         }).collect();
         // The first node that has it answers; one out of reach costs a

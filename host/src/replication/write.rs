@@ -238,6 +238,15 @@ impl Replicator {
         // handler at its next `Pending`: yield once, so a reset stream stops
         // here, before any replica is told to commit.
         tokio::task::yield_now().await;
+        // A retry asks again now that its bytes are in: a first attempt
+        // whose commits were still landing when this one began (its
+        // coordinator died after sending its trailers) has landed by now.
+        if let Some(rid) = &spec.request_id
+            && let Some(first) = self.replayed(&spec, rid, &p, &members).await?
+        {
+            abort(pushes);
+            return Ok(first);
+        }
         // From here the write runs to its end even if the client goes away:
         // a version must not be committed on some replicas and abandoned on
         // others because the handler was dropped between two steps.
