@@ -219,10 +219,14 @@ impl Server {
         let (health, health_svc) = tonic_health::server::health_reporter();
         health.set_serving::<pb::strata_server::StrataServer<Api>>().await;
         watch_space(self.objects.clone(), health.clone(), stop_rx.clone()).await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(api::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
+        // Reflection in both versions: grpcurl speaks v1, Python's
+        // grpcio-reflection and other older tools only v1alpha.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(api::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let (reflection_v1, reflection_v1alpha) = (reflection().build_v1()?, reflection().build_v1alpha()?);
 
         let grace = self.config.server.shutdown_grace;
         let (signal_tx, signal_rx) = tokio::sync::oneshot::channel::<()>();
@@ -239,7 +243,8 @@ impl Server {
             .http2_keepalive_interval(Some(KEEPALIVE))
             .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
             .add_service(health_svc)
-            .add_service(reflection)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .add_service(svc)
             .add_optional_service(self.cluster.as_ref().map(|c| c.service()))
             .add_optional_service(replicator.map(|r| {

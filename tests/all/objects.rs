@@ -252,6 +252,43 @@ async fn health_and_reflection_answer() {
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
     assert!(names.contains(&"strata.v1.Strata".to_string()), "{names:?}");
     assert!(names.contains(&"grpc.health.v1.Health".to_string()), "{names:?}");
+
+    // v1alpha too, for tools that speak only it (Python's grpcio-reflection).
+    use tonic_reflection::pb::v1alpha as alpha;
+    let ch = tonic::transport::Endpoint::from_shared(s.url.clone()).unwrap().connect().await.unwrap();
+    let mut rc = alpha::server_reflection_client::ServerReflectionClient::new(ch);
+    let req = alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(alpha::server_reflection_request::MessageRequest::ListServices(String::new())),
+    };
+    let mut resp = rc.server_reflection_info(futures::stream::iter(vec![req])).await.expect("v1alpha reflection").into_inner();
+    let msg = resp.message().await.unwrap().expect("a v1alpha reflection answer");
+    let Some(alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) = msg.message_response else {
+        panic!("unexpected v1alpha reflection answer: {msg:?}");
+    };
+    assert!(list.service.iter().any(|s| s.name == "strata.v1.Strata"), "{:?}", list.service);
+}
+
+/// Logs written to a file or a pipe carry no ANSI colour codes.
+#[test]
+fn logs_to_a_pipe_have_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("strata.toml");
+    std::fs::write(&config, format!("[server]\nlisten = \"127.0.0.1:0\"\n[storage]\nbase_path = {:?}\n", dir.path().join("data"))).unwrap();
+    let mut child = std::process::Command::new(strata_bin())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("STRATA_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("INFO"), "the server logged nothing: {log}");
+    assert!(!log.contains('\u{1b}'), "colour codes in a piped log: {log}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
