@@ -2,7 +2,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,24 +12,10 @@ use tonic::transport::Channel;
 
 pub type Client = StrataClient<Channel>;
 
-/// The `strata` binary of this build profile, built once per test run.
+/// The `strata` binary cargo built for this test run.
 pub fn strata_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        // target/<profile>/deps/all-xxxx -> target/<profile>/strata
-        let exe = std::env::current_exe().expect("test exe path");
-        let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
-        let release = profile_dir.file_name().is_some_and(|n| n == "release");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-p", "strata", "--bin", "strata"]);
-        if release {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("running cargo build for the strata binary");
-        assert!(status.success(), "building the strata binary failed");
-        profile_dir.join("strata")
-    })
+    // Cargo builds the binary for this package's tests and names it here.
+    Path::new(env!("CARGO_BIN_EXE_strata"))
 }
 
 /// A server in its own temp dir. Killed on drop.

@@ -1,1 +1,0 @@
-//! Helpers live in `all/common.rs`; this crate exists to hold the end-to-end tests.
