@@ -685,3 +685,23 @@ async fn a_push_cut_off_before_its_trailer_stores_nothing() {
     assert_eq!(cut.map(|r| r.into_inner().versions.len()).unwrap_err().code(), Code::NotFound, "a cut push became a version");
     assert_eq!(temp_files(&net.nodes[1].data()), 0, "cut pushes left temp files");
 }
+
+/// A cluster read of an object whose every replica is damaged fails with
+/// DATA_LOSS, as on one node; it never serves the damaged bytes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_whose_every_replica_is_damaged_is_data_loss() {
+    let net = Net::start(3, &format!("{FAST_RETRY}\n[storage]\nmax_cache_size = 0\n"));
+    net.form().await;
+    let data = random_bytes(2 << 20);
+    put_key(&mut net.nodes[0].client().await, "ruined", &data).await;
+    replicas_ok(&mut net.nodes[0].client().await, "default", "ruined", 3).await;
+    for n in &net.nodes {
+        let files = blob_files(&n.data());
+        assert_eq!(files.len(), 1, "one copy on {}", n.addr());
+        flip_a_byte(&files[0], 1 << 20);
+    }
+    for n in &net.nodes {
+        let err = get_key(&mut n.client().await, "ruined").await.expect_err("damaged bytes were served");
+        assert_eq!(err.code(), Code::DataLoss, "through {}: {err:?}", n.addr());
+    }
+}

@@ -57,6 +57,7 @@ pub fn code_of(e: &ObjectError) -> Code {
         },
         ObjectError::DeleteMarker { .. } => Code::NotFound,
         ObjectError::Aborted(_) => Code::Aborted,
+        ObjectError::Damaged(_) => Code::DataLoss,
         ObjectError::ShuttingDown => Code::Unavailable,
         ObjectError::Idle { .. } => Code::DeadlineExceeded,
         ObjectError::BudgetBusy { .. } => Code::Unavailable,

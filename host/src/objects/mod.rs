@@ -94,6 +94,9 @@ pub enum ObjectError {
     DeleteMarker { key: String, version: String },
     #[error("the upload was cut off: {0}")]
     Aborted(String),
+    /// Every copy a read could find is damaged or gone.
+    #[error("every copy of this object is damaged: {0}")]
+    Damaged(String),
     #[error("the server is shutting down")]
     ShuttingDown,
     #[error("the upload sent nothing for {secs} s (server.stream_idle_timeout); nothing was stored")]

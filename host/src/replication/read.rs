@@ -22,9 +22,9 @@ use super::Replicator;
 use crate::api::pb;
 use crate::cluster::detector::Health;
 use crate::config::ConsistencyLevel;
-use crate::meta::ObjectRecord;
+use crate::meta::{MetaError, ObjectRecord};
 use crate::objects::ObjectError;
-use crate::store::Range;
+use crate::store::{Range, StoreError};
 
 /// Frames buffered between a replica and the client.
 const PIPE_DEPTH: usize = 4;
@@ -128,14 +128,21 @@ impl Replicator {
     }
 
     /// Opens one source's stream of (a range of) the version's bytes.
-    async fn open(&self, m: &Member, bucket: &str, key: &str, version: &str, range: Range) -> Result<BoxStream<'static, Result<Bytes, String>>, String> {
+    /// Streams a version's bytes from one replica. Errors say whether the
+    /// replica's copy is damaged (as opposed to a replica that failed).
+    async fn open(&self, m: &Member, bucket: &str, key: &str, version: &str, range: Range) -> Result<BoxStream<'static, Result<Bytes, SourceError>>, SourceError> {
+        let local = |e: ObjectError| SourceError {
+            damaged: matches!(e, ObjectError::Store(StoreError::Corrupt { .. } | StoreError::Missing { .. }) | ObjectError::Meta(MetaError::CorruptVersion { .. })),
+            message: e.to_string(),
+        };
+        let remote = |s: Status| SourceError { damaged: s.code() == tonic::Code::DataLoss, message: s.message().to_string() };
         if m.id == self.cluster.id {
-            let (_, rx) = self.objects.get(bucket, key, Some(version), range).await.map_err(|e| e.to_string())?;
-            return Ok(ReceiverStream::new(rx).map(|r| r.map_err(|e| e.to_string())).boxed());
+            let (_, rx) = self.objects.get(bucket, key, Some(version), range).await.map_err(local)?;
+            return Ok(ReceiverStream::new(rx).map(move |r| r.map_err(local)).boxed());
         }
         let q = Fetch { bucket: bucket.into(), key: key.into(), version: version.into(), offset: range.offset, len: range.len };
-        let s = wire::fetch(&self.cluster.network, &m.addr, &q).await.map_err(|s| s.message().to_string())?;
-        Ok(s.map(|r| r.map_err(|s| s.message().to_string())).boxed())
+        let s = wire::fetch(&self.cluster.network, &m.addr, &q).await.map_err(remote)?;
+        Ok(s.map(move |r| r.map_err(remote)).boxed())
     }
 
     /// Looks up a version anywhere in the cluster and streams its bytes.
@@ -157,6 +164,14 @@ impl Replicator {
             return Err(deleted(bucket, key, version, &winner));
         }
         let Some(first) = sources.first() else {
+            // Every replica answered and none holds the version sound.
+            if views.unreachable.is_empty() && views.found.iter().any(|(_, f)| f.version == winner.version) {
+                return Err(ObjectError::Damaged(format!(
+                    "no replica of {bucket}/{key} version {} is sound (replicas: {:?})",
+                    winner.version, winner.replicas
+                ))
+                .into());
+            }
             return Err(Status::unavailable(format!(
                 "no sound replica of {bucket}/{key} version {} is reachable (replicas: {:?})",
                 winner.version, winner.replicas
@@ -178,12 +193,16 @@ impl Replicator {
             let wait = this.config.sync_timeout;
             let mut sent = 0u64;
             let mut errors = Vec::new();
+            // Sources whose copy was damaged; if every source's was, the
+            // read is data loss, not a failure to retry.
+            let mut damaged = 0;
             for m in &sources {
                 let from = Range { offset: range.offset + sent, len: Some(want - sent) };
                 let mut s = match tokio::time::timeout(wait, this.open(m, &bucket, &key, &version, from)).await {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => {
-                        errors.push(format!("node {}: {e}", m.id));
+                        damaged += usize::from(e.damaged);
+                        errors.push(format!("node {}: {}", m.id, e.message));
                         continue;
                     }
                     Err(_) => {
@@ -201,7 +220,10 @@ impl Replicator {
                             }
                         }
                         Ok(Some(Ok(_))) => failed = Some("sent more bytes than the version has".to_string()),
-                        Ok(Some(Err(e))) => failed = Some(e),
+                        Ok(Some(Err(e))) => {
+                            damaged += usize::from(e.damaged);
+                            failed = Some(e.message)
+                        }
                         Ok(None) => failed = Some(format!("the stream ended after {sent} of {want} bytes")),
                         Err(_) => failed = Some(format!("no data for {wait:?}")),
                     }
@@ -223,7 +245,9 @@ impl Replicator {
                     }
                 }
             }
-            let _ = tx.send(Err(ObjectError::Aborted(format!("every replica failed: {}", errors.join("; "))))).await;
+            let why = errors.join("; ");
+            let e = if damaged == sources.len() { ObjectError::Damaged(why) } else { ObjectError::Aborted(format!("every replica failed: {why}")) };
+            let _ = tx.send(Err(e)).await;
         });
         Ok((rec, rx))
     }
@@ -267,6 +291,13 @@ impl Replicator {
             .collect();
         Ok((winner.record(bucket, key), replicas))
     }
+}
+
+/// Why a replica could not serve a read.
+struct SourceError {
+    /// Its copy is corrupt or missing (not a failure of the node).
+    damaged: bool,
+    message: String,
 }
 
 /// A read that found a delete marker newest: as on a single node, the key
