@@ -46,11 +46,7 @@ fn plugins(out: &Path) -> Result<()> {
     }
     // One plugin target dir beside the host's (target/<profile>/build/<pkg>/out
     // is four levels down), shared by debug and release builds.
-    let target = out
-        .ancestors()
-        .nth(4)
-        .map(|t| t.join("wasm-plugins"))
-        .unwrap_or_else(|| out.join("wasm-plugins"));
+    let target = out.ancestors().nth(4).map(|t| t.join("wasm-plugins")).unwrap_or_else(|| out.join("wasm-plugins"));
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     ensure_target()?;
     for (kind, names) in BUILTINS {
@@ -81,12 +77,9 @@ fn plugins(out: &Path) -> Result<()> {
     );
     for (kind, names) in BUILTINS {
         for name in *names {
-            let file = target
-                .join("wasm32-wasip2/release")
-                .join(format!("strata_plugin_{}.wasm", name.replace('-', "_")));
+            let file = target.join("wasm32-wasip2/release").join(format!("strata_plugin_{}.wasm", name.replace('-', "_")));
             let embedded = out.join(format!("{name}.wasm"));
-            std::fs::copy(&file, &embedded)
-                .map_err(|e| format!("{}: {e}", file.display()))?;
+            std::fs::copy(&file, &embedded).map_err(|e| format!("{}: {e}", file.display()))?;
             let kind = match *kind {
                 "node-selector" => "NodeSelector",
                 "replication-strategy" => "ReplicationStrategy",

@@ -370,12 +370,7 @@ pub struct WasmConfig {
 
 impl Default for WasmConfig {
     fn default() -> Self {
-        Self {
-            cache_dir: None,
-            call_timeout: Duration::from_millis(100),
-            memory_limit: Size(64 << 20),
-            max_instances: 8,
-        }
+        Self { cache_dir: None, call_timeout: Duration::from_millis(100), memory_limit: Size(64 << 20), max_instances: 8 }
     }
 }
 
@@ -426,20 +421,13 @@ impl Config {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(file) = file {
             if !file.exists() {
-                return Err(ConfigError::Invalid(format!(
-                    "config file {} does not exist",
-                    file.display()
-                )));
+                return Err(ConfigError::Invalid(format!("config file {} does not exist", file.display())));
             }
             figment = figment.merge(Toml::file_exact(file));
         }
         // Only `STRATA_SECTION__KEY` names are config; `STRATA_ENCRYPTION_KEY` and
         // the like are left for `key_env` to name.
-        figment = figment.merge(
-            Env::prefixed("STRATA_")
-                .filter(|k| k.as_str().contains("__"))
-                .split("__"),
-        );
+        figment = figment.merge(Env::prefixed("STRATA_").filter(|k| k.as_str().contains("__")).split("__"));
         let config: Config = figment.extract().map_err(|e| ConfigError::Invalid(one_line(&e)))?;
         config.validate()?;
         Ok(config)
@@ -547,18 +535,12 @@ impl Config {
 
     /// Where compiled plugins are cached.
     pub fn plugin_cache_dir(&self) -> PathBuf {
-        self.wasm
-            .cache_dir
-            .clone()
-            .unwrap_or_else(|| self.storage.base_path.join("plugin-cache"))
+        self.wasm.cache_dir.clone().unwrap_or_else(|| self.storage.base_path.join("plugin-cache"))
     }
 
     /// Where the SQLite file lives.
     pub fn meta_dir(&self) -> PathBuf {
-        self.metadata
-            .data_dir
-            .clone()
-            .unwrap_or_else(|| self.storage.base_path.join("meta"))
+        self.metadata.data_dir.clone().unwrap_or_else(|| self.storage.base_path.join("meta"))
     }
 }
 
@@ -566,11 +548,7 @@ impl Config {
 fn one_line(e: &figment::Error) -> String {
     let first = e.clone().into_iter().next().unwrap_or_else(|| e.clone());
     let key = first.path.join(".");
-    let mut msg = if key.is_empty() {
-        first.kind.to_string()
-    } else {
-        format!("{key}: {}", first.kind)
-    };
+    let mut msg = if key.is_empty() { first.kind.to_string() } else { format!("{key}: {}", first.kind) };
     if let Some(source) = &first.metadata.as_ref().and_then(|m| m.source.as_ref()) {
         msg.push_str(&format!(" (in {source})"));
     }
@@ -599,9 +577,7 @@ impl<'de> Deserialize<'de> for Size {
                 Ok(Size(v))
             }
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Size, E> {
-                u64::try_from(v)
-                    .map(Size)
-                    .map_err(|_| E::custom("a size cannot be negative"))
+                u64::try_from(v).map(Size).map_err(|_| E::custom("a size cannot be negative"))
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Size, E> {
                 parse_size(v).map(Size).map_err(E::custom)
@@ -634,11 +610,8 @@ mod duration {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "invalid duration {s:?} ({e}): use e.g. \"30s\", \"15m\", \"168h\""
-            ))
-        })
+        humantime::parse_duration(&s)
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?} ({e}): use e.g. \"30s\", \"15m\", \"168h\"")))
     }
 }
 
@@ -668,10 +641,7 @@ mod tests {
 
     #[test]
     fn example_file_is_the_default() {
-        let parsed: Config = Figment::from(Serialized::defaults(Config::default()))
-            .merge(Toml::string(EXAMPLE_TOML))
-            .extract()
-            .unwrap();
+        let parsed: Config = Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(EXAMPLE_TOML)).extract().unwrap();
         assert_eq!(parsed, Config::default());
     }
 

@@ -31,11 +31,8 @@ pub fn spawn_from_env() {
         let mut active: HashMap<String, String> = HashMap::new();
         loop {
             let text = tokio::fs::read_to_string(&path).await.unwrap_or_default();
-            let wanted: HashMap<String, String> = text
-                .lines()
-                .filter_map(|l| l.split_once('='))
-                .map(|(n, a)| (n.trim().to_string(), a.trim().to_string()))
-                .collect();
+            let wanted: HashMap<String, String> =
+                text.lines().filter_map(|l| l.split_once('=')).map(|(n, a)| (n.trim().to_string(), a.trim().to_string())).collect();
             for name in active.keys().filter(|n| !wanted.contains_key(*n)) {
                 fail::remove(name);
             }

@@ -11,11 +11,11 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::api::{self, Api, Limits, pb};
+use crate::cluster::node::Cluster;
 use crate::config::{Compression, Config, IndexingMode, MetaBackend};
 use crate::meta::{MetaOptions, MetaStore};
 use crate::metrics::Metrics;
-use crate::objects::{Objects, UploadLimits, Upkeep};
-use crate::cluster::node::Cluster;
+use crate::objects::{Objects, Upkeep, UploadLimits};
 use crate::plugin::Plugins;
 use crate::replication::Replicator;
 use crate::search::index::PluginTerms;
@@ -26,8 +26,7 @@ use crate::store::{Codec, Key, LocalStore};
 /// quick_check before anything reads the database.
 pub async fn open_objects(config: &Config, check: bool) -> anyhow::Result<Arc<Objects>> {
     let codec = Codec {
-        zstd_level: (config.storage.compression == Compression::Zstd)
-            .then_some(config.storage.compression_level),
+        zstd_level: (config.storage.compression == Compression::Zstd).then_some(config.storage.compression_level),
         key: load_key(config)?,
     };
     let base = config.storage.base_path.clone();
@@ -92,9 +91,7 @@ impl Server {
     pub async fn open(config: Config) -> anyhow::Result<Self> {
         let objects = open_objects(&config, config.metadata.check_at_start).await?;
         let plugin_config = config.clone();
-        let plugins = tokio::task::spawn_blocking(move || Plugins::load(&plugin_config))
-            .await?
-            .context("loading plugins")?;
+        let plugins = tokio::task::spawn_blocking(move || Plugins::load(&plugin_config)).await?.context("loading plugins")?;
         let report = plugins.load_report();
         info!(
             plugins = plugins.list().len(),
@@ -126,22 +123,12 @@ impl Server {
                     n => n,
                 };
                 let probe = Box::new(Usage(objects.clone()));
-                let cluster = Cluster::open(c, &dir, advertise, capacity, probe)
-                    .await
-                    .context("starting the cluster node")?;
+                let cluster = Cluster::open(c, &dir, advertise, capacity, probe).await.context("starting the cluster node")?;
                 info!(node = cluster.id, addr = %cluster.me.addr, "cluster node started");
                 Some(cluster)
             }
         };
-        Ok(Self {
-            addr: listener.local_addr()?,
-            data_dir: config.storage.base_path.clone(),
-            listener,
-            objects,
-            plugins,
-            cluster,
-            config,
-        })
+        Ok(Self { addr: listener.local_addr()?, data_dir: config.storage.base_path.clone(), listener, objects, plugins, cluster, config })
     }
 
     pub fn plugins(&self) -> &Arc<Plugins> {
@@ -205,9 +192,8 @@ impl Server {
             max_reply_bytes: max_msg - (32 << 10),
             max_attribute_bytes: self.config.server.max_attribute_bytes.0 as usize,
         };
-        let replicator = self.cluster.clone().map(|c| {
-            Replicator::new(self.objects.clone(), c, self.plugins.clone(), self.config.replication.clone())
-        });
+        let replicator =
+            self.cluster.clone().map(|c| Replicator::new(self.objects.clone(), c, self.plugins.clone(), self.config.replication.clone()));
         if let Some(r) = &replicator {
             r.spawn_queue(stop_rx.clone());
             r.spawn_placement(stop_rx.clone());
@@ -248,9 +234,11 @@ impl Server {
             .add_service(svc)
             .add_optional_service(self.cluster.as_ref().map(|c| c.service()))
             .add_optional_service(replicator.map(|r| {
-                crate::cluster::network::pb::replica_server::ReplicaServer::new(crate::replication::service::ReplicaService { replicator: r })
-                    .max_decoding_message_size(crate::cluster::network::MAX_MESSAGE)
-                    .max_encoding_message_size(crate::cluster::network::MAX_MESSAGE)
+                crate::cluster::network::pb::replica_server::ReplicaServer::new(crate::replication::service::ReplicaService {
+                    replicator: r,
+                })
+                .max_decoding_message_size(crate::cluster::network::MAX_MESSAGE)
+                .max_encoding_message_size(crate::cluster::network::MAX_MESSAGE)
             }))
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = signal_rx.await;
@@ -280,8 +268,7 @@ impl Server {
 fn load_key(config: &Config) -> anyhow::Result<Option<Key>> {
     let Some(enc) = &config.storage.encryption else { return Ok(None) };
     let text = if let Some(path) = &enc.key_file {
-        std::fs::read_to_string(path)
-            .with_context(|| format!("storage.encryption.key_file: cannot read {}", path.display()))?
+        std::fs::read_to_string(path).with_context(|| format!("storage.encryption.key_file: cannot read {}", path.display()))?
     } else if let Some(var) = &enc.key_env {
         match std::env::var(var) {
             Ok(v) => v,
@@ -300,8 +287,7 @@ pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("installing a SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},
@@ -328,7 +314,9 @@ async fn index_worker(meta: Arc<MetaStore>, every: std::time::Duration, mut stop
         if let Err(e) = meta.catch_up_indexes(INDEX_BATCH).await {
             warn!(error = %e, "index catch-up failed");
         }
-        if meta.take_dropped() && let Err(e) = meta.sweep_index_terms().await {
+        if meta.take_dropped()
+            && let Err(e) = meta.sweep_index_terms().await
+        {
             warn!(error = %e, "index sweep failed");
         }
     }

@@ -25,9 +25,7 @@ impl Config {
     pub fn parse_or<T: FromStr>(&self, key: &str, default: T) -> Result<T, String> {
         match self.get(key) {
             None => Ok(default),
-            Some(raw) => raw
-                .parse()
-                .map_err(|_| format!("config key `{key}`: cannot parse {raw:?}")),
+            Some(raw) => raw.parse().map_err(|_| format!("config key `{key}`: cannot parse {raw:?}")),
         }
     }
 

@@ -9,11 +9,7 @@ use crate::{Consistency, ObjectInfo, PluginError, Policy, Scalar, Value};
 use crate::{Health, NodeInfo};
 
 pub fn info(name: &str, version: &str, description: &str) -> lifecycle::PluginInfo {
-    lifecycle::PluginInfo {
-        name: name.into(),
-        version: version.into(),
-        description: description.into(),
-    }
+    lifecycle::PluginInfo { name: name.into(), version: version.into(), description: description.into() }
 }
 
 pub fn error(e: PluginError) -> t::PluginError {
@@ -94,10 +90,7 @@ fn node(n: t::NodeInfo) -> NodeInfo {
 pub fn check_indices(nodes: &[NodeInfo], indices: &[u32]) -> Result<(), t::PluginError> {
     match indices.iter().find(|&&i| i as usize >= nodes.len()) {
         None => Ok(()),
-        Some(i) => Err(t::PluginError::InvalidInput(format!(
-            "node index {i} out of range: the topology has {} nodes",
-            nodes.len()
-        ))),
+        Some(i) => Err(t::PluginError::InvalidInput(format!("node index {i} out of range: the topology has {} nodes", nodes.len()))),
     }
 }
 
@@ -141,21 +134,11 @@ mod strategy {
     use crate::strategy::{RepairAction, Replica, ReplicaState, VersionInfo, WritePlan};
 
     pub fn write_plan(p: WritePlan) -> s::WritePlan {
-        s::WritePlan {
-            sync_targets: p.sync_targets,
-            async_targets: p.async_targets,
-            acks_required: p.acks_required,
-        }
+        s::WritePlan { sync_targets: p.sync_targets, async_targets: p.async_targets, acks_required: p.acks_required }
     }
 
     pub fn version(v: s::VersionInfo) -> VersionInfo {
-        VersionInfo {
-            stamp: v.stamp,
-            node_id: v.node_id,
-            digest: v.digest,
-            size: v.size,
-            deleted: v.deleted,
-        }
+        VersionInfo { stamp: v.stamp, node_id: v.node_id, digest: v.digest, size: v.size, deleted: v.deleted }
     }
 
     pub fn replica(r: s::Replica) -> Replica {
@@ -173,9 +156,7 @@ mod strategy {
 
     pub fn repair_action(a: RepairAction) -> s::RepairAction {
         match a {
-            RepairAction::Copy { source, target } => {
-                s::RepairAction::Copy(s::CopyAction { source, target })
-            }
+            RepairAction::Copy { source, target } => s::RepairAction::Copy(s::CopyAction { source, target }),
             RepairAction::Remove(n) => s::RepairAction::Remove(n),
         }
     }
@@ -219,22 +200,12 @@ mod index {
         match m {
             TermMatch::Exact(t) => i::TermMatch::Exact(t),
             TermMatch::Prefix(t) => i::TermMatch::Prefix(t),
-            TermMatch::Range { lower, upper } => i::TermMatch::Range(i::TermRange {
-                lower: lower.map(bound),
-                upper: upper.map(bound),
-            }),
+            TermMatch::Range { lower, upper } => i::TermMatch::Range(i::TermRange { lower: lower.map(bound), upper: upper.map(bound) }),
         }
     }
 
     pub fn lookup(l: Lookup) -> i::LookupPlan {
-        i::LookupPlan {
-            groups: l
-                .groups
-                .into_iter()
-                .map(|g| g.into_iter().map(term_match).collect())
-                .collect(),
-            exact: l.exact,
-        }
+        i::LookupPlan { groups: l.groups.into_iter().map(|g| g.into_iter().map(term_match).collect()).collect(), exact: l.exact }
     }
 }
 

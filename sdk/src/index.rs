@@ -52,11 +52,7 @@ impl Condition {
     pub fn operand(&self) -> Result<&Value, PluginError> {
         match self.operands.as_slice() {
             [v] => Ok(v),
-            other => Err(PluginError::InvalidInput(format!(
-                "{:?} takes one operand, got {}",
-                self.op,
-                other.len()
-            ))),
+            other => Err(PluginError::InvalidInput(format!("{:?} takes one operand, got {}", self.op, other.len()))),
         }
     }
 }
@@ -132,6 +128,7 @@ pub trait IndexType: Sized + 'static {
 /// Needs the `index-type` feature.
 #[cfg(feature = "index-type")]
 #[macro_export]
+#[rustfmt::skip] // rustfmt does not settle on one layout for the macro body
 macro_rules! export_index_type {
     ($ty:ty) => {
         const _: () = {

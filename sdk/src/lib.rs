@@ -66,11 +66,7 @@ compile_error!(
 /// The generated bindings of the world the enabled feature selects. Used by
 /// the export macros; plugin code should not need it.
 #[doc(hidden)]
-#[cfg(any(
-    feature = "node-selector",
-    feature = "replication-strategy",
-    feature = "index-type"
-))]
+#[cfg(any(feature = "node-selector", feature = "replication-strategy", feature = "index-type"))]
 pub mod bindings {
     #![allow(missing_docs)]
 
@@ -147,10 +143,6 @@ macro_rules! __plugin_lifecycle {
 }
 
 #[doc(hidden)]
-#[cfg(any(
-    feature = "node-selector",
-    feature = "replication-strategy",
-    feature = "index-type"
-))]
+#[cfg(any(feature = "node-selector", feature = "replication-strategy", feature = "index-type"))]
 #[path = "glue.rs"]
 pub mod __glue;

@@ -20,11 +20,7 @@ pub enum Level {
 
 /// Send one line to the host.
 pub fn log(level: Level, message: &str) {
-    #[cfg(any(
-        feature = "node-selector",
-        feature = "replication-strategy",
-        feature = "index-type"
-    ))]
+    #[cfg(any(feature = "node-selector", feature = "replication-strategy", feature = "index-type"))]
     {
         use crate::bindings::strata::plugin::log as host;
         let level = match level {
@@ -36,11 +32,7 @@ pub fn log(level: Level, message: &str) {
         };
         host::log(level, message);
     }
-    #[cfg(not(any(
-        feature = "node-selector",
-        feature = "replication-strategy",
-        feature = "index-type"
-    )))]
+    #[cfg(not(any(feature = "node-selector", feature = "replication-strategy", feature = "index-type")))]
     eprintln!("{level:?}: {message}");
 }
 

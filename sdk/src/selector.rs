@@ -22,13 +22,7 @@ pub trait NodeSelector: Sized + 'static {
     /// `nodes`), most preferred first. Return
     /// [`PluginError::Unsatisfiable`] when fewer than `policy.min_replicas`
     /// can be chosen.
-    fn select(
-        &self,
-        nodes: &[NodeInfo],
-        candidates: &[u32],
-        object: &ObjectInfo,
-        policy: &Policy,
-    ) -> Result<Vec<u32>, PluginError>;
+    fn select(&self, nodes: &[NodeInfo], candidates: &[u32], object: &ObjectInfo, policy: &Policy) -> Result<Vec<u32>, PluginError>;
 }
 
 /// The count a selector should return: the policy's replicas, capped by the
@@ -48,6 +42,7 @@ pub fn wanted(candidates: usize, policy: &Policy) -> Result<usize, PluginError> 
 /// world. Needs the `node-selector` feature.
 #[cfg(feature = "node-selector")]
 #[macro_export]
+#[rustfmt::skip] // rustfmt does not settle on one layout for the macro body
 macro_rules! export_node_selector {
     ($ty:ty) => {
         const _: () = {
@@ -133,25 +128,14 @@ fn by_score(a: &(f64, u32), b: &(f64, u32)) -> std::cmp::Ordering {
 /// (0, 1), and the highest score ranks first. Adding a node moves only the
 /// keys it wins, about `weight / total weight` of them. `weight` returns a
 /// node's weight; a node of weight 0 ranks last.
-pub fn rendezvous(
-    nodes: &[NodeInfo],
-    candidates: &[u32],
-    key: &str,
-    weight: impl Fn(&NodeInfo) -> f64,
-) -> Vec<u32> {
+pub fn rendezvous(nodes: &[NodeInfo], candidates: &[u32], key: &str, weight: impl Fn(&NodeInfo) -> f64) -> Vec<u32> {
     let mut scored = rendezvous_scores(nodes, candidates, key, weight);
     scored.sort_unstable_by(by_score);
     scored.into_iter().map(|(_, i)| i).collect()
 }
 
 /// The first `k` of [`rendezvous`]'s ranking, without ranking the rest.
-pub fn rendezvous_top(
-    nodes: &[NodeInfo],
-    candidates: &[u32],
-    key: &str,
-    k: usize,
-    weight: impl Fn(&NodeInfo) -> f64,
-) -> Vec<u32> {
+pub fn rendezvous_top(nodes: &[NodeInfo], candidates: &[u32], key: &str, k: usize, weight: impl Fn(&NodeInfo) -> f64) -> Vec<u32> {
     let mut scored = rendezvous_scores(nodes, candidates, key, weight);
     if k == 0 {
         return Vec::new();

@@ -125,16 +125,8 @@ pub fn last_writer_wins(versions: &[VersionInfo]) -> Result<u32, PluginError> {
 /// that lack one (in placement order), then remove surplus healthy copies
 /// off the placement. Applied in order, the actions never remove a copy
 /// they made. With no healthy replica nothing can be repaired.
-pub fn repair_to_placement(
-    policy: &Policy,
-    replicas: &[Replica],
-    placement: &[u32],
-) -> Result<Vec<RepairAction>, PluginError> {
-    let healthy: Vec<u32> = replicas
-        .iter()
-        .filter(|r| r.state == ReplicaState::Healthy)
-        .map(|r| r.node)
-        .collect();
+pub fn repair_to_placement(policy: &Policy, replicas: &[Replica], placement: &[u32]) -> Result<Vec<RepairAction>, PluginError> {
+    let healthy: Vec<u32> = replicas.iter().filter(|r| r.state == ReplicaState::Healthy).map(|r| r.node).collect();
     let Some(&source) = healthy.first() else {
         return Err(PluginError::Unsatisfiable("no healthy replica to repair from".into()));
     };
@@ -173,6 +165,7 @@ pub fn repair_to_placement(
 /// `replication-strategy` world. Needs the `replication-strategy` feature.
 #[cfg(feature = "replication-strategy")]
 #[macro_export]
+#[rustfmt::skip] // rustfmt does not settle on one layout for the macro body
 macro_rules! export_replication_strategy {
     ($ty:ty) => {
         const _: () = {

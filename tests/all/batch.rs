@@ -21,12 +21,7 @@ async fn many_puts_and_deletes_in_one_call() {
 
     let mut keys: Vec<String> = (0..100).map(|i| format!("b/{i}")).collect();
     keys.push("b/missing".into());
-    let res = c
-        .delete_many(pb::DeleteManyRequest { keys, ..Default::default() })
-        .await
-        .unwrap()
-        .into_inner()
-        .results;
+    let res = c.delete_many(pb::DeleteManyRequest { keys, ..Default::default() }).await.unwrap().into_inner().results;
     assert_eq!(res.len(), 101);
     assert!(res[..100].iter().all(|r| r.error.is_empty()));
     assert_eq!(res[100].code, Code::NotFound as i32);

@@ -22,7 +22,17 @@ async fn put_get_ls_stat_versions_rm() {
     let data = random_bytes(3 << 20);
     std::fs::write(&src, &data).unwrap();
 
-    let out = ok(&s.cli(&["put", "m/weights", src.to_str().unwrap(), "-m", "category=research", "-m", "epoch=3", "--content-type", "application/x-weights"]));
+    let out = ok(&s.cli(&[
+        "put",
+        "m/weights",
+        src.to_str().unwrap(),
+        "-m",
+        "category=research",
+        "-m",
+        "epoch=3",
+        "--content-type",
+        "application/x-weights",
+    ]));
     assert!(out.contains(&sha256_hex(&data)), "{out}");
     ok(&s.cli(&["put", "m/weights", src.to_str().unwrap()]));
 
@@ -43,8 +53,7 @@ async fn put_get_ls_stat_versions_rm() {
     let versions = versions.as_array().unwrap();
     assert_eq!(versions.len(), 2);
     let first = versions[1]["version"].as_str().unwrap().to_string();
-    let stat: serde_json::Value =
-        serde_json::from_str(&ok(&s.cli(&["stat", "m/weights", "--version", &first, "--json"]))).unwrap();
+    let stat: serde_json::Value = serde_json::from_str(&ok(&s.cli(&["stat", "m/weights", "--version", &first, "--json"]))).unwrap();
     assert_eq!(stat["attributes"]["category"], "research");
     assert_eq!(stat["attributes"]["epoch"], 3.0);
     assert_eq!(stat["content_type"], "application/x-weights");
@@ -53,7 +62,8 @@ async fn put_get_ls_stat_versions_rm() {
     let err = fails(&s.cli(&["get", "m/weights", "-o", dir.join("gone").to_str().unwrap()]));
     assert!(err.contains("NotFound"), "{err}");
     assert!(!dir.join("gone").exists(), "a failed get leaves no file");
-    let leftovers: Vec<_> = std::fs::read_dir(dir).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().contains("partial")).collect();
+    let leftovers: Vec<_> =
+        std::fs::read_dir(dir).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().contains("partial")).collect();
     assert!(leftovers.is_empty());
 
     let stats: serde_json::Value = serde_json::from_str(&ok(&s.cli(&["stats", "--json"]))).unwrap();
@@ -108,12 +118,8 @@ async fn put_many_and_rm_many() {
 fn a_closed_pipe_ends_the_cli_quietly() {
     use std::process::{Command, Stdio};
     let s = TestServer::start("");
-    let mut child = Command::new(strata_bin())
-        .args(["--addr", &s.url, "plugin", "ls"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child =
+        Command::new(strata_bin()).args(["--addr", &s.url, "plugin", "ls"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     // Close the reading end before the CLI prints, as `| head -0` would.
     drop(child.stdout.take());
     let out = child.wait_with_output().unwrap();

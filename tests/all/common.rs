@@ -57,10 +57,7 @@ impl TestServer {
         let config = dir.path().join("strata.toml");
         let base = dir.path().join("data");
         let toml = merge_toml(
-            &format!(
-                "[server]\nlisten = \"{ip}:0\"\n[storage]\nbase_path = {base:?}\n[wasm]\ncache_dir = {:?}\n",
-                plugin_cache()
-            ),
+            &format!("[server]\nlisten = \"{ip}:0\"\n[storage]\nbase_path = {base:?}\n[wasm]\ncache_dir = {:?}\n", plugin_cache()),
             extra,
         );
         std::fs::write(&config, toml).expect("write config");
@@ -88,9 +85,7 @@ impl TestServer {
                 }
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("server did not print its address within 60 s");
+        let addr = rx.recv_timeout(Duration::from_secs(60)).expect("server did not print its address within 60 s");
         self.url = format!("http://{addr}");
         self.child = Some(child);
     }
@@ -125,11 +120,7 @@ impl TestServer {
     }
 
     pub async fn client(&self) -> Client {
-        let ch = tonic::transport::Endpoint::from_shared(self.url.clone())
-            .expect("url")
-            .connect()
-            .await
-            .expect("connect");
+        let ch = tonic::transport::Endpoint::from_shared(self.url.clone()).expect("url").connect().await.expect("connect");
         StrataClient::new(ch).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20)
     }
 
@@ -283,11 +274,7 @@ pub fn temp_files(data: &Path) -> usize {
 
 /// Every version of a key in the default bucket, newest first.
 pub async fn versions(c: &mut Client, key: &str) -> Vec<pb::ObjectInfo> {
-    c.list_versions(pb::ListVersionsRequest { key: key.into(), ..Default::default() })
-        .await
-        .expect("list versions")
-        .into_inner()
-        .versions
+    c.list_versions(pb::ListVersionsRequest { key: key.into(), ..Default::default() }).await.expect("list versions").into_inner().versions
 }
 
 pub async fn stats(c: &mut Client) -> pb::StatsResponse {
@@ -296,11 +283,7 @@ pub async fn stats(c: &mut Client) -> pb::StatsResponse {
 
 /// One PutMany call with `items`; a result per item.
 pub async fn put_many(c: &mut Client, items: Vec<pb::PutManyItem>) -> Vec<pb::ItemResult> {
-    c.put_many(futures::stream::iter(vec![pb::PutManyRequest { items }]))
-        .await
-        .expect("put many")
-        .into_inner()
-        .results
+    c.put_many(futures::stream::iter(vec![pb::PutManyRequest { items }])).await.expect("put many").into_inner().results
 }
 
 /// Flips one bit of the byte at `at` in a file (damage for tests).
@@ -376,7 +359,9 @@ pub async fn raw_put_cut(addr: std::net::SocketAddr, h: pb::PutHeader, data: &[u
         Bytes::from(f)
     };
     let mut msgs = vec![frame(pb::PutRequest { part: Some(pb::put_request::Part::Header(h)) })];
-    msgs.extend(data.chunks(64 << 10).map(|c| frame(pb::PutRequest { part: Some(pb::put_request::Part::Chunk(Bytes::copy_from_slice(c))) })));
+    msgs.extend(
+        data.chunks(64 << 10).map(|c| frame(pb::PutRequest { part: Some(pb::put_request::Part::Chunk(Bytes::copy_from_slice(c))) })),
+    );
     for m in msgs {
         send.reserve_capacity(m.len());
         let _ = send.send_data(m, false);

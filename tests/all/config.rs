@@ -8,8 +8,7 @@ use crate::common::*;
 fn serve_fails(toml: &str, env: &[(&str, &str)]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("bad.toml");
-    std::fs::write(&cfg, format!("[server]\nlisten = \"127.0.0.1:0\"\n[storage]\nbase_path = {:?}\n{toml}", dir.path().join("d")))
-        .unwrap();
+    std::fs::write(&cfg, format!("[server]\nlisten = \"127.0.0.1:0\"\n[storage]\nbase_path = {:?}\n{toml}", dir.path().join("d"))).unwrap();
     let mut cmd = Command::new(strata_bin());
     cmd.args(["serve", "--config"]).arg(&cfg).stdout(Stdio::piped()).stderr(Stdio::piped());
     for (k, v) in env {
@@ -55,12 +54,8 @@ fn bad_config_names_the_key() {
 #[test]
 fn a_second_server_on_the_same_dir_refuses() {
     let s = TestServer::start("");
-    let out = Command::new(strata_bin())
-        .args(["serve", "--config"])
-        .arg(&s.config)
-        .env("STRATA_SERVER__LISTEN", "127.0.0.1:0")
-        .output()
-        .unwrap();
+    let out =
+        Command::new(strata_bin()).args(["serve", "--config"]).arg(&s.config).env("STRATA_SERVER__LISTEN", "127.0.0.1:0").output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("in use by another strata server"), "{err}");
@@ -95,13 +90,8 @@ fn serve_without_a_config_uses_the_embedded_defaults() {
     // Run in a temp cwd so ./strata-data lands there; the default port may be
     // taken on a shared machine, in which case the error must say so.
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(strata_bin())
-        .arg("serve")
-        .current_dir(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child =
+        Command::new(strata_bin()).arg("serve").current_dir(dir.path()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     // Start-up compiles the built-in plugins on a fresh data dir: wait for
     // the address line (or an exit), not a fixed time.
     let stdout = child.stdout.take().unwrap();

@@ -6,7 +6,6 @@ use crate::common::*;
 use strata::api::pb;
 use tonic::Code;
 
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_corrupt_blob_is_never_served() {
     // The blob cache would serve a copy verified before the damage; turn it off.

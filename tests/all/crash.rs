@@ -54,12 +54,7 @@ async fn acknowledged_puts_survive_kill_9() {
     }
     // Whatever else is visible (a put committed just before the kill but not
     // yet acknowledged) must be whole too.
-    let listed = c
-        .list(pb::ListRequest { limit: 10_000, ..Default::default() })
-        .await
-        .unwrap()
-        .into_inner()
-        .objects;
+    let listed = c.list(pb::ListRequest { limit: 10_000, ..Default::default() }).await.unwrap().into_inner().objects;
     assert!(listed.len() >= acked.len());
     for o in listed {
         let got = get_key(&mut c, &o.key).await.expect("listed objects read back");
@@ -79,9 +74,7 @@ async fn a_client_that_disconnects_mid_upload_leaves_nothing() {
         let mut c = pb::strata_client::StrataClient::new(ch);
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tx.send(pb::PutRequest { part: Some(pb::put_request::Part::Header(header("half"))) }).await.unwrap();
-        tx.send(pb::PutRequest { part: Some(pb::put_request::Part::Chunk(random_bytes(1 << 20).into())) })
-            .await
-            .unwrap();
+        tx.send(pb::PutRequest { part: Some(pb::put_request::Part::Chunk(random_bytes(1 << 20).into())) }).await.unwrap();
         let call = tokio::spawn(async move { c.put(tokio_stream::wrappers::ReceiverStream::new(rx)).await });
         tokio::time::sleep(Duration::from_millis(300)).await;
         call.abort(); // the connection goes away with the call

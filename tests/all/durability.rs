@@ -60,10 +60,8 @@ async fn cancelled_streams_store_nothing() {
     }
     // A PutMany whose stream breaks after its first message.
     let items = (0..10).map(|i| pb::PutManyItem { header: Some(header(&format!("many/{i}"))), data: Bytes::from_static(b"x") });
-    let msgs = futures::StreamExt::chain(
-        futures::stream::iter(vec![pb::PutManyRequest { items: items.collect() }]),
-        futures::stream::pending(),
-    );
+    let msgs =
+        futures::StreamExt::chain(futures::stream::iter(vec![pb::PutManyRequest { items: items.collect() }]), futures::stream::pending());
     let mut req = tonic::Request::new(msgs);
     req.set_timeout(Duration::from_millis(300));
     assert!(c.put_many(req).await.is_err());
@@ -122,11 +120,7 @@ async fn write_path_failures_fail_the_write_and_clear_without_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let points = dir.path().join("failpoints");
     std::fs::write(&points, "").unwrap();
-    let s = TestServer::start_with_env(
-        "127.0.0.1",
-        "",
-        vec![("STRATA_FAILPOINTS_FILE".into(), points.display().to_string())],
-    );
+    let s = TestServer::start_with_env("127.0.0.1", "", vec![("STRATA_FAILPOINTS_FILE".into(), points.display().to_string())]);
     let mut c = s.client().await;
     let mut stored = Vec::new();
     let cases = [
@@ -152,7 +146,8 @@ async fn write_path_failures_fail_the_write_and_clear_without_a_restart() {
         }
         // A PutMany fails every item, and stores none.
         if point.starts_with("meta") {
-            let items = (0..5).map(|i| pb::PutManyItem { header: Some(header(&format!("{key}/m{i}"))), data: Bytes::from_static(b"y") }).collect();
+            let items =
+                (0..5).map(|i| pb::PutManyItem { header: Some(header(&format!("{key}/m{i}"))), data: Bytes::from_static(b"y") }).collect();
             let results = put_many(&mut c, items).await;
             assert!(results.iter().all(|r| r.code == *code as i32), "{point}: {results:?}");
         }
@@ -188,20 +183,16 @@ async fn limits_are_refused_before_anything_is_stored() {
     assert!(err.message().contains("server.max_attribute_bytes"), "{}", err.message());
 
     let item = |i: usize| pb::PutManyItem { header: Some(header(&format!("b/{i}"))), data: Bytes::from_static(b"z") };
-    let msgs = vec![
-        pb::PutManyRequest { items: (0..6000).map(item).collect() },
-        pb::PutManyRequest { items: (6000..12000).map(item).collect() },
-    ];
+    let msgs =
+        vec![pb::PutManyRequest { items: (0..6000).map(item).collect() }, pb::PutManyRequest { items: (6000..12000).map(item).collect() }];
     let err = c.put_many(futures::stream::iter(msgs)).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     assert!(err.message().contains("nothing was stored"), "{}", err.message());
     let listed = c.list(pb::ListRequest { prefix: "b/".into(), ..Default::default() }).await.unwrap().into_inner();
     assert!(listed.objects.is_empty());
     // At the limit, every item is stored and the reply fits.
-    let msgs = vec![
-        pb::PutManyRequest { items: (0..5000).map(item).collect() },
-        pb::PutManyRequest { items: (5000..10000).map(item).collect() },
-    ];
+    let msgs =
+        vec![pb::PutManyRequest { items: (0..5000).map(item).collect() }, pb::PutManyRequest { items: (5000..10000).map(item).collect() }];
     let results = c.put_many(futures::stream::iter(msgs)).await.unwrap().into_inner().results;
     assert_eq!(results.len(), 10_000);
     assert!(results.iter().all(|r| r.code == 0 && r.object.is_some()));
@@ -261,11 +252,7 @@ async fn clean_shutdown_checkpoints_and_damage_is_refused_at_start() {
         f.write_all(&[0xA5; 4096]).unwrap();
         f.sync_all().unwrap();
     }
-    let out = std::process::Command::new(strata_bin())
-        .args(["serve", "--config"])
-        .arg(&s.config)
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(strata_bin()).args(["serve", "--config"]).arg(&s.config).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a damaged database was served");
     assert!(err.contains("damaged") && err.contains("strata.db"), "{err}");
@@ -322,7 +309,13 @@ async fn stalled_uploads_stay_within_the_budget() {
     let grown = peak.saturating_sub(before) << 10;
     // What a connection may have in flight is its HTTP/2 window (8 MiB).
     let allowed = BUDGET + CONNECTIONS * (8 << 20) + (64 << 20);
-    eprintln!("RSS {} MiB before, peak {} MiB; grown {} MiB, allowed {} MiB; stalls ended with {codes:?}", before >> 10, peak >> 10, grown >> 20, allowed >> 20);
+    eprintln!(
+        "RSS {} MiB before, peak {} MiB; grown {} MiB, allowed {} MiB; stalls ended with {codes:?}",
+        before >> 10,
+        peak >> 10,
+        grown >> 20,
+        allowed >> 20
+    );
     assert!(grown <= allowed, "stalled uploads took {} MiB (allowed {} MiB)", grown >> 20, allowed >> 20);
     assert_eq!(codes.get("DeadlineExceeded").copied().unwrap_or(0), STALLS, "{codes:?}");
     let listed = c.list(pb::ListRequest { prefix: "stall/".into(), ..Default::default() }).await.unwrap().into_inner();

@@ -49,7 +49,10 @@ async fn client(addr: std::net::SocketAddr) -> Option<Client> {
 async fn random_kills_restarts_and_partitions_lose_no_acknowledged_write() {
     let seed: u64 = std::env::var("STRATA_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
     eprintln!("fault test seed {seed}");
-    let mut net = Net::start(3, "\n[replication]\nretry_delay = \"200ms\"\nretry_attempts = 3\nrepair_delay = \"1h\"\nanti_entropy_interval = \"1s\"\n");
+    let mut net = Net::start(
+        3,
+        "\n[replication]\nretry_delay = \"200ms\"\nretry_attempts = 3\nrepair_delay = \"1h\"\nanti_entropy_interval = \"1s\"\n",
+    );
     net.form().await;
     let addrs: Vec<std::net::SocketAddr> = net.nodes.iter().map(|n| n.addr()).collect();
     let history = Arc::new(Mutex::new(History::default()));
@@ -112,7 +115,7 @@ async fn random_kills_restarts_and_partitions_lose_no_acknowledged_write() {
     }
     net.agree(&[0, 1, 2], 3).await;
 
-    let h = history.lock().unwrap();
+    let h = std::mem::take(&mut *history.lock().unwrap());
     let dump = || {
         let path = std::env::temp_dir().join(format!("strata-fault-history-{seed}.txt"));
         let mut text = format!("seed {seed}\n");

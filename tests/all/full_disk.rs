@@ -139,8 +139,7 @@ async fn a_full_disk_refuses_puts_keeps_every_acknowledged_one_and_recovers() {
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     assert!(err.message().contains(&s.data().display().to_string()) || err.message().contains("space"), "{}", err.message());
     let marked = acked.last().unwrap().0.clone(); // deleted above
-    let small: Vec<_> =
-        acked.iter().filter(|(k, _, _)| k.ends_with(&format!("/{}", SIZES[2])) && *k != marked).take(20).cloned().collect();
+    let small: Vec<_> = acked.iter().filter(|(k, _, _)| k.ends_with(&format!("/{}", SIZES[2])) && *k != marked).take(20).cloned().collect();
     let mut deleted = Vec::new();
     for (key, _, _) in &small {
         match delete(&mut c, key, "").await {

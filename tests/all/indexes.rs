@@ -98,7 +98,10 @@ async fn every_index_type_answers_as_a_scan_does() {
         (cond("title", "match", &[json!("gpu FLEET")]), docs(every.clone().filter(|i| i % 3 == 1)), "title"),
         (cond("model.family", "eq", &[json!("llama")]), docs(every.clone().filter(|i| i % 2 == 0)), "family_draft"),
         (
-            all(vec![cond("category", "eq", &[json!("research")]), any(vec![cond("size", "lt", &[json!(700)]), cond("score", "eq", &[json!(0.0)])])]),
+            all(vec![
+                cond("category", "eq", &[json!("research")]),
+                any(vec![cond("size", "lt", &[json!(700)]), cond("score", "eq", &[json!(0.0)])]),
+            ]),
             docs([0, 3, 6, 21]),
             "cat",
         ),

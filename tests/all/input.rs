@@ -8,12 +8,7 @@ use tonic::Code;
 async fn bad_keys_and_names_are_refused() {
     let s = TestServer::start("[server]\nmax_key_length = 100");
     let mut c = s.client().await;
-    for (key, hint) in [
-        ("", "empty"),
-        (&"k".repeat(101) as &str, "limit is 100"),
-        ("a/../b", ".."),
-        ("a\0b", "control character"),
-    ] {
+    for (key, hint) in [("", "empty"), (&"k".repeat(101) as &str, "limit is 100"), ("a/../b", ".."), ("a\0b", "control character")] {
         let err = put(&mut c, header(key), b"x").await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{key:?}");
         assert!(err.message().contains(hint), "{key:?}: {}", err.message());
@@ -78,10 +73,7 @@ async fn oversized_messages_are_refused_and_the_server_lives_on() {
         pb::PutRequest { part: Some(pb::put_request::Part::Chunk(random_bytes(1 << 20).into())) },
     ];
     let err = c.put(futures::stream::iter(msgs)).await.unwrap_err();
-    assert!(
-        matches!(err.code(), Code::OutOfRange | Code::ResourceExhausted | Code::Aborted),
-        "{err:?}"
-    );
+    assert!(matches!(err.code(), Code::OutOfRange | Code::ResourceExhausted | Code::Aborted), "{err:?}");
     // Large objects still go through in small chunks, and come back split to fit.
     let data = random_bytes(1 << 20);
     let h = header("ok");
@@ -109,10 +101,7 @@ async fn a_key_that_is_not_utf8_is_invalid_argument() {
     grpc.ready().await.unwrap();
     let path = tonic::codegen::http::uri::PathAndQuery::from_static("/strata.v1.Strata/Stat");
     let codec = tonic_prost::ProstCodec::<RawStat, pb::ObjectInfo>::default();
-    let err = grpc
-        .unary(tonic::Request::new(RawStat { key: vec![b'a', 0xff, 0xfe] }), path, codec)
-        .await
-        .unwrap_err();
+    let err = grpc.unary(tonic::Request::new(RawStat { key: vec![b'a', 0xff, 0xfe] }), path, codec).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     assert!(err.message().contains("UTF-8"), "{}", err.message());
     // And the server carries on.

@@ -36,9 +36,7 @@ fn outcome_of(r: Result<String, tonic::Status>) -> Outcome {
     match r {
         Ok(v) => Outcome::Acked(v),
         // Codes a client library makes up when the connection breaks.
-        Err(e) if matches!(e.code(), Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded) => {
-            Outcome::Unknown
-        }
+        Err(e) if matches!(e.code(), Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded) => Outcome::Unknown,
         Err(e) => Outcome::Refused(e.code()),
     }
 }
@@ -194,9 +192,7 @@ async fn random_write_path_faults_disk_fills_and_kills_lose_no_acknowledged_writ
                             (!acked.is_empty()).then(|| acked[rng.random_range(0..acked.len())].clone())
                         };
                         if let Some(version) = version {
-                            let r = c
-                                .delete(pb::DeleteRequest { key: key.clone(), version: version.clone(), ..Default::default() })
-                                .await;
+                            let r = c.delete(pb::DeleteRequest { key: key.clone(), version: version.clone(), ..Default::default() }).await;
                             let o = outcome_of(r.map(|_| String::new()));
                             history.lock().unwrap().removals.push((key, version, o));
                         }
@@ -208,7 +204,11 @@ async fn random_write_path_faults_disk_fills_and_kills_lose_no_acknowledged_writ
                             let h = &mut history.lock().unwrap();
                             let ok = h.puts.get(&id).is_some_and(|(k, len, _)| *k == key && is_payload(&got, id, *len));
                             if !ok {
-                                h.events.push(format!("BAD READ of {key}: {} bytes, claims write {id}, version {}", got.len(), info.version));
+                                h.events.push(format!(
+                                    "BAD READ of {key}: {} bytes, claims write {id}, version {}",
+                                    got.len(),
+                                    info.version
+                                ));
                             }
                         }
                     }
@@ -270,8 +270,7 @@ async fn random_write_path_faults_disk_fills_and_kills_lose_no_acknowledged_writ
             Err(e) if e.code() == Code::ResourceExhausted && Instant::now() < deadline => {
                 let victims: Vec<(String, String)> = {
                     let h = history.lock().unwrap();
-                    let gone: BTreeSet<&String> =
-                        h.removals.iter().filter(|r| !matches!(r.2, Outcome::Refused(_))).map(|r| &r.1).collect();
+                    let gone: BTreeSet<&String> = h.removals.iter().filter(|r| !matches!(r.2, Outcome::Refused(_))).map(|r| &r.1).collect();
                     let mut acked: Vec<(usize, String, String)> = h
                         .puts
                         .values()
@@ -295,7 +294,7 @@ async fn random_write_path_faults_disk_fills_and_kills_lose_no_acknowledged_writ
     }
     assert_eq!(get_key(&mut c, "after").await.unwrap(), b"after the faults");
 
-    let h = history.lock().unwrap();
+    let h = std::mem::take(&mut *history.lock().unwrap());
     let dump = || {
         let path = std::env::temp_dir().join(format!("strata-node-fault-history-{seed}.txt"));
         let mut text = format!("seed {seed}\n");
@@ -349,7 +348,8 @@ async fn random_write_path_faults_disk_fills_and_kills_lose_no_acknowledged_writ
                 continue;
             }
             let req = pb::GetRequest { key: key.clone(), version: v.version.clone(), ..Default::default() };
-            let (_, got) = get(&mut c, req).await.unwrap_or_else(|e| panic!("{key} {} is listed but unreadable: {e:?}; {}", v.version, dump()));
+            let (_, got) =
+                get(&mut c, req).await.unwrap_or_else(|e| panic!("{key} {} is listed but unreadable: {e:?}; {}", v.version, dump()));
             let id = id_of(&got);
             match h.puts.get(&id) {
                 Some((pk, len, Outcome::Acked(av))) if *pk == key && *av == v.version && is_payload(&got, id, *len) => {}

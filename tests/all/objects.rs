@@ -72,9 +72,7 @@ async fn versions_and_delete_markers() {
     assert_eq!(vs[2].version, v1.version);
 
     // Removing the marker for good brings the object back.
-    c.delete(pb::DeleteRequest { key: "k".into(), version: del.marker_version, ..Default::default() })
-        .await
-        .unwrap();
+    c.delete(pb::DeleteRequest { key: "k".into(), version: del.marker_version, ..Default::default() }).await.unwrap();
     assert_eq!(get_key(&mut c, "k").await.unwrap(), b"two");
     let missing = pb::GetRequest { key: "k".into(), version: "nope".into(), ..Default::default() };
     assert_eq!(get(&mut c, missing).await.unwrap_err().code(), Code::NotFound);
@@ -103,9 +101,7 @@ async fn retention_keeps_the_newest_versions() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unversioned_overwrites_and_gc_frees_space() {
-    let s = TestServer::start(
-        "[metadata]\nenable_versioning = false\n[storage]\ncleanup_age = \"0s\"\ngc_interval = \"1s\"",
-    );
+    let s = TestServer::start("[metadata]\nenable_versioning = false\n[storage]\ncleanup_age = \"0s\"\ngc_interval = \"1s\"");
     let mut c = s.client().await;
     // Large enough to live in files, so GC has files to remove.
     put_key(&mut c, "k", &random_bytes(100_000)).await;
@@ -153,11 +149,8 @@ async fn listing_pages_through_prefixes() {
     let mut token = String::new();
     let mut keys = Vec::new();
     loop {
-        let page = c
-            .list(pb::ListRequest { prefix: "p/".into(), page_token: token, limit: 10, ..Default::default() })
-            .await
-            .unwrap()
-            .into_inner();
+        let page =
+            c.list(pb::ListRequest { prefix: "p/".into(), page_token: token, limit: 10, ..Default::default() }).await.unwrap().into_inner();
         assert!(page.objects.len() <= 10);
         keys.extend(page.objects.into_iter().map(|o| o.key));
         token = page.next_page_token;
@@ -234,16 +227,13 @@ async fn health_and_reflection_answer() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "SERVING");
 
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
     let ch = tonic::transport::Endpoint::from_shared(s.url.clone()).unwrap().connect().await.unwrap();
     let mut rc = ServerReflectionClient::new(ch);
-    let req = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
+    let req = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
     let mut resp = rc.server_reflection_info(futures::stream::iter(vec![req])).await.unwrap().into_inner();
     let msg = resp.message().await.unwrap().expect("a reflection answer");
     let Some(MessageResponse::ListServicesResponse(list)) = msg.message_response else {
@@ -303,9 +293,7 @@ async fn deleting_the_live_version_by_id_falls_back_to_the_previous_one() {
             .unwrap_or_else(|e| panic!("versioning={versioning}: {e:?}"));
         if versioning {
             assert_eq!(get_key(&mut c, "k").await.unwrap(), b"one");
-            c.delete(pb::DeleteRequest { key: "k".into(), version: v1.version, ..Default::default() })
-                .await
-                .unwrap();
+            c.delete(pb::DeleteRequest { key: "k".into(), version: v1.version, ..Default::default() }).await.unwrap();
         }
         assert_eq!(get_key(&mut c, "k").await.unwrap_err().code(), Code::NotFound, "versioning={versioning}");
         let st = stats(&mut c).await;

@@ -30,14 +30,7 @@ fn node(id: &str, zone: &str, available: u64, labels: &[(&str, &str)]) -> pb::No
 }
 
 fn place(selector: &str, key: &str, nodes: Vec<pb::Node>, replicas: u32) -> pb::PlaceRequest {
-    pb::PlaceRequest {
-        selector: selector.into(),
-        bucket: "models".into(),
-        key: key.into(),
-        nodes,
-        replicas,
-        ..Default::default()
-    }
+    pb::PlaceRequest { selector: selector.into(), bucket: "models".into(), key: key.into(), nodes, replicas, ..Default::default() }
 }
 
 fn five_nodes() -> Vec<pb::Node> {
@@ -80,7 +73,8 @@ async fn builtins_are_listed_and_called_through_the_server() {
     dup.nodes[1].id = "a1".into();
     let mut min = place("rendezvous", "k", five_nodes(), 2);
     min.min_replicas = Some(3);
-    for (req, says) in [(nan, "load"), (dup, "distinct"), (min, "min_replicas"), (place("rendezvous", "k", vec![], 1), "at least one node")] {
+    for (req, says) in [(nan, "load"), (dup, "distinct"), (min, "min_replicas"), (place("rendezvous", "k", vec![], 1), "at least one node")]
+    {
         let err = c.place(req).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
         assert!(err.message().contains(says), "{}", err.message());
@@ -108,11 +102,9 @@ async fn a_misbehaving_plugin_is_stopped_and_the_server_keeps_serving() {
     let s = TestServer::start(FIXTURE);
     let mut c = s.client().await;
     let nodes = five_nodes();
-    for (key, code, says) in [
-        ("loop", Code::DeadlineExceeded, "deadline"),
-        ("alloc", Code::ResourceExhausted, "memory"),
-        ("trap", Code::Internal, "trapped"),
-    ] {
+    for (key, code, says) in
+        [("loop", Code::DeadlineExceeded, "deadline"), ("alloc", Code::ResourceExhausted, "memory"), ("trap", Code::Internal, "trapped")]
+    {
         let err = c.place(place("fixture", key, nodes.clone(), 2)).await.unwrap_err();
         assert_eq!(err.code(), code, "{key}: {err:?}");
         assert!(err.message().contains("fixture") && err.message().contains(says), "{key}: {}", err.message());
@@ -167,11 +159,15 @@ const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
 /// The componentize-py command, installed with pip when missing so the
 /// suite runs on a machine that has only Python.
 fn componentize_py() -> PathBuf {
-    let works = |cmd: &Path| Command::new(cmd).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+    let works =
+        |cmd: &Path| Command::new(cmd).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
     // On PATH, or where pip puts scripts (the interpreter's, the user's).
     let find = || {
         let script_dirs = Command::new("python3")
-            .args(["-c", "import sysconfig, os; print(sysconfig.get_path('scripts')); print(sysconfig.get_path('scripts', os.name + '_user'))"])
+            .args([
+                "-c",
+                "import sysconfig, os; print(sysconfig.get_path('scripts')); print(sysconfig.get_path('scripts', os.name + '_user'))",
+            ])
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).lines().map(PathBuf::from).collect::<Vec<_>>())
             .unwrap_or_default();
@@ -192,7 +188,9 @@ fn componentize_py() -> PathBuf {
     };
     // A distribution's own Python refuses plain installs (PEP 668).
     let _ = pip(&[]) || pip(&["--user", "--break-system-packages"]);
-    find().unwrap_or_else(|| panic!("could not install {COMPONENTIZE_PY} with pip: install it with `python3 -m pip install {COMPONENTIZE_PY}`"))
+    find().unwrap_or_else(|| {
+        panic!("could not install {COMPONENTIZE_PY} with pip: install it with `python3 -m pip install {COMPONENTIZE_PY}`")
+    })
 }
 
 /// The Python plugin, built with componentize-py (installed if missing).
@@ -211,9 +209,7 @@ fn python_component() -> &'static Path {
                 .status();
             match result {
                 Ok(s) if s.success() => {}
-                other => panic!(
-                    "componentize-py failed ({other:?}); install it with `python3 -m pip install {COMPONENTIZE_PY}`"
-                ),
+                other => panic!("componentize-py failed ({other:?}); install it with `python3 -m pip install {COMPONENTIZE_PY}`"),
             }
             (dir, out)
         })
@@ -259,13 +255,8 @@ fn serve_fails(extra: &str) -> String {
         ),
     )
     .unwrap();
-    let mut child = Command::new(strata_bin())
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child =
+        Command::new(strata_bin()).args(["serve", "--config"]).arg(&cfg).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     for _ in 0..300 {
         if let Some(status) = child.try_wait().unwrap() {
             assert!(!status.success());
@@ -286,14 +277,13 @@ fn bad_plugins_stop_the_server_with_a_message_naming_them() {
     let err = serve_fails(&format!("[[plugins]]\nname = \"junk\"\nkind = \"index-type\"\npath = {junk:?}\n"));
     assert!(err.contains("plugin `junk`") && err.contains("not a WebAssembly component"), "{err}");
 
-    let err = serve_fails(&format!(
-        "[[plugins]]\nname = \"wrong\"\nkind = \"index-type\"\npath = {:?}\n",
-        template_component()
-    ));
+    let err = serve_fails(&format!("[[plugins]]\nname = \"wrong\"\nkind = \"index-type\"\npath = {:?}\n", template_component()));
     assert!(err.contains("`wrong` does not implement the index-type world"), "{err}");
     assert!(err.contains("strata:plugin/indexer@0.1.0"), "{err}");
 
-    let err = serve_fails("[[plugins]]\nname = \"x\"\nkind = \"node-selector\"\nbuiltin = \"rendezvous\"\n[plugins.config]\nweight = \"heavy\"\n");
+    let err = serve_fails(
+        "[[plugins]]\nname = \"x\"\nkind = \"node-selector\"\nbuiltin = \"rendezvous\"\n[plugins.config]\nweight = \"heavy\"\n",
+    );
     assert!(err.contains("plugin `x`: init refused its config") && err.contains("weight"), "{err}");
 
     let err = serve_fails("[[plugins]]\nname = \"hash\"\nkind = \"node-selector\"\nbuiltin = \"rendezvous\"\n");

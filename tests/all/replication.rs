@@ -131,7 +131,15 @@ async fn every_built_in_strategy_and_selector_places_through_the_cluster() {
     ];
     for (i, (bucket, strategy, selector, replicas)) in cases.into_iter().enumerate() {
         let made = ok(net.nodes[i % 3].cli(&[
-            "bucket", "create", bucket, "--strategy", strategy, "--selector", selector, "--replicas", &replicas.to_string(),
+            "bucket",
+            "create",
+            bucket,
+            "--strategy",
+            strategy,
+            "--selector",
+            selector,
+            "--replicas",
+            &replicas.to_string(),
         ]));
         assert!(made.contains("created"), "{made}");
         let shown = ok(net.nodes[(i + 1) % 3].cli(&["cluster", "replication", bucket]));
@@ -199,7 +207,6 @@ async fn a_corrupt_replica_fails_over_and_is_repaired() {
     assert!(get_key(&mut c, "victim").await.unwrap() == data);
 }
 
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replica_damaged_on_disk_is_found_by_scrub_and_replaced_without_a_read() {
     let net = Net::start(3, &format!("{FAST_RETRY}anti_entropy_interval = \"1s\"\n[storage]\nscrub_interval = \"1s\"\n"));
@@ -235,7 +242,11 @@ async fn with_async_replication_off_a_lazy_write_is_acknowledged_with_every_copy
 
 /// Writes keys through nodes 0 and 1 until `stop`; returns what was
 /// acknowledged.
-async fn writer(net_addrs: Vec<String>, bucket: &'static str, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Vec<(String, Vec<u8>)> {
+async fn writer(
+    net_addrs: Vec<String>,
+    bucket: &'static str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<(String, Vec<u8>)> {
     let mut acked = Vec::new();
     let mut clients = Vec::new();
     for a in &net_addrs {
@@ -264,10 +275,7 @@ async fn kill9_of_a_replica_holder_during_writes_loses_no_acknowledged_write() {
     ok(net.nodes[0].cli(&["bucket", "create", "lazy", "--strategy", "lazy"]));
     let addrs: Vec<String> = net.nodes[..2].iter().map(|n| n.addr().to_string()).collect();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writers: Vec<_> = ["eager", "quorum", "lazy"]
-        .into_iter()
-        .map(|b| tokio::spawn(writer(addrs.clone(), b, stop.clone())))
-        .collect();
+    let writers: Vec<_> = ["eager", "quorum", "lazy"].into_iter().map(|b| tokio::spawn(writer(addrs.clone(), b, stop.clone()))).collect();
     tokio::time::sleep(Duration::from_millis(800)).await;
     net.nodes[2].kill9();
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -356,10 +364,7 @@ async fn versions_in(c: &mut Client, key: &str) -> Vec<String> {
 async fn put_small(c: &mut Client, bucket: &str, n: usize) {
     for start in (0..n).step_by(250) {
         let items = (start..(start + 250).min(n))
-            .map(|i| pb::PutManyItem {
-                header: Some(in_bucket(bucket, &format!("obj-{i:05}"))),
-                data: random_bytes(1024 + i % 100).into(),
-            })
+            .map(|i| pb::PutManyItem { header: Some(in_bucket(bucket, &format!("obj-{i:05}"))), data: random_bytes(1024 + i % 100).into() })
             .collect();
         for r in put_many(c, items).await {
             assert!(r.error.is_empty(), "{}: {}", r.key, r.error);
@@ -445,7 +450,12 @@ async fn a_new_node_takes_about_the_share_the_placement_predicts() {
     let mut predicted = 0;
     for i in 0..3 {
         let out = ok(net.nodes[i].cli(&["cluster", "rebalance", "--dry-run"]));
-        let n: u64 = out.split("would copy ").nth(1).and_then(|s| s.split(' ').next()).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{out}"));
+        let n: u64 = out
+            .split("would copy ")
+            .nth(1)
+            .and_then(|s| s.split(' ').next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("{out}"));
         predicted += n;
     }
     assert!((90..=210).contains(&predicted), "predicted moves {predicted} of 600");
@@ -491,9 +501,16 @@ async fn a_failed_cluster_write_says_whether_it_was_stored() {
     // Every replica refuses (a fault at each step of the write path on
     // every node): not stored, and the next write after the fault clears
     // is stored everywhere.
-    for (n, point) in ["meta.commit=return(full)", "meta.commit=return", "store.write=return(enospc)", "store.sync=return", "store.publish=return", "store.dirsync=return"]
-        .iter()
-        .enumerate()
+    for (n, point) in [
+        "meta.commit=return(full)",
+        "meta.commit=return",
+        "store.write=return(enospc)",
+        "store.sync=return",
+        "store.publish=return",
+        "store.dirsync=return",
+    ]
+    .iter()
+    .enumerate()
     {
         let key = format!("refused/{n}");
         std::fs::write(&points, point).unwrap();
@@ -572,7 +589,9 @@ async fn cancelled_replicated_puts_store_nothing_anywhere() {
         };
         let data = random_bytes(len);
         let mut msgs = vec![pb::PutRequest { part: Some(pb::put_request::Part::Header(in_bucket("all3", "k"))) }];
-        msgs.extend(data.chunks(256 << 10).map(|d| pb::PutRequest { part: Some(pb::put_request::Part::Chunk(bytes::Bytes::copy_from_slice(d))) }));
+        msgs.extend(
+            data.chunks(256 << 10).map(|d| pb::PutRequest { part: Some(pb::put_request::Part::Chunk(bytes::Bytes::copy_from_slice(d))) }),
+        );
         let stream = futures::StreamExt::chain(futures::stream::iter(msgs), futures::stream::pending());
         if i % 2 == 0 {
             // The client gives up: the call is dropped, the stream reset
@@ -599,13 +618,14 @@ async fn cancelled_replicated_puts_store_nothing_anywhere() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     for n in &net.nodes {
         let mut c = n.client().await;
-        let listed = c
-            .list_versions(pb::ListVersionsRequest { bucket: "all3".into(), key: "k".into(), ..Default::default() })
-            .await
-            .unwrap()
-            .into_inner()
-            .versions;
-        assert_eq!(listed.iter().map(|v| &v.version).collect::<Vec<_>>(), vec![&first.version], "a cancelled put became a version on {}", n.addr());
+        let listed =
+            c.list_versions(pb::ListVersionsRequest { bucket: "all3".into(), key: "k".into() }).await.unwrap().into_inner().versions;
+        assert_eq!(
+            listed.iter().map(|v| &v.version).collect::<Vec<_>>(),
+            vec![&first.version],
+            "a cancelled put became a version on {}",
+            n.addr()
+        );
         assert_eq!(temp_files(&n.data()), 0, "cancelled pushes left temp files on {}", n.addr());
     }
 }
@@ -681,7 +701,7 @@ async fn a_push_cut_off_before_its_trailer_stores_nothing() {
     let mut c1 = net.nodes[1].client().await;
     let (_, got) = get_from(&mut c1, "pushed", "whole", "").await.expect("the whole push");
     assert!(got == data);
-    let cut = c1.list_versions(pb::ListVersionsRequest { bucket: "pushed".into(), key: "cut".into(), ..Default::default() }).await;
+    let cut = c1.list_versions(pb::ListVersionsRequest { bucket: "pushed".into(), key: "cut".into() }).await;
     assert_eq!(cut.map(|r| r.into_inner().versions.len()).unwrap_err().code(), Code::NotFound, "a cut push became a version");
     assert_eq!(temp_files(&net.nodes[1].data()), 0, "cut pushes left temp files");
 }

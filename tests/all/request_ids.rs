@@ -104,12 +104,8 @@ async fn a_retry_through_another_node_returns_the_first_version() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     for n in &net.nodes {
         let mut c = n.client().await;
-        let listed = c
-            .list_versions(pb::ListVersionsRequest { bucket: "rep3".into(), key: "k".into(), ..Default::default() })
-            .await
-            .unwrap()
-            .into_inner()
-            .versions;
+        let listed =
+            c.list_versions(pb::ListVersionsRequest { bucket: "rep3".into(), key: "k".into() }).await.unwrap().into_inner().versions;
         assert_eq!(listed.len(), 1, "{} holds {} versions", n.addr(), listed.len());
     }
 }

@@ -157,11 +157,7 @@ async fn sorts_and_cursor_pages_stay_correct_while_objects_change() {
     assert!(all.contains(&last));
 
     // Filter and sort together; the plan says how.
-    let r = c
-        .search(page("size", false, String::new(), Some(cond("category", "eq", &[json!("legal")]))))
-        .await
-        .unwrap()
-        .into_inner();
+    let r = c.search(page("size", false, String::new(), Some(cond("category", "eq", &[json!("legal")])))).await.unwrap().into_inner();
     assert_eq!(r.objects.iter().map(|o| o.key.clone()).collect::<Vec<_>>(), docs([2, 5, 8, 11, 14, 17, 20]));
     assert!(r.plan.contains("scan"), "{}", r.plan);
     assert!(r.scanned >= 7);

@@ -43,10 +43,7 @@ async fn restore_makes_an_old_version_live_again() {
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(err.message().contains("delete marker"), "{}", err.message());
-    let err = c
-        .restore(pb::RestoreRequest { key: "model.bin".into(), version: "nope".into(), ..Default::default() })
-        .await
-        .unwrap_err();
+    let err = c.restore(pb::RestoreRequest { key: "model.bin".into(), version: "nope".into(), ..Default::default() }).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     let err = c.restore(pb::RestoreRequest { key: "model.bin".into(), ..Default::default() }).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);

@@ -25,9 +25,7 @@ pub async fn handle_create(
             r.cluster.write(crate::cluster::types::Cmd::SetBucketPolicy { bucket: req.name.clone(), policy }).await?;
         }
         (None, Some(_)) => {
-            return Err(Status::failed_precondition(
-                "a replication policy needs a cluster: this server has no [cluster] section",
-            ));
+            return Err(Status::failed_precondition("a replication policy needs a cluster: this server has no [cluster] section"));
         }
         (None, None) => {}
     }
@@ -38,10 +36,7 @@ pub async fn handle_create(
 pub async fn handle_list(objects: &Objects) -> Result<pb::ListBucketsResponse, Status> {
     let buckets = objects.meta().list_buckets().await?;
     Ok(pb::ListBucketsResponse {
-        buckets: buckets
-            .into_iter()
-            .map(|b| pb::Bucket { name: b.name, created_ms: b.created_ms, object_count: b.object_count })
-            .collect(),
+        buckets: buckets.into_iter().map(|b| pb::Bucket { name: b.name, created_ms: b.created_ms, object_count: b.object_count }).collect(),
     })
 }
 

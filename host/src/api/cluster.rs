@@ -14,9 +14,7 @@ use crate::config::{ConsistencyLevel, ReplicationConfig};
 use crate::plugin::Plugins;
 
 pub fn require(c: Option<&std::sync::Arc<Cluster>>) -> Result<&Cluster, Status> {
-    c.map(|c| &**c).ok_or_else(|| {
-        Status::failed_precondition("this server is not a cluster node: add a [cluster] section to its config")
-    })
+    c.map(|c| &**c).ok_or_else(|| Status::failed_precondition("this server is not a cluster node: add a [cluster] section to its config"))
 }
 
 pub async fn handle_init(c: &Cluster) -> Result<pb::ClusterView, Status> {
@@ -131,11 +129,12 @@ pub async fn handle_set_replication(
 pub async fn handle_get_replication(c: &Cluster, req: pb::GetReplicationRequest) -> Result<pb::ReplicationPolicy, Status> {
     validate::bucket_name(&req.bucket)?;
     let st = c.read().await?;
-    st.buckets
-        .get(&req.bucket)
-        .cloned()
-        .map(policy_pb)
-        .ok_or_else(|| Status::not_found(format!("bucket {:?} has no replication policy; set one with `strata cluster replication BUCKET --replicas N`", req.bucket)))
+    st.buckets.get(&req.bucket).cloned().map(policy_pb).ok_or_else(|| {
+        Status::not_found(format!(
+            "bucket {:?} has no replication policy; set one with `strata cluster replication BUCKET --replicas N`",
+            req.bucket
+        ))
+    })
 }
 
 fn policy_pb(p: BucketPolicy) -> pb::ReplicationPolicy {

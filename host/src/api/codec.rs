@@ -48,10 +48,7 @@ impl<U: Message + Default> Decoder for StrictDecoder<U> {
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
         self.0.decode(buf).map_err(|s| {
             if s.code() == Code::Internal {
-                Status::invalid_argument(format!(
-                    "the message does not decode ({}); strings such as keys must be valid UTF-8",
-                    s.message()
-                ))
+                Status::invalid_argument(format!("the message does not decode ({}); strings such as keys must be valid UTF-8", s.message()))
             } else {
                 s
             }

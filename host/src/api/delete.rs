@@ -11,7 +11,13 @@ use crate::objects::Objects;
 use crate::replication::Replicator;
 
 /// One delete, through the cluster when there is one.
-async fn delete_one(objects: &Objects, replicator: Option<&Arc<Replicator>>, bucket: &str, key: &str, version: Option<&str>) -> Result<Deleted, Status> {
+async fn delete_one(
+    objects: &Objects,
+    replicator: Option<&Arc<Replicator>>,
+    bucket: &str,
+    key: &str,
+    version: Option<&str>,
+) -> Result<Deleted, Status> {
     match replicator {
         Some(r) => r.delete(bucket, key, version).await,
         None => objects.delete(bucket, key, version).await.map_err(Status::from),
@@ -43,11 +49,7 @@ pub async fn handle_delete_many(
 ) -> Result<pb::DeleteManyResponse, Status> {
     let bucket = validate::bucket(&req.bucket)?;
     if req.keys.len() > limits.max_batch_items {
-        return Err(invalid(format!(
-            "DeleteMany names {} keys; the limit is {}",
-            req.keys.len(),
-            limits.max_batch_items
-        )));
+        return Err(invalid(format!("DeleteMany names {} keys; the limit is {}", req.keys.len(), limits.max_batch_items)));
     }
     let mut results = Vec::with_capacity(req.keys.len());
     for key in req.keys {

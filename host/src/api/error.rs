@@ -42,9 +42,7 @@ pub fn code_of(e: &ObjectError) -> Code {
             _ => Code::Internal,
         },
         ObjectError::Meta(m) => match m {
-            MetaError::NoSuchBucket { .. }
-            | MetaError::NotFound { .. }
-            | MetaError::NoSuchVersion { .. } => Code::NotFound,
+            MetaError::NoSuchBucket { .. } | MetaError::NotFound { .. } | MetaError::NoSuchVersion { .. } => Code::NotFound,
             MetaError::NoSuchIndex { .. } => Code::NotFound,
             MetaError::BucketExists { .. } | MetaError::IndexExists { .. } => Code::AlreadyExists,
             MetaError::BucketNotEmpty { .. } | MetaError::DefaultBucket { .. } => Code::FailedPrecondition,

@@ -36,23 +36,14 @@ fn info(d: &IndexDef, head: i64) -> pb::IndexInfo {
 }
 
 fn index_name(name: &str) -> Result<(), Status> {
-    let ok = (1..=64).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(invalid(format!(
-            "invalid index name {name:?}: use 1 to 64 letters, digits, '-', '_' or '.'"
-        )))
-    }
+    let ok = (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok { Ok(()) } else { Err(invalid(format!("invalid index name {name:?}: use 1 to 64 letters, digits, '-', '_' or '.'"))) }
 }
 
 pub async fn handle_create(objects: &Objects, plugins: &Plugins, req: pb::CreateIndexRequest) -> Result<pb::IndexInfo, Status> {
     let meta = objects.meta();
     if meta.indexing() == IndexingMode::Disabled {
-        return Err(Status::failed_precondition(
-            "indexes are disabled on this server (metadata.indexing_mode = \"disabled\")",
-        ));
+        return Err(Status::failed_precondition("indexes are disabled on this server (metadata.indexing_mode = \"disabled\")"));
     }
     let bucket = validate::bucket(&req.bucket)?;
     index_name(&req.name)?;
@@ -74,13 +65,8 @@ pub async fn handle_create(objects: &Objects, plugins: &Plugins, req: pb::Create
     match plugins.index(&req.r#type) {
         Ok(_) => {}
         Err(PluginError::NotFound { .. }) => {
-            let known: Vec<String> =
-                plugins.list().into_iter().filter(|(i, _)| i.kind == Kind::IndexType).map(|(i, _)| i.name).collect();
-            return Err(invalid(format!(
-                "type: no index-type plugin {:?}; loaded ones are {}",
-                req.r#type,
-                known.join(", ")
-            )));
+            let known: Vec<String> = plugins.list().into_iter().filter(|(i, _)| i.kind == Kind::IndexType).map(|(i, _)| i.name).collect();
+            return Err(invalid(format!("type: no index-type plugin {:?}; loaded ones are {}", req.r#type, known.join(", "))));
         }
         Err(e) => return Err(e.into()),
     }
@@ -95,13 +81,8 @@ pub async fn handle_list(objects: &Objects, req: pb::ListIndexesRequest) -> Resu
     let meta = objects.meta();
     let bucket = if req.bucket.is_empty() { None } else { Some(validate::bucket(&req.bucket)?) };
     let head = meta.head().await?;
-    let indexes = meta
-        .list_indexes()
-        .await?
-        .iter()
-        .filter(|d| bucket.as_ref().is_none_or(|b| *b == d.bucket))
-        .map(|d| info(d, head))
-        .collect();
+    let indexes =
+        meta.list_indexes().await?.iter().filter(|d| bucket.as_ref().is_none_or(|b| *b == d.bucket)).map(|d| info(d, head)).collect();
     Ok(pb::ListIndexesResponse { indexes })
 }
 

@@ -24,9 +24,9 @@ use std::time::Instant;
 use futures::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::cluster::node::Cluster;
 use crate::meta::ObjectRecord;
 use crate::objects::Objects;
-use crate::cluster::node::Cluster;
 use crate::plugin::Plugins;
 use crate::replication::Replicator;
 
@@ -68,11 +68,7 @@ impl Api {
         Self { objects, plugins, cluster, replicator, limits }
     }
 
-    async fn timed<T>(
-        &self,
-        op: &'static str,
-        f: impl Future<Output = Result<T, Status>>,
-    ) -> Result<T, Status> {
+    async fn timed<T>(&self, op: &'static str, f: impl Future<Output = Result<T, Status>>) -> Result<T, Status> {
         let start = Instant::now();
         let r = f.await;
         self.objects.metrics.record(op, start.elapsed(), r.is_ok());
@@ -103,15 +99,10 @@ type GetStream = Pin<Box<dyn Stream<Item = Result<pb::GetResponse, Status>> + Se
 #[tonic::async_trait]
 impl pb::strata_server::Strata for Api {
     async fn put(&self, req: Request<Streaming<pb::PutRequest>>) -> Result<Response<pb::PutResponse>, Status> {
-        self.timed("put", put::handle_put(&self.objects, self.replicator.as_ref(), &self.limits, req.into_inner()))
-            .await
-            .map(Response::new)
+        self.timed("put", put::handle_put(&self.objects, self.replicator.as_ref(), &self.limits, req.into_inner())).await.map(Response::new)
     }
 
-    async fn put_many(
-        &self,
-        req: Request<Streaming<pb::PutManyRequest>>,
-    ) -> Result<Response<pb::PutManyResponse>, Status> {
+    async fn put_many(&self, req: Request<Streaming<pb::PutManyRequest>>) -> Result<Response<pb::PutManyResponse>, Status> {
         self.timed("put_many", put::handle_put_many(&self.objects, self.replicator.as_ref(), &self.limits, req.into_inner()))
             .await
             .map(Response::new)
@@ -120,9 +111,7 @@ impl pb::strata_server::Strata for Api {
     type GetStream = GetStream;
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<GetStream>, Status> {
-        self.timed("get", get::handle_get(&self.objects, self.replicator.as_ref(), &self.limits, req.into_inner()))
-            .await
-            .map(Response::new)
+        self.timed("get", get::handle_get(&self.objects, self.replicator.as_ref(), &self.limits, req.into_inner())).await.map(Response::new)
     }
 
     async fn stat(&self, req: Request<pb::StatRequest>) -> Result<Response<pb::ObjectInfo>, Status> {
@@ -137,28 +126,18 @@ impl pb::strata_server::Strata for Api {
             .map(Response::new)
     }
 
-    async fn delete_many(
-        &self,
-        req: Request<pb::DeleteManyRequest>,
-    ) -> Result<Response<pb::DeleteManyResponse>, Status> {
+    async fn delete_many(&self, req: Request<pb::DeleteManyRequest>) -> Result<Response<pb::DeleteManyResponse>, Status> {
         self.timed("delete_many", delete::handle_delete_many(&self.objects, self.replicator.as_ref(), &self.limits, req.into_inner()))
             .await
             .map(Response::new)
     }
 
     async fn list(&self, req: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
-        self.timed("list", list::handle_list(&self.objects, &self.limits, req.into_inner()))
-            .await
-            .map(Response::new)
+        self.timed("list", list::handle_list(&self.objects, &self.limits, req.into_inner())).await.map(Response::new)
     }
 
-    async fn list_versions(
-        &self,
-        req: Request<pb::ListVersionsRequest>,
-    ) -> Result<Response<pb::ListVersionsResponse>, Status> {
-        self.timed("list_versions", list::handle_list_versions(&self.objects, &self.limits, req.into_inner()))
-            .await
-            .map(Response::new)
+    async fn list_versions(&self, req: Request<pb::ListVersionsRequest>) -> Result<Response<pb::ListVersionsResponse>, Status> {
+        self.timed("list_versions", list::handle_list_versions(&self.objects, &self.limits, req.into_inner())).await.map(Response::new)
     }
 
     async fn create_bucket(&self, req: Request<pb::CreateBucketRequest>) -> Result<Response<pb::Bucket>, Status> {
@@ -167,26 +146,15 @@ impl pb::strata_server::Strata for Api {
             .map(Response::new)
     }
 
-    async fn list_buckets(
-        &self,
-        _req: Request<pb::ListBucketsRequest>,
-    ) -> Result<Response<pb::ListBucketsResponse>, Status> {
+    async fn list_buckets(&self, _req: Request<pb::ListBucketsRequest>) -> Result<Response<pb::ListBucketsResponse>, Status> {
         self.timed("list_buckets", bucket::handle_list(&self.objects)).await.map(Response::new)
     }
 
-    async fn delete_bucket(
-        &self,
-        req: Request<pb::DeleteBucketRequest>,
-    ) -> Result<Response<pb::DeleteBucketResponse>, Status> {
-        self.timed("delete_bucket", bucket::handle_delete(&self.objects, req.into_inner()))
-            .await
-            .map(Response::new)
+    async fn delete_bucket(&self, req: Request<pb::DeleteBucketRequest>) -> Result<Response<pb::DeleteBucketResponse>, Status> {
+        self.timed("delete_bucket", bucket::handle_delete(&self.objects, req.into_inner())).await.map(Response::new)
     }
 
-    async fn list_plugins(
-        &self,
-        _req: Request<pb::ListPluginsRequest>,
-    ) -> Result<Response<pb::ListPluginsResponse>, Status> {
+    async fn list_plugins(&self, _req: Request<pb::ListPluginsRequest>) -> Result<Response<pb::ListPluginsResponse>, Status> {
         self.timed("list_plugins", async { Ok(plugin::handle_list(&self.plugins)) }).await.map(Response::new)
     }
 
@@ -198,20 +166,14 @@ impl pb::strata_server::Strata for Api {
                 req.coordinator = c.id.to_string();
             }
         }
-        self.timed("place", plugin::handle_place(self.plugins.clone(), req))
-            .await
-            .map(Response::new)
+        self.timed("place", plugin::handle_place(self.plugins.clone(), req)).await.map(Response::new)
     }
 
     async fn search(&self, req: Request<pb::SearchRequest>) -> Result<Response<pb::SearchResponse>, Status> {
         if !self.limits.search {
-            return Err(Status::failed_precondition(
-                "search is disabled on this server (metadata.enable_search = false)",
-            ));
+            return Err(Status::failed_precondition("search is disabled on this server (metadata.enable_search = false)"));
         }
-        self.timed("search", search::handle_search(&self.objects, &self.plugins, &self.limits, req.into_inner()))
-            .await
-            .map(Response::new)
+        self.timed("search", search::handle_search(&self.objects, &self.plugins, &self.limits, req.into_inner())).await.map(Response::new)
     }
 
     async fn restore(&self, req: Request<pb::RestoreRequest>) -> Result<Response<pb::ObjectInfo>, Status> {
@@ -223,9 +185,7 @@ impl pb::strata_server::Strata for Api {
                 return Err(error::invalid("version: give the version to restore (see `strata versions KEY`)"));
             }
             if self.replicator.is_some() {
-                return Err(Status::failed_precondition(
-                    "restore is not available on a cluster yet: get the old version and put it again",
-                ));
+                return Err(Status::failed_precondition("restore is not available on a cluster yet: get the old version and put it again"));
             }
             let rec = self.objects.meta().restore(&bucket, &req.key, &req.version).await?;
             Ok(object_info(&rec))
@@ -239,10 +199,7 @@ impl pb::strata_server::Strata for Api {
         self.timed("cluster_init", cluster::handle_init(c)).await.map(Response::new)
     }
 
-    async fn cluster_status(
-        &self,
-        _req: Request<pb::ClusterStatusRequest>,
-    ) -> Result<Response<pb::ClusterView>, Status> {
+    async fn cluster_status(&self, _req: Request<pb::ClusterStatusRequest>) -> Result<Response<pb::ClusterView>, Status> {
         let c = cluster::require(self.cluster.as_ref())?;
         self.timed("cluster_status", async {
             let mut v = cluster::handle_status(c).await?;
@@ -305,7 +262,9 @@ impl pb::strata_server::Strata for Api {
     async fn set_replication(&self, req: Request<pb::SetReplicationRequest>) -> Result<Response<pb::ReplicationPolicy>, Status> {
         let c = cluster::require(self.cluster.as_ref())?;
         let defaults = &self.replicator.as_ref().expect("a cluster node has a replicator").config;
-        self.timed("set_replication", cluster::handle_set_replication(c, &self.plugins, defaults, req.into_inner())).await.map(Response::new)
+        self.timed("set_replication", cluster::handle_set_replication(c, &self.plugins, defaults, req.into_inner()))
+            .await
+            .map(Response::new)
     }
 
     async fn get_replication(&self, req: Request<pb::GetReplicationRequest>) -> Result<Response<pb::ReplicationPolicy>, Status> {
@@ -334,15 +293,10 @@ impl pb::strata_server::Strata for Api {
     }
 
     async fn create_index(&self, req: Request<pb::CreateIndexRequest>) -> Result<Response<pb::IndexInfo>, Status> {
-        self.timed("create_index", index::handle_create(&self.objects, &self.plugins, req.into_inner()))
-            .await
-            .map(Response::new)
+        self.timed("create_index", index::handle_create(&self.objects, &self.plugins, req.into_inner())).await.map(Response::new)
     }
 
-    async fn list_indexes(
-        &self,
-        req: Request<pb::ListIndexesRequest>,
-    ) -> Result<Response<pb::ListIndexesResponse>, Status> {
+    async fn list_indexes(&self, req: Request<pb::ListIndexesRequest>) -> Result<Response<pb::ListIndexesResponse>, Status> {
         self.timed("list_indexes", index::handle_list(&self.objects, req.into_inner())).await.map(Response::new)
     }
 

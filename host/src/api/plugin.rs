@@ -85,8 +85,7 @@ pub async fn handle_place(plugins: std::sync::Arc<Plugins>, req: pb::PlaceReques
         nodes
             .iter()
             .position(|n| n.id == req.coordinator)
-            .ok_or_else(|| invalid(format!("coordinator: no node {:?} among the nodes", req.coordinator)))?
-            as u32
+            .ok_or_else(|| invalid(format!("coordinator: no node {:?} among the nodes", req.coordinator)))? as u32
     };
     let consistency = match req.consistency.as_str() {
         "" | "strong" => Consistency::Strong,

@@ -153,9 +153,8 @@ pub async fn handle_put_many(
         // Each item is its own replicated write, all in flight at once.
         Some(r) => {
             tokio::task::yield_now().await; // see `Objects::commit`
-            let puts = accepted
-                .into_iter()
-                .map(|(spec, data)| r.put(spec, futures::stream::iter([Ok::<_, std::convert::Infallible>(data)])));
+            let puts =
+                accepted.into_iter().map(|(spec, data)| r.put(spec, futures::stream::iter([Ok::<_, std::convert::Infallible>(data)])));
             for (slot, res) in slots.into_iter().zip(futures::future::join_all(puts).await) {
                 fill_status(&mut results[slot], res);
             }

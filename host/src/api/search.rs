@@ -46,10 +46,7 @@ fn filter(f: pb::Filter, depth: usize, count: &mut usize, at: &str) -> Result<Ex
                 return Err(invalid(format!("{at}.field: give a field name such as size or model.family")));
             }
             let op = Op::parse(&c.op).ok_or_else(|| {
-                invalid(format!(
-                    "{at}.op: {:?} is not one of eq, ne, gt, gte, lt, lte, in, prefix, contains, exists, match",
-                    c.op
-                ))
+                invalid(format!("{at}.op: {:?} is not one of eq, ne, gt, gte, lt, lte, in, prefix, contains, exists, match", c.op))
             })?;
             let operands = c.values.into_iter().map(|v| literal(v, at)).collect::<Result<_, _>>()?;
             let cond = Condition { field: Field::parse(&c.field), op, operands };

@@ -26,14 +26,7 @@ pub async fn handle_stats(objects: &Objects) -> Result<pb::StatsResponse, Status
             .metrics
             .figures()
             .into_iter()
-            .map(|f| pb::OpStats {
-                op: f.op,
-                count: f.count,
-                errors: f.errors,
-                mean_ms: f.mean_ms,
-                p50_ms: f.p50_ms,
-                p99_ms: f.p99_ms,
-            })
+            .map(|f| pb::OpStats { op: f.op, count: f.count, errors: f.errors, mean_ms: f.mean_ms, p50_ms: f.p50_ms, p99_ms: f.p99_ms })
             .collect(),
         corrupt_blobs: s.corrupt_blobs,
         max_size: objects.store().quota.max,

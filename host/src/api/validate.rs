@@ -24,8 +24,8 @@ pub fn bucket(name: &str) -> Result<String, Status> {
 pub fn bucket_name(name: &str) -> Result<(), Status> {
     let ok_len = (3..=63).contains(&name.len());
     let ok_chars = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
-    let ok_ends = name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-        && name.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
+    let ok_ends =
+        name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric()) && name.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
     if ok_len && ok_chars && ok_ends {
         Ok(())
     } else {
@@ -118,9 +118,7 @@ pub fn attributes(attrs: HashMap<String, pb::Value>, max_bytes: usize) -> Result
 fn to_json(v: pb::Value) -> Result<Json, String> {
     Ok(match v.kind {
         Some(Kind::String(s)) => Json::String(s),
-        Some(Kind::Number(n)) => {
-            Json::Number(Number::from_f64(n).ok_or("numbers must be finite")?)
-        }
+        Some(Kind::Number(n)) => Json::Number(Number::from_f64(n).ok_or("numbers must be finite")?),
         Some(Kind::Boolean(b)) => Json::Bool(b),
         Some(Kind::List(l)) => Json::Array(l.values.into_iter().map(to_json).collect::<Result<_, _>>()?),
         None => return Err("the value is empty".into()),

@@ -104,13 +104,7 @@ fn report(args: &BenchArgs, f: &Figures) {
     line("large put", format!("{:>9.1} MB/s", mb(f.put)), f.put / f.raw_write, 0.9, "raw write+fsync");
     line("large get (verified)", format!("{:>9.1} MB/s", mb(f.get)), f.get / f.sha256, 0.8, "SHA-256");
     line("4 KiB puts, sync_writes", format!("{:>9.0} ops/s", f.small_puts), f.small_puts / f.serial_fsync, 3.0, "serial loop");
-    line(
-        "4 KiB puts, PutMany x256",
-        format!("{:>9.0} ops/s", f.batched_puts),
-        f.batched_puts / f.serial_fsync,
-        3.0,
-        "serial loop",
-    );
+    line("4 KiB puts, PutMany x256", format!("{:>9.0} ops/s", f.batched_puts), f.batched_puts / f.serial_fsync, 3.0, "serial loop");
     let rss_mib = f.peak_rss as f64 / (1 << 20) as f64;
     println!(
         "strata   server peak RSS              {rss_mib:>9.1} MiB (target <= 100 MiB) {}",
@@ -193,11 +187,7 @@ pub(super) async fn large_put(c: &mut client::Client, size: u64) -> anyhow::Resu
 
 pub(super) async fn large_get(c: &mut client::Client, size: u64) -> anyhow::Result<f64> {
     let start = Instant::now();
-    let mut s = c
-        .get(pb::GetRequest { key: "bench/large".into(), ..Default::default() })
-        .await
-        .map_err(client::status)?
-        .into_inner();
+    let mut s = c.get(pb::GetRequest { key: "bench/large".into(), ..Default::default() }).await.map_err(client::status)?.into_inner();
     let mut got = 0u64;
     while let Some(m) = s.message().await.map_err(client::status)? {
         if let Some(pb::get_response::Part::Chunk(b)) = m.part {
@@ -276,11 +266,7 @@ async fn batched_puts(url: &str, time: Duration) -> anyhow::Result<f64> {
 
 /// One PutMany batch; any item's failure fails the bench.
 pub(super) async fn put_many(c: &mut client::Client, items: Vec<pb::PutManyItem>) -> anyhow::Result<()> {
-    let res = c
-        .put_many(futures::stream::iter(vec![pb::PutManyRequest { items }]))
-        .await
-        .map_err(client::status)?
-        .into_inner();
+    let res = c.put_many(futures::stream::iter(vec![pb::PutManyRequest { items }])).await.map_err(client::status)?.into_inner();
     if let Some(bad) = res.results.iter().find(|r| !r.error.is_empty()) {
         bail!("a batched put failed: {}", bad.error);
     }

@@ -106,7 +106,8 @@ async fn locks(urls: &[String], clients: u64, time: Duration, shared: bool) -> a
             let name = if shared { "bench-shared".to_string() } else { format!("bench-{i}") };
             let mut done = 0u64;
             while Instant::now() < deadline {
-                let req = pb::LockAcquireRequest { name: name.clone(), holder: format!("bench-{i}-{done}"), ttl_ms: 10_000, wait_ms: 10_000 };
+                let req =
+                    pb::LockAcquireRequest { name: name.clone(), holder: format!("bench-{i}-{done}"), ttl_ms: 10_000, wait_ms: 10_000 };
                 let g = c.lock_acquire(req).await?.into_inner();
                 c.lock_release(pb::LockReleaseRequest { name: name.clone(), token: g.token }).await?;
                 done += 1;

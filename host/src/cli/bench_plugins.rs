@@ -10,9 +10,7 @@ use anyhow::Context;
 
 use super::bench::Child;
 use crate::config::Config;
-use crate::plugin::{
-    Consistency, Health, NodeInfo, ObjectInfo, Plugins, ReplicationPolicy, Scalar, Topology, Value,
-};
+use crate::plugin::{Consistency, Health, NodeInfo, ObjectInfo, Plugins, ReplicationPolicy, Scalar, Topology, Value};
 
 #[derive(clap::Args, Debug)]
 pub struct BenchPluginsArgs {
@@ -125,13 +123,7 @@ async fn bench(args: &BenchPluginsArgs) -> anyhow::Result<()> {
 fn measure(plugins: &Plugins, calls: usize, node_count: usize) -> anyhow::Result<()> {
     let topology = Topology::new(nodes(node_count));
     let candidates: Vec<u32> = (0..node_count as u32).collect();
-    let policy = ReplicationPolicy {
-        replicas: 3,
-        min_replicas: 1,
-        max_replicas: 3,
-        consistency: Consistency::Strong,
-        params: vec![],
-    };
+    let policy = ReplicationPolicy { replicas: 3, min_replicas: 1, max_replicas: 3, consistency: Consistency::Strong, params: vec![] };
     let object = |i: usize| ObjectInfo {
         bucket: "models".into(),
         key: format!("llama-70b/shard-{i:05}"),

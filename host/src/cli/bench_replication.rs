@@ -135,10 +135,8 @@ async fn bench(args: &BenchReplicationArgs, raw: f64, nodes: &mut [Child]) -> an
     eprintln!("getting it back through node 1 ...");
     let get = large_get(&mut clients[1], args.size).await?;
     println!("strata   large get (strong, verified) {:>9.1} MB/s", mb(get));
-    let rss: Vec<String> = nodes[..3]
-        .iter()
-        .map(|n| n.peak_rss().map(|b| format!("{:.1}", b as f64 / (1 << 20) as f64)))
-        .collect::<anyhow::Result<_>>()?;
+    let rss: Vec<String> =
+        nodes[..3].iter().map(|n| n.peak_rss().map(|b| format!("{:.1}", b as f64 / (1 << 20) as f64))).collect::<anyhow::Result<_>>()?;
     println!("strata   peak RSS of the 3 nodes        {} MiB (coordinator first)", rss.join(" / "));
 
     eprintln!("4 KiB puts from {} clients ...", args.concurrency);
@@ -154,10 +152,7 @@ async fn bench(args: &BenchReplicationArgs, raw: f64, nodes: &mut [Child]) -> an
             .map(|i| {
                 let mut d = data.clone();
                 d[..8].copy_from_slice(&(i as u64).to_le_bytes());
-                pb::PutManyItem {
-                    header: Some(pb::PutHeader { key: format!("bench/repair/{i}"), ..Default::default() }),
-                    data: d.into(),
-                }
+                pb::PutManyItem { header: Some(pb::PutHeader { key: format!("bench/repair/{i}"), ..Default::default() }), data: d.into() }
             })
             .collect();
         let r = clients[0].put_many(futures::stream::iter(vec![pb::PutManyRequest { items }])).await?.into_inner();

@@ -81,28 +81,17 @@ fn item(i: u64) -> pb::PutManyItem {
         ("title".to_string(), value(pb::value::Kind::String(title))),
     ];
     pb::PutManyItem {
-        header: Some(pb::PutHeader {
-            key: format!("obj/{i:08}"),
-            attributes: attributes.into_iter().collect(),
-            ..Default::default()
-        }),
+        header: Some(pb::PutHeader { key: format!("obj/{i:08}"), attributes: attributes.into_iter().collect(), ..Default::default() }),
         data: Bytes::from(i.to_le_bytes().to_vec()),
     }
 }
 
 fn condition(field: &str, op: &str, values: Vec<pb::Value>) -> pb::Filter {
-    pb::Filter {
-        kind: Some(pb::filter::Kind::Condition(pb::Condition { field: field.into(), op: op.into(), values })),
-    }
+    pb::Filter { kind: Some(pb::filter::Kind::Condition(pb::Condition { field: field.into(), op: op.into(), values })) }
 }
 
 async fn create_index(c: &mut client::Client, name: &str, field: &str, kind: &str) -> anyhow::Result<pb::IndexInfo> {
-    let req = pb::CreateIndexRequest {
-        name: name.into(),
-        fields: vec![field.into()],
-        r#type: kind.into(),
-        ..Default::default()
-    };
+    let req = pb::CreateIndexRequest { name: name.into(), fields: vec![field.into()], r#type: kind.into(), ..Default::default() };
     Ok(c.create_index(req).await.map_err(client::status)?.into_inner())
 }
 
@@ -152,7 +141,13 @@ async fn time_search(c: &mut client::Client, filter: &pb::Filter, runs: u64, no_
     let r = last.expect("runs >= 1");
     server.sort_by(f64::total_cmp);
     Ok(Timing {
-        server_p50: server[server.len() / 2], p50: at(0.5), p99: at(0.99), found: r.objects.len(), scanned: r.scanned, plan: r.plan })
+        server_p50: server[server.len() / 2],
+        p50: at(0.5),
+        p99: at(0.99),
+        found: r.objects.len(),
+        scanned: r.scanned,
+        plan: r.plan,
+    })
 }
 
 async fn bench(args: &BenchSearchArgs) -> anyhow::Result<()> {

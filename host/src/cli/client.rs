@@ -31,9 +31,7 @@ pub async fn connect(addr: &str) -> anyhow::Result<Client> {
         .connect()
         .await
         .map_err(|e| anyhow!("cannot reach a strata server at {addr} ({e}); is `strata serve` running?"))?;
-    Ok(StrataClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE))
+    Ok(StrataClient::new(channel).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE))
 }
 
 /// One line: what the server said and its status code.
@@ -54,9 +52,7 @@ fn progress(len: Option<u64>) -> ProgressBar {
         Some(n) => ProgressBar::new(n),
         None => ProgressBar::no_length(),
     };
-    if let Ok(style) = ProgressStyle::with_template(
-        "{bar:40.cyan/blue} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-    ) {
+    if let Ok(style) = ProgressStyle::with_template("{bar:40.cyan/blue} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}") {
         pb.set_style(style);
     }
     pb
@@ -64,9 +60,7 @@ fn progress(len: Option<u64>) -> ProgressBar {
 
 /// Parses `name=value`: numbers, booleans and JSON arrays keep their type.
 fn attribute(s: &str) -> anyhow::Result<(String, pb::Value)> {
-    let (k, v) = s
-        .split_once('=')
-        .ok_or_else(|| anyhow!("-m {s:?}: write attributes as name=value"))?;
+    let (k, v) = s.split_once('=').ok_or_else(|| anyhow!("-m {s:?}: write attributes as name=value"))?;
     let json = match serde_json::from_str::<serde_json::Value>(v) {
         Ok(j @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_) | serde_json::Value::Array(_))) => j,
         Ok(serde_json::Value::String(s)) => serde_json::Value::String(s),
@@ -108,19 +102,11 @@ pub async fn run(addr: &str, cmd: Cmd) -> anyhow::Result<()> {
                 let data = tokio::fs::read(f).await.with_context(|| format!("cannot read {}", f.display()))?;
                 let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default();
                 items.push(pb::PutManyItem {
-                    header: Some(pb::PutHeader {
-                        bucket: bucket(b.clone()),
-                        key: format!("{prefix}{name}"),
-                        ..Default::default()
-                    }),
+                    header: Some(pb::PutHeader { bucket: bucket(b.clone()), key: format!("{prefix}{name}"), ..Default::default() }),
                     data: Bytes::from(data),
                 });
             }
-            let res = c
-                .put_many(futures::stream::iter(vec![pb::PutManyRequest { items }]))
-                .await
-                .map_err(status)?
-                .into_inner();
+            let res = c.put_many(futures::stream::iter(vec![pb::PutManyRequest { items }])).await.map_err(status)?.into_inner();
             let mut failed = 0;
             for r in res.results {
                 if r.error.is_empty() {
@@ -152,11 +138,7 @@ pub async fn run(addr: &str, cmd: Cmd) -> anyhow::Result<()> {
             }
             if keys.len() == 1 {
                 let r = c
-                    .delete(pb::DeleteRequest {
-                        bucket: bucket(b),
-                        key: keys[0].clone(),
-                        version: version.unwrap_or_default(),
-                    })
+                    .delete(pb::DeleteRequest { bucket: bucket(b), key: keys[0].clone(), version: version.unwrap_or_default() })
                     .await
                     .map_err(status)?
                     .into_inner();
@@ -167,11 +149,7 @@ pub async fn run(addr: &str, cmd: Cmd) -> anyhow::Result<()> {
                 }
             } else {
                 let n = keys.len();
-                let r = c
-                    .delete_many(pb::DeleteManyRequest { bucket: bucket(b), keys })
-                    .await
-                    .map_err(status)?
-                    .into_inner();
+                let r = c.delete_many(pb::DeleteManyRequest { bucket: bucket(b), keys }).await.map_err(status)?.into_inner();
                 let mut failed = 0;
                 for item in r.results {
                     if item.error.is_empty() {
@@ -215,19 +193,11 @@ pub async fn run(addr: &str, cmd: Cmd) -> anyhow::Result<()> {
             output::object(&info, json);
         }
         Cmd::Restore { key, version, bucket: b, json } => {
-            let info = c
-                .restore(pb::RestoreRequest { bucket: bucket(b), key, version })
-                .await
-                .map_err(status)?
-                .into_inner();
+            let info = c.restore(pb::RestoreRequest { bucket: bucket(b), key, version }).await.map_err(status)?.into_inner();
             output::object(&info, json);
         }
         Cmd::Versions { key, bucket: b, json } => {
-            let v = c
-                .list_versions(pb::ListVersionsRequest { bucket: bucket(b), key })
-                .await
-                .map_err(status)?
-                .into_inner();
+            let v = c.list_versions(pb::ListVersionsRequest { bucket: bucket(b), key }).await.map_err(status)?.into_inner();
             output::versions(&v.versions, json);
         }
         Cmd::Bucket { cmd } => match cmd {
@@ -364,11 +334,7 @@ pub async fn run(addr: &str, cmd: Cmd) -> anyhow::Result<()> {
                         eprint!("\rbackfilling {}: {:5.1}%", info.name, info.progress * 100.0);
                     }
                     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                    let all = c
-                        .list_indexes(pb::ListIndexesRequest { bucket: info.bucket.clone() })
-                        .await
-                        .map_err(status)?
-                        .into_inner();
+                    let all = c.list_indexes(pb::ListIndexesRequest { bucket: info.bucket.clone() }).await.map_err(status)?.into_inner();
                     info = all
                         .indexes
                         .into_iter()
@@ -384,11 +350,7 @@ pub async fn run(addr: &str, cmd: Cmd) -> anyhow::Result<()> {
                 output::indexes(std::slice::from_ref(&info), false);
             }
             IndexCmd::Ls { bucket, json } => {
-                let r = c
-                    .list_indexes(pb::ListIndexesRequest { bucket: bucket.unwrap_or_default() })
-                    .await
-                    .map_err(status)?
-                    .into_inner();
+                let r = c.list_indexes(pb::ListIndexesRequest { bucket: bucket.unwrap_or_default() }).await.map_err(status)?.into_inner();
                 output::indexes(&r.indexes, json);
             }
             IndexCmd::Rm { name, bucket } => {
@@ -398,18 +360,20 @@ pub async fn run(addr: &str, cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Health => {
             let channel = tonic::transport::Endpoint::from_shared(addr.to_string())?.connect().await?;
             let mut h = tonic_health::pb::health_client::HealthClient::new(channel);
-            let r = h
-                .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
-                .await
-                .map_err(status)?
-                .into_inner();
+            let r = h.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.map_err(status)?.into_inner();
             let serving = r.status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
             println!("{}", if serving { "SERVING" } else { "NOT_SERVING" });
             if !serving {
                 bail!("the server is not serving");
             }
         }
-        Cmd::Serve { .. } | Cmd::Fsck { .. } | Cmd::Bench(_) | Cmd::BenchPlugins(_) | Cmd::BenchSearch(_) | Cmd::BenchCluster(_) | Cmd::BenchReplication(_) => bail!("serve, fsck and bench are not client commands"),
+        Cmd::Serve { .. }
+        | Cmd::Fsck { .. }
+        | Cmd::Bench(_)
+        | Cmd::BenchPlugins(_)
+        | Cmd::BenchSearch(_)
+        | Cmd::BenchCluster(_)
+        | Cmd::BenchReplication(_) => bail!("serve, fsck and bench are not client commands"),
     }
     Ok(())
 }
@@ -430,9 +394,7 @@ fn parse_range(r: Option<&str>) -> anyhow::Result<(u64, u64)> {
 }
 
 pub async fn put_file(c: &mut Client, mut header: pb::PutHeader, path: &Path) -> anyhow::Result<pb::ObjectInfo> {
-    let f = tokio::fs::File::open(path)
-        .await
-        .with_context(|| format!("cannot open {}", path.display()))?;
+    let f = tokio::fs::File::open(path).await.with_context(|| format!("cannot open {}", path.display()))?;
     let len = f.metadata().await?.len();
     header.size = Some(len);
     put_reader(c, header, f, Some(len)).await
@@ -447,9 +409,7 @@ pub async fn put_reader<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
 ) -> anyhow::Result<pb::ObjectInfo> {
     let pb_bar = progress(len);
     let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tx.send(pb::PutRequest { part: Some(pb::put_request::Part::Header(header)) })
-        .await
-        .expect("receiver alive");
+    tx.send(pb::PutRequest { part: Some(pb::put_request::Part::Header(header)) }).await.expect("receiver alive");
     let bar = pb_bar.clone();
     let reader = tokio::spawn(async move {
         loop {
@@ -510,9 +470,7 @@ async fn get_to_file(c: &mut Client, req: pb::GetRequest, path: &Path) -> anyhow
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().ok_or_else(|| anyhow!("-o {}: not a file name", path.display()))?;
     let tmp: PathBuf = dir.join(format!(".{}.strata-partial-{:08x}", name.to_string_lossy(), rand::random::<u32>()));
-    let mut f = tokio::fs::File::create(&tmp)
-        .await
-        .with_context(|| format!("cannot write into {}", dir.display()))?;
+    let mut f = tokio::fs::File::create(&tmp).await.with_context(|| format!("cannot write into {}", dir.display()))?;
     let r = get_into(c, req, &mut f).await;
     let r = match r {
         Ok(_) => f.flush().await.map_err(anyhow::Error::from),
@@ -521,9 +479,7 @@ async fn get_to_file(c: &mut Client, req: pb::GetRequest, path: &Path) -> anyhow
     drop(f);
     match r {
         Ok(()) => {
-            tokio::fs::rename(&tmp, path)
-                .await
-                .with_context(|| format!("cannot create {}", path.display()))?;
+            tokio::fs::rename(&tmp, path).await.with_context(|| format!("cannot create {}", path.display()))?;
             Ok(())
         }
         Err(e) => {
@@ -537,9 +493,7 @@ async fn get_to_file(c: &mut Client, req: pb::GetRequest, path: &Path) -> anyhow
 fn parse_node(spec: &str) -> anyhow::Result<pb::Node> {
     let mut node = pb::Node::default();
     for part in spec.split(',').filter(|p| !p.is_empty()) {
-        let (k, v) = part
-            .split_once('=')
-            .ok_or_else(|| anyhow::anyhow!("--node {spec:?}: {part:?} is not key=value"))?;
+        let (k, v) = part.split_once('=').ok_or_else(|| anyhow::anyhow!("--node {spec:?}: {part:?} is not key=value"))?;
         let size = |v: &str| crate::config::parse_size(v).map_err(|e| anyhow::anyhow!("--node {spec:?}: {k}: {e}"));
         match k {
             "id" => node.id = v.into(),
@@ -548,13 +502,11 @@ fn parse_node(spec: &str) -> anyhow::Result<pb::Node> {
             "zone" => node.zone = v.into(),
             "capacity" => node.capacity_total = size(v)?,
             "available" => node.capacity_available = size(v)?,
-            "load" => {
-                node.load = v.parse().map_err(|_| anyhow::anyhow!("--node {spec:?}: load {v:?} is not a number"))?
-            }
+            "load" => node.load = v.parse().map_err(|_| anyhow::anyhow!("--node {spec:?}: load {v:?} is not a number"))?,
             "health" => node.health = v.into(),
-            other => anyhow::bail!(
-                "--node {spec:?}: unknown key {other:?}; use id, address, region, zone, capacity, available, load, health"
-            ),
+            other => {
+                anyhow::bail!("--node {spec:?}: unknown key {other:?}; use id, address, region, zone, capacity, available, load, health")
+            }
         }
     }
     if node.id.is_empty() {

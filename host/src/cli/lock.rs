@@ -26,7 +26,10 @@ pub async fn run(c: &mut Client, cmd: LockCmd) -> anyhow::Result<()> {
             let req = pb::LockAcquireRequest { name, holder: h.unwrap_or_else(holder), ttl_ms: ms(ttl), wait_ms: ms(wait) };
             let g = c.lock_acquire(req).await.map_err(status)?.into_inner();
             println!("{}", g.token);
-            eprintln!("locked {} for {} (token {}, lease {ttl:?}); release with `strata lock release {} {}`", g.name, g.holder, g.token, g.name, g.token);
+            eprintln!(
+                "locked {} for {} (token {}, lease {ttl:?}); release with `strata lock release {} {}`",
+                g.name, g.holder, g.token, g.name, g.token
+            );
         }
         LockCmd::Renew { name, token, ttl } => {
             c.lock_renew(pb::LockRenewRequest { name, token, ttl_ms: ms(ttl) }).await.map_err(status)?;

@@ -3,8 +3,8 @@
 
 mod bench;
 mod bench_cluster;
-mod bench_replication;
 mod bench_plugins;
+mod bench_replication;
 mod bench_search;
 mod client;
 mod lock;
@@ -263,7 +263,9 @@ pub enum BucketCmd {
         #[arg(long)]
         json: bool,
     },
-    Rm { name: String },
+    Rm {
+        name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

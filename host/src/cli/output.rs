@@ -17,8 +17,7 @@ fn value(v: &pb::Value) -> Value {
 
 pub fn object_json(o: &pb::ObjectInfo) -> Value {
     let attrs: serde_json::Map<String, Value> = o.attributes.iter().map(|(k, v)| (k.clone(), value(v))).collect();
-    let replicas: Vec<Value> =
-        o.replicas.iter().map(|r| json!({"node_id": r.node_id, "address": r.address, "state": r.state})).collect();
+    let replicas: Vec<Value> = o.replicas.iter().map(|r| json!({"node_id": r.node_id, "address": r.address, "state": r.state})).collect();
     json!({
         "bucket": o.bucket, "key": o.key, "version": o.version, "digest": o.digest,
         "size": o.size, "content_type": o.content_type, "attributes": attrs,
@@ -81,10 +80,7 @@ pub fn versions(list: &[pb::ObjectInfo], json: bool) {
 
 pub fn buckets(list: &[pb::Bucket], json: bool) {
     if json {
-        let v: Vec<Value> = list
-            .iter()
-            .map(|b| json!({"name": b.name, "created_ms": b.created_ms, "objects": b.object_count}))
-            .collect();
+        let v: Vec<Value> = list.iter().map(|b| json!({"name": b.name, "created_ms": b.created_ms, "objects": b.object_count})).collect();
         println!("{}", Value::Array(v));
         return;
     }
@@ -117,7 +113,11 @@ pub fn stats(s: &pb::StatsResponse, json: bool) {
     println!("versions:         {}", s.versions);
     println!("blobs:            {}", s.blobs);
     println!("logical bytes:    {}", s.logical_bytes);
-    println!("physical bytes:   {}{}", s.physical_bytes, if s.max_size > 0 { format!(" of {} allowed", s.max_size) } else { String::new() });
+    println!(
+        "physical bytes:   {}{}",
+        s.physical_bytes,
+        if s.max_size > 0 { format!(" of {} allowed", s.max_size) } else { String::new() }
+    );
     println!("dedup ratio:      {:.2}", s.dedup_ratio);
     println!("cache hit ratio:  {:.2} ({} hits, {} misses)", s.cache_hit_ratio, s.cache_hits, s.cache_misses);
     println!("corrupt blobs:    {}", s.corrupt_blobs);
@@ -239,10 +239,7 @@ pub fn cluster(v: &pb::ClusterView, json: bool) {
             n.applied
         );
     }
-    println!(
-        "cluster {}, term {}, applied index {}, epoch {}, answered by node {}",
-        v.cluster_id, v.term, v.applied, v.epoch, v.node_id
-    );
+    println!("cluster {}, term {}, applied index {}, epoch {}, answered by node {}", v.cluster_id, v.term, v.applied, v.epoch, v.node_id);
     let p = v.placement.unwrap_or_default();
     println!(
         "replication on this node: {} copies owed ({} retrying, oldest {} ms); since start checked {} versions, queued {} copies ({}), dropped {} surplus",

@@ -65,11 +65,7 @@ impl LogStore {
     }
 
     async fn get_meta<T: DeserializeOwned>(&self, k: &str) -> io::Result<Option<T>> {
-        let row = sqlx::query("SELECT v FROM raft_meta WHERE k = ?")
-            .bind(k)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(to_io)?;
+        let row = sqlx::query("SELECT v FROM raft_meta WHERE k = ?").bind(k).fetch_optional(&self.pool).await.map_err(to_io)?;
         row.map(|r| decode(&r.get::<Vec<u8>, _>(0))).transpose()
     }
 
@@ -125,10 +121,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let last_purged_log_id: Option<LogId> = self.get_meta("last_purged").await?;
-        let row = sqlx::query("SELECT entry FROM raft_log ORDER BY idx DESC LIMIT 1")
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(to_io)?;
+        let row = sqlx::query("SELECT entry FROM raft_log ORDER BY idx DESC LIMIT 1").fetch_optional(&self.pool).await.map_err(to_io)?;
         let last_log_id = match row {
             Some(r) => Some(decode::<Entry>(&r.get::<Vec<u8>, _>(0))?.log_id),
             None => last_purged_log_id,
@@ -157,17 +150,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let rows: Vec<serde_json::Value> = entries
-            .into_iter()
-            .map(|e| Ok(serde_json::json!([e.log_id.index, hex::encode(encode(&e)?)])))
-            .collect::<io::Result<_>>()?;
-        let done = sqlx::query(
-            "INSERT OR REPLACE INTO raft_log (idx, entry) SELECT j.value ->> 0, unhex(j.value ->> 1) FROM json_each(?) j",
-        )
-        .bind(serde_json::Value::Array(rows).to_string())
-        .execute(&self.pool)
-        .await
-        .map_err(to_io);
+        let rows: Vec<serde_json::Value> =
+            entries.into_iter().map(|e| Ok(serde_json::json!([e.log_id.index, hex::encode(encode(&e)?)]))).collect::<io::Result<_>>()?;
+        let done =
+            sqlx::query("INSERT OR REPLACE INTO raft_log (idx, entry) SELECT j.value ->> 0, unhex(j.value ->> 1) FROM json_each(?) j")
+                .bind(serde_json::Value::Array(rows).to_string())
+                .execute(&self.pool)
+                .await
+                .map_err(to_io);
         // The statement is its own transaction: committed, it is on disk.
         match done {
             Ok(_) => {
@@ -194,11 +184,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .execute(&mut *tx)
             .await
             .map_err(to_io)?;
-        sqlx::query("DELETE FROM raft_log WHERE idx <= ?")
-            .bind(log_id.index as i64)
-            .execute(&mut *tx)
-            .await
-            .map_err(to_io)?;
+        sqlx::query("DELETE FROM raft_log WHERE idx <= ?").bind(log_id.index as i64).execute(&mut *tx).await.map_err(to_io)?;
         tx.commit().await.map_err(to_io)
     }
 }

@@ -134,16 +134,9 @@ fn status_err(s: Status) -> RPCError<TypeConfig> {
 }
 
 impl Conn {
-    async fn call<Q: Serialize, A: DeserializeOwned>(
-        &mut self,
-        which: u8,
-        msg: &Q,
-        timeout: Duration,
-    ) -> Result<A, RPCError<TypeConfig>> {
-        let client = self
-            .client
-            .as_mut()
-            .ok_or_else(|| RPCError::Unreachable(Unreachable::from_string("the peer's address is not a valid URI")))?;
+    async fn call<Q: Serialize, A: DeserializeOwned>(&mut self, which: u8, msg: &Q, timeout: Duration) -> Result<A, RPCError<TypeConfig>> {
+        let client =
+            self.client.as_mut().ok_or_else(|| RPCError::Unreachable(Unreachable::from_string("the peer's address is not a valid URI")))?;
         let mut req = Request::new(pb::RaftBytes { data: serde_json::to_vec(msg).map_err(net_err)? });
         req.set_timeout(timeout);
         self.secret.attach(&mut req, &self.addr);

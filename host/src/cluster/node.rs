@@ -191,9 +191,10 @@ impl Cluster {
         };
         self.detector.record(beat.clone(), now);
         let members = self.members();
-        let sends = members.iter().filter(|(id, ..)| *id != self.id).map(|(_, n, _)| {
-            self.network.call::<_, ()>(&n.addr, Call::Heartbeat, &beat, self.heartbeat)
-        });
+        let sends = members
+            .iter()
+            .filter(|(id, ..)| *id != self.id)
+            .map(|(_, n, _)| self.network.call::<_, ()>(&n.addr, Call::Heartbeat, &beat, self.heartbeat));
         futures::future::join_all(sends).await;
         let ids: Vec<u64> = members.iter().map(|(id, ..)| *id).collect();
         self.detector.evaluate(&ids, Instant::now());
@@ -272,17 +273,14 @@ async fn node_id(pool: &sqlx::SqlitePool, configured: Option<u64>) -> anyhow::Re
         .transpose()
         .map_err(to_io)?;
     match (kept, configured) {
-        (Some(k), Some(c)) if k as u64 != c => anyhow::bail!(
-            "cluster.node_id is {c} but this data directory belongs to node {k}; a node id never changes"
-        ),
+        (Some(k), Some(c)) if k as u64 != c => {
+            anyhow::bail!("cluster.node_id is {c} but this data directory belongs to node {k}; a node id never changes")
+        }
         (Some(k), _) => Ok(k as u64),
         (None, c) => {
             // Ids are never reused, so a random one: 1..=i64::MAX.
             let id = c.unwrap_or_else(|| rand::random_range(1..=i64::MAX as u64));
-            sqlx::query("INSERT INTO raft_meta (k, v) VALUES ('node_id', ?)")
-                .bind(serde_json::to_vec(&(id as i64))?)
-                .execute(pool)
-                .await?;
+            sqlx::query("INSERT INTO raft_meta (k, v) VALUES ('node_id', ?)").bind(serde_json::to_vec(&(id as i64))?).execute(pool).await?;
             Ok(id)
         }
     }

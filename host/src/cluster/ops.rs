@@ -13,8 +13,8 @@ use openraft::{ChangeMembers, ReadPolicy};
 use tonic::Status;
 
 use super::network::{Call, not_leader};
-use super::now_ms;
 use super::node::{Cluster, JoinRequest};
+use super::now_ms;
 use super::state::ClusterState;
 use super::types::{Cmd, CmdResult, LockGrant, NodeMeta};
 
@@ -47,9 +47,8 @@ impl Cluster {
 
     /// Proposes `cmd` if this node leads; otherwise names the leader.
     pub async fn propose(&self, cmd: Cmd) -> Result<Result<CmdResult, Elsewhere>, Status> {
-        let r = tokio::time::timeout(COMMIT_WAIT, self.raft.client_write(cmd.stamped(now_ms())))
-            .await
-            .map_err(|_| no_quorum("the change"))?;
+        let r =
+            tokio::time::timeout(COMMIT_WAIT, self.raft.client_write(cmd.stamped(now_ms()))).await.map_err(|_| no_quorum("the change"))?;
         match r.decompose() {
             Ok(Ok(r)) => Ok(Ok(r.data)),
             Ok(Err(ClientWriteError::ForwardToLeader(f))) => Ok(Err(f.leader_node)),
@@ -82,9 +81,7 @@ impl Cluster {
                 Err(None) => "no leader is known".to_string(),
             };
             if Instant::now() >= deadline {
-                return Err(Status::unavailable(format!(
-                    "cannot commit: {why} (waited {LEADER_WAIT:?}); is a majority of voters up?"
-                )));
+                return Err(Status::unavailable(format!("cannot commit: {why} (waited {LEADER_WAIT:?}); is a majority of voters up?")));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -200,11 +197,8 @@ impl Cluster {
         // Retired first: if the leader steps down once the change commits
         // (it removed itself), the id is already never to return.
         self.write(Cmd::Retire { id }).await?;
-        let change = if *voter {
-            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
-        } else {
-            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
-        };
+        let change =
+            if *voter { ChangeMembers::RemoveVoters(BTreeSet::from([id])) } else { ChangeMembers::RemoveNodes(BTreeSet::from([id])) };
         let r = tokio::time::timeout(COMMIT_WAIT * 2, self.raft.change_membership(change, false))
             .await
             .map_err(|_| no_quorum("the removal"))?;
@@ -234,10 +228,8 @@ impl Cluster {
     pub async fn leave(&self) -> Result<(), Status> {
         self.remove(self.id).await?;
         self.left.store(true, std::sync::atomic::Ordering::Relaxed);
-        *self.problem.lock().expect("problem") = Some(format!(
-            "node {} left the cluster; its id is retired: start it with an empty data directory to join again",
-            self.id
-        ));
+        *self.problem.lock().expect("problem") =
+            Some(format!("node {} left the cluster; its id is retired: start it with an empty data directory to join again", self.id));
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "stopping raft after leaving");
         }

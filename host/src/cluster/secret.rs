@@ -3,7 +3,6 @@
 
 use std::fmt;
 
-
 use hmac::{Hmac, KeyInit, Mac as _};
 use sha2::Sha256;
 use tonic::{Request, Status};
@@ -32,11 +31,10 @@ impl Secret {
     /// Reads the secret `[cluster]` names; the error says what to fix.
     pub fn load(c: &ClusterConfig) -> Result<Secret, String> {
         let text = match (&c.secret_file, &c.secret_env) {
-            (Some(path), None) => std::fs::read_to_string(path)
-                .map_err(|e| format!("cluster.secret_file: cannot read {}: {e}", path.display()))?,
-            (None, Some(var)) => {
-                std::env::var(var).map_err(|_| format!("cluster.secret_env: environment variable {var} is not set"))?
+            (Some(path), None) => {
+                std::fs::read_to_string(path).map_err(|e| format!("cluster.secret_file: cannot read {}: {e}", path.display()))?
             }
+            (None, Some(var)) => std::env::var(var).map_err(|_| format!("cluster.secret_env: environment variable {var} is not set"))?,
             _ => return Err("cluster: set exactly one of secret_file and secret_env".into()),
         };
         let text = text.trim().to_string();
@@ -84,7 +82,9 @@ impl Secret {
         }
         match self.mac(at, me).verify_slice(&proof) {
             Ok(()) => Ok(()),
-            Err(_) => refuse(&format!("wrong cluster secret, or the call was not meant for {me} (join through a node's advertised address)")),
+            Err(_) => {
+                refuse(&format!("wrong cluster secret, or the call was not meant for {me} (join through a node's advertised address)"))
+            }
         }
     }
 }

@@ -84,10 +84,7 @@ pub struct StateMachine {
 impl StateMachine {
     /// Loads the applied state from the Raft database.
     pub async fn open(pool: SqlitePool) -> io::Result<Arc<Self>> {
-        let row = sqlx::query("SELECT v FROM raft_state WHERE k = 'state'")
-            .fetch_optional(&pool)
-            .await
-            .map_err(to_io)?;
+        let row = sqlx::query("SELECT v FROM raft_state WHERE k = 'state'").fetch_optional(&pool).await.map_err(to_io)?;
         let state = match row {
             Some(r) => decode(&r.get::<Vec<u8>, _>(0))?,
             None => ClusterState::default(),
@@ -198,10 +195,7 @@ impl RaftStateMachine<TypeConfig> for Arc<StateMachine> {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        let row = sqlx::query("SELECT v FROM raft_state WHERE k = 'snapshot'")
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(to_io)?;
+        let row = sqlx::query("SELECT v FROM raft_state WHERE k = 'snapshot'").fetch_optional(&self.pool).await.map_err(to_io)?;
         row.map(|r| {
             let s: StoredSnapshot = decode(&r.get::<Vec<u8>, _>(0))?;
             Ok(Snapshot { meta: s.meta, snapshot: s.data })

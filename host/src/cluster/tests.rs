@@ -16,12 +16,8 @@ struct Builder;
 impl StoreBuilder<TypeConfig, LogStore, Arc<StateMachine>, tempfile::TempDir> for Builder {
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, Arc<StateMachine>), StorageError<TypeConfig>> {
         let dir = tempfile::tempdir().map_err(|e| StorageError::write(TypeConfig::err_from_error(&e)))?;
-        let pool = open(Some(&dir.path().join("raft.db")))
-            .await
-            .map_err(|e| StorageError::write(TypeConfig::err_from_error(&e)))?;
-        let sm = StateMachine::open(pool.clone())
-            .await
-            .map_err(|e| StorageError::write(TypeConfig::err_from_error(&e)))?;
+        let pool = open(Some(&dir.path().join("raft.db"))).await.map_err(|e| StorageError::write(TypeConfig::err_from_error(&e)))?;
+        let sm = StateMachine::open(pool.clone()).await.map_err(|e| StorageError::write(TypeConfig::err_from_error(&e)))?;
         Ok((dir, LogStore::new(pool), sm))
     }
 }

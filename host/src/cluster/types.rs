@@ -24,22 +24,45 @@ pub struct NodeMeta {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Cmd {
     /// Names the cluster; proposed once, right after `init`.
-    SetClusterId { id: String },
+    SetClusterId {
+        id: String,
+    },
     /// Sets (or replaces) a bucket's replication policy.
-    SetBucketPolicy { bucket: String, policy: BucketPolicy },
-    RemoveBucketPolicy { bucket: String },
+    SetBucketPolicy {
+        bucket: String,
+        policy: BucketPolicy,
+    },
+    RemoveBucketPolicy {
+        bucket: String,
+    },
     /// Moves the cluster epoch on by one.
     BumpEpoch,
     /// Grants `name` to `holder` for `ttl_ms` unless someone else holds it.
     /// `request` is unique per acquisition, so a retried proposal whose
     /// first try committed is recognised.
-    Lock { name: String, holder: String, request: u64, ttl_ms: u64, now_ms: u64 },
+    Lock {
+        name: String,
+        holder: String,
+        request: u64,
+        ttl_ms: u64,
+        now_ms: u64,
+    },
     /// Extends the lease of the grant `token`.
-    Renew { name: String, token: u64, ttl_ms: u64, now_ms: u64 },
+    Renew {
+        name: String,
+        token: u64,
+        ttl_ms: u64,
+        now_ms: u64,
+    },
     /// Ends the grant `token`.
-    Unlock { name: String, token: u64 },
+    Unlock {
+        name: String,
+        token: u64,
+    },
     /// Remembers that a removed node's id may never come back.
-    Retire { id: u64 },
+    Retire {
+        id: u64,
+    },
 }
 
 impl fmt::Display for Cmd {

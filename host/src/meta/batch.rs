@@ -120,9 +120,7 @@ async fn commit_in(conn: &mut SqliteConnection, policy: &Policy<'_>, items: &[Ne
         };
         let refused = match (&item.condition, &cur_version) {
             (Condition::IfAbsent, Some(v)) => Some(format!("it exists (version {v})")),
-            (Condition::IfVersion(want), Some(v)) if v != want => {
-                Some(format!("current version is {v}, not {want}"))
-            }
+            (Condition::IfVersion(want), Some(v)) if v != want => Some(format!("current version is {v}, not {want}")),
             (Condition::IfVersion(want), None) => Some(format!("it has no live version, not {want}")),
             _ => None,
         };
@@ -282,9 +280,7 @@ async fn recorded_requests(
     .bind(Value::Array(wanted).to_string())
     .fetch_all(&mut *conn)
     .await?;
-    rows.iter()
-        .map(|r| Ok(((r.try_get("bucket")?, r.try_get("request_id")?), (r.try_get("key")?, r.try_get("version")?))))
-        .collect()
+    rows.iter().map(|r| Ok(((r.try_get("bucket")?, r.try_get("request_id")?), (r.try_get("key")?, r.try_get("version")?)))).collect()
 }
 
 async fn existing_buckets(conn: &mut SqliteConnection, items: &[NewVersion]) -> Result<HashSet<String>, MetaError> {
@@ -302,10 +298,7 @@ async fn replica_context(
     conn: &mut SqliteConnection,
     items: &[NewVersion],
 ) -> Result<(HashMap<(String, String), String>, HashSet<(String, String, String)>), MetaError> {
-    let given: Vec<Value> = items
-        .iter()
-        .filter_map(|i| i.identity.as_ref().map(|id| json!([i.bucket, i.key, id.version])))
-        .collect();
+    let given: Vec<Value> = items.iter().filter_map(|i| i.identity.as_ref().map(|id| json!([i.bucket, i.key, id.version]))).collect();
     if given.is_empty() {
         return Ok(Default::default());
     }
@@ -328,10 +321,7 @@ async fn replica_context(
     Ok((newest, recorded))
 }
 
-async fn live_versions(
-    conn: &mut SqliteConnection,
-    items: &[NewVersion],
-) -> Result<HashMap<(String, String), Live>, MetaError> {
+async fn live_versions(conn: &mut SqliteConnection, items: &[NewVersion]) -> Result<HashMap<(String, String), Live>, MetaError> {
     let keys: HashSet<(&str, &str)> = items.iter().map(|i| (i.bucket.as_str(), i.key.as_str())).collect();
     let keys: Vec<Value> = keys.into_iter().map(|(b, k)| json!([b, k])).collect();
     // CROSS JOIN fixes the join order: each key probes the primary key of
@@ -431,10 +421,7 @@ async fn refresh_blob(conn: &mut SqliteConnection, d: &mut Deltas, item: &NewVer
 
 /// Inserts the versions that survived the batch, in batch order (a key's
 /// versions are ordered by row id); returns version -> row id.
-async fn insert_versions(
-    conn: &mut SqliteConnection,
-    pending: &[Option<Pending>],
-) -> Result<HashMap<String, i64>, MetaError> {
+async fn insert_versions(conn: &mut SqliteConnection, pending: &[Option<Pending>]) -> Result<HashMap<String, i64>, MetaError> {
     let rows: Vec<Value> = pending
         .iter()
         .flatten()

@@ -48,8 +48,7 @@ pub struct Ticket(u64);
 impl MetaCache {
     pub fn new(capacity: usize) -> Self {
         Self {
-            inner: NonZeroUsize::new(capacity)
-                .map(|c| Mutex::new(Inner { lru: LruCache::new(c), generation: 0 })),
+            inner: NonZeroUsize::new(capacity).map(|c| Mutex::new(Inner { lru: LruCache::new(c), generation: 0 })),
             capacity,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -104,10 +103,7 @@ impl MetaCache {
         CacheStats {
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
-            entries: self
-                .inner
-                .as_ref()
-                .map_or(0, |i| i.lock().expect("cache lock").lru.len() as u64),
+            entries: self.inner.as_ref().map_or(0, |i| i.lock().expect("cache lock").lru.len() as u64),
             capacity: self.capacity as u64,
         }
     }

@@ -58,10 +58,8 @@ impl MetaStore {
     /// index against its table, every reference. Empty when sound.
     pub async fn integrity_problems(&self) -> Result<Vec<String>, MetaError> {
         let dir = self.dir.clone().unwrap_or_default();
-        let rows: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check(100)")
-            .fetch_all(&self.write)
-            .await
-            .map_err(|e| damaged_or(e, &dir))?;
+        let rows: Vec<String> =
+            sqlx::query_scalar("PRAGMA integrity_check(100)").fetch_all(&self.write).await.map_err(|e| damaged_or(e, &dir))?;
         let mut problems: Vec<String> = rows.into_iter().filter(|r| r != "ok").collect();
         let fks = sqlx::query("PRAGMA foreign_key_check").fetch_all(&self.write).await?;
         for r in fks.iter().take(100) {
@@ -94,15 +92,7 @@ impl MetaStore {
     /// Blobs whose reference count is not the number of versions using them.
     pub async fn refcount_mismatches(&self) -> Result<Vec<RefMismatch>, MetaError> {
         let rows = sqlx::query(REFCOUNTS).fetch_all(&self.read).await?;
-        rows.iter()
-            .map(|r| {
-                Ok(RefMismatch {
-                    digest: digest_of(r.try_get(0)?)?,
-                    recorded: r.try_get(1)?,
-                    actual: r.try_get(2)?,
-                })
-            })
-            .collect()
+        rows.iter().map(|r| Ok(RefMismatch { digest: digest_of(r.try_get(0)?)?, recorded: r.try_get(1)?, actual: r.try_get(2)? })).collect()
     }
 
     /// Sets every reference count to the versions that use the blob; a
@@ -132,14 +122,7 @@ impl MetaStore {
         .fetch_all(&self.read)
         .await?;
         rows.iter()
-            .map(|r| {
-                Ok(Dangling {
-                    bucket: r.try_get(0)?,
-                    key: r.try_get(1)?,
-                    version: r.try_get(2)?,
-                    digest: digest_of(r.try_get(3)?)?,
-                })
-            })
+            .map(|r| Ok(Dangling { bucket: r.try_get(0)?, key: r.try_get(1)?, version: r.try_get(2)?, digest: digest_of(r.try_get(3)?)? }))
             .collect()
     }
 
@@ -163,9 +146,7 @@ impl MetaStore {
     /// Sets every running total to what the rows add up to.
     pub async fn fix_counters(&self) -> Result<(), MetaError> {
         // Both parts are constants of this file.
-        sqlx::query(sqlx::AssertSqlSafe(format!("INSERT OR REPLACE INTO counters (name, value) {COUNTERS}")))
-            .execute(&self.write)
-            .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("INSERT OR REPLACE INTO counters (name, value) {COUNTERS}"))).execute(&self.write).await?;
         Ok(())
     }
 }

@@ -39,11 +39,7 @@ pub struct IndexDef {
 impl IndexDef {
     /// How much of the backfill is done, 0.0 to 1.0.
     pub fn progress(&self) -> f64 {
-        if self.ready || self.target <= 0 {
-            1.0
-        } else {
-            (self.watermark as f64 / self.target as f64).clamp(0.0, 1.0)
-        }
+        if self.ready || self.target <= 0 { 1.0 } else { (self.watermark as f64 / self.target as f64).clamp(0.0, 1.0) }
     }
 }
 
@@ -59,7 +55,10 @@ pub enum TermMatch {
     Exact(Vec<u8>),
     Prefix(Vec<u8>),
     /// Bounds with whether each is inclusive.
-    Range { lower: Option<(Vec<u8>, bool)>, upper: Option<(Vec<u8>, bool)> },
+    Range {
+        lower: Option<(Vec<u8>, bool)>,
+        upper: Option<(Vec<u8>, bool)>,
+    },
 }
 
 /// A set of version ids that holds every live object matching some
@@ -68,7 +67,10 @@ pub enum TermMatch {
 pub enum Candidates {
     /// Versions with terms matching all matches of any group, plus the tail
     /// above the index's watermark.
-    Index { index: IndexDef, groups: Vec<Vec<TermMatch>> },
+    Index {
+        index: IndexDef,
+        groups: Vec<Vec<TermMatch>>,
+    },
     And(Vec<Candidates>),
     Or(Vec<Candidates>),
     /// These version ids (a JSON array), worked out by the store.
@@ -118,10 +120,8 @@ fn group_sql(index: i64, group: &[TermMatch], binds: &mut Vec<Bind>) -> String {
     }
     let (driver, rest) = order.split_first().expect("groups are not empty");
     binds.push(Bind::Int(index));
-    let mut sql = format!(
-        "SELECT t.version_id AS id FROM index_terms t WHERE t.index_id = ? AND {}",
-        term_condition(driver, "t.term", binds)
-    );
+    let mut sql =
+        format!("SELECT t.version_id AS id FROM index_terms t WHERE t.index_id = ? AND {}", term_condition(driver, "t.term", binds));
     let mut others = Vec::new();
     for m in rest {
         match m {
@@ -139,10 +139,7 @@ fn group_sql(index: i64, group: &[TermMatch], binds: &mut Vec<Bind>) -> String {
     let mut parts = vec![sql];
     for m in others {
         binds.push(Bind::Int(index));
-        parts.push(format!(
-            "SELECT version_id AS id FROM index_terms WHERE index_id = ? AND {}",
-            term_condition(m, "term", binds)
-        ));
+        parts.push(format!("SELECT version_id AS id FROM index_terms WHERE index_id = ? AND {}", term_condition(m, "term", binds)));
     }
     let each: Vec<String> = parts.iter().map(|p| format!("SELECT id FROM ({p})")).collect();
     each.join(" INTERSECT ")
@@ -193,7 +190,6 @@ fn prefix_successor(p: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-
 /// Up to some number of a candidate set's version ids.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CandidateIds {
@@ -213,9 +209,8 @@ fn resolve(pool: &SqlitePool, c: Candidates) -> Resolved<'_> {
     Box::pin(async move {
         Ok(match c {
             Candidates::Index { index, groups } => {
-                let (merge, keep): (Vec<_>, Vec<_>) = groups
-                    .into_iter()
-                    .partition(|g| g.len() > 1 && g.iter().all(|m| matches!(m, TermMatch::Exact(_))));
+                let (merge, keep): (Vec<_>, Vec<_>) =
+                    groups.into_iter().partition(|g| g.len() > 1 && g.iter().all(|m| matches!(m, TermMatch::Exact(_))));
                 if merge.is_empty() {
                     return Ok(Candidates::Index { index, groups: keep });
                 }
@@ -224,13 +219,12 @@ fn resolve(pool: &SqlitePool, c: Candidates) -> Resolved<'_> {
                     let mut common: Option<Vec<i64>> = None;
                     for m in &group {
                         let TermMatch::Exact(term) = m else { unreachable!("partitioned on exact terms") };
-                        let row = sqlx::query(
-                            "SELECT json_group_array(version_id) AS ids FROM index_terms WHERE index_id = ? AND term = ?",
-                        )
-                        .bind(index.id)
-                        .bind(term)
-                        .fetch_one(pool)
-                        .await?;
+                        let row =
+                            sqlx::query("SELECT json_group_array(version_id) AS ids FROM index_terms WHERE index_id = ? AND term = ?")
+                                .bind(index.id)
+                                .bind(term)
+                                .fetch_one(pool)
+                                .await?;
                         let json: String = row.try_get("ids")?;
                         let mut ids: Vec<i64> = serde_json::from_str(&json).map_err(|e| MetaError::Db(Box::new(e)))?;
                         ids.sort_unstable();
@@ -288,10 +282,7 @@ fn intersect(a: &[i64], b: &[i64]) -> Vec<i64> {
 pub async fn candidate_ids(pool: &SqlitePool, c: &Candidates, limit: u32) -> Result<CandidateIds, MetaError> {
     let c = &resolve(pool, c.clone()).await?;
     let mut binds = Vec::new();
-    let sql = format!(
-        "SELECT count(*) AS n, json_group_array(id) AS ids FROM (SELECT id FROM ({}) LIMIT ?)",
-        c.sql(&mut binds)
-    );
+    let sql = format!("SELECT count(*) AS n, json_group_array(id) AS ids FROM (SELECT id FROM ({}) LIMIT ?)", c.sql(&mut binds));
     binds.push(Bind::Int(limit as i64));
     let row = query(sql, binds).fetch_one(pool).await?;
     Ok(CandidateIds { count: row.try_get::<i64, _>("n")? as u64, json: row.try_get("ids")? })
@@ -355,26 +346,19 @@ pub async fn create(
 }
 
 pub async fn list(pool: &SqlitePool) -> Result<Vec<IndexDef>, MetaError> {
-    let rows = sqlx::query(AssertSqlSafe(format!("SELECT {DEF_COLUMNS} FROM search_indexes ORDER BY bucket, name")))
-        .fetch_all(pool)
-        .await?;
+    let rows =
+        sqlx::query(AssertSqlSafe(format!("SELECT {DEF_COLUMNS} FROM search_indexes ORDER BY bucket, name"))).fetch_all(pool).await?;
     rows.iter().map(def).collect()
 }
 
 async fn list_on(conn: &mut SqliteConnection) -> Result<Vec<IndexDef>, MetaError> {
-    let rows = sqlx::query(AssertSqlSafe(format!("SELECT {DEF_COLUMNS} FROM search_indexes ORDER BY id")))
-        .fetch_all(conn)
-        .await?;
+    let rows = sqlx::query(AssertSqlSafe(format!("SELECT {DEF_COLUMNS} FROM search_indexes ORDER BY id"))).fetch_all(conn).await?;
     rows.iter().map(def).collect()
 }
 
 /// Forgets the definition; [`sweep`] removes its terms in the background.
 pub async fn drop(pool: &SqlitePool, bucket: &str, name: &str) -> Result<(), MetaError> {
-    let done = sqlx::query("DELETE FROM search_indexes WHERE bucket = ? AND name = ?")
-        .bind(bucket)
-        .bind(name)
-        .execute(pool)
-        .await?;
+    let done = sqlx::query("DELETE FROM search_indexes WHERE bucket = ? AND name = ?").bind(bucket).bind(name).execute(pool).await?;
     if done.rows_affected() == 0 {
         return Err(MetaError::NoSuchIndex { bucket: bucket.into(), name: name.into() });
     }
@@ -399,12 +383,7 @@ pub struct Step {
 /// Indexes up to `batch` versions above the watermark of index `id`, on a
 /// connection inside a transaction. A plugin failure is recorded on the
 /// index, not returned: the index stays behind and searches scan its tail.
-pub async fn catch_up(
-    conn: &mut SqliteConnection,
-    maker: &dyn TermMaker,
-    index: &IndexDef,
-    batch: u32,
-) -> Result<Step, MetaError> {
+pub async fn catch_up(conn: &mut SqliteConnection, maker: &dyn TermMaker, index: &IndexDef, batch: u32) -> Result<Step, MetaError> {
     let rows = sqlx::query(
         "SELECT v.id, v.bucket, v.key, v.version, v.stamp, v.digest, v.size, \
          v.content_type, v.attributes, v.created_ms, v.modified_ms \
@@ -428,29 +407,18 @@ pub async fn catch_up(
     }
     let terms = if records.is_empty() { Ok(Vec::new()) } else { maker.terms(index, &records) };
     let terms = terms.and_then(|t| {
-        if t.len() == records.len() {
-            Ok(t)
-        } else {
-            Err(format!("the plugin gave {} term lists for {} objects", t.len(), records.len()))
-        }
+        if t.len() == records.len() { Ok(t) } else { Err(format!("the plugin gave {} term lists for {} objects", t.len(), records.len())) }
     });
     let terms = match terms {
         Ok(t) => t,
         Err(e) => {
             tracing::warn!(index = %index.name, error = %e, "indexing failed; the index stays behind");
-            sqlx::query("UPDATE search_indexes SET error = ? WHERE id = ?")
-                .bind(e)
-                .bind(index.id)
-                .execute(&mut *conn)
-                .await?;
+            sqlx::query("UPDATE search_indexes SET error = ? WHERE id = ?").bind(e).bind(index.id).execute(&mut *conn).await?;
             return Ok(Step { failed: true, current: false, ..step });
         }
     };
-    let rows: Vec<serde_json::Value> = ids
-        .iter()
-        .zip(&terms)
-        .flat_map(|(id, ts)| ts.iter().map(move |t| json!([hex::encode(t), id])))
-        .collect();
+    let rows: Vec<serde_json::Value> =
+        ids.iter().zip(&terms).flat_map(|(id, ts)| ts.iter().map(move |t| json!([hex::encode(t), id]))).collect();
     let step = Step { terms: rows.len() as u64, ..step };
     if !rows.is_empty() {
         sqlx::query(
@@ -462,14 +430,12 @@ pub async fn catch_up(
         .execute(&mut *conn)
         .await?;
     }
-    sqlx::query(
-        "UPDATE search_indexes SET watermark = ?, ready = ready OR ? >= target, error = NULL WHERE id = ?",
-    )
-    .bind(top)
-    .bind(top)
-    .bind(index.id)
-    .execute(&mut *conn)
-    .await?;
+    sqlx::query("UPDATE search_indexes SET watermark = ?, ready = ready OR ? >= target, error = NULL WHERE id = ?")
+        .bind(top)
+        .bind(top)
+        .bind(index.id)
+        .execute(&mut *conn)
+        .await?;
     Ok(step)
 }
 
@@ -492,10 +458,8 @@ pub async fn eager(conn: &mut SqliteConnection, maker: &dyn TermMaker) -> Result
 
 /// The definition as it stands now, if it still exists.
 pub async fn get_on(conn: &mut SqliteConnection, id: i64) -> Result<Option<IndexDef>, MetaError> {
-    let row = sqlx::query(AssertSqlSafe(format!("SELECT {DEF_COLUMNS} FROM search_indexes WHERE id = ?")))
-        .bind(id)
-        .fetch_optional(conn)
-        .await?;
+    let row =
+        sqlx::query(AssertSqlSafe(format!("SELECT {DEF_COLUMNS} FROM search_indexes WHERE id = ?"))).bind(id).fetch_optional(conn).await?;
     row.as_ref().map(def).transpose()
 }
 
@@ -531,9 +495,7 @@ pub async fn sweep(pool: &SqlitePool) -> Result<u64, MetaError> {
             None => None,
         };
         // The chunk: rows after `after`, up to and including `bound`.
-        let mut sql = String::from(
-            "DELETE FROM index_terms WHERE (index_id, term, version_id) > (?, ?, ?)",
-        );
+        let mut sql = String::from("DELETE FROM index_terms WHERE (index_id, term, version_id) > (?, ?, ?)");
         if bound.is_some() {
             sql.push_str(" AND (index_id, term, version_id) <= (?, ?, ?)");
         }

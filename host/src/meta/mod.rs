@@ -15,10 +15,10 @@ mod bind;
 mod cache;
 mod clock;
 pub mod fsck;
+mod index;
 mod queue;
 #[cfg(test)]
 mod replica_tests;
-mod index;
 mod scan;
 mod sql;
 
@@ -28,16 +28,14 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 pub use cache::CacheStats;
-pub use queue::{QueueEntry, QueueStats};
-pub use index::{CandidateIds, Candidates, IndexDef, TermMaker, TermMatch};
-pub use scan::{Position, SortField, SortValue};
 use cache::MetaCache;
 use clock::Clock;
+pub use index::{CandidateIds, Candidates, IndexDef, TermMaker, TermMatch};
+pub use queue::{QueueEntry, QueueStats};
+pub use scan::{Position, SortField, SortValue};
 
 use crate::config::IndexingMode;
 use crate::store::Digest;
@@ -307,9 +305,7 @@ impl MetaStore {
             Some(dir) => open_file(dir, opts.sync_writes).await?,
             None => {
                 // One connection serves everything: a private in-memory database.
-                let options = SqliteConnectOptions::new()
-                    .in_memory(true)
-                    .foreign_keys(true);
+                let options = SqliteConnectOptions::new().in_memory(true).foreign_keys(true);
                 let pool = single_connection(options).await?;
                 (pool.clone(), pool)
             }
@@ -348,12 +344,7 @@ impl MetaStore {
     }
 
     fn policy(&self) -> sql::Policy<'_> {
-        sql::Policy {
-            versioning: self.versioning,
-            max_versions: self.max_versions,
-            node: &self.node_id,
-            clock: &self.clock,
-        }
+        sql::Policy { versioning: self.versioning, max_versions: self.max_versions, node: &self.node_id, clock: &self.clock }
     }
 
     /// This node's persistent id.
@@ -486,12 +477,7 @@ impl MetaStore {
     // ---- objects ----
 
     /// The live version of a key, or the given version.
-    pub async fn get(
-        &self,
-        bucket: &str,
-        key: &str,
-        version: Option<&str>,
-    ) -> Result<ObjectRecord, MetaError> {
+    pub async fn get(&self, bucket: &str, key: &str, version: Option<&str>) -> Result<ObjectRecord, MetaError> {
         let found = match version {
             Some(v) => sql::get_version(&self.read, bucket, key, v).await?,
             None => match self.cache.get(bucket, key) {
@@ -505,11 +491,7 @@ impl MetaStore {
         };
         match (found, version) {
             (Some(rec), _) => Ok(rec),
-            (None, Some(v)) => Err(MetaError::NoSuchVersion {
-                bucket: bucket.into(),
-                key: key.into(),
-                version: v.into(),
-            }),
+            (None, Some(v)) => Err(MetaError::NoSuchVersion { bucket: bucket.into(), key: key.into(), version: v.into() }),
             (None, None) => {
                 if !self.bucket_exists(bucket).await? {
                     return Err(MetaError::NoSuchBucket { bucket: bucket.into() });
@@ -520,13 +502,7 @@ impl MetaStore {
     }
 
     /// Live objects in key order, after `after`, with keys starting `prefix`.
-    pub async fn list(
-        &self,
-        bucket: &str,
-        prefix: &str,
-        after: Option<&str>,
-        limit: u32,
-    ) -> Result<Vec<ObjectRecord>, MetaError> {
+    pub async fn list(&self, bucket: &str, prefix: &str, after: Option<&str>, limit: u32) -> Result<Vec<ObjectRecord>, MetaError> {
         if !self.bucket_exists(bucket).await? {
             return Err(MetaError::NoSuchBucket { bucket: bucket.into() });
         }
@@ -576,10 +552,7 @@ impl MetaStore {
 
     /// Records puts whose blobs are durable, in one transaction. Each item
     /// gets its own result (a failed condition fails only its item).
-    pub async fn commit_puts(
-        &self,
-        items: &[NewVersion],
-    ) -> Result<Vec<Result<ObjectRecord, MetaError>>, MetaError> {
+    pub async fn commit_puts(&self, items: &[NewVersion]) -> Result<Vec<Result<ObjectRecord, MetaError>>, MetaError> {
         let eager = match self.indexing {
             IndexingMode::Eager => self.terms.get().map(|t| &**t),
             _ => None,
@@ -638,12 +611,7 @@ impl MetaStore {
 
     /// Deletes the live object (leaving a marker when versioning), or one
     /// version for good.
-    pub async fn delete(
-        &self,
-        bucket: &str,
-        key: &str,
-        version: Option<&str>,
-    ) -> Result<Deleted, MetaError> {
+    pub async fn delete(&self, bucket: &str, key: &str, version: Option<&str>) -> Result<Deleted, MetaError> {
         // Invalidate even if this future is dropped mid-commit: the commit
         // may still land.
         let _guard = Invalidate { cache: &self.cache, bucket, key };
@@ -763,13 +731,7 @@ impl MetaStore {
 
     /// Defines an index; it backfills in the background and serves searches
     /// once done.
-    pub async fn create_index(
-        &self,
-        bucket: &str,
-        name: &str,
-        fields: &[String],
-        kind: &str,
-    ) -> Result<IndexDef, MetaError> {
+    pub async fn create_index(&self, bucket: &str, name: &str, fields: &[String], kind: &str) -> Result<IndexDef, MetaError> {
         let def = index::create(&self.write, bucket, name, fields, kind, clock::now_ms()).await?;
         self.index_wake.notify_one();
         Ok(def)
@@ -878,8 +840,7 @@ const MMAP_BYTES: &str = "4294967296";
 /// `integrity_check`, far slower).
 async fn check_integrity(pool: &SqlitePool, dir: &Path) -> Result<(), MetaError> {
     let started = std::time::Instant::now();
-    let rows: Vec<String> =
-        sqlx::query_scalar("PRAGMA quick_check(20)").fetch_all(pool).await.map_err(|e| damaged_or(e, dir))?;
+    let rows: Vec<String> = sqlx::query_scalar("PRAGMA quick_check(20)").fetch_all(pool).await.map_err(|e| damaged_or(e, dir))?;
     tracing::info!(ms = started.elapsed().as_millis() as u64, "metadata quick_check done");
     if rows.len() == 1 && rows[0] == "ok" {
         return Ok(());
@@ -920,13 +881,7 @@ async fn release_clean(conn: &mut sqlx::SqliteConnection) -> Result<bool, sqlx::
 /// A pool of exactly one connection that lives as long as the pool: for
 /// an in-memory database, or a store that serializes its writes anyway.
 pub async fn single_connection(options: SqliteConnectOptions) -> Result<SqlitePool, sqlx::Error> {
-    SqlitePoolOptions::new()
-        .max_connections(1)
-        .min_connections(1)
-        .idle_timeout(None)
-        .max_lifetime(None)
-        .connect_with(options)
-        .await
+    SqlitePoolOptions::new().max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None).connect_with(options).await
 }
 
 async fn open_file(dir: &Path, sync_writes: bool) -> Result<(SqlitePool, SqlitePool), MetaError> {

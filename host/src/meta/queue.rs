@@ -117,11 +117,9 @@ pub async fn retry(pool: &SqlitePool, id: i64, delay_ms: i64, error: &str) -> Re
 }
 
 pub async fn stats(pool: &SqlitePool) -> Result<QueueStats, MetaError> {
-    let r = sqlx::query(
-        "SELECT count(*) AS n, count(error) AS failing, min(created_ms) AS oldest FROM replication_queue",
-    )
-    .fetch_one(pool)
-    .await?;
+    let r = sqlx::query("SELECT count(*) AS n, count(error) AS failing, min(created_ms) AS oldest FROM replication_queue")
+        .fetch_one(pool)
+        .await?;
     let oldest: Option<i64> = r.try_get("oldest")?;
     Ok(QueueStats {
         pending: r.try_get::<i64, _>("n")? as u64,

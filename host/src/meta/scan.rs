@@ -5,8 +5,8 @@
 //! and go. Objects without a value for the sort field come last, in key
 //! order, whichever the direction.
 
-use sqlx::sqlite::SqlitePool;
 use sqlx::Row;
+use sqlx::sqlite::SqlitePool;
 
 use super::bind::{Bind, query};
 use super::sql::record;

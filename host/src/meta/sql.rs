@@ -124,18 +124,11 @@ pub async fn set_replicas(pool: &SqlitePool, bucket: &str, key: &str, version: &
 
 pub async fn node_id(pool: &SqlitePool) -> Result<String, MetaError> {
     let mut conn = pool.acquire().await?;
-    if let Some(row) = sqlx::query("SELECT node_id FROM node WHERE id = 1")
-        .fetch_optional(&mut *conn)
-        .await?
-    {
+    if let Some(row) = sqlx::query("SELECT node_id FROM node WHERE id = 1").fetch_optional(&mut *conn).await? {
         return Ok(row.try_get("node_id")?);
     }
     let id = format!("{:08x}", rand::random::<u32>());
-    sqlx::query("INSERT INTO node (id, node_id, created_ms) VALUES (1, ?, ?)")
-        .bind(&id)
-        .bind(now_ms())
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query("INSERT INTO node (id, node_id, created_ms) VALUES (1, ?, ?)").bind(&id).bind(now_ms()).execute(&mut *conn).await?;
     Ok(id)
 }
 
@@ -174,21 +167,13 @@ pub async fn list_buckets(pool: &SqlitePool) -> Result<Vec<Bucket>, MetaError> {
     .await?;
     rows.iter()
         .map(|r| {
-            Ok(Bucket {
-                name: r.try_get("name")?,
-                created_ms: r.try_get("created_ms")?,
-                object_count: r.try_get::<i64, _>("n")? as u64,
-            })
+            Ok(Bucket { name: r.try_get("name")?, created_ms: r.try_get("created_ms")?, object_count: r.try_get::<i64, _>("n")? as u64 })
         })
         .collect()
 }
 
 pub async fn bucket_exists(pool: &SqlitePool, name: &str) -> Result<bool, MetaError> {
-    Ok(sqlx::query("SELECT 1 FROM buckets WHERE name = ?")
-        .bind(name)
-        .fetch_optional(pool)
-        .await?
-        .is_some())
+    Ok(sqlx::query("SELECT 1 FROM buckets WHERE name = ?").bind(name).fetch_optional(pool).await?.is_some())
 }
 
 /// Fails with `NoSuchBucket` unless the bucket exists.
@@ -203,19 +188,11 @@ pub async fn delete_bucket(pool: &SqlitePool, name: &str) -> Result<(), MetaErro
     let mut tx = pool.begin().await?;
     let mut d = Deltas::default();
     require_bucket(&mut tx, name).await?;
-    if sqlx::query("SELECT 1 FROM objects WHERE bucket = ? LIMIT 1")
-        .bind(name)
-        .fetch_optional(&mut *tx)
-        .await?
-        .is_some()
-    {
+    if sqlx::query("SELECT 1 FROM objects WHERE bucket = ? LIMIT 1").bind(name).fetch_optional(&mut *tx).await?.is_some() {
         return Err(MetaError::BucketNotEmpty { bucket: name.into() });
     }
     // What remains is history: old versions and markers. It goes with the bucket.
-    let rows = sqlx::query("SELECT id, digest, size FROM versions WHERE bucket = ?")
-        .bind(name)
-        .fetch_all(&mut *tx)
-        .await?;
+    let rows = sqlx::query("SELECT id, digest, size FROM versions WHERE bucket = ?").bind(name).fetch_all(&mut *tx).await?;
     for r in rows {
         let digest: Option<Vec<u8>> = r.try_get("digest")?;
         remove_version_row(&mut tx, &mut d, r.try_get("id")?, digest.as_deref(), r.try_get("size")?).await?;
@@ -242,11 +219,7 @@ async fn newest_id(conn: &mut SqliteConnection, bucket: &str, key: &str) -> Resu
         .transpose()?)
 }
 
-async fn latest_on(
-    conn: &mut SqliteConnection,
-    bucket: &str,
-    key: &str,
-) -> Result<Option<ObjectRecord>, MetaError> {
+async fn latest_on(conn: &mut SqliteConnection, bucket: &str, key: &str) -> Result<Option<ObjectRecord>, MetaError> {
     let row = sqlx::query(LATEST).bind(bucket).bind(key).fetch_optional(&mut *conn).await?;
     row.map(|r| {
         let id = r.try_get("id")?;
@@ -277,12 +250,7 @@ pub async fn get_newest(pool: &SqlitePool, bucket: &str, key: &str) -> Result<Op
     record(&row, newest).map(Some)
 }
 
-pub async fn get_version(
-    pool: &SqlitePool,
-    bucket: &str,
-    key: &str,
-    version: &str,
-) -> Result<Option<ObjectRecord>, MetaError> {
+pub async fn get_version(pool: &SqlitePool, bucket: &str, key: &str, version: &str) -> Result<Option<ObjectRecord>, MetaError> {
     let mut conn = pool.acquire().await?;
     let row = sqlx::query(
         "SELECT v.id, v.bucket, v.key, v.version, v.stamp, v.digest, v.size, \
@@ -299,13 +267,7 @@ pub async fn get_version(
     record(&row, newest).map(Some)
 }
 
-pub async fn list(
-    pool: &SqlitePool,
-    bucket: &str,
-    prefix: &str,
-    after: Option<&str>,
-    limit: u32,
-) -> Result<Vec<ObjectRecord>, MetaError> {
+pub async fn list(pool: &SqlitePool, bucket: &str, prefix: &str, after: Option<&str>, limit: u32) -> Result<Vec<ObjectRecord>, MetaError> {
     // Keys never contain U+10FFFF (the API refuses it), so every key that
     // starts with `prefix` sorts below `prefix + U+10FFFF`: an index range.
     let upper = format!("{prefix}\u{10FFFF}");
@@ -367,11 +329,7 @@ impl Deltas {
 
     pub(super) async fn apply(self, conn: &mut SqliteConnection) -> Result<(), MetaError> {
         for (name, by) in self.0.into_iter().filter(|(_, by)| *by != 0) {
-            sqlx::query("UPDATE counters SET value = value + ? WHERE name = ?")
-                .bind(by)
-                .bind(name)
-                .execute(&mut *conn)
-                .await?;
+            sqlx::query("UPDATE counters SET value = value + ? WHERE name = ?").bind(by).bind(name).execute(&mut *conn).await?;
         }
         Ok(())
     }
@@ -408,12 +366,7 @@ async fn remove_version_row(
     Ok(())
 }
 
-async fn version_row_id(
-    conn: &mut SqliteConnection,
-    bucket: &str,
-    key: &str,
-    version: &str,
-) -> Result<i64, MetaError> {
+async fn version_row_id(conn: &mut SqliteConnection, bucket: &str, key: &str, version: &str) -> Result<i64, MetaError> {
     Ok(sqlx::query("SELECT id FROM versions WHERE bucket = ? AND key = ? AND version = ?")
         .bind(bucket)
         .bind(key)
@@ -462,13 +415,12 @@ pub async fn expire_versions(pool: &SqlitePool, cutoff_ms: i64) -> Result<u64, M
     loop {
         let mut conn = pool.acquire().await?;
         let mut tx = conn.begin().await?;
-        let top: Option<i64> =
-            sqlx::query("SELECT max(id) AS top FROM (SELECT id FROM versions WHERE id > ? ORDER BY id LIMIT ?)")
-                .bind(after)
-                .bind(EXPIRE_CHUNK)
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get("top")?;
+        let top: Option<i64> = sqlx::query("SELECT max(id) AS top FROM (SELECT id FROM versions WHERE id > ? ORDER BY id LIMIT ?)")
+            .bind(after)
+            .bind(EXPIRE_CHUNK)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("top")?;
         let Some(top) = top else { return Ok(removed) };
         let rows = sqlx::query(
             "SELECT v.id, v.digest, v.size FROM versions v \
@@ -551,13 +503,7 @@ pub async fn record_marker(pool: &SqlitePool, policy: &Policy<'_>, bucket: &str,
     Ok(())
 }
 
-pub async fn delete(
-    pool: &SqlitePool,
-    policy: &Policy<'_>,
-    bucket: &str,
-    key: &str,
-    version: Option<&str>,
-) -> Result<Deleted, MetaError> {
+pub async fn delete(pool: &SqlitePool, policy: &Policy<'_>, bucket: &str, key: &str, version: Option<&str>) -> Result<Deleted, MetaError> {
     let mut conn = pool.acquire().await?;
     let mut tx = conn.begin().await?;
     let mut d = Deltas::default();
@@ -568,11 +514,7 @@ pub async fn delete(
             let Some(cur) = current else {
                 return Err(MetaError::NotFound { bucket: bucket.into(), key: key.into() });
             };
-            sqlx::query("DELETE FROM objects WHERE bucket = ? AND key = ?")
-                .bind(bucket)
-                .bind(key)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query("DELETE FROM objects WHERE bucket = ? AND key = ?").bind(bucket).bind(key).execute(&mut *tx).await?;
             d.add("objects", -1);
             d.add("live_bytes", -(cur.size as i64));
             if policy.versioning {
@@ -600,25 +542,18 @@ pub async fn delete(
                 Deleted::Marker(marker)
             } else {
                 let id = version_row_id(&mut tx, bucket, key, &cur.version).await?;
-                remove_version_row(&mut tx, &mut d, id, cur.digest.as_ref().map(|d| &d.0[..]), cur.size as i64)
-                    .await?;
+                remove_version_row(&mut tx, &mut d, id, cur.digest.as_ref().map(|d| &d.0[..]), cur.size as i64).await?;
                 Deleted::Removed
             }
         }
         Some(v) => {
-            let row = sqlx::query(
-                "SELECT id, digest, size FROM versions WHERE bucket = ? AND key = ? AND version = ?",
-            )
-            .bind(bucket)
-            .bind(key)
-            .bind(v)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| MetaError::NoSuchVersion {
-                bucket: bucket.into(),
-                key: key.into(),
-                version: v.into(),
-            })?;
+            let row = sqlx::query("SELECT id, digest, size FROM versions WHERE bucket = ? AND key = ? AND version = ?")
+                .bind(bucket)
+                .bind(key)
+                .bind(v)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| MetaError::NoSuchVersion { bucket: bucket.into(), key: key.into(), version: v.into() })?;
             let id: i64 = row.try_get("id")?;
             let digest: Option<Vec<u8>> = row.try_get("digest")?;
             let size: i64 = row.try_get("size")?;
@@ -652,11 +587,7 @@ pub async fn delete(
                     d.add("live_bytes", nsize - old_size);
                 }
                 (Some(old_size), None) if was_live => {
-                    sqlx::query("DELETE FROM objects WHERE bucket = ? AND key = ?")
-                        .bind(bucket)
-                        .bind(key)
-                        .execute(&mut *tx)
-                        .await?;
+                    sqlx::query("DELETE FROM objects WHERE bucket = ? AND key = ?").bind(bucket).bind(key).execute(&mut *tx).await?;
                     d.add("objects", -1);
                     d.add("live_bytes", -old_size);
                 }
@@ -686,12 +617,10 @@ pub async fn delete(
 
 pub async fn known_blobs(pool: &SqlitePool, digests: &[Digest]) -> Result<HashSet<Digest>, MetaError> {
     let hexes: Vec<String> = digests.iter().map(|d| d.to_string()).collect();
-    let rows = sqlx::query(
-        "SELECT digest FROM blobs WHERE state = 'ok' AND digest IN (SELECT unhex(value) FROM json_each(?))",
-    )
-    .bind(serde_json::to_string(&hexes).map_err(|e| MetaError::Db(Box::new(e)))?)
-    .fetch_all(pool)
-    .await?;
+    let rows = sqlx::query("SELECT digest FROM blobs WHERE state = 'ok' AND digest IN (SELECT unhex(value) FROM json_each(?))")
+        .bind(serde_json::to_string(&hexes).map_err(|e| MetaError::Db(Box::new(e)))?)
+        .fetch_all(pool)
+        .await?;
     Ok(digests_of(rows)?.into_iter().collect())
 }
 
@@ -714,13 +643,11 @@ pub(super) fn digest_of(bytes: Vec<u8>) -> Result<Digest, MetaError> {
 }
 
 pub async fn unreferenced_blobs(pool: &SqlitePool, before_ms: i64, limit: u32) -> Result<Vec<Digest>, MetaError> {
-    let rows = sqlx::query(
-        "SELECT digest FROM blobs WHERE refcount = 0 AND unreferenced_ms < ? ORDER BY unreferenced_ms LIMIT ?",
-    )
-    .bind(before_ms)
-    .bind(limit as i64)
-    .fetch_all(pool)
-    .await?;
+    let rows = sqlx::query("SELECT digest FROM blobs WHERE refcount = 0 AND unreferenced_ms < ? ORDER BY unreferenced_ms LIMIT ?")
+        .bind(before_ms)
+        .bind(limit as i64)
+        .fetch_all(pool)
+        .await?;
     digests_of(rows)
 }
 
@@ -759,43 +686,25 @@ pub async fn drop_blobs(pool: &SqlitePool, digests: &[Digest]) -> Result<Vec<(Di
 }
 
 pub async fn set_blob_state(pool: &SqlitePool, digest: &Digest, state: &'static str) -> Result<(), MetaError> {
-    sqlx::query("UPDATE blobs SET state = ? WHERE digest = ?")
-        .bind(state)
-        .bind(&digest.0[..])
-        .execute(pool)
-        .await?;
+    sqlx::query("UPDATE blobs SET state = ? WHERE digest = ?").bind(state).bind(&digest.0[..]).execute(pool).await?;
     Ok(())
 }
 
 pub async fn blob_is_corrupt(pool: &SqlitePool, digest: &Digest) -> Result<bool, MetaError> {
-    Ok(sqlx::query("SELECT 1 FROM blobs WHERE digest = ? AND state = 'corrupt'")
-        .bind(&digest.0[..])
-        .fetch_optional(pool)
-        .await?
-        .is_some())
+    Ok(sqlx::query("SELECT 1 FROM blobs WHERE digest = ? AND state = 'corrupt'").bind(&digest.0[..]).fetch_optional(pool).await?.is_some())
 }
 
 pub async fn mark_verified(pool: &SqlitePool, digest: &Digest) -> Result<(), MetaError> {
-    sqlx::query("UPDATE blobs SET verified_ms = ? WHERE digest = ?")
-        .bind(now_ms())
-        .bind(&digest.0[..])
-        .execute(pool)
-        .await?;
+    sqlx::query("UPDATE blobs SET verified_ms = ? WHERE digest = ?").bind(now_ms()).bind(&digest.0[..]).execute(pool).await?;
     Ok(())
 }
 
-pub async fn blobs_after(
-    pool: &SqlitePool,
-    after: Option<&Digest>,
-    limit: u32,
-) -> Result<Vec<(Digest, u64)>, MetaError> {
-    let rows = sqlx::query(
-        "SELECT digest, size FROM blobs WHERE state = 'ok' AND digest > ? ORDER BY digest LIMIT ?",
-    )
-    .bind(after.map_or(&[][..], |d| &d.0[..]))
-    .bind(limit as i64)
-    .fetch_all(pool)
-    .await?;
+pub async fn blobs_after(pool: &SqlitePool, after: Option<&Digest>, limit: u32) -> Result<Vec<(Digest, u64)>, MetaError> {
+    let rows = sqlx::query("SELECT digest, size FROM blobs WHERE state = 'ok' AND digest > ? ORDER BY digest LIMIT ?")
+        .bind(after.map_or(&[][..], |d| &d.0[..]))
+        .bind(limit as i64)
+        .fetch_all(pool)
+        .await?;
     let sizes: Vec<u64> = rows.iter().map(|r| r.try_get::<i64, _>("size").map(|s| s as u64)).collect::<Result<_, _>>()?;
     Ok(digests_of(rows)?.into_iter().zip(sizes).collect())
 }
@@ -826,10 +735,8 @@ pub async fn stats(pool: &SqlitePool) -> Result<MetaStats, MetaError> {
             _ => {}
         }
     }
-    s.corrupt_blobs = sqlx::query("SELECT COUNT(*) AS n FROM blobs WHERE state = 'corrupt'")
-        .fetch_one(pool)
-        .await?
-        .try_get::<i64, _>("n")? as u64;
+    s.corrupt_blobs =
+        sqlx::query("SELECT COUNT(*) AS n FROM blobs WHERE state = 'corrupt'").fetch_one(pool).await?.try_get::<i64, _>("n")? as u64;
     Ok(s)
 }
 

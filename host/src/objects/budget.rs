@@ -70,11 +70,7 @@ impl Held {
         }
         let more = u32::try_from(want - have).unwrap_or(u32::MAX);
         let acquire = self.budget.sem.clone().acquire_many_owned(more);
-        let extra = if have == 0 {
-            acquire.await
-        } else {
-            tokio::time::timeout(patience, acquire).await.map_err(|_| Busy)?
-        };
+        let extra = if have == 0 { acquire.await } else { tokio::time::timeout(patience, acquire).await.map_err(|_| Busy)? };
         let Ok(extra) = extra else {
             return Ok(()); // never closed
         };

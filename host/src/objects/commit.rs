@@ -25,12 +25,7 @@ pub struct CommitJob {
     pub reply: oneshot::Sender<Result<ObjectRecord, ObjectError>>,
 }
 
-pub async fn run(
-    mut rx: mpsc::Receiver<CommitJob>,
-    store: Arc<LocalStore>,
-    meta: Arc<MetaStore>,
-    publish_lock: Arc<Mutex<()>>,
-) {
+pub async fn run(mut rx: mpsc::Receiver<CommitJob>, store: Arc<LocalStore>, meta: Arc<MetaStore>, publish_lock: Arc<Mutex<()>>) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {

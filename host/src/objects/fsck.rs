@@ -81,24 +81,17 @@ impl FsckReport {
             let _ = writeln!(o, "unreadable blob {d}: {why}");
         }
         for d in self.orphans.iter().take(LISTED) {
-            let _ = writeln!(o, "orphan file {d}: no row refers to it (a write cut off by a crash leaves one; GC removes it){}", fixed("quarantined"));
+            let _ = writeln!(
+                o,
+                "orphan file {d}: no row refers to it (a write cut off by a crash leaves one; GC removes it){}",
+                fixed("quarantined")
+            );
         }
         for m in self.refcounts.iter().take(LISTED) {
-            let _ = writeln!(
-                o,
-                "refcount of blob {}: recorded {}, {} versions use it{}",
-                m.digest,
-                m.recorded,
-                m.actual,
-                fixed("set")
-            );
+            let _ = writeln!(o, "refcount of blob {}: recorded {}, {} versions use it{}", m.digest, m.recorded, m.actual, fixed("set"));
         }
         for d in self.dangling.iter().take(LISTED) {
-            let _ = writeln!(
-                o,
-                "lost version {}/{} {}: blob {} has no row",
-                d.bucket, d.key, d.version, d.digest
-            );
+            let _ = writeln!(o, "lost version {}/{} {}: blob {} has no row", d.bucket, d.key, d.version, d.digest);
         }
         for c in &self.counters {
             let _ = writeln!(o, "total {}: recorded {}, rows add up to {}{}", c.name, c.recorded, c.actual, fixed("set"));
@@ -170,9 +163,7 @@ impl Objects {
         }
 
         let store = self.store().clone();
-        let files = tokio::task::spawn_blocking(move || store.scan())
-            .await
-            .map_err(|e| ObjectError::Aborted(e.to_string()))??;
+        let files = tokio::task::spawn_blocking(move || store.scan()).await.map_err(|e| ObjectError::Aborted(e.to_string()))??;
         let on_disk: Vec<Digest> = files.into_iter().map(|(d, _, _)| d).collect();
         let mut known = HashSet::new();
         for chunk in on_disk.chunks(PAGE as usize) {
@@ -182,9 +173,7 @@ impl Objects {
         if repair {
             for d in r.orphans.clone() {
                 let store = self.store().clone();
-                tokio::task::spawn_blocking(move || store.quarantine(&d))
-                    .await
-                    .map_err(|e| ObjectError::Aborted(e.to_string()))??;
+                tokio::task::spawn_blocking(move || store.quarantine(&d)).await.map_err(|e| ObjectError::Aborted(e.to_string()))??;
             }
         }
 

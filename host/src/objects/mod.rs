@@ -51,11 +51,7 @@ fn check_promises(spec: &PutSpec, staged: &Staged) -> Result<(), StoreError> {
     if let Some(want) = spec.expected_digest
         && want != staged.digest
     {
-        return Err(StoreError::Mismatch {
-            what: "digest",
-            expected: want.to_string(),
-            actual: staged.digest.to_string(),
-        });
+        return Err(StoreError::Mismatch { what: "digest", expected: want.to_string(), actual: staged.digest.to_string() });
     }
     Ok(())
 }
@@ -272,9 +268,7 @@ impl Objects {
         E: std::fmt::Display,
     {
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.check_space(0).map(drop))
-            .await
-            .map_err(|e| ObjectError::Aborted(e.to_string()))??;
+        tokio::task::spawn_blocking(move || store.check_space(0).map(drop)).await.map_err(|e| ObjectError::Aborted(e.to_string()))??;
         // The network side stays async; each ~1 MiB of data is hashed and
         // written in one short blocking call, so a slow client holds no
         // thread, only its HTTP/2 window and its share of the upload budget.
@@ -305,12 +299,9 @@ impl Objects {
             if let Some(l) = limit
                 && received > l
             {
-                return Err(StoreError::Mismatch {
-                    what: "size",
-                    expected: l.to_string(),
-                    actual: format!("at least {received} bytes"),
-                }
-                .into());
+                return Err(
+                    StoreError::Mismatch { what: "size", expected: l.to_string(), actual: format!("at least {received} bytes") }.into()
+                );
             }
             pending_len += chunk.len();
             pending.push(chunk);
@@ -510,9 +501,7 @@ impl Objects {
                         if e.is_damage() {
                             let this = this.clone();
                             let why = e.to_string();
-                            tokio::spawn(async move {
-                                this.report_corrupt(digest, size, &StoreError::Corrupt { digest, why }).await
-                            });
+                            tokio::spawn(async move { this.report_corrupt(digest, size, &StoreError::Corrupt { digest, why }).await });
                         }
                         // Nothing may be cached from a read that failed.
                         let _ = tx.send(Err(e.into())).await;
@@ -534,17 +523,9 @@ impl Objects {
     }
 
     /// Opens a blob, from its file or, when small, from the metadata store.
-    pub(crate) async fn open_reader(
-        &self,
-        digest: Digest,
-        size: u64,
-        range: Range,
-    ) -> Result<BlobReader, ObjectError> {
-        let inline = if size <= INLINE_MAX {
-            Some(self.meta.inline_blob(&digest).await?.ok_or(StoreError::Missing { digest })?)
-        } else {
-            None
-        };
+    pub(crate) async fn open_reader(&self, digest: Digest, size: u64, range: Range) -> Result<BlobReader, ObjectError> {
+        let inline =
+            if size <= INLINE_MAX { Some(self.meta.inline_blob(&digest).await?.ok_or(StoreError::Missing { digest })?) } else { None };
         let store = self.store.clone();
         Ok(tokio::task::spawn_blocking(move || match inline {
             Some(stored) => store.read_inline(stored, &digest, range),

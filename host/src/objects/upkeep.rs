@@ -79,9 +79,7 @@ impl Upkeep {
         }
         // Files on disk with no row: left by a crash between publish and commit.
         let s = store.clone();
-        let files = tokio::task::spawn_blocking(move || s.scan())
-            .await
-            .map_err(|e| super::ObjectError::Aborted(e.to_string()))??;
+        let files = tokio::task::spawn_blocking(move || s.scan()).await.map_err(|e| super::ObjectError::Aborted(e.to_string()))??;
         let old: Vec<Digest> = files.iter().filter(|f| f.2 < cutoff).map(|f| f.0).collect();
         for chunk in old.chunks(512) {
             let _guard = self.objects.publish_lock().lock().await;

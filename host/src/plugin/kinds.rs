@@ -11,9 +11,7 @@ use super::state::{State, Topology};
 use super::{Kind, ObjectInfo, PluginError, PluginInfo, PluginStats, ReplicationPolicy, Value};
 
 pub use ix::exports::strata::plugin::indexer::{Bound, Condition, LookupPlan, Op, TermMatch, TermRange};
-pub use st::exports::strata::plugin::strategy::{
-    CopyAction, RepairAction, Replica, ReplicaState, VersionInfo, WritePlan,
-};
+pub use st::exports::strata::plugin::strategy::{CopyAction, RepairAction, Replica, ReplicaState, VersionInfo, WritePlan};
 
 const LIFECYCLE: &str = "strata:plugin/lifecycle@0.1.0";
 
@@ -37,11 +35,7 @@ macro_rules! world {
                 Ok((i.name, i.version, i.description))
             }
 
-            fn init(
-                &self,
-                store: &mut Store<State>,
-                config: &[(String, String)],
-            ) -> wasmtime::Result<Result<(), String>> {
+            fn init(&self, store: &mut Store<State>, config: &[(String, String)]) -> wasmtime::Result<Result<(), String>> {
                 self.$lifecycle().call_init(store, config)
             }
         }
@@ -145,9 +139,7 @@ impl NodeSelector {
         policy: &ReplicationPolicy,
     ) -> Result<Vec<u32>, PluginError> {
         let r = self.0.call(|w, store| {
-            with_topology(store, topology, |store, nodes| {
-                w.strata_plugin_selector().call_select(store, nodes, candidates, object, policy)
-            })
+            with_topology(store, topology, |store, nodes| w.strata_plugin_selector().call_select(store, nodes, candidates, object, policy))
         })?;
         let chosen = returned(&self.0, r)?;
         if chosen.len() > policy.replicas as usize {

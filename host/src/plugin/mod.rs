@@ -17,13 +17,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use bindings::types::{
-    Consistency, Health, NodeInfo, ObjectInfo, PluginError as WitError, ReplicationPolicy, Scalar, Value,
-};
+pub use bindings::types::{Consistency, Health, NodeInfo, ObjectInfo, PluginError as WitError, ReplicationPolicy, Scalar, Value};
 pub use engine::{Compiled, Runtime};
 pub use kinds::{
-    Bound, Condition, CopyAction, IndexType, LookupPlan, NodeSelector, Op, RepairAction, Replica, ReplicaState,
-    ReplicationStrategy, TermMatch, TermRange, VersionInfo, WritePlan,
+    Bound, Condition, CopyAction, IndexType, LookupPlan, NodeSelector, Op, RepairAction, Replica, ReplicaState, ReplicationStrategy,
+    TermMatch, TermRange, VersionInfo, WritePlan,
 };
 pub use state::Topology;
 
@@ -63,7 +61,9 @@ pub enum PluginError {
     UnknownBuiltin { name: String, known: String },
     #[error("plugin `{plugin}` is declared kind {declared}, but built-in `{builtin}` is a {actual}", actual = actual.as_str(), declared = declared.as_str())]
     BuiltinKind { plugin: String, builtin: String, actual: Kind, declared: Kind },
-    #[error("plugin `{plugin}`: that name belongs to a built-in; name yours differently, or set builtin = \"{plugin}\" to configure the built-in")]
+    #[error(
+        "plugin `{plugin}`: that name belongs to a built-in; name yours differently, or set builtin = \"{plugin}\" to configure the built-in"
+    )]
     NameTaken { plugin: String },
     #[error("no {} plugin named `{name}`", kind.as_str())]
     NotFound { name: String, kind: Kind },
@@ -253,11 +253,7 @@ impl Plugins {
         let (wasm, label): (std::borrow::Cow<'static, [u8]>, String) = match source {
             Source::Builtin(b) => (b.wasm.into(), format!("builtin:{}", b.name)),
             Source::File(path) => {
-                let bytes = std::fs::read(&path).map_err(|e| PluginError::Read {
-                    plugin: name.into(),
-                    path: path.clone(),
-                    source: e,
-                })?;
+                let bytes = std::fs::read(&path).map_err(|e| PluginError::Read { plugin: name.into(), path: path.clone(), source: e })?;
                 (bytes.into(), path.display().to_string())
             }
         };
@@ -288,9 +284,7 @@ impl Plugins {
     }
 
     pub fn strategy(&self, name: &str) -> Result<&ReplicationStrategy, PluginError> {
-        self.strategies
-            .get(name)
-            .ok_or_else(|| PluginError::NotFound { name: name.into(), kind: Kind::ReplicationStrategy })
+        self.strategies.get(name).ok_or_else(|| PluginError::NotFound { name: name.into(), kind: Kind::ReplicationStrategy })
     }
 
     pub fn index(&self, name: &str) -> Result<&IndexType, PluginError> {
@@ -328,7 +322,6 @@ fn flatten_config(decl: &PluginDecl) -> Vec<(String, String)> {
     walk("", &decl.config, &mut out);
     out
 }
-
 
 #[cfg(test)]
 mod tests;

@@ -79,11 +79,7 @@ impl<W: World> Plugin<W> {
         config: Vec<(String, String)>,
         limits: Limits,
     ) -> Result<Self, PluginError> {
-        let exports: Vec<String> = component
-            .component_type()
-            .exports(&runtime.engine)
-            .map(|(n, _)| n.to_string())
-            .collect();
+        let exports: Vec<String> = component.component_type().exports(&runtime.engine).map(|(n, _)| n.to_string()).collect();
         let missing: Vec<&str> = W::EXPORTS.iter().copied().filter(|e| !exports.iter().any(|x| x == e)).collect();
         if !missing.is_empty() {
             return Err(PluginError::WrongWorld {
@@ -93,19 +89,11 @@ impl<W: World> Plugin<W> {
                 exports: if exports.is_empty() { "nothing".into() } else { exports.join(", ") },
             });
         }
-        let pre = runtime
-            .linker
-            .instantiate_pre(component)
-            .map_err(|e| PluginError::Link { plugin: name.into(), reason: super::message(&e) })?;
+        let pre =
+            runtime.linker.instantiate_pre(component).map_err(|e| PluginError::Link { plugin: name.into(), reason: super::message(&e) })?;
         let pre = W::pre(pre).map_err(|e| PluginError::Link { plugin: name.into(), reason: super::message(&e) })?;
         let mut plugin = Self {
-            info: PluginInfo {
-                name: name.into(),
-                kind: W::KIND,
-                version: String::new(),
-                description: String::new(),
-                source,
-            },
+            info: PluginInfo { name: name.into(), kind: W::KIND, version: String::new(), description: String::new(), source },
             engine: runtime.engine.clone(),
             pre,
             config,
@@ -195,11 +183,7 @@ impl<W: World> Plugin<W> {
             }
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(PluginError::Busy {
-                    plugin: self.info.name.clone(),
-                    instances: self.limits.max_instances,
-                    waited: patience,
-                });
+                return Err(PluginError::Busy { plugin: self.info.name.clone(), instances: self.limits.max_instances, waited: patience });
             }
             pool = self.freed.wait_timeout(pool, left).unwrap_or_else(|p| p.into_inner()).0;
         }

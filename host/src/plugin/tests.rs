@@ -49,24 +49,11 @@ fn equal_nodes(n: usize) -> Vec<NodeInfo> {
 }
 
 fn policy(replicas: u32) -> ReplicationPolicy {
-    ReplicationPolicy {
-        replicas,
-        min_replicas: 1,
-        max_replicas: replicas,
-        consistency: Consistency::Strong,
-        params: vec![],
-    }
+    ReplicationPolicy { replicas, min_replicas: 1, max_replicas: replicas, consistency: Consistency::Strong, params: vec![] }
 }
 
 fn object(key: &str) -> ObjectInfo {
-    ObjectInfo {
-        bucket: "b".into(),
-        key: key.into(),
-        digest: String::new(),
-        size: 0,
-        content_type: String::new(),
-        attributes: vec![],
-    }
+    ObjectInfo { bucket: "b".into(), key: key.into(), digest: String::new(), size: 0, content_type: String::new(), attributes: vec![] }
 }
 
 fn all(t: &Topology) -> Vec<u32> {
@@ -124,26 +111,14 @@ fn placement_is_pinned() {
     let got: Vec<String> = keys.iter().map(|k| place("rendezvous", &equal, k, 3).join(",")).collect();
     assert_eq!(
         got,
-        [
-            "node-5,node-7,node-0",
-            "node-5,node-1,node-6",
-            "node-6,node-5,node-4",
-            "node-0,node-2,node-1",
-            "node-1,node-3,node-7",
-        ]
+        ["node-5,node-7,node-0", "node-5,node-1,node-6", "node-6,node-5,node-4", "node-0,node-2,node-1", "node-1,node-3,node-7",]
     );
     // Unequal capacities take the weighted path.
     let weighted = Topology::new((0..8).map(|i| node(&format!("node-{i}"), "r", "z", (i + 1) << 40, 1 << 40)).collect());
     let got: Vec<String> = keys.iter().map(|k| place("rendezvous", &weighted, k, 3).join(",")).collect();
     assert_eq!(
         got,
-        [
-            "node-5,node-7,node-4",
-            "node-5,node-6,node-2",
-            "node-6,node-5,node-4",
-            "node-0,node-2,node-6",
-            "node-7,node-3,node-1",
-        ]
+        ["node-5,node-7,node-4", "node-5,node-6,node-2", "node-6,node-5,node-4", "node-0,node-2,node-6", "node-7,node-3,node-1",]
     );
 }
 
@@ -166,11 +141,7 @@ fn zone_aware_never_doubles_a_zone_while_zones_remain() {
         assert_eq!(four.iter().map(|id| zone(id)).collect::<BTreeSet<_>>().len(), 3);
     }
     // Regions come first: two replicas across two regions never share one.
-    let t = Topology::new(vec![
-        node("eu-a", "eu", "a", 1, 1),
-        node("eu-b", "eu", "b", 1, 1),
-        node("us-a", "us", "a", 1, 1),
-    ]);
+    let t = Topology::new(vec![node("eu-a", "eu", "a", 1, 1), node("eu-b", "eu", "b", 1, 1), node("us-a", "us", "a", 1, 1)]);
     for k in 0..200 {
         let chosen = place("zone-aware", &t, &format!("k{k}"), 2);
         assert!(chosen.iter().any(|id| id.starts_with("us")), "{chosen:?}");
@@ -246,13 +217,7 @@ fn strategies_plan_as_defined() {
 
 #[test]
 fn conflicts_resolve_to_the_last_writer_and_repairs_restore_the_count() {
-    let v = |stamp: u64, node: &str| VersionInfo {
-        stamp,
-        node_id: node.into(),
-        digest: String::new(),
-        size: 0,
-        deleted: false,
-    };
+    let v = |stamp: u64, node: &str| VersionInfo { stamp, node_id: node.into(), digest: String::new(), size: 0, deleted: false };
     let quorum = builtins().strategy("quorum").unwrap();
     assert_eq!(quorum.resolve(&[v(5, "a"), v(9, "a"), v(7, "z")]).unwrap(), 1);
     assert_eq!(quorum.resolve(&[v(9, "a"), v(9, "b")]).unwrap(), 1, "the larger node id breaks a tie");
@@ -320,7 +285,10 @@ fn truth(v: &Value, op: Op, operands: &[Value]) -> bool {
     };
     match op {
         Op::Eq => cmp(v, &operands[0]) == Some(Equal),
-        Op::Ne => matches!(cmp(v, &operands[0]), Some(Less | Greater)) || (!matches!(v, Value::Null | Value::List(_)) && cmp(v, &operands[0]).is_none()),
+        Op::Ne => {
+            matches!(cmp(v, &operands[0]), Some(Less | Greater))
+                || (!matches!(v, Value::Null | Value::List(_)) && cmp(v, &operands[0]).is_none())
+        }
         Op::Gt => cmp(v, &operands[0]) == Some(Greater),
         Op::Gte => matches!(cmp(v, &operands[0]), Some(Greater | Equal)),
         Op::Lt => cmp(v, &operands[0]) == Some(Less),
@@ -353,8 +321,7 @@ fn check_compound(index: &str, batches: &[Vec<Value>], conditions: &[(Op, Vec<Va
     let docs: Vec<Value> = batches.iter().map(|b| b[0].clone()).collect();
     let fields = batches[0].len() as u32;
     let terms = plugin.terms(batches).unwrap();
-    let stored: Vec<(Vec<u8>, usize)> =
-        terms.into_iter().enumerate().flat_map(|(d, ts)| ts.into_iter().map(move |t| (t, d))).collect();
+    let stored: Vec<(Vec<u8>, usize)> = terms.into_iter().enumerate().flat_map(|(d, ts)| ts.into_iter().map(move |t| (t, d))).collect();
     let mut served = 0;
     for (op, operands) in conditions {
         let condition = Condition { field: 0, fields, op: *op, operands: operands.clone() };
@@ -423,8 +390,7 @@ fn fulltext_and_tags_terms_answer_their_conditions() {
         (0..rng.random_range(0..6)).map(|_| vocabulary[rng.random_range(0..vocabulary.len())]).collect::<Vec<_>>().join(" ")
     };
     let docs: Vec<Value> = (0..300).map(|_| Value::Text(text(&mut rng))).collect();
-    let conditions: Vec<(Op, Vec<Value>)> =
-        (0..40).map(|_| (Op::Match, vec![Value::Text(text(&mut rng).to_uppercase())])).collect();
+    let conditions: Vec<(Op, Vec<Value>)> = (0..40).map(|_| (Op::Match, vec![Value::Text(text(&mut rng).to_uppercase())])).collect();
     check_index("fulltext", &docs, &conditions);
 
     let tags = ["gpu", "cpu", "eu", "us", "prod"];
@@ -434,8 +400,7 @@ fn fulltext_and_tags_terms_answer_their_conditions() {
             Value::List((0..n).map(|_| Scalar::Text(tags[rng.random_range(0..tags.len())].into())).collect())
         })
         .collect();
-    let conditions: Vec<(Op, Vec<Value>)> =
-        tags.iter().map(|t| (Op::Contains, vec![Value::Text((*t).into())])).collect();
+    let conditions: Vec<(Op, Vec<Value>)> = tags.iter().map(|t| (Op::Contains, vec![Value::Text((*t).into())])).collect();
     check_index("tags", &docs, &conditions);
 }
 

@@ -20,9 +20,9 @@ use tokio::sync::watch;
 use tonic::Status;
 use tracing::{info, warn};
 
+use super::Replicator;
 use super::plan::{self, Member, Policy};
 use super::wire::{self, Lookup, VersionHeader};
-use super::Replicator;
 use crate::api::pb;
 use crate::cluster::detector::Health;
 use crate::meta::{Identity, Placed};
@@ -94,8 +94,7 @@ impl Replicator {
                 }
                 let (members, _) = plan::members(&this.cluster);
                 let cands = this.candidates(&members);
-                let shape: Vec<(u64, bool)> =
-                    members.iter().enumerate().map(|(i, m)| (m.id, cands.contains(&(i as u32)))).collect();
+                let shape: Vec<(u64, bool)> = members.iter().enumerate().map(|(i, m)| (m.id, cands.contains(&(i as u32)))).collect();
                 if last.as_ref() == Some(&shape) || !members.iter().any(|m| m.id == this.cluster.id) {
                     continue;
                 }

@@ -99,7 +99,15 @@ pub fn members(c: &Cluster) -> (Vec<Member>, Vec<NodeInfo>) {
             },
             labels: n.labels.clone().into_iter().collect(),
         });
-        members.push(Member { id, addr: n.addr, zone: n.zone, region: n.region, health: seen.health, load: beat.load, silent: seen.silent });
+        members.push(Member {
+            id,
+            addr: n.addr,
+            zone: n.zone,
+            region: n.region,
+            health: seen.health,
+            load: beat.load,
+            silent: seen.silent,
+        });
     }
     (members, infos)
 }
@@ -156,7 +164,8 @@ pub async fn plan(
         let targets = sel.select(&topology, &healthy, &object, &wit)?;
         let plan = plugins.strategy(&strategy)?.plan_write(&topology, coordinator as u32, &targets, &object, &wit)?;
         let all: Vec<u32> = (0..topology.nodes().len() as u32).collect();
-        let ideal = if healthy.len() == all.len() { targets.clone() } else { sel.select(&topology, &all, &object, &wit).unwrap_or_default() };
+        let ideal =
+            if healthy.len() == all.len() { targets.clone() } else { sel.select(&topology, &all, &object, &wit).unwrap_or_default() };
         Ok::<_, crate::plugin::PluginError>((targets, plan, ideal))
     })
     .await

@@ -11,8 +11,8 @@ use futures::StreamExt;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use super::wire::{self, Lookup, Trailer, VersionHeader};
 use super::Replicator;
+use super::wire::{self, Lookup, Trailer, VersionHeader};
 use crate::meta::{Identity, MetaError, QueueEntry};
 use crate::store::Range;
 
@@ -47,8 +47,12 @@ impl Replicator {
                 }
                 // Finished entries leave in one statement per round: a
                 // transaction each would cost a sync each.
-                let done: Vec<i64> =
-                    futures::stream::iter(due).map(|e| this.settle(e)).buffer_unordered(width).filter_map(std::future::ready).collect().await;
+                let done: Vec<i64> = futures::stream::iter(due)
+                    .map(|e| this.settle(e))
+                    .buffer_unordered(width)
+                    .filter_map(std::future::ready)
+                    .collect()
+                    .await;
                 if let Err(e) = this.objects.meta().queue_done(&done).await {
                     warn!(error = %e, "updating the replication queue failed");
                 }

@@ -9,16 +9,16 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::stream::BoxStream;
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 use tracing::{debug, warn};
 
+use super::Replicator;
 use super::plan::{self, Member};
 use super::wire::{self, Fetch, Found, Lookup};
-use super::Replicator;
 use crate::api::pb;
 use crate::cluster::detector::Health;
 use crate::config::ConsistencyLevel;
@@ -130,9 +130,20 @@ impl Replicator {
     /// Opens one source's stream of (a range of) the version's bytes.
     /// Streams a version's bytes from one replica. Errors say whether the
     /// replica's copy is damaged (as opposed to a replica that failed).
-    async fn open(&self, m: &Member, bucket: &str, key: &str, version: &str, range: Range) -> Result<BoxStream<'static, Result<Bytes, SourceError>>, SourceError> {
+    async fn open(
+        &self,
+        m: &Member,
+        bucket: &str,
+        key: &str,
+        version: &str,
+        range: Range,
+    ) -> Result<BoxStream<'static, Result<Bytes, SourceError>>, SourceError> {
         let local = |e: ObjectError| SourceError {
-            damaged: matches!(e, ObjectError::Store(StoreError::Corrupt { .. } | StoreError::Missing { .. }) | ObjectError::Meta(MetaError::CorruptVersion { .. })),
+            damaged: matches!(
+                e,
+                ObjectError::Store(StoreError::Corrupt { .. } | StoreError::Missing { .. })
+                    | ObjectError::Meta(MetaError::CorruptVersion { .. })
+            ),
             message: e.to_string(),
         };
         let remote = |s: Status| SourceError { damaged: s.code() == tonic::Code::DataLoss, message: s.message().to_string() };
@@ -246,14 +257,23 @@ impl Replicator {
                 }
             }
             let why = errors.join("; ");
-            let e = if damaged == sources.len() { ObjectError::Damaged(why) } else { ObjectError::Aborted(format!("every replica failed: {why}")) };
+            let e = if damaged == sources.len() {
+                ObjectError::Damaged(why)
+            } else {
+                ObjectError::Aborted(format!("every replica failed: {why}"))
+            };
             let _ = tx.send(Err(e)).await;
         });
         Ok((rec, rx))
     }
 
     /// The record of a version with the state of each replica.
-    pub async fn stat(self: &Arc<Self>, bucket: &str, key: &str, version: Option<&str>) -> Result<(ObjectRecord, Vec<pb::ReplicaInfo>), Status> {
+    pub async fn stat(
+        self: &Arc<Self>,
+        bucket: &str,
+        key: &str,
+        version: Option<&str>,
+    ) -> Result<(ObjectRecord, Vec<pb::ReplicaInfo>), Status> {
         let (winner, _, views) = self.locate(bucket, key, version).await?;
         if winner.digest.is_none() && version.is_none() {
             return Err(deleted(bucket, key, version, &winner));

@@ -20,24 +20,33 @@ impl Replicator {
     /// to has the request id on record. A node that does not answer within
     /// a second (or is not seen healthy) is skipped: if every holder of the
     /// first version is out of reach, the retry stores a second one.
-    pub(super) async fn replayed(&self, spec: &PutSpec, request_id: &str, p: &plan::Plan, members: &[plan::Member]) -> Result<Option<ObjectRecord>, Status> {
+    pub(super) async fn replayed(
+        &self,
+        spec: &PutSpec,
+        request_id: &str,
+        p: &plan::Plan,
+        members: &[plan::Member],
+    ) -> Result<Option<ObjectRecord>, Status> {
         let me = self.cluster.id;
         let mut nodes: Vec<u64> = p.targets.iter().chain(&p.ideal).copied().chain([me]).collect();
         nodes.sort_unstable();
         nodes.dedup();
         let q = Lookup { request_id: Some(request_id.into()), ..Lookup::new(&spec.bucket, &spec.key, None) };
-        let mut asks: FuturesUnordered<_> = nodes.iter().map(|&n| {
-            let q = &q;
-            async move {
-                if n == me {
-                    return self.holding(q).await.ok();
+        let mut asks: FuturesUnordered<_> = nodes
+            .iter()
+            .map(|&n| {
+                let q = &q;
+                async move {
+                    if n == me {
+                        return self.holding(q).await.ok();
+                    }
+                    // Only healthy nodes are asked, briefly: every put with an id
+                    // pays for this, and one stalled node must not hold it up.
+                    let m = members.iter().find(|m| m.id == n && m.health == Health::Healthy)?;
+                    wire::lookup(&self.cluster.network, &m.addr, q, self.short_timeout().min(LOOKUP_TIMEOUT)).await.ok()
                 }
-                // Only healthy nodes are asked, briefly: every put with an id
-                // pays for this, and one stalled node must not hold it up.
-                let m = members.iter().find(|m| m.id == n && m.health == Health::Healthy)?;
-                wire::lookup(&self.cluster.network, &m.addr, q, self.short_timeout().min(LOOKUP_TIMEOUT)).await.ok()
-            }
-        }).collect();
+            })
+            .collect();
         // The first node that has it answers; one out of reach costs a
         // lookup's timeout only when no node has it.
         while let Some(h) = asks.next().await {

@@ -71,7 +71,9 @@ impl pb::replica_server::Replica for ReplicaService {
         }
         if h.forget {
             return match meta.delete(&h.bucket, &h.key, Some(&h.identity.version)).await {
-                Ok(_) | Err(MetaError::NoSuchVersion { .. } | MetaError::NotFound { .. }) => encode(&PushAck { deduplicated: false, clock: meta.clock() }),
+                Ok(_) | Err(MetaError::NoSuchVersion { .. } | MetaError::NotFound { .. }) => {
+                    encode(&PushAck { deduplicated: false, clock: meta.clock() })
+                }
                 Err(e) => Err(ObjectError::from(e).into()),
             };
         }
@@ -178,9 +180,11 @@ pub async fn holding(r: &Replicator, q: &Lookup) -> Result<Holding, Status> {
     }
     let rec = match &version {
         Some(v) => meta.get(&q.bucket, &q.key, Some(v)).await,
-        None => meta.newest(&q.bucket, &q.key).await.map(|r| {
-            r.ok_or_else(|| MetaError::NotFound { bucket: q.bucket.clone(), key: q.key.clone() })
-        }).and_then(|r| r),
+        None => meta
+            .newest(&q.bucket, &q.key)
+            .await
+            .map(|r| r.ok_or_else(|| MetaError::NotFound { bucket: q.bucket.clone(), key: q.key.clone() }))
+            .and_then(|r| r),
     };
     let found = match rec {
         Ok(rec) => {

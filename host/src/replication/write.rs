@@ -113,7 +113,16 @@ impl Replicator {
                 )));
             }
         }
-        let p = plan::plan(&self.plugins, &self.cluster, &policy, &spec.bucket, &spec.key, spec.size.unwrap_or(0), self.config.enable_async_replication).await?;
+        let p = plan::plan(
+            &self.plugins,
+            &self.cluster,
+            &policy,
+            &spec.bucket,
+            &spec.key,
+            spec.size.unwrap_or(0),
+            self.config.enable_async_replication,
+        )
+        .await?;
         if let Some(rid) = &spec.request_id
             && let Some(first) = self.replayed(&spec, rid, &p, &members).await?
         {
@@ -202,9 +211,7 @@ impl Replicator {
             Ok((size, hasher.map(|h| Digest(h.finalize().into()))))
         };
         let objects = self.objects.clone();
-        let stage = async {
-            if local { Some(objects.stage(&spec, ReceiverStream::new(lrx)).await) } else { None }
-        };
+        let stage = async { if local { Some(objects.stage(&spec, ReceiverStream::new(lrx)).await) } else { None } };
         let (pumped, staged) = tokio::join!(pump, stage);
         let abort = |pushes: Vec<Push>| pushes.into_iter().for_each(|p| p.task.abort());
         let (size, hashed) = match pumped {
@@ -222,9 +229,11 @@ impl Replicator {
             }
             None => {
                 let d = hashed.expect("hashed when not stored here");
-                let broken = spec.size.filter(|s| *s != size).map(|s| ("size", s.to_string(), size.to_string())).or_else(|| {
-                    spec.expected_digest.filter(|e| *e != d).map(|e| ("digest", e.to_string(), d.to_string()))
-                });
+                let broken = spec
+                    .size
+                    .filter(|s| *s != size)
+                    .map(|s| ("size", s.to_string(), size.to_string()))
+                    .or_else(|| spec.expected_digest.filter(|e| *e != d).map(|e| ("digest", e.to_string(), d.to_string())));
                 if let Some((what, expected, actual)) = broken {
                     abort(pushes);
                     return Err(not_stored(ObjectError::from(StoreError::Mismatch { what, expected, actual }).into()));
@@ -278,11 +287,7 @@ impl Replicator {
         owed_now.extend(p.targets.iter().chain(&p.ideal).filter(|t| !p.sync.contains(t) && !p.asynchronous.contains(t)));
         owed_now.sort_unstable();
         owed_now.dedup();
-        let keeper = if staged.is_some() {
-            Some(me)
-        } else {
-            pushes.iter().find(|p| p.tx.is_some() && !p.stalled).map(|p| p.node)
-        };
+        let keeper = if staged.is_some() { Some(me) } else { pushes.iter().find(|p| p.tx.is_some() && !p.stalled).map(|p| p.node) };
         // The trailer tells each target what it should have received.
         let trailer = wire::trailer_frame(&Trailer { digest, size, owed: Vec::new() });
         let keeper_trailer = wire::trailer_frame(&Trailer { digest, size, owed: owed_now.clone() });
@@ -323,7 +328,9 @@ impl Replicator {
                 let r = match r {
                     // Committed here: a failure to queue the owed copies is
                     // not a refusal of the write.
-                    Ok(rec) => this.enqueue_on(me, &rec.bucket, &rec.key, &rec.version, &owed).await.map_err(|s| (s.message().to_string(), false)),
+                    Ok(rec) => {
+                        this.enqueue_on(me, &rec.bucket, &rec.key, &rec.version, &owed).await.map_err(|s| (s.message().to_string(), false))
+                    }
                     Err(e) => Err((e.to_string(), true)),
                 };
                 (me, r)

@@ -38,10 +38,7 @@ impl TermMaker for PluginTerms {
     fn terms(&self, index: &IndexDef, records: &[ObjectRecord]) -> Result<Vec<Vec<Vec<u8>>>, String> {
         let plugin = self.0.index(&index.kind).map_err(|e| e.to_string())?;
         let fields: Vec<Field> = index.fields.iter().map(|f| Field::parse(f)).collect();
-        let docs: Vec<Vec<Value>> = records
-            .iter()
-            .map(|r| with_doc(r, |d| fields.iter().map(|f| plugin_value(d, f)).collect()))
-            .collect();
+        let docs: Vec<Vec<Value>> = records.iter().map(|r| with_doc(r, |d| fields.iter().map(|f| plugin_value(d, f)).collect())).collect();
         blocking(|| plugin.terms(&docs)).map_err(|e| e.to_string())
     }
 }
@@ -81,10 +78,9 @@ fn term_match(m: plugin::TermMatch) -> TermMatch {
     match m {
         plugin::TermMatch::Exact(t) => TermMatch::Exact(t),
         plugin::TermMatch::Prefix(t) => TermMatch::Prefix(t),
-        plugin::TermMatch::Range(r) => TermMatch::Range {
-            lower: r.lower.map(|b| (b.term, b.inclusive)),
-            upper: r.upper.map(|b| (b.term, b.inclusive)),
-        },
+        plugin::TermMatch::Range(r) => {
+            TermMatch::Range { lower: r.lower.map(|b| (b.term, b.inclusive)), upper: r.upper.map(|b| (b.term, b.inclusive)) }
+        }
     }
 }
 

@@ -126,10 +126,7 @@ impl Condition {
             _ => {}
         }
         if self.op == Op::Contains && !matches!(self.field, Field::Attribute(_)) {
-            return Err(format!(
-                "contains looks inside list attributes, and {} is not one; try prefix or match",
-                self.field
-            ));
+            return Err(format!("contains looks inside list attributes, and {} is not one; try prefix or match", self.field));
         }
         for lit in &self.operands {
             check_operand(&self.field, self.op, lit)?;

@@ -74,8 +74,7 @@ pub async fn run(meta: &MetaStore, plugins: Option<&Plugins>, s: &Search) -> Res
     if let (Some(filter), Some(plugins)) = (&s.filter, plugins)
         && meta.indexing() != IndexingMode::Disabled
     {
-        let indexes: Vec<_> =
-            meta.list_indexes().await?.into_iter().filter(|i| i.bucket == s.bucket && i.ready).collect();
+        let indexes: Vec<_> = meta.list_indexes().await?.into_iter().filter(|i| i.bucket == s.bucket && i.ready).collect();
         if !indexes.is_empty() {
             let mut planner = Planner { plugins, indexes, head: meta.head().await?, notes: Vec::new() };
             let candidates = planner.plan(filter);

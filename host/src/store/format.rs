@@ -49,11 +49,8 @@ impl std::fmt::Debug for Key {
 impl Key {
     /// Parses 64 hex characters (surrounding white space allowed).
     pub fn from_hex(text: &str) -> Result<Self, String> {
-        let raw = hex::decode(text.trim())
-            .map_err(|_| "the key must be 64 hex characters (32 bytes)".to_string())?;
-        let bytes: [u8; 32] = raw
-            .try_into()
-            .map_err(|_| "the key must be 64 hex characters (32 bytes)".to_string())?;
+        let raw = hex::decode(text.trim()).map_err(|_| "the key must be 64 hex characters (32 bytes)".to_string())?;
+        let bytes: [u8; 32] = raw.try_into().map_err(|_| "the key must be 64 hex characters (32 bytes)".to_string())?;
         let mut h = Sha256::new();
         h.update(b"strata key fingerprint v1");
         h.update(bytes);

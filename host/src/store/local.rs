@@ -81,12 +81,7 @@ impl LocalStore {
     pub fn open(root: &Path, codec: Codec, max_size: u64, sync: bool) -> Result<Self, StoreError> {
         fs::create_dir_all(root).map_err(StoreError::io(root))?;
         let lock_path = root.join("LOCK");
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(StoreError::io(&lock_path))?;
+        let lock = File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(StoreError::io(&lock_path))?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
@@ -222,10 +217,9 @@ impl LocalStore {
     /// inspection.
     pub fn quarantine(&self, digest: &Digest) -> Result<(), StoreError> {
         let from = self.path(digest);
-        let to = self.quarantine.join(format!(
-            "{digest}.{}",
-            SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs()
-        ));
+        let to = self
+            .quarantine
+            .join(format!("{digest}.{}", SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs()));
         match fs::rename(&from, &to) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -297,11 +291,15 @@ impl Space {
 }
 
 /// Bytes an unprivileged writer can still use on the file system of `path`.
+// The statvfs field types differ between platforms; the casts are for those
+// where they are not already u64.
+#[allow(clippy::unnecessary_cast)]
 pub fn free_space(path: &Path) -> std::io::Result<u64> {
     statvfs(path).map(|st| st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 /// Size of the file system holding `path`.
+#[allow(clippy::unnecessary_cast)]
 pub fn disk_size(path: &Path) -> std::io::Result<u64> {
     statvfs(path).map(|st| st.f_blocks as u64 * st.f_frsize as u64)
 }

@@ -54,9 +54,7 @@ impl FromStr for Digest {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let raw = hex::decode(s).map_err(|_| format!("{s:?} is not a hex SHA-256 digest"))?;
-        raw.try_into()
-            .map(Digest)
-            .map_err(|_| format!("{s:?} is not 64 hex characters"))
+        raw.try_into().map(Digest).map_err(|_| format!("{s:?} is not 64 hex characters"))
     }
 }
 
@@ -83,9 +81,7 @@ pub enum StoreError {
     Corrupt { digest: Digest, why: String },
     #[error("blob {digest} is encrypted but no encryption key is configured")]
     NoKey { digest: Digest },
-    #[error(
-        "blob {digest} was encrypted with key {blob_key}, but the configured key is {configured_key}"
-    )]
+    #[error("blob {digest} was encrypted with key {blob_key}, but the configured key is {configured_key}")]
     WrongKey { digest: Digest, blob_key: String, configured_key: String },
     #[error("storage quota exceeded: {used} of {max} bytes used, this write needs more")]
     QuotaExceeded { used: u64, max: u64 },
@@ -134,9 +130,7 @@ impl StoreError {
 
 /// ENOSPC, or EDQUOT (a user's disk quota), which a writer treats alike.
 pub fn is_out_of_space(e: &std::io::Error) -> bool {
-    e.kind() == std::io::ErrorKind::StorageFull
-        || e.kind() == std::io::ErrorKind::QuotaExceeded
-        || e.raw_os_error() == Some(libc::ENOSPC)
+    e.kind() == std::io::ErrorKind::StorageFull || e.kind() == std::io::ErrorKind::QuotaExceeded || e.raw_os_error() == Some(libc::ENOSPC)
 }
 
 /// A byte range of a blob; `len == None` reads to the end.

@@ -44,12 +44,7 @@ pub struct BlobReader {
 }
 
 impl BlobReader {
-    pub(super) fn open(
-        path: PathBuf,
-        digest: Digest,
-        key: Option<&Key>,
-        range: Range,
-    ) -> Result<Self, StoreError> {
+    pub(super) fn open(path: PathBuf, digest: Digest, key: Option<&Key>, range: Range) -> Result<Self, StoreError> {
         let file = match File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -86,8 +81,7 @@ impl BlobReader {
         let cipher = header.cipher(key, &digest)?;
 
         let mut tail = [0u8; format::FOOTER_TAIL_LEN];
-        file.seek(SeekFrom::End(-(format::FOOTER_TAIL_LEN as i64)))
-            .map_err(StoreError::io(&path))?;
+        file.seek(SeekFrom::End(-(format::FOOTER_TAIL_LEN as i64))).map_err(StoreError::io(&path))?;
         file.read_exact(&mut tail).map_err(StoreError::io(&path))?;
         let (size, frames, stored_digest) = Footer::decode_tail(&tail).map_err(corrupt)?;
         if stored_digest != digest {
@@ -217,17 +211,11 @@ impl BlobReader {
             return Err(self.corrupt(format!("frame {} fails its checksum", self.index)));
         }
         let last = self.index + 1 == self.frames;
-        self.header
-            .open(self.cipher.as_ref(), self.index, last, &mut self.stored, &mut self.scratch)
-            .map_err(|why| self.corrupt(why))?;
+        self.header.open(self.cipher.as_ref(), self.index, last, &mut self.stored, &mut self.scratch).map_err(|why| self.corrupt(why))?;
         let chunk = self.header.chunk as u64;
         let expect = if last { self.size - self.index * chunk } else { chunk };
         if self.stored.len() as u64 != expect {
-            return Err(self.corrupt(format!(
-                "frame {} holds {} bytes, expected {expect}",
-                self.index,
-                self.stored.len()
-            )));
+            return Err(self.corrupt(format!("frame {} holds {} bytes, expected {expect}", self.index, self.stored.len())));
         }
         self.index += 1;
         Ok(())

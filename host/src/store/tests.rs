@@ -73,10 +73,7 @@ fn round_trips_and_ranges_with_every_codec() {
                 let got = read_all(&store, &d, Range { offset: off, len }).unwrap();
                 assert_eq!(got, &bytes[off as usize..end], "{name} {size} range {off}+{len:?}");
             }
-            assert!(matches!(
-                read_all(&store, &d, Range { offset: size as u64 + 1, len: None }),
-                Err(StoreError::BadRange { .. })
-            ));
+            assert!(matches!(read_all(&store, &d, Range { offset: size as u64 + 1, len: None }), Err(StoreError::BadRange { .. })));
         }
     }
 }
@@ -158,8 +155,5 @@ fn the_quota_refuses_and_returns_reservations() {
 fn the_directory_lock_keeps_a_second_store_out() {
     let dir = tempfile::tempdir().unwrap();
     let _a = LocalStore::open(dir.path(), codecs().remove(0).1, 0, false).unwrap();
-    assert!(matches!(
-        LocalStore::open(dir.path(), codecs().remove(0).1, 0, false),
-        Err(StoreError::Locked { .. })
-    ));
+    assert!(matches!(LocalStore::open(dir.path(), codecs().remove(0).1, 0, false), Err(StoreError::Locked { .. })));
 }

@@ -87,16 +87,7 @@ impl BlobWriter {
         let header = Header::new(codec);
         let digest_for_errors = Digest([0; 32]);
         let cipher = header.cipher(codec.key.as_ref(), &digest_for_errors)?;
-        let mut staged = Staged {
-            inline: None,
-            tmp,
-            digest: digest_for_errors,
-            size: 0,
-            stored_size: 0,
-            quota,
-            reserved: 0,
-            kept: false,
-        };
+        let mut staged = Staged { inline: None, tmp, digest: digest_for_errors, size: 0, stored_size: 0, quota, reserved: 0, kept: false };
         let raw = header.encode();
         staged.reserve(raw.len() as u64)?;
         Ok(Self {
@@ -127,11 +118,7 @@ impl BlobWriter {
     /// Moves a blob that outgrew memory into its temp file.
     fn spill(&mut self) -> Result<(), StoreError> {
         if let Sink::Memory(buf) = &self.sink {
-            let mut file = File::options()
-                .write(true)
-                .create_new(true)
-                .open(&self.staged.tmp)
-                .map_err(StoreError::io(&self.staged.tmp))?;
+            let mut file = File::options().write(true).create_new(true).open(&self.staged.tmp).map_err(StoreError::io(&self.staged.tmp))?;
             file.write_all(buf).map_err(StoreError::io(&self.staged.tmp))?;
             self.sink = Sink::File(file);
         }
@@ -214,8 +201,7 @@ impl BlobWriter {
         // An empty blob still gets one (empty) frame, so "last" is always marked.
         self.flush_frame(true)?;
         let digest = Digest(self.hasher.clone().finalize().into());
-        let footer = Footer { offsets: std::mem::take(&mut self.offsets), size: self.staged.size, digest }
-            .encode();
+        let footer = Footer { offsets: std::mem::take(&mut self.offsets), size: self.staged.size, digest }.encode();
         self.staged.reserve(footer.len() as u64)?;
         self.put(&footer)?;
         self.pos += footer.len() as u64;
