@@ -383,3 +383,35 @@ pub async fn raw_put_cut(addr: std::net::SocketAddr, h: pb::PutHeader, data: &[u
     }
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
 }
+
+/// How a test cuts off a put whose stream never ends.
+#[derive(Clone, Copy, Debug)]
+pub enum Cut {
+    /// The client gives up: the call is dropped after this long, its
+    /// stream reset.
+    Drop(Duration),
+    /// A deadline the server enforces (grpc-timeout); the answer must say so.
+    Deadline(Duration),
+}
+
+/// Sends a put whose stream never ends and cuts it off as `how` says.
+pub async fn cut_put<S>(c: &Client, stream: S, how: Cut)
+where
+    S: futures::Stream<Item = pb::PutRequest> + Send + 'static,
+{
+    match how {
+        Cut::Drop(after) => {
+            let mut c2 = c.clone();
+            let call = tokio::spawn(async move { c2.put(stream).await });
+            tokio::time::sleep(after).await;
+            call.abort();
+            let _ = call.await;
+        }
+        Cut::Deadline(d) => {
+            let mut req = tonic::Request::new(stream);
+            req.set_timeout(d);
+            let err = c.clone().put(req).await.expect_err("a stream that never ends cannot be stored");
+            assert!(matches!(err.code(), tonic::Code::DeadlineExceeded | tonic::Code::Cancelled), "{err:?}");
+        }
+    }
+}

@@ -43,20 +43,12 @@ async fn cancelled_streams_store_nothing() {
             _ => (rand::random::<u32>() as usize) % good.len(),
         };
         let stream = stalled_put(header("k"), random_bytes(len));
-        if i % 2 == 0 {
-            // The client gives up: the call is dropped, the stream reset.
-            let mut c2 = c.clone();
-            let call = tokio::spawn(async move { c2.put(stream).await });
-            tokio::time::sleep(Duration::from_millis(50 + (i as u64 * 7) % 200)).await;
-            call.abort();
-            let _ = call.await;
+        let how = if i % 2 == 0 {
+            Cut::Drop(Duration::from_millis(50 + (i as u64 * 7) % 200))
         } else {
-            // A deadline the server enforces (grpc-timeout).
-            let mut req = tonic::Request::new(stream);
-            req.set_timeout(Duration::from_millis(300));
-            let err = c.put(req).await.expect_err("a stalled put cannot succeed");
-            assert!(matches!(err.code(), Code::DeadlineExceeded | Code::Cancelled), "{err:?}");
-        }
+            Cut::Deadline(Duration::from_millis(300))
+        };
+        cut_put(&c, stream, how).await;
     }
     // A PutMany whose stream breaks after its first message.
     let items = (0..10).map(|i| pb::PutManyItem { header: Some(header(&format!("many/{i}"))), data: Bytes::from_static(b"x") });

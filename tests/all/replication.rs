@@ -593,20 +593,12 @@ async fn cancelled_replicated_puts_store_nothing_anywhere() {
             data.chunks(256 << 10).map(|d| pb::PutRequest { part: Some(pb::put_request::Part::Chunk(bytes::Bytes::copy_from_slice(d))) }),
         );
         let stream = futures::StreamExt::chain(futures::stream::iter(msgs), futures::stream::pending());
-        if i % 2 == 0 {
-            // The client gives up: the call is dropped, the stream reset
-            // (hyper reports such a reset to the server as a clean end).
-            let mut c2 = c.clone();
-            let call = tokio::spawn(async move { c2.put(stream).await });
-            tokio::time::sleep(Duration::from_millis(150 + (i as u64 * 37) % 300)).await;
-            call.abort();
-            let _ = call.await;
+        let how = if i % 2 == 0 {
+            Cut::Drop(Duration::from_millis(150 + (i as u64 * 37) % 300))
         } else {
-            let mut req = tonic::Request::new(stream);
-            req.set_timeout(Duration::from_millis(400));
-            let err = c.put(req).await.expect_err("a stream that never ends cannot be stored");
-            assert!(matches!(err.code(), Code::DeadlineExceeded | Code::Cancelled), "{err:?}");
-        }
+            Cut::Deadline(Duration::from_millis(400))
+        };
+        cut_put(&c, stream, how).await;
     }
     // A raw client's resets (NO_ERROR reaches the server as a clean end)
     // and dropped connections, at the coordinator.
