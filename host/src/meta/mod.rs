@@ -565,14 +565,7 @@ impl MetaStore {
         for (r, item) in out.iter_mut().zip(items) {
             if let Err(MetaError::Replayed { version }) = r {
                 let version = std::mem::take(version);
-                *r = match self.get(&item.bucket, &item.key, Some(&version)).await {
-                    Err(MetaError::NoSuchVersion { .. } | MetaError::NotFound { .. }) => Err(MetaError::RequestGone {
-                        request_id: item.request_id.clone().unwrap_or_default(),
-                        key: item.key.clone(),
-                        version,
-                    }),
-                    other => other,
-                };
+                *r = self.first_version(&item.bucket, &item.key, item.request_id.as_deref().unwrap_or_default(), version).await;
             }
         }
         Ok(out)
@@ -627,6 +620,26 @@ impl MetaStore {
     /// The key and version a put request made, if its id is on record.
     pub async fn request(&self, bucket: &str, request_id: &str) -> Result<Option<(String, String)>, MetaError> {
         sql::request(&self.read, bucket, request_id).await
+    }
+
+    /// The version a put to `key` with this request id made, if the id is
+    /// on record: a retry's answer. The id used for another key is refused.
+    pub async fn replay(&self, bucket: &str, key: &str, request_id: &str) -> Result<Option<ObjectRecord>, MetaError> {
+        let Some((first_key, version)) = self.request(bucket, request_id).await? else { return Ok(None) };
+        if first_key != key {
+            return Err(MetaError::RequestReused { request_id: request_id.into(), key: first_key });
+        }
+        self.first_version(bucket, key, request_id, version).await.map(Some)
+    }
+
+    /// The record of the version a request made, or why it is gone.
+    async fn first_version(&self, bucket: &str, key: &str, request_id: &str, version: String) -> Result<ObjectRecord, MetaError> {
+        match self.get(bucket, key, Some(&version)).await {
+            Err(MetaError::NoSuchVersion { .. } | MetaError::NotFound { .. }) => {
+                Err(MetaError::RequestGone { request_id: request_id.into(), key: key.into(), version })
+            }
+            other => other,
+        }
     }
 
     /// Whether old versions are kept.

@@ -221,17 +221,7 @@ impl Objects {
     /// commit checks again, so concurrent attempts make one version.)
     async fn replay(&self, spec: &PutSpec) -> Result<Option<ObjectRecord>, ObjectError> {
         let (Some(rid), None) = (&spec.request_id, &spec.identity) else { return Ok(None) };
-        let Some((key, version)) = self.meta.request(&spec.bucket, rid).await? else { return Ok(None) };
-        if key != spec.key {
-            return Err(MetaError::RequestReused { request_id: rid.clone(), key }.into());
-        }
-        match self.meta.get(&spec.bucket, &spec.key, Some(&version)).await {
-            Ok(rec) => Ok(Some(rec)),
-            Err(MetaError::NoSuchVersion { .. } | MetaError::NotFound { .. }) => {
-                Err(MetaError::RequestGone { request_id: rid.clone(), key, version }.into())
-            }
-            Err(e) => Err(e.into()),
-        }
+        Ok(self.meta.replay(&spec.bucket, &spec.key, rid).await?)
     }
 
     /// Records a version whose blob this node already holds, sound; `None`
