@@ -9,6 +9,7 @@
 //! - [`objects`]: the two stores as one: group commit, GC, scrub.
 //! - [`cluster`]: membership, consensus, failure detection, locks.
 //! - [`replication`]: placing, copying and reading versions across nodes.
+//! - [`service`]: the object service every front end calls, one node or a cluster.
 //! - [`api`]: the `strata.v1` gRPC service.
 //! - [`server`]: wiring and lifecycle.
 //! - [`cli`]: the `strata` command.
@@ -26,4 +27,5 @@ pub mod plugin;
 pub mod replication;
 pub mod search;
 pub mod server;
+pub mod service;
 pub mod store;

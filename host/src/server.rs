@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::api::{self, Api, Limits, pb};
+use crate::service;
 use crate::cluster::node::Cluster;
 use crate::config::{Compression, Config, IndexingMode, MetaBackend};
 use crate::meta::{MetaOptions, MetaStore};
@@ -199,7 +200,9 @@ impl Server {
             r.spawn_placement(stop_rx.clone());
             r.spawn_anti_entropy(stop_rx.clone());
         }
-        let svc = pb::strata_server::StrataServer::new(Api::new(self.objects.clone(), self.plugins.clone(), replicator.clone(), limits))
+        let local = service::Local { objects: self.objects.clone(), plugins: self.plugins.clone(), search: limits.search };
+        let objects = service::for_node(local, replicator.clone());
+        let svc = pb::strata_server::StrataServer::new(Api::new(objects, self.objects.clone(), self.plugins.clone(), replicator.clone(), limits))
             .max_decoding_message_size(max_msg)
             .max_encoding_message_size(max_msg);
         let (health, health_svc) = tonic_health::server::health_reporter();

@@ -5,26 +5,28 @@ use std::time::{Duration, Instant};
 use openraft::async_runtime::WatchReceiver;
 use tonic::Status;
 
-use super::error::invalid;
+use super::error::{ApiError, invalid};
 use super::pb;
 use super::validate;
 use crate::cluster::node::Cluster;
-use crate::cluster::types::{BucketPolicy, LockGrant};
-use crate::config::{ConsistencyLevel, ReplicationConfig};
-use crate::plugin::Plugins;
+use crate::cluster::types::{BucketPolicy, Consistency, LockGrant};
+use crate::replication::{PolicySpec, Replicator, plan};
 
-pub fn require(c: Option<&std::sync::Arc<Cluster>>) -> Result<&Cluster, Status> {
-    c.map(|c| &**c).ok_or_else(|| Status::failed_precondition("this server is not a cluster node: add a [cluster] section to its config"))
+/// The cluster of a cluster node; refused on a single node.
+pub fn require(r: Option<&std::sync::Arc<Replicator>>) -> Result<&std::sync::Arc<Replicator>, ApiError> {
+    r.ok_or_else(|| {
+        ApiError::Status(Status::failed_precondition("this server is not a cluster node: add a [cluster] section to its config"))
+    })
 }
 
-pub async fn handle_init(c: &Cluster) -> Result<pb::ClusterView, Status> {
+pub async fn handle_init(c: &Cluster) -> Result<pb::ClusterView, ApiError> {
     c.init().await?;
     handle_status(c).await
 }
 
 /// This node's view: Raft's membership and figures, and the failure
 /// detector's judgement of each member.
-pub async fn handle_status(c: &Cluster) -> Result<pb::ClusterView, Status> {
+pub async fn handle_status(c: &Cluster) -> Result<pb::ClusterView, ApiError> {
     let m = c.raft.metrics().borrow_watched().clone();
     let now = Instant::now();
     let nodes = c
@@ -89,51 +91,40 @@ pub fn placement_nodes(c: &Cluster) -> Vec<pb::Node> {
         .collect()
 }
 
-/// A policy from a request, unset fields taking the `[replication]`
-/// defaults; plugin names must be loaded plugins.
-pub fn policy_from_pb(plugins: &Plugins, d: &ReplicationConfig, p: pb::ReplicationPolicy) -> Result<BucketPolicy, Status> {
-    let strategy = if p.strategy.is_empty() { d.default_strategy.clone() } else { p.strategy };
-    let selector = if p.selector.is_empty() { d.default_selector.clone() } else { p.selector };
-    plugins.strategy(&strategy).map_err(|e| invalid(format!("policy.strategy: {e}")))?;
-    plugins.selector(&selector).map_err(|e| invalid(format!("policy.selector: {e}")))?;
-    let replicas = if p.replicas == 0 { d.replication_factor } else { p.replicas };
-    if replicas > d.max_replicas {
-        return Err(invalid(format!("policy.replicas: at most {} (replication.max_replicas)", d.max_replicas)));
-    }
-    let min_replicas = if p.min_replicas == 0 { d.min_replicas.min(replicas) } else { p.min_replicas };
-    if min_replicas > replicas {
-        return Err(invalid("policy.min_replicas: at most replicas"));
-    }
+/// A policy as a request gives it (unset fields take the defaults).
+pub fn policy_spec(p: pb::ReplicationPolicy) -> Result<PolicySpec, ApiError> {
     let consistency = match p.consistency.as_str() {
         "" => None,
-        "strong" => Some(ConsistencyLevel::Strong),
-        "eventual" => Some(ConsistencyLevel::Eventual),
+        "strong" => Some(Consistency::Strong),
+        "eventual" => Some(Consistency::Eventual),
         other => return Err(invalid(format!("policy.consistency: {other:?} is neither strong nor eventual"))),
     };
-    Ok(BucketPolicy { strategy, selector, replicas, min_replicas, params: p.params.into_iter().collect(), consistency })
+    Ok(PolicySpec {
+        strategy: p.strategy,
+        selector: p.selector,
+        replicas: p.replicas,
+        min_replicas: p.min_replicas,
+        params: p.params.into_iter().collect(),
+        consistency,
+    })
 }
 
-pub async fn handle_set_replication(
-    c: &Cluster,
-    plugins: &Plugins,
-    defaults: &ReplicationConfig,
-    req: pb::SetReplicationRequest,
-) -> Result<pb::ReplicationPolicy, Status> {
+pub async fn handle_set_replication(r: &Replicator, req: pb::SetReplicationRequest) -> Result<pb::ReplicationPolicy, ApiError> {
     validate::bucket_name(&req.bucket)?;
     let p = req.policy.ok_or_else(|| invalid("policy: give strategy, selector and replicas"))?;
-    let policy = policy_from_pb(plugins, defaults, p)?;
-    c.write(crate::cluster::types::Cmd::SetBucketPolicy { bucket: req.bucket, policy: policy.clone() }).await?;
+    let policy = plan::resolve(&r.plugins, &r.config, policy_spec(p)?)?;
+    r.cluster.write(crate::cluster::types::Cmd::SetBucketPolicy { bucket: req.bucket, policy: policy.clone() }).await?;
     Ok(policy_pb(policy))
 }
 
-pub async fn handle_get_replication(c: &Cluster, req: pb::GetReplicationRequest) -> Result<pb::ReplicationPolicy, Status> {
+pub async fn handle_get_replication(c: &Cluster, req: pb::GetReplicationRequest) -> Result<pb::ReplicationPolicy, ApiError> {
     validate::bucket_name(&req.bucket)?;
     let st = c.read().await?;
     st.buckets.get(&req.bucket).cloned().map(policy_pb).ok_or_else(|| {
-        Status::not_found(format!(
+        ApiError::Status(Status::not_found(format!(
             "bucket {:?} has no replication policy; set one with `strata cluster replication BUCKET --replicas N`",
             req.bucket
-        ))
+        )))
     })
 }
 
@@ -146,21 +137,21 @@ fn policy_pb(p: BucketPolicy) -> pb::ReplicationPolicy {
         params: p.params.into_iter().collect(),
         consistency: match p.consistency {
             None => String::new(),
-            Some(ConsistencyLevel::Strong) => "strong".into(),
-            Some(ConsistencyLevel::Eventual) => "eventual".into(),
+            Some(Consistency::Strong) => "strong".into(),
+            Some(Consistency::Eventual) => "eventual".into(),
         },
     }
 }
 
 /// Lock names: 1 to 200 printable characters.
-fn lock_name(name: &str) -> Result<(), Status> {
+fn lock_name(name: &str) -> Result<(), ApiError> {
     if name.is_empty() || name.len() > 200 || name.chars().any(char::is_control) {
         return Err(invalid(format!("lock name {name:?}: use 1 to 200 printable characters")));
     }
     Ok(())
 }
 
-fn ttl(ms: u64) -> Result<Duration, Status> {
+fn ttl(ms: u64) -> Result<Duration, ApiError> {
     if !(100..=86_400_000).contains(&ms) {
         return Err(invalid(format!("ttl: {ms} ms is out of range; use 100ms to 24h")));
     }
@@ -171,7 +162,7 @@ fn grant_pb(g: LockGrant, ttl_ms: u64) -> pb::LockGrant {
     pb::LockGrant { name: g.name, holder: g.holder, token: g.token, ttl_ms }
 }
 
-pub async fn handle_acquire(c: &Cluster, req: pb::LockAcquireRequest) -> Result<pb::LockGrant, Status> {
+pub async fn handle_acquire(c: &Cluster, req: pb::LockAcquireRequest) -> Result<pb::LockGrant, ApiError> {
     lock_name(&req.name)?;
     let ttl = ttl(req.ttl_ms)?;
     if req.holder.len() > 200 {
@@ -186,24 +177,28 @@ pub async fn handle_acquire(c: &Cluster, req: pb::LockAcquireRequest) -> Result<
     Ok(grant_pb(g, req.ttl_ms))
 }
 
-pub async fn handle_renew(c: &Cluster, req: pb::LockRenewRequest) -> Result<pb::LockGrant, Status> {
+pub async fn handle_renew(c: &Cluster, req: pb::LockRenewRequest) -> Result<pb::LockGrant, ApiError> {
     lock_name(&req.name)?;
     let g = c.renew(&req.name, req.token, ttl(req.ttl_ms)?).await?;
     Ok(grant_pb(g, req.ttl_ms))
 }
 
-pub async fn handle_release(c: &Cluster, req: pb::LockReleaseRequest) -> Result<pb::LockReleaseResponse, Status> {
+pub async fn handle_release(c: &Cluster, req: pb::LockReleaseRequest) -> Result<pb::LockReleaseResponse, ApiError> {
     lock_name(&req.name)?;
     c.release(&req.name, req.token).await?;
     Ok(pb::LockReleaseResponse {})
 }
 
 /// Live grants, read linearizably; ttl_ms is what is left of each lease.
-pub async fn handle_list_locks(c: &Cluster) -> Result<pb::ListLocksResponse, Status> {
+pub async fn handle_list_locks(c: &Cluster) -> Result<pb::ListLocksResponse, ApiError> {
     let st = c.read().await?;
     // The log's clock moves only with lock commands; a lease that ran out
     // since then has run out by the wall clock.
     let now = st.clock_ms.max(crate::cluster::now_ms());
     let locks = st.locks.all().filter(|g| g.expires_ms > now).map(|g| grant_pb(g.clone(), g.expires_ms - now)).collect();
     Ok(pb::ListLocksResponse { locks })
+}
+
+pub fn report_pb(r: crate::replication::placement::RepairReport) -> pb::ClusterRepairReport {
+    pb::ClusterRepairReport { checked: r.checked, copies: r.copies, copy_bytes: r.copy_bytes, dropped: r.dropped, dry_run: r.dry_run }
 }

@@ -2,37 +2,15 @@
 
 use tonic::Status;
 
-use super::error::invalid;
+use super::error::{ApiError, invalid};
 use super::{Limits, pb, validate};
 use crate::meta::Deleted;
-use std::sync::Arc;
+use crate::service::ObjectService;
 
-use crate::objects::Objects;
-use crate::replication::Replicator;
-
-/// One delete, through the cluster when there is one.
-async fn delete_one(
-    objects: &Objects,
-    replicator: Option<&Arc<Replicator>>,
-    bucket: &str,
-    key: &str,
-    version: Option<&str>,
-) -> Result<Deleted, Status> {
-    match replicator {
-        Some(r) => r.delete(bucket, key, version).await,
-        None => objects.delete(bucket, key, version).await.map_err(Status::from),
-    }
-}
-
-pub async fn handle_delete(
-    objects: &Objects,
-    replicator: Option<&Arc<Replicator>>,
-    limits: &Limits,
-    req: pb::DeleteRequest,
-) -> Result<pb::DeleteResponse, Status> {
+pub async fn handle_delete(service: &dyn ObjectService, limits: &Limits, req: pb::DeleteRequest) -> Result<pb::DeleteResponse, ApiError> {
     let bucket = validate::bucket(&req.bucket)?;
     validate::key(&req.key, limits.max_key_length)?;
-    let done = delete_one(objects, replicator, &bucket, &req.key, validate::version(&req.version)).await?;
+    let done = service.delete(&bucket, &req.key, validate::version(&req.version)).await?;
     Ok(pb::DeleteResponse {
         marker_version: match done {
             Deleted::Marker(v) => v,
@@ -42,27 +20,36 @@ pub async fn handle_delete(
 }
 
 pub async fn handle_delete_many(
-    objects: &Objects,
-    replicator: Option<&Arc<Replicator>>,
+    service: &dyn ObjectService,
     limits: &Limits,
     req: pb::DeleteManyRequest,
-) -> Result<pb::DeleteManyResponse, Status> {
+) -> Result<pb::DeleteManyResponse, ApiError> {
     let bucket = validate::bucket(&req.bucket)?;
     if req.keys.len() > limits.max_batch_items {
         return Err(invalid(format!("DeleteMany names {} keys; the limit is {}", req.keys.len(), limits.max_batch_items)));
     }
-    let mut results = Vec::with_capacity(req.keys.len());
-    for key in req.keys {
-        let mut r = pb::ItemResult { key: key.clone(), ..Default::default() };
-        let outcome = match validate::key(&key, limits.max_key_length) {
-            Ok(()) => delete_one(objects, replicator, &bucket, &key, None).await,
-            Err(st) => Err(st),
-        };
-        if let Err(st) = outcome {
-            r.error = st.message().into();
-            r.code = st.code() as i32;
+    let mut results: Vec<pb::ItemResult> = req.keys.iter().map(|k| pb::ItemResult { key: k.clone(), ..Default::default() }).collect();
+    let mut valid = Vec::new();
+    let mut slots = Vec::new();
+    for (i, key) in req.keys.into_iter().enumerate() {
+        match validate::key(&key, limits.max_key_length) {
+            Ok(()) => {
+                slots.push(i);
+                valid.push(key);
+            }
+            Err(e) => fail(&mut results[i], e),
         }
-        results.push(r);
+    }
+    for (i, r) in slots.into_iter().zip(service.delete_many(&bucket, &valid).await) {
+        if let Err(e) = r {
+            fail(&mut results[i], e.into());
+        }
     }
     Ok(pb::DeleteManyResponse { results })
+}
+
+fn fail(slot: &mut pb::ItemResult, e: ApiError) {
+    let st = Status::from(e);
+    slot.error = st.message().into();
+    slot.code = st.code() as i32;
 }

@@ -1,84 +1,179 @@
 //! The one place errors become gRPC statuses. Clients get a message that
 //! says what to fix; internal details stay in the server's log.
+//!
+//! Handlers return [`ApiError`], which every layer's error converts into,
+//! so they can use `?` on any call; the service impl turns it into a
+//! status at the edge.
 
+use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Status};
 use tracing::error;
 
+use crate::cluster::error::ClusterError;
 use crate::meta::MetaError;
-use crate::objects::ObjectError;
-use crate::store::StoreError;
+use crate::objects::{Kind, ObjectError};
+use crate::plugin::{PluginError, ReturnedError};
+use crate::replication::ReplicationError;
+use crate::service::ServiceError;
+
+/// Metadata key saying what a failed cluster write left behind.
+pub const OUTCOME_KEY: &str = "strata-outcome";
+/// Metadata key with the version a partly stored write has.
+pub const VERSION_KEY: &str = "strata-version";
+
+/// Any failure a handler meets, on its way to becoming a status.
+#[derive(Debug)]
+pub enum ApiError {
+    /// Found by the API itself (bad input, a limit).
+    Status(Status),
+    Service(ServiceError),
+    Cluster(ClusterError),
+    Replication(ReplicationError),
+    Object(ObjectError),
+    Plugin(PluginError),
+}
+
+macro_rules! from {
+    ($($t:ty => $v:ident),*) => {$(
+        impl From<$t> for ApiError {
+            fn from(e: $t) -> Self {
+                ApiError::$v(e)
+            }
+        }
+    )*};
+}
+from!(Status => Status, ServiceError => Service, ClusterError => Cluster, ReplicationError => Replication, ObjectError => Object, PluginError => Plugin);
+
+impl From<MetaError> for ApiError {
+    fn from(e: MetaError) -> Self {
+        ApiError::Object(e.into())
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Self {
+        match e {
+            ApiError::Status(s) => s,
+            ApiError::Service(e) => service(e),
+            ApiError::Cluster(e) => cluster(e),
+            ApiError::Replication(e) => replication(e),
+            ApiError::Object(e) => object(e),
+            ApiError::Plugin(e) => plugin(e),
+        }
+    }
+}
 
 /// Bad input found before anything was attempted.
-pub fn invalid(msg: impl Into<String>) -> Status {
-    Status::invalid_argument(msg)
+pub fn invalid(msg: impl Into<String>) -> ApiError {
+    ApiError::Status(Status::invalid_argument(msg))
 }
 
-impl From<ObjectError> for Status {
-    fn from(e: ObjectError) -> Self {
-        let code = code_of(&e);
-        if code == Code::Internal {
-            error!(error = %e, "internal error");
-            return Status::internal("internal error; the server log has the details");
-        }
-        Status::new(code, e.to_string())
+/// The code of each kind of failure.
+pub fn code(kind: Kind) -> Code {
+    match kind {
+        Kind::NotFound => Code::NotFound,
+        Kind::Exists => Code::AlreadyExists,
+        Kind::Refused => Code::FailedPrecondition,
+        Kind::Invalid => Code::InvalidArgument,
+        Kind::OutOfRange => Code::OutOfRange,
+        Kind::Exhausted => Code::ResourceExhausted,
+        Kind::Unavailable => Code::Unavailable,
+        Kind::TimedOut => Code::DeadlineExceeded,
+        Kind::Aborted => Code::Aborted,
+        Kind::Cancelled => Code::Cancelled,
+        Kind::DataLoss => Code::DataLoss,
+        Kind::Denied => Code::PermissionDenied,
+        Kind::Internal => Code::Internal,
     }
 }
 
-impl From<MetaError> for Status {
-    fn from(e: MetaError) -> Self {
-        ObjectError::Meta(e).into()
+/// A status with `message`, unless the failure is internal: then only the
+/// log has the details.
+fn with_code(code: Code, message: impl std::fmt::Display) -> Status {
+    if code == Code::Internal {
+        error!(error = %message, "internal error");
+        return Status::internal("internal error; the server log has the details");
     }
+    Status::new(code, message.to_string())
 }
 
-pub fn code_of(e: &ObjectError) -> Code {
+pub fn object(e: ObjectError) -> Status {
+    with_code(code(e.kind()), e)
+}
+
+pub fn service(e: ServiceError) -> Status {
     match e {
-        ObjectError::Store(s) => match s {
-            StoreError::Missing { .. } | StoreError::Corrupt { .. } => Code::DataLoss,
-            StoreError::NoKey { .. } | StoreError::WrongKey { .. } => Code::FailedPrecondition,
-            StoreError::QuotaExceeded { .. } | StoreError::NoSpace { .. } => Code::ResourceExhausted,
-            StoreError::Mismatch { .. } => Code::InvalidArgument,
-            StoreError::BadRange { .. } => Code::OutOfRange,
-            StoreError::Cancelled => Code::Cancelled,
-            _ => Code::Internal,
-        },
-        ObjectError::Meta(m) => match m {
-            MetaError::NoSuchBucket { .. } | MetaError::NotFound { .. } | MetaError::NoSuchVersion { .. } => Code::NotFound,
-            MetaError::NoSuchIndex { .. } => Code::NotFound,
-            MetaError::BucketExists { .. } | MetaError::IndexExists { .. } => Code::AlreadyExists,
-            MetaError::BucketNotEmpty { .. } | MetaError::DefaultBucket { .. } => Code::FailedPrecondition,
-            MetaError::ConditionFailed { .. } => Code::FailedPrecondition,
-            MetaError::RequestReused { .. } => Code::InvalidArgument,
-            MetaError::RequestGone { .. } => Code::FailedPrecondition,
-            MetaError::CorruptVersion { .. } => Code::DataLoss,
-            MetaError::Full { .. } => Code::ResourceExhausted,
-            _ => Code::Internal,
-        },
-        ObjectError::DeleteMarker { .. } => Code::NotFound,
-        ObjectError::Aborted(_) => Code::Aborted,
-        ObjectError::Damaged(_) => Code::DataLoss,
-        ObjectError::ShuttingDown => Code::Unavailable,
-        ObjectError::Idle { .. } => Code::DeadlineExceeded,
-        ObjectError::BudgetBusy { .. } => Code::Unavailable,
+        ServiceError::Object(e) => object(e),
+        ServiceError::Replication(e) => replication(e),
+        ServiceError::Plugin(e) => plugin(e),
+        ServiceError::Unsupported(m) => Status::failed_precondition(m),
     }
 }
 
-impl From<crate::plugin::PluginError> for Status {
-    fn from(e: crate::plugin::PluginError) -> Self {
-        use crate::plugin::{PluginError as P, ReturnedError as R};
-        let code = match &e {
-            P::NotFound { .. } => Code::NotFound,
-            P::Returned { error: R::InvalidInput(_), .. } => Code::InvalidArgument,
-            P::Returned { error: R::Unsatisfiable(_), .. } => Code::FailedPrecondition,
-            P::Timeout { .. } => Code::DeadlineExceeded,
-            P::MemoryLimit { .. } => Code::ResourceExhausted,
-            P::Busy { .. } => Code::Unavailable,
-            // A plugin that traps or breaks its contract is a server-side
-            // fault, but the message names the plugin, not internals.
-            _ => Code::Internal,
-        };
-        if code == Code::Internal {
-            error!(error = %e, "plugin failure");
+pub fn cluster(e: ClusterError) -> Status {
+    let c = match &e {
+        ClusterError::NoQuorum { .. } | ClusterError::NotLeader { .. } | ClusterError::Unreachable { .. } | ClusterError::Unavailable(_) => {
+            Code::Unavailable
         }
-        Status::new(code, e.to_string())
+        // This node's secret was refused by the cluster's: the caller may
+        // not make it join.
+        ClusterError::Unauthenticated(_) => Code::PermissionDenied,
+        ClusterError::Refused(_) => Code::FailedPrecondition,
+        ClusterError::Exists(_) => Code::AlreadyExists,
+        ClusterError::NotFound(_) => Code::NotFound,
+        ClusterError::TimedOut(_) => Code::DeadlineExceeded,
+        ClusterError::Invalid(_) => Code::InvalidArgument,
+        ClusterError::Internal(_) => Code::Internal,
+    };
+    with_code(c, e)
+}
+
+/// A cluster write that failed says in `strata-outcome` what it left
+/// behind: `stored-partially` (with its version in `strata-version`: it
+/// will reach every replica), `not-stored` (safe to retry) or `unknown`.
+pub fn replication(e: ReplicationError) -> Status {
+    match e {
+        ReplicationError::Object(e) => object(e),
+        ReplicationError::Cluster(e) => cluster(e),
+        ReplicationError::NotStored(inner) => outcome(replication(*inner), "not-stored", None),
+        ReplicationError::NoQuorum { reached, ref version, unsure, .. } => {
+            let (what, version) = match (reached > 0, unsure) {
+                (true, _) => ("stored-partially", Some(version.clone())),
+                (false, true) => ("unknown", None),
+                (false, false) => ("not-stored", None),
+            };
+            let s = with_code(code(e.kind()), &e);
+            outcome(s, what, version)
+        }
+        e => with_code(code(e.kind()), e),
     }
+}
+
+fn outcome(s: Status, what: &'static str, version: Option<String>) -> Status {
+    let mut meta = MetadataMap::new();
+    meta.insert(OUTCOME_KEY, MetadataValue::from_static(what));
+    if let Some(Ok(v)) = version.map(|v| v.parse()) {
+        meta.insert(VERSION_KEY, v);
+    }
+    Status::with_metadata(s.code(), s.message().to_string(), meta)
+}
+
+pub fn plugin(e: PluginError) -> Status {
+    use PluginError as P;
+    use ReturnedError as R;
+    let code = match &e {
+        P::NotFound { .. } => Code::NotFound,
+        P::Returned { error: R::InvalidInput(_), .. } => Code::InvalidArgument,
+        P::Returned { error: R::Unsatisfiable(_), .. } => Code::FailedPrecondition,
+        P::Timeout { .. } => Code::DeadlineExceeded,
+        P::MemoryLimit { .. } => Code::ResourceExhausted,
+        P::Busy { .. } => Code::Unavailable,
+        // A plugin that traps or breaks its contract is a server-side
+        // fault, but the message names the plugin, not internals.
+        _ => Code::Internal,
+    };
+    if code == Code::Internal {
+        error!(error = %e, "plugin failure");
+    }
+    Status::new(code, e.to_string())
 }

@@ -1,30 +1,24 @@
 //! Get (streamed, with an optional byte range) and Stat.
 
-use std::sync::Arc;
-
 use futures::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
+use super::error::{self, ApiError};
 use super::{GetStream, Limits, object_info, pb, validate};
-use crate::objects::Objects;
-use crate::replication::Replicator;
+use crate::service::ObjectService;
 use crate::store::Range;
 
 pub async fn handle_get(
-    objects: &Arc<Objects>,
-    replicator: Option<&Arc<Replicator>>,
+    service: &dyn ObjectService,
     limits: &Limits,
     req: pb::GetRequest,
-) -> Result<GetStream, Status> {
+) -> Result<GetStream, ApiError> {
     let bucket = validate::bucket(&req.bucket)?;
     validate::key(&req.key, limits.max_key_length)?;
     let range = Range { offset: req.offset, len: (req.length > 0).then_some(req.length) };
     let version = validate::version(&req.version);
-    let (rec, rx) = match replicator {
-        Some(r) => r.get(&bucket, &req.key, version, range).await?,
-        None => objects.get(&bucket, &req.key, version, range).await?,
-    };
+    let (rec, rx) = service.get(&bucket, &req.key, version, range).await?;
     let head = pb::GetResponse { part: Some(pb::get_response::Part::Info(object_info(&rec))) };
     let max = limits.max_chunk;
     let body = ReceiverStream::new(rx).flat_map(move |item| {
@@ -42,7 +36,7 @@ pub async fn handle_get(
                     .map(|p| Ok(pb::GetResponse { part: Some(pb::get_response::Part::Chunk(p)) }))
                     .collect()
             }
-            Err(e) => vec![Err(Status::from(e))],
+            Err(e) => vec![Err(error::object(e))],
         };
         futures::stream::iter(out)
     });
@@ -50,17 +44,16 @@ pub async fn handle_get(
 }
 
 pub async fn handle_stat(
-    objects: &Objects,
-    replicator: Option<&Arc<Replicator>>,
+    service: &dyn ObjectService,
     limits: &Limits,
     req: pb::StatRequest,
-) -> Result<pb::ObjectInfo, Status> {
+) -> Result<pb::ObjectInfo, ApiError> {
     let bucket = validate::bucket(&req.bucket)?;
     validate::key(&req.key, limits.max_key_length)?;
-    if let Some(r) = replicator {
-        let (rec, replicas) = r.stat(&bucket, &req.key, validate::version(&req.version)).await?;
-        return Ok(pb::ObjectInfo { replicas, ..object_info(&rec) });
-    }
-    let rec = objects.meta().get(&bucket, &req.key, validate::version(&req.version)).await?;
-    Ok(object_info(&rec))
+    let (rec, replicas) = service.stat(&bucket, &req.key, validate::version(&req.version)).await?;
+    let replicas = replicas
+        .into_iter()
+        .map(|r| pb::ReplicaInfo { node_id: r.node, address: r.address, state: r.state.into() })
+        .collect();
+    Ok(pb::ObjectInfo { replicas, ..object_info(&rec) })
 }

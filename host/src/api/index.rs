@@ -1,8 +1,7 @@
 //! Search indexes: create, list, drop.
 
-use tonic::Status;
 
-use super::error::invalid;
+use super::error::{ApiError, invalid};
 use super::{pb, validate};
 use crate::config::IndexingMode;
 use crate::meta::IndexDef;
@@ -35,15 +34,15 @@ fn info(d: &IndexDef, head: i64) -> pb::IndexInfo {
     }
 }
 
-fn index_name(name: &str) -> Result<(), Status> {
+fn index_name(name: &str) -> Result<(), ApiError> {
     let ok = (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     if ok { Ok(()) } else { Err(invalid(format!("invalid index name {name:?}: use 1 to 64 letters, digits, '-', '_' or '.'"))) }
 }
 
-pub async fn handle_create(objects: &Objects, plugins: &Plugins, req: pb::CreateIndexRequest) -> Result<pb::IndexInfo, Status> {
+pub async fn handle_create(objects: &Objects, plugins: &Plugins, req: pb::CreateIndexRequest) -> Result<pb::IndexInfo, ApiError> {
     let meta = objects.meta();
     if meta.indexing() == IndexingMode::Disabled {
-        return Err(Status::failed_precondition("indexes are disabled on this server (metadata.indexing_mode = \"disabled\")"));
+        return Err(ApiError::Status(tonic::Status::failed_precondition("indexes are disabled on this server (metadata.indexing_mode = \"disabled\")")));
     }
     let bucket = validate::bucket(&req.bucket)?;
     index_name(&req.name)?;
@@ -77,7 +76,7 @@ pub async fn handle_create(objects: &Objects, plugins: &Plugins, req: pb::Create
     Ok(info(&def, head))
 }
 
-pub async fn handle_list(objects: &Objects, req: pb::ListIndexesRequest) -> Result<pb::ListIndexesResponse, Status> {
+pub async fn handle_list(objects: &Objects, req: pb::ListIndexesRequest) -> Result<pb::ListIndexesResponse, ApiError> {
     let meta = objects.meta();
     let bucket = if req.bucket.is_empty() { None } else { Some(validate::bucket(&req.bucket)?) };
     let head = meta.head().await?;
@@ -86,7 +85,7 @@ pub async fn handle_list(objects: &Objects, req: pb::ListIndexesRequest) -> Resu
     Ok(pb::ListIndexesResponse { indexes })
 }
 
-pub async fn handle_drop(objects: &Objects, req: pb::DropIndexRequest) -> Result<pb::DropIndexResponse, Status> {
+pub async fn handle_drop(objects: &Objects, req: pb::DropIndexRequest) -> Result<pb::DropIndexResponse, ApiError> {
     let bucket = validate::bucket(&req.bucket)?;
     index_name(&req.name)?;
     objects.meta().drop_index(&bucket, &req.name).await?;

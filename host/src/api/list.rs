@@ -1,15 +1,13 @@
 //! List (keyset-paginated) and ListVersions.
 
-use tonic::Status;
-
-use super::error::invalid;
+use super::error::{ApiError, invalid};
 use super::{Limits, object_info, pb, validate};
-use crate::objects::Objects;
+use crate::service::ObjectService;
 
 const DEFAULT_LIMIT: u32 = 1000;
 const MAX_LIMIT: u32 = 10_000;
 
-pub async fn handle_list(objects: &Objects, limits: &Limits, req: pb::ListRequest) -> Result<pb::ListResponse, Status> {
+pub async fn handle_list(service: &dyn ObjectService, limits: &Limits, req: pb::ListRequest) -> Result<pb::ListResponse, ApiError> {
     let bucket = validate::bucket(&req.bucket)?;
     let limit = match req.limit {
         0 => DEFAULT_LIMIT,
@@ -23,7 +21,7 @@ pub async fn handle_list(objects: &Objects, limits: &Limits, req: pb::ListReques
         let raw = hex::decode(&req.page_token).map_err(|_| invalid("page_token is not one this server issued"))?;
         Some(String::from_utf8(raw).map_err(|_| invalid("page_token is not one this server issued"))?)
     };
-    let mut objs = objects.meta().list(&bucket, &req.prefix, after.as_deref(), limit + 1).await?;
+    let mut objs = service.list(&bucket, &req.prefix, after.as_deref(), limit + 1).await?;
     // A page also ends before it would pass the reply's size limit.
     let mut bytes = 0;
     let fits = objs
@@ -44,12 +42,12 @@ pub async fn handle_list(objects: &Objects, limits: &Limits, req: pb::ListReques
 }
 
 pub async fn handle_list_versions(
-    objects: &Objects,
+    service: &dyn ObjectService,
     limits: &Limits,
     req: pb::ListVersionsRequest,
-) -> Result<pb::ListVersionsResponse, Status> {
+) -> Result<pb::ListVersionsResponse, ApiError> {
     let bucket = validate::bucket(&req.bucket)?;
     validate::key(&req.key, limits.max_key_length)?;
-    let versions = objects.meta().list_versions(&bucket, &req.key).await?;
+    let versions = service.versions(&bucket, &req.key).await?;
     Ok(pb::ListVersionsResponse { versions: versions.iter().map(object_info).collect() })
 }

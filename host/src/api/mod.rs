@@ -24,11 +24,12 @@ use std::time::Instant;
 use futures::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::cluster::node::Cluster;
 use crate::meta::ObjectRecord;
 use crate::objects::Objects;
 use crate::plugin::Plugins;
 use crate::replication::Replicator;
+use crate::service::ObjectService;
+use error::ApiError;
 
 /// Generated protobuf types and gRPC stubs.
 pub mod pb {
@@ -54,25 +55,36 @@ pub struct Limits {
 }
 
 pub struct Api {
+    /// Every object call goes through it, on one node or a cluster alike.
+    service: Arc<dyn ObjectService>,
+    /// For what is this node's own: indexes, stats, metrics.
     objects: Arc<Objects>,
     plugins: Arc<Plugins>,
-    cluster: Option<Arc<Cluster>>,
-    /// Set on a cluster node: object calls go through it.
-    replicator: Option<Arc<Replicator>>,
+    /// Set on a cluster node, for the calls that manage the cluster.
+    cluster: Option<Arc<Replicator>>,
     limits: Limits,
 }
 
 impl Api {
-    pub fn new(objects: Arc<Objects>, plugins: Arc<Plugins>, replicator: Option<Arc<Replicator>>, limits: Limits) -> Self {
-        let cluster = replicator.as_ref().map(|r| r.cluster.clone());
-        Self { objects, plugins, cluster, replicator, limits }
+    pub fn new(
+        service: Arc<dyn ObjectService>,
+        objects: Arc<Objects>,
+        plugins: Arc<Plugins>,
+        cluster: Option<Arc<Replicator>>,
+        limits: Limits,
+    ) -> Self {
+        Self { service, objects, plugins, cluster, limits }
     }
 
-    async fn timed<T>(&self, op: &'static str, f: impl Future<Output = Result<T, Status>>) -> Result<T, Status> {
+    async fn timed<T>(&self, op: &'static str, f: impl Future<Output = Result<T, ApiError>>) -> Result<T, Status> {
         let start = Instant::now();
-        let r = f.await;
+        let r = f.await.map_err(Status::from);
         self.objects.metrics.record(op, start.elapsed(), r.is_ok());
         r
+    }
+
+    fn cluster(&self) -> Result<&Arc<Replicator>, Status> {
+        cluster::require(self.cluster.as_ref()).map_err(Status::from)
     }
 }
 
@@ -99,11 +111,11 @@ type GetStream = Pin<Box<dyn Stream<Item = Result<pb::GetResponse, Status>> + Se
 #[tonic::async_trait]
 impl pb::strata_server::Strata for Api {
     async fn put(&self, req: Request<Streaming<pb::PutRequest>>) -> Result<Response<pb::PutResponse>, Status> {
-        self.timed("put", put::handle_put(&self.objects, self.replicator.as_ref(), &self.limits, req.into_inner())).await.map(Response::new)
+        self.timed("put", put::handle_put(&*self.service, &self.limits, req.into_inner())).await.map(Response::new)
     }
 
     async fn put_many(&self, req: Request<Streaming<pb::PutManyRequest>>) -> Result<Response<pb::PutManyResponse>, Status> {
-        self.timed("put_many", put::handle_put_many(&self.objects, self.replicator.as_ref(), &self.limits, req.into_inner()))
+        self.timed("put_many", put::handle_put_many(&*self.service, &self.objects, &self.limits, req.into_inner()))
             .await
             .map(Response::new)
     }
@@ -111,69 +123,66 @@ impl pb::strata_server::Strata for Api {
     type GetStream = GetStream;
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<GetStream>, Status> {
-        self.timed("get", get::handle_get(&self.objects, self.replicator.as_ref(), &self.limits, req.into_inner())).await.map(Response::new)
+        self.timed("get", get::handle_get(&*self.service, &self.limits, req.into_inner())).await.map(Response::new)
     }
 
     async fn stat(&self, req: Request<pb::StatRequest>) -> Result<Response<pb::ObjectInfo>, Status> {
-        self.timed("stat", get::handle_stat(&self.objects, self.replicator.as_ref(), &self.limits, req.into_inner()))
+        self.timed("stat", get::handle_stat(&*self.service, &self.limits, req.into_inner()))
             .await
             .map(Response::new)
     }
 
     async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
-        self.timed("delete", delete::handle_delete(&self.objects, self.replicator.as_ref(), &self.limits, req.into_inner()))
+        self.timed("delete", delete::handle_delete(&*self.service, &self.limits, req.into_inner()))
             .await
             .map(Response::new)
     }
 
     async fn delete_many(&self, req: Request<pb::DeleteManyRequest>) -> Result<Response<pb::DeleteManyResponse>, Status> {
-        self.timed("delete_many", delete::handle_delete_many(&self.objects, self.replicator.as_ref(), &self.limits, req.into_inner()))
+        self.timed("delete_many", delete::handle_delete_many(&*self.service, &self.limits, req.into_inner()))
             .await
             .map(Response::new)
     }
 
     async fn list(&self, req: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
-        self.timed("list", list::handle_list(&self.objects, &self.limits, req.into_inner())).await.map(Response::new)
+        self.timed("list", list::handle_list(&*self.service, &self.limits, req.into_inner())).await.map(Response::new)
     }
 
     async fn list_versions(&self, req: Request<pb::ListVersionsRequest>) -> Result<Response<pb::ListVersionsResponse>, Status> {
-        self.timed("list_versions", list::handle_list_versions(&self.objects, &self.limits, req.into_inner())).await.map(Response::new)
+        self.timed("list_versions", list::handle_list_versions(&*self.service, &self.limits, req.into_inner())).await.map(Response::new)
     }
 
     async fn create_bucket(&self, req: Request<pb::CreateBucketRequest>) -> Result<Response<pb::Bucket>, Status> {
-        self.timed("create_bucket", bucket::handle_create(&self.objects, self.replicator.as_ref(), &self.plugins, req.into_inner()))
+        self.timed("create_bucket", bucket::handle_create(&*self.service, req.into_inner()))
             .await
             .map(Response::new)
     }
 
     async fn list_buckets(&self, _req: Request<pb::ListBucketsRequest>) -> Result<Response<pb::ListBucketsResponse>, Status> {
-        self.timed("list_buckets", bucket::handle_list(&self.objects)).await.map(Response::new)
+        self.timed("list_buckets", bucket::handle_list(&*self.service)).await.map(Response::new)
     }
 
     async fn delete_bucket(&self, req: Request<pb::DeleteBucketRequest>) -> Result<Response<pb::DeleteBucketResponse>, Status> {
-        self.timed("delete_bucket", bucket::handle_delete(&self.objects, req.into_inner())).await.map(Response::new)
+        self.timed("delete_bucket", bucket::handle_delete(&*self.service, req.into_inner())).await.map(Response::new)
     }
 
     async fn list_plugins(&self, _req: Request<pb::ListPluginsRequest>) -> Result<Response<pb::ListPluginsResponse>, Status> {
-        self.timed("list_plugins", async { Ok(plugin::handle_list(&self.plugins)) }).await.map(Response::new)
+        self.timed("list_plugins", async { Ok::<_, ApiError>(plugin::handle_list(&self.plugins)) }).await.map(Response::new)
     }
 
     async fn place(&self, req: Request<pb::PlaceRequest>) -> Result<Response<pb::PlaceResponse>, Status> {
         let mut req = req.into_inner();
-        if let (true, Some(c)) = (req.nodes.is_empty(), &self.cluster) {
-            req.nodes = cluster::placement_nodes(c);
+        if let (true, Some(r)) = (req.nodes.is_empty(), &self.cluster) {
+            req.nodes = cluster::placement_nodes(&r.cluster);
             if req.coordinator.is_empty() {
-                req.coordinator = c.id.to_string();
+                req.coordinator = r.cluster.id.to_string();
             }
         }
         self.timed("place", plugin::handle_place(self.plugins.clone(), req)).await.map(Response::new)
     }
 
     async fn search(&self, req: Request<pb::SearchRequest>) -> Result<Response<pb::SearchResponse>, Status> {
-        if !self.limits.search {
-            return Err(Status::failed_precondition("search is disabled on this server (metadata.enable_search = false)"));
-        }
-        self.timed("search", search::handle_search(&self.objects, &self.plugins, &self.limits, req.into_inner())).await.map(Response::new)
+        self.timed("search", search::handle_search(&*self.service, &self.limits, req.into_inner())).await.map(Response::new)
     }
 
     async fn restore(&self, req: Request<pb::RestoreRequest>) -> Result<Response<pb::ObjectInfo>, Status> {
@@ -184,10 +193,7 @@ impl pb::strata_server::Strata for Api {
             if req.version.is_empty() {
                 return Err(error::invalid("version: give the version to restore (see `strata versions KEY`)"));
             }
-            if self.replicator.is_some() {
-                return Err(Status::failed_precondition("restore is not available on a cluster yet: get the old version and put it again"));
-            }
-            let rec = self.objects.meta().restore(&bucket, &req.key, &req.version).await?;
+            let rec = self.service.restore(&bucket, &req.key, &req.version).await?;
             Ok(object_info(&rec))
         })
         .await
@@ -195,21 +201,19 @@ impl pb::strata_server::Strata for Api {
     }
 
     async fn cluster_init(&self, _req: Request<pb::ClusterInitRequest>) -> Result<Response<pb::ClusterView>, Status> {
-        let c = cluster::require(self.cluster.as_ref())?;
+        let c = &self.cluster()?.cluster;
         self.timed("cluster_init", cluster::handle_init(c)).await.map(Response::new)
     }
 
     async fn cluster_status(&self, _req: Request<pb::ClusterStatusRequest>) -> Result<Response<pb::ClusterView>, Status> {
-        let c = cluster::require(self.cluster.as_ref())?;
+        let c = &self.cluster()?.cluster;
         self.timed("cluster_status", async {
             let mut v = cluster::handle_status(c).await?;
-            if let Some(r) = &self.replicator {
-                let q = self.objects.meta().queue_stats().await?;
-                v.replication_pending = q.pending;
-                v.replication_retrying = q.retrying;
-                v.replication_lag_ms = q.oldest_ms;
-                v.placement = Some(r.totals.report());
-            }
+            let q = self.objects.meta().queue_stats().await?;
+            v.replication_pending = q.pending;
+            v.replication_retrying = q.retrying;
+            v.replication_lag_ms = q.oldest_ms;
+            v.placement = Some(cluster::report_pb(self.cluster()?.totals.report()));
             Ok(v)
         })
         .await
@@ -217,10 +221,10 @@ impl pb::strata_server::Strata for Api {
     }
 
     async fn cluster_join(&self, req: Request<pb::ClusterJoinRequest>) -> Result<Response<pb::ClusterView>, Status> {
-        let c = cluster::require(self.cluster.as_ref())?;
+        let c = &self.cluster()?.cluster;
         let address = req.into_inner().address;
         if address.is_empty() {
-            return Err(error::invalid("address: give host:port of a node of the cluster"));
+            return Err(Status::invalid_argument("address: give host:port of a node of the cluster"));
         }
         self.timed("cluster_join", async {
             c.join(&address).await?;
@@ -231,7 +235,7 @@ impl pb::strata_server::Strata for Api {
     }
 
     async fn cluster_leave(&self, _req: Request<pb::ClusterLeaveRequest>) -> Result<Response<pb::ClusterView>, Status> {
-        let c = cluster::require(self.cluster.as_ref())?;
+        let c = &self.cluster()?.cluster;
         self.timed("cluster_leave", async {
             c.leave().await?;
             cluster::handle_status(c).await
@@ -241,10 +245,10 @@ impl pb::strata_server::Strata for Api {
     }
 
     async fn cluster_remove(&self, req: Request<pb::ClusterRemoveRequest>) -> Result<Response<pb::ClusterView>, Status> {
-        let c = cluster::require(self.cluster.as_ref())?;
+        let c = &self.cluster()?.cluster;
         let id = req.into_inner().node_id;
         if id == 0 {
-            return Err(error::invalid("node_id: give the id of the node to remove (see `strata cluster status`)"));
+            return Err(Status::invalid_argument("node_id: give the id of the node to remove (see `strata cluster status`)"));
         }
         self.timed("cluster_remove", async {
             c.remove(id).await?;
@@ -255,40 +259,41 @@ impl pb::strata_server::Strata for Api {
     }
 
     async fn cluster_repair(&self, req: Request<pb::ClusterRepairRequest>) -> Result<Response<pb::ClusterRepairReport>, Status> {
-        let r = self.replicator.as_ref().ok_or_else(|| cluster::require(None).err().expect("no cluster"))?;
-        self.timed("cluster_repair", r.placement_pass(req.into_inner().dry_run)).await.map(Response::new)
+        let r = self.cluster()?;
+        self.timed("cluster_repair", async { Ok(cluster::report_pb(r.placement_pass(req.into_inner().dry_run).await?)) })
+            .await
+            .map(Response::new)
     }
 
     async fn set_replication(&self, req: Request<pb::SetReplicationRequest>) -> Result<Response<pb::ReplicationPolicy>, Status> {
-        let c = cluster::require(self.cluster.as_ref())?;
-        let defaults = &self.replicator.as_ref().expect("a cluster node has a replicator").config;
-        self.timed("set_replication", cluster::handle_set_replication(c, &self.plugins, defaults, req.into_inner()))
+        let r = self.cluster()?;
+        self.timed("set_replication", cluster::handle_set_replication(r, req.into_inner()))
             .await
             .map(Response::new)
     }
 
     async fn get_replication(&self, req: Request<pb::GetReplicationRequest>) -> Result<Response<pb::ReplicationPolicy>, Status> {
-        let c = cluster::require(self.cluster.as_ref())?;
+        let c = &self.cluster()?.cluster;
         self.timed("get_replication", cluster::handle_get_replication(c, req.into_inner())).await.map(Response::new)
     }
 
     async fn lock_acquire(&self, req: Request<pb::LockAcquireRequest>) -> Result<Response<pb::LockGrant>, Status> {
-        let c = cluster::require(self.cluster.as_ref())?;
+        let c = &self.cluster()?.cluster;
         self.timed("lock_acquire", cluster::handle_acquire(c, req.into_inner())).await.map(Response::new)
     }
 
     async fn lock_renew(&self, req: Request<pb::LockRenewRequest>) -> Result<Response<pb::LockGrant>, Status> {
-        let c = cluster::require(self.cluster.as_ref())?;
+        let c = &self.cluster()?.cluster;
         self.timed("lock_renew", cluster::handle_renew(c, req.into_inner())).await.map(Response::new)
     }
 
     async fn lock_release(&self, req: Request<pb::LockReleaseRequest>) -> Result<Response<pb::LockReleaseResponse>, Status> {
-        let c = cluster::require(self.cluster.as_ref())?;
+        let c = &self.cluster()?.cluster;
         self.timed("lock_release", cluster::handle_release(c, req.into_inner())).await.map(Response::new)
     }
 
     async fn list_locks(&self, _req: Request<pb::ListLocksRequest>) -> Result<Response<pb::ListLocksResponse>, Status> {
-        let c = cluster::require(self.cluster.as_ref())?;
+        let c = &self.cluster()?.cluster;
         self.timed("list_locks", cluster::handle_list_locks(c)).await.map(Response::new)
     }
 
@@ -305,6 +310,6 @@ impl pb::strata_server::Strata for Api {
     }
 
     async fn stats(&self, _req: Request<pb::StatsRequest>) -> Result<Response<pb::StatsResponse>, Status> {
-        stats::handle_stats(&self.objects).await.map(Response::new)
+        stats::handle_stats(&self.objects).await.map(Response::new).map_err(Status::from)
     }
 }

@@ -1,8 +1,8 @@
 //! Plugins: the list with call figures, and a placement dry run.
 
-use tonic::Status;
 
 use super::error::invalid;
+use super::error::ApiError;
 use super::pb;
 use crate::plugin::{Consistency, Health, NodeInfo, ObjectInfo, Plugins, ReplicationPolicy, Topology};
 
@@ -33,7 +33,7 @@ pub fn handle_list(plugins: &Plugins) -> pb::ListPluginsResponse {
 /// Most nodes one dry run may name.
 const MAX_NODES: usize = 10_000;
 
-pub async fn handle_place(plugins: std::sync::Arc<Plugins>, req: pb::PlaceRequest) -> Result<pb::PlaceResponse, Status> {
+pub async fn handle_place(plugins: std::sync::Arc<Plugins>, req: pb::PlaceRequest) -> Result<pb::PlaceResponse, ApiError> {
     if req.nodes.is_empty() {
         return Err(invalid("nodes: give at least one node"));
     }
@@ -122,8 +122,8 @@ pub async fn handle_place(plugins: std::sync::Arc<Plugins>, req: pb::PlaceReques
             resp.async_targets = plan.async_targets.iter().map(id).collect();
             resp.acks_required = plan.acks_required;
         }
-        Ok::<_, Status>(resp)
+        Ok::<_, ApiError>(resp)
     })
     .await
-    .map_err(|e| Status::internal(format!("placement task failed: {e}")))?
+    .map_err(|e| ApiError::Status(tonic::Status::internal(format!("placement task failed: {e}"))))?
 }

@@ -4,15 +4,13 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tonic::{Status, Streaming};
 
-use super::error::invalid;
+use super::error::{ApiError, invalid};
 use super::{Limits, object_info, pb, validate};
-use crate::meta::Condition;
-use std::sync::Arc;
-
+use crate::meta::{Condition, ObjectRecord};
 use crate::objects::{ObjectError, Objects, PutSpec};
-use crate::replication::Replicator;
+use crate::service::{ObjectService, ServiceError};
 
-fn spec(h: pb::PutHeader, limits: &Limits) -> Result<PutSpec, Status> {
+fn spec(h: pb::PutHeader, limits: &Limits) -> Result<PutSpec, ApiError> {
     let bucket = validate::bucket(&h.bucket)?;
     validate::key(&h.key, limits.max_key_length)?;
     validate::content_type(&h.content_type)?;
@@ -44,11 +42,10 @@ fn spec(h: pb::PutHeader, limits: &Limits) -> Result<PutSpec, Status> {
 }
 
 pub async fn handle_put(
-    objects: &Objects,
-    replicator: Option<&Arc<Replicator>>,
+    service: &dyn ObjectService,
     limits: &Limits,
     mut stream: Streaming<pb::PutRequest>,
-) -> Result<pb::PutResponse, Status> {
+) -> Result<pb::PutResponse, ApiError> {
     let header = match stream.message().await? {
         Some(pb::PutRequest { part: Some(pb::put_request::Part::Header(h)) }) => h,
         Some(_) => return Err(invalid("the first message of a put must be its header")),
@@ -70,12 +67,9 @@ pub async fn handle_put(
         }
         r.map_err(|s| s.message().to_string())
     });
-    let result = match replicator {
-        Some(r) => r.put(spec, Box::pin(chunks)).await,
-        None => objects.put(spec, Box::pin(chunks)).await.map_err(Status::from),
-    };
+    let result = service.put(spec, Box::pin(chunks)).await;
     if let Some(s) = bad {
-        return Err(s);
+        return Err(s.into());
     }
     let rec = result?;
     Ok(pb::PutResponse { object: Some(object_info(&rec)) })
@@ -94,11 +88,11 @@ const MAX_ITEM_ERROR: usize = 512;
 /// leaves nothing behind. A stream that would pass a limit (items, bytes
 /// held, or a reply too big to send) is refused before anything is stored.
 pub async fn handle_put_many(
+    service: &dyn ObjectService,
     objects: &Objects,
-    replicator: Option<&Arc<Replicator>>,
     limits: &Limits,
     mut stream: Streaming<pb::PutManyRequest>,
-) -> Result<pb::PutManyResponse, Status> {
+) -> Result<pb::PutManyResponse, ApiError> {
     let mut results = Vec::new();
     let mut accepted = Vec::new();
     let mut slots = Vec::new();
@@ -108,7 +102,7 @@ pub async fn handle_put_many(
     loop {
         let msg = match tokio::time::timeout(objects.idle_timeout(), stream.message()).await {
             Ok(m) => m?,
-            Err(_) => return Err(Status::from(ObjectError::Idle { secs: objects.idle_timeout().as_secs() })),
+            Err(_) => return Err(ObjectError::Idle { secs: objects.idle_timeout().as_secs() }.into()),
         };
         let Some(msg) = msg else { break };
         if results.len() + msg.items.len() > limits.max_batch_items {
@@ -123,18 +117,18 @@ pub async fn handle_put_many(
             reply_bytes += 2 * header.key.len() + header.content_type.len() + ITEM_REPLY_OVERHEAD;
             data_bytes += item.data.len();
             if reply_bytes > limits.max_reply_bytes {
-                return Err(Status::resource_exhausted(format!(
+                return Err(ApiError::Status(Status::resource_exhausted(format!(
                     "this PutMany's reply would pass the message limit after {} items; nothing was stored: \
                      split the batch into several calls",
                     results.len()
-                )));
+                ))));
             }
             if data_bytes > objects.upload_budget_bytes() {
-                return Err(Status::resource_exhausted(format!(
+                return Err(ApiError::Status(Status::resource_exhausted(format!(
                     "a PutMany carries at most {} bytes of data (server.upload_buffer); nothing was stored: \
                      split the batch or put large objects one by one",
                     objects.upload_budget_bytes()
-                )));
+                ))));
             }
             let key = header.key.clone();
             results.push(pb::ItemResult { key, ..Default::default() });
@@ -149,39 +143,27 @@ pub async fn handle_put_many(
         // What this call holds counts against the server's upload budget.
         objects.grow(&mut held, data_bytes).await?;
     }
-    match replicator {
-        // Each item is its own replicated write, all in flight at once.
-        Some(r) => {
-            tokio::task::yield_now().await; // see `Objects::commit`
-            let puts =
-                accepted.into_iter().map(|(spec, data)| r.put(spec, futures::stream::iter([Ok::<_, std::convert::Infallible>(data)])));
-            for (slot, res) in slots.into_iter().zip(futures::future::join_all(puts).await) {
-                fill_status(&mut results[slot], res);
-            }
-        }
-        None => {
-            for (slot, r) in slots.into_iter().zip(objects.put_many(accepted).await) {
-                fill(&mut results[slot], r);
-            }
-        }
+    for (slot, r) in slots.into_iter().zip(service.put_many(accepted).await) {
+        fill(&mut results[slot], r);
     }
     Ok(pb::PutManyResponse { results })
 }
 
-pub fn fill(slot: &mut pb::ItemResult, r: Result<crate::meta::ObjectRecord, ObjectError>) {
-    fill_status(slot, r.map_err(Status::from))
+pub fn fill(slot: &mut pb::ItemResult, r: Result<ObjectRecord, ServiceError>) {
+    fill_status(slot, r.map_err(ApiError::from))
 }
 
 /// One item's outcome. The attributes are not echoed (the client sent
 /// them), which keeps a large batch's reply within its limit.
-pub fn fill_status(slot: &mut pb::ItemResult, r: Result<crate::meta::ObjectRecord, Status>) {
+pub fn fill_status(slot: &mut pb::ItemResult, r: Result<ObjectRecord, ApiError>) {
     match r {
         Ok(rec) => {
             let mut info = object_info(&rec);
             info.attributes.clear();
             slot.object = Some(info);
         }
-        Err(st) => {
+        Err(e) => {
+            let st = Status::from(e);
             let mut msg = st.message().to_string();
             if msg.len() > MAX_ITEM_ERROR {
                 let mut cut = MAX_ITEM_ERROR - 3;

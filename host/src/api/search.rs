@@ -1,13 +1,10 @@
 //! Search: a structured filter, sort and page, answered by [`crate::search`].
 
-use tonic::Status;
-
-use super::error::invalid;
+use super::error::{ApiError, invalid};
 use super::{Limits, object_info, pb, validate};
 use crate::meta::Position;
-use crate::objects::Objects;
-use crate::plugin::Plugins;
 use crate::search::{Condition, Expr, Field, Literal, Op, run};
+use crate::service::ObjectService;
 
 /// Deepest nesting of all/any, and most conditions, one filter may have.
 const MAX_DEPTH: usize = 16;
@@ -15,7 +12,7 @@ const MAX_CONDITIONS: usize = 256;
 const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 10_000;
 
-fn literal(v: pb::Value, at: &str) -> Result<Literal, Status> {
+fn literal(v: pb::Value, at: &str) -> Result<Literal, ApiError> {
     match v.kind {
         Some(pb::value::Kind::String(s)) => Ok(Literal::Text(s)),
         Some(pb::value::Kind::Number(n)) => Ok(Literal::Number(n)),
@@ -24,11 +21,11 @@ fn literal(v: pb::Value, at: &str) -> Result<Literal, Status> {
     }
 }
 
-fn filter(f: pb::Filter, depth: usize, count: &mut usize, at: &str) -> Result<Expr, Status> {
+fn filter(f: pb::Filter, depth: usize, count: &mut usize, at: &str) -> Result<Expr, ApiError> {
     if depth > MAX_DEPTH {
         return Err(invalid(format!("{at}: filters nest at most {MAX_DEPTH} deep")));
     }
-    let list = |l: pb::FilterList, count: &mut usize| -> Result<Vec<Expr>, Status> {
+    let list = |l: pb::FilterList, count: &mut usize| -> Result<Vec<Expr>, ApiError> {
         if l.filters.is_empty() {
             return Err(invalid(format!("{at}: an empty all/any")));
         }
@@ -57,7 +54,7 @@ fn filter(f: pb::Filter, depth: usize, count: &mut usize, at: &str) -> Result<Ex
     }
 }
 
-fn cursor(raw: &str) -> Result<Option<Position>, Status> {
+fn cursor(raw: &str) -> Result<Option<Position>, ApiError> {
     if raw.is_empty() {
         return Ok(None);
     }
@@ -66,11 +63,10 @@ fn cursor(raw: &str) -> Result<Option<Position>, Status> {
 }
 
 pub async fn handle_search(
-    objects: &Objects,
-    plugins: &Plugins,
+    service: &dyn ObjectService,
     limits: &Limits,
     req: pb::SearchRequest,
-) -> Result<pb::SearchResponse, Status> {
+) -> Result<pb::SearchResponse, ApiError> {
     let bucket = validate::bucket(&req.bucket)?;
     let req_no_index = req.no_index;
     let filter = match req.filter {
@@ -92,9 +88,9 @@ pub async fn handle_search(
         after: cursor(&req.cursor)?,
         max_bytes: limits.max_reply_bytes,
     };
-    let found = run::run(objects.meta(), (!req_no_index).then_some(plugins), &search).await?;
+    let found = service.search(&search, !req_no_index).await?;
     let next_cursor = match &found.next {
-        Some(p) => hex::encode(serde_json::to_vec(p).map_err(|e| Status::internal(e.to_string()))?),
+        Some(p) => hex::encode(serde_json::to_vec(p).expect("a position serializes")),
         None => String::new(),
     };
     Ok(pb::SearchResponse {

@@ -1,11 +1,11 @@
 //! Stats: totals from the metadata store, live figures from the metrics.
 
-use tonic::Status;
 
+use super::error::ApiError;
 use super::pb;
 use crate::objects::Objects;
 
-pub async fn handle_stats(objects: &Objects) -> Result<pb::StatsResponse, Status> {
+pub async fn handle_stats(objects: &Objects) -> Result<pb::StatsResponse, ApiError> {
     let s = objects.meta().stats().await?;
     let q = objects.meta().queue_stats().await?;
     let space = objects.space().await?;

@@ -3,16 +3,15 @@
 use std::collections::HashMap;
 
 use serde_json::{Number, Value as Json};
-use tonic::Status;
 
-use super::error::invalid;
+use super::error::{ApiError, invalid};
 use super::pb::{self, value::Kind};
 use crate::meta::Attributes;
 
 pub const DEFAULT_BUCKET: &str = "default";
 
 /// An empty bucket means the default one.
-pub fn bucket(name: &str) -> Result<String, Status> {
+pub fn bucket(name: &str) -> Result<String, ApiError> {
     if name.is_empty() {
         return Ok(DEFAULT_BUCKET.into());
     }
@@ -20,20 +19,9 @@ pub fn bucket(name: &str) -> Result<String, Status> {
     Ok(name.into())
 }
 
-/// Bucket names: 3 to 63 of `a-z 0-9 . -`, starting and ending with a letter or digit.
-pub fn bucket_name(name: &str) -> Result<(), Status> {
-    let ok_len = (3..=63).contains(&name.len());
-    let ok_chars = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
-    let ok_ends =
-        name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric()) && name.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
-    if ok_len && ok_chars && ok_ends {
-        Ok(())
-    } else {
-        Err(invalid(format!(
-            "invalid bucket name {name:?}: use 3 to 63 characters of a-z, 0-9, '.' and '-', \
-             starting and ending with a letter or digit"
-        )))
-    }
+/// Bucket names: see [`crate::meta::names::bucket_name`].
+pub fn bucket_name(name: &str) -> Result<(), ApiError> {
+    crate::meta::names::bucket_name(name).map_err(invalid)
 }
 
 /// Keys: 1 to `max` bytes of UTF-8 (prost already refused invalid UTF-8),
@@ -44,7 +32,7 @@ pub const MAX_CONTENT_TYPE: usize = 256;
 
 /// A content type: printable ASCII (spaces allowed, for parameters), at
 /// most 256 bytes. It is echoed in every listing, so it must stay small.
-pub fn content_type(ct: &str) -> Result<(), Status> {
+pub fn content_type(ct: &str) -> Result<(), ApiError> {
     if ct.len() > MAX_CONTENT_TYPE {
         return Err(invalid(format!("content_type is {} bytes long; the limit is {MAX_CONTENT_TYPE}", ct.len())));
     }
@@ -59,7 +47,7 @@ pub const MAX_REQUEST_ID: usize = 128;
 
 /// A put's request id: empty is none; else up to 128 printable ASCII
 /// characters.
-pub fn request_id(id: String) -> Result<Option<String>, Status> {
+pub fn request_id(id: String) -> Result<Option<String>, ApiError> {
     if id.is_empty() {
         return Ok(None);
     }
@@ -72,7 +60,7 @@ pub fn request_id(id: String) -> Result<Option<String>, Status> {
     Ok(Some(id))
 }
 
-pub fn key(key: &str, max: usize) -> Result<(), Status> {
+pub fn key(key: &str, max: usize) -> Result<(), ApiError> {
     if key.is_empty() {
         return Err(invalid("the key is empty: give the object a name"));
     }
@@ -95,7 +83,7 @@ pub fn version(v: &str) -> Option<&str> {
 /// Attributes of one object, at most `max_bytes` as stored (names plus
 /// JSON values), so no object can make a listing page or a search reply
 /// too big to send.
-pub fn attributes(attrs: HashMap<String, pb::Value>, max_bytes: usize) -> Result<Attributes, Status> {
+pub fn attributes(attrs: HashMap<String, pb::Value>, max_bytes: usize) -> Result<Attributes, ApiError> {
     let mut out = Attributes::new();
     for (k, v) in attrs {
         if k.is_empty() || k.len() > 256 {

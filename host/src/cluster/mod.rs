@@ -11,6 +11,7 @@
 //! - `detector`: healthy, suspect, down.
 
 pub mod detector;
+pub mod error;
 pub mod locks;
 pub mod log_store;
 pub mod network;

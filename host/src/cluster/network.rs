@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
+use super::error::ClusterError;
 use super::node::Cluster;
 use super::secret::Secret;
 use super::state::StateMachine;
@@ -77,10 +78,10 @@ impl Network {
     }
 
     /// Sends `msg` to the peer at `addr` and decodes its answer.
-    pub async fn call<Q: Serialize, A: DeserializeOwned>(&self, addr: &str, call: Call, msg: &Q, timeout: Duration) -> Result<A, Status> {
-        let ch = self.channel(addr).ok_or_else(|| Status::invalid_argument(format!("{addr:?} is not a host:port address")))?;
+    pub async fn call<Q: Serialize, A: DeserializeOwned>(&self, addr: &str, call: Call, msg: &Q, timeout: Duration) -> Result<A, ClusterError> {
+        let ch = self.channel(addr).ok_or_else(|| ClusterError::Invalid(format!("{addr:?} is not a host:port address")))?;
         let mut client = pb::peer_client::PeerClient::new(ch).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE);
-        let data = serde_json::to_vec(msg).map_err(|e| Status::internal(e.to_string()))?;
+        let data = serde_json::to_vec(msg).map_err(|e| ClusterError::Internal(e.to_string()))?;
         let mut req = Request::new(pb::RaftBytes { data });
         req.set_timeout(timeout);
         self.secret.attach(&mut req, addr);
@@ -91,12 +92,8 @@ impl Network {
             Call::Remove => client.remove(req).await,
             Call::Heartbeat => client.heartbeat(req).await,
         }
-        .map_err(|s| match s.code() {
-            // The peer's own handlers never answer these: the connection failed.
-            tonic::Code::Unknown | tonic::Code::Cancelled => Status::unavailable(format!("{UNREACHABLE} {addr}: {}", s.message())),
-            _ => s,
-        })?;
-        serde_json::from_slice(&r.into_inner().data).map_err(|e| Status::internal(format!("bad answer from {addr}: {e}")))
+        .map_err(|s| from_status(addr, s))?;
+        serde_json::from_slice(&r.into_inner().data).map_err(|e| ClusterError::Internal(format!("bad answer from {addr}: {e}")))
     }
 }
 
@@ -195,9 +192,6 @@ fn encode<T: Serialize>(v: &T) -> Result<Response<pb::RaftBytes>, Status> {
     Ok(Response::new(pb::RaftBytes { data }))
 }
 
-/// How an answer that never came from the peer starts.
-pub const UNREACHABLE: &str = "cannot reach";
-
 /// Largest peer message: snapshots travel whole.
 pub const MAX_MESSAGE: usize = 256 << 20;
 
@@ -205,16 +199,52 @@ pub const MAX_MESSAGE: usize = 256 << 20;
 /// only the leader serves.
 pub const LEADER_HEADER: &str = "x-strata-leader";
 
-/// UNAVAILABLE, naming the leader if one is known.
-pub fn not_leader(leader: Option<&NodeMeta>) -> Status {
-    let mut s = Status::unavailable(match leader {
-        Some(l) => format!("not the leader; the leader is {}", l.addr),
-        None => "no leader is known: the cluster may have lost its quorum".into(),
-    });
-    if let Some(Ok(v)) = leader.map(|n| n.addr.parse()) {
-        s.metadata_mut().insert(LEADER_HEADER, v);
+/// Not the leader, naming the leader if one is known.
+pub fn not_leader(leader: Option<&NodeMeta>) -> ClusterError {
+    ClusterError::NotLeader { leader: leader.map(|n| n.addr.clone()) }
+}
+
+/// A cluster error as the peer service answers it. Only the peer wire uses
+/// this; clients get theirs from the API's mapping.
+pub fn to_status(e: ClusterError) -> Status {
+    let msg = e.to_string();
+    match e {
+        ClusterError::NotLeader { leader } => {
+            let mut s = Status::unavailable(msg);
+            if let Some(Ok(v)) = leader.map(|a| a.parse()) {
+                s.metadata_mut().insert(LEADER_HEADER, v);
+            }
+            s
+        }
+        ClusterError::NoQuorum { .. } | ClusterError::Unreachable { .. } | ClusterError::Unavailable(_) => Status::unavailable(msg),
+        ClusterError::Unauthenticated(_) => Status::unauthenticated(msg),
+        ClusterError::Refused(_) => Status::failed_precondition(msg),
+        ClusterError::Exists(_) => Status::already_exists(msg),
+        ClusterError::NotFound(_) => Status::not_found(msg),
+        ClusterError::TimedOut(_) => Status::deadline_exceeded(msg),
+        ClusterError::Invalid(_) => Status::invalid_argument(msg),
+        ClusterError::Internal(_) => Status::internal(msg),
     }
-    s
+}
+
+/// What a peer's answer (or the failure to get one) means here.
+pub fn from_status(addr: &str, s: Status) -> ClusterError {
+    let msg = s.message().to_string();
+    match s.code() {
+        // The peer's own handlers never answer these: the connection failed.
+        tonic::Code::Unknown | tonic::Code::Cancelled => ClusterError::Unreachable { addr: addr.into(), why: msg },
+        tonic::Code::Unavailable => match s.metadata().get(LEADER_HEADER) {
+            Some(l) => ClusterError::NotLeader { leader: l.to_str().ok().map(str::to_string) },
+            None => ClusterError::Unavailable(msg),
+        },
+        tonic::Code::Unauthenticated => ClusterError::Unauthenticated(msg),
+        tonic::Code::FailedPrecondition => ClusterError::Refused(msg),
+        tonic::Code::AlreadyExists => ClusterError::Exists(msg),
+        tonic::Code::NotFound => ClusterError::NotFound(msg),
+        tonic::Code::DeadlineExceeded => ClusterError::TimedOut(msg),
+        tonic::Code::InvalidArgument => ClusterError::Invalid(msg),
+        _ => ClusterError::Internal(format!("{addr} answered: {msg}")),
+    }
 }
 
 impl PeerService {
@@ -227,30 +257,30 @@ impl PeerService {
 impl pb::peer_server::Peer for PeerService {
     async fn join(&self, req: Request<pb::RaftBytes>) -> Result<Response<pb::RaftBytes>, Status> {
         self.check(&req)?;
-        encode(&self.cluster.admit(decode(req)?).await?)
+        encode(&self.cluster.admit(decode(req)?).await.map_err(to_status)?)
     }
 
     async fn write(&self, req: Request<pb::RaftBytes>) -> Result<Response<pb::RaftBytes>, Status> {
         self.check(&req)?;
-        match self.cluster.propose(decode(req)?).await? {
+        match self.cluster.propose(decode(req)?).await.map_err(to_status)? {
             Ok(r) => encode(&r),
-            Err(leader) => Err(not_leader(leader.as_ref())),
+            Err(leader) => Err(to_status(not_leader(leader.as_ref()))),
         }
     }
 
     async fn read_index(&self, req: Request<pb::RaftBytes>) -> Result<Response<pb::RaftBytes>, Status> {
         self.check(&req)?;
-        match self.cluster.read_index().await? {
+        match self.cluster.read_index().await.map_err(to_status)? {
             Ok(i) => encode(&i),
-            Err(leader) => Err(not_leader(leader.as_ref())),
+            Err(leader) => Err(to_status(not_leader(leader.as_ref()))),
         }
     }
 
     async fn remove(&self, req: Request<pb::RaftBytes>) -> Result<Response<pb::RaftBytes>, Status> {
         self.check(&req)?;
-        match self.cluster.remove_here(decode(req)?).await? {
+        match self.cluster.remove_here(decode(req)?).await.map_err(to_status)? {
             Ok(()) => encode(&()),
-            Err(leader) => Err(not_leader(leader.as_ref())),
+            Err(leader) => Err(to_status(not_leader(leader.as_ref()))),
         }
     }
 

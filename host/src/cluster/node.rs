@@ -19,6 +19,7 @@ use super::network::{Call, Network, PeerService, Raft, pb};
 use super::secret::Secret;
 use super::state::StateMachine;
 use super::types::NodeMeta;
+use super::error::ClusterError;
 use crate::config::ClusterConfig;
 
 /// What the rest of the server tells the cluster node, and learns from it.
@@ -210,7 +211,7 @@ impl Cluster {
                     *self.problem.lock().expect("problem") = None;
                     return;
                 }
-                Err(e) => errors.push(format!("{seed}: {}", e.message())),
+                Err(e) => errors.push(format!("{seed}: {}", e)),
             }
         }
         let msg = format!("cannot join through the seeds ({}); retrying every 2s", errors.join("; "));
@@ -222,7 +223,7 @@ impl Cluster {
     }
 
     /// Asks the node at `addr` (or the leader it names) to add this node.
-    pub async fn join(&self, addr: &str) -> Result<(), tonic::Status> {
+    pub async fn join(&self, addr: &str) -> Result<(), ClusterError> {
         let cluster_id = self.state.state().await.cluster_id;
         let req = JoinRequest { id: self.id, node: self.me.clone(), cluster_id };
         let mut target = addr.to_string();
@@ -230,20 +231,19 @@ impl Cluster {
             // Longer than the leader may take to add and promote us.
             match self.network.call::<_, ()>(&target, Call::Join, &req, Duration::from_secs(60)).await {
                 Ok(()) => return Ok(()),
-                Err(s) if s.code() == tonic::Code::Unavailable => match s.metadata().get(super::network::LEADER_HEADER) {
-                    Some(l) => target = l.to_str().unwrap_or_default().to_string(),
-                    None => return Err(tonic::Status::unavailable(format!("cannot join through {target}: {}", s.message()))),
-                },
-                Err(s) if s.code() == tonic::Code::Unauthenticated => {
-                    return Err(tonic::Status::permission_denied(format!(
-                        "{target} refused this node's proof of the cluster secret ({}): both must use the same secret",
-                        s.message()
+                Err(ClusterError::NotLeader { leader: Some(l) }) => target = l,
+                Err(e @ (ClusterError::NotLeader { .. } | ClusterError::Unavailable(_) | ClusterError::Unreachable { .. })) => {
+                    return Err(ClusterError::Unavailable(format!("cannot join through {target}: {e}")));
+                }
+                Err(ClusterError::Unauthenticated(why)) => {
+                    return Err(ClusterError::Unauthenticated(format!(
+                        "{target} refused this node's proof of the cluster secret ({why}): both must use the same secret"
                     )));
                 }
-                Err(s) => return Err(s),
+                Err(e) => return Err(e),
             }
         }
-        Err(tonic::Status::unavailable("no leader after following four redirects"))
+        Err(ClusterError::Unavailable("no leader after following four redirects".into()))
     }
 
     /// Why this node is not a member, if it is not.

@@ -10,8 +10,8 @@ use openraft::async_runtime::WatchReceiver;
 use openraft::errors::decompose::DecomposeResult;
 use openraft::errors::{ChangeMembershipError, ClientWriteError, LinearizableReadError};
 use openraft::{ChangeMembers, ReadPolicy};
-use tonic::Status;
 
+use super::error::ClusterError;
 use super::network::{Call, not_leader};
 use super::node::{Cluster, JoinRequest};
 use super::now_ms;
@@ -26,8 +26,8 @@ const LEADER_WAIT: Duration = Duration::from_secs(10);
 /// Answered when only the leader may serve: the leader, if known.
 pub type Elsewhere = Option<NodeMeta>;
 
-fn no_quorum(what: &str) -> Status {
-    Status::unavailable(format!("{what} did not commit within {COMMIT_WAIT:?}: a majority of voters is not reachable"))
+fn no_quorum(what: &'static str) -> ClusterError {
+    ClusterError::NoQuorum { what, waited: COMMIT_WAIT }
 }
 
 impl Cluster {
@@ -46,19 +46,19 @@ impl Cluster {
     }
 
     /// Proposes `cmd` if this node leads; otherwise names the leader.
-    pub async fn propose(&self, cmd: Cmd) -> Result<Result<CmdResult, Elsewhere>, Status> {
+    pub async fn propose(&self, cmd: Cmd) -> Result<Result<CmdResult, Elsewhere>, ClusterError> {
         let r =
             tokio::time::timeout(COMMIT_WAIT, self.raft.client_write(cmd.stamped(now_ms()))).await.map_err(|_| no_quorum("the change"))?;
         match r.decompose() {
             Ok(Ok(r)) => Ok(Ok(r.data)),
             Ok(Err(ClientWriteError::ForwardToLeader(f))) => Ok(Err(f.leader_node)),
-            Ok(Err(e)) => Err(Status::unavailable(e.to_string())),
-            Err(fatal) => Err(Status::internal(format!("raft stopped: {fatal}"))),
+            Ok(Err(e)) => Err(ClusterError::Unavailable(e.to_string())),
+            Err(fatal) => Err(ClusterError::Internal(format!("raft stopped: {fatal}"))),
         }
     }
 
     /// Commits `cmd` through the leader, wherever it is.
-    pub async fn write(&self, cmd: Cmd) -> Result<CmdResult, Status> {
+    pub async fn write(&self, cmd: Cmd) -> Result<CmdResult, ClusterError> {
         let deadline = Instant::now() + LEADER_WAIT;
         loop {
             let why = match self.propose(cmd.clone()).await? {
@@ -67,13 +67,9 @@ impl Cluster {
                     match self.network.call(&leader.addr, Call::Write, &cmd, COMMIT_WAIT + Duration::from_secs(1)).await {
                         Ok(r) => return Ok(r),
                         // It is no longer the leader: nothing was proposed there.
-                        Err(s) if s.code() == tonic::Code::Unavailable && s.metadata().get(super::network::LEADER_HEADER).is_some() => {
-                            s.message().to_string()
-                        }
+                        Err(e @ ClusterError::NotLeader { .. }) => e.to_string(),
                         // The call never reached it.
-                        Err(s) if s.code() == tonic::Code::Unavailable && s.message().starts_with(super::network::UNREACHABLE) => {
-                            format!("the leader {} did not answer: {}", leader.addr, s.message())
-                        }
+                        Err(e @ ClusterError::Unreachable { .. }) => format!("the leader {} did not answer: {e}", leader.addr),
                         // Anything else may have committed: retrying could apply it twice.
                         Err(s) => return Err(s),
                     }
@@ -81,28 +77,28 @@ impl Cluster {
                 Err(None) => "no leader is known".to_string(),
             };
             if Instant::now() >= deadline {
-                return Err(Status::unavailable(format!("cannot commit: {why} (waited {LEADER_WAIT:?}); is a majority of voters up?")));
+                return Err(ClusterError::Unavailable(format!("cannot commit: {why} (waited {LEADER_WAIT:?}); is a majority of voters up?")));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
     /// The leader's read index, after a quorum confirmed its leadership.
-    pub async fn read_index(&self) -> Result<Result<u64, Elsewhere>, Status> {
+    pub async fn read_index(&self) -> Result<Result<u64, Elsewhere>, ClusterError> {
         let r = tokio::time::timeout(COMMIT_WAIT, self.raft.ensure_linearizable(ReadPolicy::ReadIndex))
             .await
             .map_err(|_| no_quorum("the read"))?;
         match r.decompose() {
             Ok(Ok(read)) => Ok(Ok(read.log_id().index)),
             Ok(Err(LinearizableReadError::ForwardToLeader(f))) => Ok(Err(f.leader_node)),
-            Ok(Err(e)) => Err(Status::unavailable(e.to_string())),
-            Err(fatal) => Err(Status::internal(format!("raft stopped: {fatal}"))),
+            Ok(Err(e)) => Err(ClusterError::Unavailable(e.to_string())),
+            Err(fatal) => Err(ClusterError::Internal(format!("raft stopped: {fatal}"))),
         }
     }
 
     /// The cluster state, linearizable: it reflects every change committed
     /// before the call, on whichever node serves it.
-    pub async fn read(&self) -> Result<ClusterState, Status> {
+    pub async fn read(&self) -> Result<ClusterState, ClusterError> {
         let index = match self.read_index().await? {
             Ok(_) => return Ok(self.state.state().await),
             Err(Some(leader)) => {
@@ -114,19 +110,19 @@ impl Cluster {
             .wait(Some(COMMIT_WAIT))
             .applied_index_at_least(Some(index), "linearizable read")
             .await
-            .map_err(|e| Status::unavailable(format!("this node did not catch up with the leader: {e}")))?;
+            .map_err(|e| ClusterError::Unavailable(format!("this node did not catch up with the leader: {e}")))?;
         Ok(self.state.state().await)
     }
 
     /// Makes this node a one-voter cluster with a new cluster id.
-    pub async fn init(&self) -> Result<(), Status> {
+    pub async fn init(&self) -> Result<(), ClusterError> {
         use openraft::errors::{InitializeError, RaftError};
         match self.raft.initialize(std::collections::BTreeMap::from([(self.id, self.me.clone())])).await {
             Ok(()) => {}
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
-                return Err(Status::already_exists("this node already belongs to a cluster; see `strata cluster status`"));
+                return Err(ClusterError::Exists("this node already belongs to a cluster; see `strata cluster status`".into()));
             }
-            Err(e) => return Err(Status::internal(format!("cluster init failed: {e}"))),
+            Err(e) => return Err(ClusterError::Internal(format!("cluster init failed: {e}"))),
         }
         let id = format!("{:032x}", rand::random::<u128>());
         self.write(Cmd::SetClusterId { id }).await?;
@@ -134,17 +130,17 @@ impl Cluster {
     }
 
     /// On the leader: adds a node as a learner, then makes it a voter.
-    pub async fn admit(&self, j: JoinRequest) -> Result<(), Status> {
+    pub async fn admit(&self, j: JoinRequest) -> Result<(), ClusterError> {
         self.am_leader().map_err(|l| not_leader(l.as_ref()))?;
         let st = self.state.state().await;
         if st.retired.contains(&j.id) {
-            return Err(Status::failed_precondition(format!(
+            return Err(ClusterError::Refused(format!(
                 "node id {} was removed from this cluster and may never return; give the node an empty data directory (or a new cluster.node_id)",
                 j.id
             )));
         }
         if !j.cluster_id.is_empty() && j.cluster_id != st.cluster_id {
-            return Err(Status::failed_precondition(format!(
+            return Err(ClusterError::Refused(format!(
                 "the joining node belongs to cluster {}, not to this cluster {}; a node joins with an empty data directory",
                 j.cluster_id, st.cluster_id
             )));
@@ -152,24 +148,24 @@ impl Cluster {
         let members = self.members();
         if let Some((id, n, voter)) = members.iter().find(|(id, ..)| *id == j.id) {
             if n.addr != j.node.addr {
-                return Err(Status::already_exists(format!("node id {id} is already used by the member at {}", n.addr)));
+                return Err(ClusterError::Exists(format!("node id {id} is already used by the member at {}", n.addr)));
             }
             if *voter {
                 return Ok(());
             }
         } else if let Some((id, n, _)) = members.iter().find(|(_, n, _)| n.addr == j.node.addr) {
-            return Err(Status::already_exists(format!("node {id} already has address {}", n.addr)));
+            return Err(ClusterError::Exists(format!("node {id} already has address {}", n.addr)));
         }
         let map = |what: String| {
             move |e: openraft::errors::RaftError<_, ClientWriteError<_>>| match e.forward_to_leader() {
                 Some(f) => not_leader(f.leader_node.as_ref()),
-                None => Status::failed_precondition(format!("{what}: {e}")),
+                None => ClusterError::Refused(format!("{what}: {e}")),
             }
         };
         let add = self.raft.add_learner(j.id, j.node, true);
         tokio::time::timeout(Duration::from_secs(30), add)
             .await
-            .map_err(|_| Status::unavailable("the new node did not catch up within 30s"))?
+            .map_err(|_| ClusterError::Unavailable("the new node did not catch up within 30s".into()))?
             .map_err(map(format!("cannot add node {}", j.id)))?;
         let promote = self.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([j.id])), false);
         tokio::time::timeout(COMMIT_WAIT * 2, promote)
@@ -180,17 +176,17 @@ impl Cluster {
     }
 
     /// On the leader: removes node `id` from the membership for good.
-    pub async fn remove_here(&self, id: u64) -> Result<Result<(), Elsewhere>, Status> {
+    pub async fn remove_here(&self, id: u64) -> Result<Result<(), Elsewhere>, ClusterError> {
         if let Err(l) = self.am_leader() {
             return Ok(Err(l));
         }
         let members = self.members();
         let Some((_, _, voter)) = members.iter().find(|(m, ..)| *m == id) else {
-            return Err(Status::not_found(format!("node {id} is not a member; see `strata cluster status`")));
+            return Err(ClusterError::NotFound(format!("node {id} is not a member; see `strata cluster status`")));
         };
         let voters: Vec<u64> = members.iter().filter(|m| m.2).map(|m| m.0).collect();
         if voters == [id] {
-            return Err(Status::failed_precondition(format!(
+            return Err(ClusterError::Refused(format!(
                 "node {id} is the cluster's last voter; removing it would leave no one to decide"
             )));
         }
@@ -206,16 +202,16 @@ impl Cluster {
             Ok(Ok(_)) => {}
             Ok(Err(ClientWriteError::ForwardToLeader(f))) => return Ok(Err(f.leader_node)),
             Ok(Err(ClientWriteError::ChangeMembershipError(ChangeMembershipError::InProgress(_)))) => {
-                return Err(Status::failed_precondition("another membership change is in progress; try again"));
+                return Err(ClusterError::Refused("another membership change is in progress; try again".into()));
             }
-            Ok(Err(e)) => return Err(Status::failed_precondition(format!("cannot remove node {id}: {e}"))),
-            Err(fatal) => return Err(Status::internal(format!("raft stopped: {fatal}"))),
+            Ok(Err(e)) => return Err(ClusterError::Refused(format!("cannot remove node {id}: {e}"))),
+            Err(fatal) => return Err(ClusterError::Internal(format!("raft stopped: {fatal}"))),
         }
         Ok(Ok(()))
     }
 
     /// Removes node `id`, through the leader.
-    pub async fn remove(&self, id: u64) -> Result<(), Status> {
+    pub async fn remove(&self, id: u64) -> Result<(), ClusterError> {
         match self.remove_here(id).await? {
             Ok(()) => Ok(()),
             Err(Some(leader)) => self.network.call(&leader.addr, Call::Remove, &id, Duration::from_secs(20)).await,
@@ -225,7 +221,7 @@ impl Cluster {
 
     /// Takes this node out of the cluster for good, then stops its Raft so
     /// it never campaigns with a stale membership.
-    pub async fn leave(&self) -> Result<(), Status> {
+    pub async fn leave(&self) -> Result<(), ClusterError> {
         self.remove(self.id).await?;
         self.left.store(true, std::sync::atomic::Ordering::Relaxed);
         *self.problem.lock().expect("problem") =
@@ -238,7 +234,7 @@ impl Cluster {
 
     /// Takes lock `name` for `holder`. With `wait`, waits that long for the
     /// holder before to release it or for its lease to run out.
-    pub async fn acquire(&self, name: &str, holder: &str, ttl: Duration, wait: Option<Duration>) -> Result<LockGrant, Status> {
+    pub async fn acquire(&self, name: &str, holder: &str, ttl: Duration, wait: Option<Duration>) -> Result<LockGrant, ClusterError> {
         let queue = self.lock_queues.lock().expect("lock queues").entry(name.to_string()).or_default().clone();
         let _forget = ForgetQueue { cluster: self, name, queue: queue.clone() };
         self.acquire_in_turn(name, holder, ttl, wait, &queue).await
@@ -251,14 +247,14 @@ impl Cluster {
         ttl: Duration,
         wait: Option<Duration>,
         queue: &tokio::sync::Mutex<()>,
-    ) -> Result<LockGrant, Status> {
+    ) -> Result<LockGrant, ClusterError> {
         let deadline = wait.map(|w| Instant::now() + w);
         // Waiters on this node take turns, so one of them proposes at a time.
         let _turn = match deadline {
             Some(d) => Some(
                 tokio::time::timeout_at(d.into(), queue.lock())
                     .await
-                    .map_err(|_| Status::deadline_exceeded(format!("lock {name} was not free within {:?}", wait.unwrap_or_default())))?,
+                    .map_err(|_| ClusterError::TimedOut(format!("lock {name} was not free within {:?}", wait.unwrap_or_default())))?,
             ),
             None => None,
         };
@@ -277,7 +273,7 @@ impl Cluster {
                 (why, g) => (why.unwrap_or_default(), g),
             };
             let Some(deadline) = deadline else {
-                return Err(Status::failed_precondition(format!("lock {name} is {why}; to wait for it, acquire with a wait")));
+                return Err(ClusterError::Refused(format!("lock {name} is {why}; to wait for it, acquire with a wait")));
             };
             let lease_left = grant.as_ref().map_or(ttl_ms, |g| g.expires_ms.saturating_sub(r.now_ms));
             let retry_at = (Instant::now() + Duration::from_millis(lease_left)).min(deadline);
@@ -299,24 +295,24 @@ impl Cluster {
                 }
             }
             if Instant::now() >= deadline {
-                return Err(Status::deadline_exceeded(format!("lock {name} is still {why} (waited {:?})", wait.unwrap_or_default())));
+                return Err(ClusterError::TimedOut(format!("lock {name} is still {why} (waited {:?})", wait.unwrap_or_default())));
             }
         }
     }
 
-    pub async fn renew(&self, name: &str, token: u64, ttl: Duration) -> Result<LockGrant, Status> {
+    pub async fn renew(&self, name: &str, token: u64, ttl: Duration) -> Result<LockGrant, ClusterError> {
         let r = self.write(Cmd::Renew { name: name.into(), token, ttl_ms: ttl.as_millis() as u64, now_ms: 0 }).await?;
         match (r.refused, r.lock) {
             (None, Some(g)) => Ok(g),
-            (why, _) => Err(Status::failed_precondition(format!("cannot renew lock {name}: {}", why.unwrap_or_default()))),
+            (why, _) => Err(ClusterError::Refused(format!("cannot renew lock {name}: {}", why.unwrap_or_default()))),
         }
     }
 
-    pub async fn release(&self, name: &str, token: u64) -> Result<(), Status> {
+    pub async fn release(&self, name: &str, token: u64) -> Result<(), ClusterError> {
         let r = self.write(Cmd::Unlock { name: name.into(), token }).await?;
         match r.refused {
             None => Ok(()),
-            Some(why) => Err(Status::failed_precondition(format!("cannot release lock {name}: {why}"))),
+            Some(why) => Err(ClusterError::Refused(format!("cannot release lock {name}: {why}"))),
         }
     }
 }

@@ -114,7 +114,29 @@ pub struct BucketPolicy {
     pub params: BTreeMap<String, String>,
     /// `None`: `[replication] consistency_level`.
     #[serde(default)]
-    pub consistency: Option<crate::config::ConsistencyLevel>,
+    pub consistency: Option<Consistency>,
+}
+
+/// Whether a read must see the newest acknowledged version. Stored in the
+/// cluster state (as `"strong"` or `"eventual"`), so it is the cluster's
+/// type; `[replication] consistency_level` is its config spelling.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    /// Reads ask every reachable node and serve the newest version.
+    #[default]
+    Strong,
+    /// Reads take the nearest copy.
+    Eventual,
+}
+
+impl From<crate::config::ConsistencyLevel> for Consistency {
+    fn from(c: crate::config::ConsistencyLevel) -> Self {
+        match c {
+            crate::config::ConsistencyLevel::Strong => Consistency::Strong,
+            crate::config::ConsistencyLevel::Eventual => Consistency::Eventual,
+        }
+    }
 }
 
 /// What applying a command answers.

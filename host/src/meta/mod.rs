@@ -16,6 +16,7 @@ mod cache;
 mod clock;
 pub mod fsck;
 mod index;
+pub mod names;
 mod queue;
 #[cfg(test)]
 mod replica_tests;

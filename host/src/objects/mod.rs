@@ -9,6 +9,7 @@
 mod blob_cache;
 mod budget;
 mod commit;
+mod error;
 mod fsck;
 mod upkeep;
 
@@ -19,7 +20,7 @@ use futures::{Stream, StreamExt};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tracing::{error, warn};
 
-use crate::meta::{Attributes, Condition, Deleted, Identity, MetaError, MetaStore, NewVersion, ObjectRecord};
+use crate::meta::{Attributes, Condition, Deleted, Identity, MetaStore, NewVersion, ObjectRecord};
 use crate::metrics::Metrics;
 use crate::store::format::INLINE_MAX;
 use crate::store::{BlobReader, BlobWriter, Digest, LocalStore, Range, Staged, StoreError};
@@ -27,6 +28,7 @@ use crate::store::{BlobReader, BlobWriter, Digest, LocalStore, Range, Staged, St
 use blob_cache::BlobCache;
 pub use budget::UploadBudget;
 pub use commit::CommitJob;
+pub use error::{Kind, ObjectError};
 pub use fsck::FsckReport;
 pub use upkeep::{Upkeep, UpkeepReport};
 
@@ -78,28 +80,6 @@ async fn ready_writer(
 /// Chunks a get reads ahead of the network. With 1 MiB frames this bounds
 /// a transfer's buffers to a few MiB whatever its size.
 const PIPE_DEPTH: usize = 4;
-
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ObjectError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Meta(#[from] MetaError),
-    #[error("object {key:?} is a delete marker at version {version}")]
-    DeleteMarker { key: String, version: String },
-    #[error("the upload was cut off: {0}")]
-    Aborted(String),
-    /// Every copy a read could find is damaged or gone.
-    #[error("every copy of this object is damaged: {0}")]
-    Damaged(String),
-    #[error("the server is shutting down")]
-    ShuttingDown,
-    #[error("the upload sent nothing for {secs} s (server.stream_idle_timeout); nothing was stored")]
-    Idle { secs: u64 },
-    #[error("the server's upload buffer (server.upload_buffer) stayed full for {secs} s; nothing was stored: retry")]
-    BudgetBusy { secs: u64 },
-}
 
 /// What a put stores, besides its bytes.
 #[derive(Clone, Debug, Default)]

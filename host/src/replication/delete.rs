@@ -6,20 +6,19 @@
 
 use std::sync::Arc;
 
-use tonic::Status;
 use tracing::warn;
 
 use super::wire::VersionHeader;
-use super::{Replicator, plan};
+use super::{ReplicationError, Replicator, plan};
 use crate::meta::{Deleted, MetaError};
 use crate::objects::ObjectError;
 
 impl Replicator {
-    pub async fn delete(self: &Arc<Self>, bucket: &str, key: &str, version: Option<&str>) -> Result<Deleted, Status> {
+    pub async fn delete(self: &Arc<Self>, bucket: &str, key: &str, version: Option<&str>) -> Result<Deleted, ReplicationError> {
         self.require_bucket(bucket).await?;
         let (members, _) = plan::members(&self.cluster);
         let views = self.views(&members, bucket, key, version).await?;
-        let missing = || -> Status {
+        let missing = || -> ReplicationError {
             ObjectError::from(match version {
                 Some(v) => MetaError::NoSuchVersion { bucket: bucket.into(), key: key.into(), version: v.into() },
                 None => MetaError::NotFound { bucket: bucket.into(), key: key.into() },
@@ -38,11 +37,11 @@ impl Replicator {
         match version {
             None => {
                 let id = meta.mint(holders.clone());
-                meta.record_marker(bucket, key, &id).await.map_err(ObjectError::from)?;
+                meta.record_marker(bucket, key, &id).await?;
                 let h = VersionHeader { marker: true, ..VersionHeader::control(bucket, key, id.clone()) };
                 let owed = self.send_to(&members, holders.iter().copied().filter(|n| *n != me), &h).await;
                 if !owed.is_empty() && meta.versioning() {
-                    meta.enqueue(bucket, key, &id.version, &owed).await.map_err(ObjectError::from)?;
+                    meta.enqueue(bucket, key, &id.version, &owed).await?;
                     self.wake();
                 }
                 Ok(if meta.versioning() { Deleted::Marker(id.version) } else { Deleted::Removed })
@@ -51,7 +50,7 @@ impl Replicator {
                 let h = VersionHeader::forget(bucket, key, v);
                 let holding: Vec<u64> = views.found.iter().filter(|(_, f)| f.version == v).map(|(n, _)| *n).collect();
                 if holding.contains(&me) {
-                    meta.delete(bucket, key, Some(v)).await.map_err(ObjectError::from)?;
+                    meta.delete(bucket, key, Some(v)).await?;
                 }
                 let failed = self.send_to(&members, holding.into_iter().filter(|n| *n != me), &h).await;
                 if !failed.is_empty() {

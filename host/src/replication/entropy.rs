@@ -14,15 +14,12 @@ use std::sync::Arc;
 
 use sha2::{Digest as _, Sha256};
 use tokio::sync::watch;
-use tonic::Status;
 use tracing::{debug, info, warn};
 
-use super::Replicator;
+use super::{ReplicationError, Replicator};
 use super::plan;
 use crate::cluster::detector::Health;
-use crate::cluster::network::pb;
 use crate::meta::Placed;
-use crate::objects::ObjectError;
 
 pub const PARTITIONS: usize = 256;
 /// Version rows read per step of a scan.
@@ -50,24 +47,24 @@ fn mark(bucket: &str, key: &str, version: &str) -> u64 {
 
 impl Replicator {
     /// Walks every version this node holds, delete markers included.
-    async fn scan(&self, mut each: impl FnMut(Placed)) -> Result<(), Status> {
+    async fn scan(&self, mut each: impl FnMut(Placed)) -> Result<(), ReplicationError> {
         let meta = self.objects.meta();
         let mut after = 0;
         loop {
-            let batch = meta.placed_after(after, STEP, true).await.map_err(ObjectError::from)?;
+            let batch = meta.placed_after(after, STEP, true).await?;
             let Some(last) = batch.last() else { return Ok(()) };
             after = last.id;
             batch.into_iter().for_each(&mut each);
         }
     }
 
-    pub async fn digests(&self) -> Result<Vec<u64>, Status> {
+    pub async fn digests(&self) -> Result<Vec<u64>, ReplicationError> {
         let mut d = vec![0u64; PARTITIONS];
         self.scan(|p| d[partition(&p.bucket, &p.key)] ^= mark(&p.bucket, &p.key, &p.version)).await?;
         Ok(d)
     }
 
-    pub async fn partition_names(&self, part: usize) -> Result<Vec<Name>, Status> {
+    pub async fn partition_names(&self, part: usize) -> Result<Vec<Name>, ReplicationError> {
         let mut out = Vec::new();
         self.scan(|p| {
             if partition(&p.bucket, &p.key) == part {
@@ -78,23 +75,16 @@ impl Replicator {
         Ok(out)
     }
 
-    async fn ask<Q: serde::Serialize, A: serde::de::DeserializeOwned>(&self, addr: &str, digests: bool, q: &Q) -> Result<A, Status> {
-        let net = &self.cluster.network;
-        let ch = net.channel(addr).ok_or_else(|| Status::invalid_argument(format!("{addr:?} is not an address")))?;
-        let mut c = pb::replica_client::ReplicaClient::new(ch).max_decoding_message_size(crate::cluster::network::MAX_MESSAGE);
-        let mut req = tonic::Request::new(pb::RaftBytes { data: serde_json::to_vec(q).expect("serializable") });
-        req.set_timeout(self.config.sync_timeout * 6);
-        net.secret().attach(&mut req, addr);
-        let r = if digests { c.digests(req).await? } else { c.partition(req).await? };
-        super::wire::decode(&r.into_inner().data)
+    async fn ask<Q: serde::Serialize, A: serde::de::DeserializeOwned>(&self, addr: &str, digests: bool, q: &Q) -> Result<A, ReplicationError> {
+        super::wire::entropy(&self.cluster.network, addr, digests, q, self.config.sync_timeout * 6).await
     }
 
     /// Versions whose copy here was found damaged (by a read or scrub) are
     /// sent again by a replica that holds them sound.
-    async fn heal_damaged(&self, members: &[plan::Member]) -> Result<u64, Status> {
+    async fn heal_damaged(&self, members: &[plan::Member]) -> Result<u64, ReplicationError> {
         let me = self.cluster.id;
         let mut asked = 0;
-        for p in self.objects.meta().damaged(1000).await.map_err(ObjectError::from)? {
+        for p in self.objects.meta().damaged(1000).await? {
             let q = super::wire::Lookup::new(&p.bucket, &p.key, Some(&p.version));
             for m in members.iter().filter(|m| m.id != me && m.health == Health::Healthy && p.replicas.contains(&m.id)) {
                 let sound = super::wire::lookup(&self.cluster.network, &m.addr, &q, self.short_timeout())
@@ -110,7 +100,7 @@ impl Replicator {
     }
 
     /// One pass against every healthy peer; returns the copies queued.
-    pub async fn anti_entropy_pass(&self) -> Result<u64, Status> {
+    pub async fn anti_entropy_pass(&self) -> Result<u64, ReplicationError> {
         let (members, _) = plan::members(&self.cluster);
         let me = self.cluster.id;
         let healed = self.heal_damaged(&members).await?;
@@ -153,7 +143,7 @@ impl Replicator {
             })
             .await?;
             for p in owed {
-                self.objects.meta().enqueue(&p.bucket, &p.key, &p.version, &[m.id]).await.map_err(ObjectError::from)?;
+                self.objects.meta().enqueue(&p.bucket, &p.key, &p.version, &[m.id]).await?;
                 queued += 1;
             }
         }

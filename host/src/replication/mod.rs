@@ -15,6 +15,7 @@
 
 pub mod delete;
 pub mod entropy;
+pub mod error;
 pub mod placement;
 pub mod plan;
 pub mod queue;
@@ -28,14 +29,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
-use tonic::Status;
 
 use crate::cluster::node::Cluster;
 use crate::config::ReplicationConfig;
 use crate::objects::{ObjectError, Objects};
 use crate::plugin::Plugins;
 
-pub use plan::Policy;
+pub use error::ReplicationError;
+pub use plan::{Policy, PolicySpec};
 
 pub struct Replicator {
     pub objects: Arc<Objects>,
@@ -69,7 +70,7 @@ impl Replicator {
     }
 
     /// The bucket exists here, or the cluster knows it (it is then made here).
-    pub async fn require_bucket(&self, bucket: &str) -> Result<(), Status> {
+    pub async fn require_bucket(&self, bucket: &str) -> Result<(), ReplicationError> {
         let meta = self.objects.meta();
         if meta.bucket_exists(bucket).await.map_err(ObjectError::from)? {
             return Ok(());
@@ -78,7 +79,7 @@ impl Replicator {
             meta.ensure_bucket(bucket).await.map_err(ObjectError::from)?;
             return Ok(());
         }
-        Err(Status::not_found(format!("bucket {bucket:?} does not exist")))
+        Err(ObjectError::from(crate::meta::MetaError::NoSuchBucket { bucket: bucket.into() }).into())
     }
 
     pub fn wake(&self) {
@@ -96,7 +97,7 @@ impl Replicator {
     }
 
     /// Queues copies of a version on `holder`, a node that holds it.
-    pub async fn enqueue_on(&self, holder: u64, bucket: &str, key: &str, version: &str, nodes: &[u64]) -> Result<(), Status> {
+    pub async fn enqueue_on(&self, holder: u64, bucket: &str, key: &str, version: &str, nodes: &[u64]) -> Result<(), ReplicationError> {
         if nodes.is_empty() {
             return Ok(());
         }
@@ -105,12 +106,12 @@ impl Replicator {
             self.wake();
             return Ok(());
         }
-        let addr = self.addr_of(holder).ok_or_else(|| Status::unavailable(format!("node {holder} is not a member")))?;
+        let addr = self.addr_of(holder).ok_or_else(|| ReplicationError::Unavailable(format!("node {holder} is not a member")))?;
         let q = wire::Enqueue { bucket: bucket.into(), key: key.into(), version: version.into(), nodes: nodes.to_vec() };
         wire::enqueue(&self.cluster.network, &addr, &q, self.short_timeout()).await
     }
 
-    pub async fn holding(&self, q: &wire::Lookup) -> Result<wire::Holding, Status> {
+    pub async fn holding(&self, q: &wire::Lookup) -> Result<wire::Holding, ObjectError> {
         service::holding(self, q).await
     }
 }

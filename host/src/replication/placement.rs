@@ -17,16 +17,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::watch;
-use tonic::Status;
 use tracing::{info, warn};
 
-use super::Replicator;
+use super::{ReplicationError, Replicator};
 use super::plan::{self, Member, Policy};
 use super::wire::{self, Lookup, VersionHeader};
-use crate::api::pb;
 use crate::cluster::detector::Health;
 use crate::meta::{Identity, Placed};
-use crate::objects::ObjectError;
 use crate::plugin::ObjectInfo;
 
 /// Versions read and placed per step.
@@ -39,6 +36,16 @@ struct Moves {
     copies: Vec<(String, String, String, u64)>,
 }
 
+/// What a placement pass did (or, dry, would do).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RepairReport {
+    pub checked: u64,
+    pub copies: u64,
+    pub copy_bytes: u64,
+    pub dropped: u64,
+    pub dry_run: bool,
+}
+
 /// What the placement passes did since start.
 #[derive(Default)]
 pub struct Totals {
@@ -49,8 +56,8 @@ pub struct Totals {
 }
 
 impl Totals {
-    pub fn report(&self) -> pb::ClusterRepairReport {
-        pb::ClusterRepairReport {
+    pub fn report(&self) -> RepairReport {
+        RepairReport {
             checked: self.checked.load(Ordering::Relaxed),
             copies: self.copies.load(Ordering::Relaxed),
             copy_bytes: self.copy_bytes.load(Ordering::Relaxed),
@@ -59,7 +66,7 @@ impl Totals {
         }
     }
 
-    fn add(&self, r: &pb::ClusterRepairReport) {
+    fn add(&self, r: &RepairReport) {
         self.checked.fetch_add(r.checked, Ordering::Relaxed);
         self.copies.fetch_add(r.copies, Ordering::Relaxed);
         self.copy_bytes.fetch_add(r.copy_bytes, Ordering::Relaxed);
@@ -113,13 +120,13 @@ impl Replicator {
     }
 
     /// One pass over the versions this node leads.
-    pub async fn placement_pass(self: &Arc<Self>, dry_run: bool) -> Result<pb::ClusterRepairReport, Status> {
+    pub async fn placement_pass(self: &Arc<Self>, dry_run: bool) -> Result<RepairReport, ReplicationError> {
         let _one = self.pass_lock.lock().await;
         let (members, infos) = plan::members(&self.cluster);
         let cands = self.candidates(&members);
         let live: Vec<u64> = cands.iter().map(|&i| members[i as usize].id).collect();
         let me = self.cluster.id;
-        let mut report = pb::ClusterRepairReport { dry_run, ..Default::default() };
+        let mut report = RepairReport { dry_run, ..Default::default() };
         let mut policies: BTreeMap<String, Policy> = BTreeMap::new();
         let meta = self.objects.meta().clone();
         let mut after = 0;
@@ -127,7 +134,7 @@ impl Replicator {
             // Figures reach the totals a batch at a time, so `status` shows
             // a long pass progressing.
             let before = report;
-            let batch = meta.placed_after(after, STEP, false).await.map_err(ObjectError::from)?;
+            let batch = meta.placed_after(after, STEP, false).await?;
             let Some(last) = batch.last() else { break };
             after = last.id;
             // Versions placed by replication whose leader is this node.
@@ -166,13 +173,13 @@ impl Replicator {
             }
             // A step's new placements and copies in two statements.
             let meta = self.objects.meta();
-            meta.set_replicas_many(&moves.placements).await.map_err(ObjectError::from)?;
-            meta.enqueue_many(&moves.copies).await.map_err(ObjectError::from)?;
+            meta.set_replicas_many(&moves.placements).await?;
+            meta.enqueue_many(&moves.copies).await?;
             if !moves.copies.is_empty() {
                 self.wake();
             }
             if !dry_run {
-                self.totals.add(&pb::ClusterRepairReport {
+                self.totals.add(&RepairReport {
                     checked: report.checked - before.checked,
                     copies: report.copies - before.copies,
                     copy_bytes: report.copy_bytes - before.copy_bytes,
@@ -190,9 +197,9 @@ impl Replicator {
         p: &Placed,
         want: &[u64],
         dry_run: bool,
-        report: &mut pb::ClusterRepairReport,
+        report: &mut RepairReport,
         moves: &mut Moves,
-    ) -> Result<(), Status> {
+    ) -> Result<(), ReplicationError> {
         let meta = self.objects.meta();
         let add: Vec<u64> = want.iter().copied().filter(|n| !p.replicas.contains(n)).collect();
         if !add.is_empty() {
@@ -207,7 +214,7 @@ impl Replicator {
             return Ok(());
         }
         let surplus: Vec<u64> = p.replicas.iter().copied().filter(|n| !want.contains(n)).collect();
-        if surplus.is_empty() || meta.queued(&p.bucket, &p.key, &p.version).await.map_err(ObjectError::from)? {
+        if surplus.is_empty() || meta.queued(&p.bucket, &p.key, &p.version).await? {
             return Ok(());
         }
         // Drop surplus copies only once every wanted node answers that it
@@ -255,10 +262,10 @@ impl Replicator {
             }
         }
         if p.replicas.contains(&self.cluster.id) && !want.contains(&self.cluster.id) {
-            meta.delete(&p.bucket, &p.key, Some(&p.version)).await.map_err(ObjectError::from)?;
+            meta.delete(&p.bucket, &p.key, Some(&p.version)).await?;
             return Ok(());
         }
-        meta.set_replicas(&p.bucket, &p.key, &p.version, &kept).await.map_err(ObjectError::from)?;
+        meta.set_replicas(&p.bucket, &p.key, &p.version, &kept).await?;
         Ok(())
     }
 }

@@ -5,12 +5,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use tonic::Status;
-
+use super::ReplicationError;
 use crate::cluster::detector::Health as Seen;
 use crate::cluster::node::Cluster;
-use crate::cluster::types::BucketPolicy;
-use crate::config::{ConsistencyLevel, ReplicationConfig};
+use crate::cluster::types::{BucketPolicy, Consistency as ConsistencyLevel};
+use crate::config::ReplicationConfig;
 use crate::plugin::{Consistency, Health, NodeInfo, ObjectInfo, Plugins, ReplicationPolicy, Topology};
 
 /// A bucket's policy with the defaults filled in.
@@ -34,7 +33,7 @@ impl Policy {
                 replicas: p.replicas,
                 min_replicas: p.min_replicas.clamp(1, p.replicas.max(1)),
                 max_replicas: defaults.max_replicas.max(p.replicas),
-                consistency: p.consistency.unwrap_or(defaults.consistency_level),
+                consistency: p.consistency.unwrap_or(defaults.consistency_level.into()),
                 params: p.params.clone().into_iter().collect(),
             },
             None => Self {
@@ -43,7 +42,7 @@ impl Policy {
                 replicas: defaults.replication_factor,
                 min_replicas: defaults.min_replicas,
                 max_replicas: defaults.max_replicas,
-                consistency: defaults.consistency_level,
+                consistency: defaults.consistency_level.into(),
                 params: Vec::new(),
             },
         }
@@ -140,10 +139,10 @@ pub async fn plan(
     key: &str,
     size: u64,
     async_allowed: bool,
-) -> Result<Plan, Status> {
+) -> Result<Plan, ReplicationError> {
     let (members, infos) = members(cluster);
     let Some(coordinator) = members.iter().position(|m| m.id == cluster.id) else {
-        return Err(Status::unavailable("this node is not a cluster member yet: `strata cluster init` or `join` first"));
+        return Err(ReplicationError::Unavailable("this node is not a cluster member yet: `strata cluster init` or `join` first".into()));
     };
     let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
     let object = ObjectInfo {
@@ -169,8 +168,8 @@ pub async fn plan(
         Ok::<_, crate::plugin::PluginError>((targets, plan, ideal))
     })
     .await
-    .map_err(|e| Status::internal(format!("placement task failed: {e}")))?;
-    let (targets, plan, ideal) = plan.map_err(|e| Status::unavailable(format!("cannot place {bucket}/{key}: {e}")))?;
+    .map_err(|e| ReplicationError::Internal(format!("placement task failed: {e}")))?;
+    let (targets, plan, ideal) = plan.map_err(|e| ReplicationError::Unavailable(format!("cannot place {bucket}/{key}: {e}")))?;
     let id = |i: &u32| ids[*i as usize];
     let mut out = Plan {
         targets: targets.iter().map(id).collect(),
@@ -192,7 +191,7 @@ pub async fn select_many(
     infos: Vec<NodeInfo>,
     candidates: Vec<u32>,
     items: Vec<(Policy, ObjectInfo)>,
-) -> Result<Vec<Result<Vec<u32>, String>>, Status> {
+) -> Result<Vec<Result<Vec<u32>, String>>, ReplicationError> {
     let plugins = plugins.clone();
     tokio::task::spawn_blocking(move || {
         let topology = Topology::new(infos);
@@ -205,5 +204,35 @@ pub async fn select_many(
             .collect()
     })
     .await
-    .map_err(|e| Status::internal(format!("placement task failed: {e}")))
+    .map_err(|e| ReplicationError::Internal(format!("placement task failed: {e}")))
+}
+
+/// A bucket policy as a client asks for it: empty strings and zeros take
+/// the `[replication]` defaults.
+#[derive(Clone, Debug, Default)]
+pub struct PolicySpec {
+    pub strategy: String,
+    pub selector: String,
+    pub replicas: u32,
+    pub min_replicas: u32,
+    pub params: std::collections::BTreeMap<String, String>,
+    pub consistency: Option<ConsistencyLevel>,
+}
+
+/// The policy to store for a request: unset fields take the defaults;
+/// plugin names must be loaded plugins.
+pub fn resolve(plugins: &Plugins, d: &ReplicationConfig, p: PolicySpec) -> Result<BucketPolicy, ReplicationError> {
+    let strategy = if p.strategy.is_empty() { d.default_strategy.clone() } else { p.strategy };
+    let selector = if p.selector.is_empty() { d.default_selector.clone() } else { p.selector };
+    plugins.strategy(&strategy).map_err(|e| ReplicationError::Invalid(format!("policy.strategy: {e}")))?;
+    plugins.selector(&selector).map_err(|e| ReplicationError::Invalid(format!("policy.selector: {e}")))?;
+    let replicas = if p.replicas == 0 { d.replication_factor } else { p.replicas };
+    if replicas > d.max_replicas {
+        return Err(ReplicationError::Invalid(format!("policy.replicas: at most {} (replication.max_replicas)", d.max_replicas)));
+    }
+    let min_replicas = if p.min_replicas == 0 { d.min_replicas.min(replicas) } else { p.min_replicas };
+    if min_replicas > replicas {
+        return Err(ReplicationError::Invalid("policy.min_replicas: at most replicas".into()));
+    }
+    Ok(BucketPolicy { strategy, selector, replicas, min_replicas, params: p.params, consistency: p.consistency })
 }

@@ -101,7 +101,7 @@ impl Replicator {
         let net = &self.cluster.network;
         let q = Lookup::new(&e.bucket, &e.key, Some(&e.version));
         let q = Lookup { digest: rec.digest, ..q };
-        let held = wire::lookup(net, &addr, &q, self.short_timeout()).await.map_err(|s| s.message().to_string())?;
+        let held = wire::lookup(net, &addr, &q, self.short_timeout()).await.map_err(|e| e.to_string())?;
         if held.found.is_some_and(|f| f.sound) {
             return Ok("already there");
         }
@@ -166,11 +166,11 @@ impl Replicator {
 }
 
 /// A push's answer; a push that gives none within `timeout` is cancelled.
-async fn answer(task: tokio::task::JoinHandle<Result<wire::PushAck, tonic::Status>>, timeout: Duration) -> Result<(), String> {
+async fn answer(task: tokio::task::JoinHandle<Result<wire::PushAck, super::ReplicationError>>, timeout: Duration) -> Result<(), String> {
     let abort = task.abort_handle();
     match tokio::time::timeout(timeout, task).await {
         Ok(Ok(Ok(_))) => Ok(()),
-        Ok(Ok(Err(s))) => Err(s.message().to_string()),
+        Ok(Ok(Err(e))) => Err(e.to_string()),
         Ok(Err(err)) => Err(err.to_string()),
         Err(_) => {
             abort.abort();

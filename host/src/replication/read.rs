@@ -13,15 +13,13 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::Status;
 use tracing::{debug, warn};
 
-use super::Replicator;
+use super::{ReplicationError, Replicator};
 use super::plan::{self, Member};
 use super::wire::{self, Fetch, Found, Lookup};
-use crate::api::pb;
 use crate::cluster::detector::Health;
-use crate::config::ConsistencyLevel;
+use crate::cluster::types::Consistency as ConsistencyLevel;
 use crate::meta::{MetaError, ObjectRecord};
 use crate::objects::ObjectError;
 use crate::store::{Range, StoreError};
@@ -47,7 +45,7 @@ impl Views {
 
 impl Replicator {
     /// What every reachable node (this one included) holds of a key.
-    pub(super) async fn views(&self, members: &[Member], bucket: &str, key: &str, version: Option<&str>) -> Result<Views, Status> {
+    pub(super) async fn views(&self, members: &[Member], bucket: &str, key: &str, version: Option<&str>) -> Result<Views, ReplicationError> {
         let q = Lookup::new(bucket, key, version);
         let me = self.cluster.id;
         let mut views = Views { found: Vec::new(), answered: vec![me], unreachable: Vec::new() };
@@ -80,14 +78,15 @@ impl Replicator {
 
     /// The version a read should serve, and the nodes to read it from in
     /// order of preference.
-    async fn locate(&self, bucket: &str, key: &str, version: Option<&str>) -> Result<(Found, Vec<Member>, Views), Status> {
+    async fn locate(&self, bucket: &str, key: &str, version: Option<&str>) -> Result<(Found, Vec<Member>, Views), ReplicationError> {
         let (members, _) = plan::members(&self.cluster);
         let views = self.views(&members, bucket, key, version).await?;
         let Some(winner) = views.newest().cloned() else {
             let meta = self.objects.meta();
             // Answer as a single node would: no such bucket, version or key.
             let e = meta.get(bucket, key, version).await.err().map(ObjectError::from);
-            return Err(e.map_or_else(|| Status::not_found(format!("{bucket}/{key} not found")), Status::from));
+            let e = e.unwrap_or_else(|| MetaError::NotFound { bucket: bucket.into(), key: key.into() }.into());
+            return Err(e.into());
         };
         let me = self.cluster.id;
         let my_zone = &self.cluster.me.zone;
@@ -146,7 +145,7 @@ impl Replicator {
             ),
             message: e.to_string(),
         };
-        let remote = |s: Status| SourceError { damaged: s.code() == tonic::Code::DataLoss, message: s.message().to_string() };
+        let remote = |e: ReplicationError| SourceError { damaged: e.kind() == crate::objects::Kind::DataLoss, message: e.to_string() };
         if m.id == self.cluster.id {
             let (_, rx) = self.objects.get(bucket, key, Some(version), range).await.map_err(local)?;
             return Ok(ReceiverStream::new(rx).map(move |r| r.map_err(local)).boxed());
@@ -163,7 +162,7 @@ impl Replicator {
         key: &str,
         version: Option<&str>,
         range: Range,
-    ) -> Result<(ObjectRecord, mpsc::Receiver<Result<Bytes, ObjectError>>), Status> {
+    ) -> Result<(ObjectRecord, mpsc::Receiver<Result<Bytes, ObjectError>>), ReplicationError> {
         let policy = self.policy(bucket).await;
         if policy.consistency == ConsistencyLevel::Eventual
             && let Ok(got) = self.objects.get(bucket, key, version, range).await
@@ -183,7 +182,7 @@ impl Replicator {
                 ))
                 .into());
             }
-            return Err(Status::unavailable(format!(
+            return Err(ReplicationError::Unavailable(format!(
                 "no sound replica of {bucket}/{key} version {} is reachable (replicas: {:?})",
                 winner.version, winner.replicas
             )));
@@ -273,7 +272,7 @@ impl Replicator {
         bucket: &str,
         key: &str,
         version: Option<&str>,
-    ) -> Result<(ObjectRecord, Vec<pb::ReplicaInfo>), Status> {
+    ) -> Result<(ObjectRecord, Vec<ReplicaInfo>), ReplicationError> {
         let (winner, _, views) = self.locate(bucket, key, version).await?;
         if winner.digest.is_none() && version.is_none() {
             return Err(deleted(bucket, key, version, &winner));
@@ -302,15 +301,20 @@ impl Replicator {
                     None if views.answered.contains(n) => "missing",
                     None => "unreachable",
                 };
-                pb::ReplicaInfo {
-                    node_id: *n,
-                    address: members.iter().find(|m| m.id == *n).map(|m| m.addr.clone()).unwrap_or_default(),
-                    state: state.into(),
-                }
+                ReplicaInfo { node: *n, address: members.iter().find(|m| m.id == *n).map(|m| m.addr.clone()).unwrap_or_default(), state }
             })
             .collect();
         Ok((winner.record(bucket, key), replicas))
     }
+}
+
+/// One replica of a version, as a stat reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaInfo {
+    pub node: u64,
+    pub address: String,
+    /// ok, corrupt, missing, stale or unreachable.
+    pub state: &'static str,
 }
 
 /// Why a replica could not serve a read.
@@ -322,7 +326,7 @@ struct SourceError {
 
 /// A read that found a delete marker newest: as on a single node, the key
 /// is not found, or the asked-for version is a marker.
-fn deleted(bucket: &str, key: &str, version: Option<&str>, winner: &Found) -> Status {
+fn deleted(bucket: &str, key: &str, version: Option<&str>, winner: &Found) -> ReplicationError {
     match version {
         Some(_) => ObjectError::DeleteMarker { key: key.into(), version: winner.version.clone() }.into(),
         None => ObjectError::from(crate::meta::MetaError::NotFound { bucket: bucket.into(), key: key.into() }).into(),

@@ -4,10 +4,9 @@
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use tonic::Status;
 
 use super::wire::{self, Lookup};
-use super::{Replicator, plan};
+use super::{ReplicationError, Replicator, plan};
 use crate::cluster::detector::Health;
 use crate::meta::{MetaError, ObjectRecord};
 use crate::objects::{ObjectError, PutSpec};
@@ -26,7 +25,7 @@ impl Replicator {
         request_id: &str,
         p: &plan::Plan,
         members: &[plan::Member],
-    ) -> Result<Option<ObjectRecord>, Status> {
+    ) -> Result<Option<ObjectRecord>, ReplicationError> {
         let me = self.cluster.id;
         let mut nodes: Vec<u64> = p.targets.iter().chain(&p.ideal).copied().chain([me]).collect();
         nodes.sort_unstable();

@@ -10,7 +10,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Replicator;
-use super::wire::{self, Enqueue, Fetch, Found, Holding, Lookup, PushAck, Trailer, VersionHeader};
+use super::wire::{self, to_status, Enqueue, Fetch, Found, Holding, Lookup, PushAck, Trailer, VersionHeader};
 use crate::cluster::network::pb;
 use crate::meta::{Condition, MetaError};
 use crate::objects::{ObjectError, PutSpec};
@@ -53,20 +53,20 @@ impl pb::replica_server::Replica for ReplicaService {
         self.check(&req)?;
         let mut frames = req.into_inner();
         let first = frames.message().await?.ok_or_else(|| Status::invalid_argument("empty push"))?;
-        let h: VersionHeader = wire::decode(&first.header)?;
-        crate::api::validate::bucket_name(&h.bucket)?;
+        let h: VersionHeader = wire::decode(&first.header).map_err(to_status)?;
+        crate::meta::names::bucket_name(&h.bucket).map_err(Status::invalid_argument)?;
         let objects = &self.replicator.objects;
-        objects.meta().ensure_bucket(&h.bucket).await.map_err(ObjectError::from)?;
+        objects.meta().ensure_bucket(&h.bucket).await.map_err(to_status)?;
         let spec = spec(&h);
         let meta = objects.meta();
         if h.marker {
-            meta.record_marker(&h.bucket, &h.key, &h.identity).await.map_err(ObjectError::from)?;
+            meta.record_marker(&h.bucket, &h.key, &h.identity).await.map_err(to_status)?;
             return encode(&PushAck { deduplicated: false, clock: meta.clock() });
         }
         if h.relist {
             match meta.set_replicas(&h.bucket, &h.key, &h.identity.version, &h.identity.replicas).await {
                 Ok(()) => return encode(&PushAck { deduplicated: false, clock: meta.clock() }),
-                Err(e) => return Err(ObjectError::from(e).into()),
+                Err(e) => return Err(to_status(ObjectError::from(e))),
             }
         }
         if h.forget {
@@ -74,14 +74,14 @@ impl pb::replica_server::Replica for ReplicaService {
                 Ok(_) | Err(MetaError::NoSuchVersion { .. } | MetaError::NotFound { .. }) => {
                     encode(&PushAck { deduplicated: false, clock: meta.clock() })
                 }
-                Err(e) => Err(ObjectError::from(e).into()),
+                Err(e) => Err(to_status(ObjectError::from(e))),
             };
         }
         if h.no_data {
             let (Some(d), Some(size)) = (h.digest, h.size) else {
                 return Err(Status::invalid_argument("a push without data names its digest and size"));
             };
-            return match objects.put_known(spec, d, size).await? {
+            return match objects.put_known(spec, d, size).await.map_err(to_status)? {
                 Some(_) => encode(&PushAck { deduplicated: true, clock: meta.clock() }),
                 None => Err(Status::failed_precondition(format!("blob {d} is not held here: send the bytes"))),
             };
@@ -102,7 +102,7 @@ impl pb::replica_server::Replica for ReplicaService {
             })
             .take_while(|r| std::future::ready(!matches!(r, Ok(None))))
             .map(|r| r.map(|b| b.unwrap_or_default()));
-        let staged = objects.stage(&spec, Box::pin(chunks)).await?;
+        let staged = objects.stage(&spec, Box::pin(chunks)).await.map_err(to_status)?;
         let Some(t) = trailer.lock().expect("trailer").take() else {
             return Err(Status::aborted("the push was cut off before its trailer"));
         };
@@ -112,9 +112,9 @@ impl pb::replica_server::Replica for ReplicaService {
                 staged.size, staged.digest, t.size, t.digest
             )));
         }
-        let rec = objects.commit(vec![(spec, staged)]).await.pop().expect("one result")?;
+        let rec = objects.commit(vec![(spec, staged)]).await.pop().expect("one result").map_err(to_status)?;
         if !t.owed.is_empty() {
-            meta.enqueue(&rec.bucket, &rec.key, &rec.version, &t.owed).await.map_err(ObjectError::from)?;
+            meta.enqueue(&rec.bucket, &rec.key, &rec.version, &t.owed).await.map_err(to_status)?;
             self.replicator.wake();
         }
         encode(&PushAck { deduplicated: false, clock: meta.clock() })
@@ -122,49 +122,49 @@ impl pb::replica_server::Replica for ReplicaService {
 
     async fn lookup(&self, req: Request<pb::RaftBytes>) -> Result<Response<pb::RaftBytes>, Status> {
         self.check(&req)?;
-        let q: Lookup = wire::decode(&req.into_inner().data)?;
-        encode(&self.replicator.holding(&q).await?)
+        let q: Lookup = wire::decode(&req.into_inner().data).map_err(to_status)?;
+        encode(&self.replicator.holding(&q).await.map_err(to_status)?)
     }
 
     type FetchStream = FetchStream;
 
     async fn fetch(&self, req: Request<pb::RaftBytes>) -> Result<Response<FetchStream>, Status> {
         self.check(&req)?;
-        let q: Fetch = wire::decode(&req.into_inner().data)?;
+        let q: Fetch = wire::decode(&req.into_inner().data).map_err(to_status)?;
         let range = Range { offset: q.offset, len: q.len };
-        let (_, rx) = self.replicator.objects.get(&q.bucket, &q.key, Some(&q.version), range).await?;
-        let s = ReceiverStream::new(rx).map(|r| r.map(wire::data_frame).map_err(Status::from));
+        let (_, rx) = self.replicator.objects.get(&q.bucket, &q.key, Some(&q.version), range).await.map_err(to_status)?;
+        let s = ReceiverStream::new(rx).map(|r| r.map(wire::data_frame).map_err(to_status));
         Ok(Response::new(Box::pin(s)))
     }
 
     async fn digests(&self, req: Request<pb::RaftBytes>) -> Result<Response<pb::RaftBytes>, Status> {
         self.check(&req)?;
-        encode(&self.replicator.digests().await?)
+        encode(&self.replicator.digests().await.map_err(to_status)?)
     }
 
     async fn partition(&self, req: Request<pb::RaftBytes>) -> Result<Response<pb::RaftBytes>, Status> {
         self.check(&req)?;
-        let p: usize = wire::decode(&req.into_inner().data)?;
+        let p: usize = wire::decode(&req.into_inner().data).map_err(to_status)?;
         if p >= super::entropy::PARTITIONS {
             return Err(Status::invalid_argument(format!("partition {p} is out of range")));
         }
-        encode(&self.replicator.partition_names(p).await?)
+        encode(&self.replicator.partition_names(p).await.map_err(to_status)?)
     }
 
     async fn enqueue(&self, req: Request<pb::RaftBytes>) -> Result<Response<pb::RaftBytes>, Status> {
         self.check(&req)?;
-        let q: Enqueue = wire::decode(&req.into_inner().data)?;
+        let q: Enqueue = wire::decode(&req.into_inner().data).map_err(to_status)?;
         let meta = self.replicator.objects.meta();
         // Only a holder queues copies: the worker sends from here.
-        meta.get(&q.bucket, &q.key, Some(&q.version)).await.map_err(ObjectError::from)?;
-        meta.enqueue(&q.bucket, &q.key, &q.version, &q.nodes).await.map_err(ObjectError::from)?;
+        meta.get(&q.bucket, &q.key, Some(&q.version)).await.map_err(to_status)?;
+        meta.enqueue(&q.bucket, &q.key, &q.version, &q.nodes).await.map_err(to_status)?;
         self.replicator.wake();
         encode(&())
     }
 }
 
 /// What this node holds of a key, for a lookup.
-pub async fn holding(r: &Replicator, q: &Lookup) -> Result<Holding, Status> {
+pub async fn holding(r: &Replicator, q: &Lookup) -> Result<Holding, ObjectError> {
     let meta = r.objects.meta();
     let mut version = q.version.clone();
     let mut request_key = None;
@@ -192,7 +192,7 @@ pub async fn holding(r: &Replicator, q: &Lookup) -> Result<Holding, Status> {
                 Some(d) => !meta.blob_is_corrupt(&d).await.map_err(ObjectError::from)?,
                 None => true,
             };
-            let replicas = meta.replicas(&q.bucket, &q.key, &rec.version).await.map_err(ObjectError::from)?;
+            let replicas = meta.replicas(&q.bucket, &q.key, &rec.version).await?;
             Some(Found {
                 version: rec.version,
                 stamp: rec.stamp,
@@ -207,7 +207,7 @@ pub async fn holding(r: &Replicator, q: &Lookup) -> Result<Holding, Status> {
             })
         }
         Err(MetaError::NotFound { .. } | MetaError::NoSuchVersion { .. } | MetaError::NoSuchBucket { .. }) => None,
-        Err(e) => return Err(ObjectError::from(e).into()),
+        Err(e) => return Err(ObjectError::from(e)),
     };
     let has_digest = match q.digest {
         Some(d) => meta.known_blobs(&[d]).await.map_err(ObjectError::from)?.contains(&d),

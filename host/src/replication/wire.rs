@@ -11,7 +11,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Request, Status};
 
-use crate::cluster::network::{Network, UNREACHABLE, pb};
+use super::error::ReplicationError;
+use crate::cluster::network::{Network, pb};
+use crate::objects::Kind;
 use crate::meta::{Attributes, Identity, ObjectRecord};
 use crate::store::Digest;
 
@@ -179,18 +181,58 @@ pub struct Enqueue {
 /// chunks, a few MiB per replica whatever the object's size.
 pub const PUSH_DEPTH: usize = 4;
 
-fn client(net: &Network, addr: &str) -> Result<pb::replica_client::ReplicaClient<Channel>, Status> {
-    let ch = net.channel(addr).ok_or_else(|| Status::invalid_argument(format!("{addr:?} is not a host:port address")))?;
+fn client(net: &Network, addr: &str) -> Result<pb::replica_client::ReplicaClient<Channel>, ReplicationError> {
+    let ch = net.channel(addr).ok_or_else(|| ReplicationError::Invalid(format!("{addr:?} is not a host:port address")))?;
     Ok(pb::replica_client::ReplicaClient::new(ch)
         .max_decoding_message_size(crate::cluster::network::MAX_MESSAGE)
         .max_encoding_message_size(crate::cluster::network::MAX_MESSAGE))
 }
 
-fn unreachable(addr: &str, s: Status) -> Status {
-    match s.code() {
-        tonic::Code::Unknown | tonic::Code::Cancelled => Status::unavailable(format!("{UNREACHABLE} {addr}: {}", s.message())),
-        _ => s,
-    }
+/// A peer's answer (or the failure to get one) as an error here.
+pub fn from_status(addr: &str, s: Status) -> ReplicationError {
+    use tonic::Code as C;
+    let kind = match s.code() {
+        // The peer's own handlers never answer these: the connection failed.
+        C::Unknown | C::Cancelled => return ReplicationError::Unreachable { addr: addr.into(), why: s.message().into() },
+        C::NotFound => Kind::NotFound,
+        C::AlreadyExists => Kind::Exists,
+        C::FailedPrecondition => Kind::Refused,
+        C::InvalidArgument => Kind::Invalid,
+        C::OutOfRange => Kind::OutOfRange,
+        C::ResourceExhausted => Kind::Exhausted,
+        C::Unavailable => Kind::Unavailable,
+        C::DeadlineExceeded => Kind::TimedOut,
+        C::Aborted => Kind::Aborted,
+        C::DataLoss => Kind::DataLoss,
+        C::PermissionDenied | C::Unauthenticated => Kind::Denied,
+        _ => Kind::Internal,
+    };
+    ReplicationError::Peer { kind, message: s.message().into() }
+}
+
+/// An error as the replica service answers it: the kind survives the hop.
+pub fn to_status(e: impl Into<ReplicationError>) -> Status {
+    use tonic::Code as C;
+    let e = e.into();
+    let code = match e.kind() {
+        Kind::NotFound => C::NotFound,
+        Kind::Exists => C::AlreadyExists,
+        Kind::Refused => C::FailedPrecondition,
+        Kind::Invalid => C::InvalidArgument,
+        Kind::OutOfRange => C::OutOfRange,
+        Kind::Exhausted => C::ResourceExhausted,
+        Kind::Unavailable => C::Unavailable,
+        Kind::TimedOut => C::DeadlineExceeded,
+        Kind::Aborted => C::Aborted,
+        Kind::Cancelled => C::Cancelled,
+        Kind::DataLoss => C::DataLoss,
+        Kind::Denied => C::PermissionDenied,
+        Kind::Internal => {
+            tracing::error!(error = %e, "internal error answering a peer");
+            C::Internal
+        }
+    };
+    Status::new(code, e.to_string())
 }
 
 fn json<T: Serialize>(v: &T) -> Bytes {
@@ -212,38 +254,38 @@ pub fn trailer_frame(t: &Trailer) -> pb::ReplicaFrame {
 /// Opens a push to `addr`: frames sent on the returned channel stream to the
 /// peer; the task answers once the peer has recorded the version (or not).
 /// Dropping the sender before a trailer aborts the push.
-pub fn open_push(net: &Network, addr: &str) -> (mpsc::Sender<pb::ReplicaFrame>, tokio::task::JoinHandle<Result<PushAck, Status>>) {
+pub fn open_push(net: &Network, addr: &str) -> (mpsc::Sender<pb::ReplicaFrame>, tokio::task::JoinHandle<Result<PushAck, ReplicationError>>) {
     let (tx, rx) = mpsc::channel(PUSH_DEPTH);
     let (net, addr) = (net.clone(), addr.to_string());
     let task = tokio::spawn(async move {
         let mut c = client(&net, &addr)?;
         let mut req = Request::new(ReceiverStream::new(rx));
         net.secret().attach(&mut req, &addr);
-        let r = c.push(req).await.map_err(|s| unreachable(&addr, s))?;
+        let r = c.push(req).await.map_err(|s| from_status(&addr, s))?;
         decode(&r.into_inner().data)
     });
     (tx, task)
 }
 
-pub fn decode<T: serde::de::DeserializeOwned>(data: &[u8]) -> Result<T, Status> {
-    serde_json::from_slice(data).map_err(|e| Status::internal(format!("bad replica message: {e}")))
+pub fn decode<T: serde::de::DeserializeOwned>(data: &[u8]) -> Result<T, ReplicationError> {
+    serde_json::from_slice(data).map_err(|e| ReplicationError::Internal(format!("bad replica message: {e}")))
 }
 
-pub async fn lookup(net: &Network, addr: &str, q: &Lookup, timeout: Duration) -> Result<Holding, Status> {
+pub async fn lookup(net: &Network, addr: &str, q: &Lookup, timeout: Duration) -> Result<Holding, ReplicationError> {
     let mut c = client(net, addr)?;
     let mut req = Request::new(pb::RaftBytes { data: serde_json::to_vec(q).expect("serializable") });
     req.set_timeout(timeout);
     net.secret().attach(&mut req, addr);
-    let r = c.lookup(req).await.map_err(|s| unreachable(addr, s))?;
+    let r = c.lookup(req).await.map_err(|s| from_status(addr, s))?;
     decode(&r.into_inner().data)
 }
 
-pub async fn enqueue(net: &Network, addr: &str, q: &Enqueue, timeout: Duration) -> Result<(), Status> {
+pub async fn enqueue(net: &Network, addr: &str, q: &Enqueue, timeout: Duration) -> Result<(), ReplicationError> {
     let mut c = client(net, addr)?;
     let mut req = Request::new(pb::RaftBytes { data: serde_json::to_vec(q).expect("serializable") });
     req.set_timeout(timeout);
     net.secret().attach(&mut req, addr);
-    c.enqueue(req).await.map_err(|s| unreachable(addr, s))?;
+    c.enqueue(req).await.map_err(|s| from_status(addr, s))?;
     Ok(())
 }
 
@@ -252,11 +294,28 @@ pub async fn fetch(
     net: &Network,
     addr: &str,
     q: &Fetch,
-) -> Result<impl Stream<Item = Result<Bytes, Status>> + Send + Unpin + 'static, Status> {
+) -> Result<impl Stream<Item = Result<Bytes, ReplicationError>> + Send + Unpin + 'static, ReplicationError> {
     let mut c = client(net, addr)?;
     let mut req = Request::new(pb::RaftBytes { data: serde_json::to_vec(q).expect("serializable") });
     net.secret().attach(&mut req, addr);
     let addr2 = addr.to_string();
-    let s = c.fetch(req).await.map_err(|s| unreachable(addr, s))?.into_inner();
-    Ok(s.map(move |f| f.map(|f| f.data).map_err(|s| unreachable(&addr2, s))))
+    let s = c.fetch(req).await.map_err(|s| from_status(addr, s))?.into_inner();
+    Ok(s.map(move |f| f.map(|f| f.data).map_err(|s| from_status(&addr2, s))))
+}
+
+/// Anti-entropy's questions: a peer's partition digests, or the versions
+/// of one partition.
+pub async fn entropy<Q: Serialize, A: serde::de::DeserializeOwned>(
+    net: &Network,
+    addr: &str,
+    digests: bool,
+    q: &Q,
+    timeout: Duration,
+) -> Result<A, ReplicationError> {
+    let mut c = client(net, addr)?;
+    let mut req = Request::new(pb::RaftBytes { data: serde_json::to_vec(q).expect("serializable") });
+    req.set_timeout(timeout);
+    net.secret().attach(&mut req, addr);
+    let r = if digests { c.digests(req).await } else { c.partition(req).await }.map_err(|s| from_status(addr, s))?;
+    decode(&r.into_inner().data)
 }

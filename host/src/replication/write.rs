@@ -14,13 +14,13 @@ use futures::{Stream, StreamExt};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::Status;
 use tracing::warn;
 
+use super::error::ReplicationError;
 use super::wire::{self, PUSH_DEPTH, Trailer, VersionHeader};
 use super::{Replicator, plan};
 use crate::cluster::detector::Health;
-use crate::config::ConsistencyLevel;
+use crate::cluster::types::Consistency as ConsistencyLevel;
 use crate::meta::{Condition, ObjectRecord};
 use crate::objects::{ObjectError, PutSpec};
 use crate::store::{Digest, StoreError};
@@ -30,7 +30,7 @@ struct Push {
     node: u64,
     /// `None` once the target stopped taking data (closed or stalled).
     tx: Option<mpsc::Sender<crate::cluster::network::pb::ReplicaFrame>>,
-    task: tokio::task::JoinHandle<Result<wire::PushAck, Status>>,
+    task: tokio::task::JoinHandle<Result<wire::PushAck, ReplicationError>>,
     stalled: bool,
 }
 
@@ -40,65 +40,18 @@ type Failure = (String, bool);
 
 type Outcome = Pin<Box<dyn Future<Output = (u64, Result<(), Failure>)> + Send>>;
 
-/// Whether a status from a push means the target refused the write, as
-/// opposed to a connection that broke with the outcome unknown.
-fn refused(s: &Status) -> bool {
-    !matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled | tonic::Code::DeadlineExceeded)
-}
-
-/// Metadata key saying what a failed cluster write left behind.
-pub const OUTCOME_KEY: &str = "strata-outcome";
-/// Metadata key with the version a partly stored write has.
-pub const VERSION_KEY: &str = "strata-version";
-
-/// A failure before any replica was sent its trailer: nothing is stored.
-fn not_stored(mut s: Status) -> Status {
-    s.metadata_mut().insert(OUTCOME_KEY, tonic::metadata::MetadataValue::from_static("not-stored"));
-    s
-}
-
-/// The answer to a write that did not reach its acknowledgements: stored
-/// on some replicas (its version will appear everywhere, so a retry makes
-/// a second version), surely not stored (safe to retry), or unknown.
-fn unacknowledged(reached: usize, need: usize, version: &str, summary: &str, unsure: bool) -> Status {
-    let mut meta = tonic::metadata::MetadataMap::new();
-    let (code, outcome, text) = if reached > 0 {
-        if let Ok(v) = version.parse() {
-            meta.insert(VERSION_KEY, v);
-        }
-        (
-            tonic::Code::Aborted,
-            "stored-partially",
-            format!(
-                "stored on {reached} of the {need} replicas this write needs, as version {version} ({summary}); \
-                 the copies still owed are queued, so this version will reach every replica: a retry with the \
-                 same request_id returns it; without one a retry stores a second version"
-            ),
-        )
-    } else if unsure {
-        (
-            tonic::Code::Unavailable,
-            "unknown",
-            format!("no replica confirmed this write ({summary}); it may still appear as version {version}"),
-        )
-    } else {
-        (tonic::Code::Unavailable, "not-stored", format!("not stored: every replica refused this write ({summary}); safe to retry"))
-    };
-    meta.insert(OUTCOME_KEY, tonic::metadata::MetadataValue::from_static(outcome));
-    Status::with_metadata(code, text, meta)
-}
-
 impl Replicator {
     /// Stores a client's object on the nodes its policy names.
-    pub async fn put<S, E>(self: &Arc<Self>, mut spec: PutSpec, mut chunks: S) -> Result<ObjectRecord, Status>
+    pub async fn put<S, E>(self: &Arc<Self>, mut spec: PutSpec, mut chunks: S) -> Result<ObjectRecord, ReplicationError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
         E: Display,
     {
         if spec.condition != Condition::Always {
-            return Err(Status::failed_precondition(
+            return Err(ReplicationError::Refused(
                 "conditional puts (if_absent, if_version) are not available on a cluster yet: \
-                 each replica would judge the condition alone",
+                 each replica would judge the condition alone"
+                    .into(),
             ));
         }
         self.require_bucket(&spec.bucket).await?;
@@ -107,7 +60,7 @@ impl Replicator {
         if policy.consistency == ConsistencyLevel::Strong {
             let reachable = members.iter().filter(|m| m.health != Health::Down).count();
             if reachable * 2 <= members.len() {
-                return Err(Status::unavailable(format!(
+                return Err(ReplicationError::Unavailable(format!(
                     "this node reaches {reachable} of {} members; with strong consistency the minority side takes no writes",
                     members.len()
                 )));
@@ -173,7 +126,7 @@ impl Replicator {
                     Ok(c) => c,
                     Err(e) => {
                         let _ = ltx.send(Err(e.to_string())).await;
-                        return Err(Status::aborted(format!("the upload was cut off: {e}")));
+                        return Err(ReplicationError::Aborted(format!("the upload was cut off: {e}")));
                     }
                 };
                 if c.is_empty() {
@@ -181,7 +134,7 @@ impl Replicator {
                 }
                 size += c.len() as u64;
                 if limit.is_some_and(|l| size > l) {
-                    return Err(Status::invalid_argument(format!("size: more than the promised {} bytes arrived", limit.unwrap_or(0))));
+                    return Err(ReplicationError::Invalid(format!("size: more than the promised {} bytes arrived", limit.unwrap_or(0))));
                 }
                 let sends = pushes.iter_mut().filter(|p| p.tx.is_some()).map(|p| {
                     let tx = p.tx.clone().expect("open");
@@ -218,14 +171,14 @@ impl Replicator {
             Ok(v) => v,
             Err(s) => {
                 abort(pushes);
-                return Err(not_stored(s));
+                return Err(s.not_stored());
             }
         };
         let (digest, staged) = match staged {
             Some(Ok(st)) => (st.digest, Some(st)),
             Some(Err(e)) => {
                 abort(pushes);
-                return Err(not_stored(e.into()));
+                return Err(ReplicationError::from(e).not_stored());
             }
             None => {
                 let d = hashed.expect("hashed when not stored here");
@@ -236,7 +189,7 @@ impl Replicator {
                     .or_else(|| spec.expected_digest.filter(|e| *e != d).map(|e| ("digest", e.to_string(), d.to_string())));
                 if let Some((what, expected, actual)) = broken {
                     abort(pushes);
-                    return Err(not_stored(ObjectError::from(StoreError::Mismatch { what, expected, actual }).into()));
+                    return Err(ReplicationError::from(ObjectError::from(StoreError::Mismatch { what, expected, actual })).not_stored());
                 }
                 (d, None)
             }
@@ -261,7 +214,7 @@ impl Replicator {
         // others because the handler was dropped between two steps.
         let this = self.clone();
         let done = tokio::spawn(async move { this.finish(p, spec, identity, pushes, failed, staged, digest, size).await });
-        done.await.map_err(|e| Status::internal(format!("the write's task failed: {e}")))?
+        done.await.map_err(|e| ReplicationError::Internal(format!("the write's task failed: {e}")))?
     }
 
     /// Sends the trailers, commits the local copy, waits for the plan's
@@ -277,7 +230,7 @@ impl Replicator {
         staged: Option<crate::store::Staged>,
         digest: Digest,
         size: u64,
-    ) -> Result<ObjectRecord, Status> {
+    ) -> Result<ObjectRecord, ReplicationError> {
         let me = self.cluster.id;
         let timeout = self.config.sync_timeout;
         // Copies owed beyond the synchronous ones are queued, before the
@@ -311,7 +264,7 @@ impl Replicator {
                         clock.observe(ack.clock);
                         Ok(())
                     }
-                    Ok(Ok(Err(s))) => Err((s.message().to_string(), refused(&s))),
+                    Ok(Ok(Err(e))) => Err((e.to_string(), e.is_refusal())),
                     Ok(Err(e)) => Err((e.to_string(), false)),
                     Err(_) => {
                         abort.abort(); // drops the stream to the stuck peer
@@ -329,7 +282,7 @@ impl Replicator {
                     // Committed here: a failure to queue the owed copies is
                     // not a refusal of the write.
                     Ok(rec) => {
-                        this.enqueue_on(me, &rec.bucket, &rec.key, &rec.version, &owed).await.map_err(|s| (s.message().to_string(), false))
+                        this.enqueue_on(me, &rec.bucket, &rec.key, &rec.version, &owed).await.map_err(|e| (e.to_string(), false))
                     }
                     Err(e) => Err((e.to_string(), true)),
                 };
@@ -390,7 +343,7 @@ impl Replicator {
             }
         });
         if !acked {
-            return Err(unacknowledged(reached, need, &rec.version, &summary, unsure));
+            return Err(ReplicationError::NoQuorum { reached, needed: need, version: rec.version, summary, unsure });
         }
         Ok(rec)
     }

@@ -1,0 +1,17 @@
+//! The rules for names every front end and every peer checks.
+
+/// Bucket names: 3 to 63 of `a-z 0-9 . -`, starting and ending with a letter or digit.
+pub fn bucket_name(name: &str) -> Result<(), String> {
+    let ok_len = (3..=63).contains(&name.len());
+    let ok_chars = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+    let ok_ends =
+        name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric()) && name.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
+    if ok_len && ok_chars && ok_ends {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid bucket name {name:?}: use 3 to 63 characters of a-z, 0-9, '.' and '-', \
+             starting and ending with a letter or digit"
+        ))
+    }
+}
