@@ -15,14 +15,6 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// The I/O error a point injects: `enospc` for a full disk, else EIO.
-pub fn io_error(arg: Option<String>) -> std::io::Error {
-    match arg.as_deref() {
-        Some("enospc") => std::io::Error::from_raw_os_error(libc::ENOSPC),
-        _ => std::io::Error::from_raw_os_error(libc::EIO),
-    }
-}
-
 /// Starts applying the file named by `STRATA_FAILPOINTS_FILE`, if any.
 pub fn spawn_from_env() {
     let Some(path) = std::env::var_os("STRATA_FAILPOINTS_FILE").map(PathBuf::from) else { return };

@@ -1,31 +1,35 @@
 //! Strata: a distributed, content-addressed storage server whose policies
-//! are WebAssembly plugins. This crate is the host: every I/O path lives here.
+//! are WebAssembly plugins. This crate is the `strata` binary: the client
+//! API's front end, the server's wiring and the CLI. The layers below are
+//! crates of their own under `host/`, each depending only on those below
+//! it (bottom up):
 //!
-//! # Layout (bottom up; a layer never imports one above it)
 //! - [`config`]: the TOML/env configuration tree.
 //! - [`store`]: content-addressed blob files: streaming, verification,
 //!   compression, encryption, quota, quarantine.
 //! - [`meta`]: the SQLite metadata store behind one facade.
 //! - [`objects`]: the two stores as one: group commit, GC, scrub.
+//! - [`plugin`]: the wasmtime host and the built-in plugins.
+//! - [`search`]: the query language, planner and index maintenance.
 //! - [`cluster`]: membership, consensus, failure detection, locks.
 //! - [`replication`]: placing, copying and reading versions across nodes.
 //! - [`service`]: the object service every front end calls, one node or a cluster.
-//! - [`api`]: the `strata.v1` gRPC service.
-//! - [`server`]: wiring and lifecycle.
-//! - [`cli`]: the `strata` command.
+//!
+//! They are re-exported here under their layer's name.
+
+pub use strata_cluster as cluster;
+pub use strata_config as config;
+pub use strata_meta as meta;
+pub use strata_objects as objects;
+pub use strata_objects::metrics;
+pub use strata_plugin as plugin;
+pub use strata_replication as replication;
+pub use strata_search as search;
+pub use strata_service as service;
+pub use strata_store as store;
 
 pub mod api;
 pub mod cli;
-pub mod cluster;
-pub mod config;
 pub mod connections;
 pub mod failpoints;
-pub mod meta;
-pub mod metrics;
-pub mod objects;
-pub mod plugin;
-pub mod replication;
-pub mod search;
 pub mod server;
-pub mod service;
-pub mod store;

@@ -5,7 +5,6 @@
 
 mod bucket;
 mod cluster;
-pub mod codec;
 mod delete;
 pub mod error;
 mod get;
@@ -32,11 +31,7 @@ use crate::service::ObjectService;
 use error::ApiError;
 
 /// Generated protobuf types and gRPC stubs.
-pub mod pb {
-    #![allow(missing_docs, clippy::all)]
-    tonic::include_proto!("strata.v1");
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("strata_descriptor");
-}
+pub use strata_proto as pb;
 
 /// Limits the API enforces on each request.
 #[derive(Clone, Debug)]

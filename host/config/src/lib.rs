@@ -1,0 +1,655 @@
+//! The one configuration tree: defaults, then a TOML file, then `STRATA_`
+//! environment variables (`STRATA_STORAGE__MAX_SIZE=10GiB`).
+//!
+//! Every field here is used by the server; an option that did nothing would
+//! be a lie, so there are none. `strata.example.toml` documents each one and
+//! a test loads it.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The embedded default configuration, also shipped (commented) as
+/// `strata.example.toml`.
+pub const EXAMPLE_TOML: &str = include_str!("../../../strata.example.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub metadata: MetadataConfig,
+    pub wasm: WasmConfig,
+    /// Plugins beyond the built-ins: `[[plugins]]` tables.
+    pub plugins: Vec<PluginDecl>,
+    /// Absent: a single-node server.
+    pub cluster: Option<ClusterConfig>,
+    /// Used by cluster nodes only.
+    pub replication: ReplicationConfig,
+}
+
+/// Whether a read must see the newest acknowledged version.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsistencyLevel {
+    /// Reads ask every reachable node and serve the newest version.
+    #[default]
+    Strong,
+    /// Reads take the nearest copy.
+    Eventual,
+}
+
+/// `[replication]`: defaults for buckets without a policy of their own in
+/// the cluster state, and the pace of copying.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicationConfig {
+    /// Replication-strategy plugin.
+    pub default_strategy: String,
+    /// Node-selector plugin.
+    pub default_selector: String,
+    /// Copies of each object.
+    pub replication_factor: u32,
+    /// Fewer healthy targets than this refuses a write.
+    pub min_replicas: u32,
+    /// The most copies a bucket policy may ask for.
+    pub max_replicas: u32,
+    pub consistency_level: ConsistencyLevel,
+    /// A replica that takes no data for this long, or does not confirm a
+    /// write this long after its last byte, has failed.
+    #[serde(with = "duration")]
+    pub sync_timeout: Duration,
+    /// Queued copies in flight at once.
+    pub max_concurrent_syncs: usize,
+    /// Times a failed queued copy's delay doubles.
+    pub retry_attempts: u32,
+    /// Delay before a failed queued copy is tried again.
+    #[serde(with = "duration")]
+    pub retry_delay: Duration,
+    /// When false, a plan's asynchronous targets are written synchronously.
+    pub enable_async_replication: bool,
+    /// How often each node checks the versions it leads against their
+    /// policy (after membership or health changes).
+    #[serde(with = "duration")]
+    pub health_check_interval: Duration,
+    /// A node down this long is replaced: its versions are copied to new
+    /// targets. Shorter outages are waited out (the owed copies are queued).
+    #[serde(with = "duration")]
+    pub repair_delay: Duration,
+    /// How often each node compares what it holds with each peer and
+    /// queues the copies a peer is missing.
+    #[serde(with = "duration")]
+    pub anti_entropy_interval: Duration,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        Self {
+            default_strategy: "quorum".into(),
+            default_selector: "rendezvous".into(),
+            replication_factor: 3,
+            min_replicas: 1,
+            max_replicas: 16,
+            consistency_level: ConsistencyLevel::Strong,
+            sync_timeout: Duration::from_secs(10),
+            max_concurrent_syncs: 8,
+            retry_attempts: 8,
+            retry_delay: Duration::from_secs(1),
+            enable_async_replication: true,
+            health_check_interval: Duration::from_secs(30),
+            repair_delay: Duration::from_secs(600),
+            anti_entropy_interval: Duration::from_secs(600),
+        }
+    }
+}
+
+/// `[cluster]`: this node's place in a cluster.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Raft node id; generated and kept in `<base_path>/cluster` when absent.
+    pub node_id: Option<u64>,
+    /// Address peers and clients reach this node at; defaults to `server.listen`.
+    pub advertise: Option<String>,
+    pub region: String,
+    pub zone: String,
+    /// Bytes offered for data; defaults to the data disk's size.
+    pub capacity: Option<Size>,
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Nodes to join through at start (`host:port`).
+    pub seeds: Vec<String>,
+    /// File holding the shared cluster secret.
+    pub secret_file: Option<PathBuf>,
+    /// Environment variable holding the shared cluster secret.
+    pub secret_env: Option<String>,
+    /// How often nodes send heartbeats.
+    #[serde(with = "duration")]
+    pub heartbeat_interval: Duration,
+    /// A node silent this long is suspect.
+    #[serde(with = "duration")]
+    pub suspect_after: Duration,
+    /// A node silent this long is down.
+    #[serde(with = "duration")]
+    pub down_after: Duration,
+    /// Raft log entries between snapshots; older entries are then purged.
+    pub snapshot_every: u64,
+    /// Source address of outgoing node-to-node connections (multi-homed
+    /// hosts); the system picks one when absent.
+    pub source_address: Option<std::net::IpAddr>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            node_id: None,
+            advertise: None,
+            region: "default".into(),
+            zone: "default".into(),
+            capacity: None,
+            labels: Default::default(),
+            seeds: Vec::new(),
+            secret_file: None,
+            secret_env: None,
+            heartbeat_interval: Duration::from_millis(250),
+            suspect_after: Duration::from_secs(2),
+            down_after: Duration::from_secs(6),
+            snapshot_every: 5000,
+            source_address: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address of the gRPC listener. Loopback unless you mean otherwise.
+    pub listen: SocketAddr,
+    /// Largest single gRPC message accepted or sent (a chunk, a batch).
+    pub max_message_size: Size,
+    /// Most items in one PutMany or DeleteMany call.
+    pub max_batch_items: usize,
+    /// Longest key, in bytes.
+    pub max_key_length: usize,
+    /// How long a graceful shutdown waits for calls in flight.
+    #[serde(with = "duration")]
+    pub shutdown_grace: Duration,
+    /// Most bytes of one object's attributes (names and JSON values).
+    pub max_attribute_bytes: Size,
+    /// Upload bytes held in memory across all puts; past it, puts wait.
+    pub upload_buffer: Size,
+    /// A put or push whose next chunk takes longer than this fails and
+    /// stores nothing.
+    #[serde(with = "duration")]
+    pub stream_idle_timeout: Duration,
+    /// Most client and peer connections open at once; past it new ones
+    /// wait to be accepted. Each may hold 8 MiB of unread request bytes.
+    pub max_connections: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
+            max_message_size: Size(16 << 20),
+            max_batch_items: 10_000,
+            max_key_length: 1024,
+            shutdown_grace: Duration::from_secs(10),
+            max_attribute_bytes: Size(8 << 10),
+            upload_buffer: Size(256 << 20),
+            stream_idle_timeout: Duration::from_secs(60),
+            max_connections: 512,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    None,
+    Zstd,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionConfig {
+    /// File holding the 32-byte key as 64 hex characters.
+    pub key_file: Option<PathBuf>,
+    /// Name of an environment variable holding the key as 64 hex characters.
+    pub key_env: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Where blobs (and, by default, metadata) live.
+    pub base_path: PathBuf,
+    /// Quota on the bytes blob files take on disk; 0 means none.
+    pub max_size: Size,
+    pub compression: Compression,
+    /// zstd level, 1 (fast) to 19 (small).
+    pub compression_level: i32,
+    /// Authenticated encryption at rest (XChaCha20-Poly1305); off when absent.
+    pub encryption: Option<EncryptionConfig>,
+    /// Memory for an LRU cache of small verified blobs served from RAM; 0 turns it off.
+    pub max_cache_size: Size,
+    /// Unreferenced blobs and stray temp files older than this are removed by GC.
+    #[serde(with = "duration")]
+    pub cleanup_age: Duration,
+    /// How often GC runs; 0s turns it off.
+    #[serde(with = "duration")]
+    pub gc_interval: Duration,
+    /// How often every blob is re-read and verified; 0s turns it off.
+    #[serde(with = "duration")]
+    pub scrub_interval: Duration,
+    /// fsync blobs and metadata before acknowledging a write.
+    pub sync_writes: bool,
+    /// Free space writes leave on the data and metadata disks, so deletes
+    /// and GC can still commit when the disk is otherwise full.
+    pub min_free_space: Size,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            base_path: PathBuf::from("./strata-data"),
+            max_size: Size(0),
+            compression: Compression::None,
+            compression_level: 3,
+            encryption: None,
+            max_cache_size: Size(64 << 20),
+            cleanup_age: Duration::from_secs(168 * 3600),
+            gc_interval: Duration::from_secs(3600),
+            scrub_interval: Duration::from_secs(24 * 3600),
+            sync_writes: true,
+            min_free_space: Size(256 << 20),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MetaBackend {
+    /// A SQLite file under `data_dir`.
+    Sqlite,
+    /// In-memory SQLite: metadata is lost at exit. For tests and scratch use.
+    Memory,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetadataConfig {
+    pub backend: MetaBackend,
+    /// Directory of the SQLite file; defaults to `<base_path>/meta`.
+    pub data_dir: Option<PathBuf>,
+    /// Entries in the LRU cache of object metadata; 0 turns it off.
+    pub cache_size: usize,
+    /// Keep every version of a key; a delete leaves a marker.
+    pub enable_versioning: bool,
+    /// Most versions kept per key (oldest go first); 0 keeps all.
+    pub max_versions: u32,
+    /// Versions other than the live one older than this are removed (checked
+    /// every `compact_interval`); 0s keeps them.
+    #[serde(with = "duration")]
+    pub max_version_age: Duration,
+    /// How often index terms of gone versions are swept and the database
+    /// is checkpointed and optimised; 0s turns it off.
+    #[serde(with = "duration")]
+    pub compact_interval: Duration,
+    /// How search indexes keep up with writes.
+    pub indexing_mode: IndexingMode,
+    /// How often the index worker catches indexes up (lazy mode, backfills,
+    /// and retries after a plugin failure).
+    #[serde(with = "duration")]
+    pub sync_interval: Duration,
+    /// Serve the Search call.
+    pub enable_search: bool,
+    /// Run `PRAGMA quick_check` at start and refuse to serve a damaged
+    /// database.
+    pub check_at_start: bool,
+}
+
+/// When index terms are written.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum IndexingMode {
+    /// In the write's own transaction: searches see a write at once.
+    Eager,
+    /// By a background worker every `sync_interval`: writes pay nothing, and
+    /// searches scan what the indexes have not reached yet.
+    Lazy,
+    /// Indexes are neither kept nor used; searches scan.
+    Disabled,
+}
+
+impl Default for MetadataConfig {
+    fn default() -> Self {
+        Self {
+            backend: MetaBackend::Sqlite,
+            data_dir: None,
+            cache_size: 10_000,
+            enable_versioning: true,
+            max_versions: 0,
+            max_version_age: Duration::ZERO,
+            compact_interval: Duration::from_secs(3600),
+            indexing_mode: IndexingMode::Eager,
+            sync_interval: Duration::from_secs(1),
+            enable_search: true,
+            check_at_start: true,
+        }
+    }
+}
+
+/// The plugin runtime: limits every plugin call runs under.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WasmConfig {
+    /// Compiled components are kept here so a restart does not recompile;
+    /// defaults to `<base_path>/plugin-cache`.
+    pub cache_dir: Option<PathBuf>,
+    /// Longest one plugin call (or an instance's start-up) may run before the
+    /// host stops it.
+    #[serde(with = "duration")]
+    pub call_timeout: Duration,
+    /// Most linear memory one plugin instance may grow to.
+    pub memory_limit: Size,
+    /// Most instances of one plugin alive at once: calls run concurrently up
+    /// to this, then wait for a free instance.
+    pub max_instances: usize,
+}
+
+impl Default for WasmConfig {
+    fn default() -> Self {
+        Self { cache_dir: None, call_timeout: Duration::from_millis(100), memory_limit: Size(64 << 20), max_instances: 8 }
+    }
+}
+
+/// The kinds of plugin, one WIT world each.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum PluginKind {
+    NodeSelector,
+    ReplicationStrategy,
+    IndexType,
+}
+
+impl PluginKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginKind::NodeSelector => "node-selector",
+            PluginKind::ReplicationStrategy => "replication-strategy",
+            PluginKind::IndexType => "index-type",
+        }
+    }
+}
+
+/// One `[[plugins]]` table: a component from a file, or a built-in under
+/// another name with its own config.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PluginDecl {
+    /// The name buckets and indexes refer to it by.
+    pub name: String,
+    pub kind: PluginKind,
+    /// A built-in plugin (`strata plugin ls` names them).
+    pub builtin: Option<String>,
+    /// A component file (`.wasm`).
+    pub path: Option<PathBuf>,
+    /// Handed to the plugin's `init`, flattened to dotted keys.
+    #[serde(default)]
+    pub config: serde_json::Map<String, serde_json::Value>,
+    /// Overrides `wasm.call_timeout` for this plugin.
+    #[serde(default, with = "opt_duration")]
+    pub call_timeout: Option<Duration>,
+    /// Overrides `wasm.memory_limit` for this plugin.
+    pub memory_limit: Option<Size>,
+}
+
+impl Config {
+    /// Defaults, then `file` if given, then `STRATA_*` variables.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError::Invalid(format!("config file {} does not exist", file.display())));
+            }
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        // Only `STRATA_SECTION__KEY` names are config; `STRATA_ENCRYPTION_KEY` and
+        // the like are left for `key_env` to name.
+        figment = figment.merge(Env::prefixed("STRATA_").filter(|k| k.as_str().contains("__")).split("__"));
+        let config: Config = figment.extract().map_err(|e| ConfigError::Invalid(one_line(&e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError::Invalid(format!("{key}: {why}")));
+        if !(1..=19).contains(&self.storage.compression_level) {
+            return bad("storage.compression_level", "must be between 1 and 19");
+        }
+        if self.server.max_message_size.0 < 64 << 10 {
+            return bad("server.max_message_size", "must be at least 64KiB");
+        }
+        if self.server.max_key_length == 0 || self.server.max_key_length > 4096 {
+            return bad("server.max_key_length", "must be between 1 and 4096");
+        }
+        if self.server.max_batch_items == 0 {
+            return bad("server.max_batch_items", "must be at least 1");
+        }
+        if self.server.max_attribute_bytes.0 == 0 || self.server.max_attribute_bytes.0 > self.server.max_message_size.0 / 4 {
+            return bad("server.max_attribute_bytes", "must be between 1 byte and a quarter of server.max_message_size");
+        }
+        if self.server.upload_buffer.0 < 1 << 20 {
+            return bad("server.upload_buffer", "must be at least 1MiB");
+        }
+        if self.storage.min_free_space.0 < 4 << 20 {
+            // Deletes and GC append to SQLite's WAL, which grows by up to
+            // 4 MiB between checkpoints; a smaller reserve can wedge a full disk.
+            return bad("storage.min_free_space", "must be at least 4MiB (deletes and GC need room in SQLite's WAL on a full disk)");
+        }
+        if self.server.max_connections == 0 {
+            return bad("server.max_connections", "must be at least 1");
+        }
+        if self.server.stream_idle_timeout.is_zero() {
+            return bad("server.stream_idle_timeout", "must be more than 0s");
+        }
+        if self.metadata.sync_interval.is_zero() {
+            return bad("metadata.sync_interval", "must be more than 0s");
+        }
+        if self.wasm.max_instances == 0 {
+            return bad("wasm.max_instances", "must be at least 1");
+        }
+        if self.wasm.call_timeout.is_zero() {
+            return bad("wasm.call_timeout", "must be more than 0s");
+        }
+        if self.wasm.memory_limit.0 < 1 << 20 {
+            return bad("wasm.memory_limit", "must be at least 1MiB");
+        }
+        for (i, p) in self.plugins.iter().enumerate() {
+            let at = format!("plugins[{i}] ({})", p.name);
+            if p.name.is_empty() || !p.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return bad(&at, "name must be letters, digits, '-' or '_'");
+            }
+            if p.builtin.is_some() == p.path.is_some() {
+                return bad(&at, "set exactly one of `builtin` and `path`");
+            }
+            if self.plugins[..i].iter().any(|q| q.name == p.name) {
+                return bad(&at, "a plugin of this name is declared twice");
+            }
+            if p.call_timeout.is_some_and(|t| t.is_zero()) {
+                return bad(&at, "call_timeout must be more than 0s");
+            }
+            if p.memory_limit.is_some_and(|m| m.0 < 1 << 20) {
+                return bad(&at, "memory_limit must be at least 1MiB");
+            }
+        }
+        if let Some(c) = &self.cluster {
+            if c.secret_file.is_some() == c.secret_env.is_some() {
+                return bad("cluster", "set exactly one of secret_file and secret_env");
+            }
+            if c.snapshot_every == 0 {
+                return bad("cluster.snapshot_every", "must be at least 1");
+            }
+            if c.node_id == Some(0) {
+                return bad("cluster.node_id", "must be more than 0");
+            }
+            if c.heartbeat_interval.is_zero() || c.suspect_after <= c.heartbeat_interval || c.down_after <= c.suspect_after {
+                return bad("cluster", "want 0 < heartbeat_interval < suspect_after < down_after");
+            }
+        }
+        let r = &self.replication;
+        if r.max_replicas == 0 || r.max_replicas > 16 {
+            return bad("replication.max_replicas", "must be between 1 and 16");
+        }
+        if r.min_replicas == 0 || r.min_replicas > r.replication_factor || r.replication_factor > r.max_replicas {
+            return bad("replication", "want 1 <= min_replicas <= replication_factor <= max_replicas");
+        }
+        if r.sync_timeout.is_zero() || r.retry_delay.is_zero() || r.health_check_interval.is_zero() || r.anti_entropy_interval.is_zero() {
+            return bad("replication", "sync_timeout, retry_delay, health_check_interval and anti_entropy_interval must be more than 0s");
+        }
+        if r.max_concurrent_syncs == 0 {
+            return bad("replication.max_concurrent_syncs", "must be at least 1");
+        }
+        if r.retry_attempts > 20 {
+            return bad("replication.retry_attempts", "at most 20 (the delay doubles each time)");
+        }
+        if let Some(enc) = &self.storage.encryption
+            && enc.key_file.is_none()
+            && enc.key_env.is_none()
+        {
+            return bad("storage.encryption", "set key_file or key_env");
+        }
+        Ok(())
+    }
+
+    /// Where compiled plugins are cached.
+    pub fn plugin_cache_dir(&self) -> PathBuf {
+        self.wasm.cache_dir.clone().unwrap_or_else(|| self.storage.base_path.join("plugin-cache"))
+    }
+
+    /// Where the SQLite file lives.
+    pub fn meta_dir(&self) -> PathBuf {
+        self.metadata.data_dir.clone().unwrap_or_else(|| self.storage.base_path.join("meta"))
+    }
+}
+
+/// Figment errors can chain; the first says what matters, on one line.
+fn one_line(e: &figment::Error) -> String {
+    let first = e.clone().into_iter().next().unwrap_or_else(|| e.clone());
+    let key = first.path.join(".");
+    let mut msg = if key.is_empty() { first.kind.to_string() } else { format!("{key}: {}", first.kind) };
+    if let Some(source) = &first.metadata.as_ref().and_then(|m| m.source.as_ref()) {
+        msg.push_str(&format!(" (in {source})"));
+    }
+    msg.replace('\n', " ")
+}
+
+/// A byte count written as `1048576`, `"512MiB"` or `"10 GB"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Size(pub u64);
+
+impl Serialize for Size {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Size;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a size such as 1048576, \"512MiB\" or \"10GB\"")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Size, E> {
+                Ok(Size(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Size, E> {
+                u64::try_from(v).map(Size).map_err(|_| E::custom("a size cannot be negative"))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Size, E> {
+                parse_size(v).map(Size).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Parses `"512MiB"`, `"10 GB"`, `"4096"`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<u64>() {
+        return Ok(n);
+    }
+    s.parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|_| format!("invalid size {s:?}: use a number of bytes or e.g. \"512MiB\", \"10GB\""))
+}
+
+/// Durations as humantime strings: `"168h"`, `"30s"`, `"0s"`.
+mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s)
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?} ({e}): use e.g. \"30s\", \"15m\", \"168h\"")))
+    }
+}
+
+/// An optional duration, as [`duration`] writes them.
+mod opt_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::duration::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        #[derive(Deserialize)]
+        struct Wrapped(#[serde(with = "super::duration")] Duration);
+        Ok(Option::<Wrapped>::deserialize(d)?.map(|w| w.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_file_is_the_default() {
+        let parsed: Config = Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(EXAMPLE_TOML)).extract().unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("1KiB").unwrap(), 1024);
+        assert_eq!(parse_size("2 MiB").unwrap(), 2 << 20);
+        assert!(parse_size("lots").is_err());
+    }
+}

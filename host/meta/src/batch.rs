@@ -1,0 +1,515 @@
+//! Recording a batch of puts with a fixed handful of set-based statements,
+//! whatever the batch size.
+//!
+//! Each statement costs a round trip to SQLite's worker thread, which is
+//! far dearer than the work SQLite does for a row; so the batch is worked
+//! out in memory first (conditions, versions, reference counts, what a later
+//! put to the same key supersedes) and written with one statement per kind
+//! of change, its rows passed as a JSON array.
+
+use std::collections::{HashMap, HashSet};
+
+use serde_json::{Value, json};
+use sqlx::sqlite::{SqliteConnection, SqlitePool};
+use sqlx::{Connection as _, Row};
+
+use super::clock::now_ms;
+use super::index::{self, TermMaker};
+use super::sql::{Deltas, Policy, enforce_retention, record};
+use super::{Condition, MetaError, NewVersion, ObjectRecord};
+use strata_store::Digest;
+
+/// The live version of a key, as the batch sees it.
+#[derive(Clone)]
+enum Live {
+    /// Already in the database.
+    Stored { id: i64, version: String, digest: Option<Digest>, size: u64, created_ms: i64 },
+    /// Written earlier in this batch: an index into `pending`.
+    Pending(usize),
+}
+
+struct Pending {
+    rec: ObjectRecord,
+    attributes: String,
+    node: String,
+    /// JSON list of the nodes meant to hold the version.
+    replicas: String,
+}
+
+type Results = Vec<Result<ObjectRecord, MetaError>>;
+
+/// Rows per multi-row insert of inline data (two bound values a row, well
+/// under SQLite's limit on bound values).
+const INLINE_ROWS_PER_STATEMENT: usize = 512;
+
+/// Commits the batch; with `eager`, indexes catch up in the same
+/// transaction.
+pub async fn commit_puts(
+    pool: &SqlitePool,
+    policy: &Policy<'_>,
+    items: &[NewVersion],
+    eager: Option<&dyn TermMaker>,
+) -> Result<Results, MetaError> {
+    let mut conn = pool.acquire().await?;
+    let mut tx = conn.begin().await?;
+    let started = std::time::Instant::now();
+    let out = commit_in(&mut tx, policy, items).await?;
+    if let Some(maker) = eager
+        && out.iter().any(Result::is_ok)
+    {
+        index::eager(&mut tx, maker).await?;
+    }
+    let written = started.elapsed();
+    fail::fail_point!("meta.commit", |a: Option<String>| Err(match a.as_deref() {
+        Some("full") => MetaError::Full { path: std::path::PathBuf::new() },
+        _ => MetaError::Db("injected failure (meta.commit)".into()),
+    }));
+    tx.commit().await?;
+    tracing::debug!(items = items.len(), ?written, took = ?started.elapsed(), "metadata batch");
+    Ok(out)
+}
+
+async fn commit_in(conn: &mut SqliteConnection, policy: &Policy<'_>, items: &[NewVersion]) -> Result<Results, MetaError> {
+    let now = now_ms();
+    let buckets = existing_buckets(conn, items).await?;
+    let mut live = live_versions(conn, items).await?;
+    let mut known = existing_blobs(conn, items).await?;
+    let (mut newest, mut recorded) = replica_context(conn, items).await?;
+    let mut requests = recorded_requests(conn, items).await?;
+    // Request ids this batch records: (bucket, id, key, version).
+    let mut new_requests: Vec<Value> = Vec::new();
+
+    let mut d = Deltas::default();
+    let mut out: Results = Vec::with_capacity(items.len());
+    let mut pending: Vec<Option<Pending>> = Vec::new();
+    let mut refs: HashMap<Digest, i64> = HashMap::new();
+    let mut new_blobs: Vec<&NewVersion> = Vec::new();
+    let mut refreshed: Vec<&NewVersion> = Vec::new();
+    // Digests whose row this batch wrote or refreshed (once each).
+    let mut refreshed_digests: HashSet<Digest> = HashSet::new();
+    let mut removed: Vec<i64> = Vec::new();
+
+    for item in items {
+        if !buckets.contains(&item.bucket) {
+            out.push(Err(MetaError::NoSuchBucket { bucket: item.bucket.clone() }));
+            continue;
+        }
+        // A put minted here whose request id is on record is a retry: it
+        // answers with the first put's version. (A version minted elsewhere
+        // was checked by its coordinator and is recorded as sent.)
+        if let Some(rid) = &item.request_id
+            && item.identity.is_none()
+            && let Some((key, version)) = requests.get(&(item.bucket.clone(), rid.clone()))
+        {
+            out.push(Err(if *key == item.key {
+                MetaError::Replayed { version: version.clone() }
+            } else {
+                MetaError::RequestReused { request_id: rid.clone(), key: key.clone() }
+            }));
+            continue;
+        }
+        let slot = (item.bucket.clone(), item.key.clone());
+        let cur = live.get(&slot).cloned();
+        let (cur_version, cur_size, cur_created) = match &cur {
+            Some(Live::Stored { version, size, created_ms, .. }) => (Some(version.clone()), *size, *created_ms),
+            Some(Live::Pending(j)) => {
+                let p = &pending[*j].as_ref().expect("live pending version").rec;
+                (Some(p.version.clone()), p.size, p.created_ms)
+            }
+            None => (None, 0, now),
+        };
+        let refused = match (&item.condition, &cur_version) {
+            (Condition::IfAbsent, Some(v)) => Some(format!("it exists (version {v})")),
+            (Condition::IfVersion(want), Some(v)) if v != want => Some(format!("current version is {v}, not {want}")),
+            (Condition::IfVersion(want), None) => Some(format!("it has no live version, not {want}")),
+            _ => None,
+        };
+        if let Some(why) = refused {
+            out.push(Err(MetaError::ConditionFailed { key: item.key.clone(), why }));
+            continue;
+        }
+
+        // A version minted elsewhere keeps its identity. It becomes live only
+        // if it is the key's newest, so a copy arriving late never hides a
+        // newer write (or resurrects a deleted key); older ones join the
+        // history.
+        let (stamp, version, node, created, replicas) = match &item.identity {
+            Some(id) => {
+                policy.clock.observe(id.stamp);
+                (id.stamp, id.version.clone(), id.node.clone(), id.created_ms, json!(id.replicas).to_string())
+            }
+            None => {
+                let stamp = policy.clock.now();
+                (stamp, format!("{stamp:016x}-{}", policy.node), policy.node.to_string(), cur_created, "[]".into())
+            }
+        };
+        let newer = item.identity.is_none() || newest.get(&slot).is_none_or(|n| version > *n);
+        let mut rec = ObjectRecord {
+            bucket: item.bucket.clone(),
+            key: item.key.clone(),
+            version: version.clone(),
+            stamp,
+            digest: Some(item.digest),
+            size: item.size,
+            content_type: item.content_type.clone(),
+            attributes: item.attributes.clone(),
+            created_ms: created,
+            modified_ms: item.identity.as_ref().map_or(now, |id| id.modified_ms),
+            latest: newer,
+        };
+        if let Some(rid) = &item.request_id {
+            requests.insert((item.bucket.clone(), rid.clone()), (item.key.clone(), version.clone()));
+            new_requests.push(json!([item.bucket, rid, item.key, version]));
+        }
+        if recorded.contains(&(item.bucket.clone(), item.key.clone(), version.clone())) {
+            // Sent again (a retry): only a damaged blob is refreshed.
+            if item.fresh_blob && known.contains(&item.digest) && refreshed_digests.insert(item.digest) {
+                refreshed.push(item);
+            }
+            rec.latest = newest.get(&slot) == Some(&version);
+            out.push(Ok(rec));
+            continue;
+        }
+        if !newer && !policy.versioning {
+            // Without history an older version has nowhere to go.
+            out.push(Ok(rec));
+            continue;
+        }
+        newest.insert(slot.clone(), version.clone());
+        if item.identity.is_some() {
+            recorded.insert((item.bucket.clone(), item.key.clone(), version.clone()));
+        }
+
+        // The blob: a new row, a refreshed one, or one more reference.
+        if !known.contains(&item.digest) {
+            known.insert(item.digest);
+            refreshed_digests.insert(item.digest);
+            new_blobs.push(item);
+        } else if item.fresh_blob && refreshed_digests.insert(item.digest) {
+            refreshed.push(item);
+        }
+        *refs.entry(item.digest).or_default() += 1;
+
+        d.add("versions", 1);
+        d.add("version_bytes", item.size as i64);
+        let attributes = serde_json::to_string(&item.attributes).map_err(|e| MetaError::Db(Box::new(e)))?;
+        if !newer {
+            out.push(Ok(rec.clone()));
+            pending.push(Some(Pending { rec, attributes, node, replicas }));
+            continue;
+        }
+        d.add("live_bytes", item.size as i64 - cur_size as i64);
+        if cur.is_none() {
+            d.add("objects", 1);
+        }
+        if !policy.versioning {
+            // Without versioning the new version replaces the old one.
+            match cur {
+                Some(Live::Stored { id, digest, size, .. }) => {
+                    removed.push(id);
+                    forget(&mut d, &mut refs, digest, size);
+                }
+                Some(Live::Pending(j)) => {
+                    let p = pending[j].take().expect("live pending version");
+                    forget(&mut d, &mut refs, p.rec.digest, p.rec.size);
+                }
+                None => {}
+            }
+        }
+        out.push(Ok(rec.clone()));
+        pending.push(Some(Pending { rec, attributes, node, replicas }));
+        live.insert(slot, Live::Pending(pending.len() - 1));
+    }
+
+    if !new_requests.is_empty() {
+        sqlx::query(
+            "INSERT OR IGNORE INTO requests (bucket, request_id, key, version, created_ms) \
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, ? FROM json_each(?)",
+        )
+        .bind(now)
+        .bind(Value::Array(new_requests).to_string())
+        .execute(&mut *conn)
+        .await?;
+    }
+    insert_blobs(conn, &mut d, &new_blobs, now).await?;
+    for item in refreshed {
+        refresh_blob(conn, &mut d, item, now).await?;
+    }
+    let ids = insert_versions(conn, &pending).await?;
+    upsert_live(conn, &live, &pending, &ids).await?;
+    if !removed.is_empty() {
+        sqlx::query("DELETE FROM versions WHERE id IN (SELECT value FROM json_each(?))")
+            .bind(json!(removed).to_string())
+            .execute(&mut *conn)
+            .await?;
+    }
+    apply_refs(conn, &refs, now).await?;
+    if policy.versioning && policy.max_versions > 0 {
+        let keys: HashSet<(&str, &str)> = items.iter().map(|i| (i.bucket.as_str(), i.key.as_str())).collect();
+        for (bucket, key) in keys {
+            enforce_retention(conn, &mut d, bucket, key, policy.max_versions).await?;
+        }
+    }
+    d.apply(conn).await?;
+    Ok(out)
+}
+
+/// A version leaves the live set for good: one reference and its counts go.
+fn forget(d: &mut Deltas, refs: &mut HashMap<Digest, i64>, digest: Option<Digest>, size: u64) {
+    d.add("versions", -1);
+    if let Some(digest) = digest {
+        d.add("version_bytes", -(size as i64));
+        *refs.entry(digest).or_default() -= 1;
+    }
+}
+
+/// The request ids of the batch's puts already on record:
+/// (bucket, id) → (key, version).
+async fn recorded_requests(
+    conn: &mut SqliteConnection,
+    items: &[NewVersion],
+) -> Result<HashMap<(String, String), (String, String)>, MetaError> {
+    let wanted: Vec<Value> = items.iter().filter_map(|i| i.request_id.as_ref().map(|r| json!([i.bucket, r]))).collect();
+    if wanted.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows = sqlx::query(
+        "SELECT r.bucket, r.request_id, r.key, r.version FROM json_each(?) j \
+         JOIN requests r ON r.bucket = j.value ->> 0 AND r.request_id = j.value ->> 1",
+    )
+    .bind(Value::Array(wanted).to_string())
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(|r| Ok(((r.try_get("bucket")?, r.try_get("request_id")?), (r.try_get("key")?, r.try_get("version")?)))).collect()
+}
+
+async fn existing_buckets(conn: &mut SqliteConnection, items: &[NewVersion]) -> Result<HashSet<String>, MetaError> {
+    let names: HashSet<&str> = items.iter().map(|i| i.bucket.as_str()).collect();
+    let rows = sqlx::query("SELECT name FROM buckets WHERE name IN (SELECT value FROM json_each(?))")
+        .bind(json!(names).to_string())
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter().map(|r| Ok(r.try_get("name")?)).collect()
+}
+
+/// For the items minted elsewhere: each key's newest recorded version, and
+/// which of the items' versions are recorded already.
+async fn replica_context(
+    conn: &mut SqliteConnection,
+    items: &[NewVersion],
+) -> Result<(HashMap<(String, String), String>, HashSet<(String, String, String)>), MetaError> {
+    let given: Vec<Value> = items.iter().filter_map(|i| i.identity.as_ref().map(|id| json!([i.bucket, i.key, id.version]))).collect();
+    if given.is_empty() {
+        return Ok(Default::default());
+    }
+    let given = Value::Array(given).to_string();
+    let rows = sqlx::query(
+        "SELECT v.bucket, v.key, MAX(v.version) AS newest,          MAX(v.version = j.value ->> 2) AS recorded, j.value ->> 2 AS given          FROM json_each(?) j          CROSS JOIN versions v ON v.bucket = j.value ->> 0 AND v.key = j.value ->> 1          GROUP BY j.key",
+    )
+    .bind(given)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut newest = HashMap::new();
+    let mut recorded = HashSet::new();
+    for r in rows {
+        let (bucket, key): (String, String) = (r.try_get("bucket")?, r.try_get("key")?);
+        if r.try_get::<i64, _>("recorded")? == 1 {
+            recorded.insert((bucket.clone(), key.clone(), r.try_get("given")?));
+        }
+        newest.insert((bucket, key), r.try_get("newest")?);
+    }
+    Ok((newest, recorded))
+}
+
+async fn live_versions(conn: &mut SqliteConnection, items: &[NewVersion]) -> Result<HashMap<(String, String), Live>, MetaError> {
+    let keys: HashSet<(&str, &str)> = items.iter().map(|i| (i.bucket.as_str(), i.key.as_str())).collect();
+    let keys: Vec<Value> = keys.into_iter().map(|(b, k)| json!([b, k])).collect();
+    // CROSS JOIN fixes the join order: each key probes the primary key of
+    // `objects`, instead of the planner scanning `objects` once per key.
+    let rows = sqlx::query(
+        "SELECT v.id, v.bucket, v.key, v.version, v.stamp, v.digest, v.size, \
+         v.content_type, v.attributes, v.created_ms, v.modified_ms \
+         FROM json_each(?) j \
+         CROSS JOIN objects o ON o.bucket = j.value ->> 0 AND o.key = j.value ->> 1 \
+         JOIN versions v ON v.id = o.version_id",
+    )
+    .bind(Value::Array(keys).to_string())
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut live = HashMap::new();
+    for r in rows {
+        let id: i64 = r.try_get("id")?;
+        let rec = record(&r, Some(id))?;
+        live.insert(
+            (rec.bucket, rec.key),
+            Live::Stored { id, version: rec.version, digest: rec.digest, size: rec.size, created_ms: rec.created_ms },
+        );
+    }
+    Ok(live)
+}
+
+/// Digests that already have a row (sound or not).
+async fn existing_blobs(conn: &mut SqliteConnection, items: &[NewVersion]) -> Result<HashSet<Digest>, MetaError> {
+    let digests: HashSet<String> = items.iter().map(|i| i.digest.to_string()).collect();
+    let rows = sqlx::query("SELECT hex(digest) AS d FROM blobs WHERE digest IN (SELECT unhex(value) FROM json_each(?))")
+        .bind(json!(digests).to_string())
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let hex: String = r.try_get("d")?;
+            hex.to_lowercase().parse().map_err(|e: String| MetaError::Db(e.into()))
+        })
+        .collect()
+}
+
+async fn insert_blobs(conn: &mut SqliteConnection, d: &mut Deltas, blobs: &[&NewVersion], now: i64) -> Result<(), MetaError> {
+    if blobs.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<Value> = blobs.iter().map(|b| json!([b.digest.to_string(), b.size, b.stored_size])).collect();
+    // Reference counts start at 0; `apply_refs` adds this batch's.
+    sqlx::query(
+        "INSERT INTO blobs (digest, size, stored_size, refcount, created_ms) \
+         SELECT unhex(value ->> 0), value ->> 1, value ->> 2, 0, ? FROM json_each(?)",
+    )
+    .bind(now)
+    .bind(Value::Array(rows).to_string())
+    .execute(&mut *conn)
+    .await?;
+    // The data itself is bound as blobs, many rows a statement: no text
+    // encoding of the bytes on either side.
+    let inline: Vec<&NewVersion> = blobs.iter().copied().filter(|b| b.inline.is_some()).collect();
+    for rows in inline.chunks(INLINE_ROWS_PER_STATEMENT) {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("INSERT INTO blob_data (digest, data) ");
+        q.push_values(rows, |mut row, b| {
+            row.push_bind(b.digest.0.to_vec()).push_bind(b.inline.as_ref().expect("inline").to_vec());
+        });
+        q.build().execute(&mut *conn).await?;
+    }
+    for b in blobs {
+        d.add("blobs", 1);
+        d.add("blob_bytes", b.size as i64);
+        d.add("stored_bytes", b.stored_size as i64);
+    }
+    Ok(())
+}
+
+/// A blob written anew over a row whose file was corrupt (or collected).
+async fn refresh_blob(conn: &mut SqliteConnection, d: &mut Deltas, item: &NewVersion, now: i64) -> Result<(), MetaError> {
+    let old: i64 = sqlx::query("SELECT stored_size FROM blobs WHERE digest = ?")
+        .bind(&item.digest.0[..])
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get("stored_size")?;
+    sqlx::query("UPDATE blobs SET state = 'ok', stored_size = ?, created_ms = ? WHERE digest = ?")
+        .bind(item.stored_size as i64)
+        .bind(now)
+        .bind(&item.digest.0[..])
+        .execute(&mut *conn)
+        .await?;
+    d.add("stored_bytes", item.stored_size as i64 - old);
+    if let Some(data) = &item.inline {
+        sqlx::query("INSERT OR REPLACE INTO blob_data (digest, data) VALUES (?, ?)")
+            .bind(&item.digest.0[..])
+            .bind(&data[..])
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Inserts the versions that survived the batch, in batch order (a key's
+/// versions are ordered by row id); returns version -> row id.
+async fn insert_versions(conn: &mut SqliteConnection, pending: &[Option<Pending>]) -> Result<HashMap<String, i64>, MetaError> {
+    let rows: Vec<Value> = pending
+        .iter()
+        .flatten()
+        .map(|p| {
+            let r = &p.rec;
+            json!([
+                r.bucket,
+                r.key,
+                r.version,
+                r.stamp as i64,
+                r.digest.map(|d| d.to_string()),
+                r.size,
+                r.content_type,
+                p.attributes,
+                r.created_ms,
+                r.modified_ms,
+                p.node,
+                p.replicas
+            ])
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let out = sqlx::query(
+        "INSERT INTO versions (bucket, key, version, stamp, node, digest, size, content_type, \
+         attributes, created_ms, modified_ms, replicas) \
+         SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 10, unhex(j.value ->> 4), \
+         j.value ->> 5, j.value ->> 6, j.value ->> 7, j.value ->> 8, j.value ->> 9, j.value ->> 11 \
+         FROM json_each(?) AS j ORDER BY j.key \
+         RETURNING id, version",
+    )
+    .bind(Value::Array(rows).to_string())
+    .fetch_all(&mut *conn)
+    .await?;
+    out.iter().map(|r| Ok((r.try_get("version")?, r.try_get("id")?))).collect()
+}
+
+/// Points each key written by the batch at its newest version.
+async fn upsert_live(
+    conn: &mut SqliteConnection,
+    live: &HashMap<(String, String), Live>,
+    pending: &[Option<Pending>],
+    ids: &HashMap<String, i64>,
+) -> Result<(), MetaError> {
+    let rows: Vec<Value> = live
+        .iter()
+        .filter_map(|((bucket, key), l)| match l {
+            Live::Pending(j) => {
+                let version = &pending[*j].as_ref().expect("live pending version").rec.version;
+                Some(json!([bucket, key, ids[version]]))
+            }
+            Live::Stored { .. } => None,
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO objects (bucket, key, version_id) \
+         SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?) WHERE true \
+         ON CONFLICT (bucket, key) DO UPDATE SET version_id = excluded.version_id",
+    )
+    .bind(Value::Array(rows).to_string())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Applies the net change in references per blob; a blob left with none
+/// starts its time towards GC. One statement per distinct change (nearly
+/// always just +1), each an index lookup per digest.
+async fn apply_refs(conn: &mut SqliteConnection, refs: &HashMap<Digest, i64>, now: i64) -> Result<(), MetaError> {
+    let mut by_delta: HashMap<i64, Vec<String>> = HashMap::new();
+    for (d, n) in refs {
+        by_delta.entry(*n).or_default().push(d.to_string());
+    }
+    for (n, digests) in by_delta {
+        sqlx::query(
+            "UPDATE blobs SET refcount = refcount + ?1, \
+             unreferenced_ms = CASE WHEN refcount + ?1 = 0 THEN ?2 ELSE NULL END \
+             WHERE digest IN (SELECT unhex(value) FROM json_each(?3))",
+        )
+        .bind(n)
+        .bind(now)
+        .bind(json!(digests).to_string())
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}

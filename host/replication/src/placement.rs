@@ -1,0 +1,271 @@
+//! Repair and rebalance: one pass, run by each node over the versions it
+//! leads (it holds them and is the lowest-id live member of their
+//! placement), every `health_check_interval` once membership or health
+//! changed, and on demand (`strata cluster repair`, `rebalance`).
+//!
+//! For each version the node asks the bucket's selector where it should
+//! live now, among the members that are healthy or down for less than
+//! `repair_delay`. Nodes missing from the old placement are owed a copy
+//! (queued, so the copying is paced by `max_concurrent_syncs`); once every
+//! node of the new placement holds the version (asked, not assumed), the
+//! surplus replicas drop their copy. A node down longer than `repair_delay`
+//! is no candidate, so its versions are copied elsewhere: repair and
+//! rebalance are the same pass.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::{ReplicationError, Replicator};
+use super::plan::{self, Member, Policy};
+use super::wire::{self, Lookup, VersionHeader};
+use strata_cluster::detector::Health;
+use strata_meta::{Identity, Placed};
+use strata_plugin::ObjectInfo;
+
+/// Versions read and placed per step.
+const STEP: u32 = 512;
+
+/// A step's changes, written together.
+#[derive(Default)]
+struct Moves {
+    placements: Vec<(String, String, String, Vec<u64>)>,
+    copies: Vec<(String, String, String, u64)>,
+}
+
+/// What a placement pass did (or, dry, would do).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RepairReport {
+    pub checked: u64,
+    pub copies: u64,
+    pub copy_bytes: u64,
+    pub dropped: u64,
+    pub dry_run: bool,
+}
+
+/// What the placement passes did since start.
+#[derive(Default)]
+pub struct Totals {
+    pub checked: AtomicU64,
+    pub copies: AtomicU64,
+    pub copy_bytes: AtomicU64,
+    pub dropped: AtomicU64,
+}
+
+impl Totals {
+    pub fn report(&self) -> RepairReport {
+        RepairReport {
+            checked: self.checked.load(Ordering::Relaxed),
+            copies: self.copies.load(Ordering::Relaxed),
+            copy_bytes: self.copy_bytes.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            dry_run: false,
+        }
+    }
+
+    fn add(&self, r: &RepairReport) {
+        self.checked.fetch_add(r.checked, Ordering::Relaxed);
+        self.copies.fetch_add(r.copies, Ordering::Relaxed);
+        self.copy_bytes.fetch_add(r.copy_bytes, Ordering::Relaxed);
+        self.dropped.fetch_add(r.dropped, Ordering::Relaxed);
+    }
+}
+
+impl Replicator {
+    /// Members a version may be placed on now.
+    fn candidates(&self, members: &[Member]) -> Vec<u32> {
+        members
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.health == Health::Healthy || m.silent.is_none_or(|s| s < self.config.repair_delay))
+            .map(|(i, _)| i as u32)
+            .collect()
+    }
+
+    /// Runs the pass every `health_check_interval` while membership or
+    /// health changed since the last one, or the last one found work.
+    pub fn spawn_placement(self: &Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut last: Option<Vec<(u64, bool)>> = None;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(this.config.health_check_interval) => {}
+                    _ = stop.changed() => {}
+                }
+                if *stop.borrow() {
+                    return;
+                }
+                let (members, _) = plan::members(&this.cluster);
+                let cands = this.candidates(&members);
+                let shape: Vec<(u64, bool)> = members.iter().enumerate().map(|(i, m)| (m.id, cands.contains(&(i as u32)))).collect();
+                if last.as_ref() == Some(&shape) || !members.iter().any(|m| m.id == this.cluster.id) {
+                    continue;
+                }
+                match this.placement_pass(false).await {
+                    // Work found: look again next time (to drop surplus
+                    // copies once the new ones are in place).
+                    Ok(r) if r.copies + r.dropped > 0 => {
+                        info!(copies = r.copies, bytes = r.copy_bytes, dropped = r.dropped, "placement pass");
+                        last = None;
+                    }
+                    Ok(_) => last = Some(shape),
+                    Err(e) => warn!(error = %e, "placement pass failed"),
+                }
+            }
+        });
+    }
+
+    /// One pass over the versions this node leads.
+    pub async fn placement_pass(self: &Arc<Self>, dry_run: bool) -> Result<RepairReport, ReplicationError> {
+        let _one = self.pass_lock.lock().await;
+        let (members, infos) = plan::members(&self.cluster);
+        let cands = self.candidates(&members);
+        let live: Vec<u64> = cands.iter().map(|&i| members[i as usize].id).collect();
+        let me = self.cluster.id;
+        let mut report = RepairReport { dry_run, ..Default::default() };
+        let mut policies: BTreeMap<String, Policy> = BTreeMap::new();
+        let meta = self.objects.meta().clone();
+        let mut after = 0;
+        loop {
+            // Figures reach the totals a batch at a time, so `status` shows
+            // a long pass progressing.
+            let before = report;
+            let batch = meta.placed_after(after, STEP, false).await?;
+            let Some(last) = batch.last() else { break };
+            after = last.id;
+            // Versions placed by replication whose leader is this node.
+            let led: Vec<Placed> = batch
+                .into_iter()
+                .filter(|p| !p.replicas.is_empty())
+                .filter(|p| p.replicas.iter().filter(|n| live.contains(n)).min().is_none_or(|l| *l == me))
+                .collect();
+            let mut items = Vec::with_capacity(led.len());
+            for p in &led {
+                if !policies.contains_key(&p.bucket) {
+                    policies.insert(p.bucket.clone(), self.policy(&p.bucket).await);
+                }
+                let object = ObjectInfo {
+                    bucket: p.bucket.clone(),
+                    key: p.key.clone(),
+                    digest: String::new(),
+                    size: p.size,
+                    content_type: String::new(),
+                    attributes: Vec::new(),
+                };
+                items.push((policies[&p.bucket].clone(), object));
+            }
+            let chosen = plan::select_many(&self.plugins, infos.clone(), cands.clone(), items).await?;
+            let mut moves = Moves::default();
+            for (p, want) in led.into_iter().zip(chosen) {
+                report.checked += 1;
+                let want: Vec<u64> = match want {
+                    Ok(w) => w.iter().map(|&i| members[i as usize].id).collect(),
+                    Err(e) => {
+                        warn!(bucket = %p.bucket, key = %p.key, error = %e, "cannot place a version");
+                        continue;
+                    }
+                };
+                self.place_one(&members, &p, &want, dry_run, &mut report, &mut moves).await?;
+            }
+            // A step's new placements and copies in two statements.
+            let meta = self.objects.meta();
+            meta.set_replicas_many(&moves.placements).await?;
+            meta.enqueue_many(&moves.copies).await?;
+            if !moves.copies.is_empty() {
+                self.wake();
+            }
+            if !dry_run {
+                self.totals.add(&RepairReport {
+                    checked: report.checked - before.checked,
+                    copies: report.copies - before.copies,
+                    copy_bytes: report.copy_bytes - before.copy_bytes,
+                    dropped: report.dropped - before.dropped,
+                    dry_run,
+                });
+            }
+        }
+        Ok(report)
+    }
+
+    async fn place_one(
+        &self,
+        members: &[Member],
+        p: &Placed,
+        want: &[u64],
+        dry_run: bool,
+        report: &mut RepairReport,
+        moves: &mut Moves,
+    ) -> Result<(), ReplicationError> {
+        let meta = self.objects.meta();
+        let add: Vec<u64> = want.iter().copied().filter(|n| !p.replicas.contains(n)).collect();
+        if !add.is_empty() {
+            report.copies += add.len() as u64;
+            report.copy_bytes += p.size * add.len() as u64;
+            if !dry_run {
+                let mut all = p.replicas.clone();
+                all.extend(&add);
+                moves.placements.push((p.bucket.clone(), p.key.clone(), p.version.clone(), all));
+                moves.copies.extend(add.iter().map(|n| (p.bucket.clone(), p.key.clone(), p.version.clone(), *n)));
+            }
+            return Ok(());
+        }
+        let surplus: Vec<u64> = p.replicas.iter().copied().filter(|n| !want.contains(n)).collect();
+        if surplus.is_empty() || meta.queued(&p.bucket, &p.key, &p.version).await? {
+            return Ok(());
+        }
+        // Drop surplus copies only once every wanted node answers that it
+        // holds the version, sound.
+        let q = Lookup::new(&p.bucket, &p.key, Some(&p.version));
+        for n in want {
+            if *n == self.cluster.id {
+                continue;
+            }
+            let Some(m) = members.iter().find(|m| m.id == *n) else { return Ok(()) };
+            match wire::lookup(&self.cluster.network, &m.addr, &q, self.short_timeout()).await {
+                Ok(h) if h.found.as_ref().is_some_and(|f| f.sound && f.version == p.version) => {}
+                _ => return Ok(()),
+            }
+        }
+        report.dropped += surplus.len() as u64;
+        if dry_run {
+            return Ok(());
+        }
+        let header = VersionHeader::forget(&p.bucket, &p.key, &p.version);
+        let mut kept: Vec<u64> = want.to_vec();
+        // This node's own copy, if surplus, goes last (below).
+        for n in surplus.into_iter().filter(|n| *n != self.cluster.id) {
+            let r = match members.iter().find(|m| m.id == n) {
+                None => Ok(()), // it left the cluster
+                Some(m) => self.send_alone(&m.addr, &header).await,
+            };
+            if r.is_err() {
+                kept.push(n); // down: it keeps its copy until a later pass
+            }
+        }
+        // The other holders learn the new placement, so that no pass of
+        // theirs (anti-entropy) copies the version back to a dropped node.
+        let relist = VersionHeader {
+            identity: Identity { replicas: kept.clone(), ..header.identity.clone() },
+            forget: false,
+            relist: true,
+            ..header
+        };
+        for n in want.iter().filter(|n| **n != self.cluster.id) {
+            if let Some(m) = members.iter().find(|m| m.id == *n)
+                && let Err(e) = self.send_alone(&m.addr, &relist).await
+            {
+                warn!(node = n, error = %e, "could not send a version's new placement");
+            }
+        }
+        if p.replicas.contains(&self.cluster.id) && !want.contains(&self.cluster.id) {
+            meta.delete(&p.bucket, &p.key, Some(&p.version)).await?;
+            return Ok(());
+        }
+        meta.set_replicas(&p.bucket, &p.key, &p.version, &kept).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,150 @@
+//! The local blob store: content-addressed files on disk.
+//!
+//! A blob is named by the SHA-256 of its plaintext and stored once however
+//! many keys refer to it. Writing is two steps so that the layer above can
+//! commit metadata in the same breath as the blob:
+//!
+//! 1. [`BlobWriter`] streams bytes into a temp file, hashing as it goes
+//!    ([`LocalStore::stage`]);
+//! 2. [`LocalStore::publish`] renames staged files into place and makes the
+//!    renames durable, many at a time (group commit).
+//!
+//! A blob file counts only once the metadata store has a row for it: a file
+//! left by a crash between the two steps is never served, and GC removes it.
+//!
+//! # Layout
+//! - [`format`]: the frames, header and footer of one file.
+//! - [`writer`], [`reader`]: streaming in and out, verifying on the way out.
+//! - [`local`]: paths, the directory lock, publishing, quarantine, scans.
+
+pub mod format;
+pub mod failpoints;
+pub mod local;
+pub mod reader;
+pub mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+pub use format::{Codec, Key};
+pub use local::LocalStore;
+pub use reader::BlobReader;
+pub use writer::{BlobWriter, Staged};
+
+/// SHA-256 of a blob's plaintext.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest(pub [u8; 32]);
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Digest({self})")
+    }
+}
+
+impl FromStr for Digest {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let raw = hex::decode(s).map_err(|_| format!("{s:?} is not a hex SHA-256 digest"))?;
+        raw.try_into().map(Digest).map_err(|_| format!("{s:?} is not 64 hex characters"))
+    }
+}
+
+/// In messages between nodes: the hex string.
+impl serde::Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("blob {digest} is missing from disk")]
+    Missing { digest: Digest },
+    #[error("blob {digest} is corrupt: {why}")]
+    Corrupt { digest: Digest, why: String },
+    #[error("blob {digest} is encrypted but no encryption key is configured")]
+    NoKey { digest: Digest },
+    #[error("blob {digest} was encrypted with key {blob_key}, but the configured key is {configured_key}")]
+    WrongKey { digest: Digest, blob_key: String, configured_key: String },
+    #[error("storage quota exceeded: {used} of {max} bytes used, this write needs more")]
+    QuotaExceeded { used: u64, max: u64 },
+    #[error("{what}: expected {expected}, got {actual}")]
+    Mismatch { what: &'static str, expected: String, actual: String },
+    #[error("range starts at {offset} but the object has {size} bytes")]
+    BadRange { offset: u64, size: u64 },
+    #[error("data directory {path} is in use by another strata server (lock held on {lock})")]
+    Locked { path: PathBuf, lock: PathBuf },
+    #[error("no space left on the disk of {}: free space (delete objects, then let GC run) or add disk", path.display())]
+    NoSpace { path: PathBuf },
+    #[error("I/O error on {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("the write was cancelled")]
+    Cancelled,
+}
+
+impl StoreError {
+    /// The blob's bytes are damaged or gone: a case for quarantine.
+    pub fn is_damage(&self) -> bool {
+        matches!(self, StoreError::Corrupt { .. } | StoreError::Missing { .. })
+    }
+
+    pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> StoreError {
+        let path = path.into();
+        move |source| {
+            if is_out_of_space(&source) {
+                return StoreError::NoSpace { path };
+            }
+            StoreError::Io { path, source }
+        }
+    }
+
+    /// A copy for each caller of a failed batch.
+    pub fn duplicate(&self) -> StoreError {
+        match self {
+            StoreError::NoSpace { path } => StoreError::NoSpace { path: path.clone() },
+            StoreError::QuotaExceeded { used, max } => StoreError::QuotaExceeded { used: *used, max: *max },
+            StoreError::Io { path, source } => {
+                StoreError::Io { path: path.clone(), source: std::io::Error::new(source.kind(), source.to_string()) }
+            }
+            e => StoreError::Io { path: PathBuf::new(), source: std::io::Error::other(e.to_string()) },
+        }
+    }
+}
+
+/// ENOSPC, or EDQUOT (a user's disk quota), which a writer treats alike.
+pub fn is_out_of_space(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull || e.kind() == std::io::ErrorKind::QuotaExceeded || e.raw_os_error() == Some(libc::ENOSPC)
+}
+
+/// A byte range of a blob; `len == None` reads to the end.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Range {
+    pub offset: u64,
+    pub len: Option<u64>,
+}
+
+impl Range {
+    pub const ALL: Range = Range { offset: 0, len: None };
+
+    pub fn is_all(&self) -> bool {
+        self.offset == 0 && self.len.is_none()
+    }
+}
