@@ -4,9 +4,11 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
-    tonic_prost_build::configure()
-        .bytes(".strata.peer.v1.ReplicaFrame")
-        .compile_with_config(config, &["proto/strata/peer/v1/peer.proto"], &["proto"])?;
+    tonic_prost_build::configure().bytes(".strata.peer.v1.ReplicaFrame").compile_with_config(
+        config,
+        &["proto/strata/peer/v1/peer.proto"],
+        &["proto"],
+    )?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

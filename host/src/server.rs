@@ -11,7 +11,6 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::api::{self, Api, Limits, pb};
-use crate::service;
 use crate::cluster::node::Cluster;
 use crate::config::{Compression, Config, IndexingMode, MetaBackend};
 use crate::meta::{MetaOptions, MetaStore};
@@ -20,6 +19,7 @@ use crate::objects::{Objects, Upkeep, UploadLimits};
 use crate::plugin::Plugins;
 use crate::replication::Replicator;
 use crate::search::index::PluginTerms;
+use crate::service;
 use crate::store::{Codec, Key, LocalStore};
 
 /// Opens one node's blob store and metadata, taking the store's lock (so a
@@ -202,9 +202,10 @@ impl Server {
         }
         let local = service::Local { objects: self.objects.clone(), plugins: self.plugins.clone(), search: limits.search };
         let objects = service::for_node(local, replicator.clone());
-        let svc = pb::strata_server::StrataServer::new(Api::new(objects, self.objects.clone(), self.plugins.clone(), replicator.clone(), limits))
-            .max_decoding_message_size(max_msg)
-            .max_encoding_message_size(max_msg);
+        let svc =
+            pb::strata_server::StrataServer::new(Api::new(objects, self.objects.clone(), self.plugins.clone(), replicator.clone(), limits))
+                .max_decoding_message_size(max_msg)
+                .max_encoding_message_size(max_msg);
         let (health, health_svc) = tonic_health::server::health_reporter();
         health.set_serving::<pb::strata_server::StrataServer<Api>>().await;
         watch_space(self.objects.clone(), health.clone(), stop_rx.clone()).await;

@@ -78,7 +78,13 @@ impl Network {
     }
 
     /// Sends `msg` to the peer at `addr` and decodes its answer.
-    pub async fn call<Q: Serialize, A: DeserializeOwned>(&self, addr: &str, call: Call, msg: &Q, timeout: Duration) -> Result<A, ClusterError> {
+    pub async fn call<Q: Serialize, A: DeserializeOwned>(
+        &self,
+        addr: &str,
+        call: Call,
+        msg: &Q,
+        timeout: Duration,
+    ) -> Result<A, ClusterError> {
         let ch = self.channel(addr).ok_or_else(|| ClusterError::Invalid(format!("{addr:?} is not a host:port address")))?;
         let mut client = pb::peer_client::PeerClient::new(ch).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE);
         let data = serde_json::to_vec(msg).map_err(|e| ClusterError::Internal(e.to_string()))?;

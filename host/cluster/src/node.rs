@@ -14,12 +14,12 @@ use sqlx::Row;
 use tracing::{info, warn};
 
 use super::detector::{Beat, Detector};
+use super::error::ClusterError;
 use super::log_store::{LogStore, open, to_io};
 use super::network::{Call, Network, PeerService, Raft, pb};
 use super::secret::Secret;
 use super::state::StateMachine;
 use super::types::NodeMeta;
-use super::error::ClusterError;
 use strata_config::ClusterConfig;
 
 /// What the rest of the server tells the cluster node, and learns from it.

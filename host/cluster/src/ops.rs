@@ -77,7 +77,9 @@ impl Cluster {
                 Err(None) => "no leader is known".to_string(),
             };
             if Instant::now() >= deadline {
-                return Err(ClusterError::Unavailable(format!("cannot commit: {why} (waited {LEADER_WAIT:?}); is a majority of voters up?")));
+                return Err(ClusterError::Unavailable(format!(
+                    "cannot commit: {why} (waited {LEADER_WAIT:?}); is a majority of voters up?"
+                )));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -186,9 +188,7 @@ impl Cluster {
         };
         let voters: Vec<u64> = members.iter().filter(|m| m.2).map(|m| m.0).collect();
         if voters == [id] {
-            return Err(ClusterError::Refused(format!(
-                "node {id} is the cluster's last voter; removing it would leave no one to decide"
-            )));
+            return Err(ClusterError::Refused(format!("node {id} is the cluster's last voter; removing it would leave no one to decide")));
         }
         // Retired first: if the leader steps down once the change commits
         // (it removed itself), the id is already never to return.

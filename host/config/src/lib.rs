@@ -374,23 +374,14 @@ impl Default for WasmConfig {
     }
 }
 
-/// The kinds of plugin, one WIT world each.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// `[[plugins]] kind`: which WIT world the component implements (the
+/// plugin host's own type is `strata_plugin::Kind`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum PluginKind {
     NodeSelector,
     ReplicationStrategy,
     IndexType,
-}
-
-impl PluginKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PluginKind::NodeSelector => "node-selector",
-            PluginKind::ReplicationStrategy => "replication-strategy",
-            PluginKind::IndexType => "index-type",
-        }
-    }
 }
 
 /// One `[[plugins]]` table: a component from a file, or a built-in under

@@ -21,8 +21,8 @@ use futures::{Stream, StreamExt};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tracing::{error, warn};
 
-use strata_meta::{Attributes, Condition, Deleted, Identity, MetaStore, NewVersion, ObjectRecord};
 use crate::metrics::Metrics;
+use strata_meta::{Attributes, Condition, Deleted, Identity, MetaStore, NewVersion, ObjectRecord};
 use strata_store::format::INLINE_MAX;
 use strata_store::{BlobReader, BlobWriter, Digest, LocalStore, Range, Staged, StoreError};
 
@@ -43,21 +43,6 @@ const EXPECTED_CHUNK: usize = 1 << 20;
 /// EXPECTED_CHUNK: a batch being gathered and one being written (each at
 /// most WRITE_BATCH plus a chunk) and the writer's frames.
 const PUT_SHARE: usize = 2 * (WRITE_BATCH + EXPECTED_CHUNK) + 2 * EXPECTED_CHUNK;
-
-/// Fails if the blob is not what the client promised (size, digest).
-fn check_promises(spec: &PutSpec, staged: &Staged) -> Result<(), StoreError> {
-    if let Some(want) = spec.size
-        && want != staged.size
-    {
-        return Err(StoreError::Mismatch { what: "size", expected: want.to_string(), actual: staged.size.to_string() });
-    }
-    if let Some(want) = spec.expected_digest
-        && want != staged.digest
-    {
-        return Err(StoreError::Mismatch { what: "digest", expected: want.to_string(), actual: staged.digest.to_string() });
-    }
-    Ok(())
-}
 
 /// Blocking: appends `data` and hands the writer back.
 fn write_all(mut writer: BlobWriter, data: &[Bytes]) -> Result<BlobWriter, StoreError> {
@@ -99,6 +84,23 @@ pub struct PutSpec {
     /// The client's id for the put (a retry answers with the first put's
     /// version).
     pub request_id: Option<String>,
+}
+
+impl PutSpec {
+    /// Fails if the bytes are not what the client promised (size, digest).
+    pub fn check_promises(&self, digest: Digest, size: u64) -> Result<(), StoreError> {
+        if let Some(want) = self.size
+            && want != size
+        {
+            return Err(StoreError::Mismatch { what: "size", expected: want.to_string(), actual: size.to_string() });
+        }
+        if let Some(want) = self.expected_digest
+            && want != digest
+        {
+            return Err(StoreError::Mismatch { what: "digest", expected: want.to_string(), actual: digest.to_string() });
+        }
+        Ok(())
+    }
 }
 
 pub struct Objects {
@@ -300,7 +302,7 @@ impl Objects {
         })
         .await
         .map_err(|e| ObjectError::Aborted(e.to_string()))??;
-        check_promises(spec, &staged)?;
+        spec.check_promises(staged.digest, staged.size)?;
         Ok(staged)
     }
 
@@ -354,7 +356,7 @@ impl Objects {
         let mut slots = Vec::new();
         for (i, (spec, r)) in specs.into_iter().zip(written).enumerate() {
             out.push(None);
-            match r.and_then(|s| check_promises(&spec, &s).map(|()| s)) {
+            match r.and_then(|s| spec.check_promises(s.digest, s.size).map(|()| s)) {
                 Ok(s) => {
                     staged.push((spec, s));
                     slots.push(i);

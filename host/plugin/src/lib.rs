@@ -25,7 +25,8 @@ pub use kinds::{
 };
 pub use state::Topology;
 
-pub use strata_config::PluginKind as Kind;
+mod kind;
+pub use kind::Kind;
 use strata_config::{Config, PluginDecl};
 
 /// A plugin built into the binary.
@@ -217,12 +218,12 @@ impl Plugins {
                         name: name.clone(),
                         known: BUILTINS.iter().map(|b| b.name).collect::<Vec<_>>().join(", "),
                     })?;
-                    if b.kind != decl.kind {
+                    if b.kind != decl.kind.into() {
                         return Err(PluginError::BuiltinKind {
                             plugin: decl.name.clone(),
                             builtin: name.clone(),
                             actual: b.kind,
-                            declared: decl.kind,
+                            declared: decl.kind.into(),
                         });
                     }
                     Source::Builtin(b)
@@ -235,7 +236,7 @@ impl Plugins {
                 memory: decl.memory_limit.map_or(defaults.memory, |m| m.0 as usize),
                 ..defaults
             };
-            plugins.add(&runtime, &decl.name, decl.kind, source, flatten_config(decl), limits)?;
+            plugins.add(&runtime, &decl.name, decl.kind.into(), source, flatten_config(decl), limits)?;
         }
         plugins.report.total = started.elapsed();
         Ok(plugins)

@@ -413,7 +413,7 @@ fn with_fixture(dir: &std::path::Path) -> Config {
     c.wasm.max_instances = 2;
     c.plugins.push(PluginDecl {
         name: "fixture".into(),
-        kind: Kind::NodeSelector,
+        kind: strata_config::PluginKind::NodeSelector,
         builtin: Some("fixture".into()),
         path: None,
         config: Default::default(),
@@ -489,7 +489,11 @@ fn calls_run_concurrently_within_the_instance_cap() {
 fn decl(name: &str, kind: Kind, path: Option<std::path::PathBuf>, builtin: Option<&str>) -> PluginDecl {
     PluginDecl {
         name: name.into(),
-        kind,
+        kind: match kind {
+            Kind::NodeSelector => strata_config::PluginKind::NodeSelector,
+            Kind::ReplicationStrategy => strata_config::PluginKind::ReplicationStrategy,
+            Kind::IndexType => strata_config::PluginKind::IndexType,
+        },
         builtin: builtin.map(Into::into),
         path,
         config: Default::default(),

@@ -16,8 +16,8 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use super::{ReplicationError, Replicator};
 use super::plan;
+use super::{ReplicationError, Replicator};
 use strata_cluster::detector::Health;
 use strata_meta::Placed;
 
@@ -75,7 +75,12 @@ impl Replicator {
         Ok(out)
     }
 
-    async fn ask<Q: serde::Serialize, A: serde::de::DeserializeOwned>(&self, addr: &str, digests: bool, q: &Q) -> Result<A, ReplicationError> {
+    async fn ask<Q: serde::Serialize, A: serde::de::DeserializeOwned>(
+        &self,
+        addr: &str,
+        digests: bool,
+        q: &Q,
+    ) -> Result<A, ReplicationError> {
         super::wire::entropy(&self.cluster.network, addr, digests, q, self.config.sync_timeout * 6).await
     }
 

@@ -72,7 +72,8 @@ impl ReplicationError {
     /// Whether a target that answered this surely did not store the write
     /// (as opposed to a connection that broke with the outcome unknown).
     pub fn is_refusal(&self) -> bool {
-        !matches!(self.kind(), Kind::Unavailable | Kind::Cancelled | Kind::TimedOut) && !matches!(self, ReplicationError::Unreachable { .. })
+        !matches!(self.kind(), Kind::Unavailable | Kind::Cancelled | Kind::TimedOut)
+            && !matches!(self, ReplicationError::Unreachable { .. })
     }
 
     /// Marks a failure that came before any replica was told to commit.
@@ -83,9 +84,10 @@ impl ReplicationError {
 
 pub fn cluster_kind(e: &ClusterError) -> Kind {
     match e {
-        ClusterError::NoQuorum { .. } | ClusterError::NotLeader { .. } | ClusterError::Unreachable { .. } | ClusterError::Unavailable(_) => {
-            Kind::Unavailable
-        }
+        ClusterError::NoQuorum { .. }
+        | ClusterError::NotLeader { .. }
+        | ClusterError::Unreachable { .. }
+        | ClusterError::Unavailable(_) => Kind::Unavailable,
         ClusterError::Unauthenticated(_) => Kind::Denied,
         ClusterError::Refused(_) => Kind::Refused,
         ClusterError::Exists(_) => Kind::Exists,

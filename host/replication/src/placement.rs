@@ -19,9 +19,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::{ReplicationError, Replicator};
 use super::plan::{self, Member, Policy};
 use super::wire::{self, Lookup, VersionHeader};
+use super::{ReplicationError, Replicator};
 use strata_cluster::detector::Health;
 use strata_meta::{Identity, Placed};
 use strata_plugin::ObjectInfo;

@@ -15,9 +15,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{debug, warn};
 
-use super::{ReplicationError, Replicator};
 use super::plan::{self, Member};
 use super::wire::{self, Fetch, Found, Lookup};
+use super::{ReplicationError, Replicator};
 use strata_cluster::detector::Health;
 use strata_cluster::types::Consistency as ConsistencyLevel;
 use strata_meta::{MetaError, ObjectRecord};
@@ -45,7 +45,13 @@ impl Views {
 
 impl Replicator {
     /// What every reachable node (this one included) holds of a key.
-    pub(super) async fn views(&self, members: &[Member], bucket: &str, key: &str, version: Option<&str>) -> Result<Views, ReplicationError> {
+    pub(super) async fn views(
+        &self,
+        members: &[Member],
+        bucket: &str,
+        key: &str,
+        version: Option<&str>,
+    ) -> Result<Views, ReplicationError> {
         let q = Lookup::new(bucket, key, version);
         let me = self.cluster.id;
         let mut views = Views { found: Vec::new(), answered: vec![me], unreachable: Vec::new() };

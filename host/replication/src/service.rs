@@ -10,7 +10,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Replicator;
-use super::wire::{self, to_status, Enqueue, Fetch, Found, Holding, Lookup, PushAck, Trailer, VersionHeader};
+use super::wire::{self, Enqueue, Fetch, Found, Holding, Lookup, PushAck, Trailer, VersionHeader, to_status};
 use strata_cluster::network::pb;
 use strata_meta::{Condition, MetaError};
 use strata_objects::{ObjectError, PutSpec};

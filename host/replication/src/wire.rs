@@ -13,8 +13,8 @@ use tonic::{Request, Status};
 
 use super::error::ReplicationError;
 use strata_cluster::network::{Network, pb};
-use strata_objects::Kind;
 use strata_meta::{Attributes, Identity, ObjectRecord};
+use strata_objects::Kind;
 use strata_store::Digest;
 
 /// What a version is, as every replica records it.
@@ -49,6 +49,24 @@ pub struct VersionHeader {
 }
 
 impl VersionHeader {
+    /// The header of a client's new version, before its bytes.
+    pub fn of(spec: &strata_objects::PutSpec, identity: &Identity) -> Self {
+        VersionHeader {
+            bucket: spec.bucket.clone(),
+            key: spec.key.clone(),
+            identity: identity.clone(),
+            content_type: spec.content_type.clone(),
+            attributes: spec.attributes.clone(),
+            digest: None,
+            size: spec.size,
+            no_data: false,
+            marker: false,
+            forget: false,
+            relist: false,
+            request_id: spec.request_id.clone(),
+        }
+    }
+
     /// A header no data follows: a marker, a removal or a new placement
     /// (set the flag on the result).
     pub fn control(bucket: &str, key: &str, identity: Identity) -> Self {
@@ -254,7 +272,10 @@ pub fn trailer_frame(t: &Trailer) -> pb::ReplicaFrame {
 /// Opens a push to `addr`: frames sent on the returned channel stream to the
 /// peer; the task answers once the peer has recorded the version (or not).
 /// Dropping the sender before a trailer aborts the push.
-pub fn open_push(net: &Network, addr: &str) -> (mpsc::Sender<pb::ReplicaFrame>, tokio::task::JoinHandle<Result<PushAck, ReplicationError>>) {
+pub fn open_push(
+    net: &Network,
+    addr: &str,
+) -> (mpsc::Sender<pb::ReplicaFrame>, tokio::task::JoinHandle<Result<PushAck, ReplicationError>>) {
     let (tx, rx) = mpsc::channel(PUSH_DEPTH);
     let (net, addr) = (net.clone(), addr.to_string());
     let task = tokio::spawn(async move {

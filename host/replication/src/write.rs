@@ -1,7 +1,10 @@
-//! The coordinator's side of a write: plan it, stream the client's bytes
-//! to the local store and to every synchronous target at once (hashing as
-//! they pass, buffering a few chunks per target), acknowledge once the
-//! plan's acknowledgements are durable, and queue every other copy.
+//! The coordinator's side of a write, in five steps: plan it
+//! ([`Replicator::plan_put`]), open a push to every synchronous target
+//! ([`Replicator::open_pushes`]), stream the client's bytes to the local
+//! store and to every push at once, hashing as they pass and buffering a
+//! few chunks per target ([`pump`]), settle the acknowledgements the plan
+//! needs ([`settle`]), and queue every copy still owed
+//! ([`Replicator::owe`]).
 
 use std::fmt::Display;
 use std::future::Future;
@@ -21,9 +24,9 @@ use super::wire::{self, PUSH_DEPTH, Trailer, VersionHeader};
 use super::{Replicator, plan};
 use strata_cluster::detector::Health;
 use strata_cluster::types::Consistency as ConsistencyLevel;
-use strata_meta::{Condition, ObjectRecord};
-use strata_objects::{ObjectError, PutSpec};
-use strata_store::{Digest, StoreError};
+use strata_meta::{Condition, Identity, ObjectRecord};
+use strata_objects::{ObjectError, Objects, PutSpec};
+use strata_store::{Digest, Staged};
 
 /// A synchronous target's push in flight.
 struct Push {
@@ -40,13 +43,65 @@ type Failure = (String, bool);
 
 type Outcome = Pin<Box<dyn Future<Output = (u64, Result<(), Failure>)> + Send>>;
 
+/// The client's bytes, once they have all arrived.
+struct Pumped {
+    digest: Digest,
+    size: u64,
+    /// The local copy, staged when this node is a synchronous target.
+    staged: Option<Staged>,
+}
+
+fn abort(pushes: Vec<Push>) {
+    pushes.into_iter().for_each(|p| p.task.abort());
+}
+
 impl Replicator {
     /// Stores a client's object on the nodes its policy names.
-    pub async fn put<S, E>(self: &Arc<Self>, mut spec: PutSpec, mut chunks: S) -> Result<ObjectRecord, ReplicationError>
+    pub async fn put<S, E>(self: &Arc<Self>, mut spec: PutSpec, chunks: S) -> Result<ObjectRecord, ReplicationError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
         E: Display,
     {
+        let (p, members) = self.plan_put(&spec).await?;
+        if let Some(first) = self.replay(&spec, &p, &members).await? {
+            return Ok(first); // a retry: the first attempt's version
+        }
+        let mut placement = p.targets.clone();
+        placement.extend(p.ideal.iter().filter(|n| !p.targets.contains(n)));
+        let identity = self.objects.meta().mint(placement);
+        spec.identity = Some(identity.clone());
+        let (mut pushes, failed) = self.open_pushes(&p, &members, &VersionHeader::of(&spec, &identity)).await;
+        let local = p.sync.contains(&self.cluster.id);
+        let stage = local.then(|| self.objects.clone());
+        let pumped = match pump(&spec, chunks, &mut pushes, stage, self.config.sync_timeout).await {
+            Ok(v) => v,
+            Err(e) => {
+                abort(pushes);
+                return Err(e.not_stored());
+            }
+        };
+        // The client's stream has ended. hyper reports a stream the client
+        // reset (cancelled, past its deadline) as a clean end and drops the
+        // handler at its next `Pending`: yield once, so a reset stream stops
+        // here, before any replica is told to commit.
+        tokio::task::yield_now().await;
+        // A retry asks again now that its bytes are in: a first attempt
+        // whose commits were still landing when this one began (its
+        // coordinator died after sending its trailers) has landed by now.
+        if let Some(first) = self.replay(&spec, &p, &members).await? {
+            abort(pushes);
+            return Ok(first);
+        }
+        // From here the write runs to its end even if the client goes away:
+        // a version must not be committed on some replicas and abandoned on
+        // others because the handler was dropped between two steps.
+        let this = self.clone();
+        let done = tokio::spawn(async move { this.finish(p, spec, identity, pushes, failed, pumped).await });
+        done.await.map_err(|e| ReplicationError::Internal(format!("the write's task failed: {e}")))?
+    }
+
+    /// Whether this write may go ahead, and where it goes.
+    async fn plan_put(&self, spec: &PutSpec) -> Result<(plan::Plan, Vec<plan::Member>), ReplicationError> {
         if spec.condition != Condition::Always {
             return Err(ReplicationError::Refused(
                 "conditional puts (if_absent, if_version) are not available on a cluster yet: \
@@ -66,173 +121,49 @@ impl Replicator {
                 )));
             }
         }
-        let p = plan::plan(
-            &self.plugins,
-            &self.cluster,
-            &policy,
-            &spec.bucket,
-            &spec.key,
-            spec.size.unwrap_or(0),
-            self.config.enable_async_replication,
-        )
-        .await?;
-        if let Some(rid) = &spec.request_id
-            && let Some(first) = self.replayed(&spec, rid, &p, &members).await?
-        {
-            return Ok(first); // a retry: the first attempt's version
-        }
-        let me = self.cluster.id;
-        let mut placement = p.targets.clone();
-        placement.extend(p.ideal.iter().filter(|n| !p.targets.contains(n)));
-        let identity = self.objects.meta().mint(placement);
-        spec.identity = Some(identity.clone());
-        let header = VersionHeader {
-            bucket: spec.bucket.clone(),
-            key: spec.key.clone(),
-            identity: identity.clone(),
-            content_type: spec.content_type.clone(),
-            attributes: spec.attributes.clone(),
-            digest: None,
-            size: spec.size,
-            no_data: false,
-            marker: false,
-            forget: false,
-            relist: false,
-            request_id: spec.request_id.clone(),
-        };
+        let size = spec.size.unwrap_or(0);
+        let async_ok = self.config.enable_async_replication;
+        let p = plan::plan(&self.plugins, &self.cluster, &policy, &spec.bucket, &spec.key, size, async_ok).await?;
+        Ok((p, members))
+    }
 
+    /// The first attempt's version, when this put retries one.
+    async fn replay(&self, spec: &PutSpec, p: &plan::Plan, members: &[plan::Member]) -> Result<Option<ObjectRecord>, ReplicationError> {
+        match &spec.request_id {
+            Some(rid) => self.replayed(spec, rid, p, members).await,
+            None => Ok(None),
+        }
+    }
+
+    /// A push, header sent, to every synchronous target but this node; the
+    /// targets that are not members have failed already.
+    async fn open_pushes(&self, p: &plan::Plan, members: &[plan::Member], header: &VersionHeader) -> (Vec<Push>, Vec<(u64, Failure)>) {
         let mut pushes = Vec::new();
-        let mut failed: Vec<(u64, Failure)> = Vec::new();
-        for &t in p.sync.iter().filter(|t| **t != me) {
+        let mut failed = Vec::new();
+        for &t in p.sync.iter().filter(|t| **t != self.cluster.id) {
             let Some(m) = members.iter().find(|m| m.id == t) else {
                 failed.push((t, ("not a member".into(), true)));
                 continue;
             };
             let (tx, task) = wire::open_push(&self.cluster.network, &m.addr);
-            let tx = tx.send(wire::header_frame(&header)).await.is_ok().then_some(tx);
+            let tx = tx.send(wire::header_frame(header)).await.is_ok().then_some(tx);
             pushes.push(Push { node: t, tx, task, stalled: false });
         }
-        let local = p.sync.contains(&me);
-        let timeout = self.config.sync_timeout;
-
-        // The client's bytes go to every target as they arrive.
-        let (ltx, lrx) = mpsc::channel::<Result<Bytes, String>>(PUSH_DEPTH);
-        let limit = spec.size;
-        let pump = async {
-            let mut hasher = (!local).then(Sha256::new);
-            let mut size = 0u64;
-            while let Some(item) = chunks.next().await {
-                let c = match item {
-                    Ok(c) => c,
-                    Err(e) => {
-                        let _ = ltx.send(Err(e.to_string())).await;
-                        return Err(ReplicationError::Aborted(format!("the upload was cut off: {e}")));
-                    }
-                };
-                if c.is_empty() {
-                    continue;
-                }
-                size += c.len() as u64;
-                if limit.is_some_and(|l| size > l) {
-                    return Err(ReplicationError::Invalid(format!("size: more than the promised {} bytes arrived", limit.unwrap_or(0))));
-                }
-                let sends = pushes.iter_mut().filter(|p| p.tx.is_some()).map(|p| {
-                    let tx = p.tx.clone().expect("open");
-                    let frame = wire::data_frame(c.clone());
-                    async move { (p, tokio::time::timeout(timeout, tx.send(frame)).await) }
-                });
-                for (p, r) in futures::future::join_all(sends).await {
-                    match r {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => p.tx = None, // it answered already; its task says how
-                        Err(_) => {
-                            p.tx = None;
-                            p.stalled = true;
-                        }
-                    }
-                }
-                match &mut hasher {
-                    Some(h) => h.update(&c),
-                    None => {
-                        if ltx.send(Ok(c)).await.is_err() {
-                            break; // the local write failed; it says why
-                        }
-                    }
-                }
-            }
-            drop(ltx);
-            Ok((size, hasher.map(|h| Digest(h.finalize().into()))))
-        };
-        let objects = self.objects.clone();
-        let stage = async { if local { Some(objects.stage(&spec, ReceiverStream::new(lrx)).await) } else { None } };
-        let (pumped, staged) = tokio::join!(pump, stage);
-        let abort = |pushes: Vec<Push>| pushes.into_iter().for_each(|p| p.task.abort());
-        let (size, hashed) = match pumped {
-            Ok(v) => v,
-            Err(s) => {
-                abort(pushes);
-                return Err(s.not_stored());
-            }
-        };
-        let (digest, staged) = match staged {
-            Some(Ok(st)) => (st.digest, Some(st)),
-            Some(Err(e)) => {
-                abort(pushes);
-                return Err(ReplicationError::from(e).not_stored());
-            }
-            None => {
-                let d = hashed.expect("hashed when not stored here");
-                let broken = spec
-                    .size
-                    .filter(|s| *s != size)
-                    .map(|s| ("size", s.to_string(), size.to_string()))
-                    .or_else(|| spec.expected_digest.filter(|e| *e != d).map(|e| ("digest", e.to_string(), d.to_string())));
-                if let Some((what, expected, actual)) = broken {
-                    abort(pushes);
-                    return Err(ReplicationError::from(ObjectError::from(StoreError::Mismatch { what, expected, actual })).not_stored());
-                }
-                (d, None)
-            }
-        };
-
-        // The client's stream has ended. hyper reports a stream the client
-        // reset (cancelled, past its deadline) as a clean end and drops the
-        // handler at its next `Pending`: yield once, so a reset stream stops
-        // here, before any replica is told to commit.
-        tokio::task::yield_now().await;
-        // A retry asks again now that its bytes are in: a first attempt
-        // whose commits were still landing when this one began (its
-        // coordinator died after sending its trailers) has landed by now.
-        if let Some(rid) = &spec.request_id
-            && let Some(first) = self.replayed(&spec, rid, &p, &members).await?
-        {
-            abort(pushes);
-            return Ok(first);
-        }
-        // From here the write runs to its end even if the client goes away:
-        // a version must not be committed on some replicas and abandoned on
-        // others because the handler was dropped between two steps.
-        let this = self.clone();
-        let done = tokio::spawn(async move { this.finish(p, spec, identity, pushes, failed, staged, digest, size).await });
-        done.await.map_err(|e| ReplicationError::Internal(format!("the write's task failed: {e}")))?
+        (pushes, failed)
     }
 
     /// Sends the trailers, commits the local copy, waits for the plan's
     /// acknowledgements and queues every copy still owed.
-    #[allow(clippy::too_many_arguments)]
     async fn finish(
         self: Arc<Self>,
         p: plan::Plan,
         spec: PutSpec,
-        identity: strata_meta::Identity,
+        identity: Identity,
         pushes: Vec<Push>,
         mut failed: Vec<(u64, Failure)>,
-        staged: Option<strata_store::Staged>,
-        digest: Digest,
-        size: u64,
+        pumped: Pumped,
     ) -> Result<ObjectRecord, ReplicationError> {
         let me = self.cluster.id;
-        let timeout = self.config.sync_timeout;
         // Copies owed beyond the synchronous ones are queued, before the
         // write is acknowledged, by one synchronous target as it records the
         // version: this node if it is one, else the first remote.
@@ -240,11 +171,51 @@ impl Replicator {
         owed_now.extend(p.targets.iter().chain(&p.ideal).filter(|t| !p.sync.contains(t) && !p.asynchronous.contains(t)));
         owed_now.sort_unstable();
         owed_now.dedup();
-        let keeper = if staged.is_some() { Some(me) } else { pushes.iter().find(|p| p.tx.is_some() && !p.stalled).map(|p| p.node) };
+        let keeper = if pumped.staged.is_some() { Some(me) } else { pushes.iter().find(|p| p.tx.is_some() && !p.stalled).map(|p| p.node) };
+        let Pumped { digest, size, staged } = pumped;
+        let mut outcomes = self.send_trailers(pushes, &mut failed, keeper, Trailer { digest, size, owed: owed_now.clone() }).await;
+        if let Some(st) = staged {
+            outcomes.push(self.commit_here(spec.clone(), st, owed_now.clone()));
+        }
+        let need = p.acks as usize;
+        let durable = settle(&mut outcomes, need, &mut failed).await;
+        let rec = ObjectRecord {
+            bucket: spec.bucket.clone(),
+            key: spec.key.clone(),
+            version: identity.version.clone(),
+            stamp: identity.stamp,
+            digest: Some(digest),
+            size,
+            content_type: spec.content_type.clone(),
+            attributes: spec.attributes.clone(),
+            created_ms: identity.created_ms,
+            modified_ms: identity.modified_ms,
+            latest: true,
+        };
+        let reached = durable.len();
+        let summary = failed.iter().map(|(n, (e, _))| format!("node {n}: {e}")).collect::<Vec<_>>().join("; ");
+        let unsure = failed.iter().any(|(_, (_, sure))| !sure) || !outcomes.is_empty();
+        self.owe(&rec, outcomes, durable, failed, keeper, owed_now);
+        if reached < need {
+            return Err(ReplicationError::NoQuorum { reached, needed: need, version: rec.version, summary, unsure });
+        }
+        Ok(rec)
+    }
+
+    /// Ends every push with its trailer (the keeper's names the copies
+    /// owed); each outcome says whether that target recorded the version.
+    async fn send_trailers(
+        &self,
+        pushes: Vec<Push>,
+        failed: &mut Vec<(u64, Failure)>,
+        keeper: Option<u64>,
+        keeper_trailer: Trailer,
+    ) -> FuturesUnordered<Outcome> {
+        let timeout = self.config.sync_timeout;
         // The trailer tells each target what it should have received.
-        let trailer = wire::trailer_frame(&Trailer { digest, size, owed: Vec::new() });
-        let keeper_trailer = wire::trailer_frame(&Trailer { digest, size, owed: owed_now.clone() });
-        let mut outcomes: FuturesUnordered<Outcome> = FuturesUnordered::new();
+        let trailer = wire::trailer_frame(&Trailer { owed: Vec::new(), ..keeper_trailer.clone() });
+        let keeper_trailer = wire::trailer_frame(&keeper_trailer);
+        let outcomes: FuturesUnordered<Outcome> = FuturesUnordered::new();
         for p in pushes {
             let Push { node, tx, task, stalled } = p;
             if stalled {
@@ -274,51 +245,36 @@ impl Replicator {
                 (node, r)
             }));
         }
-        if let Some(st) = staged {
-            let (this, spec, owed) = (self.clone(), spec.clone(), owed_now.clone());
-            outcomes.push(Box::pin(async move {
-                let r = this.objects.commit(vec![(spec.clone(), st)]).await.pop().expect("one result");
-                let r = match r {
-                    // Committed here: a failure to queue the owed copies is
-                    // not a refusal of the write.
-                    Ok(rec) => {
-                        this.enqueue_on(me, &rec.bucket, &rec.key, &rec.version, &owed).await.map_err(|e| (e.to_string(), false))
-                    }
-                    Err(e) => Err((e.to_string(), true)),
-                };
-                (me, r)
-            }));
-        }
+        outcomes
+    }
 
-        let need = p.acks as usize;
-        let mut durable = Vec::new();
-        while durable.len() < need
-            && let Some((node, r)) = outcomes.next().await
-        {
-            match r {
-                Ok(()) => durable.push(node),
-                Err(e) => failed.push((node, e)),
-            }
-        }
-        let rec = ObjectRecord {
-            bucket: spec.bucket.clone(),
-            key: spec.key.clone(),
-            version: identity.version.clone(),
-            stamp: identity.stamp,
-            digest: Some(digest),
-            size,
-            content_type: spec.content_type.clone(),
-            attributes: spec.attributes.clone(),
-            created_ms: identity.created_ms,
-            modified_ms: identity.modified_ms,
-            latest: true,
-        };
-        let (acked, reached) = (durable.len() >= need, durable.len());
-        let summary = failed.iter().map(|(n, (e, _))| format!("node {n}: {e}")).collect::<Vec<_>>().join("; ");
-        let unsure = failed.iter().any(|(_, (_, sure))| !sure) || !outcomes.is_empty();
-        // The rest finishes in the background; every copy still owed is
-        // queued on a node that holds the version.
-        let this = self.clone();
+    /// Commits the local copy and queues the copies it owes.
+    fn commit_here(self: &Arc<Self>, spec: PutSpec, st: Staged, owed: Vec<u64>) -> Outcome {
+        let (this, me) = (self.clone(), self.cluster.id);
+        Box::pin(async move {
+            let r = this.objects.commit(vec![(spec, st)]).await.pop().expect("one result");
+            let r = match r {
+                // Committed here: a failure to queue the owed copies is
+                // not a refusal of the write.
+                Ok(rec) => this.enqueue_on(me, &rec.bucket, &rec.key, &rec.version, &owed).await.map_err(|e| (e.to_string(), false)),
+                Err(e) => Err((e.to_string(), true)),
+            };
+            (me, r)
+        })
+    }
+
+    /// The rest finishes in the background; every copy still owed is
+    /// queued on a node that holds the version.
+    fn owe(
+        self: &Arc<Self>,
+        rec: &ObjectRecord,
+        mut outcomes: FuturesUnordered<Outcome>,
+        mut durable: Vec<u64>,
+        failed: Vec<(u64, Failure)>,
+        keeper: Option<u64>,
+        owed_now: Vec<u64>,
+    ) {
+        let (this, me) = (self.clone(), self.cluster.id);
         let (bucket, key, version) = (rec.bucket.clone(), rec.key.clone(), rec.version.clone());
         tokio::spawn(async move {
             let mut owed: Vec<u64> = failed.iter().map(|(n, _)| *n).collect();
@@ -342,9 +298,102 @@ impl Replicator {
                 warn!(holder, %bucket, %key, error = %e, "could not queue the copies a write still owes");
             }
         });
-        if !acked {
-            return Err(ReplicationError::NoQuorum { reached, needed: need, version: rec.version, summary, unsure });
-        }
-        Ok(rec)
     }
+}
+
+/// Streams the client's bytes to every push and (with `stage`) into a
+/// staged local copy, checking them against the client's promises.
+async fn pump<S, E>(
+    spec: &PutSpec,
+    mut chunks: S,
+    pushes: &mut [Push],
+    stage: Option<Arc<Objects>>,
+    timeout: std::time::Duration,
+) -> Result<Pumped, ReplicationError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
+    E: Display,
+{
+    let (ltx, lrx) = mpsc::channel::<Result<Bytes, String>>(PUSH_DEPTH);
+    let local = stage.is_some();
+    let limit = spec.size;
+    let send = async {
+        let mut hasher = (!local).then(Sha256::new);
+        let mut size = 0u64;
+        while let Some(item) = chunks.next().await {
+            let c = match item {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = ltx.send(Err(e.to_string())).await;
+                    return Err(ReplicationError::Aborted(format!("the upload was cut off: {e}")));
+                }
+            };
+            if c.is_empty() {
+                continue;
+            }
+            size += c.len() as u64;
+            if limit.is_some_and(|l| size > l) {
+                return Err(ReplicationError::Invalid(format!("size: more than the promised {} bytes arrived", limit.unwrap_or(0))));
+            }
+            let sends = pushes.iter_mut().filter(|p| p.tx.is_some()).map(|p| {
+                let tx = p.tx.clone().expect("open");
+                let frame = wire::data_frame(c.clone());
+                async move { (p, tokio::time::timeout(timeout, tx.send(frame)).await) }
+            });
+            for (p, r) in futures::future::join_all(sends).await {
+                match r {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => p.tx = None, // it answered already; its task says how
+                    Err(_) => {
+                        p.tx = None;
+                        p.stalled = true;
+                    }
+                }
+            }
+            match &mut hasher {
+                Some(h) => h.update(&c),
+                None => {
+                    if ltx.send(Ok(c)).await.is_err() {
+                        break; // the local write failed; it says why
+                    }
+                }
+            }
+        }
+        drop(ltx);
+        Ok((size, hasher.map(|h| Digest(h.finalize().into()))))
+    };
+    let staging = async {
+        match &stage {
+            Some(objects) => Some(objects.stage(spec, ReceiverStream::new(lrx)).await),
+            None => None,
+        }
+    };
+    let (sent, staged) = tokio::join!(send, staging);
+    let (size, hashed) = sent?;
+    match staged {
+        Some(st) => {
+            let st = st?;
+            Ok(Pumped { digest: st.digest, size: st.size, staged: Some(st) })
+        }
+        None => {
+            let digest = hashed.expect("hashed when not stored here");
+            spec.check_promises(digest, size).map_err(ObjectError::from)?;
+            Ok(Pumped { digest, size, staged: None })
+        }
+    }
+}
+
+/// Waits until `need` targets recorded the version (or every outcome is
+/// in); the failures join `failed`.
+async fn settle(outcomes: &mut FuturesUnordered<Outcome>, need: usize, failed: &mut Vec<(u64, Failure)>) -> Vec<u64> {
+    let mut durable = Vec::new();
+    while durable.len() < need
+        && let Some((node, r)) = outcomes.next().await
+    {
+        match r {
+            Ok(()) => durable.push(node),
+            Err(e) => failed.push((node, e)),
+        }
+    }
+    durable
 }

@@ -112,9 +112,10 @@ pub fn service(e: ServiceError) -> Status {
 
 pub fn cluster(e: ClusterError) -> Status {
     let c = match &e {
-        ClusterError::NoQuorum { .. } | ClusterError::NotLeader { .. } | ClusterError::Unreachable { .. } | ClusterError::Unavailable(_) => {
-            Code::Unavailable
-        }
+        ClusterError::NoQuorum { .. }
+        | ClusterError::NotLeader { .. }
+        | ClusterError::Unreachable { .. }
+        | ClusterError::Unavailable(_) => Code::Unavailable,
         // This node's secret was refused by the cluster's: the caller may
         // not make it join.
         ClusterError::Unauthenticated(_) => Code::PermissionDenied,

@@ -9,11 +9,7 @@ use super::{GetStream, Limits, object_info, pb, validate};
 use crate::service::ObjectService;
 use crate::store::Range;
 
-pub async fn handle_get(
-    service: &dyn ObjectService,
-    limits: &Limits,
-    req: pb::GetRequest,
-) -> Result<GetStream, ApiError> {
+pub async fn handle_get(service: &dyn ObjectService, limits: &Limits, req: pb::GetRequest) -> Result<GetStream, ApiError> {
     let bucket = validate::bucket(&req.bucket)?;
     validate::key(&req.key, limits.max_key_length)?;
     let range = Range { offset: req.offset, len: (req.length > 0).then_some(req.length) };
@@ -43,17 +39,10 @@ pub async fn handle_get(
     Ok(Box::pin(futures::stream::once(async { Ok(head) }).chain(body)))
 }
 
-pub async fn handle_stat(
-    service: &dyn ObjectService,
-    limits: &Limits,
-    req: pb::StatRequest,
-) -> Result<pb::ObjectInfo, ApiError> {
+pub async fn handle_stat(service: &dyn ObjectService, limits: &Limits, req: pb::StatRequest) -> Result<pb::ObjectInfo, ApiError> {
     let bucket = validate::bucket(&req.bucket)?;
     validate::key(&req.key, limits.max_key_length)?;
     let (rec, replicas) = service.stat(&bucket, &req.key, validate::version(&req.version)).await?;
-    let replicas = replicas
-        .into_iter()
-        .map(|r| pb::ReplicaInfo { node_id: r.node, address: r.address, state: r.state.into() })
-        .collect();
+    let replicas = replicas.into_iter().map(|r| pb::ReplicaInfo { node_id: r.node, address: r.address, state: r.state.into() }).collect();
     Ok(pb::ObjectInfo { replicas, ..object_info(&rec) })
 }

@@ -1,6 +1,5 @@
 //! Search indexes: create, list, drop.
 
-
 use super::error::{ApiError, invalid};
 use super::{pb, validate};
 use crate::config::IndexingMode;
@@ -42,7 +41,9 @@ fn index_name(name: &str) -> Result<(), ApiError> {
 pub async fn handle_create(objects: &Objects, plugins: &Plugins, req: pb::CreateIndexRequest) -> Result<pb::IndexInfo, ApiError> {
     let meta = objects.meta();
     if meta.indexing() == IndexingMode::Disabled {
-        return Err(ApiError::Status(tonic::Status::failed_precondition("indexes are disabled on this server (metadata.indexing_mode = \"disabled\")")));
+        return Err(ApiError::Status(tonic::Status::failed_precondition(
+            "indexes are disabled on this server (metadata.indexing_mode = \"disabled\")",
+        )));
     }
     let bucket = validate::bucket(&req.bucket)?;
     index_name(&req.name)?;

@@ -110,9 +110,7 @@ impl pb::strata_server::Strata for Api {
     }
 
     async fn put_many(&self, req: Request<Streaming<pb::PutManyRequest>>) -> Result<Response<pb::PutManyResponse>, Status> {
-        self.timed("put_many", put::handle_put_many(&*self.service, &self.objects, &self.limits, req.into_inner()))
-            .await
-            .map(Response::new)
+        self.timed("put_many", put::handle_put_many(&*self.service, &self.objects, &self.limits, req.into_inner())).await.map(Response::new)
     }
 
     type GetStream = GetStream;
@@ -122,21 +120,15 @@ impl pb::strata_server::Strata for Api {
     }
 
     async fn stat(&self, req: Request<pb::StatRequest>) -> Result<Response<pb::ObjectInfo>, Status> {
-        self.timed("stat", get::handle_stat(&*self.service, &self.limits, req.into_inner()))
-            .await
-            .map(Response::new)
+        self.timed("stat", get::handle_stat(&*self.service, &self.limits, req.into_inner())).await.map(Response::new)
     }
 
     async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
-        self.timed("delete", delete::handle_delete(&*self.service, &self.limits, req.into_inner()))
-            .await
-            .map(Response::new)
+        self.timed("delete", delete::handle_delete(&*self.service, &self.limits, req.into_inner())).await.map(Response::new)
     }
 
     async fn delete_many(&self, req: Request<pb::DeleteManyRequest>) -> Result<Response<pb::DeleteManyResponse>, Status> {
-        self.timed("delete_many", delete::handle_delete_many(&*self.service, &self.limits, req.into_inner()))
-            .await
-            .map(Response::new)
+        self.timed("delete_many", delete::handle_delete_many(&*self.service, &self.limits, req.into_inner())).await.map(Response::new)
     }
 
     async fn list(&self, req: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
@@ -148,9 +140,7 @@ impl pb::strata_server::Strata for Api {
     }
 
     async fn create_bucket(&self, req: Request<pb::CreateBucketRequest>) -> Result<Response<pb::Bucket>, Status> {
-        self.timed("create_bucket", bucket::handle_create(&*self.service, req.into_inner()))
-            .await
-            .map(Response::new)
+        self.timed("create_bucket", bucket::handle_create(&*self.service, req.into_inner())).await.map(Response::new)
     }
 
     async fn list_buckets(&self, _req: Request<pb::ListBucketsRequest>) -> Result<Response<pb::ListBucketsResponse>, Status> {
@@ -262,9 +252,7 @@ impl pb::strata_server::Strata for Api {
 
     async fn set_replication(&self, req: Request<pb::SetReplicationRequest>) -> Result<Response<pb::ReplicationPolicy>, Status> {
         let r = self.cluster()?;
-        self.timed("set_replication", cluster::handle_set_replication(r, req.into_inner()))
-            .await
-            .map(Response::new)
+        self.timed("set_replication", cluster::handle_set_replication(r, req.into_inner())).await.map(Response::new)
     }
 
     async fn get_replication(&self, req: Request<pb::GetReplicationRequest>) -> Result<Response<pb::ReplicationPolicy>, Status> {

@@ -1,8 +1,7 @@
 //! Plugins: the list with call figures, and a placement dry run.
 
-
-use super::error::invalid;
 use super::error::ApiError;
+use super::error::invalid;
 use super::pb;
 use crate::plugin::{Consistency, Health, NodeInfo, ObjectInfo, Plugins, ReplicationPolicy, Topology};
 

@@ -62,11 +62,7 @@ fn cursor(raw: &str) -> Result<Option<Position>, ApiError> {
     serde_json::from_slice(&bytes).map(Some).map_err(|_| invalid("cursor: not one this server gave out"))
 }
 
-pub async fn handle_search(
-    service: &dyn ObjectService,
-    limits: &Limits,
-    req: pb::SearchRequest,
-) -> Result<pb::SearchResponse, ApiError> {
+pub async fn handle_search(service: &dyn ObjectService, limits: &Limits, req: pb::SearchRequest) -> Result<pb::SearchResponse, ApiError> {
     let bucket = validate::bucket(&req.bucket)?;
     let req_no_index = req.no_index;
     let filter = match req.filter {

@@ -1,6 +1,5 @@
 //! Stats: totals from the metadata store, live figures from the metrics.
 
-
 use super::error::ApiError;
 use super::pb;
 use crate::objects::Objects;

@@ -7,7 +7,7 @@ mod bench_plugins;
 mod bench_replication;
 mod bench_search;
 mod client;
-mod lock;
+mod cmd;
 mod output;
 
 use std::path::PathBuf;

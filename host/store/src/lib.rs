@@ -17,8 +17,8 @@
 //! - [`writer`], [`reader`]: streaming in and out, verifying on the way out.
 //! - [`local`]: paths, the directory lock, publishing, quarantine, scans.
 
-pub mod format;
 pub mod failpoints;
+pub mod format;
 pub mod local;
 pub mod reader;
 pub mod writer;

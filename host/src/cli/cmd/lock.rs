@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use tonic::Code;
 
-use super::LockCmd;
-use super::client::{Client, status};
 use crate::api::pb;
+use crate::cli::LockCmd;
+use crate::cli::client::{Client, status};
 
 /// Unique per acquisition, so a retried acquire is recognised as ours.
 fn holder() -> String {

@@ -1,0 +1,10 @@
+//! The client commands: each file runs one group of them on a connected client.
+
+pub mod bucket;
+pub mod cluster;
+pub mod index;
+pub mod lock;
+pub mod objects;
+pub mod plugin;
+pub mod search;
+pub mod server;
