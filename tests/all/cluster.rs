@@ -203,6 +203,13 @@ async fn a_server_without_cluster_config_says_so() {
     assert!(err.message().contains("[cluster]"), "{}", err.message());
     let err = c.lock_acquire(pb::LockAcquireRequest { name: "x".into(), ttl_ms: 1000, ..Default::default() }).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
+    // A bucket policy needs a cluster, whatever the policy says.
+    for consistency in ["", "weird"] {
+        let policy = pb::ReplicationPolicy { replicas: 2, consistency: consistency.into(), ..Default::default() };
+        let err = c.create_bucket(pb::CreateBucketRequest { name: "pics".into(), policy: Some(policy) }).await.unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+        assert!(err.message().contains("needs a cluster"), "{}", err.message());
+    }
 }
 
 /// Forms `n` nodes, checks that all agree, kills the leader, times the
@@ -546,6 +553,12 @@ async fn bad_joins_and_removals_get_clear_errors_and_leave_the_cluster_unharmed(
     let out = net.nodes[i].cli(&["cluster", "join", "127.0.0.1:1"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("127.0.0.1:1") && err.contains("Unavailable"), "{err}");
+
+    // A server that is no cluster node does not serve the peer service.
+    let single = TestServer::start("");
+    let out = net.nodes[i].cli(&["cluster", "join", &single.addr().to_string()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("is it a cluster node") && err.contains("FailedPrecondition"), "{err}");
 
     // The last voter cannot be removed, nor leave.
     let out = net.nodes[0].cli(&["cluster", "remove", &a.to_string()]);

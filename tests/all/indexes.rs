@@ -250,6 +250,11 @@ async fn disabled_indexing_and_search_are_refused_clearly() {
     let err = c.search(pb::SearchRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(err.message().contains("enable_search = false"), "{}", err.message());
+    // Switched off is said first, whatever else is wrong with the request.
+    let err = c.search(pb::SearchRequest { bucket: "BAD".into(), ..Default::default() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    let err = create(&mut c, "bad name!", &[], "nope").await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     let out = s.cli(&["search", "size > 1"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("search is disabled"));

@@ -249,7 +249,11 @@ pub fn from_status(addr: &str, s: Status) -> ClusterError {
         tonic::Code::NotFound => ClusterError::NotFound(msg),
         tonic::Code::DeadlineExceeded => ClusterError::TimedOut(msg),
         tonic::Code::InvalidArgument => ClusterError::Invalid(msg),
-        _ => ClusterError::Internal(format!("{addr} answered: {msg}")),
+        tonic::Code::PermissionDenied => ClusterError::Unauthenticated(msg),
+        tonic::Code::Unimplemented => ClusterError::Refused(format!("{addr} does not serve the peer service: is it a cluster node?")),
+        tonic::Code::Internal | tonic::Code::DataLoss => ClusterError::Internal(format!("{addr} answered: {msg}")),
+        // Out of space, aborted, out of range: the peer could not do it now.
+        _ => ClusterError::Unavailable(format!("{addr} answered: {msg}")),
     }
 }
 

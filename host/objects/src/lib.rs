@@ -1,9 +1,9 @@
 //! Objects: the blob store and the metadata store working as one.
 //!
-//! This is the layer the API calls. A put streams into a staged blob on a
-//! blocking thread, then joins the [`commit`] queue, where puts are
-//! published and recorded in batches (one sync and one transaction for
-//! many). A get looks up the version and streams the verified blob. GC and
+//! The object service (`strata-service`) calls it on every node. A put
+//! streams into a staged blob on a blocking thread, then joins the
+//! [`commit`] queue, where puts are published and recorded in batches (one
+//! sync and one transaction for many). A get looks up the version and streams the verified blob. GC and
 //! scrub run beside them ([`upkeep`]).
 
 mod blob_cache;

@@ -216,7 +216,8 @@ pub struct PolicySpec {
     pub replicas: u32,
     pub min_replicas: u32,
     pub params: std::collections::BTreeMap<String, String>,
-    pub consistency: Option<ConsistencyLevel>,
+    /// `strong`, `eventual`, or empty for the default.
+    pub consistency: String,
 }
 
 /// The policy to store for a request: unset fields take the defaults;
@@ -234,5 +235,11 @@ pub fn resolve(plugins: &Plugins, d: &ReplicationConfig, p: PolicySpec) -> Resul
     if min_replicas > replicas {
         return Err(ReplicationError::Invalid("policy.min_replicas: at most replicas".into()));
     }
-    Ok(BucketPolicy { strategy, selector, replicas, min_replicas, params: p.params, consistency: p.consistency })
+    let consistency = match p.consistency.as_str() {
+        "" => None,
+        "strong" => Some(ConsistencyLevel::Strong),
+        "eventual" => Some(ConsistencyLevel::Eventual),
+        other => return Err(ReplicationError::Invalid(format!("policy.consistency: {other:?} is neither strong nor eventual"))),
+    };
+    Ok(BucketPolicy { strategy, selector, replicas, min_replicas, params: p.params, consistency })
 }

@@ -247,7 +247,7 @@ pub fn to_status(e: impl Into<ReplicationError>) -> Status {
         Kind::Denied => C::PermissionDenied,
         Kind::Internal => {
             tracing::error!(error = %e, "internal error answering a peer");
-            C::Internal
+            return Status::internal("internal error; the server log has the details");
         }
     };
     Status::new(code, e.to_string())

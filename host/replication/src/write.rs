@@ -256,8 +256,10 @@ impl Replicator {
             let r = match r {
                 // Committed here: a failure to queue the owed copies is
                 // not a refusal of the write.
-                Ok(rec) => this.enqueue_on(me, &rec.bucket, &rec.key, &rec.version, &owed).await.map_err(|e| (e.to_string(), false)),
-                Err(e) => Err((e.to_string(), true)),
+                Ok(rec) => {
+                    this.enqueue_on(me, &rec.bucket, &rec.key, &rec.version, &owed).await.map_err(|e| (local_failure(e.kind(), &e), false))
+                }
+                Err(e) => Err((local_failure(e.kind(), &e), true)),
             };
             (me, r)
         })
@@ -396,4 +398,15 @@ async fn settle(outcomes: &mut FuturesUnordered<Outcome>, need: usize, failed: &
         }
     }
     durable
+}
+
+/// How this node's own failure reads in the client's summary: an internal
+/// fault (with its paths and OS errors) stays in this node's log.
+fn local_failure(kind: strata_objects::Kind, e: &dyn Display) -> String {
+    if kind == strata_objects::Kind::Internal {
+        tracing::error!(error = %e, "committing a replicated write here failed");
+        "internal error; this node's log has the details".into()
+    } else {
+        e.to_string()
+    }
 }

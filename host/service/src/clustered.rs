@@ -1,15 +1,15 @@
 //! The object service of a cluster node: writes, reads and deletes go
 //! through the replicator to the nodes each key's policy names. Listing,
-//! versions and search still answer from this node's stores (the
+//! versions, search and indexes still answer from this node's stores (the
 //! cluster-wide namespace is the next step).
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{Body, Chunks, Local, ObjectService, ReplicaInfo, ServiceError};
+use super::{Body, Chunks, Feature, Indexes, Local, ObjectService, ReplicaInfo, ServiceError};
 use strata_cluster::types::Cmd;
-use strata_meta::{Bucket, Deleted, ObjectRecord};
+use strata_meta::{Bucket, Deleted, IndexDef, ObjectRecord};
 use strata_objects::PutSpec;
 use strata_replication::{PolicySpec, Replicator, plan};
 use strata_search::run::{Found, Search};
@@ -28,6 +28,10 @@ impl Clustered {
 
 #[async_trait::async_trait]
 impl ObjectService for Clustered {
+    fn offered(&self, feature: Feature) -> Result<(), ServiceError> {
+        self.local.offered(feature)
+    }
+
     async fn put(&self, spec: PutSpec, body: Body<'_>) -> Result<ObjectRecord, ServiceError> {
         Ok(self.replicator.put(spec, body).await?)
     }
@@ -86,5 +90,17 @@ impl ObjectService for Clustered {
 
     async fn delete_bucket(&self, name: &str) -> Result<(), ServiceError> {
         self.local.delete_bucket(name).await
+    }
+
+    async fn create_index(&self, bucket: &str, name: &str, fields: &[String], kind: &str) -> Result<(IndexDef, i64), ServiceError> {
+        self.local.create_index(bucket, name, fields, kind).await
+    }
+
+    async fn list_indexes(&self, bucket: Option<&str>) -> Result<Indexes, ServiceError> {
+        self.local.list_indexes(bucket).await
+    }
+
+    async fn drop_index(&self, bucket: &str, name: &str) -> Result<(), ServiceError> {
+        self.local.drop_index(bucket, name).await
     }
 }

@@ -17,6 +17,9 @@ pub enum ServiceError {
     /// or not yet on a cluster; the message says what to do instead.
     #[error("{0}")]
     Unsupported(String),
+    /// A request the service cannot carry out as given.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl From<MetaError> for ServiceError {

@@ -19,7 +19,7 @@ pub use clustered::Clustered;
 pub use error::ServiceError;
 pub use local::Local;
 
-use strata_meta::{Bucket, Deleted, ObjectRecord};
+use strata_meta::{Bucket, Deleted, IndexDef, ObjectRecord};
 use strata_objects::{ObjectError, PutSpec};
 use strata_replication::PolicySpec;
 pub use strata_replication::read::ReplicaInfo;
@@ -33,8 +33,22 @@ pub type Body<'a> = BoxStream<'a, Result<Bytes, String>>;
 /// A get's bytes, verified as they are read; an error ends the stream.
 pub type Chunks = mpsc::Receiver<Result<Bytes, ObjectError>>;
 
+/// What a server may have switched off in its config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feature {
+    /// `metadata.enable_search`.
+    Search,
+    /// `metadata.indexing_mode` other than `disabled`.
+    Indexes,
+}
+
 #[async_trait::async_trait]
 pub trait ObjectService: Send + Sync {
+    /// Refuses a feature this server has switched off. Front ends ask first,
+    /// so such a request is refused before its contents are examined; the
+    /// calls that need the feature check again.
+    fn offered(&self, feature: Feature) -> Result<(), ServiceError>;
+
     /// Stores an object. Nothing is visible unless the whole body arrived
     /// and matched its promises (size, digest).
     async fn put(&self, spec: PutSpec, body: Body<'_>) -> Result<ObjectRecord, ServiceError>;
@@ -80,6 +94,24 @@ pub trait ObjectService: Send + Sync {
 
     /// Deletes an empty bucket.
     async fn delete_bucket(&self, name: &str) -> Result<(), ServiceError>;
+
+    /// Makes an index of `kind` (an index-type plugin) over `fields` (in
+    /// their canonical spelling) and starts building it; answers it with
+    /// the log's head.
+    async fn create_index(&self, bucket: &str, name: &str, fields: &[String], kind: &str) -> Result<(IndexDef, i64), ServiceError>;
+
+    /// The indexes (of one bucket, or all), with where the log is now.
+    async fn list_indexes(&self, bucket: Option<&str>) -> Result<Indexes, ServiceError>;
+
+    async fn drop_index(&self, bucket: &str, name: &str) -> Result<(), ServiceError>;
+}
+
+/// Index definitions and the metadata log's head, which says how far
+/// behind each index is.
+#[derive(Debug, Clone)]
+pub struct Indexes {
+    pub defs: Vec<IndexDef>,
+    pub head: i64,
 }
 
 /// The service a node runs: on a cluster node when it has a replicator.

@@ -4,11 +4,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{Body, Chunks, ObjectService, ReplicaInfo, ServiceError};
-use strata_meta::{Bucket, Deleted, ObjectRecord};
+use super::{Body, Chunks, Feature, Indexes, ObjectService, ReplicaInfo, ServiceError};
+use strata_config::IndexingMode;
+use strata_meta::{Bucket, Deleted, IndexDef, ObjectRecord};
 use strata_objects::{Objects, PutSpec};
-use strata_plugin::Plugins;
+use strata_plugin::{Kind, PluginError, Plugins};
 use strata_replication::PolicySpec;
+use strata_search::index::check_fields;
 use strata_search::run::{self, Found, Search};
 use strata_store::Range;
 
@@ -21,6 +23,18 @@ pub struct Local {
 
 #[async_trait::async_trait]
 impl ObjectService for Local {
+    fn offered(&self, feature: Feature) -> Result<(), ServiceError> {
+        match feature {
+            Feature::Search if !self.search => {
+                Err(ServiceError::Unsupported("search is disabled on this server (metadata.enable_search = false)".into()))
+            }
+            Feature::Indexes if self.objects.meta().indexing() == IndexingMode::Disabled => {
+                Err(ServiceError::Unsupported("indexes are disabled on this server (metadata.indexing_mode = \"disabled\")".into()))
+            }
+            _ => Ok(()),
+        }
+    }
+
     async fn put(&self, spec: PutSpec, body: Body<'_>) -> Result<ObjectRecord, ServiceError> {
         Ok(self.objects.put(spec, body).await?)
     }
@@ -54,9 +68,7 @@ impl ObjectService for Local {
     }
 
     async fn search(&self, search: &Search, indexes: bool) -> Result<Found, ServiceError> {
-        if !self.search {
-            return Err(ServiceError::Unsupported("search is disabled on this server (metadata.enable_search = false)".into()));
-        }
+        self.offered(Feature::Search)?;
         Ok(run::run(self.objects.meta(), indexes.then_some(&*self.plugins), search).await?)
     }
 
@@ -73,5 +85,34 @@ impl ObjectService for Local {
 
     async fn delete_bucket(&self, name: &str) -> Result<(), ServiceError> {
         Ok(self.objects.meta().delete_bucket(name).await?)
+    }
+
+    async fn create_index(&self, bucket: &str, name: &str, fields: &[String], kind: &str) -> Result<(IndexDef, i64), ServiceError> {
+        self.offered(Feature::Indexes)?;
+        let meta = self.objects.meta();
+        match self.plugins.index(kind) {
+            Ok(_) => {}
+            Err(PluginError::NotFound { .. }) => {
+                let known: Vec<String> =
+                    self.plugins.list().into_iter().filter(|(i, _)| i.kind == Kind::IndexType).map(|(i, _)| i.name).collect();
+                return Err(ServiceError::Invalid(format!("type: no index-type plugin {kind:?}; loaded ones are {}", known.join(", "))));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        check_fields(&self.plugins, kind, fields.len())
+            .map_err(|e| ServiceError::Invalid(format!("type {kind} cannot index {} field(s): {e}", fields.len())))?;
+        let def = meta.create_index(bucket, name, fields, kind).await?;
+        Ok((def, meta.head().await?))
+    }
+
+    async fn list_indexes(&self, bucket: Option<&str>) -> Result<Indexes, ServiceError> {
+        let meta = self.objects.meta();
+        let head = meta.head().await?;
+        let defs = meta.list_indexes().await?.into_iter().filter(|d| bucket.is_none_or(|b| b == d.bucket)).collect();
+        Ok(Indexes { defs, head })
+    }
+
+    async fn drop_index(&self, bucket: &str, name: &str) -> Result<(), ServiceError> {
+        Ok(self.objects.meta().drop_index(bucket, name).await?)
     }
 }

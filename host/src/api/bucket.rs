@@ -11,7 +11,7 @@ fn bucket_pb(b: Bucket) -> pb::Bucket {
 
 pub async fn handle_create(service: &dyn ObjectService, req: pb::CreateBucketRequest) -> Result<pb::Bucket, ApiError> {
     validate::bucket_name(&req.name)?;
-    let policy = req.policy.map(cluster::policy_spec).transpose()?;
+    let policy = req.policy.map(cluster::policy_spec);
     Ok(bucket_pb(service.create_bucket(&req.name, policy).await?))
 }
 

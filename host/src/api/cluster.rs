@@ -91,28 +91,23 @@ pub fn placement_nodes(c: &Cluster) -> Vec<pb::Node> {
         .collect()
 }
 
-/// A policy as a request gives it (unset fields take the defaults).
-pub fn policy_spec(p: pb::ReplicationPolicy) -> Result<PolicySpec, ApiError> {
-    let consistency = match p.consistency.as_str() {
-        "" => None,
-        "strong" => Some(Consistency::Strong),
-        "eventual" => Some(Consistency::Eventual),
-        other => return Err(invalid(format!("policy.consistency: {other:?} is neither strong nor eventual"))),
-    };
-    Ok(PolicySpec {
+/// A policy as a request gives it (unset fields take the defaults; the
+/// replicator checks it).
+pub fn policy_spec(p: pb::ReplicationPolicy) -> PolicySpec {
+    PolicySpec {
         strategy: p.strategy,
         selector: p.selector,
         replicas: p.replicas,
         min_replicas: p.min_replicas,
         params: p.params.into_iter().collect(),
-        consistency,
-    })
+        consistency: p.consistency,
+    }
 }
 
 pub async fn handle_set_replication(r: &Replicator, req: pb::SetReplicationRequest) -> Result<pb::ReplicationPolicy, ApiError> {
     validate::bucket_name(&req.bucket)?;
     let p = req.policy.ok_or_else(|| invalid("policy: give strategy, selector and replicas"))?;
-    let policy = plan::resolve(&r.plugins, &r.config, policy_spec(p)?)?;
+    let policy = plan::resolve(&r.plugins, &r.config, policy_spec(p))?;
     r.cluster.write(crate::cluster::types::Cmd::SetBucketPolicy { bucket: req.bucket, policy: policy.clone() }).await?;
     Ok(policy_pb(policy))
 }

@@ -107,6 +107,7 @@ pub fn service(e: ServiceError) -> Status {
         ServiceError::Replication(e) => replication(e),
         ServiceError::Plugin(e) => plugin(e),
         ServiceError::Unsupported(m) => Status::failed_precondition(m),
+        ServiceError::Invalid(m) => Status::invalid_argument(m),
     }
 }
 

@@ -2,12 +2,9 @@
 
 use super::error::{ApiError, invalid};
 use super::{pb, validate};
-use crate::config::IndexingMode;
 use crate::meta::IndexDef;
-use crate::objects::Objects;
-use crate::plugin::{Kind, PluginError, Plugins};
 use crate::search::Field;
-use crate::search::index::check_fields;
+use crate::service::{Feature, ObjectService};
 
 /// Most fields one index may cover.
 const MAX_FIELDS: usize = 8;
@@ -38,13 +35,8 @@ fn index_name(name: &str) -> Result<(), ApiError> {
     if ok { Ok(()) } else { Err(invalid(format!("invalid index name {name:?}: use 1 to 64 letters, digits, '-', '_' or '.'"))) }
 }
 
-pub async fn handle_create(objects: &Objects, plugins: &Plugins, req: pb::CreateIndexRequest) -> Result<pb::IndexInfo, ApiError> {
-    let meta = objects.meta();
-    if meta.indexing() == IndexingMode::Disabled {
-        return Err(ApiError::Status(tonic::Status::failed_precondition(
-            "indexes are disabled on this server (metadata.indexing_mode = \"disabled\")",
-        )));
-    }
+pub async fn handle_create(service: &dyn ObjectService, req: pb::CreateIndexRequest) -> Result<pb::IndexInfo, ApiError> {
+    service.offered(Feature::Indexes)?;
     let bucket = validate::bucket(&req.bucket)?;
     index_name(&req.name)?;
     if req.fields.is_empty() || req.fields.len() > MAX_FIELDS {
@@ -62,33 +54,19 @@ pub async fn handle_create(objects: &Objects, plugins: &Plugins, req: pb::Create
         }
         fields.push(canonical);
     }
-    match plugins.index(&req.r#type) {
-        Ok(_) => {}
-        Err(PluginError::NotFound { .. }) => {
-            let known: Vec<String> = plugins.list().into_iter().filter(|(i, _)| i.kind == Kind::IndexType).map(|(i, _)| i.name).collect();
-            return Err(invalid(format!("type: no index-type plugin {:?}; loaded ones are {}", req.r#type, known.join(", "))));
-        }
-        Err(e) => return Err(e.into()),
-    }
-    check_fields(plugins, &req.r#type, fields.len())
-        .map_err(|e| invalid(format!("type {} cannot index {} field(s): {e}", req.r#type, fields.len())))?;
-    let def = meta.create_index(&bucket, &req.name, &fields, &req.r#type).await?;
-    let head = meta.head().await?;
+    let (def, head) = service.create_index(&bucket, &req.name, &fields, &req.r#type).await?;
     Ok(info(&def, head))
 }
 
-pub async fn handle_list(objects: &Objects, req: pb::ListIndexesRequest) -> Result<pb::ListIndexesResponse, ApiError> {
-    let meta = objects.meta();
+pub async fn handle_list(service: &dyn ObjectService, req: pb::ListIndexesRequest) -> Result<pb::ListIndexesResponse, ApiError> {
     let bucket = if req.bucket.is_empty() { None } else { Some(validate::bucket(&req.bucket)?) };
-    let head = meta.head().await?;
-    let indexes =
-        meta.list_indexes().await?.iter().filter(|d| bucket.as_ref().is_none_or(|b| *b == d.bucket)).map(|d| info(d, head)).collect();
-    Ok(pb::ListIndexesResponse { indexes })
+    let found = service.list_indexes(bucket.as_deref()).await?;
+    Ok(pb::ListIndexesResponse { indexes: found.defs.iter().map(|d| info(d, found.head)).collect() })
 }
 
-pub async fn handle_drop(objects: &Objects, req: pb::DropIndexRequest) -> Result<pb::DropIndexResponse, ApiError> {
+pub async fn handle_drop(service: &dyn ObjectService, req: pb::DropIndexRequest) -> Result<pb::DropIndexResponse, ApiError> {
     let bucket = validate::bucket(&req.bucket)?;
     index_name(&req.name)?;
-    objects.meta().drop_index(&bucket, &req.name).await?;
+    service.drop_index(&bucket, &req.name).await?;
     Ok(pb::DropIndexResponse {})
 }

@@ -27,7 +27,7 @@ use crate::meta::ObjectRecord;
 use crate::objects::Objects;
 use crate::plugin::Plugins;
 use crate::replication::Replicator;
-use crate::service::ObjectService;
+use crate::service::{Feature, ObjectService};
 use error::ApiError;
 
 /// Generated protobuf types and gRPC stubs.
@@ -167,6 +167,7 @@ impl pb::strata_server::Strata for Api {
     }
 
     async fn search(&self, req: Request<pb::SearchRequest>) -> Result<Response<pb::SearchResponse>, Status> {
+        self.service.offered(Feature::Search).map_err(error::service)?;
         self.timed("search", search::handle_search(&*self.service, &self.limits, req.into_inner())).await.map(Response::new)
     }
 
@@ -281,15 +282,15 @@ impl pb::strata_server::Strata for Api {
     }
 
     async fn create_index(&self, req: Request<pb::CreateIndexRequest>) -> Result<Response<pb::IndexInfo>, Status> {
-        self.timed("create_index", index::handle_create(&self.objects, &self.plugins, req.into_inner())).await.map(Response::new)
+        self.timed("create_index", index::handle_create(&*self.service, req.into_inner())).await.map(Response::new)
     }
 
     async fn list_indexes(&self, req: Request<pb::ListIndexesRequest>) -> Result<Response<pb::ListIndexesResponse>, Status> {
-        self.timed("list_indexes", index::handle_list(&self.objects, req.into_inner())).await.map(Response::new)
+        self.timed("list_indexes", index::handle_list(&*self.service, req.into_inner())).await.map(Response::new)
     }
 
     async fn drop_index(&self, req: Request<pb::DropIndexRequest>) -> Result<Response<pb::DropIndexResponse>, Status> {
-        self.timed("drop_index", index::handle_drop(&self.objects, req.into_inner())).await.map(Response::new)
+        self.timed("drop_index", index::handle_drop(&*self.service, req.into_inner())).await.map(Response::new)
     }
 
     async fn stats(&self, _req: Request<pb::StatsRequest>) -> Result<Response<pb::StatsResponse>, Status> {
