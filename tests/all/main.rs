@@ -15,6 +15,7 @@ mod fsck;
 mod full_disk;
 mod indexes;
 mod input;
+mod namespace;
 mod node_faults;
 mod objects;
 mod plugins;

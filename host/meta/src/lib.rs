@@ -45,7 +45,7 @@ use strata_store::Digest;
 pub type Attributes = Map<String, Value>;
 
 /// One version of one key, as stored.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ObjectRecord {
     pub bucket: String,
     pub key: String,
@@ -508,6 +508,13 @@ impl MetaStore {
             return Err(MetaError::NoSuchBucket { bucket: bucket.into() });
         }
         sql::list(&self.read, bucket, prefix, after, limit).await
+    }
+
+    /// Each key's newest version, delete markers included, in key order
+    /// (see [`sql::newest_after`]); a bucket this node never heard of has
+    /// none.
+    pub async fn newest_after(&self, bucket: &str, prefix: &str, after: Option<&str>, limit: u32) -> Result<Vec<ObjectRecord>, MetaError> {
+        sql::newest_after(&self.read, bucket, prefix, after, limit).await
     }
 
     /// Up to `limit` live objects of `bucket` in `sort` order after

@@ -298,6 +298,46 @@ pub async fn list(pool: &SqlitePool, bucket: &str, prefix: &str, after: Option<&
         .collect()
 }
 
+/// Each key's newest version (a delete marker included) under `prefix`,
+/// after `after`, in key order: what one node contributes to a
+/// cluster-wide listing, where another node's marker may hide this node's
+/// live version or the other way round.
+pub async fn newest_after(
+    pool: &SqlitePool,
+    bucket: &str,
+    prefix: &str,
+    after: Option<&str>,
+    limit: u32,
+) -> Result<Vec<ObjectRecord>, MetaError> {
+    let upper = format!("{prefix}\u{10FFFF}");
+    let lower = match after {
+        Some(a) if a >= prefix => a,
+        _ => prefix,
+    };
+    let rows = sqlx::query(
+        "SELECT v.id, v.bucket, v.key, v.version, v.stamp, v.digest, v.size, \
+         v.content_type, v.attributes, v.created_ms, v.modified_ms \
+         FROM (SELECT key, MAX(version) AS newest FROM versions \
+               WHERE bucket = ?1 AND key >= ?2 AND key < ?3 AND (?4 IS NULL OR key > ?4) \
+               GROUP BY key ORDER BY key LIMIT ?5) n \
+         JOIN versions v ON v.bucket = ?1 AND v.key = n.key AND v.version = n.newest \
+         ORDER BY v.key",
+    )
+    .bind(bucket)
+    .bind(lower)
+    .bind(&upper)
+    .bind(after)
+    .bind(limit as i64)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let id = r.try_get("id")?;
+            record(r, Some(id))
+        })
+        .collect()
+}
+
 pub async fn list_versions(pool: &SqlitePool, bucket: &str, key: &str) -> Result<Vec<ObjectRecord>, MetaError> {
     let mut conn = pool.acquire().await?;
     let rows = sqlx::query(

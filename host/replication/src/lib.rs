@@ -16,6 +16,7 @@
 pub mod delete;
 pub mod entropy;
 pub mod error;
+pub mod namespace;
 pub mod placement;
 pub mod plan;
 pub mod queue;

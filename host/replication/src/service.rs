@@ -10,7 +10,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Replicator;
-use super::wire::{self, Enqueue, Fetch, Found, Holding, Lookup, PushAck, Trailer, VersionHeader, to_status};
+use super::wire::{self, Enqueue, Fetch, Found, Holding, Lookup, PushAck, Query, Trailer, VersionHeader, to_status};
 use strata_cluster::network::pb;
 use strata_meta::{Condition, MetaError};
 use strata_objects::{ObjectError, PutSpec};
@@ -149,6 +149,15 @@ impl pb::replica_server::Replica for ReplicaService {
             return Err(Status::invalid_argument(format!("partition {p} is out of range")));
         }
         encode(&self.replicator.partition_names(p).await.map_err(to_status)?)
+    }
+
+    async fn query(&self, req: Request<pb::RaftBytes>) -> Result<Response<pb::RaftBytes>, Status> {
+        self.check(&req)?;
+        let q: Query = wire::decode(&req.into_inner().data).map_err(to_status)?;
+        let r = &self.replicator;
+        match q {
+            Query::List { .. } | Query::Versions { .. } => encode(&r.answer_records(&q).await.map_err(to_status)?),
+        }
     }
 
     async fn enqueue(&self, req: Request<pb::RaftBytes>) -> Result<Response<pb::RaftBytes>, Status> {

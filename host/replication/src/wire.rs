@@ -195,6 +195,16 @@ pub struct Enqueue {
     pub nodes: Vec<u64>,
 }
 
+/// A question whose cluster-wide answer is merged from every node's.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Query {
+    /// Each key's newest version here, delete markers included, in key
+    /// order: answers `Vec<ObjectRecord>`.
+    List { bucket: String, prefix: String, after: Option<String>, limit: u32 },
+    /// Every version of a key held here, newest first: `Vec<ObjectRecord>`.
+    Versions { bucket: String, key: String },
+}
+
 /// Data frames buffered per replica of a write in flight: with 1 MiB
 /// chunks, a few MiB per replica whatever the object's size.
 pub const PUSH_DEPTH: usize = 4;
@@ -298,6 +308,16 @@ pub async fn lookup(net: &Network, addr: &str, q: &Lookup, timeout: Duration) ->
     req.set_timeout(timeout);
     net.secret().attach(&mut req, addr);
     let r = c.lookup(req).await.map_err(|s| from_status(addr, s))?;
+    decode(&r.into_inner().data)
+}
+
+/// Asks a peer its part of a cluster-wide answer.
+pub async fn query<A: serde::de::DeserializeOwned>(net: &Network, addr: &str, q: &Query, timeout: Duration) -> Result<A, ReplicationError> {
+    let mut c = client(net, addr)?;
+    let mut req = Request::new(pb::RaftBytes { data: serde_json::to_vec(q).expect("serializable") });
+    req.set_timeout(timeout);
+    net.secret().attach(&mut req, addr);
+    let r = c.query(req).await.map_err(|s| from_status(addr, s))?;
     decode(&r.into_inner().data)
 }
 

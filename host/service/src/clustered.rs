@@ -1,13 +1,13 @@
 //! The object service of a cluster node: writes, reads and deletes go
-//! through the replicator to the nodes each key's policy names. Listing,
-//! versions, search and indexes still answer from this node's stores (the
-//! cluster-wide namespace is the next step).
+//! through the replicator to the nodes each key's policy names; listings,
+//! versions and bucket counts are merged from every node's answer
+//! (`strata_replication::namespace`).
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{Body, Chunks, Feature, Indexes, Local, ObjectService, ReplicaInfo, ServiceError};
+use super::{Body, Chunks, Feature, Indexes, Local, Merged, ObjectService, ReplicaInfo, ServiceError};
 use strata_cluster::types::Cmd;
 use strata_meta::{Bucket, Deleted, IndexDef, ObjectRecord};
 use strata_objects::PutSpec;
@@ -58,19 +58,19 @@ impl ObjectService for Clustered {
         Ok(self.replicator.delete(bucket, key, version).await?)
     }
 
-    async fn list(&self, bucket: &str, prefix: &str, after: Option<&str>, limit: u32) -> Result<Vec<ObjectRecord>, ServiceError> {
-        self.local.list(bucket, prefix, after, limit).await
+    async fn list(&self, bucket: &str, prefix: &str, after: Option<&str>, limit: u32) -> Result<Merged<Vec<ObjectRecord>>, ServiceError> {
+        Ok(self.replicator.list(bucket, prefix, after, limit).await?)
     }
 
-    async fn versions(&self, bucket: &str, key: &str) -> Result<Vec<ObjectRecord>, ServiceError> {
-        self.local.versions(bucket, key).await
+    async fn versions(&self, bucket: &str, key: &str) -> Result<Merged<Vec<ObjectRecord>>, ServiceError> {
+        Ok(self.replicator.versions(bucket, key).await?)
     }
 
     async fn restore(&self, _bucket: &str, _key: &str, _version: &str) -> Result<ObjectRecord, ServiceError> {
         Err(ServiceError::Unsupported("restore is not available on a cluster yet: get the old version and put it again".into()))
     }
 
-    async fn search(&self, search: &Search, indexes: bool) -> Result<Found, ServiceError> {
+    async fn search(&self, search: &Search, indexes: bool) -> Result<Merged<Found>, ServiceError> {
         self.local.search(search, indexes).await
     }
 
@@ -84,8 +84,20 @@ impl ObjectService for Clustered {
         self.local.create_bucket(name, None).await
     }
 
-    async fn list_buckets(&self) -> Result<Vec<Bucket>, ServiceError> {
-        self.local.list_buckets().await
+    /// Every bucket the cluster knows, each counted across the cluster.
+    async fn list_buckets(&self) -> Result<Merged<Vec<Bucket>>, ServiceError> {
+        let r = &self.replicator;
+        for name in r.cluster.state.state().await.buckets.keys() {
+            r.require_bucket(name).await?;
+        }
+        let mut buckets = self.local.list_buckets().await?.value;
+        let mut missing = std::collections::BTreeSet::new();
+        for b in &mut buckets {
+            let n = r.count(&b.name).await?;
+            b.object_count = n.value;
+            missing.extend(n.missing);
+        }
+        Ok(Merged { value: buckets, missing: missing.into_iter().collect() })
     }
 
     async fn delete_bucket(&self, name: &str) -> Result<(), ServiceError> {

@@ -22,6 +22,7 @@ pub use local::Local;
 use strata_meta::{Bucket, Deleted, IndexDef, ObjectRecord};
 use strata_objects::{ObjectError, PutSpec};
 use strata_replication::PolicySpec;
+pub use strata_replication::namespace::Merged;
 pub use strata_replication::read::ReplicaInfo;
 use strata_search::run::{Found, Search};
 use strata_store::Range;
@@ -75,22 +76,24 @@ pub trait ObjectService: Send + Sync {
         out
     }
 
-    /// Live keys under `prefix`, after `after`, in key order.
-    async fn list(&self, bucket: &str, prefix: &str, after: Option<&str>, limit: u32) -> Result<Vec<ObjectRecord>, ServiceError>;
+    /// Live keys under `prefix`, after `after`, in key order; on a cluster
+    /// each with its newest version on any node.
+    async fn list(&self, bucket: &str, prefix: &str, after: Option<&str>, limit: u32) -> Result<Merged<Vec<ObjectRecord>>, ServiceError>;
 
     /// Every version of a key, newest first.
-    async fn versions(&self, bucket: &str, key: &str) -> Result<Vec<ObjectRecord>, ServiceError>;
+    async fn versions(&self, bucket: &str, key: &str) -> Result<Merged<Vec<ObjectRecord>>, ServiceError>;
 
     /// Makes an old version the newest again.
     async fn restore(&self, bucket: &str, key: &str, version: &str) -> Result<ObjectRecord, ServiceError>;
 
     /// A page of the objects a filter matches; `indexes: false` scans.
-    async fn search(&self, search: &Search, indexes: bool) -> Result<Found, ServiceError>;
+    async fn search(&self, search: &Search, indexes: bool) -> Result<Merged<Found>, ServiceError>;
 
     /// Makes a bucket; on a cluster with its replication policy.
     async fn create_bucket(&self, name: &str, policy: Option<PolicySpec>) -> Result<Bucket, ServiceError>;
 
-    async fn list_buckets(&self) -> Result<Vec<Bucket>, ServiceError>;
+    /// Buckets with their live key counts.
+    async fn list_buckets(&self) -> Result<Merged<Vec<Bucket>>, ServiceError>;
 
     /// Deletes an empty bucket.
     async fn delete_bucket(&self, name: &str) -> Result<(), ServiceError>;

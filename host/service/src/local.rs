@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{Body, Chunks, Feature, Indexes, ObjectService, ReplicaInfo, ServiceError};
+use super::{Body, Chunks, Feature, Indexes, Merged, ObjectService, ReplicaInfo, ServiceError};
 use strata_config::IndexingMode;
 use strata_meta::{Bucket, Deleted, IndexDef, ObjectRecord};
 use strata_objects::{Objects, PutSpec};
@@ -55,21 +55,21 @@ impl ObjectService for Local {
         Ok(self.objects.delete(bucket, key, version).await?)
     }
 
-    async fn list(&self, bucket: &str, prefix: &str, after: Option<&str>, limit: u32) -> Result<Vec<ObjectRecord>, ServiceError> {
-        Ok(self.objects.meta().list(bucket, prefix, after, limit).await?)
+    async fn list(&self, bucket: &str, prefix: &str, after: Option<&str>, limit: u32) -> Result<Merged<Vec<ObjectRecord>>, ServiceError> {
+        Ok(Merged::whole(self.objects.meta().list(bucket, prefix, after, limit).await?))
     }
 
-    async fn versions(&self, bucket: &str, key: &str) -> Result<Vec<ObjectRecord>, ServiceError> {
-        Ok(self.objects.meta().list_versions(bucket, key).await?)
+    async fn versions(&self, bucket: &str, key: &str) -> Result<Merged<Vec<ObjectRecord>>, ServiceError> {
+        Ok(Merged::whole(self.objects.meta().list_versions(bucket, key).await?))
     }
 
     async fn restore(&self, bucket: &str, key: &str, version: &str) -> Result<ObjectRecord, ServiceError> {
         Ok(self.objects.meta().restore(bucket, key, version).await?)
     }
 
-    async fn search(&self, search: &Search, indexes: bool) -> Result<Found, ServiceError> {
+    async fn search(&self, search: &Search, indexes: bool) -> Result<Merged<Found>, ServiceError> {
         self.offered(Feature::Search)?;
-        Ok(run::run(self.objects.meta(), indexes.then_some(&*self.plugins), search).await?)
+        Ok(Merged::whole(run::run(self.objects.meta(), indexes.then_some(&*self.plugins), search).await?))
     }
 
     async fn create_bucket(&self, name: &str, policy: Option<PolicySpec>) -> Result<Bucket, ServiceError> {
@@ -79,8 +79,8 @@ impl ObjectService for Local {
         Ok(self.objects.meta().create_bucket(name).await?)
     }
 
-    async fn list_buckets(&self) -> Result<Vec<Bucket>, ServiceError> {
-        Ok(self.objects.meta().list_buckets().await?)
+    async fn list_buckets(&self) -> Result<Merged<Vec<Bucket>>, ServiceError> {
+        Ok(Merged::whole(self.objects.meta().list_buckets().await?))
     }
 
     async fn delete_bucket(&self, name: &str) -> Result<(), ServiceError> {

@@ -16,7 +16,8 @@ pub async fn handle_create(service: &dyn ObjectService, req: pb::CreateBucketReq
 }
 
 pub async fn handle_list(service: &dyn ObjectService) -> Result<pb::ListBucketsResponse, ApiError> {
-    Ok(pb::ListBucketsResponse { buckets: service.list_buckets().await?.into_iter().map(bucket_pb).collect() })
+    let buckets = service.list_buckets().await?;
+    Ok(pb::ListBucketsResponse { buckets: buckets.value.into_iter().map(bucket_pb).collect(), missing: buckets.missing })
 }
 
 pub async fn handle_delete(service: &dyn ObjectService, req: pb::DeleteBucketRequest) -> Result<pb::DeleteBucketResponse, ApiError> {

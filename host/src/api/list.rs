@@ -21,7 +21,8 @@ pub async fn handle_list(service: &dyn ObjectService, limits: &Limits, req: pb::
         let raw = hex::decode(&req.page_token).map_err(|_| invalid("page_token is not one this server issued"))?;
         Some(String::from_utf8(raw).map_err(|_| invalid("page_token is not one this server issued"))?)
     };
-    let mut objs = service.list(&bucket, &req.prefix, after.as_deref(), limit + 1).await?;
+    let listed = service.list(&bucket, &req.prefix, after.as_deref(), limit + 1).await?;
+    let mut objs = listed.value;
     // A page also ends before it would pass the reply's size limit.
     let mut bytes = 0;
     let fits = objs
@@ -38,7 +39,7 @@ pub async fn handle_list(service: &dyn ObjectService, limits: &Limits, req: pb::
     } else {
         String::new()
     };
-    Ok(pb::ListResponse { objects: objs.iter().map(object_info).collect(), next_page_token })
+    Ok(pb::ListResponse { objects: objs.iter().map(object_info).collect(), next_page_token, missing: listed.missing })
 }
 
 pub async fn handle_list_versions(
@@ -49,5 +50,5 @@ pub async fn handle_list_versions(
     let bucket = validate::bucket(&req.bucket)?;
     validate::key(&req.key, limits.max_key_length)?;
     let versions = service.versions(&bucket, &req.key).await?;
-    Ok(pb::ListVersionsResponse { versions: versions.iter().map(object_info).collect() })
+    Ok(pb::ListVersionsResponse { versions: versions.value.iter().map(object_info).collect(), missing: versions.missing })
 }

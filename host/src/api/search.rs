@@ -4,7 +4,7 @@ use super::error::{ApiError, invalid};
 use super::{Limits, object_info, pb, validate};
 use crate::meta::Position;
 use crate::search::{Condition, Expr, Field, Literal, Op, run};
-use crate::service::ObjectService;
+use crate::service::{Merged, ObjectService};
 
 /// Deepest nesting of all/any, and most conditions, one filter may have.
 const MAX_DEPTH: usize = 16;
@@ -84,7 +84,7 @@ pub async fn handle_search(service: &dyn ObjectService, limits: &Limits, req: pb
         after: cursor(&req.cursor)?,
         max_bytes: limits.max_reply_bytes,
     };
-    let found = service.search(&search, !req_no_index).await?;
+    let Merged { value: found, missing } = service.search(&search, !req_no_index).await?;
     let next_cursor = match &found.next {
         Some(p) => hex::encode(serde_json::to_vec(p).expect("a position serializes")),
         None => String::new(),
@@ -96,5 +96,6 @@ pub async fn handle_search(service: &dyn ObjectService, limits: &Limits, req: pb
         plan: found.plan,
         scanned: found.scanned,
         indexed: found.indexed,
+        missing,
     })
 }

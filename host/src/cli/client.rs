@@ -41,6 +41,20 @@ pub fn status(e: Status) -> anyhow::Error {
     anyhow!("{msg} ({:?})", e.code())
 }
 
+/// After printing a cluster answer that may lack what `missing` (nodes)
+/// hold: a warning, and a failure unless the caller accepts it.
+pub fn partial(missing: &[String], allow: bool) -> anyhow::Result<()> {
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let who = missing.join(", ");
+    if allow {
+        eprintln!("warning: partial answer: {who} could not be asked and may hold keys it lacks");
+        return Ok(());
+    }
+    bail!("partial answer: {who} could not be asked and may hold keys it lacks; bring them back, or pass --allow-partial to accept it")
+}
+
 fn progress(len: Option<u64>) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
@@ -56,7 +70,7 @@ fn progress(len: Option<u64>) -> ProgressBar {
 }
 
 /// Connects, then runs the command with its group's file under `cmd/`.
-pub async fn run(addr: &str, cmd: Cmd) -> anyhow::Result<()> {
+pub async fn run(addr: &str, cmd: Cmd, allow_partial: bool) -> anyhow::Result<()> {
     let mut c = connect(addr).await?;
     let c = &mut c;
     match cmd {
@@ -66,14 +80,14 @@ pub async fn run(addr: &str, cmd: Cmd) -> anyhow::Result<()> {
         Cmd::PutMany { files, bucket, prefix } => objects::put_many(c, files, bucket, prefix).await,
         Cmd::Get { key, output, bucket, version, range } => objects::get(c, key, output, bucket, version, range).await,
         Cmd::Rm { keys, bucket, version } => objects::rm(c, keys, bucket, version).await,
-        Cmd::Ls { prefix, bucket, limit, json } => objects::ls(c, prefix, bucket, limit, json).await,
+        Cmd::Ls { prefix, bucket, limit, json } => objects::ls(c, prefix, bucket, limit, json, allow_partial).await,
         Cmd::Stat { key, bucket, version, json } => objects::stat(c, key, bucket, version, json).await,
         Cmd::Restore { key, version, bucket, json } => objects::restore(c, key, version, bucket, json).await,
-        Cmd::Versions { key, bucket, json } => objects::versions(c, key, bucket, json).await,
+        Cmd::Versions { key, bucket, json } => objects::versions(c, key, bucket, json, allow_partial).await,
         Cmd::Search { query, bucket, sort, limit, cursor, explain, no_index, json } => {
-            search::run(c, search::SearchArgs { query, bucket, sort, limit, cursor, explain, no_index, json }).await
+            search::run(c, search::SearchArgs { query, bucket, sort, limit, cursor, explain, no_index, json }, allow_partial).await
         }
-        Cmd::Bucket { cmd } => bucket::run(c, cmd).await,
+        Cmd::Bucket { cmd } => bucket::run(c, cmd, allow_partial).await,
         Cmd::Cluster { cmd } => cluster::run(c, cmd).await,
         Cmd::Index { cmd } => index::run(c, cmd).await,
         Cmd::Plugin { cmd } => plugin::run(c, cmd).await,

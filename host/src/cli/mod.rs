@@ -20,6 +20,11 @@ pub struct Cli {
     /// Server to talk to.
     #[arg(long, global = true, env = "STRATA_ADDR", default_value = "http://127.0.0.1:7400")]
     pub addr: String,
+    /// Accept a cluster answer that may lack keys held only by unreachable
+    /// nodes (ls, versions, bucket ls, search): warn and exit 0. Without it
+    /// such an answer is printed, then the command fails.
+    #[arg(long, global = true)]
+    pub allow_partial: bool,
     #[command(subcommand)]
     pub cmd: Cmd,
 }
@@ -438,7 +443,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::BenchSearch(args) => bench_search::run(args).await,
         Cmd::BenchCluster(args) => bench_cluster::run(args).await,
         Cmd::BenchReplication(args) => bench_replication::run(args).await,
-        cmd => client::run(&cli.addr, cmd).await,
+        cmd => client::run(&cli.addr, cmd, cli.allow_partial).await,
     }
 }
 

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 
 use crate::api::pb;
-use crate::cli::client::{Client, get_into, get_to_file, put_file, put_reader, status};
+use crate::cli::client::{Client, get_into, get_to_file, partial, put_file, put_reader, status};
 use crate::cli::output;
 
 fn bucket(b: Option<String>) -> String {
@@ -160,9 +160,10 @@ pub async fn rm(c: &mut Client, keys: Vec<String>, b: Option<String>, version: O
     Ok(())
 }
 
-pub async fn ls(c: &mut Client, prefix: String, b: Option<String>, limit: u64, json: bool) -> anyhow::Result<()> {
+pub async fn ls(c: &mut Client, prefix: String, b: Option<String>, limit: u64, json: bool, allow_partial: bool) -> anyhow::Result<()> {
     let mut token = String::new();
     let mut all = Vec::new();
+    let mut missing = std::collections::BTreeSet::new();
     loop {
         let page = c
             .list(pb::ListRequest { bucket: bucket(b.clone()), prefix: prefix.clone(), page_token: token, limit: 1000 })
@@ -170,6 +171,7 @@ pub async fn ls(c: &mut Client, prefix: String, b: Option<String>, limit: u64, j
             .map_err(status)?
             .into_inner();
         all.extend(page.objects);
+        missing.extend(page.missing);
         token = page.next_page_token;
         if token.is_empty() || (limit > 0 && all.len() as u64 >= limit) {
             break;
@@ -179,7 +181,7 @@ pub async fn ls(c: &mut Client, prefix: String, b: Option<String>, limit: u64, j
         all.truncate(limit as usize);
     }
     output::objects(&all, json);
-    Ok(())
+    partial(&missing.into_iter().collect::<Vec<_>>(), allow_partial)
 }
 
 pub async fn stat(c: &mut Client, key: String, b: Option<String>, version: Option<String>, json: bool) -> anyhow::Result<()> {
@@ -194,8 +196,8 @@ pub async fn restore(c: &mut Client, key: String, version: String, b: Option<Str
     Ok(())
 }
 
-pub async fn versions(c: &mut Client, key: String, b: Option<String>, json: bool) -> anyhow::Result<()> {
+pub async fn versions(c: &mut Client, key: String, b: Option<String>, json: bool, allow_partial: bool) -> anyhow::Result<()> {
     let v = c.list_versions(pb::ListVersionsRequest { bucket: bucket(b), key }).await.map_err(status)?.into_inner();
     output::versions(&v.versions, json);
-    Ok(())
+    partial(&v.missing, allow_partial)
 }

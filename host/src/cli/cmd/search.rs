@@ -3,7 +3,7 @@
 use anyhow::bail;
 
 use crate::api::pb;
-use crate::cli::client::{Client, status};
+use crate::cli::client::{Client, partial, status};
 use crate::cli::output;
 
 /// The fields of `strata search` (a struct: too many, and too alike, to pass one by one).
@@ -18,7 +18,7 @@ pub struct SearchArgs {
     pub json: bool,
 }
 
-pub async fn run(c: &mut Client, args: SearchArgs) -> anyhow::Result<()> {
+pub async fn run(c: &mut Client, args: SearchArgs, allow_partial: bool) -> anyhow::Result<()> {
     let SearchArgs { query, bucket, sort, limit, cursor, explain, no_index, json } = args;
     let filter = match query.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
         None => None,
@@ -45,7 +45,7 @@ pub async fn run(c: &mut Client, args: SearchArgs) -> anyhow::Result<()> {
     };
     let r = c.search(req).await.map_err(status)?.into_inner();
     output::search(&r, explain, json);
-    Ok(())
+    partial(&r.missing, allow_partial)
 }
 
 /// The structured filter the API takes, from a parsed query.
