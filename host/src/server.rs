@@ -199,6 +199,7 @@ impl Server {
             r.spawn_queue(stop_rx.clone());
             r.spawn_placement(stop_rx.clone());
             r.spawn_anti_entropy(stop_rx.clone());
+            r.spawn_indexes(stop_rx.clone());
         }
         let local = service::Local { objects: self.objects.clone(), plugins: self.plugins.clone(), search: limits.search };
         let objects = service::for_node(local, replicator.clone());

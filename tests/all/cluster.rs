@@ -83,6 +83,12 @@ impl Net {
         i
     }
 
+    /// Starts one more node like the first ones (not yet joined).
+    pub fn add_like_the_rest(&mut self, extra: &str) -> usize {
+        let base = cluster_toml(self._dir.path());
+        self.add(&base, extra)
+    }
+
     pub fn peer(&self, i: usize) -> String {
         self.proxies[i].addr.to_string()
     }

@@ -143,3 +143,110 @@ async fn with_one_replica_a_dead_node_makes_the_answer_partial_and_named() {
     let out = net.nodes[1].cli(&["bucket", "ls"]);
     assert!(!out.status.success(), "bucket counts are partial too");
 }
+
+/// A whole search for `size_class = 3` by size descending, in pages of
+/// `page`, each page asked of the next node.
+async fn searched(net: &Net, nodes: &[usize], bucket: &str, page: u32) -> Vec<String> {
+    let filter = pb::Filter {
+        kind: Some(pb::filter::Kind::Condition(pb::Condition {
+            field: "size_class".into(),
+            op: "eq".into(),
+            values: vec![pb::Value { kind: Some(pb::value::Kind::Number(3.0)) }],
+        })),
+    };
+    let (mut got, mut cursor, mut turn) = (Vec::new(), String::new(), 0);
+    loop {
+        let mut c = net.nodes[nodes[turn % nodes.len()]].client().await;
+        turn += 1;
+        let req = pb::SearchRequest {
+            bucket: bucket.into(),
+            filter: Some(filter.clone()),
+            sort: "size".into(),
+            descending: true,
+            limit: page,
+            cursor,
+            no_index: false,
+        };
+        let r = c.search(req).await.unwrap().into_inner();
+        assert!(r.missing.is_empty(), "{:?}", r.missing);
+        assert!(r.objects.len() <= page as usize);
+        got.extend(r.objects.into_iter().map(|o| o.key));
+        cursor = r.next_cursor;
+        if cursor.is_empty() {
+            return got;
+        }
+    }
+}
+
+/// The index's copies as `index ls` on node `i` shows them: (node, state).
+fn copies(net: &Net, i: usize) -> Vec<(String, String)> {
+    let out = ok(net.nodes[i].cli(&["index", "ls", "--json", "-b", "wide"]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v.as_array().unwrap().iter().map(|c| (c["node"].as_str().unwrap().to_string(), c["state"].as_str().unwrap().to_string())).collect()
+}
+
+async fn all_ready(net: &Net, i: usize, n: usize) -> Vec<(String, String)> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let c = copies(net, i);
+        if c.len() == n && c.iter().all(|(_, s)| s == "ready") {
+            return c;
+        }
+        assert!(std::time::Instant::now() < deadline, "node {i} never saw {n} ready copies: {c:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn searches_merge_across_nodes_and_an_index_reaches_every_node_and_a_later_one() {
+    let mut net = Net::start(3, FAST);
+    net.form().await;
+    ok(net.nodes[0].cli(&["bucket", "create", "wide", "--replicas", "2"]));
+    let live = fill(&net, "wide", 1000).await;
+    // Overwrite some matches with a non-matching version through another
+    // node: the old version still matches wherever it lingers.
+    let mut c = net.nodes[1].client().await;
+    let moved: Vec<String> = live.keys().filter(|k| k[2..].parse::<usize>().unwrap() % 97 == 3).take(5).cloned().collect();
+    let items = moved.iter().map(|k| item("wide", k, b"changed", 4)).collect();
+    assert!(put_many(&mut c, items).await.iter().all(|r| r.error.is_empty()));
+    let mut want: Vec<(u64, String)> = live
+        .keys()
+        .filter(|k| !moved.contains(k))
+        .filter_map(|k| {
+            let i: usize = k[2..].parse().unwrap();
+            ((i % 97) % 10 == 3).then(|| ((1 + i % 97) as u64, k.clone()))
+        })
+        .collect();
+    want.sort();
+    want.reverse();
+    let want: Vec<String> = want.into_iter().map(|(_, k)| k).collect();
+    assert!(want.len() > 50);
+
+    assert_eq!(searched(&net, &[0, 1, 2], "wide", 7).await, want, "a scan on every node, merged");
+
+    ok(net.nodes[0].cli(&["index", "create", "by-class", "--field", "size_class", "--type", "btree", "-b", "wide", "--wait"]));
+    for i in 0..3 {
+        let c = all_ready(&net, i, 3).await;
+        assert!(c.iter().all(|(n, _)| n.starts_with("node ")), "{c:?}");
+        let out = ok(net.nodes[i].cli(&["search", "size_class = 3", "-b", "wide", "--sort", "-size", "--limit", "1000", "--explain"]));
+        assert_eq!(out.matches("index by-class (btree) serves").count(), 3, "each node's plan uses its copy: {out}");
+        assert!(out.contains(&format!("{} found", want.len())), "{out}");
+    }
+    assert_eq!(searched(&net, &[2, 0, 1], "wide", 7).await, want, "indexed searches, merged");
+
+    // A node that joins afterwards builds the index too, and serves with it.
+    let d = net.add_like_the_rest(FAST);
+    ok(net.nodes[d].cli(&["cluster", "join", &net.peer(0)]));
+    net.agree(&[0, 1, 2, 3], 4).await;
+    all_ready(&net, d, 4).await;
+    let out = ok(net.nodes[d].cli(&["search", "size_class = 3", "-b", "wide", "--sort", "-size", "--limit", "1000", "--explain"]));
+    assert_eq!(out.matches("index by-class (btree) serves").count(), 4, "{out}");
+    assert_eq!(searched(&net, &[3, 1], "wide", 7).await, want);
+
+    ok(net.nodes[3].cli(&["index", "rm", "by-class", "-b", "wide"]));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !copies(&net, 1).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the index stays: {:?}", copies(&net, 1));
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

@@ -16,7 +16,7 @@ use tokio::sync::Mutex;
 
 use super::locks::Locks;
 use super::log_store::{decode, encode, to_io};
-use super::types::{BucketPolicy, Cmd, CmdResult, LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig};
+use super::types::{BucketPolicy, Cmd, CmdResult, IndexSpec, LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig};
 
 /// Everything the cluster agrees on.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -34,11 +34,14 @@ pub struct ClusterState {
     pub locks: Locks,
     /// Ids of removed nodes, never to be used again.
     pub retired: BTreeSet<u64>,
+    /// Search indexes by `bucket/name` (neither name has a slash).
+    pub indexes: BTreeMap<String, IndexSpec>,
 }
 
 impl ClusterState {
     fn apply(&mut self, cmd: Cmd, index: u64) -> CmdResult {
         let mut lock = (None, None);
+        let mut refused = None;
         match cmd {
             Cmd::SetClusterId { id } => {
                 if self.cluster_id.is_empty() {
@@ -64,8 +67,24 @@ impl ClusterState {
             Cmd::Retire { id } => {
                 self.retired.insert(id);
             }
+            Cmd::CreateIndex { index } => {
+                let at = format!("{}/{}", index.bucket, index.name);
+                match self.indexes.entry(at) {
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        e.insert(index);
+                    }
+                    std::collections::btree_map::Entry::Occupied(_) => {
+                        refused = Some(format!("bucket {:?} already has an index named {:?}", index.bucket, index.name));
+                    }
+                }
+            }
+            Cmd::DropIndex { bucket, name } => {
+                if self.indexes.remove(&format!("{bucket}/{name}")).is_none() {
+                    refused = Some(format!("bucket {bucket:?} has no index named {name:?}"));
+                }
+            }
         }
-        CmdResult { epoch: self.epoch, lock: lock.0, refused: lock.1, now_ms: self.clock_ms }
+        CmdResult { epoch: self.epoch, lock: lock.0, refused: lock.1.or(refused), now_ms: self.clock_ms }
     }
 
     fn result(&self) -> CmdResult {

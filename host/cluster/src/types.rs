@@ -63,6 +63,28 @@ pub enum Cmd {
     Retire {
         id: u64,
     },
+    /// Defines a search index; every node builds its own copy. Refused if
+    /// the bucket has an index of that name.
+    CreateIndex {
+        index: IndexSpec,
+    },
+    /// Removes an index definition (refused if there is none).
+    DropIndex {
+        bucket: String,
+        name: String,
+    },
+}
+
+/// A search index as the cluster defines it; each node builds it over the
+/// versions it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexSpec {
+    pub bucket: String,
+    pub name: String,
+    /// In their canonical spelling.
+    pub fields: Vec<String>,
+    /// The index-type plugin.
+    pub kind: String,
 }
 
 impl fmt::Display for Cmd {
@@ -76,6 +98,8 @@ impl fmt::Display for Cmd {
             Cmd::Renew { name, token, .. } => write!(f, "renew {name} #{token}"),
             Cmd::Unlock { name, token } => write!(f, "unlock {name} #{token}"),
             Cmd::Retire { id } => write!(f, "retire node {id}"),
+            Cmd::CreateIndex { index } => write!(f, "create index {}/{}", index.bucket, index.name),
+            Cmd::DropIndex { bucket, name } => write!(f, "drop index {bucket}/{name}"),
         }
     }
 }

@@ -16,7 +16,7 @@ use super::sql::record;
 use super::{MetaError, ObjectRecord};
 
 /// An index as defined, with how far it has got.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct IndexDef {
     pub id: i64,
     pub bucket: String,

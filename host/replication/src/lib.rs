@@ -16,12 +16,14 @@
 pub mod delete;
 pub mod entropy;
 pub mod error;
+pub mod indexes;
 pub mod namespace;
 pub mod placement;
 pub mod plan;
 pub mod queue;
 pub mod read;
 mod retry;
+pub mod search;
 pub mod service;
 pub mod wire;
 pub mod write;

@@ -45,16 +45,17 @@ impl<T> Merged<T> {
 }
 
 impl Replicator {
-    /// This node's part of a cluster-wide answer.
-    pub async fn answer_records(&self, q: &Query) -> Result<Vec<ObjectRecord>, ObjectError> {
-        let meta = self.objects.meta();
-        match q {
-            Query::List { bucket, prefix, after, limit } => Ok(meta.newest_after(bucket, prefix, after.as_deref(), *limit).await?),
-            Query::Versions { bucket, key } => match meta.list_versions(bucket, key).await {
-                Ok(v) => Ok(v),
-                Err(MetaError::NotFound { .. } | MetaError::NoSuchBucket { .. }) => Ok(Vec::new()),
-                Err(e) => Err(e.into()),
-            },
+    /// This node's part of a listing: each key's newest version here.
+    pub async fn answer_list(&self, bucket: &str, prefix: &str, after: Option<&str>, limit: u32) -> Result<Vec<ObjectRecord>, ObjectError> {
+        Ok(self.objects.meta().newest_after(bucket, prefix, after, limit).await?)
+    }
+
+    /// This node's part of a key's versions: those it holds.
+    pub async fn answer_versions(&self, bucket: &str, key: &str) -> Result<Vec<ObjectRecord>, ObjectError> {
+        match self.objects.meta().list_versions(bucket, key).await {
+            Ok(v) => Ok(v),
+            Err(MetaError::NotFound { .. } | MetaError::NoSuchBucket { .. }) => Ok(Vec::new()),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -112,7 +113,8 @@ impl Replicator {
         let mut unreached = BTreeMap::new();
         loop {
             let q = Query::List { bucket: bucket.into(), prefix: prefix.into(), after: cursor.clone(), limit };
-            let (answers, down) = self.ask_all::<Vec<ObjectRecord>, _>(&q, async { Ok(self.answer_records(&q).await?) }).await?;
+            let here = async { Ok(self.answer_list(bucket, prefix, cursor.as_deref(), limit).await?) };
+            let (answers, down) = self.ask_all::<Vec<ObjectRecord>, _>(&q, here).await?;
             unreached.extend(down.into_iter().map(|m| (m.id, m.addr)));
             // A node that filled its page may hold more keys past its last.
             let bound = answers.iter().filter(|(_, a)| a.len() as u32 >= limit).filter_map(|(_, a)| a.last().map(|r| r.key.clone())).min();
@@ -150,7 +152,8 @@ impl Replicator {
     pub async fn versions(&self, bucket: &str, key: &str) -> Result<Merged<Vec<ObjectRecord>>, ReplicationError> {
         self.require_bucket(bucket).await?;
         let q = Query::Versions { bucket: bucket.into(), key: key.into() };
-        let (answers, down) = self.ask_all::<Vec<ObjectRecord>, _>(&q, async { Ok(self.answer_records(&q).await?) }).await?;
+        let here = async { Ok(self.answer_versions(bucket, key).await?) };
+        let (answers, down) = self.ask_all::<Vec<ObjectRecord>, _>(&q, here).await?;
         let mut all: BTreeMap<String, ObjectRecord> = BTreeMap::new();
         for rec in answers.into_iter().flat_map(|(_, a)| a) {
             all.entry(rec.version.clone()).or_insert(rec);

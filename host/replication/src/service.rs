@@ -156,7 +156,13 @@ impl pb::replica_server::Replica for ReplicaService {
         let q: Query = wire::decode(&req.into_inner().data).map_err(to_status)?;
         let r = &self.replicator;
         match q {
-            Query::List { .. } | Query::Versions { .. } => encode(&r.answer_records(&q).await.map_err(to_status)?),
+            Query::List { bucket, prefix, after, limit } => {
+                encode(&r.answer_list(&bucket, &prefix, after.as_deref(), limit).await.map_err(to_status)?)
+            }
+            Query::Versions { bucket, key } => encode(&r.answer_versions(&bucket, &key).await.map_err(to_status)?),
+            Query::Indexes { bucket } => encode(&r.local_indexes(bucket.as_deref()).await.map_err(to_status)?),
+            Query::Search { search, indexes } => encode(&r.search_here(&search, indexes).await.map_err(to_status)?),
+            Query::Newest { bucket, keys } => encode(&r.newest_here(&bucket, &keys).await.map_err(to_status)?),
         }
     }
 

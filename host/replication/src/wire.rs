@@ -203,6 +203,23 @@ pub enum Query {
     List { bucket: String, prefix: String, after: Option<String>, limit: u32 },
     /// Every version of a key held here, newest first: `Vec<ObjectRecord>`.
     Versions { bucket: String, key: String },
+    /// This node's copies of the indexes (of one bucket, or all) and how
+    /// far each is built: `NodeIndexes`.
+    Indexes { bucket: Option<String> },
+    /// A search over this node's versions, with its indexes unless
+    /// `indexes` is false: `strata_search::run::Found`.
+    Search { search: strata_search::run::Search, indexes: bool },
+    /// Each key's newest version here (a delete marker included), if any:
+    /// `Vec<Option<String>>`.
+    Newest { bucket: String, keys: Vec<String> },
+}
+
+/// One node's copies of the cluster's indexes.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct NodeIndexes {
+    pub defs: Vec<strata_meta::IndexDef>,
+    /// The node's metadata log head: how far behind each copy is.
+    pub head: i64,
 }
 
 /// Data frames buffered per replica of a write in flight: with 1 MiB

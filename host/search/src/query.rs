@@ -4,7 +4,7 @@
 use std::fmt;
 
 /// What a condition looks at.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Field {
     Key,
     Size,
@@ -59,7 +59,7 @@ impl fmt::Display for Field {
 }
 
 /// Operators, as the index plugins know them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Op {
     Eq,
     Ne,
@@ -80,14 +80,14 @@ pub enum Op {
 }
 
 /// A literal operand.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Literal {
     Text(String),
     Number(f64),
     Bool(bool),
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Condition {
     pub field: Field,
     pub op: Op,
@@ -155,7 +155,7 @@ pub fn check_operand(field: &Field, op: Op, lit: &Literal) -> Result<(), String>
 }
 
 /// A filter: conditions under and/or.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Expr {
     Cond(Condition),
     And(Vec<Expr>),

@@ -9,7 +9,7 @@ use super::eval::matches;
 use super::index::{Planner, with_doc};
 use super::query::{Expr, Field};
 use strata_config::IndexingMode;
-use strata_meta::{MetaError, MetaStore, ObjectRecord, Position, SortField};
+use strata_meta::{MetaError, MetaStore, ObjectRecord, Position, SortField, SortValue};
 use strata_plugin::Plugins;
 
 /// Objects read from the store per round trip.
@@ -19,7 +19,7 @@ const BATCH: u32 = 512;
 /// candidates are read and sorted as a whole, a scan stops at the page.
 pub const MAX_CANDIDATES: u32 = 20_000;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Search {
     pub bucket: String,
     pub filter: Option<Expr>,
@@ -33,9 +33,11 @@ pub struct Search {
     pub max_bytes: usize,
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Found {
     pub records: Vec<ObjectRecord>,
+    /// Each record's place in the sort order (to merge pages of nodes).
+    pub positions: Vec<Position>,
     /// Where the next page starts; none when this page is the last.
     pub next: Option<Position>,
     /// Objects read to answer.
@@ -95,6 +97,7 @@ pub async fn run(meta: &MetaStore, plugins: Option<&Plugins>, s: &Search) -> Res
     let sort = sort_field(&s.sort);
     let mut after = s.after.clone();
     let mut records = Vec::new();
+    let mut positions = Vec::new();
     let mut scanned = 0u64;
     let mut next = None;
     let mut bytes = 0usize;
@@ -119,6 +122,7 @@ pub async fn run(meta: &MetaStore, plugins: Option<&Plugins>, s: &Search) -> Res
                     break 'pages;
                 }
                 records.push(record);
+                positions.push(position.clone());
                 if records.len() as u32 == s.limit {
                     next = Some(position);
                     break 'pages;
@@ -142,5 +146,37 @@ pub async fn run(meta: &MetaStore, plugins: Option<&Plugins>, s: &Search) -> Res
         };
         notes.push(format!("scan bucket {:?} in {order} order ({why})", s.bucket));
     }
-    Ok(Found { records, next, scanned, took: started.elapsed(), plan: notes.join("; "), indexed })
+    Ok(Found { records, positions, next, scanned, took: started.elapsed(), plan: notes.join("; "), indexed })
+}
+
+/// How two positions compare in a scan's order, as SQLite orders them:
+/// numbers (integer or real) by value before text, text bytewise, ties by
+/// key; objects without a value come last, in key order, either way.
+pub fn order(a: &Position, b: &Position, descending: bool) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let dir = |o: Ordering| if descending { o.reverse() } else { o };
+    match (a, b) {
+        (Position::Valued { value: va, key: ka }, Position::Valued { value: vb, key: kb }) => {
+            dir(compare_values(va, vb).then_with(|| ka.cmp(kb)))
+        }
+        (Position::Valued { .. }, Position::Unvalued { .. }) => Ordering::Less,
+        (Position::Unvalued { .. }, Position::Valued { .. }) => Ordering::Greater,
+        (Position::Unvalued { key: ka }, Position::Unvalued { key: kb }) => dir(ka.cmp(kb)),
+    }
+}
+
+fn compare_values(a: &SortValue, b: &SortValue) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let number = |v: &SortValue| match v {
+        SortValue::Int(i) => Some(*i as f64),
+        SortValue::Real(r) => Some(*r),
+        SortValue::Text(_) => None,
+    };
+    match (a, b) {
+        (SortValue::Int(x), SortValue::Int(y)) => x.cmp(y),
+        (SortValue::Text(x), SortValue::Text(y)) => x.as_bytes().cmp(y.as_bytes()),
+        (SortValue::Text(_), _) => Ordering::Greater,
+        (_, SortValue::Text(_)) => Ordering::Less,
+        _ => number(a).unwrap_or(0.0).total_cmp(&number(b).unwrap_or(0.0)),
+    }
 }

@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{Body, Chunks, Feature, Indexes, Local, Merged, ObjectService, ReplicaInfo, ServiceError};
-use strata_cluster::types::Cmd;
-use strata_meta::{Bucket, Deleted, IndexDef, ObjectRecord};
+use super::{Body, Chunks, Feature, Local, Merged, NodeIndexes, ObjectService, ReplicaInfo, ServiceError};
+use strata_cluster::types::{Cmd, IndexSpec};
+use strata_meta::{Bucket, Deleted, IndexDef, MetaError, ObjectRecord};
 use strata_objects::PutSpec;
-use strata_replication::{PolicySpec, Replicator, plan};
+use strata_replication::{PolicySpec, ReplicationError, Replicator, plan};
 use strata_search::run::{Found, Search};
 use strata_store::Range;
 
@@ -71,7 +71,8 @@ impl ObjectService for Clustered {
     }
 
     async fn search(&self, search: &Search, indexes: bool) -> Result<Merged<Found>, ServiceError> {
-        self.local.search(search, indexes).await
+        self.local.offered(Feature::Search)?;
+        Ok(self.replicator.search(search, indexes).await?)
     }
 
     /// The bucket also gets a replication policy in the cluster state (the
@@ -80,7 +81,7 @@ impl ObjectService for Clustered {
     async fn create_bucket(&self, name: &str, policy: Option<PolicySpec>) -> Result<Bucket, ServiceError> {
         let r = &self.replicator;
         let policy = plan::resolve(&r.plugins, &r.config, policy.unwrap_or_default())?;
-        r.cluster.write(Cmd::SetBucketPolicy { bucket: name.into(), policy }).await.map_err(strata_replication::ReplicationError::from)?;
+        r.cluster.write(Cmd::SetBucketPolicy { bucket: name.into(), policy }).await.map_err(ReplicationError::from)?;
         self.local.create_bucket(name, None).await
     }
 
@@ -104,15 +105,38 @@ impl ObjectService for Clustered {
         self.local.delete_bucket(name).await
     }
 
+    /// Defined in the cluster state, so every node builds it (one that
+    /// joins later too); answered with this node's copy.
     async fn create_index(&self, bucket: &str, name: &str, fields: &[String], kind: &str) -> Result<(IndexDef, i64), ServiceError> {
-        self.local.create_index(bucket, name, fields, kind).await
+        self.local.check_index(fields, kind)?;
+        let r = &self.replicator;
+        r.require_bucket(bucket).await?;
+        let index = IndexSpec { bucket: bucket.into(), name: name.into(), fields: fields.to_vec(), kind: kind.into() };
+        let done = r.cluster.write(Cmd::CreateIndex { index }).await.map_err(ReplicationError::from)?;
+        if done.refused.is_some() {
+            return Err(MetaError::IndexExists { bucket: bucket.into(), name: name.into() }.into());
+        }
+        r.reconcile_indexes().await?;
+        let meta = r.objects.meta();
+        let def = meta.list_indexes().await?.into_iter().find(|d| d.bucket == bucket && d.name == name);
+        // Dropped again meanwhile by another client.
+        let def = def.ok_or_else(|| MetaError::NoSuchIndex { bucket: bucket.into(), name: name.into() })?;
+        Ok((def, meta.head().await?))
     }
 
-    async fn list_indexes(&self, bucket: Option<&str>) -> Result<Indexes, ServiceError> {
-        self.local.list_indexes(bucket).await
+    async fn list_indexes(&self, bucket: Option<&str>) -> Result<Merged<Vec<(String, NodeIndexes)>>, ServiceError> {
+        Ok(self.replicator.indexes(bucket).await?)
     }
 
+    /// Removed from the cluster state; every node drops its copy.
     async fn drop_index(&self, bucket: &str, name: &str) -> Result<(), ServiceError> {
-        self.local.drop_index(bucket, name).await
+        self.local.offered(Feature::Indexes)?;
+        let r = &self.replicator;
+        let done = r.cluster.write(Cmd::DropIndex { bucket: bucket.into(), name: name.into() }).await.map_err(ReplicationError::from)?;
+        if done.refused.is_some() {
+            return Err(MetaError::NoSuchIndex { bucket: bucket.into(), name: name.into() }.into());
+        }
+        r.reconcile_indexes().await?;
+        Ok(())
     }
 }

@@ -24,6 +24,7 @@ use strata_objects::{ObjectError, PutSpec};
 use strata_replication::PolicySpec;
 pub use strata_replication::namespace::Merged;
 pub use strata_replication::read::ReplicaInfo;
+pub use strata_replication::wire::NodeIndexes;
 use strata_search::run::{Found, Search};
 use strata_store::Range;
 
@@ -103,18 +104,11 @@ pub trait ObjectService: Send + Sync {
     /// the log's head.
     async fn create_index(&self, bucket: &str, name: &str, fields: &[String], kind: &str) -> Result<(IndexDef, i64), ServiceError>;
 
-    /// The indexes (of one bucket, or all), with where the log is now.
-    async fn list_indexes(&self, bucket: Option<&str>) -> Result<Indexes, ServiceError>;
+    /// The indexes (of one bucket, or all) as each node holds them ("" on
+    /// a single node, else "node N (ADDR)"), with where its log is now.
+    async fn list_indexes(&self, bucket: Option<&str>) -> Result<Merged<Vec<(String, NodeIndexes)>>, ServiceError>;
 
     async fn drop_index(&self, bucket: &str, name: &str) -> Result<(), ServiceError>;
-}
-
-/// Index definitions and the metadata log's head, which says how far
-/// behind each index is.
-#[derive(Debug, Clone)]
-pub struct Indexes {
-    pub defs: Vec<IndexDef>,
-    pub head: i64,
 }
 
 /// The service a node runs: on a cluster node when it has a replicator.

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{Body, Chunks, Feature, Indexes, Merged, ObjectService, ReplicaInfo, ServiceError};
+use super::{Body, Chunks, Feature, Merged, NodeIndexes, ObjectService, ReplicaInfo, ServiceError};
 use strata_config::IndexingMode;
 use strata_meta::{Bucket, Deleted, IndexDef, ObjectRecord};
 use strata_objects::{Objects, PutSpec};
@@ -19,6 +19,25 @@ pub struct Local {
     pub plugins: Arc<Plugins>,
     /// `metadata.enable_search`.
     pub search: bool,
+}
+
+impl Local {
+    /// Indexes are on, `kind` is a loaded index-type plugin and it can
+    /// index that many fields.
+    pub fn check_index(&self, fields: &[String], kind: &str) -> Result<(), ServiceError> {
+        self.offered(Feature::Indexes)?;
+        match self.plugins.index(kind) {
+            Ok(_) => {}
+            Err(PluginError::NotFound { .. }) => {
+                let known: Vec<String> =
+                    self.plugins.list().into_iter().filter(|(i, _)| i.kind == Kind::IndexType).map(|(i, _)| i.name).collect();
+                return Err(ServiceError::Invalid(format!("type: no index-type plugin {kind:?}; loaded ones are {}", known.join(", "))));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        check_fields(&self.plugins, kind, fields.len())
+            .map_err(|e| ServiceError::Invalid(format!("type {kind} cannot index {} field(s): {e}", fields.len())))
+    }
 }
 
 #[async_trait::async_trait]
@@ -88,28 +107,17 @@ impl ObjectService for Local {
     }
 
     async fn create_index(&self, bucket: &str, name: &str, fields: &[String], kind: &str) -> Result<(IndexDef, i64), ServiceError> {
-        self.offered(Feature::Indexes)?;
+        self.check_index(fields, kind)?;
         let meta = self.objects.meta();
-        match self.plugins.index(kind) {
-            Ok(_) => {}
-            Err(PluginError::NotFound { .. }) => {
-                let known: Vec<String> =
-                    self.plugins.list().into_iter().filter(|(i, _)| i.kind == Kind::IndexType).map(|(i, _)| i.name).collect();
-                return Err(ServiceError::Invalid(format!("type: no index-type plugin {kind:?}; loaded ones are {}", known.join(", "))));
-            }
-            Err(e) => return Err(e.into()),
-        }
-        check_fields(&self.plugins, kind, fields.len())
-            .map_err(|e| ServiceError::Invalid(format!("type {kind} cannot index {} field(s): {e}", fields.len())))?;
         let def = meta.create_index(bucket, name, fields, kind).await?;
         Ok((def, meta.head().await?))
     }
 
-    async fn list_indexes(&self, bucket: Option<&str>) -> Result<Indexes, ServiceError> {
+    async fn list_indexes(&self, bucket: Option<&str>) -> Result<Merged<Vec<(String, NodeIndexes)>>, ServiceError> {
         let meta = self.objects.meta();
         let head = meta.head().await?;
         let defs = meta.list_indexes().await?.into_iter().filter(|d| bucket.is_none_or(|b| b == d.bucket)).collect();
-        Ok(Indexes { defs, head })
+        Ok(Merged::whole(vec![(String::new(), NodeIndexes { defs, head })]))
     }
 
     async fn drop_index(&self, bucket: &str, name: &str) -> Result<(), ServiceError> {

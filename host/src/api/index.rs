@@ -9,7 +9,7 @@ use crate::service::{Feature, ObjectService};
 /// Most fields one index may cover.
 const MAX_FIELDS: usize = 8;
 
-fn info(d: &IndexDef, head: i64) -> pb::IndexInfo {
+fn info(d: &IndexDef, head: i64, node: &str) -> pb::IndexInfo {
     let state = if d.error.is_some() {
         "failing"
     } else if d.ready {
@@ -27,6 +27,7 @@ fn info(d: &IndexDef, head: i64) -> pb::IndexInfo {
         lag: (head - d.watermark).max(0) as u64,
         error: d.error.clone().unwrap_or_default(),
         created_ms: d.created_ms,
+        node: node.into(),
     }
 }
 
@@ -55,13 +56,14 @@ pub async fn handle_create(service: &dyn ObjectService, req: pb::CreateIndexRequ
         fields.push(canonical);
     }
     let (def, head) = service.create_index(&bucket, &req.name, &fields, &req.r#type).await?;
-    Ok(info(&def, head))
+    Ok(info(&def, head, ""))
 }
 
 pub async fn handle_list(service: &dyn ObjectService, req: pb::ListIndexesRequest) -> Result<pb::ListIndexesResponse, ApiError> {
     let bucket = if req.bucket.is_empty() { None } else { Some(validate::bucket(&req.bucket)?) };
     let found = service.list_indexes(bucket.as_deref()).await?;
-    Ok(pb::ListIndexesResponse { indexes: found.defs.iter().map(|d| info(d, found.head)).collect() })
+    let indexes = found.value.iter().flat_map(|(node, n)| n.defs.iter().map(|d| info(d, n.head, node))).collect();
+    Ok(pb::ListIndexesResponse { indexes, missing: found.missing })
 }
 
 pub async fn handle_drop(service: &dyn ObjectService, req: pb::DropIndexRequest) -> Result<pb::DropIndexResponse, ApiError> {

@@ -261,20 +261,23 @@ pub fn indexes(list: &[pb::IndexInfo], json: bool) {
                 json!({
                     "bucket": i.bucket, "name": i.name, "fields": i.fields, "type": i.r#type,
                     "state": i.state, "progress": i.progress, "lag": i.lag, "error": i.error,
-                    "created_ms": i.created_ms,
+                    "created_ms": i.created_ms, "node": i.node,
                 })
             })
             .collect();
         println!("{}", Value::Array(v));
         return;
     }
-    println!("{:<16} {:<20} {:<10} {:<14} {:>8}  FIELDS", "BUCKET", "NAME", "TYPE", "STATE", "LAG");
+    // On a cluster each node has its own copy, built over what it holds.
+    let nodes = list.iter().any(|i| !i.node.is_empty());
+    let node = |n: &str| if nodes { format!("{n:<32} ") } else { String::new() };
+    println!("{}{:<16} {:<20} {:<10} {:<14} {:>8}  FIELDS", node("NODE"), "BUCKET", "NAME", "TYPE", "STATE", "LAG");
     for i in list {
         let state = match i.state.as_str() {
             "building" => format!("building {:.0}%", i.progress * 100.0),
             s => s.to_string(),
         };
-        println!("{:<16} {:<20} {:<10} {:<14} {:>8}  {}", i.bucket, i.name, i.r#type, state, i.lag, i.fields.join(","));
+        println!("{}{:<16} {:<20} {:<10} {:<14} {:>8}  {}", node(&i.node), i.bucket, i.name, i.r#type, state, i.lag, i.fields.join(","));
         if !i.error.is_empty() {
             println!("  error: {}", i.error);
         }

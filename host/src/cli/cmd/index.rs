@@ -21,10 +21,15 @@ pub async fn run(c: &mut Client, cmd: IndexCmd) -> anyhow::Result<()> {
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                 let all = c.list_indexes(pb::ListIndexesRequest { bucket: info.bucket.clone() }).await.map_err(status)?.into_inner();
-                info = all
-                    .indexes
-                    .into_iter()
-                    .find(|i| i.name == info.name)
+                // On a cluster every node builds its own copy: wait for the
+                // slowest (a failing one ends the wait).
+                let copies: Vec<pb::IndexInfo> = all.indexes.into_iter().filter(|i| i.name == info.name).collect();
+                info = copies
+                    .iter()
+                    .find(|i| i.state == "failing")
+                    .or_else(|| copies.iter().filter(|i| i.state == "building").min_by(|a, b| a.progress.total_cmp(&b.progress)))
+                    .or(copies.first())
+                    .cloned()
                     .ok_or_else(|| anyhow!("index {} was dropped while it was built", info.name))?;
             }
             if wait && std::io::stderr().is_terminal() {
@@ -38,6 +43,9 @@ pub async fn run(c: &mut Client, cmd: IndexCmd) -> anyhow::Result<()> {
         IndexCmd::Ls { bucket, json } => {
             let r = c.list_indexes(pb::ListIndexesRequest { bucket: bucket.unwrap_or_default() }).await.map_err(status)?.into_inner();
             output::indexes(&r.indexes, json);
+            if !r.missing.is_empty() {
+                eprintln!("warning: {} did not answer: their copies are not shown", r.missing.join(", "));
+            }
         }
         IndexCmd::Rm { name, bucket } => {
             c.drop_index(pb::DropIndexRequest { bucket: bucket.unwrap_or_default(), name }).await.map_err(status)?;
