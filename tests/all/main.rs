@@ -6,6 +6,7 @@ mod common;
 mod batch;
 mod cli;
 mod cluster;
+mod conditional;
 mod config;
 mod corruption;
 mod crash;

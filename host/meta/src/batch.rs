@@ -69,6 +69,30 @@ pub async fn commit_puts(
     Ok(out)
 }
 
+/// Makes `token` the key's fencing token unless a higher one holds it.
+pub(super) async fn raise_fence(conn: &mut SqliteConnection, bucket: &str, key: &str, token: u64) -> Result<(), MetaError> {
+    let held: Option<i64> = sqlx::query_scalar("SELECT token FROM fences WHERE bucket = ? AND key = ?")
+        .bind(bucket)
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if let Some(h) = held
+        && h as u64 > token
+    {
+        return Err(MetaError::ConditionFailed {
+            key: key.into(),
+            why: format!("a newer conditional write (token {h}) is deciding it; read it again and retry"),
+        });
+    }
+    sqlx::query("INSERT INTO fences (bucket, key, token) VALUES (?, ?, ?) ON CONFLICT (bucket, key) DO UPDATE SET token = excluded.token")
+        .bind(bucket)
+        .bind(key)
+        .bind(token as i64)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 async fn commit_in(conn: &mut SqliteConnection, policy: &Policy<'_>, items: &[NewVersion]) -> Result<Results, MetaError> {
     let now = now_ms();
     let buckets = existing_buckets(conn, items).await?;
@@ -118,6 +142,12 @@ async fn commit_in(conn: &mut SqliteConnection, policy: &Policy<'_>, items: &[Ne
             }
             None => (None, 0, now),
         };
+        if let Condition::Fenced(token) = item.condition
+            && let Err(e) = raise_fence(conn, &item.bucket, &item.key, token).await
+        {
+            out.push(Err(e));
+            continue;
+        }
         let refused = match (&item.condition, &cur_version) {
             (Condition::IfAbsent, Some(v)) => Some(format!("it exists (version {v})")),
             (Condition::IfVersion(want), Some(v)) if v != want => Some(format!("current version is {v}, not {want}")),

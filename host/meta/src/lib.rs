@@ -88,6 +88,10 @@ pub enum Condition {
     IfAbsent,
     /// Only if the key's live object is this version.
     IfVersion(String),
+    /// A conditional write decided across a cluster, fenced by its lock
+    /// token: recorded only if no higher token has been shown for the key
+    /// here (see [`MetaStore::fence`]).
+    Fenced(u64),
 }
 
 /// A put whose blob is durable on disk, ready to be recorded.
@@ -617,6 +621,17 @@ impl MetaStore {
         // may still land.
         let _guard = Invalidate { cache: &self.cache, bucket, key };
         sql::delete(&self.write, &self.policy(), bucket, key, version).await.map_err(|e| self.locate(e))
+    }
+
+    /// Shows a conditional writer's fencing token for a key: refused
+    /// (`ConditionFailed`) if a higher one was shown here, else it becomes
+    /// the key's token, and writes fenced by lower ones are refused.
+    pub async fn fence(&self, bucket: &str, key: &str, token: u64) -> Result<(), MetaError> {
+        let mut conn = self.write.acquire().await?;
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        batch::raise_fence(&mut tx, bucket, key, token).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// The key's newest version, a delete marker included (what a replica

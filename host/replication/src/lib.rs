@@ -13,6 +13,7 @@
 //! served from any node, failing over between replicas. [`service`] is the
 //! receiving side, [`wire`] the messages.
 
+pub mod conditional;
 pub mod delete;
 pub mod entropy;
 pub mod error;

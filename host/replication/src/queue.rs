@@ -127,6 +127,7 @@ impl Replicator {
             forget: false,
             relist: false,
             request_id: None,
+            fence: None,
         };
         let Some(digest) = rec.digest else {
             return self.send_alone(&addr, &header).await.map(|()| "marker");

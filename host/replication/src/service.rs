@@ -39,7 +39,7 @@ fn spec(h: &VersionHeader) -> PutSpec {
         attributes: h.attributes.clone(),
         size: h.size,
         expected_digest: h.digest,
-        condition: Condition::Always,
+        condition: h.fence.map_or(Condition::Always, Condition::Fenced),
         identity: Some(h.identity.clone()),
         request_id: h.request_id.clone(),
     }
@@ -181,6 +181,10 @@ impl pb::replica_server::Replica for ReplicaService {
 /// What this node holds of a key, for a lookup.
 pub async fn holding(r: &Replicator, q: &Lookup) -> Result<Holding, ObjectError> {
     let meta = r.objects.meta();
+    if let Some(token) = q.fence {
+        meta.ensure_bucket(&q.bucket).await?;
+        meta.fence(&q.bucket, &q.key, token).await?;
+    }
     let mut version = q.version.clone();
     let mut request_key = None;
     if let Some(rid) = &q.request_id {

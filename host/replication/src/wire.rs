@@ -46,6 +46,10 @@ pub struct VersionHeader {
     /// through any node finds it.
     #[serde(default)]
     pub request_id: Option<String>,
+    /// A conditional write's fencing token: the receiver records the
+    /// version only if it has seen no higher token for the key.
+    #[serde(default)]
+    pub fence: Option<u64>,
 }
 
 impl VersionHeader {
@@ -64,6 +68,10 @@ impl VersionHeader {
             forget: false,
             relist: false,
             request_id: spec.request_id.clone(),
+            fence: match spec.condition {
+                strata_meta::Condition::Fenced(t) => Some(t),
+                _ => None,
+            },
         }
     }
 
@@ -83,6 +91,7 @@ impl VersionHeader {
             forget: false,
             relist: false,
             request_id: None,
+            fence: None,
         }
     }
 
@@ -122,11 +131,15 @@ pub struct Lookup {
     /// Look for the version this put request made instead of `version`.
     #[serde(default)]
     pub request_id: Option<String>,
+    /// A conditional writer's fencing token, shown before it reads (see
+    /// `MetaStore::fence`); a higher one shown already refuses the lookup.
+    #[serde(default)]
+    pub fence: Option<u64>,
 }
 
 impl Lookup {
     pub fn new(bucket: &str, key: &str, version: Option<&str>) -> Self {
-        Self { bucket: bucket.into(), key: key.into(), version: version.map(String::from), digest: None, request_id: None }
+        Self { bucket: bucket.into(), key: key.into(), version: version.map(String::from), digest: None, request_id: None, fence: None }
     }
 }
 

@@ -56,8 +56,22 @@ fn abort(pushes: Vec<Push>) {
 }
 
 impl Replicator {
-    /// Stores a client's object on the nodes its policy names.
-    pub async fn put<S, E>(self: &Arc<Self>, mut spec: PutSpec, chunks: S) -> Result<ObjectRecord, ReplicationError>
+    /// Stores a client's object on the nodes its policy names; a
+    /// conditional put is decided across the cluster first
+    /// ([`super::conditional`]).
+    pub async fn put<S, E>(self: &Arc<Self>, spec: PutSpec, chunks: S) -> Result<ObjectRecord, ReplicationError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
+        E: Display,
+    {
+        match spec.condition {
+            Condition::IfAbsent | Condition::IfVersion(_) => self.put_decided(spec, chunks).await,
+            Condition::Always | Condition::Fenced(_) => self.put_plain(spec, chunks).await,
+        }
+    }
+
+    /// The write itself, its condition (if any) already decided.
+    pub(super) async fn put_plain<S, E>(self: &Arc<Self>, mut spec: PutSpec, chunks: S) -> Result<ObjectRecord, ReplicationError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
         E: Display,
@@ -101,14 +115,7 @@ impl Replicator {
     }
 
     /// Whether this write may go ahead, and where it goes.
-    async fn plan_put(&self, spec: &PutSpec) -> Result<(plan::Plan, Vec<plan::Member>), ReplicationError> {
-        if spec.condition != Condition::Always {
-            return Err(ReplicationError::Refused(
-                "conditional puts (if_absent, if_version) are not available on a cluster yet: \
-                 each replica would judge the condition alone"
-                    .into(),
-            ));
-        }
+    pub(super) async fn plan_put(&self, spec: &PutSpec) -> Result<(plan::Plan, Vec<plan::Member>), ReplicationError> {
         self.require_bucket(&spec.bucket).await?;
         let policy = self.policy(&spec.bucket).await;
         let (members, _) = plan::members(&self.cluster);
@@ -128,7 +135,12 @@ impl Replicator {
     }
 
     /// The first attempt's version, when this put retries one.
-    async fn replay(&self, spec: &PutSpec, p: &plan::Plan, members: &[plan::Member]) -> Result<Option<ObjectRecord>, ReplicationError> {
+    pub(super) async fn replay(
+        &self,
+        spec: &PutSpec,
+        p: &plan::Plan,
+        members: &[plan::Member],
+    ) -> Result<Option<ObjectRecord>, ReplicationError> {
         match &spec.request_id {
             Some(rid) => self.replayed(spec, rid, p, members).await,
             None => Ok(None),

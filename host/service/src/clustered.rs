@@ -8,8 +8,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::{Body, Chunks, Feature, Local, Merged, NodeIndexes, ObjectService, ReplicaInfo, ServiceError};
+use futures::StreamExt;
 use strata_cluster::types::{Cmd, IndexSpec};
-use strata_meta::{Bucket, Deleted, IndexDef, MetaError, ObjectRecord};
+use strata_meta::{Bucket, Condition, Deleted, IndexDef, MetaError, ObjectRecord};
 use strata_objects::PutSpec;
 use strata_replication::{PolicySpec, ReplicationError, Replicator, plan};
 use strata_search::run::{Found, Search};
@@ -66,8 +67,24 @@ impl ObjectService for Clustered {
         Ok(self.replicator.versions(bucket, key).await?)
     }
 
-    async fn restore(&self, _bucket: &str, _key: &str, _version: &str) -> Result<ObjectRecord, ServiceError> {
-        Err(ServiceError::Unsupported("restore is not available on a cluster yet: get the old version and put it again".into()))
+    /// A new version with the old one's content and metadata, ordered with
+    /// the key's conditional writes.
+    async fn restore(&self, bucket: &str, key: &str, version: &str) -> Result<ObjectRecord, ServiceError> {
+        let r = &self.replicator;
+        let (old, chunks) = r.get(bucket, key, Some(version), Range::ALL).await?;
+        let spec = PutSpec {
+            bucket: bucket.into(),
+            key: key.into(),
+            content_type: old.content_type,
+            attributes: old.attributes,
+            size: Some(old.size),
+            expected_digest: old.digest,
+            condition: Condition::Always,
+            identity: None,
+            request_id: None,
+        };
+        let body = tokio_stream::wrappers::ReceiverStream::new(chunks).map(|c| c.map_err(|e| e.to_string()));
+        Ok(r.put_decided(spec, body).await?)
     }
 
     async fn search(&self, search: &Search, indexes: bool) -> Result<Merged<Found>, ServiceError> {
