@@ -250,3 +250,28 @@ async fn searches_merge_across_nodes_and_an_index_reaches_every_node_and_a_later
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_cut_off_from_the_majority_and_an_eventual_bucket_say_what_they_may_lack() {
+    let net = Net::start(3, FAST);
+    net.form().await;
+    ok(net.nodes[0].cli(&["bucket", "create", "strong2", "--replicas", "2"]));
+    ok(net.nodes[0].cli(&["bucket", "create", "loose", "--replicas", "2", "--consistency", "eventual"]));
+    fill(&net, "strong2", 40).await;
+    fill(&net, "loose", 40).await;
+    net.partition(&[2]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        // The lone node: what the majority writes meanwhile never reaches
+        // it, so even a 2-replica bucket's answer is partial there.
+        let (_, lone) = paged(&net, &[2], "strong2", 100).await;
+        let (_, majority) = paged(&net, &[0], "strong2", 100).await;
+        let (_, loose) = paged(&net, &[0], "loose", 100).await;
+        if lone.len() == 2 && majority.is_empty() && loose.len() == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "lone {lone:?}, majority {majority:?}, eventual bucket {loose:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    net.heal();
+}

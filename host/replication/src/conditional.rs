@@ -61,9 +61,27 @@ impl Replicator {
         E: Display,
     {
         self.require_bucket(&spec.bucket).await?;
+        // Refused at once on a side that reaches no majority: its lock
+        // could not commit anyway.
+        let members = self.cluster.members().len();
+        let reachable = super::plan::members(&self.cluster).0.iter().filter(|m| m.health != Health::Down).count();
+        if reachable * 2 <= members {
+            return Err(ReplicationError::Unavailable(format!(
+                "this node reaches {reachable} of {members} members; conditional writes need a majority"
+            )));
+        }
         let name = lock_name(&spec.bucket, &spec.key);
         let holder = format!("node {} (conditional write)", self.cluster.id);
-        let grant = self.cluster.acquire(&name, &holder, LEASE, Some(WAIT)).await?;
+        let grant = match self.cluster.acquire(&name, &holder, LEASE, Some(WAIT)).await {
+            Ok(g) => g,
+            Err(strata_cluster::error::ClusterError::TimedOut(_)) => {
+                return Err(ReplicationError::Unavailable(format!(
+                    "other conditional writes on {}/{} kept it for {WAIT:?}; retry",
+                    spec.bucket, spec.key
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
         let r = self.decide(spec, chunks, grant.token).await;
         let cluster = self.cluster.clone();
         tokio::spawn(async move {

@@ -10,9 +10,12 @@
 //! past it), so memory stays bounded by nodes × page, whatever the bucket.
 //!
 //! An answer is partial when the unreachable nodes are at least as many as
-//! the bucket's replicas: some key may then have all its copies among
-//! them. The answer names them; with fewer down, every key still has a
-//! reachable copy and the answer is whole.
+//! the bucket's replicas (some key may then have all its copies among
+//! them), when this node reaches no majority (the majority may have
+//! written since), or when any node is unreachable and the bucket is
+//! eventual (each side of a partition takes writes). The answer names
+//! them; otherwise every key still has a reachable copy and the answer is
+//! whole.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -88,10 +91,20 @@ impl Replicator {
         Ok((answers, unreached))
     }
 
-    /// The nodes to name when an answer may lack what `unreached` hold.
+    /// The nodes to name when an answer may lack what `unreached` hold:
+    /// none while every key must still have a reachable copy.
     pub(super) async fn missing(&self, bucket: &str, unreached: &BTreeMap<u64, String>) -> Vec<String> {
-        let replicas = self.policy(bucket).await.replicas.max(1) as usize;
-        if unreached.len() < replicas {
+        if unreached.is_empty() {
+            return Vec::new();
+        }
+        let policy = self.policy(bucket).await;
+        let members = self.cluster.members().len().max(1);
+        // A node that reaches no majority cannot know what the majority
+        // wrote meanwhile; an eventual bucket takes writes on whatever
+        // nodes a side reaches.
+        let cut_off = (members - unreached.len().min(members)) * 2 <= members;
+        let eventual = policy.consistency == strata_cluster::types::Consistency::Eventual;
+        if !cut_off && !eventual && unreached.len() < policy.replicas.max(1) as usize {
             return Vec::new();
         }
         unreached.iter().map(|(id, addr)| format!("node {id} ({addr})")).collect()

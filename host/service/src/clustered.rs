@@ -133,6 +133,8 @@ impl ObjectService for Clustered {
         if done.refused.is_some() {
             return Err(MetaError::IndexExists { bucket: bucket.into(), name: name.into() }.into());
         }
+        // A follower may not have applied the change yet: read through.
+        r.cluster.read().await.map_err(ReplicationError::from)?;
         r.reconcile_indexes().await?;
         let meta = r.objects.meta();
         let def = meta.list_indexes().await?.into_iter().find(|d| d.bucket == bucket && d.name == name);
@@ -153,6 +155,7 @@ impl ObjectService for Clustered {
         if done.refused.is_some() {
             return Err(MetaError::NoSuchIndex { bucket: bucket.into(), name: name.into() }.into());
         }
+        r.cluster.read().await.map_err(ReplicationError::from)?;
         r.reconcile_indexes().await?;
         Ok(())
     }

@@ -100,6 +100,7 @@ pub async fn run(addr: &str, cmd: Cmd, allow_partial: bool) -> anyhow::Result<()
         | Cmd::BenchPlugins(_)
         | Cmd::BenchSearch(_)
         | Cmd::BenchCluster(_)
+        | Cmd::BenchNamespace(_)
         | Cmd::BenchReplication(_) => bail!("serve, fsck and bench are not client commands"),
     }
 }

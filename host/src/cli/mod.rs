@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_cluster;
+mod bench_namespace;
 mod bench_plugins;
 mod bench_replication;
 mod bench_search;
@@ -216,6 +217,9 @@ pub enum Cmd {
     BenchSearch(bench_search::BenchSearchArgs),
     /// Start three local cluster nodes and time commits, locks and failover.
     BenchCluster(bench_cluster::BenchClusterArgs),
+    /// Start three cluster nodes and one single node with the same keys and
+    /// time listing, search, and conditional against unconditional puts.
+    BenchNamespace(bench_namespace::BenchNamespaceArgs),
     /// Start local cluster nodes and time replicated puts and gets, small
     /// replicated puts, and repair to a new node.
     BenchReplication(bench_replication::BenchReplicationArgs),
@@ -442,6 +446,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::BenchPlugins(args) => bench_plugins::run(args).await,
         Cmd::BenchSearch(args) => bench_search::run(args).await,
         Cmd::BenchCluster(args) => bench_cluster::run(args).await,
+        Cmd::BenchNamespace(args) => bench_namespace::run(args).await,
         Cmd::BenchReplication(args) => bench_replication::run(args).await,
         cmd => client::run(&cli.addr, cmd, cli.allow_partial).await,
     }
