@@ -151,6 +151,7 @@ async fn a_partitioned_minority_refuses_conditional_writes_and_restore_works() {
     // The majority goes on.
     let third = put(&mut a, conditional("doc", false, &second.version, ""), b"majority").await.unwrap();
     net.heal();
+    net.agree(&[0, 1, 2], 3).await;
 
     // Restore through another node: a new version with the first's bytes.
     let out = ok(net.nodes[1].cli(&["restore", "doc", &first.version]));

@@ -159,6 +159,13 @@ async fn the_cli_backfills_explains_and_drops() {
     assert!(text.contains("plan: index by-cat (btree) serves category eq \"legal\""), "{text}");
     assert!(text.contains("10 found"), "{text}");
 
+    // More values than one SQLite compound query takes: the search scans.
+    let many: Vec<String> = std::iter::once("\"legal\"".to_string()).chain((0..600).map(|i| format!("\"c{i}\""))).collect();
+    let out = s.cli(&["search", &format!("category in ({})", many.join(", ")), "--explain"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("scanning instead") && text.contains("10 found"), "{text}");
+
     let out = s.cli(&["index", "rm", "by-cat"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let out = s.cli(&["search", r#"category = "legal""#, "--explain"]);

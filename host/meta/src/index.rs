@@ -77,7 +77,20 @@ pub enum Candidates {
     Ids(String),
 }
 
+/// SQLite's limit on the SELECTs one compound SELECT may join.
+pub const MAX_COMPOUND: usize = 500;
+
 impl Candidates {
+    /// An upper bound on the SELECTs its compound SELECT joins: above
+    /// [`MAX_COMPOUND`] SQLite refuses the query, so the search scans.
+    pub fn selects(&self) -> usize {
+        match self {
+            Candidates::Index { groups, .. } => 1 + groups.iter().map(Vec::len).sum::<usize>(),
+            Candidates::And(all) | Candidates::Or(all) => all.iter().map(Candidates::selects).sum(),
+            Candidates::Ids(_) => 1,
+        }
+    }
+
     /// A compound SELECT of one column, `id`.
     fn sql(&self, binds: &mut Vec<Bind>) -> String {
         match self {

@@ -34,7 +34,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 pub use cache::CacheStats;
 use cache::MetaCache;
 use clock::Clock;
-pub use index::{CandidateIds, Candidates, IndexDef, TermMaker, TermMatch};
+pub use index::{CandidateIds, Candidates, IndexDef, MAX_COMPOUND, TermMaker, TermMatch};
 pub use queue::{QueueEntry, QueueStats};
 pub use scan::{Position, SortField, SortValue};
 

@@ -83,7 +83,16 @@ pub async fn run(meta: &MetaStore, plugins: Option<&Plugins>, s: &Search) -> Res
             if candidates.is_some() {
                 notes = planner.notes;
             }
-            if let Some(c) = candidates {
+            if let Some(c) = candidates.filter(|c| {
+                let fits = c.selects() < strata_meta::MAX_COMPOUND;
+                if !fits {
+                    notes.push(format!(
+                        "the filter needs more than {} index reads in one query: scanning instead",
+                        strata_meta::MAX_COMPOUND
+                    ));
+                }
+                fits
+            }) {
                 let found = meta.candidate_ids(&c, MAX_CANDIDATES + 1).await?;
                 if found.count > MAX_CANDIDATES as u64 {
                     notes.push(format!("more than {MAX_CANDIDATES} candidates: scanning instead"));

@@ -291,7 +291,7 @@ pub fn search(r: &pb::SearchResponse, explain: bool, json: bool) {
             "{}",
             json!({
                 "objects": objects, "next_cursor": r.next_cursor, "plan": r.plan,
-                "scanned": r.scanned, "took_ms": r.took_ms, "indexed": r.indexed,
+                "scanned": r.scanned, "took_ms": r.took_ms, "indexed": r.indexed, "missing": r.missing,
             })
         );
         return;
