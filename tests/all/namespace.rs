@@ -131,6 +131,14 @@ async fn with_one_replica_a_dead_node_makes_the_answer_partial_and_named() {
     assert_eq!(missing.len(), 1, "{missing:?}");
     assert!(missing.first().unwrap().starts_with(&format!("node {dead} (")), "{missing:?}");
 
+    // A key whose only copy is on the dead node is out of reach, not gone.
+    let seen: BTreeSet<&String> = got.iter().map(|(k, _)| k).collect();
+    let lost = live.keys().find(|k| !seen.contains(k)).unwrap();
+    let mut c = net.nodes[0].client().await;
+    let err = get(&mut c, pb::GetRequest { bucket: "thin".into(), key: lost.clone(), ..Default::default() }).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(err.message().contains(&format!("node {dead}")), "{err:?}");
+
     let out = ls_json(&net, 0, "thin", &[]);
     assert!(!out.status.success(), "a partial answer fails without --allow-partial");
     let err = String::from_utf8_lossy(&out.stderr);

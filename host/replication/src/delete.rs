@@ -25,7 +25,9 @@ impl Replicator {
             })
             .into()
         };
-        let Some(winner) = views.newest().cloned() else { return Err(missing()) };
+        let Some(winner) = views.newest().cloned() else {
+            return Err(self.out_of_reach(bucket, key, &views.unreachable).await.unwrap_or_else(missing));
+        };
         if version.is_none() && winner.digest.is_none() {
             return Err(missing()); // deleted already
         }

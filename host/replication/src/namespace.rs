@@ -110,6 +110,20 @@ impl Replicator {
         unreached.iter().map(|(id, addr)| format!("node {id} ({addr})")).collect()
     }
 
+    /// When no reachable node holds a key: the error to answer if the
+    /// unreachable nodes may hold it (as a listing would be partial), so a
+    /// key out of reach is not reported gone.
+    pub(super) async fn out_of_reach(&self, bucket: &str, key: &str, unreachable: &[u64]) -> Option<ReplicationError> {
+        let unreached: BTreeMap<u64, String> = unreachable.iter().map(|n| (*n, self.addr_of(*n).unwrap_or_default())).collect();
+        let missing = self.missing(bucket, &unreached).await;
+        (!missing.is_empty()).then(|| {
+            ReplicationError::Unavailable(format!(
+                "{bucket}/{key} is on none of the nodes that answered, and {} could not be asked: it may be there",
+                missing.join(", ")
+            ))
+        })
+    }
+
     /// Live keys under `prefix` after `after`, in key order, each with its
     /// newest version across the cluster.
     pub async fn list(

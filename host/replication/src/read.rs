@@ -88,6 +88,9 @@ impl Replicator {
         let (members, _) = plan::members(&self.cluster);
         let views = self.views(&members, bucket, key, version).await?;
         let Some(winner) = views.newest().cloned() else {
+            if let Some(e) = self.out_of_reach(bucket, key, &views.unreachable).await {
+                return Err(e);
+            }
             let meta = self.objects.meta();
             // Answer as a single node would: no such bucket, version or key.
             let e = meta.get(bucket, key, version).await.err().map(ObjectError::from);
