@@ -117,6 +117,12 @@ async fn sorts_and_cursor_pages_stay_correct_while_objects_change() {
     // Size, descending.
     let r = c.search(page("size", true, String::new(), None)).await.unwrap().into_inner();
     assert_eq!(r.objects.iter().map(|o| o.key.clone()).collect::<Vec<_>>(), docs((23..30).rev()));
+    // Its cursor continues that search only: another order is refused.
+    for (sort, descending) in [("size", false), ("key", true)] {
+        let err = c.search(page(sort, descending, r.next_cursor.clone(), None)).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains("continues a search of bucket \"default\" by size descending"), "{err:?}");
+    }
 
     // An attribute sort: objects without the attribute come last, in key order.
     let mut seen = Vec::new();

@@ -54,12 +54,35 @@ fn filter(f: pb::Filter, depth: usize, count: &mut usize, at: &str) -> Result<Ex
     }
 }
 
-fn cursor(raw: &str) -> Result<Option<Position>, ApiError> {
+/// What a cursor holds: where the next page starts, and the search it
+/// belongs to (a position means nothing in another order or bucket).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Cursor {
+    at: Position,
+    bucket: String,
+    sort: String,
+    descending: bool,
+}
+
+fn cursor(raw: &str, s: &run::Search) -> Result<Option<Position>, ApiError> {
     if raw.is_empty() {
         return Ok(None);
     }
     let bytes = hex::decode(raw).map_err(|_| invalid("cursor: not one this server gave out"))?;
-    serde_json::from_slice(&bytes).map(Some).map_err(|_| invalid("cursor: not one this server gave out"))
+    let c: Cursor = serde_json::from_slice(&bytes).map_err(|_| invalid("cursor: not one this server gave out"))?;
+    let sort = s.sort.to_string();
+    if c.bucket != s.bucket || c.sort != sort || c.descending != s.descending {
+        let dir = |d: bool| if d { "descending" } else { "ascending" };
+        return Err(invalid(format!(
+            "cursor: it continues a search of bucket {:?} by {} {}, not of {:?} by {sort} {}; repeat that search's bucket and sort",
+            c.bucket,
+            c.sort,
+            dir(c.descending),
+            s.bucket,
+            dir(s.descending)
+        )));
+    }
+    Ok(Some(c.at))
 }
 
 pub async fn handle_search(service: &dyn ObjectService, limits: &Limits, req: pb::SearchRequest) -> Result<pb::SearchResponse, ApiError> {
@@ -75,18 +98,15 @@ pub async fn handle_search(service: &dyn ObjectService, limits: &Limits, req: pb
         n if n > MAX_LIMIT => return Err(invalid(format!("limit: at most {MAX_LIMIT}"))),
         n => n,
     };
-    let search = run::Search {
-        bucket,
-        filter,
-        sort,
-        descending: req.descending,
-        limit,
-        after: cursor(&req.cursor)?,
-        max_bytes: limits.max_reply_bytes,
-    };
+    let mut search =
+        run::Search { bucket, filter, sort, descending: req.descending, limit, after: None, max_bytes: limits.max_reply_bytes };
+    search.after = cursor(&req.cursor, &search)?;
     let Merged { value: found, missing } = service.search(&search, !req_no_index).await?;
-    let next_cursor = match &found.next {
-        Some(p) => hex::encode(serde_json::to_vec(p).expect("a position serializes")),
+    let next_cursor = match found.next {
+        Some(at) => {
+            let c = Cursor { at, bucket: search.bucket.clone(), sort: search.sort.to_string(), descending: search.descending };
+            hex::encode(serde_json::to_vec(&c).expect("a cursor serializes"))
+        }
         None => String::new(),
     };
     Ok(pb::SearchResponse {
