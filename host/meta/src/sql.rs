@@ -267,14 +267,19 @@ pub async fn get_version(pool: &SqlitePool, bucket: &str, key: &str, version: &s
     record(&row, newest).map(Some)
 }
 
-pub async fn list(pool: &SqlitePool, bucket: &str, prefix: &str, after: Option<&str>, limit: u32) -> Result<Vec<ObjectRecord>, MetaError> {
-    // Keys never contain U+10FFFF (the API refuses it), so every key that
-    // starts with `prefix` sorts below `prefix + U+10FFFF`: an index range.
-    let upper = format!("{prefix}\u{10FFFF}");
+/// The index range of the keys under `prefix` from `after` on. Keys never
+/// contain U+10FFFF (the API refuses it), so every key that starts with
+/// `prefix` sorts below `prefix + U+10FFFF`.
+fn key_range<'a>(prefix: &'a str, after: Option<&'a str>) -> (&'a str, String) {
     let lower = match after {
         Some(a) if a >= prefix => a,
         _ => prefix,
     };
+    (lower, format!("{prefix}\u{10FFFF}"))
+}
+
+pub async fn list(pool: &SqlitePool, bucket: &str, prefix: &str, after: Option<&str>, limit: u32) -> Result<Vec<ObjectRecord>, MetaError> {
+    let (lower, upper) = key_range(prefix, after);
     let rows = sqlx::query(
         "SELECT v.id, v.bucket, v.key, v.version, v.stamp, v.digest, v.size, \
          v.content_type, v.attributes, v.created_ms, v.modified_ms \
@@ -290,6 +295,11 @@ pub async fn list(pool: &SqlitePool, bucket: &str, prefix: &str, after: Option<&
     .bind(limit as i64)
     .fetch_all(pool)
     .await?;
+    latest_records(&rows)
+}
+
+/// Rows that are each their key's newest version.
+fn latest_records(rows: &[SqliteRow]) -> Result<Vec<ObjectRecord>, MetaError> {
     rows.iter()
         .map(|r| {
             let id = r.try_get("id")?;
@@ -309,11 +319,7 @@ pub async fn newest_after(
     after: Option<&str>,
     limit: u32,
 ) -> Result<Vec<ObjectRecord>, MetaError> {
-    let upper = format!("{prefix}\u{10FFFF}");
-    let lower = match after {
-        Some(a) if a >= prefix => a,
-        _ => prefix,
-    };
+    let (lower, upper) = key_range(prefix, after);
     let rows = sqlx::query(
         "SELECT v.id, v.bucket, v.key, v.version, v.stamp, v.digest, v.size, \
          v.content_type, v.attributes, v.created_ms, v.modified_ms \
@@ -330,12 +336,7 @@ pub async fn newest_after(
     .bind(limit as i64)
     .fetch_all(pool)
     .await?;
-    rows.iter()
-        .map(|r| {
-            let id = r.try_get("id")?;
-            record(r, Some(id))
-        })
-        .collect()
+    latest_records(&rows)
 }
 
 pub async fn list_versions(pool: &SqlitePool, bucket: &str, key: &str) -> Result<Vec<ObjectRecord>, MetaError> {
