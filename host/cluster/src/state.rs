@@ -34,7 +34,7 @@ pub struct ClusterState {
     pub locks: Locks,
     /// Ids of removed nodes, never to be used again.
     pub retired: BTreeSet<u64>,
-    /// Search indexes by `bucket/name` (neither name has a slash).
+    /// Search indexes by [`IndexSpec::key_of`].
     pub indexes: BTreeMap<String, IndexSpec>,
 }
 
@@ -68,7 +68,7 @@ impl ClusterState {
                 self.retired.insert(id);
             }
             Cmd::CreateIndex { index } => {
-                let at = format!("{}/{}", index.bucket, index.name);
+                let at = IndexSpec::key_of(&index.bucket, &index.name);
                 match self.indexes.entry(at) {
                     std::collections::btree_map::Entry::Vacant(e) => {
                         e.insert(index);
@@ -79,7 +79,7 @@ impl ClusterState {
                 }
             }
             Cmd::DropIndex { bucket, name } => {
-                if self.indexes.remove(&format!("{bucket}/{name}")).is_none() {
+                if self.indexes.remove(&IndexSpec::key_of(&bucket, &name)).is_none() {
                     refused = Some(format!("bucket {bucket:?} has no index named {name:?}"));
                 }
             }

@@ -87,6 +87,14 @@ pub struct IndexSpec {
     pub kind: String,
 }
 
+impl IndexSpec {
+    /// Where the cluster state keeps an index: `bucket/name` (neither name
+    /// has a slash).
+    pub fn key_of(bucket: &str, name: &str) -> String {
+        format!("{bucket}/{name}")
+    }
+}
+
 impl fmt::Display for Cmd {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -148,13 +148,7 @@ async fn commit_in(conn: &mut SqliteConnection, policy: &Policy<'_>, items: &[Ne
             out.push(Err(e));
             continue;
         }
-        let refused = match (&item.condition, &cur_version) {
-            (Condition::IfAbsent, Some(v)) => Some(format!("it exists (version {v})")),
-            (Condition::IfVersion(want), Some(v)) if v != want => Some(format!("current version is {v}, not {want}")),
-            (Condition::IfVersion(want), None) => Some(format!("it has no live version, not {want}")),
-            _ => None,
-        };
-        if let Some(why) = refused {
+        if let Some(why) = item.condition.refusal(cur_version.as_deref()) {
             out.push(Err(MetaError::ConditionFailed { key: item.key.clone(), why }));
             continue;
         }

@@ -94,6 +94,19 @@ pub enum Condition {
     Fenced(u64),
 }
 
+impl Condition {
+    /// Why the condition fails when the key's live version is `live`, if
+    /// it does (`Fenced` is judged by its token, not here).
+    pub fn refusal(&self, live: Option<&str>) -> Option<String> {
+        match (self, live) {
+            (Condition::IfAbsent, Some(v)) => Some(format!("it exists (version {v})")),
+            (Condition::IfVersion(want), Some(v)) if v != want => Some(format!("current version is {v}, not {want}")),
+            (Condition::IfVersion(want), None) => Some(format!("it has no live version, not {want}")),
+            _ => None,
+        }
+    }
+}
+
 /// A put whose blob is durable on disk, ready to be recorded.
 #[derive(Clone, Debug)]
 pub struct NewVersion {

@@ -30,12 +30,11 @@ use bytes::Bytes;
 use futures::Stream;
 use tracing::{debug, warn};
 
-use super::plan::Member;
-use super::wire::{self, Found, Lookup};
+use super::plan::{self, Member};
+use super::wire::{Found, Lookup};
 use super::{ReplicationError, Replicator};
-use strata_cluster::detector::Health;
 use strata_meta::{Condition, MetaError, ObjectRecord};
-use strata_objects::{Kind, ObjectError, PutSpec};
+use strata_objects::{ObjectError, PutSpec};
 
 /// How long a conditional writer holds a key's lock at most: a crashed
 /// writer's lock frees itself after this. A write still running then is
@@ -63,13 +62,7 @@ impl Replicator {
         self.require_bucket(&spec.bucket).await?;
         // Refused at once on a side that reaches no majority: its lock
         // could not commit anyway.
-        let members = self.cluster.members().len();
-        let reachable = super::plan::members(&self.cluster).0.iter().filter(|m| m.health != Health::Down).count();
-        if reachable * 2 <= members {
-            return Err(ReplicationError::Unavailable(format!(
-                "this node reaches {reachable} of {members} members; conditional writes need a majority"
-            )));
-        }
+        plan::refuse_minority(&plan::members(&self.cluster).0, "conditional writes need a majority")?;
         let name = lock_name(&spec.bucket, &spec.key);
         let holder = format!("node {} (conditional write)", self.cluster.id);
         let grant = match self.cluster.acquire(&name, &holder, LEASE, Some(WAIT)).await {
@@ -108,14 +101,8 @@ impl Replicator {
             return Ok(first);
         }
         let newest = self.fenced_newest(&spec.bucket, &spec.key, token, &members, p.acks).await?;
-        let live = newest.as_ref().filter(|f| f.digest.is_some());
-        let refused = match (&spec.condition, live) {
-            (Condition::IfAbsent, Some(f)) => Some(format!("it exists (version {})", f.version)),
-            (Condition::IfVersion(want), Some(f)) if f.version != *want => Some(format!("current version is {}, not {want}", f.version)),
-            (Condition::IfVersion(want), None) => Some(format!("it has no live version, not {want}")),
-            _ => None,
-        };
-        if let Some(why) = refused {
+        let live = newest.as_ref().filter(|f| f.digest.is_some()).map(|f| f.version.as_str());
+        if let Some(why) = spec.condition.refusal(live) {
             return Err(ObjectError::from(MetaError::ConditionFailed { key: spec.key.clone(), why }).into());
         }
         spec.condition = Condition::Fenced(token);
@@ -134,27 +121,12 @@ impl Replicator {
         acks: u32,
     ) -> Result<Option<Found>, ReplicationError> {
         let q = Lookup { fence: Some(token), ..Lookup::new(bucket, key, None) };
-        let me = self.cluster.id;
-        let timeout = self.short_timeout();
-        let asks = members.iter().filter(|m| m.id != me && m.health != Health::Down).map(|m| {
-            let q = &q;
-            async move { (m.id, wire::lookup(&self.cluster.network, &m.addr, q, timeout).await) }
-        });
-        let (mine, theirs) = futures::join!(self.holding(&q), futures::future::join_all(asks));
-        let mut found: Vec<Found> = mine?.found.into_iter().collect();
-        let mut answered = 1;
-        for (node, r) in theirs {
-            match r {
-                Ok(h) => {
-                    self.objects.meta().observe(h.clock);
-                    answered += 1;
-                    found.extend(h.found);
-                }
-                // A newer conditional writer fenced it first.
-                Err(e) if e.kind() == Kind::Refused => return Err(e),
-                Err(e) => warn!(node, error = %e, "a node missed a conditional write's fencing read"),
-            }
+        let views = self.views_of(members, &q).await?;
+        // A newer conditional writer fenced it first.
+        if let Some(e) = views.refused {
+            return Err(e);
         }
+        let answered = views.answered.len();
         let need = members.len().saturating_sub(acks as usize) + 1;
         if answered < need {
             return Err(ReplicationError::Unavailable(format!(
@@ -162,6 +134,6 @@ impl Replicator {
                 members.len()
             )));
         }
-        Ok(found.into_iter().max_by(|a, b| a.version.cmp(&b.version)))
+        Ok(views.newest().cloned())
     }
 }

@@ -35,7 +35,7 @@ impl Replicator {
         }
         let have = meta.list_indexes().await?;
         for d in &have {
-            let wanted = state.indexes.get(&format!("{}/{}", d.bucket, d.name));
+            let wanted = state.indexes.get(&IndexSpec::key_of(&d.bucket, &d.name));
             if wanted.is_none_or(|w| w.fields != d.fields || w.kind != d.kind) {
                 info!(bucket = %d.bucket, index = %d.name, "dropping an index the cluster does not define so");
                 match meta.drop_index(&d.bucket, &d.name).await {

@@ -111,6 +111,16 @@ pub fn members(c: &Cluster) -> (Vec<Member>, Vec<NodeInfo>) {
     (members, infos)
 }
 
+/// Refuses (`UNAVAILABLE`, saying `why`) when this node reaches no
+/// majority of `members`.
+pub fn refuse_minority(members: &[Member], why: &str) -> Result<(), ReplicationError> {
+    let reachable = members.iter().filter(|m| m.health != Seen::Down).count();
+    if reachable * 2 <= members.len() {
+        return Err(ReplicationError::Unavailable(format!("this node reaches {reachable} of {} members; {why}", members.len())));
+    }
+    Ok(())
+}
+
 /// Indices of the healthy nodes: a selector's candidates.
 pub fn healthy(topology: &Topology) -> Vec<u32> {
     topology.nodes().iter().enumerate().filter(|(_, n)| n.health == Health::Healthy).map(|(i, _)| i as u32).collect()

@@ -35,6 +35,9 @@ pub(super) struct Views {
     pub answered: Vec<u64>,
     /// Nodes that could not be asked.
     pub unreachable: Vec<u64>,
+    /// The first refusal a node answered (a fenced lookup behind a newer
+    /// fence); that node also counts as unreachable.
+    pub refused: Option<ReplicationError>,
 }
 
 impl Views {
@@ -52,17 +55,21 @@ impl Replicator {
         key: &str,
         version: Option<&str>,
     ) -> Result<Views, ReplicationError> {
-        let q = Lookup::new(bucket, key, version);
+        self.views_of(members, &Lookup::new(bucket, key, version)).await
+    }
+
+    /// Every reachable node's answer to the lookup `q`.
+    pub(super) async fn views_of(&self, members: &[Member], q: &Lookup) -> Result<Views, ReplicationError> {
         let me = self.cluster.id;
-        let mut views = Views { found: Vec::new(), answered: vec![me], unreachable: Vec::new() };
-        if let Some(f) = self.holding(&q).await?.found {
+        let mut views = Views { found: Vec::new(), answered: vec![me], unreachable: Vec::new(), refused: None };
+        if let Some(f) = self.holding(q).await?.found {
             views.found.push((me, f));
         }
         let timeout = self.short_timeout();
-        let asks = members.iter().filter(|m| m.id != me && m.health != Health::Down).map(|m| {
-            let q = &q;
-            async move { (m.id, wire::lookup(&self.cluster.network, &m.addr, q, timeout).await) }
-        });
+        let asks = members
+            .iter()
+            .filter(|m| m.id != me && m.health != Health::Down)
+            .map(|m| async move { (m.id, wire::lookup(&self.cluster.network, &m.addr, q, timeout).await) });
         for (node, r) in futures::future::join_all(asks).await {
             match r {
                 Ok(h) => {
@@ -75,6 +82,9 @@ impl Replicator {
                 Err(e) => {
                     debug!(node, error = %e, "lookup failed");
                     views.unreachable.push(node);
+                    if e.kind() == strata_objects::Kind::Refused && views.refused.is_none() {
+                        views.refused = Some(e);
+                    }
                 }
             }
         }

@@ -22,7 +22,6 @@ use tracing::warn;
 use super::error::ReplicationError;
 use super::wire::{self, PUSH_DEPTH, Trailer, VersionHeader};
 use super::{Replicator, plan};
-use strata_cluster::detector::Health;
 use strata_cluster::types::Consistency as ConsistencyLevel;
 use strata_meta::{Condition, Identity, ObjectRecord};
 use strata_objects::{ObjectError, Objects, PutSpec};
@@ -120,13 +119,7 @@ impl Replicator {
         let policy = self.policy(&spec.bucket).await;
         let (members, _) = plan::members(&self.cluster);
         if policy.consistency == ConsistencyLevel::Strong {
-            let reachable = members.iter().filter(|m| m.health != Health::Down).count();
-            if reachable * 2 <= members.len() {
-                return Err(ReplicationError::Unavailable(format!(
-                    "this node reaches {reachable} of {} members; with strong consistency the minority side takes no writes",
-                    members.len()
-                )));
-            }
+            plan::refuse_minority(&members, "with strong consistency the minority side takes no writes")?;
         }
         let size = spec.size.unwrap_or(0);
         let async_ok = self.config.enable_async_replication;
