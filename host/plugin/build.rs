@@ -11,7 +11,7 @@ type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 /// cargo invocation: the SDK generates one world's bindings per build.
 const BUILTINS: &[(&str, &[&str])] = &[
     ("node-selector", &["rendezvous", "least-loaded", "zone-aware", "fixture"]),
-    ("replication-strategy", &["eager", "lazy", "geographic", "quorum"]),
+    ("replication-strategy", &["eager", "lazy", "geographic", "quorum", "larger-wins"]),
     ("index-type", &["btree", "hash", "fulltext", "tags"]),
 ];
 

@@ -120,44 +120,29 @@ pub fn last_writer_wins(versions: &[VersionInfo]) -> Result<u32, PluginError> {
         .ok_or_else(|| PluginError::InvalidInput("no versions to resolve".into()))
 }
 
-/// Restore `policy.replicas` healthy copies: remove corrupt or stale
-/// replicas, then copy from the first healthy replica to placement nodes
-/// that lack one (in placement order), then remove surplus healthy copies
-/// off the placement. Applied in order, the actions never remove a copy
-/// they made. With no healthy replica nothing can be repaired.
+/// Move the object to `placement` (the selector's current choice): remove
+/// corrupt or stale replicas, copy from the first healthy replica to every
+/// placement node without a copy (an unreachable replica counts as one: it
+/// may come back), and remove every copy off the placement. The host
+/// applies removals only once every placement node holds a sound copy, so
+/// copies made for a new placement land before old ones go. With no
+/// healthy replica nothing can be copied.
 pub fn repair_to_placement(policy: &Policy, replicas: &[Replica], placement: &[u32]) -> Result<Vec<RepairAction>, PluginError> {
-    let healthy: Vec<u32> = replicas.iter().filter(|r| r.state == ReplicaState::Healthy).map(|r| r.node).collect();
-    let Some(&source) = healthy.first() else {
-        return Err(PluginError::Unsatisfiable("no healthy replica to repair from".into()));
-    };
-    let want = policy.replicas.min(policy.max_replicas.max(1)) as usize;
+    let _ = policy;
+    let held = |n: u32| replicas.iter().any(|r| r.node == n && matches!(r.state, ReplicaState::Healthy | ReplicaState::Unreachable));
     let mut actions: Vec<RepairAction> = replicas
         .iter()
         .filter(|r| matches!(r.state, ReplicaState::Corrupt | ReplicaState::Stale))
         .map(|r| RepairAction::Remove(r.node))
         .collect();
-    let mut have = healthy.len();
-    let holds = |n: u32| replicas.iter().any(|r| r.node == n && r.state == ReplicaState::Healthy);
-    for &target in placement {
-        if have >= want {
-            break;
-        }
-        if !holds(target) {
-            actions.push(RepairAction::Copy { source, target });
-            have += 1;
-        }
+    let missing: Vec<u32> = placement.iter().copied().filter(|&n| !held(n)).collect();
+    if !missing.is_empty() {
+        let Some(source) = replicas.iter().find(|r| r.state == ReplicaState::Healthy).map(|r| r.node) else {
+            return Err(PluginError::Unsatisfiable("no healthy replica to copy from".into()));
+        };
+        actions.extend(missing.into_iter().map(|target| RepairAction::Copy { source, target }));
     }
-    // Surplus healthy copies: drop those furthest from the placement.
-    let mut surplus = have.saturating_sub(want);
-    for &node in healthy.iter().rev() {
-        if surplus == 0 {
-            break;
-        }
-        if !placement.contains(&node) {
-            actions.push(RepairAction::Remove(node));
-            surplus -= 1;
-        }
-    }
+    actions.extend(replicas.iter().filter(|r| held(r.node) && !placement.contains(&r.node)).map(|r| RepairAction::Remove(r.node)));
     Ok(actions)
 }
 

@@ -25,5 +25,6 @@ mod quota;
 mod replication;
 mod request_ids;
 mod search;
+mod siblings;
 mod storage_options;
 mod versions;

@@ -58,7 +58,20 @@ async fn builtins_are_listed_and_called_through_the_server() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let names: Vec<&str> = list.as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
-    for b in ["rendezvous", "least-loaded", "zone-aware", "eager", "lazy", "geographic", "quorum", "btree", "hash", "fulltext", "tags"] {
+    for b in [
+        "rendezvous",
+        "least-loaded",
+        "zone-aware",
+        "eager",
+        "lazy",
+        "geographic",
+        "quorum",
+        "larger-wins",
+        "btree",
+        "hash",
+        "fulltext",
+        "tags",
+    ] {
         assert!(names.contains(&b), "{b} missing from {names:?}");
     }
     assert!(!names.contains(&"fixture"), "the fixture loads only when declared");

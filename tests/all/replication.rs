@@ -11,13 +11,13 @@ use crate::cluster::{Net, cluster_toml_zoneless, ok, status};
 use crate::common::*;
 
 /// Fast retries, so queued copies land within a test's patience.
-const FAST_RETRY: &str = "\n[replication]\nretry_delay = \"200ms\"\nretry_attempts = 3\n";
+pub(crate) const FAST_RETRY: &str = "\n[replication]\nretry_delay = \"200ms\"\nretry_attempts = 3\n";
 
-fn in_bucket(bucket: &str, key: &str) -> pb::PutHeader {
+pub(crate) fn in_bucket(bucket: &str, key: &str) -> pb::PutHeader {
     pb::PutHeader { bucket: bucket.into(), key: key.into(), ..Default::default() }
 }
 
-async fn get_from(c: &mut Client, bucket: &str, key: &str, version: &str) -> Result<(pb::ObjectInfo, Vec<u8>), tonic::Status> {
+pub(crate) async fn get_from(c: &mut Client, bucket: &str, key: &str, version: &str) -> Result<(pb::ObjectInfo, Vec<u8>), tonic::Status> {
     get(c, pb::GetRequest { bucket: bucket.into(), key: key.into(), version: version.into(), ..Default::default() }).await
 }
 
@@ -39,7 +39,7 @@ async fn replicas_ok(c: &mut Client, bucket: &str, key: &str, want: usize) -> Ve
 }
 
 /// Waits until node `i` sees `n` members down.
-async fn sees_down(net: &Net, i: usize, n: usize) {
+pub(crate) async fn sees_down(net: &Net, i: usize, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut c = net.nodes[i].client().await;
     loop {
@@ -651,6 +651,7 @@ async fn a_push_cut_off_before_its_trailer_stores_nothing() {
             created_ms: 1,
             modified_ms: 1,
             replicas: vec![],
+            parents: None,
         };
         wire::header_frame(&VersionHeader { size: None, ..VersionHeader::control("pushed", key, identity) })
     };

@@ -34,6 +34,8 @@ struct Pending {
     node: String,
     /// JSON list of the nodes meant to hold the version.
     replicas: String,
+    /// The versions it supersedes, when its coordinator said.
+    parents: Option<Vec<String>>,
 }
 
 type Results = Vec<Result<ObjectRecord, MetaError>>;
@@ -157,14 +159,14 @@ async fn commit_in(conn: &mut SqliteConnection, policy: &Policy<'_>, items: &[Ne
         // if it is the key's newest, so a copy arriving late never hides a
         // newer write (or resurrects a deleted key); older ones join the
         // history.
-        let (stamp, version, node, created, replicas) = match &item.identity {
+        let (stamp, version, node, created, replicas, parents) = match &item.identity {
             Some(id) => {
                 policy.clock.observe(id.stamp);
-                (id.stamp, id.version.clone(), id.node.clone(), id.created_ms, json!(id.replicas).to_string())
+                (id.stamp, id.version.clone(), id.node.clone(), id.created_ms, json!(id.replicas).to_string(), id.parents.clone())
             }
             None => {
                 let stamp = policy.clock.now();
-                (stamp, format!("{stamp:016x}-{}", policy.node), policy.node.to_string(), cur_created, "[]".into())
+                (stamp, format!("{stamp:016x}-{}", policy.node), policy.node.to_string(), cur_created, "[]".into(), None)
             }
         };
         let newer = item.identity.is_none() || newest.get(&slot).is_none_or(|n| version > *n);
@@ -219,7 +221,7 @@ async fn commit_in(conn: &mut SqliteConnection, policy: &Policy<'_>, items: &[Ne
         let attributes = serde_json::to_string(&item.attributes).map_err(|e| MetaError::Db(Box::new(e)))?;
         if !newer {
             out.push(Ok(rec.clone()));
-            pending.push(Some(Pending { rec, attributes, node, replicas }));
+            pending.push(Some(Pending { rec, attributes, node, replicas, parents }));
             continue;
         }
         d.add("live_bytes", item.size as i64 - cur_size as i64);
@@ -241,7 +243,7 @@ async fn commit_in(conn: &mut SqliteConnection, policy: &Policy<'_>, items: &[Ne
             }
         }
         out.push(Ok(rec.clone()));
-        pending.push(Some(Pending { rec, attributes, node, replicas }));
+        pending.push(Some(Pending { rec, attributes, node, replicas, parents }));
         live.insert(slot, Live::Pending(pending.len() - 1));
     }
 
@@ -260,6 +262,12 @@ async fn commit_in(conn: &mut SqliteConnection, policy: &Policy<'_>, items: &[Ne
         refresh_blob(conn, &mut d, item, now).await?;
     }
     let ids = insert_versions(conn, &pending).await?;
+    let lineage: Vec<(&str, &str, &str, &[String])> = pending
+        .iter()
+        .flatten()
+        .filter_map(|p| Some((p.rec.bucket.as_str(), p.rec.key.as_str(), p.rec.version.as_str(), p.parents.as_deref()?)))
+        .collect();
+    super::lineage::record_parents(conn, &lineage).await?;
     upsert_live(conn, &live, &pending, &ids).await?;
     if !removed.is_empty() {
         sqlx::query("DELETE FROM versions WHERE id IN (SELECT value FROM json_each(?))")
@@ -463,7 +471,8 @@ async fn insert_versions(conn: &mut SqliteConnection, pending: &[Option<Pending>
                 r.created_ms,
                 r.modified_ms,
                 p.node,
-                p.replicas
+                p.replicas,
+                p.parents.as_ref().map(|ps| json!(ps).to_string())
             ])
         })
         .collect();
@@ -472,9 +481,9 @@ async fn insert_versions(conn: &mut SqliteConnection, pending: &[Option<Pending>
     }
     let out = sqlx::query(
         "INSERT INTO versions (bucket, key, version, stamp, node, digest, size, content_type, \
-         attributes, created_ms, modified_ms, replicas) \
+         attributes, created_ms, modified_ms, replicas, parents) \
          SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 10, unhex(j.value ->> 4), \
-         j.value ->> 5, j.value ->> 6, j.value ->> 7, j.value ->> 8, j.value ->> 9, j.value ->> 11 \
+         j.value ->> 5, j.value ->> 6, j.value ->> 7, j.value ->> 8, j.value ->> 9, j.value ->> 11, j.value ->> 12 \
          FROM json_each(?) AS j ORDER BY j.key \
          RETURNING id, version",
     )

@@ -16,6 +16,7 @@ mod cache;
 mod clock;
 pub mod fsck;
 mod index;
+pub mod lineage;
 pub mod names;
 mod queue;
 #[cfg(test)]
@@ -154,6 +155,11 @@ pub struct Identity {
     pub modified_ms: i64,
     /// Cluster ids of the nodes meant to hold the version.
     pub replicas: Vec<u64>,
+    /// The versions this one supersedes (see [`lineage`]): the newest its
+    /// coordinator saw, or every head a resolution resolved. `None` where
+    /// unknown (a single node's writes).
+    #[serde(default)]
+    pub parents: Option<Vec<String>>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -392,6 +398,7 @@ impl MetaStore {
             created_ms: now,
             modified_ms: now,
             replicas,
+            parents: None,
         }
     }
 
@@ -414,6 +421,22 @@ impl MetaStore {
     /// Whether copies of the version are still queued here.
     pub async fn queued(&self, bucket: &str, key: &str, version: &str) -> Result<bool, MetaError> {
         queue::queued(&self.write, bucket, key, version).await
+    }
+
+    /// The heads of a key (see [`lineage`]), newest first, at most `limit`:
+    /// two or more are siblings to resolve.
+    pub async fn heads(&self, bucket: &str, key: &str, limit: u32) -> Result<Vec<lineage::Head>, MetaError> {
+        lineage::heads(&self.read, bucket, key, limit).await
+    }
+
+    /// Siblings a resolution kept the newest of stop being heads here.
+    pub async fn settle_heads(&self, bucket: &str, key: &str, versions: &[String]) -> Result<(), MetaError> {
+        lineage::settle(&self.write, bucket, key, versions).await
+    }
+
+    /// The versions a version supersedes, as recorded with it.
+    pub async fn parents(&self, bucket: &str, key: &str, version: &str) -> Result<Option<Vec<String>>, MetaError> {
+        lineage::parents(&self.read, bucket, key, version).await
     }
 
     /// The nodes a version was placed on (empty on a single node).

@@ -23,7 +23,24 @@ async fn store(max_versions: u32) -> std::sync::Arc<MetaStore> {
 }
 
 fn id(stamp: u64, node: &str) -> Identity {
-    Identity { version: format!("{stamp:016x}-{node}"), stamp, node: node.into(), created_ms: 1, modified_ms: 2, replicas: vec![1, 2] }
+    Identity {
+        version: format!("{stamp:016x}-{node}"),
+        stamp,
+        node: node.into(),
+        created_ms: 1,
+        modified_ms: 2,
+        replicas: vec![1, 2],
+        parents: None,
+    }
+}
+
+/// An identity whose writer saw `parents` as the key's newest.
+fn child(stamp: u64, node: &str, parents: &[&Identity]) -> Identity {
+    Identity { parents: Some(parents.iter().map(|p| p.version.clone()).collect()), ..id(stamp, node) }
+}
+
+async fn heads(meta: &MetaStore, key: &str) -> Vec<String> {
+    meta.heads("default", key, 10).await.unwrap().into_iter().map(|h| h.record.version).collect()
 }
 
 fn copy(key: &str, byte: u8, identity: Identity) -> NewVersion {
@@ -104,4 +121,35 @@ async fn a_replicated_marker_hides_only_older_versions() {
     // one by version, which is the marker: the key stays deleted.
     meta.delete("default", "k", Some(&id(180, "b").version)).await.unwrap();
     assert!(meta.get("default", "k", None).await.is_err());
+}
+
+#[tokio::test]
+async fn versions_written_without_seeing_each_other_are_heads_until_one_names_them() {
+    let meta = store(0).await;
+    let base = child(100, "a", &[]);
+    put(&meta, copy("k", 1, base.clone())).await;
+    assert_eq!(heads(&meta, "k").await, [base.version.clone()]);
+    // Two writes that both saw the base: siblings, newest first.
+    let (x, y) = (child(200, "a", &[&base]), child(210, "b", &[&base]));
+    put(&meta, copy("k", 2, x.clone())).await;
+    put(&meta, copy("k", 3, y.clone())).await;
+    assert_eq!(heads(&meta, "k").await, [y.version.clone(), x.version.clone()]);
+    // A resolution names both; a marker that arrives before the version it
+    // deletes leaves that version no head when it comes.
+    let r = child(300, "a", &[&x, &y]);
+    meta.record_marker("default", "k", &r).await.unwrap();
+    assert_eq!(heads(&meta, "k").await, [r.version.clone()]);
+    let late_parent = child(400, "c", &[&r]);
+    let late_child = child(500, "c", &[&late_parent]);
+    put(&meta, copy("k", 5, late_child.clone())).await;
+    put(&meta, copy("k", 4, late_parent)).await;
+    assert_eq!(heads(&meta, "k").await, [late_child.version.clone()]);
+    // Settling drops the head flag; versions without parents are never heads.
+    let z = child(600, "d", &[&r]);
+    put(&meta, copy("k", 6, z.clone())).await;
+    meta.settle_heads("default", "k", std::slice::from_ref(&late_child.version)).await.unwrap();
+    assert_eq!(heads(&meta, "k").await, [z.version.clone()]);
+    put(&meta, copy("plain", 7, id(700, "a"))).await;
+    assert!(heads(&meta, "plain").await.is_empty());
+    assert_eq!(meta.parents("default", "k", &z.version).await.unwrap(), Some(vec![r.version.clone()]));
 }

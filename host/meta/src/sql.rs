@@ -521,8 +521,8 @@ pub async fn record_marker(pool: &SqlitePool, policy: &Policy<'_>, bucket: &str,
     if policy.versioning {
         sqlx::query(
             "INSERT INTO versions (bucket, key, version, stamp, node, digest, size, \
-             content_type, attributes, created_ms, modified_ms, replicas) \
-             VALUES (?, ?, ?, ?, ?, NULL, 0, '', '{}', ?, ?, ?)",
+             content_type, attributes, created_ms, modified_ms, replicas, parents) \
+             VALUES (?, ?, ?, ?, ?, NULL, 0, '', '{}', ?, ?, ?, ?)",
         )
         .bind(bucket)
         .bind(key)
@@ -532,8 +532,12 @@ pub async fn record_marker(pool: &SqlitePool, policy: &Policy<'_>, bucket: &str,
         .bind(id.created_ms)
         .bind(id.modified_ms)
         .bind(serde_json::json!(id.replicas).to_string())
+        .bind(id.parents.as_ref().map(|p| serde_json::json!(p).to_string()))
         .execute(&mut *tx)
         .await?;
+        if let Some(parents) = &id.parents {
+            super::lineage::record_parents(&mut tx, &[(bucket, key, &id.version, parents)]).await?;
+        }
         d.add("versions", 1);
         if policy.max_versions > 0 {
             enforce_retention(&mut tx, &mut d, bucket, key, policy.max_versions).await?;

@@ -216,11 +216,15 @@ fn strategies_plan_as_defined() {
 }
 
 #[test]
-fn conflicts_resolve_to_the_last_writer_and_repairs_restore_the_count() {
+fn conflicts_resolve_to_the_last_writer_and_repairs_move_to_the_placement() {
     let v = |stamp: u64, node: &str| VersionInfo { stamp, node_id: node.into(), digest: String::new(), size: 0, deleted: false };
     let quorum = builtins().strategy("quorum").unwrap();
     assert_eq!(quorum.resolve(&[v(5, "a"), v(9, "a"), v(7, "z")]).unwrap(), 1);
     assert_eq!(quorum.resolve(&[v(9, "a"), v(9, "b")]).unwrap(), 1, "the larger node id breaks a tie");
+    let sized = |stamp: u64, size: u64| VersionInfo { size, ..v(stamp, "a") };
+    let larger = builtins().strategy("larger-wins").unwrap();
+    assert_eq!(larger.resolve(&[sized(9, 10), sized(5, 99), sized(7, 3)]).unwrap(), 1, "the larger object beats the newer");
+    assert_eq!(larger.resolve(&[sized(5, 10), sized(9, 10)]).unwrap(), 1, "equal sizes: the last writer");
 
     let t = Topology::new(equal_nodes(5));
     let replicas = [
@@ -228,15 +232,19 @@ fn conflicts_resolve_to_the_last_writer_and_repairs_restore_the_count() {
         Replica { node: 1, state: ReplicaState::Unreachable },
         Replica { node: 2, state: ReplicaState::Corrupt },
     ];
-    let actions = quorum.plan_repair(&t, &object("k"), &policy(3), &replicas, &[1, 3, 0, 4]).unwrap();
+    let actions = quorum.plan_repair(&t, &object("k"), &policy(3), &replicas, &[1, 3, 4]).unwrap();
     assert_eq!(
         actions,
         [
             RepairAction::Remove(2),
-            RepairAction::Copy(CopyAction { source: 0, target: 1 }),
             RepairAction::Copy(CopyAction { source: 0, target: 3 }),
-        ]
+            RepairAction::Copy(CopyAction { source: 0, target: 4 }),
+            RepairAction::Remove(0),
+        ],
+        "the unreachable replica on the placement keeps its place; the healthy one off it goes"
     );
+    let none = [Replica { node: 2, state: ReplicaState::Corrupt }];
+    assert!(quorum.plan_repair(&t, &object("k"), &policy(3), &none, &[1]).is_err(), "nothing to copy from");
 }
 
 // ---- index types: terms against brute force ----

@@ -106,7 +106,8 @@ impl Replicator {
             return Err(ObjectError::from(MetaError::ConditionFailed { key: spec.key.clone(), why }).into());
         }
         spec.condition = Condition::Fenced(token);
-        self.put_plain(spec, chunks).await
+        let parents = newest.map(|f| f.version).into_iter().collect();
+        self.put_plain(spec, chunks, Some(parents)).await
     }
 
     /// Fences the key with `token` on every node this one reaches and

@@ -26,6 +26,7 @@ pub mod read;
 mod retry;
 pub mod search;
 pub mod service;
+pub mod siblings;
 pub mod wire;
 pub mod write;
 
@@ -51,6 +52,8 @@ pub struct Replicator {
     queued: Notify,
     /// One placement pass at a time.
     pass_lock: tokio::sync::Mutex<()>,
+    /// One resolution of siblings at a time.
+    resolving: tokio::sync::Mutex<()>,
     pub totals: placement::Totals,
 }
 
@@ -63,6 +66,7 @@ impl Replicator {
             config,
             queued: Notify::new(),
             pass_lock: Default::default(),
+            resolving: Default::default(),
             totals: Default::default(),
         })
     }

@@ -5,10 +5,12 @@
 //!
 //! For each version the node asks the bucket's selector where it should
 //! live now, among the members that are healthy or down for less than
-//! `repair_delay`. Nodes missing from the old placement are owed a copy
-//! (queued, so the copying is paced by `max_concurrent_syncs`); once every
-//! node of the new placement holds the version (asked, not assumed), the
-//! surplus replicas drop their copy. A node down longer than `repair_delay`
+//! `repair_delay`. Where that placement differs from the version's
+//! replicas, the bucket's strategy plugin says what to do (`plan-repair`:
+//! the SDK's default copies to the placement nodes that lack a copy and
+//! removes the copies off it). Copies are queued on their source, so the
+//! copying is paced by `max_concurrent_syncs`; removals wait until every
+//! node of the placement holds the version (asked, not assumed). A node down longer than `repair_delay`
 //! is no candidate, so its versions are copied elsewhere: repair and
 //! rebalance are the same pass.
 
@@ -24,7 +26,7 @@ use super::wire::{self, Lookup, VersionHeader};
 use super::{ReplicationError, Replicator};
 use strata_cluster::detector::Health;
 use strata_meta::{Identity, Placed};
-use strata_plugin::ObjectInfo;
+use strata_plugin::{ObjectInfo, RepairAction, Replica, ReplicaState};
 
 /// Versions read and placed per step.
 const STEP: u32 = 512;
@@ -159,17 +161,46 @@ impl Replicator {
                 items.push((policies[&p.bucket].clone(), object));
             }
             let chosen = plan::select_many(&self.plugins, infos.clone(), cands.clone(), items).await?;
-            let mut moves = Moves::default();
+            // The strategy is asked only where a version's replicas and its
+            // placement differ.
+            let mut asked = Vec::new();
+            let mut questions = Vec::new();
             for (p, want) in led.into_iter().zip(chosen) {
                 report.checked += 1;
-                let want: Vec<u64> = match want {
-                    Ok(w) => w.iter().map(|&i| members[i as usize].id).collect(),
+                let want = match want {
+                    Ok(w) => w,
                     Err(e) => {
                         warn!(bucket = %p.bucket, key = %p.key, error = %e, "cannot place a version");
                         continue;
                     }
                 };
-                self.place_one(&members, &p, &want, dry_run, &mut report, &mut moves).await?;
+                let ids: Vec<u64> = want.iter().map(|&i| members[i as usize].id).collect();
+                if ids.len() == p.replicas.len() && ids.iter().all(|n| p.replicas.contains(n)) {
+                    continue;
+                }
+                questions.push(self.repair_question(&members, policies[&p.bucket].clone(), &p, want));
+                asked.push((p, ids));
+            }
+            let answers = plan::repair_many(&self.plugins, infos.clone(), questions).await?;
+            let mut moves = Moves::default();
+            for ((p, want), actions) in asked.into_iter().zip(answers) {
+                let actions = match actions {
+                    Ok(a) => a,
+                    Err(e) => {
+                        warn!(bucket = %p.bucket, key = %p.key, error = %e, "the strategy cannot plan a version's repair");
+                        continue;
+                    }
+                };
+                let id = |i: u32| members[i as usize].id;
+                let mut copies = Vec::new();
+                let mut removes = Vec::new();
+                for a in actions {
+                    match a {
+                        RepairAction::Copy(c) => copies.push((id(c.source), id(c.target))),
+                        RepairAction::Remove(n) => removes.push(id(n)),
+                    }
+                }
+                self.place_one(&members, &p, &want, (&copies[..], &removes[..]), dry_run, &mut report, &mut moves).await?;
             }
             // A step's new placements and copies in two statements.
             let meta = self.objects.meta();
@@ -191,37 +222,71 @@ impl Replicator {
         Ok(report)
     }
 
+    /// What the strategy's `plan-repair` is told about a version: each
+    /// replica's state as this node sees it (its own copy healthy, members
+    /// not seen healthy unreachable; nodes that left are not listed).
+    fn repair_question(&self, members: &[Member], policy: Policy, p: &Placed, placement: Vec<u32>) -> plan::RepairQuestion {
+        let replicas = p
+            .replicas
+            .iter()
+            .filter_map(|n| {
+                let i = members.iter().position(|m| m.id == *n)?;
+                let healthy = *n == self.cluster.id || members[i].health == Health::Healthy;
+                Some(Replica { node: i as u32, state: if healthy { ReplicaState::Healthy } else { ReplicaState::Unreachable } })
+            })
+            .collect();
+        let object = ObjectInfo {
+            bucket: p.bucket.clone(),
+            key: p.key.clone(),
+            digest: String::new(),
+            size: p.size,
+            content_type: String::new(),
+            attributes: Vec::new(),
+        };
+        plan::RepairQuestion { policy, object, replicas, placement }
+    }
+
+    /// Applies a version's repair actions: the copies are queued at once
+    /// (on their source); the removals wait until nothing is queued and
+    /// every node of the placement answers that it holds the version, sound.
+    #[allow(clippy::too_many_arguments)]
     async fn place_one(
         &self,
         members: &[Member],
         p: &Placed,
         want: &[u64],
+        (copies, removes): (&[(u64, u64)], &[u64]),
         dry_run: bool,
         report: &mut RepairReport,
         moves: &mut Moves,
     ) -> Result<(), ReplicationError> {
         let meta = self.objects.meta();
-        let add: Vec<u64> = want.iter().copied().filter(|n| !p.replicas.contains(n)).collect();
-        if !add.is_empty() {
-            report.copies += add.len() as u64;
-            report.copy_bytes += p.size * add.len() as u64;
+        let me = self.cluster.id;
+        if !copies.is_empty() {
+            report.copies += copies.len() as u64;
+            report.copy_bytes += p.size * copies.len() as u64;
             if !dry_run {
                 let mut all = p.replicas.clone();
-                all.extend(&add);
+                all.extend(copies.iter().map(|(_, t)| *t).filter(|t| !p.replicas.contains(t)));
                 moves.placements.push((p.bucket.clone(), p.key.clone(), p.version.clone(), all));
-                moves.copies.extend(add.iter().map(|n| (p.bucket.clone(), p.key.clone(), p.version.clone(), *n)));
+                for &(source, target) in copies {
+                    if source == me {
+                        moves.copies.push((p.bucket.clone(), p.key.clone(), p.version.clone(), target));
+                    } else if let Err(e) = self.enqueue_on(source, &p.bucket, &p.key, &p.version, &[target]).await {
+                        warn!(source, target, error = %e, "could not queue a repair copy on its source");
+                    }
+                }
             }
             return Ok(());
         }
-        let surplus: Vec<u64> = p.replicas.iter().copied().filter(|n| !want.contains(n)).collect();
-        if surplus.is_empty() || meta.queued(&p.bucket, &p.key, &p.version).await? {
+        if removes.is_empty() || meta.queued(&p.bucket, &p.key, &p.version).await? {
             return Ok(());
         }
-        // Drop surplus copies only once every wanted node answers that it
-        // holds the version, sound.
+        // Drop copies only once every wanted node answers that it holds the
+        // version, sound.
         let q = Lookup::new(&p.bucket, &p.key, Some(&p.version));
         for n in want {
-            if *n == self.cluster.id {
+            if *n == me {
                 continue;
             }
             let Some(m) = members.iter().find(|m| m.id == *n) else { return Ok(()) };
@@ -230,19 +295,28 @@ impl Replicator {
                 _ => return Ok(()),
             }
         }
-        report.dropped += surplus.len() as u64;
+        report.dropped += removes.len() as u64;
         if dry_run {
             return Ok(());
         }
         let header = VersionHeader::forget(&p.bucket, &p.key, &p.version);
+        // Kept: the placement and every listed member not removed (nodes
+        // that left the cluster drop out).
         let mut kept: Vec<u64> = want.to_vec();
-        // This node's own copy, if surplus, goes last (below).
-        for n in surplus.into_iter().filter(|n| *n != self.cluster.id) {
+        let stays: Vec<u64> = p
+            .replicas
+            .iter()
+            .copied()
+            .filter(|n| !want.contains(n) && !removes.contains(n) && members.iter().any(|m| m.id == *n))
+            .collect();
+        kept.extend(stays);
+        // This node's own copy, if removed, goes last (below).
+        for &n in removes.iter().filter(|n| **n != me) {
             let r = match members.iter().find(|m| m.id == n) {
                 None => Ok(()), // it left the cluster
                 Some(m) => self.send_alone(&m.addr, &header).await,
             };
-            if r.is_err() {
+            if r.is_err() && !kept.contains(&n) {
                 kept.push(n); // down: it keeps its copy until a later pass
             }
         }
@@ -254,14 +328,14 @@ impl Replicator {
             relist: true,
             ..header
         };
-        for n in want.iter().filter(|n| **n != self.cluster.id) {
+        for n in want.iter().filter(|n| **n != me) {
             if let Some(m) = members.iter().find(|m| m.id == *n)
                 && let Err(e) = self.send_alone(&m.addr, &relist).await
             {
                 warn!(node = n, error = %e, "could not send a version's new placement");
             }
         }
-        if p.replicas.contains(&self.cluster.id) && !want.contains(&self.cluster.id) {
+        if removes.contains(&me) {
             meta.delete(&p.bucket, &p.key, Some(&p.version)).await?;
             return Ok(());
         }

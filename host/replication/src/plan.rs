@@ -10,7 +10,7 @@ use strata_cluster::detector::Health as Seen;
 use strata_cluster::node::Cluster;
 use strata_cluster::types::{BucketPolicy, Consistency as ConsistencyLevel};
 use strata_config::ReplicationConfig;
-use strata_plugin::{Consistency, Health, NodeInfo, ObjectInfo, Plugins, ReplicationPolicy, Topology};
+use strata_plugin::{Consistency, Health, NodeInfo, ObjectInfo, Plugins, RepairAction, Replica, ReplicationPolicy, Topology};
 
 /// A bucket's policy with the defaults filled in.
 #[derive(Clone, Debug, PartialEq)]
@@ -215,6 +215,37 @@ pub async fn select_many(
     })
     .await
     .map_err(|e| ReplicationError::Internal(format!("placement task failed: {e}")))
+}
+
+/// A version the placement pass asks its strategy about: where its
+/// replicas are (indices into the topology) and where it should live.
+pub struct RepairQuestion {
+    pub policy: Policy,
+    pub object: ObjectInfo,
+    pub replicas: Vec<Replica>,
+    pub placement: Vec<u32>,
+}
+
+/// Each version's repair actions, by its bucket's strategy's `plan-repair`:
+/// one blocking call for all.
+pub async fn repair_many(
+    plugins: &Arc<Plugins>,
+    infos: Vec<NodeInfo>,
+    questions: Vec<RepairQuestion>,
+) -> Result<Vec<Result<Vec<RepairAction>, String>>, ReplicationError> {
+    let plugins = plugins.clone();
+    tokio::task::spawn_blocking(move || {
+        let topology = Topology::new(infos);
+        questions
+            .into_iter()
+            .map(|q| {
+                let strategy = plugins.strategy(&q.policy.strategy).map_err(|e| e.to_string())?;
+                strategy.plan_repair(&topology, &q.object, &q.policy.wit(), &q.replicas, &q.placement).map_err(|e| e.to_string())
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| ReplicationError::Internal(format!("repair planning task failed: {e}")))
 }
 
 /// A bucket policy as a client asks for it: empty strings and zeros take

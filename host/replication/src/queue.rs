@@ -106,6 +106,7 @@ impl Replicator {
             return Ok("already there");
         }
         let replicas = meta.replicas(&e.bucket, &e.key, &e.version).await.map_err(|e| e.to_string())?;
+        let parents = meta.parents(&e.bucket, &e.key, &e.version).await.map_err(|e| e.to_string())?;
         let node = e.version.split_once('-').map_or("", |(_, n)| n).to_string();
         let header = VersionHeader {
             bucket: e.bucket.clone(),
@@ -117,6 +118,7 @@ impl Replicator {
                 created_ms: rec.created_ms,
                 modified_ms: rec.modified_ms,
                 replicas,
+                parents,
             },
             content_type: rec.content_type.clone(),
             attributes: rec.attributes.clone(),

@@ -20,12 +20,16 @@ use tokio_stream::wrappers::ReceiverStream;
 use tracing::warn;
 
 use super::error::ReplicationError;
-use super::wire::{self, PUSH_DEPTH, Trailer, VersionHeader};
+use super::wire::{self, Lookup, PUSH_DEPTH, Trailer, VersionHeader};
 use super::{Replicator, plan};
+use strata_cluster::detector::Health;
 use strata_cluster::types::Consistency as ConsistencyLevel;
 use strata_meta::{Condition, Identity, ObjectRecord};
 use strata_objects::{ObjectError, Objects, PutSpec};
 use strata_store::{Digest, Staged};
+
+/// How long a write waits for a node's newest version of its key.
+const SEEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A synchronous target's push in flight.
 struct Push {
@@ -65,23 +69,40 @@ impl Replicator {
     {
         match spec.condition {
             Condition::IfAbsent | Condition::IfVersion(_) => self.put_decided(spec, chunks).await,
-            Condition::Always | Condition::Fenced(_) => self.put_plain(spec, chunks).await,
+            Condition::Always | Condition::Fenced(_) => self.put_plain(spec, chunks, None).await,
         }
     }
 
-    /// The write itself, its condition (if any) already decided.
-    pub(super) async fn put_plain<S, E>(self: &Arc<Self>, mut spec: PutSpec, chunks: S) -> Result<ObjectRecord, ReplicationError>
+    /// The write itself, its condition (if any) already decided. `parents`
+    /// is the newest version the decision saw; without one the reachable
+    /// nodes are asked while the write is planned.
+    pub(super) async fn put_plain<S, E>(
+        self: &Arc<Self>,
+        mut spec: PutSpec,
+        chunks: S,
+        parents: Option<Vec<String>>,
+    ) -> Result<ObjectRecord, ReplicationError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
         E: Display,
     {
-        let (p, members) = self.plan_put(&spec).await?;
+        let seen = async {
+            match parents {
+                Some(p) => p,
+                None => self.newest_seen(&spec.bucket, &spec.key).await,
+            }
+        };
+        let (planned, parents) = tokio::join!(self.plan_put(&spec), seen);
+        let (p, members) = planned?;
         if let Some(first) = self.replay(&spec, &p, &members).await? {
             return Ok(first); // a retry: the first attempt's version
         }
         let mut placement = p.targets.clone();
         placement.extend(p.ideal.iter().filter(|n| !p.targets.contains(n)));
-        let identity = self.objects.meta().mint(placement);
+        // Minted after the newest version was seen (its clock observed), so
+        // it orders after its parent.
+        let mut identity = self.objects.meta().mint(placement);
+        identity.parents = Some(parents);
         spec.identity = Some(identity.clone());
         let (mut pushes, failed) = self.open_pushes(&p, &members, &VersionHeader::of(&spec, &identity)).await;
         let local = p.sync.contains(&self.cluster.id);
@@ -125,6 +146,32 @@ impl Replicator {
         let async_ok = self.config.enable_async_replication;
         let p = plan::plan(&self.plugins, &self.cluster, &policy, &spec.bucket, &spec.key, size, async_ok).await?;
         Ok((p, members))
+    }
+
+    /// The newest version of the key (a marker included) this node and the
+    /// members seen healthy know of, asked briefly: what a write made now
+    /// supersedes. A node that does not answer in time is taken to know
+    /// nothing newer; the write is then concurrent with what it missed.
+    async fn newest_seen(&self, bucket: &str, key: &str) -> Vec<String> {
+        let q = Lookup::new(bucket, key, None);
+        let (members, _) = plan::members(&self.cluster);
+        let me = self.cluster.id;
+        let timeout = self.short_timeout().min(SEEN_TIMEOUT);
+        let asks = members.iter().filter(|m| m.id != me && m.health == Health::Healthy).map(|m| {
+            let q = &q;
+            async move { wire::lookup(&self.cluster.network, &m.addr, q, timeout).await.ok() }
+        });
+        let (local, remote) = tokio::join!(self.holding(&q), futures::future::join_all(asks));
+        let mut newest = local.ok().and_then(|h| h.found).map(|f| f.version);
+        for h in remote.into_iter().flatten() {
+            self.objects.meta().observe(h.clock);
+            if let Some(f) = h.found
+                && newest.as_ref().is_none_or(|n| f.version > *n)
+            {
+                newest = Some(f.version);
+            }
+        }
+        newest.into_iter().collect()
     }
 
     /// The first attempt's version, when this put retries one.
@@ -262,6 +309,7 @@ impl Replicator {
                 // Committed here: a failure to queue the owed copies is
                 // not a refusal of the write.
                 Ok(rec) => {
+                    this.check_siblings(&rec.bucket, &rec.key);
                     this.enqueue_on(me, &rec.bucket, &rec.key, &rec.version, &owed).await.map_err(|e| (local_failure(e.kind(), &e), false))
                 }
                 Err(e) => Err((local_failure(e.kind(), &e), true)),

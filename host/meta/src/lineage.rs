@@ -1,0 +1,103 @@
+//! Which versions of a key supersede which, so that a cluster can tell
+//! concurrent writes (siblings) from successive ones.
+//!
+//! Every version minted on a cluster names its *parents*: the newest
+//! version its coordinator saw of the key (none when it saw nothing), or,
+//! for a resolution, every head it resolved. A version is a *head* while no
+//! recorded version names it as a parent; a key with two heads has siblings,
+//! which the replication layer hands to the bucket's strategy plugin. The
+//! flag is kept as versions are recorded, in whatever order they arrive: a
+//! version recorded after a child of it is no head. Versions without
+//! parents (a single node's, rows from before) are never heads.
+
+use sqlx::sqlite::{SqliteConnection, SqlitePool};
+use sqlx::{Row, query};
+
+use super::sql::record;
+use super::{MetaError, ObjectRecord};
+
+/// A head of a key: a version no recorded version supersedes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Head {
+    pub record: ObjectRecord,
+    /// The writer's node id (breaks ties between equal stamps).
+    pub node: String,
+    /// The nodes meant to hold it.
+    pub replicas: Vec<u64>,
+}
+
+/// Keeps the head flags of versions just inserted: `rows` are (bucket, key,
+/// version, parents) of those minted with parents.
+pub(super) async fn record_parents(conn: &mut SqliteConnection, rows: &[(&str, &str, &str, &[String])]) -> Result<(), MetaError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let json = serde_json::to_string(rows).map_err(|e| MetaError::Db(Box::new(e)))?;
+    // A new version is a head unless a newer one recorded before it names it
+    // (children always carry larger stamps: their writer saw the parent).
+    query(
+        "UPDATE versions SET head = 1 WHERE (bucket, key, version) IN \
+           (SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2 FROM json_each(?1) j) \
+         AND NOT EXISTS (SELECT 1 FROM versions c, json_each(c.parents) p \
+           WHERE c.bucket = versions.bucket AND c.key = versions.key AND c.version > versions.version \
+           AND p.value = versions.version)",
+    )
+    .bind(&json)
+    .execute(&mut *conn)
+    .await?;
+    // Their parents are heads no more.
+    query(
+        "UPDATE versions SET head = 0 WHERE head = 1 AND (bucket, key, version) IN \
+           (SELECT j.value ->> 0, j.value ->> 1, p.value FROM json_each(?1) j, json_each(j.value -> 3) p)",
+    )
+    .bind(&json)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The heads of a key, newest first (at most `limit`).
+pub async fn heads(pool: &SqlitePool, bucket: &str, key: &str, limit: u32) -> Result<Vec<Head>, MetaError> {
+    let rows = query(
+        "SELECT id, bucket, key, version, stamp, node, digest, size, content_type, attributes, created_ms, modified_ms, replicas \
+         FROM versions WHERE bucket = ? AND key = ? AND head = 1 ORDER BY version DESC LIMIT ?",
+    )
+    .bind(bucket)
+    .bind(key)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let replicas: String = r.try_get("replicas")?;
+            Ok(Head {
+                record: record(r, None)?,
+                node: r.try_get("node")?,
+                replicas: serde_json::from_str(&replicas).map_err(|e| MetaError::Db(Box::new(e)))?,
+            })
+        })
+        .collect()
+}
+
+/// Marks versions of a key as heads no more: siblings a resolution kept
+/// the newest of, so they take no part in the key's next one.
+pub async fn settle(pool: &SqlitePool, bucket: &str, key: &str, versions: &[String]) -> Result<(), MetaError> {
+    query("UPDATE versions SET head = 0 WHERE bucket = ? AND key = ? AND head = 1 AND version IN (SELECT value FROM json_each(?))")
+        .bind(bucket)
+        .bind(key)
+        .bind(serde_json::to_string(versions).map_err(|e| MetaError::Db(Box::new(e)))?)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// The parents a version was recorded with.
+pub async fn parents(pool: &SqlitePool, bucket: &str, key: &str, version: &str) -> Result<Option<Vec<String>>, MetaError> {
+    let text: Option<Option<String>> = sqlx::query_scalar("SELECT parents FROM versions WHERE bucket = ? AND key = ? AND version = ?")
+        .bind(bucket)
+        .bind(key)
+        .bind(version)
+        .fetch_optional(pool)
+        .await?;
+    text.flatten().map(|t| serde_json::from_str(&t).map_err(|e| MetaError::Db(Box::new(e)))).transpose()
+}
