@@ -128,7 +128,7 @@ async fn versions_written_without_seeing_each_other_are_heads_until_one_names_th
     let meta = store(0).await;
     let base = child(100, "a", &[]);
     put(&meta, copy("k", 1, base.clone())).await;
-    assert_eq!(heads(&meta, "k").await, [base.version.clone()]);
+    assert_eq!(heads(&meta, "k").await, vec![base.version.clone()]);
     // Two writes that both saw the base: siblings, newest first.
     let (x, y) = (child(200, "a", &[&base]), child(210, "b", &[&base]));
     put(&meta, copy("k", 2, x.clone())).await;
@@ -138,17 +138,17 @@ async fn versions_written_without_seeing_each_other_are_heads_until_one_names_th
     // deletes leaves that version no head when it comes.
     let r = child(300, "a", &[&x, &y]);
     meta.record_marker("default", "k", &r).await.unwrap();
-    assert_eq!(heads(&meta, "k").await, [r.version.clone()]);
+    assert_eq!(heads(&meta, "k").await, vec![r.version.clone()]);
     let late_parent = child(400, "c", &[&r]);
     let late_child = child(500, "c", &[&late_parent]);
     put(&meta, copy("k", 5, late_child.clone())).await;
     put(&meta, copy("k", 4, late_parent)).await;
-    assert_eq!(heads(&meta, "k").await, [late_child.version.clone()]);
+    assert_eq!(heads(&meta, "k").await, vec![late_child.version.clone()]);
     // Settling drops the head flag; versions without parents are never heads.
     let z = child(600, "d", &[&r]);
     put(&meta, copy("k", 6, z.clone())).await;
     meta.settle_heads("default", "k", std::slice::from_ref(&late_child.version)).await.unwrap();
-    assert_eq!(heads(&meta, "k").await, [z.version.clone()]);
+    assert_eq!(heads(&meta, "k").await, vec![z.version.clone()]);
     put(&meta, copy("plain", 7, id(700, "a"))).await;
     assert!(heads(&meta, "plain").await.is_empty());
     assert_eq!(meta.parents("default", "k", &z.version).await.unwrap(), Some(vec![r.version.clone()]));
