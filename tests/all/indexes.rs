@@ -153,6 +153,9 @@ async fn the_cli_backfills_explains_and_drops() {
     assert_eq!(v[0]["state"], "ready");
     assert_eq!(v[0]["progress"], 1.0);
     assert_eq!(v[0]["fields"], json!(["category"]));
+    let out = s.cli(&["index", "ls", "-b", "nosuchbucket"]);
+    assert!(!out.status.success(), "the indexes of a bucket that does not exist: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nosuchbucket"), "{}", String::from_utf8_lossy(&out.stderr));
 
     let out = s.cli(&["search", r#"category = "legal""#, "--explain"]);
     let text = String::from_utf8_lossy(&out.stdout);

@@ -136,6 +136,10 @@ async fn conditional_puts() {
     assert_eq!(stale.code(), Code::FailedPrecondition);
     assert!(stale.message().contains(&v2.version), "says which version is current: {}", stale.message());
     assert_eq!(get_key(&mut c, "c").await.unwrap(), b"2");
+    let bogus = pb::PutHeader { key: "c".into(), if_version: "bogus".into(), ..Default::default() };
+    let err = put(&mut c, bogus, b"4").await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "a malformed version is the client's mistake: {err:?}");
+    assert!(err.message().contains("if_version"), "{err:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

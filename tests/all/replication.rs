@@ -70,6 +70,9 @@ async fn a_put_through_one_node_reads_back_through_every_other() {
         let (info, got) = get_from(&mut c, "default", "model.bin", "").await.unwrap();
         assert_eq!(info.version, put.version, "every replica records the coordinator's version");
         assert!(got == data, "bytes read through {} differ", n.addr());
+        let past = pb::GetRequest { key: "model.bin".into(), offset: data.len() as u64 + 1, ..Default::default() };
+        let err = get(&mut c, past).await.unwrap_err();
+        assert_eq!(err.code(), Code::OutOfRange, "a range past the end, as one node answers it: {err:?}");
     }
     let reps = replicas_ok(&mut net.nodes[2].client().await, "default", "model.bin", 3).await;
     assert_eq!(reps.iter().map(|r| r.node_id).collect::<BTreeSet<_>>().len(), 3);

@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::cluster::{Net, ok};
+use strata::api::pb;
+
+use crate::cluster::{Net, ok, status};
 use crate::common::*;
 use crate::replication::{FAST_RETRY, get_from, in_bucket, sees_down};
 
@@ -86,7 +88,7 @@ async fn a_custom_resolve_decides_between_siblings_written_on_both_sides_of_a_pa
         let (loser, data) = get_from(&mut c, "sib", "k", &a.version).await.expect("the losing sibling stays readable");
         assert_eq!((loser.version, data), (a.version.clone(), small.clone()));
         let history: Vec<String> = c
-            .list_versions(strata::api::pb::ListVersionsRequest { bucket: "sib".into(), key: "k".into() })
+            .list_versions(pb::ListVersionsRequest { bucket: "sib".into(), key: "k".into() })
             .await
             .unwrap()
             .into_inner()
@@ -96,5 +98,51 @@ async fn a_custom_resolve_decides_between_siblings_written_on_both_sides_of_a_pa
             .collect();
         assert_eq!(history.len(), 4, "node {i}: {history:?}");
         assert!(history.contains(&a.version) && history.contains(&b.version), "node {i}: {history:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn siblings_that_no_one_node_is_sent_both_of_are_resolved_all_the_same() {
+    let net = Net::start(3, FAST_RETRY);
+    net.form().await;
+    ok(net.nodes[0].cli(&["bucket", "create", "sib2", "--replicas", "2", "--strategy", "larger-wins", "--consistency", "eventual"]));
+    let mut ids = Vec::new();
+    for n in &net.nodes {
+        ids.push(status(&mut n.client().await).await.node_id);
+    }
+    // A key placed on the last two nodes; written through the first one
+    // during the partition, its copy goes to the first two, so the node
+    // that would resolve by placement alone may never hold both siblings.
+    let mut one = net.nodes[0].client().await;
+    let mut away = None;
+    for i in 0..40 {
+        let key = format!("r{i}");
+        put(&mut one, in_bucket("sib2", &key), b"base").await.unwrap();
+        let info =
+            one.stat(pb::StatRequest { bucket: "sib2".into(), key: key.clone(), version: String::new() }).await.unwrap().into_inner();
+        let on: Vec<u64> = info.replicas.iter().map(|r| r.node_id).collect();
+        if on.contains(&ids[2]) && !on.contains(&ids[0]) {
+            away = Some(key);
+            break;
+        }
+    }
+    let away = away.expect("some key placed on the last two nodes");
+    net.partition(&[2]);
+    sees_down(&net, 2, 2).await;
+    sees_down(&net, 0, 1).await;
+    let big = random_bytes(50_000);
+    put(&mut net.nodes[2].client().await, in_bucket("sib2", &away), &big).await.unwrap();
+    let small = put(&mut one, in_bucket("sib2", &away), b"small, through a node off the placement").await.unwrap();
+    net.heal();
+    net.agree(&[0, 1, 2], 3).await;
+    for i in 0..3 {
+        serves(&net, i, "sib2", &away, &big).await;
+    }
+    // A later write through any node supersedes what it saw: it stays live.
+    let later = put(&mut net.nodes[1].client().await, in_bucket("sib2", &away), b"later").await.unwrap();
+    assert!(later.version > small.version);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for i in 0..3 {
+        assert_eq!(serves(&net, i, "sib2", &away, b"later").await, later.version, "node {i}");
     }
 }

@@ -201,7 +201,11 @@ async fn commit_in(conn: &mut SqliteConnection, policy: &Policy<'_>, items: &[Ne
             out.push(Ok(rec));
             continue;
         }
-        newest.insert(slot.clone(), version.clone());
+        if newer {
+            // An older copy must not lower the mark: a still older one later
+            // in the batch would then count as newer and go live.
+            newest.insert(slot.clone(), version.clone());
+        }
         if item.identity.is_some() {
             recorded.insert((item.bucket.clone(), item.key.clone(), version.clone()));
         }

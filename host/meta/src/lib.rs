@@ -429,6 +429,11 @@ impl MetaStore {
         lineage::heads(&self.read, bucket, key, limit).await
     }
 
+    /// Keys with siblings here (two heads or more), at most `limit`.
+    pub async fn conflicted(&self, limit: u32) -> Result<Vec<(String, String)>, MetaError> {
+        lineage::conflicted(&self.read, limit).await
+    }
+
     /// Siblings a resolution kept the newest of stop being heads here.
     pub async fn settle_heads(&self, bucket: &str, key: &str, versions: &[String]) -> Result<(), MetaError> {
         lineage::settle(&self.write, bucket, key, versions).await

@@ -101,3 +101,12 @@ pub async fn parents(pool: &SqlitePool, bucket: &str, key: &str, version: &str) 
         .await?;
     text.flatten().map(|t| serde_json::from_str(&t).map_err(|e| MetaError::Db(Box::new(e)))).transpose()
 }
+
+/// Keys with two heads or more (at most `limit`).
+pub async fn conflicted(pool: &SqlitePool, limit: u32) -> Result<Vec<(String, String)>, MetaError> {
+    let rows = query("SELECT bucket, key FROM versions WHERE head = 1 GROUP BY bucket, key HAVING COUNT(*) > 1 LIMIT ?")
+        .bind(limit)
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(|r| Ok((r.try_get("bucket")?, r.try_get("key")?))).collect()
+}

@@ -80,6 +80,17 @@ async fn a_late_older_copy_goes_into_history_not_live() {
 }
 
 #[tokio::test]
+async fn copies_in_one_batch_in_any_order_leave_the_newest_live() {
+    let meta = store(0).await;
+    let batch = [copy("k", 3, id(300, "a")), copy("k", 1, id(100, "a")), copy("k", 2, id(200, "a"))];
+    for r in meta.commit_puts(&batch).await.unwrap() {
+        r.unwrap();
+    }
+    assert_eq!(meta.get("default", "k", None).await.unwrap().version, id(300, "a").version);
+    assert_eq!(meta.stats().await.unwrap().live_bytes, 13);
+}
+
+#[tokio::test]
 async fn a_retried_copy_is_recorded_once() {
     let meta = store(0).await;
     let v = copy("k", 3, id(300, "a"));

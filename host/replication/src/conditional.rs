@@ -31,7 +31,8 @@ use futures::Stream;
 use tracing::{debug, warn};
 
 use super::plan::{self, Member};
-use super::wire::{Found, Lookup};
+use super::read::Views;
+use super::wire::Lookup;
 use super::{ReplicationError, Replicator};
 use strata_meta::{Condition, MetaError, ObjectRecord};
 use strata_objects::{ObjectError, PutSpec};
@@ -100,28 +101,21 @@ impl Replicator {
         if let Some(first) = self.replay(&spec, &p, &members).await? {
             return Ok(first);
         }
-        let newest = self.fenced_newest(&spec.bucket, &spec.key, token, &members, p.acks).await?;
-        let live = newest.as_ref().filter(|f| f.digest.is_some()).map(|f| f.version.as_str());
+        let views = self.fenced_views(&spec.bucket, &spec.key, token, &members, p.acks).await?;
+        let newest = views.newest();
+        let live = newest.filter(|f| f.digest.is_some()).map(|f| f.version.as_str());
         if let Some(why) = spec.condition.refusal(live) {
             return Err(ObjectError::from(MetaError::ConditionFailed { key: spec.key.clone(), why }).into());
         }
         spec.condition = Condition::Fenced(token);
-        let parents = newest.map(|f| f.version).into_iter().collect();
-        self.put_plain(spec, chunks, Some(parents)).await
+        self.put_plain(spec, chunks, Some(views.parents())).await
     }
 
     /// Fences the key with `token` on every node this one reaches and
-    /// answers the newest version among them; fails unless enough answered
-    /// to include a node of every acknowledged write.
-    async fn fenced_newest(
-        &self,
-        bucket: &str,
-        key: &str,
-        token: u64,
-        members: &[Member],
-        acks: u32,
-    ) -> Result<Option<Found>, ReplicationError> {
-        let q = Lookup { fence: Some(token), ..Lookup::new(bucket, key, None) };
+    /// answers what they hold of it (their newest version and heads); fails
+    /// unless enough answered to include a node of every acknowledged write.
+    async fn fenced_views(&self, bucket: &str, key: &str, token: u64, members: &[Member], acks: u32) -> Result<Views, ReplicationError> {
+        let q = Lookup { fence: Some(token), heads: true, ..Lookup::new(bucket, key, None) };
         let views = self.views_of(members, &q).await?;
         // A newer conditional writer fenced it first.
         if let Some(e) = views.refused {
@@ -135,6 +129,6 @@ impl Replicator {
                 members.len()
             )));
         }
-        Ok(views.newest().cloned())
+        Ok(views)
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tracing::warn;
 
-use super::wire::VersionHeader;
+use super::wire::{Lookup, VersionHeader};
 use super::{ReplicationError, Replicator, plan};
 use strata_meta::{Deleted, MetaError};
 use strata_objects::ObjectError;
@@ -17,7 +17,8 @@ impl Replicator {
     pub async fn delete(self: &Arc<Self>, bucket: &str, key: &str, version: Option<&str>) -> Result<Deleted, ReplicationError> {
         self.require_bucket(bucket).await?;
         let (members, _) = plan::members(&self.cluster);
-        let views = self.views(&members, bucket, key, version).await?;
+        let q = Lookup { heads: version.is_none(), ..Lookup::new(bucket, key, version) };
+        let views = self.views_of(&members, &q).await?;
         let missing = || -> ReplicationError {
             ObjectError::from(match version {
                 Some(v) => MetaError::NoSuchVersion { bucket: bucket.into(), key: key.into(), version: v.into() },
@@ -39,7 +40,7 @@ impl Replicator {
         match version {
             None => {
                 let mut id = meta.mint(holders.clone());
-                id.parents = Some(vec![winner.version.clone()]);
+                id.parents = Some(views.parents());
                 meta.record_marker(bucket, key, &id).await?;
                 self.check_siblings(bucket, key);
                 let h = VersionHeader { marker: true, ..VersionHeader::control(bucket, key, id.clone()) };

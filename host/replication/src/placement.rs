@@ -219,6 +219,9 @@ impl Replicator {
                 });
             }
         }
+        if !dry_run {
+            self.resolve_all_siblings().await?;
+        }
         Ok(report)
     }
 

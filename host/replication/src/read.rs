@@ -38,11 +38,22 @@ pub(super) struct Views {
     /// The first refusal a node answered (a fenced lookup behind a newer
     /// fence); that node also counts as unreachable.
     pub refused: Option<ReplicationError>,
+    /// The key's heads on the nodes that answered, when the lookup asked.
+    pub heads: Vec<String>,
 }
 
 impl Views {
     pub(super) fn newest(&self) -> Option<&Found> {
         self.found.iter().map(|(_, f)| f).max_by(|a, b| a.version.cmp(&b.version))
+    }
+
+    /// What a version written now supersedes: the newest version seen and
+    /// every head seen.
+    pub(super) fn parents(&self) -> Vec<String> {
+        let mut all: Vec<String> = self.heads.iter().cloned().chain(self.newest().map(|f| f.version.clone())).collect();
+        all.sort_unstable();
+        all.dedup();
+        all
     }
 }
 
@@ -61,8 +72,10 @@ impl Replicator {
     /// Every reachable node's answer to the lookup `q`.
     pub(super) async fn views_of(&self, members: &[Member], q: &Lookup) -> Result<Views, ReplicationError> {
         let me = self.cluster.id;
-        let mut views = Views { found: Vec::new(), answered: vec![me], unreachable: Vec::new(), refused: None };
-        if let Some(f) = self.holding(q).await?.found {
+        let mut views = Views { found: Vec::new(), answered: vec![me], unreachable: Vec::new(), refused: None, heads: Vec::new() };
+        let here = self.holding(q).await?;
+        views.heads.extend(here.heads);
+        if let Some(f) = here.found {
             views.found.push((me, f));
         }
         let timeout = self.short_timeout();
@@ -75,6 +88,7 @@ impl Replicator {
                 Ok(h) => {
                     self.objects.meta().observe(h.clock);
                     views.answered.push(node);
+                    views.heads.extend(h.heads);
                     if let Some(f) = h.found {
                         views.found.push((node, f));
                     }
@@ -191,6 +205,10 @@ impl Replicator {
         let (winner, sources, views) = self.locate(bucket, key, version).await?;
         if winner.digest.is_none() {
             return Err(deleted(bucket, key, version, &winner));
+        }
+        if range.offset > winner.size {
+            // As one node answers it, before any replica is asked.
+            return Err(ObjectError::from(StoreError::BadRange { offset: range.offset, size: winner.size }).into());
         }
         let Some(first) = sources.first() else {
             // Every replica answered and none holds the version sound.

@@ -10,6 +10,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Replicator;
+use super::siblings::MOST_HEADS;
 use super::wire::{self, Enqueue, Fetch, Found, Holding, Lookup, PushAck, Query, Trailer, VersionHeader, to_status};
 use strata_cluster::network::pb;
 use strata_meta::{Condition, MetaError};
@@ -237,5 +238,9 @@ pub async fn holding(r: &Replicator, q: &Lookup) -> Result<Holding, ObjectError>
         Some(d) => meta.known_blobs(&[d]).await.map_err(ObjectError::from)?.contains(&d),
         None => false,
     };
-    Ok(Holding { found, has_digest, clock: meta.clock(), request_key })
+    let heads = match q.heads && version.is_none() {
+        true => meta.heads(&q.bucket, &q.key, MOST_HEADS).await?.into_iter().map(|h| h.record.version).collect(),
+        false => Vec::new(),
+    };
+    Ok(Holding { found, has_digest, clock: meta.clock(), request_key, heads })
 }

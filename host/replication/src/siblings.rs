@@ -5,20 +5,23 @@
 //! the newest version of the key its coordinator saw among the nodes it
 //! reached, so two versions written without seeing each other (on both
 //! sides of a partition, or at the same moment through two nodes) are both
-//! *heads* of the key. Until they are resolved the newest of them is live,
-//! as it always was. Once a node records a version and finds two heads or
-//! more, one node resolves them: the lowest-id healthy node meant to hold
-//! them. It calls the strategy's `resolve`; when the winner is not the
-//! newest head it writes a *resolution*, a new version with the winner's
-//! content (its blob shared, not copied) whose parents are every head, so
-//! it is live everywhere it lands and supersedes the siblings, which stay in
-//! the history. Its copies are queued to the nodes the siblings were meant
-//! for. When the newest head wins nothing is written; the losers stop being
-//! heads on the resolving node.
+//! *heads* of the key; a later write names every head its coordinator saw.
+//! Until siblings are resolved the newest of them is live, as it always
+//! was. A node that records a version and finds two heads or more asks the
+//! strategy's `resolve`. When the newest wins nothing is written: each node
+//! settles its own heads. Otherwise one node, the *resolver* (the
+//! lowest-id healthy node meant to hold every head), writes a
+//! *resolution*: a new version with the winner's content (its blob shared,
+//! not copied) whose parents are every head, so it is live everywhere it
+//! lands and supersedes the siblings, which stay in the history. Its copies
+//! are queued to the nodes the siblings were meant for; the other nodes
+//! send the resolver any head it may lack. The placement pass sweeps for
+//! siblings left over (a resolver that died mid-way).
 //!
 //! One resolver per key keeps resolutions from multiplying: a resolution is
-//! an ordinary version, so two written at once would be siblings in turn
-//! (the next pass resolves them too; it converges, just with more history).
+//! an ordinary version, so two written at once (nodes that disagreed for a
+//! moment on who is healthy) are siblings in turn and get resolved too; it
+//! converges, with more history.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -32,8 +35,10 @@ use strata_meta::lineage::Head;
 use strata_objects::{ObjectError, PutSpec};
 use strata_plugin::VersionInfo;
 
-/// Most heads handed to one resolution.
-const MOST_HEADS: u32 = 64;
+/// Most heads handed to one resolution (or named by one write).
+pub const MOST_HEADS: u32 = 64;
+/// Most keys with siblings one sweep resolves.
+const SWEEP: u32 = 10_000;
 
 impl Replicator {
     /// After a version of the key was recorded here: resolves its siblings
@@ -47,12 +52,17 @@ impl Replicator {
         });
     }
 
-    /// Resolves the key's siblings if this node is their resolver; answers
-    /// the resolution's version when it wrote one.
+    /// Resolves the key's siblings, if it has any; answers the resolution's
+    /// version when this node wrote one.
+    ///
+    /// Every node that sees siblings asks the strategy: when the newest
+    /// wins, nothing needs writing and each node settles its own heads.
+    /// Only a winner older than the newest needs a resolution, written by
+    /// one node (the resolver); the others make sure it holds every head
+    /// they see (a queued copy is skipped where it is held already).
     pub async fn resolve_siblings(&self, bucket: &str, key: &str) -> Result<Option<String>, ReplicationError> {
         let meta = self.objects.meta();
-        let heads = meta.heads(bucket, key, MOST_HEADS).await.map_err(ObjectError::from)?;
-        if heads.len() < 2 || !self.resolves(&heads) {
+        if meta.heads(bucket, key, 2).await.map_err(ObjectError::from)?.len() < 2 {
             return Ok(None);
         }
         // One resolution at a time here, on heads read under the lock.
@@ -61,23 +71,7 @@ impl Replicator {
         if heads.len() < 2 {
             return Ok(None);
         }
-        let policy = self.policy(bucket).await;
-        let infos: Vec<VersionInfo> = heads
-            .iter()
-            .map(|h| VersionInfo {
-                stamp: h.record.stamp,
-                node_id: h.node.clone(),
-                digest: h.record.digest.map(|d| d.to_string()).unwrap_or_default(),
-                size: h.record.size,
-                deleted: h.record.digest.is_none(),
-            })
-            .collect();
-        let plugins = self.plugins.clone();
-        let strategy = policy.strategy.clone();
-        let winner = tokio::task::spawn_blocking(move || plugins.strategy(&strategy)?.resolve(&infos))
-            .await
-            .map_err(|e| ReplicationError::Internal(format!("resolve task failed: {e}")))?
-            .map_err(|e| ReplicationError::Unavailable(format!("strategy {}: resolve: {e}", policy.strategy)))?;
+        let winner = self.winner(bucket, &heads).await?;
         let versions: Vec<String> = heads.iter().map(|h| h.record.version.clone()).collect();
         if winner == 0 {
             // The newest head, live already: the others are settled here.
@@ -85,10 +79,19 @@ impl Replicator {
             meta.settle_heads(bucket, key, &versions[1..]).await.map_err(ObjectError::from)?;
             return Ok(None);
         }
+        let me = self.cluster.id;
+        let resolver = self.resolver(&heads);
+        if resolver != me {
+            for v in &versions {
+                self.enqueue_on(me, bucket, key, v, &[resolver]).await?;
+            }
+            debug!(%bucket, %key, resolver, "siblings to resolve; the resolver is sent every head");
+            return Ok(None);
+        }
         let won = &heads[winner];
         let replicas: BTreeSet<u64> = heads.iter().flat_map(|h| h.replicas.iter().copied()).collect();
         let mut id = meta.mint(replicas.iter().copied().collect());
-        id.parents = Some(versions.clone());
+        id.parents = Some(versions);
         id.created_ms = won.record.created_ms;
         let version = id.version.clone();
         match won.record.digest {
@@ -113,19 +116,60 @@ impl Replicator {
                 }
             }
         }
-        let others: Vec<u64> = replicas.into_iter().filter(|n| *n != self.cluster.id).collect();
-        self.enqueue_on(self.cluster.id, bucket, key, &version, &others).await?;
+        let others: Vec<u64> = replicas.into_iter().filter(|n| *n != me).collect();
+        self.enqueue_on(me, bucket, key, &version, &others).await?;
         info!(%bucket, %key, winner = %won.record.version, resolution = %version, siblings = heads.len(), "resolved concurrent versions");
         Ok(Some(version))
     }
 
-    /// Whether this node resolves these heads: the lowest-id healthy member
-    /// among the nodes meant to hold them and this one.
-    fn resolves(&self, heads: &[Head]) -> bool {
+    /// Resolves every key with siblings here (run by the placement pass,
+    /// so that siblings whose resolver died or missed them get resolved
+    /// once membership or health changes); answers how many resolutions
+    /// this node wrote.
+    pub async fn resolve_all_siblings(&self) -> Result<u64, ReplicationError> {
+        let mut written = 0;
+        for (bucket, key) in self.objects.meta().conflicted(SWEEP).await.map_err(ObjectError::from)? {
+            match self.resolve_siblings(&bucket, &key).await {
+                Ok(Some(_)) => written += 1,
+                Ok(None) => {}
+                Err(e) => warn!(%bucket, %key, error = %e, "could not resolve concurrent versions"),
+            }
+        }
+        Ok(written)
+    }
+
+    /// The index of the winning head, by the bucket's strategy.
+    async fn winner(&self, bucket: &str, heads: &[Head]) -> Result<usize, ReplicationError> {
+        let infos: Vec<VersionInfo> = heads
+            .iter()
+            .map(|h| VersionInfo {
+                stamp: h.record.stamp,
+                node_id: h.node.clone(),
+                digest: h.record.digest.map(|d| d.to_string()).unwrap_or_default(),
+                size: h.record.size,
+                deleted: h.record.digest.is_none(),
+            })
+            .collect();
+        let policy = self.policy(bucket).await;
+        let (plugins, strategy) = (self.plugins.clone(), policy.strategy.clone());
+        tokio::task::spawn_blocking(move || plugins.strategy(&strategy)?.resolve(&infos))
+            .await
+            .map_err(|e| ReplicationError::Internal(format!("resolve task failed: {e}")))?
+            .map_err(|e| ReplicationError::Unavailable(format!("strategy {}: resolve: {e}", policy.strategy)))
+    }
+
+    /// The node that writes the resolution of these heads: the lowest-id
+    /// healthy node meant to hold every one of them (it receives them all),
+    /// else meant to hold any, else this one.
+    fn resolver(&self, heads: &[Head]) -> u64 {
         let me = self.cluster.id;
         let (members, _) = plan::members(&self.cluster);
-        let healthy = |n: u64| n == me || members.iter().any(|m| m.id == n && m.health == Health::Healthy);
-        let resolver = heads.iter().flat_map(|h| h.replicas.iter().copied()).chain([me]).filter(|n| healthy(*n)).min();
-        resolver == Some(me)
+        let healthy = |n: &u64| *n == me || members.iter().any(|m| m.id == *n && m.health == Health::Healthy);
+        let mut every: BTreeSet<u64> = heads[0].replicas.iter().copied().collect();
+        for h in &heads[1..] {
+            every.retain(|n| h.replicas.contains(n));
+        }
+        let any = heads.iter().flat_map(|h| h.replicas.iter().copied());
+        every.into_iter().filter(healthy).min().or_else(|| any.filter(healthy).min()).unwrap_or(me)
     }
 }

@@ -135,11 +135,23 @@ pub struct Lookup {
     /// `MetaStore::fence`); a higher one shown already refuses the lookup.
     #[serde(default)]
     pub fence: Option<u64>,
+    /// Also answer the key's heads (`strata_meta::lineage`): a writer
+    /// supersedes every head it saw, not only the newest.
+    #[serde(default)]
+    pub heads: bool,
 }
 
 impl Lookup {
     pub fn new(bucket: &str, key: &str, version: Option<&str>) -> Self {
-        Self { bucket: bucket.into(), key: key.into(), version: version.map(String::from), digest: None, request_id: None, fence: None }
+        Self {
+            bucket: bucket.into(),
+            key: key.into(),
+            version: version.map(String::from),
+            digest: None,
+            request_id: None,
+            fence: None,
+            heads: false,
+        }
     }
 }
 
@@ -155,6 +167,9 @@ pub struct Holding {
     /// The key the asked-for request id was used for, if it is on record.
     #[serde(default)]
     pub request_key: Option<String>,
+    /// The key's heads here, when asked.
+    #[serde(default)]
+    pub heads: Vec<String>,
 }
 
 /// A version as one node holds it.

@@ -148,12 +148,13 @@ impl Replicator {
         Ok((p, members))
     }
 
-    /// The newest version of the key (a marker included) this node and the
-    /// members seen healthy know of, asked briefly: what a write made now
-    /// supersedes. A node that does not answer in time is taken to know
-    /// nothing newer; the write is then concurrent with what it missed.
+    /// What a write made now supersedes: the newest version of the key (a
+    /// marker included) and every head that this node and the members seen
+    /// healthy know of, asked briefly. A node that does not answer in time
+    /// is taken to know nothing newer; the write is then concurrent with
+    /// what it missed.
     async fn newest_seen(&self, bucket: &str, key: &str) -> Vec<String> {
-        let q = Lookup::new(bucket, key, None);
+        let q = Lookup { heads: true, ..Lookup::new(bucket, key, None) };
         let (members, _) = plan::members(&self.cluster);
         let me = self.cluster.id;
         let timeout = self.short_timeout().min(SEEN_TIMEOUT);
@@ -162,16 +163,15 @@ impl Replicator {
             async move { wire::lookup(&self.cluster.network, &m.addr, q, timeout).await.ok() }
         });
         let (local, remote) = tokio::join!(self.holding(&q), futures::future::join_all(asks));
-        let mut newest = local.ok().and_then(|h| h.found).map(|f| f.version);
-        for h in remote.into_iter().flatten() {
+        let mut seen = Vec::new();
+        for h in local.ok().into_iter().chain(remote.into_iter().flatten()) {
             self.objects.meta().observe(h.clock);
-            if let Some(f) = h.found
-                && newest.as_ref().is_none_or(|n| f.version > *n)
-            {
-                newest = Some(f.version);
-            }
+            seen.extend(h.heads);
+            seen.extend(h.found.map(|f| f.version));
         }
-        newest.into_iter().collect()
+        seen.sort_unstable();
+        seen.dedup();
+        seen
     }
 
     /// The first attempt's version, when this put retries one.

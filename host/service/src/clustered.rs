@@ -144,6 +144,9 @@ impl ObjectService for Clustered {
     }
 
     async fn list_indexes(&self, bucket: Option<&str>) -> Result<Merged<Vec<(String, NodeIndexes)>>, ServiceError> {
+        if let Some(b) = bucket {
+            self.replicator.require_bucket(b).await?;
+        }
         Ok(self.replicator.indexes(bucket).await?)
     }
 

@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use super::{Body, Chunks, Feature, Merged, NodeIndexes, ObjectService, ReplicaInfo, ServiceError};
 use strata_config::IndexingMode;
-use strata_meta::{Bucket, Deleted, IndexDef, ObjectRecord};
+use strata_meta::{Bucket, Deleted, IndexDef, MetaError, ObjectRecord};
 use strata_objects::{Objects, PutSpec};
 use strata_plugin::{Kind, PluginError, Plugins};
 use strata_replication::PolicySpec;
@@ -115,6 +115,11 @@ impl ObjectService for Local {
 
     async fn list_indexes(&self, bucket: Option<&str>) -> Result<Merged<Vec<(String, NodeIndexes)>>, ServiceError> {
         let meta = self.objects.meta();
+        if let Some(b) = bucket
+            && !meta.bucket_exists(b).await?
+        {
+            return Err(MetaError::NoSuchBucket { bucket: b.into() }.into());
+        }
         let head = meta.head().await?;
         let defs = meta.list_indexes().await?.into_iter().filter(|d| bucket.is_none_or(|b| b == d.bucket)).collect();
         Ok(Merged::whole(vec![(String::new(), NodeIndexes { defs, head })]))

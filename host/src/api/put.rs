@@ -17,6 +17,9 @@ fn spec(h: pb::PutHeader, limits: &Limits) -> Result<PutSpec, ApiError> {
     if h.if_absent && !h.if_version.is_empty() {
         return Err(invalid("if_absent and if_version cannot both be set"));
     }
+    if !h.if_version.is_empty() {
+        validate::version_id("if_version", &h.if_version)?;
+    }
     let expected_digest = if h.expected_digest.is_empty() {
         None
     } else {

@@ -80,6 +80,24 @@ pub fn version(v: &str) -> Option<&str> {
     (!v.is_empty()).then_some(v)
 }
 
+/// A version id as the server mints them: 16 hex digits of stamp, '-', the
+/// writer's node id.
+pub fn version_id(field: &str, v: &str) -> Result<(), ApiError> {
+    let well_formed = v.len() <= 128
+        && v.split_once('-').is_some_and(|(stamp, node)| {
+            stamp.len() == 16
+                && stamp.bytes().all(|b| b.is_ascii_hexdigit())
+                && !node.is_empty()
+                && node.bytes().all(|b| b.is_ascii_graphic())
+        });
+    if !well_formed {
+        return Err(invalid(format!(
+            "{field}: {v:?} is not a version id (16 hex digits, '-', a node id, as `strata versions` shows them)"
+        )));
+    }
+    Ok(())
+}
+
 /// Attributes of one object, at most `max_bytes` as stored (names plus
 /// JSON values), so no object can make a listing page or a search reply
 /// too big to send.
