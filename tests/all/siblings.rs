@@ -110,36 +110,39 @@ async fn siblings_that_no_one_node_is_sent_both_of_are_resolved_all_the_same() {
     for n in &net.nodes {
         ids.push(status(&mut n.client().await).await.node_id);
     }
-    // A key placed on the last two nodes; written through the first one
-    // during the partition, its copy goes to the first two, so the node
-    // that would resolve by placement alone may never hold both siblings.
-    let mut one = net.nodes[0].client().await;
+    // A key placed on the two nodes other than the lowest-id one, written
+    // through the lowest-id node during a partition: its copies go to the
+    // majority side, so the node that would resolve by its placement
+    // alone never holds the other side's sibling.
+    let lo = (0..3).min_by_key(|&i| ids[i]).unwrap();
+    let mut through = net.nodes[lo].client().await;
     let mut away = None;
     for i in 0..40 {
         let key = format!("r{i}");
-        put(&mut one, in_bucket("sib2", &key), b"base").await.unwrap();
+        put(&mut through, in_bucket("sib2", &key), b"base").await.unwrap();
         let info =
-            one.stat(pb::StatRequest { bucket: "sib2".into(), key: key.clone(), version: String::new() }).await.unwrap().into_inner();
-        let on: Vec<u64> = info.replicas.iter().map(|r| r.node_id).collect();
-        if on.contains(&ids[2]) && !on.contains(&ids[0]) {
+            through.stat(pb::StatRequest { bucket: "sib2".into(), key: key.clone(), version: String::new() }).await.unwrap().into_inner();
+        if !info.replicas.iter().any(|r| r.node_id == ids[lo]) {
             away = Some(key);
             break;
         }
     }
-    let away = away.expect("some key placed on the last two nodes");
-    net.partition(&[2]);
-    sees_down(&net, 2, 2).await;
-    sees_down(&net, 0, 1).await;
+    let away = away.expect("some key placed away from the lowest-id node");
+    let cut = (0..3).filter(|&i| i != lo).max().unwrap();
+    let other = 3 - lo - cut;
+    net.partition(&[cut]);
+    sees_down(&net, cut, 2).await;
+    sees_down(&net, lo, 1).await;
     let big = random_bytes(50_000);
-    put(&mut net.nodes[2].client().await, in_bucket("sib2", &away), &big).await.unwrap();
-    let small = put(&mut one, in_bucket("sib2", &away), b"small, through a node off the placement").await.unwrap();
+    put(&mut net.nodes[cut].client().await, in_bucket("sib2", &away), &big).await.unwrap();
+    let small = put(&mut through, in_bucket("sib2", &away), b"small, through a node off the placement").await.unwrap();
     net.heal();
     net.agree(&[0, 1, 2], 3).await;
     for i in 0..3 {
         serves(&net, i, "sib2", &away, &big).await;
     }
     // A later write through any node supersedes what it saw: it stays live.
-    let later = put(&mut net.nodes[1].client().await, in_bucket("sib2", &away), b"later").await.unwrap();
+    let later = put(&mut net.nodes[other].client().await, in_bucket("sib2", &away), b"later").await.unwrap();
     assert!(later.version > small.version);
     tokio::time::sleep(Duration::from_millis(500)).await;
     for i in 0..3 {
