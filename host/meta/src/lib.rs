@@ -429,6 +429,12 @@ impl MetaStore {
         lineage::heads(&self.read, bucket, key, limit).await
     }
 
+    /// For each key, what a write of it made now supersedes here: its
+    /// newest version and its heads.
+    pub async fn seen(&self, bucket: &str, keys: &[String]) -> Result<Vec<Vec<String>>, MetaError> {
+        lineage::seen(&self.read, bucket, keys).await
+    }
+
     /// Keys with siblings here (two heads or more), at most `limit`.
     pub async fn conflicted(&self, limit: u32) -> Result<Vec<(String, String)>, MetaError> {
         lineage::conflicted(&self.read, limit).await

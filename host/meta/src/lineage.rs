@@ -110,3 +110,30 @@ pub async fn conflicted(pool: &SqlitePool, limit: u32) -> Result<Vec<(String, St
         .await?;
     rows.iter().map(|r| Ok((r.try_get("bucket")?, r.try_get("key")?))).collect()
 }
+
+/// For each of `keys`: what a write of it now supersedes here, its newest
+/// version (a marker included) and its heads, sorted.
+pub async fn seen(pool: &SqlitePool, bucket: &str, keys: &[String]) -> Result<Vec<Vec<String>>, MetaError> {
+    let rows = query(
+        "SELECT j.key AS i, (SELECT MAX(v.version) FROM versions v WHERE v.bucket = ?1 AND v.key = j.value) AS version \
+         FROM json_each(?2) j \
+         UNION ALL SELECT j.key, v.version FROM json_each(?2) j CROSS JOIN versions v \
+           ON v.bucket = ?1 AND v.key = j.value AND v.head = 1",
+    )
+    .bind(bucket)
+    .bind(serde_json::to_string(keys).map_err(|e| MetaError::Db(Box::new(e)))?)
+    .fetch_all(pool)
+    .await?;
+    let mut out = vec![Vec::new(); keys.len()];
+    for r in &rows {
+        let i: i64 = r.try_get("i")?;
+        if let (Some(slot), Some(v)) = (out.get_mut(i as usize), r.try_get::<Option<String>, _>("version")?) {
+            slot.push(v);
+        }
+    }
+    for slot in &mut out {
+        slot.sort_unstable();
+        slot.dedup();
+    }
+    Ok(out)
+}

@@ -169,6 +169,7 @@ impl pb::replica_server::Replica for ReplicaService {
             Query::Indexes { bucket } => encode(&r.local_indexes(bucket.as_deref()).await.map_err(to_status)?),
             Query::Search { search, indexes } => encode(&r.search_here(&search, indexes).await.map_err(to_status)?),
             Query::Newest { bucket, keys } => encode(&r.newest_here(&bucket, &keys).await.map_err(to_status)?),
+            Query::Seen { bucket, keys } => encode(&r.seen_here(&bucket, &keys).await.map_err(to_status)?),
         }
     }
 

@@ -240,6 +240,18 @@ pub enum Query {
     /// Each key's newest version here (a delete marker included), if any:
     /// `Vec<Option<String>>`.
     Newest { bucket: String, keys: Vec<String> },
+    /// What a write of each key made now supersedes here (its newest
+    /// version and its heads): `Seen`.
+    Seen { bucket: String, keys: Vec<String> },
+}
+
+/// One node's answer to `Query::Seen`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Seen {
+    /// Per key, in the order asked.
+    pub versions: Vec<Vec<String>>,
+    /// The node's clock: a version minted after it orders after these.
+    pub clock: u64,
 }
 
 /// One node's copies of the cluster's indexes.

@@ -20,7 +20,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tracing::warn;
 
 use super::error::ReplicationError;
-use super::wire::{self, Lookup, PUSH_DEPTH, Trailer, VersionHeader};
+use super::wire::{self, PUSH_DEPTH, Query, Seen, Trailer, VersionHeader};
 use super::{Replicator, plan};
 use strata_cluster::detector::Health;
 use strata_cluster::types::Consistency as ConsistencyLevel;
@@ -89,7 +89,7 @@ impl Replicator {
         let seen = async {
             match parents {
                 Some(p) => p,
-                None => self.newest_seen(&spec.bucket, &spec.key).await,
+                None => self.newest_seen(&spec.bucket, std::slice::from_ref(&spec.key)).await.pop().unwrap_or_default(),
             }
         };
         let (planned, parents) = tokio::join!(self.plan_put(&spec), seen);
@@ -148,30 +148,66 @@ impl Replicator {
         Ok((p, members))
     }
 
-    /// What a write made now supersedes: the newest version of the key (a
-    /// marker included) and every head that this node and the members seen
-    /// healthy know of, asked briefly. A node that does not answer in time
-    /// is taken to know nothing newer; the write is then concurrent with
-    /// what it missed.
-    async fn newest_seen(&self, bucket: &str, key: &str) -> Vec<String> {
-        let q = Lookup { heads: true, ..Lookup::new(bucket, key, None) };
+    /// What writes of `keys` made now supersede: each key's newest version
+    /// (a marker included) and every head that this node and the members
+    /// seen healthy know of, asked once per node for all the keys, briefly.
+    /// A node that does not answer in time is taken to know nothing newer;
+    /// the write is then concurrent with what it missed.
+    pub(super) async fn newest_seen(&self, bucket: &str, keys: &[String]) -> Vec<Vec<String>> {
+        let q = Query::Seen { bucket: bucket.into(), keys: keys.to_vec() };
         let (members, _) = plan::members(&self.cluster);
         let me = self.cluster.id;
         let timeout = self.short_timeout().min(SEEN_TIMEOUT);
         let asks = members.iter().filter(|m| m.id != me && m.health == Health::Healthy).map(|m| {
             let q = &q;
-            async move { wire::lookup(&self.cluster.network, &m.addr, q, timeout).await.ok() }
+            async move { wire::query::<Seen>(&self.cluster.network, &m.addr, q, timeout).await.ok() }
         });
-        let (local, remote) = tokio::join!(self.holding(&q), futures::future::join_all(asks));
-        let mut seen = Vec::new();
-        for h in local.ok().into_iter().chain(remote.into_iter().flatten()) {
-            self.objects.meta().observe(h.clock);
-            seen.extend(h.heads);
-            seen.extend(h.found.map(|f| f.version));
+        let (local, remote) = tokio::join!(self.seen_here(bucket, keys), futures::future::join_all(asks));
+        let mut seen = vec![Vec::new(); keys.len()];
+        for answer in local.ok().into_iter().chain(remote.into_iter().flatten()) {
+            self.objects.meta().observe(answer.clock);
+            for (slot, versions) in seen.iter_mut().zip(answer.versions) {
+                slot.extend(versions);
+            }
         }
-        seen.sort_unstable();
-        seen.dedup();
+        for slot in &mut seen {
+            slot.sort_unstable();
+            slot.dedup();
+        }
         seen
+    }
+
+    /// This node's answer to `Query::Seen`.
+    pub async fn seen_here(&self, bucket: &str, keys: &[String]) -> Result<Seen, ObjectError> {
+        let meta = self.objects.meta();
+        Ok(Seen { versions: meta.seen(bucket, keys).await?, clock: meta.clock() })
+    }
+
+    /// Many puts at once (a batch call): the unconditional ones learn what
+    /// they supersede with one question per node for all their keys.
+    pub async fn put_many(self: &Arc<Self>, items: Vec<(PutSpec, Bytes)>) -> Vec<Result<ObjectRecord, ReplicationError>> {
+        let mut by_bucket: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for (spec, _) in items.iter().filter(|(s, _)| matches!(s.condition, Condition::Always | Condition::Fenced(_))) {
+            by_bucket.entry(spec.bucket.clone()).or_default().push(spec.key.clone());
+        }
+        let mut seen: std::collections::HashMap<(String, String), Vec<String>> = Default::default();
+        for (bucket, keys) in by_bucket {
+            let answers = self.newest_seen(&bucket, &keys).await;
+            for (key, versions) in keys.into_iter().zip(answers) {
+                seen.entry((bucket.clone(), key)).or_default().extend(versions);
+            }
+        }
+        let puts = items.into_iter().map(|(spec, data)| {
+            let body = futures::stream::iter([Ok::<_, std::convert::Infallible>(data)]);
+            let parents = seen.get(&(spec.bucket.clone(), spec.key.clone())).cloned();
+            async move {
+                match spec.condition {
+                    Condition::IfAbsent | Condition::IfVersion(_) => self.put_decided(spec, body).await,
+                    Condition::Always | Condition::Fenced(_) => self.put_plain(spec, body, parents).await,
+                }
+            }
+        });
+        futures::future::join_all(puts).await
     }
 
     /// The first attempt's version, when this put retries one.

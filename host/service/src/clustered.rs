@@ -40,11 +40,7 @@ impl ObjectService for Clustered {
     /// Each item is its own replicated write, all in flight at once.
     async fn put_many(&self, items: Vec<(PutSpec, Bytes)>) -> Vec<Result<ObjectRecord, ServiceError>> {
         tokio::task::yield_now().await; // see `Objects::commit`
-        let puts = items.into_iter().map(|(spec, data)| {
-            let body: Body<'static> = Box::pin(futures::stream::iter([Ok(data)]));
-            self.replicator.put(spec, body)
-        });
-        futures::future::join_all(puts).await.into_iter().map(|r| r.map_err(ServiceError::from)).collect()
+        self.replicator.put_many(items).await.into_iter().map(|r| r.map_err(ServiceError::from)).collect()
     }
 
     async fn get(&self, bucket: &str, key: &str, version: Option<&str>, range: Range) -> Result<(ObjectRecord, Chunks), ServiceError> {
