@@ -198,6 +198,7 @@ impl Server {
         if let Some(r) = &replicator {
             r.spawn_queue(stop_rx.clone());
             r.spawn_placement(stop_rx.clone());
+            r.spawn_siblings(stop_rx.clone());
             r.spawn_anti_entropy(stop_rx.clone());
             r.spawn_indexes(stop_rx.clone());
         }

@@ -271,7 +271,7 @@ async fn commit_in(conn: &mut SqliteConnection, policy: &Policy<'_>, items: &[Ne
         .flatten()
         .filter_map(|p| Some((p.rec.bucket.as_str(), p.rec.key.as_str(), p.rec.version.as_str(), p.parents.as_deref()?)))
         .collect();
-    super::lineage::record_parents(conn, &lineage).await?;
+    super::lineage::record_parents(conn, policy.conflicts, &lineage).await?;
     upsert_live(conn, &live, &pending, &ids).await?;
     if !removed.is_empty() {
         sqlx::query("DELETE FROM versions WHERE id IN (SELECT value FROM json_each(?))")

@@ -315,6 +315,8 @@ pub struct MetaStore {
     index_wake: tokio::sync::Notify,
     /// An index was dropped since the last sweep.
     index_dropped: std::sync::atomic::AtomicBool,
+    /// Keys found with siblings as versions were recorded.
+    conflicts: lineage::Conflicts,
 }
 
 impl std::fmt::Debug for MetaStore {
@@ -356,6 +358,7 @@ impl MetaStore {
             terms: OnceLock::new(),
             index_wake: tokio::sync::Notify::new(),
             index_dropped: Default::default(),
+            conflicts: Default::default(),
         }))
     }
 
@@ -368,7 +371,13 @@ impl MetaStore {
     }
 
     fn policy(&self) -> sql::Policy<'_> {
-        sql::Policy { versioning: self.versioning, max_versions: self.max_versions, node: &self.node_id, clock: &self.clock }
+        sql::Policy {
+            versioning: self.versioning,
+            max_versions: self.max_versions,
+            node: &self.node_id,
+            clock: &self.clock,
+            conflicts: &self.conflicts,
+        }
     }
 
     /// This node's persistent id.
@@ -433,6 +442,12 @@ impl MetaStore {
     /// newest version and its heads.
     pub async fn seen(&self, bucket: &str, keys: &[String]) -> Result<Vec<Vec<String>>, MetaError> {
         lineage::seen(&self.read, bucket, keys).await
+    }
+
+    /// Waits until recorded versions left keys with siblings, then takes
+    /// those keys (each once, however many versions found it).
+    pub async fn take_conflicts(&self) -> Vec<(String, String)> {
+        self.conflicts.next().await
     }
 
     /// Keys with siblings here (two heads or more), at most `limit`.

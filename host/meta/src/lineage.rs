@@ -10,6 +10,9 @@
 //! version recorded after a child of it is no head. Versions without
 //! parents (a single node's, rows from before) are never heads.
 
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
 use sqlx::sqlite::{SqliteConnection, SqlitePool};
 use sqlx::{Row, query};
 
@@ -26,9 +29,44 @@ pub struct Head {
     pub replicas: Vec<u64>,
 }
 
+/// Keys found with siblings as versions were recorded, for the
+/// replication layer to resolve (`MetaStore::take_conflicts`). A key put
+/// here by a transaction that then failed costs a look, nothing more.
+#[derive(Default)]
+pub struct Conflicts {
+    keys: Mutex<BTreeSet<(String, String)>>,
+    wake: tokio::sync::Notify,
+}
+
+impl Conflicts {
+    fn add(&self, found: Vec<(String, String)>) {
+        if found.is_empty() {
+            return;
+        }
+        self.keys.lock().expect("conflicts").extend(found);
+        self.wake.notify_one();
+    }
+
+    /// Waits until keys were found, then takes them.
+    pub async fn next(&self) -> Vec<(String, String)> {
+        loop {
+            let taken = std::mem::take(&mut *self.keys.lock().expect("conflicts"));
+            if !taken.is_empty() {
+                return taken.into_iter().collect();
+            }
+            self.wake.notified().await;
+        }
+    }
+}
+
 /// Keeps the head flags of versions just inserted: `rows` are (bucket, key,
-/// version, parents) of those minted with parents.
-pub(super) async fn record_parents(conn: &mut SqliteConnection, rows: &[(&str, &str, &str, &[String])]) -> Result<(), MetaError> {
+/// version, parents) of those minted with parents. Keys left with two heads
+/// or more go to `conflicts`.
+pub(super) async fn record_parents(
+    conn: &mut SqliteConnection,
+    conflicts: &Conflicts,
+    rows: &[(&str, &str, &str, &[String])],
+) -> Result<(), MetaError> {
     if rows.is_empty() {
         return Ok(());
     }
@@ -53,6 +91,15 @@ pub(super) async fn record_parents(conn: &mut SqliteConnection, rows: &[(&str, &
     .bind(&json)
     .execute(&mut *conn)
     .await?;
+    let found = query(
+        "SELECT DISTINCT j.value ->> 0 AS bucket, j.value ->> 1 AS key FROM json_each(?1) j \
+         WHERE (SELECT COUNT(*) FROM (SELECT 1 FROM versions v \
+           WHERE v.bucket = j.value ->> 0 AND v.key = j.value ->> 1 AND v.head = 1 LIMIT 2)) = 2",
+    )
+    .bind(&json)
+    .fetch_all(&mut *conn)
+    .await?;
+    conflicts.add(found.iter().map(|r| Ok((r.try_get("bucket")?, r.try_get("key")?))).collect::<Result<_, MetaError>>()?);
     Ok(())
 }
 

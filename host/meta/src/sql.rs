@@ -14,6 +14,7 @@ pub struct Policy<'a> {
     pub max_versions: u32,
     pub node: &'a str,
     pub clock: &'a Clock,
+    pub conflicts: &'a super::lineage::Conflicts,
 }
 
 /// The live version of one key.
@@ -536,7 +537,7 @@ pub async fn record_marker(pool: &SqlitePool, policy: &Policy<'_>, bucket: &str,
         .execute(&mut *tx)
         .await?;
         if let Some(parents) = &id.parents {
-            super::lineage::record_parents(&mut tx, &[(bucket, key, &id.version, parents)]).await?;
+            super::lineage::record_parents(&mut tx, policy.conflicts, &[(bucket, key, &id.version, parents)]).await?;
         }
         d.add("versions", 1);
         if policy.max_versions > 0 {

@@ -42,7 +42,6 @@ impl Replicator {
                 let mut id = meta.mint(holders.clone());
                 id.parents = Some(views.parents());
                 meta.record_marker(bucket, key, &id).await?;
-                self.check_siblings(bucket, key);
                 let h = VersionHeader { marker: true, ..VersionHeader::control(bucket, key, id.clone()) };
                 let owed = self.send_to(&members, holders.iter().copied().filter(|n| *n != me), &h).await;
                 if !owed.is_empty() && meta.versioning() {

@@ -62,7 +62,6 @@ impl pb::replica_server::Replica for ReplicaService {
         let meta = objects.meta();
         if h.marker {
             meta.record_marker(&h.bucket, &h.key, &h.identity).await.map_err(to_status)?;
-            self.replicator.check_siblings(&h.bucket, &h.key);
             return encode(&PushAck { deduplicated: false, clock: meta.clock() });
         }
         if h.relist {
@@ -84,10 +83,7 @@ impl pb::replica_server::Replica for ReplicaService {
                 return Err(Status::invalid_argument("a push without data names its digest and size"));
             };
             return match objects.put_known(spec, d, size).await.map_err(to_status)? {
-                Some(_) => {
-                    self.replicator.check_siblings(&h.bucket, &h.key);
-                    encode(&PushAck { deduplicated: true, clock: meta.clock() })
-                }
+                Some(_) => encode(&PushAck { deduplicated: true, clock: meta.clock() }),
                 None => Err(Status::failed_precondition(format!("blob {d} is not held here: send the bytes"))),
             };
         }
@@ -118,7 +114,6 @@ impl pb::replica_server::Replica for ReplicaService {
             )));
         }
         let rec = objects.commit(vec![(spec, staged)]).await.pop().expect("one result").map_err(to_status)?;
-        self.replicator.check_siblings(&rec.bucket, &rec.key);
         if !t.owed.is_empty() {
             meta.enqueue(&rec.bucket, &rec.key, &rec.version, &t.owed).await.map_err(to_status)?;
             self.replicator.wake();

@@ -7,8 +7,9 @@
 //! sides of a partition, or at the same moment through two nodes) are both
 //! *heads* of the key; a later write names every head its coordinator saw.
 //! Until siblings are resolved the newest of them is live, as it always
-//! was. A node that records a version and finds two heads or more asks the
-//! strategy's `resolve`. When the newest wins nothing is written: each node
+//! was. The metadata store notes each key left with two heads as versions
+//! are recorded; a worker ([`Replicator::spawn_siblings`]) asks the
+//! strategy's `resolve` about each. When the newest wins nothing is written: each node
 //! settles its own heads. Otherwise one node, the *resolver* (the
 //! lowest-id healthy node meant to hold every head), writes a
 //! *resolution*: a new version with the winner's content (its blob shared,
@@ -26,6 +27,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::plan;
@@ -41,13 +43,21 @@ pub const MOST_HEADS: u32 = 64;
 const SWEEP: u32 = 10_000;
 
 impl Replicator {
-    /// After a version of the key was recorded here: resolves its siblings
-    /// in the background, if it has any and this node is their resolver.
-    pub fn check_siblings(self: &Arc<Self>, bucket: &str, key: &str) {
-        let (this, bucket, key) = (self.clone(), bucket.to_string(), key.to_string());
+    /// Resolves the siblings of every key the metadata store finds with two
+    /// heads as versions are recorded, until `stop`.
+    pub fn spawn_siblings(self: &Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let this = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = this.resolve_siblings(&bucket, &key).await {
-                warn!(%bucket, %key, error = %e, "could not resolve concurrent versions; the newest stays live");
+            loop {
+                let keys = tokio::select! {
+                    keys = this.objects.meta().take_conflicts() => keys,
+                    _ = stop.changed() => return,
+                };
+                for (bucket, key) in keys {
+                    if let Err(e) = this.resolve_siblings(&bucket, &key).await {
+                        warn!(%bucket, %key, error = %e, "could not resolve concurrent versions; the newest stays live");
+                    }
+                }
             }
         });
     }

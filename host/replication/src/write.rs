@@ -345,7 +345,6 @@ impl Replicator {
                 // Committed here: a failure to queue the owed copies is
                 // not a refusal of the write.
                 Ok(rec) => {
-                    this.check_siblings(&rec.bucket, &rec.key);
                     this.enqueue_on(me, &rec.bucket, &rec.key, &rec.version, &owed).await.map_err(|e| (local_failure(e.kind(), &e), false))
                 }
                 Err(e) => Err((local_failure(e.kind(), &e), true)),
