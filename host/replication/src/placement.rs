@@ -26,7 +26,7 @@ use super::wire::{self, Lookup, VersionHeader};
 use super::{ReplicationError, Replicator};
 use strata_cluster::detector::Health;
 use strata_meta::{Identity, Placed};
-use strata_plugin::{ObjectInfo, RepairAction, Replica, ReplicaState};
+use strata_plugin::{RepairAction, Replica, ReplicaState};
 
 /// Versions read and placed per step.
 const STEP: u32 = 512;
@@ -150,15 +150,7 @@ impl Replicator {
                 if !policies.contains_key(&p.bucket) {
                     policies.insert(p.bucket.clone(), self.policy(&p.bucket).await);
                 }
-                let object = ObjectInfo {
-                    bucket: p.bucket.clone(),
-                    key: p.key.clone(),
-                    digest: String::new(),
-                    size: p.size,
-                    content_type: String::new(),
-                    attributes: Vec::new(),
-                };
-                items.push((policies[&p.bucket].clone(), object));
+                items.push((policies[&p.bucket].clone(), plan::object_info(&p.bucket, &p.key, p.size)));
             }
             let chosen = plan::select_many(&self.plugins, infos.clone(), cands.clone(), items).await?;
             // The strategy is asked only where a version's replicas and its
@@ -238,15 +230,7 @@ impl Replicator {
                 Some(Replica { node: i as u32, state: if healthy { ReplicaState::Healthy } else { ReplicaState::Unreachable } })
             })
             .collect();
-        let object = ObjectInfo {
-            bucket: p.bucket.clone(),
-            key: p.key.clone(),
-            digest: String::new(),
-            size: p.size,
-            content_type: String::new(),
-            attributes: Vec::new(),
-        };
-        plan::RepairQuestion { policy, object, replicas, placement }
+        plan::RepairQuestion { policy, object: plan::object_info(&p.bucket, &p.key, p.size), replicas, placement }
     }
 
     /// Applies a version's repair actions: the copies are queued at once

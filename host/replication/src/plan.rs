@@ -140,6 +140,12 @@ pub struct Plan {
     pub ideal: Vec<u64>,
 }
 
+/// An object as placement plugins see it: what they may decide on (the
+/// digest, type and attributes are not known when a write is planned).
+pub fn object_info(bucket: &str, key: &str, size: u64) -> ObjectInfo {
+    ObjectInfo { bucket: bucket.into(), key: key.into(), digest: String::new(), size, content_type: String::new(), attributes: Vec::new() }
+}
+
 /// Asks the plugins where `key` goes. The coordinator is this node.
 pub async fn plan(
     plugins: &Arc<Plugins>,
@@ -155,14 +161,7 @@ pub async fn plan(
         return Err(ReplicationError::Unavailable("this node is not a cluster member yet: `strata cluster init` or `join` first".into()));
     };
     let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
-    let object = ObjectInfo {
-        bucket: bucket.into(),
-        key: key.into(),
-        digest: String::new(),
-        size,
-        content_type: String::new(),
-        attributes: Vec::new(),
-    };
+    let object = object_info(bucket, key, size);
     let wit = policy.wit();
     let (plugins, selector, strategy) = (plugins.clone(), policy.selector.clone(), policy.strategy.clone());
     // Plugin calls are bounded by their deadline, not short: off the async workers.
