@@ -98,7 +98,8 @@ impl Net {
     pub async fn form(&self) -> Vec<pb::ClusterView> {
         ok(self.nodes[0].cli(&["cluster", "init"]));
         for n in &self.nodes[1..] {
-            ok(n.cli(&["cluster", "join", &self.peer(0)]));
+            let shown = ok(n.cli(&["cluster", "join", &self.peer(0)]));
+            assert!(!shown.contains("not in a cluster yet"), "a node that just joined says so: {shown}");
         }
         self.agree(&(0..self.nodes.len()).collect::<Vec<_>>(), self.nodes.len()).await
     }

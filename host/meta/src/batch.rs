@@ -55,7 +55,8 @@ pub async fn commit_puts(
     let mut conn = pool.acquire().await?;
     let mut tx = conn.begin().await?;
     let started = std::time::Instant::now();
-    let out = commit_in(&mut tx, policy, items).await?;
+    let mut siblings = Vec::new();
+    let out = commit_in(&mut tx, policy, items, &mut siblings).await?;
     if let Some(maker) = eager
         && out.iter().any(Result::is_ok)
     {
@@ -67,6 +68,7 @@ pub async fn commit_puts(
         _ => MetaError::Db("injected failure (meta.commit)".into()),
     }));
     tx.commit().await?;
+    policy.conflicts.add(siblings);
     tracing::debug!(items = items.len(), ?written, took = ?started.elapsed(), "metadata batch");
     Ok(out)
 }
@@ -95,7 +97,14 @@ pub(super) async fn raise_fence(conn: &mut SqliteConnection, bucket: &str, key: 
     Ok(())
 }
 
-async fn commit_in(conn: &mut SqliteConnection, policy: &Policy<'_>, items: &[NewVersion]) -> Result<Results, MetaError> {
+/// Works out and writes the batch; keys it leaves with siblings go to
+/// `siblings`.
+async fn commit_in(
+    conn: &mut SqliteConnection,
+    policy: &Policy<'_>,
+    items: &[NewVersion],
+    siblings: &mut Vec<(String, String)>,
+) -> Result<Results, MetaError> {
     let now = now_ms();
     let buckets = existing_buckets(conn, items).await?;
     let mut live = live_versions(conn, items).await?;
@@ -271,7 +280,7 @@ async fn commit_in(conn: &mut SqliteConnection, policy: &Policy<'_>, items: &[Ne
         .flatten()
         .filter_map(|p| Some((p.rec.bucket.as_str(), p.rec.key.as_str(), p.rec.version.as_str(), p.parents.as_deref()?)))
         .collect();
-    super::lineage::record_parents(conn, policy.conflicts, &lineage).await?;
+    *siblings = super::lineage::record_parents(conn, &lineage).await?;
     upsert_live(conn, &live, &pending, &ids).await?;
     if !removed.is_empty() {
         sqlx::query("DELETE FROM versions WHERE id IN (SELECT value FROM json_each(?))")

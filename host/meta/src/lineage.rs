@@ -39,7 +39,9 @@ pub struct Conflicts {
 }
 
 impl Conflicts {
-    fn add(&self, found: Vec<(String, String)>) {
+    /// Notes keys found with siblings; call once their transaction has
+    /// committed, so that the resolver reads what was found.
+    pub(super) fn add(&self, found: Vec<(String, String)>) {
         if found.is_empty() {
             return;
         }
@@ -60,15 +62,14 @@ impl Conflicts {
 }
 
 /// Keeps the head flags of versions just inserted: `rows` are (bucket, key,
-/// version, parents) of those minted with parents. Keys left with two heads
-/// or more go to `conflicts`.
+/// version, parents) of those minted with parents. Answers the keys left
+/// with two heads or more (for [`Conflicts::add`] after the commit).
 pub(super) async fn record_parents(
     conn: &mut SqliteConnection,
-    conflicts: &Conflicts,
     rows: &[(&str, &str, &str, &[String])],
-) -> Result<(), MetaError> {
+) -> Result<Vec<(String, String)>, MetaError> {
     if rows.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let json = serde_json::to_string(rows).map_err(|e| MetaError::Db(Box::new(e)))?;
     // A new version is a head unless a newer one recorded before it names it
@@ -99,8 +100,7 @@ pub(super) async fn record_parents(
     .bind(&json)
     .fetch_all(&mut *conn)
     .await?;
-    conflicts.add(found.iter().map(|r| Ok((r.try_get("bucket")?, r.try_get("key")?))).collect::<Result<_, MetaError>>()?);
-    Ok(())
+    found.iter().map(|r| Ok((r.try_get("bucket")?, r.try_get("key")?))).collect()
 }
 
 /// The heads of a key, newest first (at most `limit`).

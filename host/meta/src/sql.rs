@@ -497,6 +497,7 @@ pub async fn record_marker(pool: &SqlitePool, policy: &Policy<'_>, bucket: &str,
     let mut conn = pool.acquire().await?;
     let mut tx = conn.begin().await?;
     let mut d = Deltas::default();
+    let mut siblings = Vec::new();
     require_bucket(&mut tx, bucket).await?;
     policy.clock.observe(id.stamp);
     let row = sqlx::query("SELECT MAX(version) AS newest, MAX(version = ?3) AS recorded FROM versions WHERE bucket = ?1 AND key = ?2")
@@ -537,7 +538,7 @@ pub async fn record_marker(pool: &SqlitePool, policy: &Policy<'_>, bucket: &str,
         .execute(&mut *tx)
         .await?;
         if let Some(parents) = &id.parents {
-            super::lineage::record_parents(&mut tx, policy.conflicts, &[(bucket, key, &id.version, parents)]).await?;
+            siblings = super::lineage::record_parents(&mut tx, &[(bucket, key, &id.version, parents)]).await?;
         }
         d.add("versions", 1);
         if policy.max_versions > 0 {
@@ -546,6 +547,7 @@ pub async fn record_marker(pool: &SqlitePool, policy: &Policy<'_>, bucket: &str,
     }
     d.apply(&mut tx).await?;
     tx.commit().await?;
+    policy.conflicts.add(siblings);
     Ok(())
 }
 

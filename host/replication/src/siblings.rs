@@ -39,6 +39,8 @@ use strata_plugin::VersionInfo;
 
 /// Most heads handed to one resolution (or named by one write).
 pub const MOST_HEADS: u32 = 64;
+/// How long after start the first sweep for siblings waits.
+const START_SWEEP: std::time::Duration = std::time::Duration::from_secs(5);
 /// Most keys with siblings one sweep resolves.
 const SWEEP: u32 = 10_000;
 
@@ -48,6 +50,16 @@ impl Replicator {
     pub fn spawn_siblings(self: &Arc<Self>, mut stop: watch::Receiver<bool>) {
         let this = self.clone();
         tokio::spawn(async move {
+            // Siblings found before a restart were noted in memory only: one
+            // sweep once the node has heard the others' heartbeats.
+            tokio::select! {
+                _ = tokio::time::sleep(START_SWEEP) => {
+                    if let Err(e) = this.resolve_all_siblings().await {
+                        warn!(error = %e, "the sweep for concurrent versions failed");
+                    }
+                }
+                _ = stop.changed() => return,
+            }
             loop {
                 let keys = tokio::select! {
                     keys = this.objects.meta().take_conflicts() => keys,

@@ -13,7 +13,16 @@ pub async fn run(c: &mut Client, cmd: ClusterCmd) -> anyhow::Result<()> {
             output::cluster(&v, false);
         }
         ClusterCmd::Join { node } => {
-            let v = c.cluster_join(pb::ClusterJoinRequest { address: node }).await.map_err(status)?.into_inner();
+            let mut v = c.cluster_join(pb::ClusterJoinRequest { address: node }).await.map_err(status)?.into_inner();
+            // The join has committed; this node learns the membership as it
+            // applies the log, a moment later.
+            for _ in 0..50 {
+                if !v.nodes.is_empty() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                v = c.cluster_status(pb::ClusterStatusRequest {}).await.map_err(status)?.into_inner();
+            }
             output::cluster(&v, false);
         }
         ClusterCmd::Status { json } => {
