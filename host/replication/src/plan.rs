@@ -193,6 +193,29 @@ pub async fn plan(
     Ok(out)
 }
 
+/// Asks the plugins about each of `items` over one topology, in one
+/// blocking task (plugin calls are bounded by their deadline, not short);
+/// a plugin's refusal is that item's error.
+async fn ask_each<T, R, F>(
+    plugins: &Arc<Plugins>,
+    infos: Vec<NodeInfo>,
+    items: Vec<T>,
+    ask: F,
+) -> Result<Vec<Result<R, String>>, ReplicationError>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+    F: Fn(&Plugins, &Topology, T) -> Result<R, strata_plugin::PluginError> + Send + 'static,
+{
+    let plugins = plugins.clone();
+    tokio::task::spawn_blocking(move || {
+        let topology = Topology::new(infos);
+        items.into_iter().map(|item| ask(&plugins, &topology, item).map_err(|e| e.to_string())).collect()
+    })
+    .await
+    .map_err(|e| ReplicationError::Internal(format!("placement task failed: {e}")))
+}
+
 /// Where each of many versions should live among `candidates` (indices
 /// into `infos`), by their buckets' selectors: one blocking call for all.
 pub async fn select_many(
@@ -201,19 +224,10 @@ pub async fn select_many(
     candidates: Vec<u32>,
     items: Vec<(Policy, ObjectInfo)>,
 ) -> Result<Vec<Result<Vec<u32>, String>>, ReplicationError> {
-    let plugins = plugins.clone();
-    tokio::task::spawn_blocking(move || {
-        let topology = Topology::new(infos);
-        items
-            .into_iter()
-            .map(|(policy, object)| {
-                let sel = plugins.selector(&policy.selector).map_err(|e| e.to_string())?;
-                sel.select(&topology, &candidates, &object, &policy.wit()).map_err(|e| e.to_string())
-            })
-            .collect()
+    ask_each(plugins, infos, items, move |plugins, topology, (policy, object)| {
+        plugins.selector(&policy.selector)?.select(topology, &candidates, &object, &policy.wit())
     })
     .await
-    .map_err(|e| ReplicationError::Internal(format!("placement task failed: {e}")))
 }
 
 /// A version the placement pass asks its strategy about: where its
@@ -232,19 +246,10 @@ pub async fn repair_many(
     infos: Vec<NodeInfo>,
     questions: Vec<RepairQuestion>,
 ) -> Result<Vec<Result<Vec<RepairAction>, String>>, ReplicationError> {
-    let plugins = plugins.clone();
-    tokio::task::spawn_blocking(move || {
-        let topology = Topology::new(infos);
-        questions
-            .into_iter()
-            .map(|q| {
-                let strategy = plugins.strategy(&q.policy.strategy).map_err(|e| e.to_string())?;
-                strategy.plan_repair(&topology, &q.object, &q.policy.wit(), &q.replicas, &q.placement).map_err(|e| e.to_string())
-            })
-            .collect()
+    ask_each(plugins, infos, questions, |plugins, topology, q| {
+        plugins.strategy(&q.policy.strategy)?.plan_repair(topology, &q.object, &q.policy.wit(), &q.replicas, &q.placement)
     })
     .await
-    .map_err(|e| ReplicationError::Internal(format!("repair planning task failed: {e}")))
 }
 
 /// A bucket policy as a client asks for it: empty strings and zeros take
