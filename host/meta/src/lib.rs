@@ -155,8 +155,9 @@ pub struct Identity {
     pub modified_ms: i64,
     /// Cluster ids of the nodes meant to hold the version.
     pub replicas: Vec<u64>,
-    /// The versions this one supersedes (see [`lineage`]): the newest its
-    /// coordinator saw, or every head a resolution resolved. `None` where
+    /// The versions this one supersedes (see [`lineage`]): what its
+    /// coordinator saw (the newest and every head), or every head a
+    /// resolution resolved. `None` where
     /// unknown (a single node's writes).
     #[serde(default)]
     pub parents: Option<Vec<String>>,

@@ -1,9 +1,9 @@
 //! Which versions of a key supersede which, so that a cluster can tell
 //! concurrent writes (siblings) from successive ones.
 //!
-//! Every version minted on a cluster names its *parents*: the newest
-//! version its coordinator saw of the key (none when it saw nothing), or,
-//! for a resolution, every head it resolved. A version is a *head* while no
+//! Every version minted on a cluster names its *parents*: what its
+//! coordinator saw of the key, the newest version and every head (none
+//! when it saw nothing), or, for a resolution, every head it resolved. A version is a *head* while no
 //! recorded version names it as a parent; a key with two heads has siblings,
 //! which the replication layer hands to the bucket's strategy plugin. The
 //! flag is kept as versions are recorded, in whatever order they arrive: a

@@ -1,11 +1,11 @@
 //! Concurrent writes of one key (siblings) and their resolution by the
 //! bucket's replication-strategy plugin.
 //!
-//! Every version names its parents (`strata_meta::lineage`): a write's is
-//! the newest version of the key its coordinator saw among the nodes it
-//! reached, so two versions written without seeing each other (on both
-//! sides of a partition, or at the same moment through two nodes) are both
-//! *heads* of the key; a later write names every head its coordinator saw.
+//! Every version names its parents (`strata_meta::lineage`): what its
+//! coordinator saw of the key among the nodes it reached (the newest version
+//! and every head), so two versions written without seeing each other (on
+//! both sides of a partition, or at the same moment through two nodes) are
+//! both *heads* of the key, and a later write supersedes every head it saw.
 //! Until siblings are resolved the newest of them is live, as it always
 //! was. The metadata store notes each key left with two heads as versions
 //! are recorded; a worker ([`Replicator::spawn_siblings`]) asks the
@@ -144,10 +144,10 @@ impl Replicator {
         Ok(Some(version))
     }
 
-    /// Resolves every key with siblings here (run by the placement pass,
-    /// so that siblings whose resolver died or missed them get resolved
-    /// once membership or health changes); answers how many resolutions
-    /// this node wrote.
+    /// Resolves every key with siblings here (run at start and by the
+    /// placement pass, so that siblings whose resolver died or missed them
+    /// get resolved once membership or health changes); answers how many
+    /// resolutions this node wrote.
     pub async fn resolve_all_siblings(&self) -> Result<u64, ReplicationError> {
         let mut written = 0;
         for (bucket, key) in self.objects.meta().conflicted(SWEEP).await.map_err(ObjectError::from)? {

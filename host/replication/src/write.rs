@@ -67,15 +67,32 @@ impl Replicator {
         S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
         E: Display,
     {
+        self.put_knowing(spec, chunks, None).await
+    }
+
+    /// A put, with what it supersedes when the caller asked already (a
+    /// batch asks for all its keys at once); a conditional put learns that
+    /// from its own fenced read.
+    async fn put_knowing<S, E>(
+        self: &Arc<Self>,
+        spec: PutSpec,
+        chunks: S,
+        parents: Option<Vec<String>>,
+    ) -> Result<ObjectRecord, ReplicationError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
+        E: Display,
+    {
         match spec.condition {
             Condition::IfAbsent | Condition::IfVersion(_) => self.put_decided(spec, chunks).await,
-            Condition::Always | Condition::Fenced(_) => self.put_plain(spec, chunks, None).await,
+            Condition::Always | Condition::Fenced(_) => self.put_plain(spec, chunks, parents).await,
         }
     }
 
     /// The write itself, its condition (if any) already decided. `parents`
-    /// is the newest version the decision saw; without one the reachable
-    /// nodes are asked while the write is planned.
+    /// is what the write supersedes, when the caller knows (see
+    /// [`Replicator::newest_seen`]); without it the reachable nodes are asked
+    /// while the write is planned.
     pub(super) async fn put_plain<S, E>(
         self: &Arc<Self>,
         mut spec: PutSpec,
@@ -194,18 +211,13 @@ impl Replicator {
         for (bucket, keys) in by_bucket {
             let answers = self.newest_seen(&bucket, &keys).await;
             for (key, versions) in keys.into_iter().zip(answers) {
-                seen.entry((bucket.clone(), key)).or_default().extend(versions);
+                seen.insert((bucket.clone(), key), versions);
             }
         }
         let puts = items.into_iter().map(|(spec, data)| {
             let body = futures::stream::iter([Ok::<_, std::convert::Infallible>(data)]);
             let parents = seen.get(&(spec.bucket.clone(), spec.key.clone())).cloned();
-            async move {
-                match spec.condition {
-                    Condition::IfAbsent | Condition::IfVersion(_) => self.put_decided(spec, body).await,
-                    Condition::Always | Condition::Fenced(_) => self.put_plain(spec, body, parents).await,
-                }
-            }
+            self.put_knowing(spec, body, parents)
         });
         futures::future::join_all(puts).await
     }
