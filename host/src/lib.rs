@@ -23,6 +23,7 @@ pub use strata_meta as meta;
 pub use strata_objects as objects;
 pub use strata_objects::metrics;
 pub use strata_plugin as plugin;
+pub use strata_remote as remote;
 pub use strata_replication as replication;
 pub use strata_search as search;
 pub use strata_service as service;

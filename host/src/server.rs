@@ -175,6 +175,18 @@ impl Server {
             });
         }
 
+        if let (Some(every), Some(spec)) = (self.config.backup.every, &self.config.backup.target) {
+            if self.config.cluster.is_some() {
+                warn!("backup.every is ignored on a cluster node: cluster backups are not built yet");
+            } else {
+                let target = crate::remote::Target::open(spec).context("backup.target")?;
+                let c = &self.config.backup;
+                let keep = crate::remote::prune::Keep { last: c.keep_last, daily: c.keep_daily, weekly: c.keep_weekly };
+                let objects = self.objects.clone();
+                Upkeep::spawn_every(every, stop_rx.clone(), move || scheduled_backup(objects.clone(), target.clone(), keep));
+            }
+        }
+
         if self.config.metadata.indexing_mode != IndexingMode::Disabled {
             tokio::spawn(index_worker(self.objects.meta().clone(), self.config.metadata.sync_interval, stop_rx.clone()));
         }
@@ -204,10 +216,16 @@ impl Server {
         }
         let local = service::Local { objects: self.objects.clone(), plugins: self.plugins.clone(), search: limits.search };
         let objects = service::for_node(local, replicator.clone());
-        let svc =
-            pb::strata_server::StrataServer::new(Api::new(objects, self.objects.clone(), self.plugins.clone(), replicator.clone(), limits))
-                .max_decoding_message_size(max_msg)
-                .max_encoding_message_size(max_msg);
+        let svc = pb::strata_server::StrataServer::new(Api::new(
+            objects,
+            self.objects.clone(),
+            self.plugins.clone(),
+            replicator.clone(),
+            limits,
+            self.config.backup.target.clone(),
+        ))
+        .max_decoding_message_size(max_msg)
+        .max_encoding_message_size(max_msg);
         let (health, health_svc) = tonic_health::server::health_reporter();
         health.set_serving::<pb::strata_server::StrataServer<Api>>().await;
         watch_space(self.objects.clone(), health.clone(), stop_rx.clone()).await;
@@ -271,7 +289,25 @@ impl Server {
     }
 }
 
-fn load_key(config: &Config) -> anyhow::Result<Option<Key>> {
+/// One scheduled backup, then the prune its retention asks for.
+async fn scheduled_backup(objects: Arc<Objects>, target: crate::remote::Target, keep: crate::remote::prune::Keep) {
+    let (progress, _) = watch::channel(Default::default());
+    match crate::remote::backup::create(&objects, &target, &progress).await {
+        Ok(m) => info!(target = %target, id = %m.id, "scheduled backup done"),
+        Err(e) => {
+            warn!(target = %target, error = %e, "scheduled backup failed");
+            return;
+        }
+    }
+    if !keep.is_empty() {
+        match crate::remote::prune::prune(&target, keep, false).await {
+            Ok(r) => info!(target = %target, removed = r.removed.len(), blobs = r.blobs_removed, "backups pruned"),
+            Err(e) => warn!(target = %target, error = %e, "pruning backups failed"),
+        }
+    }
+}
+
+pub fn load_key(config: &Config) -> anyhow::Result<Option<Key>> {
     let Some(enc) = &config.storage.encryption else { return Ok(None) };
     let text = if let Some(path) = &enc.key_file {
         std::fs::read_to_string(path).with_context(|| format!("storage.encryption.key_file: cannot read {}", path.display()))?

@@ -37,6 +37,74 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
     /// Used by cluster nodes only.
     pub replication: ReplicationConfig,
+    pub backup: BackupConfig,
+}
+
+/// How to reach an object store (`s3://bucket/prefix`, `gs://`, `az://`,
+/// `file:///dir`, `memory://`).
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSpec {
+    pub url: String,
+    /// Provider options by their `object_store` names (`endpoint`,
+    /// `region`, `allow_http`, `access_key_id`, ...). Never logged.
+    #[serde(default)]
+    pub options: std::collections::BTreeMap<String, String>,
+    /// A TOML file of more options (`key = "value"` lines), read at open:
+    /// keeps secrets out of this file.
+    #[serde(default)]
+    pub options_file: Option<PathBuf>,
+    /// Transfers in flight at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Objects larger than this go up in parts of this size.
+    #[serde(default = "default_part_size")]
+    pub part_size: Size,
+}
+
+fn default_concurrency() -> usize {
+    8
+}
+
+fn default_part_size() -> Size {
+    Size(8 << 20)
+}
+
+impl TargetSpec {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self { url: url.into(), concurrency: default_concurrency(), part_size: default_part_size(), ..Self::default() }
+    }
+}
+
+/// Options may hold secrets: only their names are shown.
+impl std::fmt::Debug for TargetSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TargetSpec")
+            .field("url", &self.url)
+            .field("options", &self.options.keys().collect::<Vec<_>>())
+            .field("options_file", &self.options_file)
+            .field("concurrency", &self.concurrency)
+            .field("part_size", &self.part_size)
+            .finish()
+    }
+}
+
+/// `[backup]`: where `strata backup` writes by default, and a schedule.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupConfig {
+    /// The default target of `strata backup` commands and the schedule.
+    pub target: Option<TargetSpec>,
+    /// Back up this often (needs `target`); unset: only on demand.
+    #[serde(default, with = "opt_duration")]
+    pub every: Option<Duration>,
+    /// After each scheduled backup, keep the newest N ...
+    pub keep_last: usize,
+    /// ... and the newest of each of the last N days ...
+    pub keep_daily: usize,
+    /// ... and of each of the last N weeks; the rest is pruned. All zero:
+    /// nothing is pruned.
+    pub keep_weekly: usize,
 }
 
 /// Whether a read must see the newest acknowledged version.
@@ -457,6 +525,12 @@ impl Config {
         }
         if self.metadata.sync_interval.is_zero() {
             return bad("metadata.sync_interval", "must be more than 0s");
+        }
+        if self.backup.every.is_some_and(|d| d.is_zero()) {
+            return bad("backup.every", "must be more than 0s (leave it out for no schedule)");
+        }
+        if self.backup.every.is_some() && self.backup.target.is_none() {
+            return bad("backup.every", "needs backup.target (a url to back up to)");
         }
         if self.wasm.max_instances == 0 {
             return bad("wasm.max_instances", "must be at least 1");

@@ -22,6 +22,7 @@ mod queue;
 #[cfg(test)]
 mod replica_tests;
 mod scan;
+pub mod snapshot;
 mod sql;
 
 use std::collections::HashSet;

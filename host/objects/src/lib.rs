@@ -114,6 +114,18 @@ pub struct Objects {
     budget: UploadBudget,
     idle_timeout: std::time::Duration,
     pub metrics: Arc<Metrics>,
+    /// Backups in progress: while any runs, GC removes no blob (a blob
+    /// their snapshot names may lose its last reference meanwhile).
+    pins: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Keeps GC from removing blobs while held.
+pub struct BlobPin(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for BlobPin {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// Limits on uploads in flight.
@@ -146,6 +158,7 @@ impl Objects {
             budget: UploadBudget::new(uploads.buffer),
             idle_timeout: uploads.idle_timeout,
             metrics,
+            pins: Arc::default(),
         })
     }
 
@@ -549,6 +562,19 @@ impl Objects {
 
     pub async fn delete(&self, bucket: &str, key: &str, version: Option<&str>) -> Result<Deleted, ObjectError> {
         Ok(self.meta.delete(bucket, key, version).await?)
+    }
+
+    /// Stops GC removing blobs until the pin is dropped. Taken under the
+    /// publish lock, so a GC batch under way finishes first.
+    pub async fn pin_blobs(&self) -> BlobPin {
+        let _guard = self.publish_lock.lock().await;
+        self.pins.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        BlobPin(self.pins.clone())
+    }
+
+    /// A backup holds a [`BlobPin`].
+    pub fn blobs_pinned(&self) -> bool {
+        self.pins.load(std::sync::atomic::Ordering::SeqCst) > 0
     }
 
     pub fn publish_lock(&self) -> &Arc<Mutex<()>> {

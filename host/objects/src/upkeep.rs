@@ -69,6 +69,10 @@ impl Upkeep {
                 break;
             }
             let _guard = self.objects.publish_lock().lock().await;
+            if self.objects.blobs_pinned() {
+                info!("a backup is running: GC removes no blob until it ends");
+                break;
+            }
             let dropped = meta.drop_blobs(&batch).await?;
             super::commit::remove_files(store, dropped.iter().map(|(d, _)| *d).collect()).await;
             for (_, stored) in dropped {

@@ -63,6 +63,32 @@ impl From<ApiError> for Status {
     }
 }
 
+/// A backup's failure: the target's fault, the request's, or this node's.
+pub fn remote(e: crate::remote::RemoteError) -> ApiError {
+    use crate::remote::RemoteError as R;
+    let code = match &e {
+        R::BadTarget { .. } | R::Invalid(_) => Code::InvalidArgument,
+        R::Unavailable { .. } => Code::Unavailable,
+        R::NoBackup { .. } | R::NoBackups { .. } => Code::NotFound,
+        R::Locked { .. } | R::NotEmpty { .. } => Code::FailedPrecondition,
+        R::BadManifest { .. } | R::RestoreFailed { .. } => Code::DataLoss,
+        R::Store(_) | R::Meta(_) | R::Object(_) => {
+            return ApiError::Object(match e {
+                R::Store(e) => e.into(),
+                R::Meta(e) => e.into(),
+                R::Object(e) => e,
+                _ => unreachable!("matched above"),
+            });
+        }
+        R::Io(_) => Code::Internal,
+        _ => Code::Internal,
+    };
+    if code == Code::Internal {
+        error!(error = %e, "backup failed");
+    }
+    ApiError::Status(Status::new(code, e.to_string()))
+}
+
 /// Bad input found before anything was attempted.
 pub fn invalid(msg: impl Into<String>) -> ApiError {
     ApiError::Status(Status::invalid_argument(msg))

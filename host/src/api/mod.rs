@@ -3,6 +3,7 @@
 //! The service impl only times the call and dispatches to a `handle_<op>`
 //! in the file of that operation; errors map to statuses in [`error`].
 
+mod backup;
 mod bucket;
 mod cluster;
 mod delete;
@@ -58,6 +59,8 @@ pub struct Api {
     /// Set on a cluster node, for the calls that manage the cluster.
     cluster: Option<Arc<Replicator>>,
     limits: Limits,
+    /// `[backup.target]`, the default of backup calls.
+    backup_target: Option<crate::config::TargetSpec>,
 }
 
 impl Api {
@@ -67,8 +70,9 @@ impl Api {
         plugins: Arc<Plugins>,
         cluster: Option<Arc<Replicator>>,
         limits: Limits,
+        backup_target: Option<crate::config::TargetSpec>,
     ) -> Self {
-        Self { service, objects, plugins, cluster, limits }
+        Self { service, objects, plugins, cluster, limits, backup_target }
     }
 
     async fn timed<T>(&self, op: &'static str, f: impl Future<Output = Result<T, ApiError>>) -> Result<T, Status> {
@@ -114,6 +118,14 @@ impl pb::strata_server::Strata for Api {
     }
 
     type GetStream = GetStream;
+    type BackupCreateStream = backup::ProgressStream;
+
+    async fn backup_create(&self, req: Request<pb::BackupCreateRequest>) -> Result<Response<backup::ProgressStream>, Status> {
+        let configured = self.backup_target.as_ref();
+        self.timed("backup_create", backup::handle_create(&self.objects, self.cluster.is_some(), configured, req.into_inner()))
+            .await
+            .map(Response::new)
+    }
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<GetStream>, Status> {
         self.timed("get", get::handle_get(&*self.service, &self.limits, req.into_inner())).await.map(Response::new)

@@ -96,6 +96,7 @@ pub async fn run(addr: &str, cmd: Cmd, allow_partial: bool) -> anyhow::Result<()
         Cmd::Health => server::health(addr).await,
         Cmd::Serve { .. }
         | Cmd::Fsck { .. }
+        | Cmd::Backup { .. }
         | Cmd::Bench(_)
         | Cmd::BenchPlugins(_)
         | Cmd::BenchSearch(_)

@@ -1,6 +1,7 @@
 //! The `strata` command: `serve` runs a server; every other subcommand is a
 //! gRPC client of one.
 
+mod backup;
 mod bench;
 mod bench_cluster;
 mod bench_namespace;
@@ -204,6 +205,11 @@ pub enum Cmd {
     },
     /// Ask the server whether it is serving (gRPC health).
     Health,
+    /// Backups to an object store: create, ls, verify, restore, prune.
+    Backup {
+        #[command(subcommand)]
+        cmd: backup::BackupCmd,
+    },
     /// Loaded WebAssembly plugins.
     Plugin {
         #[command(subcommand)]
@@ -442,6 +448,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Serve { config } => serve(config).await,
         Cmd::Fsck { config, repair } => fsck(config, repair).await,
+        Cmd::Backup { cmd } => backup::run(&cli.addr, cmd).await,
         Cmd::Bench(args) => bench::run(args).await,
         Cmd::BenchPlugins(args) => bench_plugins::run(args).await,
         Cmd::BenchSearch(args) => bench_search::run(args).await,

@@ -191,6 +191,44 @@ impl LocalStore {
         Ok(())
     }
 
+    /// A fresh name in the temp directory (debris there is cleared at open
+    /// and by GC).
+    pub fn temp_path(&self, suffix: &str) -> PathBuf {
+        self.tmp.join(format!("{:016x}.{suffix}.tmp", rand::random::<u64>()))
+    }
+
+    /// Moves a complete, synced blob file (fetched from elsewhere and
+    /// verified) into place. The rename is durable once [`Self::sync_tree`]
+    /// has run.
+    pub fn place(&self, tmp: &Path, digest: &Digest) -> Result<(), StoreError> {
+        let dest = self.path(digest);
+        let dir = dest.parent().expect("blob path has a parent");
+        fs::create_dir_all(dir).map_err(StoreError::io(dir))?;
+        fs::rename(tmp, &dest).map_err(StoreError::io(&dest))
+    }
+
+    /// Syncs every directory of the blob tree: after many [`Self::place`]s,
+    /// one sync per directory instead of one per blob.
+    pub fn sync_tree(&self) -> Result<(), StoreError> {
+        let sync = |d: &Path| File::open(d).and_then(|f| f.sync_all()).map_err(StoreError::io(d));
+        for a in read_dir(&self.blobs)? {
+            for b in read_dir(&a)? {
+                sync(&b)?;
+            }
+            sync(&a)?;
+        }
+        sync(&self.blobs)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The key blobs are read with.
+    pub fn key(&self) -> Option<&super::Key> {
+        self.codec.key.as_ref()
+    }
+
     /// Opens a file-backed blob for reading a range of it.
     pub fn read(&self, digest: &Digest, range: Range) -> Result<BlobReader, StoreError> {
         BlobReader::open(self.path(digest), *digest, self.codec.key.as_ref(), range)

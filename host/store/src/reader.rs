@@ -44,7 +44,9 @@ pub struct BlobReader {
 }
 
 impl BlobReader {
-    pub(super) fn open(path: PathBuf, digest: Digest, key: Option<&Key>, range: Range) -> Result<Self, StoreError> {
+    /// Opens a blob file at any path (a blob fetched from elsewhere, before
+    /// it is placed).
+    pub fn open(path: PathBuf, digest: Digest, key: Option<&Key>, range: Range) -> Result<Self, StoreError> {
         let file = match File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -71,6 +71,13 @@ impl Staged {
     }
 }
 
+impl Staged {
+    /// The staged file of a blob that is not inline.
+    pub fn file(&self) -> Option<&std::path::Path> {
+        self.inline.is_none().then_some(self.tmp.as_path())
+    }
+}
+
 impl Drop for Staged {
     fn drop(&mut self) {
         if !self.kept {

@@ -1,0 +1,189 @@
+//! `backup create`: a node's metadata snapshot and every blob it needs
+//! that the target lacks.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use strata_objects::Objects;
+use strata_store::{Digest, Range, StoreError};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::lock::TargetLock;
+use crate::manifest::{self, BlobRef, FORMAT, Manifest, NodePart};
+use crate::{RemoteError, Target, TempFile, joined, now_ms, transfer};
+
+/// How far a long run has got, for progress bars.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub phase: &'static str,
+    pub blobs_done: u64,
+    pub blobs_total: u64,
+    /// Plaintext bytes.
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+}
+
+/// Backs up one node to `t`: takes the target's lock, sends what is
+/// missing, writes the manifest.
+pub async fn create(objects: &Arc<Objects>, t: &Target, progress: &watch::Sender<Progress>) -> Result<Manifest, RemoteError> {
+    let id = manifest::new_id();
+    let lock = TargetLock::take(t, &format!("backup {id} of node {}", objects.meta().node_id())).await?;
+    let r = async {
+        let created_ms = now_ms();
+        let present = manifest::present(t).await?;
+        let part = backup_node(objects, t, &present, progress).await?;
+        let m = Manifest {
+            format: FORMAT,
+            id: id.clone(),
+            created_ms,
+            finished_ms: now_ms(),
+            strata: env!("CARGO_PKG_VERSION").into(),
+            key_fingerprint: objects.store().key().map(|k| k.fingerprint_hex()),
+            nodes: vec![part],
+        };
+        manifest::write(t, &m).await?;
+        Ok::<_, RemoteError>(m)
+    }
+    .await;
+    lock.release().await;
+    let m = r?;
+    let (blobs, bytes) = m.uploaded();
+    info!(target = %t, id = %m.id, blobs, bytes, "backup finished");
+    Ok(m)
+}
+
+/// Sends this node's part to `t`, skipping blobs in `present`. GC removes
+/// no blob meanwhile, so everything the snapshot names stays readable.
+pub async fn backup_node(
+    objects: &Arc<Objects>,
+    t: &Target,
+    present: &HashMap<Digest, u64>,
+    progress: &watch::Sender<Progress>,
+) -> Result<NodePart, RemoteError> {
+    let _pin = objects.pin_blobs().await;
+    let store = objects.store().clone();
+    progress.send_replace(Progress { phase: "snapshot", ..Progress::default() });
+    let snap_file = TempFile(store.temp_path("snapshot"));
+    let snap = objects.meta().snapshot_into(&snap_file.0).await?;
+
+    // The snapshot goes up as a blob: framed, compressed, sealed.
+    let path = snap_file.0.clone();
+    let s = store.clone();
+    let staged = tokio::task::spawn_blocking(move || {
+        let mut file = std::fs::File::open(&path).map_err(StoreError::io(&path))?;
+        let mut w = s.stage()?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = file.read(&mut buf).map_err(StoreError::io(&path))?;
+            if n == 0 {
+                break;
+            }
+            w.write(&buf[..n])?;
+        }
+        w.finish()
+    })
+    .await
+    .map_err(joined)??;
+    drop(snap_file);
+    let meta = BlobRef { digest: staged.digest, size: staged.size };
+    let mut uploaded_blobs = 0u64;
+    let mut uploaded_bytes = 0u64;
+    if !present.contains_key(&meta.digest) {
+        let dest = manifest::blob_path(t, &meta.digest);
+        let sent = match (&staged.inline, staged.file()) {
+            (Some(bytes), _) => {
+                let n = bytes.len() as u64;
+                if transfer::put_new(t, &dest, bytes.clone()).await? { n } else { 0 }
+            }
+            (None, Some(file)) => transfer::upload_file(t, file, &dest).await?,
+            (None, None) => unreachable!("a staged blob is inline or in a file"),
+        };
+        if sent > 0 {
+            uploaded_blobs += 1;
+            uploaded_bytes += sent;
+        }
+    }
+    drop(staged);
+
+    let mut blobs = Vec::with_capacity(snap.blobs.len());
+    let mut damaged = Vec::new();
+    let mut todo = Vec::new();
+    for &(digest, size, corrupt) in &snap.blobs {
+        if corrupt {
+            damaged.push(digest);
+        } else {
+            blobs.push(BlobRef { digest, size });
+            if !present.contains_key(&digest) {
+                todo.push(BlobRef { digest, size });
+            }
+        }
+    }
+    progress.send_replace(Progress {
+        phase: "blobs",
+        blobs_total: todo.len() as u64,
+        bytes_total: todo.iter().map(|b| b.size).sum(),
+        ..Progress::default()
+    });
+    let mut sends = futures::stream::iter(todo)
+        .map(|b| {
+            let store = store.clone();
+            async move {
+                // Verified before it leaves: a damaged blob is not backed up as good.
+                let s = store.clone();
+                let check = tokio::task::spawn_blocking(move || {
+                    let mut r = s.read(&b.digest, Range::ALL)?;
+                    while let Some(chunk) = r.next_chunk() {
+                        chunk?;
+                    }
+                    Ok::<_, StoreError>(())
+                })
+                .await
+                .map_err(joined)?;
+                match check {
+                    Ok(()) => {}
+                    Err(e) if e.is_damage() => return Ok((b, Err(e.to_string()))),
+                    Err(e) => return Err(e.into()),
+                }
+                let sent = transfer::upload_file(t, &store.path(&b.digest), &manifest::blob_path(t, &b.digest)).await?;
+                Ok::<_, RemoteError>((b, Ok(sent)))
+            }
+        })
+        .buffer_unordered(t.concurrency);
+    let mut lost = Vec::new();
+    while let Some(r) = sends.next().await {
+        let (b, outcome) = r?;
+        match outcome {
+            Ok(sent) => {
+                if sent > 0 {
+                    uploaded_blobs += 1;
+                    uploaded_bytes += sent;
+                }
+            }
+            Err(why) => {
+                warn!(digest = %b.digest, %why, "a blob is damaged on this node and is left out of the backup");
+                lost.push(b.digest);
+            }
+        }
+        progress.send_modify(|p| {
+            p.blobs_done += 1;
+            p.bytes_done += b.size;
+        });
+    }
+    drop(sends);
+    blobs.retain(|b| !lost.contains(&b.digest));
+    damaged.extend(lost);
+    Ok(NodePart {
+        node: snap.node_id,
+        meta,
+        blobs,
+        damaged,
+        objects: snap.objects,
+        versions: snap.versions,
+        live_bytes: snap.live_bytes,
+        uploaded_blobs,
+        uploaded_bytes,
+    })
+}
