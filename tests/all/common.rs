@@ -197,6 +197,42 @@ fn merge_toml(base: &str, extra: &str) -> String {
 
 /// Compiled plugins shared by every test server, so each start does not
 /// compile the built-ins again.
+/// A command a PyPI package provides (`componentize-py`, `moto_server`),
+/// installed with pip when missing so the suite runs on a machine that has
+/// only Python. Tests installing at once take turns.
+pub fn pip_tool(command: &str, requirement: &str) -> PathBuf {
+    static PIP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = PIP.lock().unwrap_or_else(|e| e.into_inner());
+    let works =
+        |cmd: &Path| Command::new(cmd).arg("--help").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+    // On PATH, or where pip puts scripts (the interpreter's, the user's).
+    let find = || {
+        let script_dirs = Command::new("python3")
+            .args([
+                "-c",
+                "import sysconfig, os; print(sysconfig.get_path('scripts')); print(sysconfig.get_path('scripts', os.name + '_user'))",
+            ])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).lines().map(PathBuf::from).collect::<Vec<_>>())
+            .unwrap_or_default();
+        std::iter::once(PathBuf::from(command)).chain(script_dirs.into_iter().map(|d| d.join(command))).find(|c| works(c))
+    };
+    if let Some(c) = find() {
+        return c;
+    }
+    let pip = |extra: &[&str]| {
+        Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+            .args(extra)
+            .arg(requirement)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    // A distribution's own Python refuses plain installs (PEP 668).
+    let _ = pip(&[]) || pip(&["--user", "--break-system-packages"]);
+    find().unwrap_or_else(|| panic!("could not install {requirement:?} with pip: install it with `python3 -m pip install '{requirement}'`"))
+}
+
 pub fn plugin_cache() -> PathBuf {
     strata_bin().parent().expect("target/<profile>").join("test-plugin-cache")
 }

@@ -3,6 +3,7 @@
 
 mod common;
 
+mod backup;
 mod batch;
 mod cli;
 mod cluster;
@@ -16,6 +17,7 @@ mod fsck;
 mod full_disk;
 mod indexes;
 mod input;
+mod moto;
 mod namespace;
 mod node_faults;
 mod objects;

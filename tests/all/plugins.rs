@@ -172,38 +172,7 @@ const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
 /// The componentize-py command, installed with pip when missing so the
 /// suite runs on a machine that has only Python.
 fn componentize_py() -> PathBuf {
-    let works =
-        |cmd: &Path| Command::new(cmd).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
-    // On PATH, or where pip puts scripts (the interpreter's, the user's).
-    let find = || {
-        let script_dirs = Command::new("python3")
-            .args([
-                "-c",
-                "import sysconfig, os; print(sysconfig.get_path('scripts')); print(sysconfig.get_path('scripts', os.name + '_user'))",
-            ])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).lines().map(PathBuf::from).collect::<Vec<_>>())
-            .unwrap_or_default();
-        std::iter::once(PathBuf::from("componentize-py"))
-            .chain(script_dirs.into_iter().map(|d| d.join("componentize-py")))
-            .find(|c| works(c))
-    };
-    if let Some(c) = find() {
-        return c;
-    }
-    let pip = |extra: &[&str]| {
-        Command::new("python3")
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
-            .args(extra)
-            .arg(COMPONENTIZE_PY)
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    // A distribution's own Python refuses plain installs (PEP 668).
-    let _ = pip(&[]) || pip(&["--user", "--break-system-packages"]);
-    find().unwrap_or_else(|| {
-        panic!("could not install {COMPONENTIZE_PY} with pip: install it with `python3 -m pip install {COMPONENTIZE_PY}`")
-    })
+    pip_tool("componentize-py", COMPONENTIZE_PY)
 }
 
 /// The Python plugin, built with componentize-py (installed if missing).
