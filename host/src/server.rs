@@ -57,14 +57,25 @@ pub async fn open_objects(config: &Config, check: bool) -> anyhow::Result<Arc<Ob
     })
     .await
     .context("opening the metadata store")?;
-    store.quota.add_existing(meta.stats().await?.stored_bytes);
-    Ok(Objects::new(
+    let s = meta.stats().await?;
+    // Blobs on tiers take no local disk.
+    store.quota.add_existing(s.stored_bytes.saturating_sub(s.tier_bytes));
+    let objects = Objects::new(
         Arc::new(store),
         meta,
         Arc::new(Metrics::default()),
         config.storage.max_cache_size.0,
         UploadLimits { buffer: config.server.upload_buffer.0, idle_timeout: config.server.stream_idle_timeout },
-    ))
+    );
+    if !config.tiers.is_empty() {
+        let mut tiers: Vec<Arc<dyn crate::objects::Tier>> = Vec::new();
+        for t in &config.tiers {
+            let target = crate::remote::Target::open(&t.target).with_context(|| format!("tier {:?}", t.name))?;
+            tiers.push(Arc::new(crate::remote::tier::ObjectTier::new(&t.name, target, tokio::runtime::Handle::current())));
+        }
+        objects.set_tiers(crate::objects::Tiers::new(tiers, config.tiering.cache_size.0));
+    }
+    Ok(objects)
 }
 
 /// HTTP/2 flow-control window per stream; it bounds what one transfer buffers.
@@ -170,6 +181,30 @@ impl Server {
                 async move {
                     if let Err(e) = meta.compact().await {
                         warn!(error = %e, "compaction failed");
+                    }
+                }
+            });
+        }
+
+        if !self.config.tier_policies.is_empty() {
+            let policies: Vec<crate::objects::TierPolicy> = self
+                .config
+                .tier_policies
+                .iter()
+                .map(|p| crate::objects::TierPolicy {
+                    bucket: p.bucket.clone(),
+                    tier: p.tier.clone(),
+                    after: p.after,
+                    idle: p.idle,
+                    min_size: p.min_size.0,
+                })
+                .collect();
+            let (objects, rate) = (self.objects.clone(), self.config.tiering.rate.0);
+            Upkeep::spawn_every(self.config.tiering.interval, stop_rx.clone(), move || {
+                let (objects, policies) = (objects.clone(), policies.clone());
+                async move {
+                    if let Err(e) = objects.tier_pass(&policies, rate).await {
+                        warn!(error = %e, "tier pass failed");
                     }
                 }
             });

@@ -38,6 +38,57 @@ pub struct Config {
     /// Used by cluster nodes only.
     pub replication: ReplicationConfig,
     pub backup: BackupConfig,
+    /// Object-store tiers cold blobs can move to: `[[tiers]]` tables.
+    pub tiers: Vec<TierConfig>,
+    /// Which buckets' blobs move to a tier, and when: `[[tier_policies]]`.
+    pub tier_policies: Vec<TierPolicyConfig>,
+    pub tiering: TieringConfig,
+}
+
+/// `[[tiers]]`: a named object store for cold blobs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TierConfig {
+    /// Lowercase letters, digits and `-`; `local` is the local disk.
+    pub name: String,
+    pub target: TargetSpec,
+}
+
+/// `[[tier_policies]]`: move a bucket's blobs to a tier once every limit
+/// that is set holds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TierPolicyConfig {
+    pub bucket: String,
+    pub tier: String,
+    /// The version is at least this old.
+    #[serde(default, with = "opt_duration")]
+    pub after: Option<Duration>,
+    /// The blob has not been read for this long.
+    #[serde(default, with = "opt_duration")]
+    pub idle: Option<Duration>,
+    /// The blob holds at least this many bytes.
+    #[serde(default)]
+    pub min_size: Size,
+}
+
+/// `[tiering]`: the mover and the cache of cold blobs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TieringConfig {
+    /// How often the policies are applied.
+    #[serde(with = "duration")]
+    pub interval: Duration,
+    /// Bytes a second the mover copies at most (0: as fast as it can).
+    pub rate: Size,
+    /// Local copies of cold blobs read back, kept up to this many bytes.
+    pub cache_size: Size,
+}
+
+impl Default for TieringConfig {
+    fn default() -> Self {
+        Self { interval: Duration::from_secs(60), rate: Size(0), cache_size: Size(1 << 30) }
+    }
 }
 
 /// How to reach an object store (`s3://bucket/prefix`, `gs://`, `az://`,
@@ -525,6 +576,35 @@ impl Config {
         }
         if self.metadata.sync_interval.is_zero() {
             return bad("metadata.sync_interval", "must be more than 0s");
+        }
+        let mut names = std::collections::HashSet::new();
+        for t in &self.tiers {
+            let ok = !t.name.is_empty() && t.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            if !ok || t.name == "local" {
+                return bad("tiers.name", &format!("{:?}: use lowercase letters, digits and '-' (and not \"local\")", t.name));
+            }
+            if !names.insert(t.name.as_str()) {
+                return bad("tiers.name", &format!("{:?} is used twice", t.name));
+            }
+        }
+        let mut buckets = std::collections::HashSet::new();
+        for p in &self.tier_policies {
+            if !names.contains(p.tier.as_str()) {
+                return bad("tier_policies.tier", &format!("{:?} is not a [[tiers]] name", p.tier));
+            }
+            if p.after.is_none() && p.idle.is_none() && p.min_size.0 == 0 {
+                return bad("tier_policies", &format!("the policy of bucket {:?} needs after, idle or min_size", p.bucket));
+            }
+            if !buckets.insert(p.bucket.as_str()) {
+                return bad("tier_policies.bucket", &format!("{:?} has two policies; give it one", p.bucket));
+            }
+        }
+        if !self.tiers.is_empty() && self.cluster.is_some() {
+            // Nodes sharing a tier would collect each other's copies.
+            return bad("tiers", "tiers on a cluster are not built yet: configure them on single-node servers");
+        }
+        if self.tiering.interval.is_zero() {
+            return bad("tiering.interval", "must be more than 0s");
         }
         if self.backup.every.is_some_and(|d| d.is_zero()) {
             return bad("backup.every", "must be more than 0s (leave it out for no schedule)");

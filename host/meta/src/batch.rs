@@ -442,12 +442,13 @@ async fn insert_blobs(conn: &mut SqliteConnection, d: &mut Deltas, blobs: &[&New
 
 /// A blob written anew over a row whose file was corrupt (or collected).
 async fn refresh_blob(conn: &mut SqliteConnection, d: &mut Deltas, item: &NewVersion, now: i64) -> Result<(), MetaError> {
-    let old: i64 = sqlx::query("SELECT stored_size FROM blobs WHERE digest = ?")
-        .bind(&item.digest.0[..])
-        .fetch_one(&mut *conn)
-        .await?
-        .try_get("stored_size")?;
-    sqlx::query("UPDATE blobs SET state = 'ok', stored_size = ?, created_ms = ? WHERE digest = ?")
+    let row = sqlx::query("SELECT stored_size, tier FROM blobs WHERE digest = ?").bind(&item.digest.0[..]).fetch_one(&mut *conn).await?;
+    let old: i64 = row.try_get("stored_size")?;
+    // The new file is local, whatever tier the old copy was on.
+    if row.try_get::<String, _>("tier")? != super::tiers::LOCAL {
+        d.add("tier_bytes", -old);
+    }
+    sqlx::query("UPDATE blobs SET state = 'ok', stored_size = ?, created_ms = ?, tier = 'local' WHERE digest = ?")
         .bind(item.stored_size as i64)
         .bind(now)
         .bind(&item.digest.0[..])

@@ -48,7 +48,8 @@ const COUNTERS: &str = "SELECT 'objects', COUNT(*) FROM objects \
     UNION ALL SELECT 'version_bytes', COALESCE(SUM(size), 0) FROM versions WHERE digest IS NOT NULL \
     UNION ALL SELECT 'blobs', COUNT(*) FROM blobs \
     UNION ALL SELECT 'blob_bytes', COALESCE(SUM(size), 0) FROM blobs \
-    UNION ALL SELECT 'stored_bytes', COALESCE(SUM(stored_size), 0) FROM blobs";
+    UNION ALL SELECT 'stored_bytes', COALESCE(SUM(stored_size), 0) FROM blobs \
+    UNION ALL SELECT 'tier_bytes', COALESCE(SUM(stored_size), 0) FROM blobs WHERE tier != 'local'";
 
 const REFCOUNTS: &str = "SELECT b.digest, b.refcount, \
     (SELECT COUNT(*) FROM versions v WHERE v.digest = b.digest) AS actual FROM blobs b WHERE b.refcount != actual";

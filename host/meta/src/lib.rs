@@ -24,6 +24,7 @@ mod replica_tests;
 mod scan;
 pub mod snapshot;
 mod sql;
+pub mod tiers;
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -181,6 +182,8 @@ pub struct MetaStats {
     pub blobs: u64,
     pub blob_bytes: u64,
     pub stored_bytes: u64,
+    /// The part of `stored_bytes` on object-store tiers.
+    pub tier_bytes: u64,
     pub corrupt_blobs: u64,
     pub cache: CacheStats,
 }
@@ -760,7 +763,7 @@ impl MetaStore {
 
     /// Forgets the blobs among `digests` that are still unreferenced;
     /// returns each with the bytes its file took.
-    pub async fn drop_blobs(&self, digests: &[Digest]) -> Result<Vec<(Digest, u64)>, MetaError> {
+    pub async fn drop_blobs(&self, digests: &[Digest]) -> Result<Vec<(Digest, u64, String)>, MetaError> {
         sql::drop_blobs(&self.write, digests).await
     }
 
@@ -782,8 +785,8 @@ impl MetaStore {
         sql::mark_verified(&self.write, digest).await
     }
 
-    /// Sound blobs (digest, plaintext size) in digest order after `after`,
-    /// for the scrubber.
+    /// Sound local blobs (digest, plaintext size) in digest order after
+    /// `after`, for the scrubber (cold blobs are checked when read).
     pub async fn blobs_after(&self, after: Option<&Digest>, limit: u32) -> Result<Vec<(Digest, u64)>, MetaError> {
         sql::blobs_after(&self.read, after, limit).await
     }

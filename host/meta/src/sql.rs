@@ -701,14 +701,14 @@ pub async fn unreferenced_blobs(pool: &SqlitePool, before_ms: i64, limit: u32) -
 
 /// Forgets those of `digests` that are still unreferenced, in one
 /// transaction; returns each forgotten blob with the bytes its file took.
-pub async fn drop_blobs(pool: &SqlitePool, digests: &[Digest]) -> Result<Vec<(Digest, u64)>, MetaError> {
+pub async fn drop_blobs(pool: &SqlitePool, digests: &[Digest]) -> Result<Vec<(Digest, u64, String)>, MetaError> {
     let mut conn = pool.acquire().await?;
     let mut tx = conn.begin().await?;
     let mut d = Deltas::default();
     let hexes: Vec<String> = digests.iter().map(|d| d.to_string()).collect();
     let rows = sqlx::query(
         "DELETE FROM blobs WHERE refcount = 0 AND digest IN (SELECT unhex(value) FROM json_each(?)) \
-         RETURNING digest, size, stored_size",
+         RETURNING digest, size, stored_size, tier",
     )
     .bind(serde_json::to_string(&hexes).map_err(|e| MetaError::Db(Box::new(e)))?)
     .fetch_all(&mut *tx)
@@ -720,7 +720,11 @@ pub async fn drop_blobs(pool: &SqlitePool, digests: &[Digest]) -> Result<Vec<(Di
         d.add("blobs", -1);
         d.add("blob_bytes", -size);
         d.add("stored_bytes", -stored);
-        out.push(stored as u64);
+        let tier: String = r.try_get("tier")?;
+        if tier != super::tiers::LOCAL {
+            d.add("tier_bytes", -stored);
+        }
+        out.push((stored as u64, tier));
     }
     let gone = digests_of(rows)?;
     let gone_hex: Vec<String> = gone.iter().map(|d| d.to_string()).collect();
@@ -730,7 +734,7 @@ pub async fn drop_blobs(pool: &SqlitePool, digests: &[Digest]) -> Result<Vec<(Di
         .await?;
     d.apply(&mut tx).await?;
     tx.commit().await?;
-    Ok(gone.into_iter().zip(out).collect())
+    Ok(gone.into_iter().zip(out).map(|(d, (s, t))| (d, s, t)).collect())
 }
 
 pub async fn set_blob_state(pool: &SqlitePool, digest: &Digest, state: &'static str) -> Result<(), MetaError> {
@@ -748,7 +752,7 @@ pub async fn mark_verified(pool: &SqlitePool, digest: &Digest) -> Result<(), Met
 }
 
 pub async fn blobs_after(pool: &SqlitePool, after: Option<&Digest>, limit: u32) -> Result<Vec<(Digest, u64)>, MetaError> {
-    let rows = sqlx::query("SELECT digest, size FROM blobs WHERE state = 'ok' AND digest > ? ORDER BY digest LIMIT ?")
+    let rows = sqlx::query("SELECT digest, size FROM blobs WHERE state = 'ok' AND tier = 'local' AND digest > ? ORDER BY digest LIMIT ?")
         .bind(after.map_or(&[][..], |d| &d.0[..]))
         .bind(limit as i64)
         .fetch_all(pool)
@@ -780,6 +784,7 @@ pub async fn stats(pool: &SqlitePool) -> Result<MetaStats, MetaError> {
             "blobs" => s.blobs = v,
             "blob_bytes" => s.blob_bytes = v,
             "stored_bytes" => s.stored_bytes = v,
+            "tier_bytes" => s.tier_bytes = v,
             _ => {}
         }
     }

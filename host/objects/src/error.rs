@@ -61,6 +61,7 @@ impl ObjectError {
                 StoreError::Mismatch { .. } => Kind::Invalid,
                 StoreError::BadRange { .. } => Kind::OutOfRange,
                 StoreError::Cancelled => Kind::Cancelled,
+                StoreError::TierUnavailable { .. } => Kind::Unavailable,
                 _ => Kind::Internal,
             },
             ObjectError::Meta(m) => match m {

@@ -32,6 +32,8 @@ pub struct FsckReport {
     pub corrupt: Vec<(Digest, String)>,
     /// Rows on record as corrupt before this run.
     pub known_corrupt: u64,
+    /// Blobs on object-store tiers: checked when read, not here.
+    pub on_tiers: u64,
     /// Blobs that could not be read for another reason (permissions...).
     pub unreadable: Vec<(Digest, String)>,
     /// Blob files no row knows.
@@ -70,7 +72,11 @@ impl FsckReport {
         for p in &self.database {
             let _ = writeln!(o, "metadata: {p}");
         }
-        let _ = writeln!(o, "blobs: {} checked, {} already on record as corrupt", self.blobs_checked, self.known_corrupt);
+        let _ = writeln!(
+            o,
+            "blobs: {} checked, {} already on record as corrupt, {} on tiers (checked when read)",
+            self.blobs_checked, self.known_corrupt, self.on_tiers
+        );
         for d in self.missing.iter().take(LISTED) {
             let _ = writeln!(o, "missing blob {d}: its row has no bytes{}", fixed("marked corrupt"));
         }
@@ -146,6 +152,10 @@ impl Objects {
                 r.blobs_checked += 1;
                 match self.verify(b.digest, b.size).await {
                     Ok(()) => {}
+                    Err(ObjectError::Store(StoreError::TierUnavailable { .. })) => {
+                        r.blobs_checked -= 1;
+                        r.on_tiers += 1;
+                    }
                     Err(ObjectError::Store(e)) if e.is_damage() => {
                         if repair {
                             self.report_corrupt(b.digest, b.size, &e).await;

@@ -12,6 +12,7 @@ mod commit;
 mod error;
 mod fsck;
 pub mod metrics;
+pub mod tier;
 mod upkeep;
 
 use std::sync::Arc;
@@ -31,6 +32,7 @@ pub use budget::UploadBudget;
 pub use commit::CommitJob;
 pub use error::{Kind, ObjectError};
 pub use fsck::FsckReport;
+pub use tier::{Fill, Opened, Tier, TierPolicy, TierReport, Tiers};
 pub use upkeep::{Upkeep, UpkeepReport};
 
 /// Data gathered before a blocking write: one frame's worth.
@@ -117,6 +119,8 @@ pub struct Objects {
     /// Backups in progress: while any runs, GC removes no blob (a blob
     /// their snapshot names may lose its last reference meanwhile).
     pins: Arc<std::sync::atomic::AtomicUsize>,
+    /// Object-store tiers, set once at start when configured.
+    tiers: std::sync::OnceLock<tier::Tiers>,
 }
 
 /// Keeps GC from removing blobs while held.
@@ -159,6 +163,7 @@ impl Objects {
             idle_timeout: uploads.idle_timeout,
             metrics,
             pins: Arc::default(),
+            tiers: std::sync::OnceLock::new(),
         })
     }
 
@@ -445,7 +450,12 @@ impl Objects {
             return Ok((rec, rx));
         }
         let size = rec.size;
-        let mut reader = match self.open_reader(digest, size, range).await {
+        if size > INLINE_MAX
+            && let Some(t) = self.tiers.get()
+        {
+            t.note_read(digest);
+        }
+        let (mut reader, mut cold_fill) = match self.open_reader_filling(digest, size, range, range.is_all()).await {
             Ok(r) => r,
             Err(ObjectError::Store(e)) => {
                 if e.is_damage() {
@@ -498,7 +508,11 @@ impl Objects {
                     return; // the client went away
                 }
             }
-            // Only a whole, verified read may be served from memory later.
+            // Only a whole, verified read may be kept (in memory, or as a
+            // local copy of a cold blob).
+            if let Some(fill) = cold_fill.take() {
+                this.keep_cold_copy(digest, fill).await;
+            }
             if let Some(w) = whole
                 && w.len() as u64 == size
             {
@@ -508,17 +522,37 @@ impl Objects {
         Ok((rec, rx))
     }
 
-    /// Opens a blob, from its file or, when small, from the metadata store.
+    /// Opens a blob, from its file, from the metadata store when small, or
+    /// from its tier when cold.
     pub(crate) async fn open_reader(&self, digest: Digest, size: u64, range: Range) -> Result<BlobReader, ObjectError> {
+        Ok(self.open_reader_filling(digest, size, range, false).await?.0)
+    }
+
+    /// As [`Self::open_reader`]; with `fill`, a cold blob's bytes also go
+    /// to a local copy, kept once the read has verified them.
+    pub(crate) async fn open_reader_filling(
+        &self,
+        digest: Digest,
+        size: u64,
+        range: Range,
+        fill: bool,
+    ) -> Result<(BlobReader, Option<tier::ColdFill>), ObjectError> {
         let inline =
             if size <= INLINE_MAX { Some(self.meta.inline_blob(&digest).await?.ok_or(StoreError::Missing { digest })?) } else { None };
         let store = self.store.clone();
-        Ok(tokio::task::spawn_blocking(move || match inline {
+        let local = tokio::task::spawn_blocking(move || match inline {
             Some(stored) => store.read_inline(stored, &digest, range),
             None => store.read(&digest, range),
         })
         .await
-        .map_err(|e| ObjectError::Aborted(e.to_string()))??)
+        .map_err(|e| ObjectError::Aborted(e.to_string()))?;
+        match local {
+            Err(StoreError::Missing { .. }) if size > INLINE_MAX => match self.open_cold(digest, range, fill).await? {
+                Some(cold) => Ok(cold),
+                None => Err(StoreError::Missing { digest }.into()),
+            },
+            r => Ok((r?, None)),
+        }
     }
 
     /// Reports a blob that failed verification: counted, marked corrupt and

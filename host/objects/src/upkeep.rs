@@ -19,6 +19,8 @@ pub struct UpkeepReport {
     pub blobs_removed: u64,
     pub bytes_freed: u64,
     pub orphans_removed: u64,
+    /// Copies on tiers no blob pointed at.
+    pub tier_orphans_removed: u64,
     pub temp_removed: u64,
     pub blobs_verified: u64,
     pub corrupt: Vec<Digest>,
@@ -74,9 +76,17 @@ impl Upkeep {
                 break;
             }
             let dropped = meta.drop_blobs(&batch).await?;
-            super::commit::remove_files(store, dropped.iter().map(|(d, _)| *d).collect()).await;
-            for (_, stored) in dropped {
-                store.quota.release(stored);
+            // A cold blob's local file, if any, is a cached copy.
+            super::commit::remove_files(store, dropped.iter().map(|(d, _, _)| *d).collect()).await;
+            for (digest, stored, tier) in dropped {
+                if tier == strata_meta::tiers::LOCAL {
+                    store.quota.release(stored);
+                } else if let Some(t) = self.objects.tiers().and_then(|t| t.get(&tier).ok()) {
+                    // Left behind on failure: the sweep below finds it.
+                    if let Err(e) = t.remove(digest).await {
+                        warn!(%digest, tier, error = %e, "could not remove a collected blob from its tier");
+                    }
+                }
                 report.blobs_removed += 1;
                 report.bytes_freed += stored;
             }
@@ -84,6 +94,8 @@ impl Upkeep {
         // Files on disk with no row: left by a crash between publish and commit.
         let s = store.clone();
         let files = tokio::task::spawn_blocking(move || s.scan()).await.map_err(|e| super::ObjectError::Aborted(e.to_string()))??;
+        self.objects.adopt_cached(&files.iter().map(|f| (f.0, f.1)).collect::<Vec<_>>()).await;
+        report.tier_orphans_removed = self.objects.sweep_tiers(cutoff).await;
         let old: Vec<Digest> = files.iter().filter(|f| f.2 < cutoff).map(|f| f.0).collect();
         for chunk in old.chunks(512) {
             let _guard = self.objects.publish_lock().lock().await;

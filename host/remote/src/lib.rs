@@ -1,5 +1,5 @@
-//! Strata on object stores: backups of a node's metadata and blobs to any
-//! `object_store` URL, verified and restored.
+//! Strata on object stores: tiers of cold blobs, and backups of a node's
+//! metadata and blobs to any `object_store` URL, verified and restored.
 //!
 //! # Layout at a target
 //! ```text
@@ -18,6 +18,7 @@
 //! - [`manifest`]: what a backup holds; listing backups.
 //! - [`lock`]: one writer per target.
 //! - [`backup`], [`restore`], [`verify`], [`prune`]: the four operations.
+//! - [`tier`]: a tier of cold blobs on an object store, read by ranges.
 
 pub mod backup;
 pub mod lock;
@@ -25,6 +26,7 @@ pub mod manifest;
 pub mod prune;
 pub mod restore;
 pub mod target;
+pub mod tier;
 pub mod transfer;
 pub mod verify;
 

@@ -15,6 +15,7 @@ mod plugin;
 mod put;
 mod search;
 mod stats;
+mod tier;
 pub mod validate;
 
 use std::pin::Pin;
@@ -119,6 +120,18 @@ impl pb::strata_server::Strata for Api {
 
     type GetStream = GetStream;
     type BackupCreateStream = backup::ProgressStream;
+
+    async fn tier_list(&self, _req: Request<pb::TierListRequest>) -> Result<Response<pb::TierListResponse>, Status> {
+        self.timed("tier_list", tier::handle_list(&self.objects)).await.map(Response::new)
+    }
+
+    async fn tier_move(&self, req: Request<pb::TierMoveRequest>) -> Result<Response<pb::TierMoveResponse>, Status> {
+        self.timed("tier_move", tier::handle_move(&self.objects, req.into_inner(), false)).await.map(Response::new)
+    }
+
+    async fn tier_recall(&self, req: Request<pb::TierMoveRequest>) -> Result<Response<pb::TierMoveResponse>, Status> {
+        self.timed("tier_recall", tier::handle_move(&self.objects, req.into_inner(), true)).await.map(Response::new)
+    }
 
     async fn backup_create(&self, req: Request<pb::BackupCreateRequest>) -> Result<Response<backup::ProgressStream>, Status> {
         let configured = self.backup_target.as_ref();

@@ -12,7 +12,7 @@ use tonic::Status;
 use tonic::transport::Channel;
 
 use super::Cmd;
-use super::cmd::{bucket, cluster, index, lock, objects, plugin, search, server};
+use super::cmd::{bucket, cluster, index, lock, objects, plugin, search, server, tier};
 use crate::api::pb::{self, strata_client::StrataClient};
 
 /// Upload chunk size: the store's frame size, well under the message limit.
@@ -94,6 +94,7 @@ pub async fn run(addr: &str, cmd: Cmd, allow_partial: bool) -> anyhow::Result<()
         Cmd::Lock { cmd } => lock::run(c, cmd).await,
         Cmd::Stats { json } => server::stats(c, json).await,
         Cmd::Health => server::health(addr).await,
+        Cmd::Tier { cmd } => tier::run(c, cmd).await,
         Cmd::Serve { .. }
         | Cmd::Fsck { .. }
         | Cmd::Backup { .. }

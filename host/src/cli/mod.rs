@@ -205,6 +205,11 @@ pub enum Cmd {
     },
     /// Ask the server whether it is serving (gRPC health).
     Health,
+    /// Object-store tiers for cold blobs: ls, status, move, recall.
+    Tier {
+        #[command(subcommand)]
+        cmd: TierCmd,
+    },
     /// Backups to an object store: create, ls, verify, restore, prune.
     Backup {
         #[command(subcommand)]
@@ -323,6 +328,38 @@ pub enum ClusterCmd {
         bucket: String,
         #[command(flatten)]
         policy: PolicyArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TierCmd {
+    /// The tiers and where they are (`local` is the local disk).
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Blobs and bytes on each tier, and the local cache of cold blobs.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move a version's blob to a tier now, whatever the policies say.
+    Move {
+        key: String,
+        #[arg(long)]
+        tier: String,
+        #[arg(long, short)]
+        bucket: Option<String>,
+        #[arg(long)]
+        version: Option<String>,
+    },
+    /// Bring a version's blob back to the local disk.
+    Recall {
+        key: String,
+        #[arg(long, short)]
+        bucket: Option<String>,
+        #[arg(long)]
+        version: Option<String>,
     },
 }
 

@@ -32,7 +32,7 @@ use std::str::FromStr;
 
 pub use format::{Codec, Key};
 pub use local::LocalStore;
-pub use reader::BlobReader;
+pub use reader::{BlobReader, Source};
 pub use writer::{BlobWriter, Staged};
 
 /// SHA-256 of a blob's plaintext.
@@ -98,6 +98,9 @@ pub enum StoreError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("the write was cancelled")]
     Cancelled,
+    /// A tier (an object store) holding the blob cannot be reached.
+    #[error("tier {tier:?} is unavailable: {why}")]
+    TierUnavailable { tier: String, why: String },
 }
 
 impl StoreError {
@@ -109,6 +112,10 @@ impl StoreError {
     pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> StoreError {
         let path = path.into();
         move |source| {
+            // A tier's reader says why it failed through io::Error.
+            if let Some(StoreError::TierUnavailable { tier, why }) = source.get_ref().and_then(|e| e.downcast_ref::<StoreError>()) {
+                return StoreError::TierUnavailable { tier: tier.clone(), why: why.clone() };
+            }
             if is_out_of_space(&source) {
                 return StoreError::NoSpace { path };
             }

@@ -16,9 +16,9 @@ use sha2::{Digest as _, Sha256};
 use super::format::{self, Footer, Header, Key};
 use super::{Digest, Range, StoreError};
 
-/// Where a blob's bytes come from: a file, or (small blobs) a buffer
-/// loaded from the metadata store.
-trait Source: Read + Seek + Send {}
+/// Where a blob's stored bytes come from: a file, a buffer loaded from the
+/// metadata store (small blobs), or an object on a tier read by ranges.
+pub trait Source: Read + Seek + Send {}
 impl<T: Read + Seek + Send> Source for T {}
 
 pub struct BlobReader {
@@ -65,7 +65,9 @@ impl BlobReader {
         Self::from_source(Box::new(Cursor::new(stored)), len, path, digest, key, range)
     }
 
-    fn from_source(
+    /// Reads a blob from any [`Source`] of `len` stored bytes; `path` names
+    /// it in errors.
+    pub fn from_source(
         mut file: Box<dyn Source>,
         len: u64,
         path: PathBuf,

@@ -8,3 +8,4 @@ pub mod objects;
 pub mod plugin;
 pub mod search;
 pub mod server;
+pub mod tier;
