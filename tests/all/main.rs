@@ -29,4 +29,5 @@ mod request_ids;
 mod search;
 mod siblings;
 mod storage_options;
+mod tiers;
 mod versions;

@@ -32,7 +32,7 @@ pub use budget::UploadBudget;
 pub use commit::CommitJob;
 pub use error::{Kind, ObjectError};
 pub use fsck::FsckReport;
-pub use tier::{Fill, Opened, Tier, TierPolicy, TierReport, Tiers};
+pub use tier::{BlobFile, Fill, Opened, Tier, TierPolicy, TierReport, Tiers};
 pub use upkeep::{Upkeep, UpkeepReport};
 
 /// Data gathered before a blocking write: one frame's worth.

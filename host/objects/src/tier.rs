@@ -193,7 +193,7 @@ impl Objects {
         }
         let _guard = self.publish_lock.lock().await;
         // Recalled (or collected) meanwhile: the file is not a cache's.
-        if !self.meta.blob_tier(&digest).await.ok().flatten().is_some_and(|t| t != LOCAL) {
+        if self.meta.blob_tier(&digest).await.ok().flatten().is_none_or(|t| t == LOCAL) {
             return;
         }
         if self.store.place(&tmp.0, &digest).is_err() {
@@ -412,6 +412,48 @@ impl Objects {
             }
         }
         removed
+    }
+}
+
+/// A blob's file, verified: its local file, or a copy fetched from its
+/// tier (removed when this is dropped).
+pub struct BlobFile {
+    path: PathBuf,
+    _temp: Option<TempPath>,
+}
+
+impl BlobFile {
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+impl Objects {
+    /// Reads a file-backed blob through and hands over a file of it, for
+    /// copying elsewhere (backups): the local file, or a cold blob's tier
+    /// copy fetched to a temp file.
+    pub async fn blob_file(&self, digest: Digest, size: u64) -> Result<BlobFile, ObjectError> {
+        match self.verify_local(digest).await {
+            Ok(()) => return Ok(BlobFile { path: self.store.path(&digest), _temp: None }),
+            Err(e) if !matches!(e, StoreError::Missing { .. }) => return Err(e.into()),
+            Err(_) => {}
+        }
+        let Some((mut reader, Some(fill))) = self.open_cold(digest, Range::ALL, true).await? else {
+            return Err(StoreError::Missing { digest }.into());
+        };
+        let temp = TempPath(fill.tmp.clone());
+        tokio::task::spawn_blocking(move || {
+            if reader.size != size {
+                return Err(StoreError::Corrupt { digest, why: format!("the tier copy holds {} bytes, not {size}", reader.size) });
+            }
+            while let Some(c) = reader.next_chunk() {
+                c?;
+            }
+            fill.fill.complete()
+        })
+        .await
+        .map_err(|e| ObjectError::Aborted(e.to_string()))??;
+        Ok(BlobFile { path: temp.0.clone(), _temp: Some(temp) })
     }
 }
 

@@ -6,8 +6,8 @@ use std::io::Read;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use strata_objects::Objects;
-use strata_store::{Digest, Range, StoreError};
+use strata_objects::{ObjectError, Objects};
+use strata_store::{Digest, StoreError};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -129,25 +129,16 @@ pub async fn backup_node(
     });
     let mut sends = futures::stream::iter(todo)
         .map(|b| {
-            let store = store.clone();
+            let objects = objects.clone();
             async move {
-                // Verified before it leaves: a damaged blob is not backed up as good.
-                let s = store.clone();
-                let check = tokio::task::spawn_blocking(move || {
-                    let mut r = s.read(&b.digest, Range::ALL)?;
-                    while let Some(chunk) = r.next_chunk() {
-                        chunk?;
-                    }
-                    Ok::<_, StoreError>(())
-                })
-                .await
-                .map_err(joined)?;
-                match check {
-                    Ok(()) => {}
-                    Err(e) if e.is_damage() => return Ok((b, Err(e.to_string()))),
+                // Verified before it leaves: a damaged blob is not backed up
+                // as good. A cold blob comes from its tier.
+                let file = match objects.blob_file(b.digest, b.size).await {
+                    Ok(f) => f,
+                    Err(ObjectError::Store(e)) if e.is_damage() => return Ok((b, Err(e.to_string()))),
                     Err(e) => return Err(e.into()),
-                }
-                let sent = transfer::upload_file(t, &store.path(&b.digest), &manifest::blob_path(t, &b.digest)).await?;
+                };
+                let sent = transfer::upload_file(t, file.path(), &manifest::blob_path(t, &b.digest)).await?;
                 Ok::<_, RemoteError>((b, Ok(sent)))
             }
         })

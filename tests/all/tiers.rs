@@ -1,0 +1,219 @@
+//! Tiers: cold blobs moved to an object store by policy and read back
+//! without the client noticing; on a directory, in memory and on a real
+//! S3-compatible server; crashes during a move; GC; a tier that is down.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tonic::Code;
+
+use crate::common::*;
+use crate::moto::Moto;
+use strata::api::pb;
+
+fn status(s: &TestServer) -> Value {
+    let o = s.cli(&["tier", "status", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn on_tier(s: &TestServer, tier: &str) -> u64 {
+    status(s)["tiers"].as_array().unwrap().iter().find(|t| t["name"] == tier).map_or(0, |t| t["blobs"].as_u64().unwrap())
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+async fn range(c: &mut Client, key: &str, offset: u64, length: u64) -> Result<Vec<u8>, tonic::Status> {
+    get(c, pb::GetRequest { key: key.into(), offset, length, ..Default::default() }).await.map(|r| r.1)
+}
+
+/// Full and ranged reads of `body` under `key` return the right bytes.
+async fn reads_back(c: &mut Client, key: &str, body: &[u8]) {
+    assert_eq!(get_key(c, key).await.unwrap(), body, "{key}: full read");
+    let n = body.len() as u64;
+    for (off, len) in [(0, 100), (n / 3, n / 3), (n - 10, 10), ((1 << 20) - 5, 20)] {
+        if off + len <= n {
+            assert_eq!(range(c, key, off, len).await.unwrap(), &body[off as usize..(off + len) as usize], "{key}: {off}+{len}");
+        }
+    }
+}
+
+fn local_blob(data: &Path, body: &[u8]) -> bool {
+    let hex = sha256_hex(body);
+    data.join("blobs").join(&hex[..2]).join(&hex[2..4]).join(&hex).exists()
+}
+
+fn tier_config(url: &str, extra_target: &str, policy: &str, tiering: &str) -> String {
+    format!("[tiering]\ninterval = \"1s\"\n{tiering}\n[[tiers]]\nname = \"cold\"\ntarget = {{ url = {url:?} {extra_target} }}\n{policy}")
+}
+
+#[tokio::test]
+async fn old_versions_move_to_a_directory_tier_and_read_back_the_same() {
+    let tier = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", tier.path().display());
+    let policy = "[[tier_policies]]\nbucket = \"default\"\ntier = \"cold\"\nafter = \"2s\"\n";
+    let s = TestServer::start(&tier_config(&url, "", policy, ""));
+    let mut c = s.client().await;
+    let bodies: Vec<Vec<u8>> = [3 << 20, 100 << 10, (1 << 20) + 7].iter().map(|n| random_bytes(*n)).collect();
+    for (i, b) in bodies.iter().enumerate() {
+        put_key(&mut c, &format!("old/{i}"), b).await;
+    }
+    put_key(&mut c, "small", b"small blobs live in the database").await;
+    wait_for("three blobs on the tier", || on_tier(&s, "cold") == 3);
+    for b in &bodies {
+        assert!(!local_blob(&s.data(), b), "the local file goes once the tier holds the blob");
+    }
+    assert_eq!(blob_files(tier.path()).len(), 3);
+    // A new version is hot until it is old enough.
+    let fresh = random_bytes(200 << 10);
+    put_key(&mut c, "new", &fresh).await;
+    assert!(local_blob(&s.data(), &fresh));
+    // Ranged reads first (they fetch ranges, fill nothing), then full reads.
+    for (i, b) in bodies.iter().enumerate() {
+        reads_back(&mut c, &format!("old/{i}"), b).await;
+    }
+    assert_eq!(get_key(&mut c, "small").await.unwrap(), b"small blobs live in the database");
+    // A whole read left a verified local copy, counted as the cache.
+    assert!(local_blob(&s.data(), &bodies[0]));
+    assert!(status(&s)["cached_bytes"].as_u64().unwrap() > 3 << 20);
+    // Dedup: the same bytes under a new key share the cold blob.
+    put_key(&mut c, "again", &bodies[1]).await;
+    assert_eq!(get_key(&mut c, "again").await.unwrap(), bodies[1]);
+}
+
+#[tokio::test]
+async fn a_memory_tier_takes_moves_and_recalls() {
+    let s = TestServer::start(&tier_config("memory://", "", "", "cache_size = 0"));
+    let mut c = s.client().await;
+    let body = random_bytes(2 << 20);
+    put_key(&mut c, "m", &body).await;
+    let o = s.cli(&["tier", "move", "m", "--tier", "cold"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!local_blob(&s.data(), &body));
+    reads_back(&mut c, "m", &body).await;
+    assert!(!local_blob(&s.data(), &body), "no cache: nothing kept");
+    let o = s.cli(&["tier", "recall", "m"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(local_blob(&s.data(), &body));
+    assert_eq!(on_tier(&s, "cold"), 0);
+    reads_back(&mut c, "m", &body).await;
+    // Bad requests say what to fix.
+    let o = s.cli(&["tier", "move", "m", "--tier", "nope"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("no tier \"nope\""));
+    put_key(&mut c, "tiny", b"tiny").await;
+    let o = s.cli(&["tier", "move", "tiny", "--tier", "cold"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("stay local"));
+}
+
+#[tokio::test]
+async fn an_s3_tier_serves_cold_reads_and_its_outage_is_unavailable() {
+    let mut moto = Moto::start();
+    moto.create_bucket("cold");
+    let opts = format!(", {}", moto.options_toml());
+    let policy = "[[tier_policies]]\nbucket = \"default\"\ntier = \"cold\"\nmin_size = \"1MiB\"\n";
+    let s = TestServer::start(&tier_config("s3://cold/tier", &opts, policy, "cache_size = 0"));
+    let mut c = s.client().await;
+    let big = random_bytes(12 << 20); // more than one part
+    let hot = random_bytes(500 << 10); // under min_size: stays
+    put_key(&mut c, "big", &big).await;
+    put_key(&mut c, "hot", &hot).await;
+    wait_for("the big blob on the tier", || on_tier(&s, "cold") == 1);
+    assert!(!local_blob(&s.data(), &big) && local_blob(&s.data(), &hot));
+    reads_back(&mut c, "big", &big).await;
+
+    moto.stop();
+    let e = get_key(&mut c, "big").await.unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert!(e.message().contains("tier \"cold\""), "{}", e.message());
+    let e = range(&mut c, "big", 5 << 20, 10).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    // Hot reads and writes carry on, and nothing was marked corrupt.
+    assert_eq!(get_key(&mut c, "hot").await.unwrap(), hot);
+    put_key(&mut c, "during", b"the outage").await;
+    assert_eq!(stats(&mut c).await.corrupt_blobs, 0);
+}
+
+#[tokio::test]
+async fn gc_removes_the_tier_copy_of_the_last_reference() {
+    let tier = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", tier.path().display());
+    let gc = "[storage]\ngc_interval = \"1s\"\ncleanup_age = \"0s\"\n";
+    let s = TestServer::start(&format!("{gc}{}", tier_config(&url, "", "", "")));
+    let mut c = s.client().await;
+    let body = random_bytes(1 << 20);
+    put_key(&mut c, "a", &body).await;
+    put_key(&mut c, "b", &body).await;
+    assert!(s.cli(&["tier", "move", "a", "--tier", "cold"]).status.success());
+    let copies = || blob_files(tier.path()).len();
+    assert_eq!(copies(), 1);
+    let drop_all = |key: &'static str| {
+        let s = &s;
+        async move {
+            let mut c = s.client().await;
+            for v in versions(&mut c, key).await {
+                c.delete(pb::DeleteRequest { key: key.into(), version: v.version, ..Default::default() }).await.unwrap();
+            }
+        }
+    };
+    drop_all("a").await;
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(copies(), 1, "b still refers to the blob");
+    assert_eq!(get_key(&mut c, "b").await.unwrap(), body);
+    drop_all("b").await;
+    wait_for("GC to remove the tier copy", || copies() == 0);
+    assert_eq!(on_tier(&s, "cold"), 0);
+}
+
+#[tokio::test]
+async fn a_crash_at_any_step_of_a_move_loses_nothing() {
+    let tier = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", tier.path().display());
+    let points = tempfile::NamedTempFile::new().unwrap();
+    let gc = "[storage]\ngc_interval = \"1s\"\ncleanup_age = \"0s\"\n";
+    for (step, body_len) in [("tier.copied", 2 << 20), ("tier.recorded", 3 << 20)] {
+        let mut s = TestServer::prepare("127.0.0.1", &format!("{gc}{}", tier_config(&url, "", "", "")), Vec::new());
+        s.env.push(("STRATA_FAILPOINTS_FILE".into(), points.path().display().to_string()));
+        s.boot();
+        let mut c = s.client().await;
+        let body = random_bytes(body_len);
+        put_key(&mut c, "k", &body).await;
+        std::fs::write(points.path(), format!("{step}=sleep(60000)\n")).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let url = s.url.clone();
+        let mover = std::thread::spawn(move || cli(&url, &["tier", "move", "k", "--tier", "cold"], None));
+        // The copy is made (and verified) before either point.
+        wait_for("the copy on the tier", || !blob_files(tier.path()).is_empty());
+        std::thread::sleep(Duration::from_millis(500));
+        s.kill9();
+        let _ = mover.join();
+        std::fs::write(points.path(), "").unwrap();
+        s.boot();
+        let mut c = s.client().await;
+        reads_back(&mut c, "k", &body).await;
+        drop(c);
+        s.stop();
+        let fsck = cli("http://127.0.0.1:1", &["fsck", "--config", s.config.to_str().unwrap()], None);
+        assert!(fsck.status.success(), "{step}: {}{}", String::from_utf8_lossy(&fsck.stdout), String::from_utf8_lossy(&fsck.stderr));
+        s.boot();
+        if step == "tier.copied" {
+            // The copy nothing recorded is swept by GC.
+            wait_for("the unrecorded copy to be swept", || blob_files(tier.path()).is_empty());
+            assert!(local_blob(&s.data(), &body));
+        } else {
+            // Recorded: the tier holds it and the left-over local file is a cached copy.
+            assert_eq!(on_tier(&s, "cold"), 1);
+            let mut c = s.client().await;
+            for v in versions(&mut c, "k").await {
+                c.delete(pb::DeleteRequest { key: "k".into(), version: v.version, ..Default::default() }).await.unwrap();
+            }
+            wait_for("GC to clear the tier", || blob_files(tier.path()).is_empty());
+        }
+    }
+}
