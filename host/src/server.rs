@@ -214,7 +214,8 @@ impl Server {
             if self.config.cluster.is_some() {
                 warn!("backup.every is ignored on a cluster node: cluster backups are not built yet");
             } else {
-                let target = crate::remote::Target::open(spec).context("backup.target")?;
+                let target = crate::api::backup::target_of("", false, Some(spec), &self.objects)
+                    .map_err(|e| anyhow::anyhow!("backup.target: {}", tonic::Status::from(e).message()))?;
                 let c = &self.config.backup;
                 let keep = crate::remote::prune::Keep { last: c.keep_last, daily: c.keep_daily, weekly: c.keep_weekly };
                 let objects = self.objects.clone();

@@ -28,10 +28,13 @@ fn backup(config: &Path, args: &[&str]) -> Output {
     cli("http://127.0.0.1:1", &all, None)
 }
 
-fn create(s: &TestServer, url: Option<&str>) -> Value {
-    let mut args = vec!["backup", "create", "--json"];
-    args.extend(url);
-    serde_json::from_str(&ok(s.cli(&args))).expect("json")
+/// `strata backup create` on `s` (to its [backup.target]).
+fn create(s: &TestServer) -> Value {
+    serde_json::from_str(&ok(s.cli(&["backup", "create", "--json"]))).expect("json")
+}
+
+fn target(url: &str) -> String {
+    format!("[backup.target]\nurl = {url:?}\n")
 }
 
 /// Everything a client can see of a node: buckets, listings, every
@@ -84,9 +87,9 @@ async fn load(c: &mut Client, tag: &str, n: usize) -> Vec<Vec<u8>> {
 
 #[tokio::test]
 async fn backups_are_incremental_and_restore_every_version() {
-    let target = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", target.path().display());
-    let s = TestServer::start(&format!("[backup.target]\nurl = {url:?}\n"));
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().display());
+    let s = TestServer::start(&target(&url));
     let mut c = s.client().await;
     let first = load(&mut c, "one", 6).await;
     for i in 0..20 {
@@ -98,14 +101,14 @@ async fn backups_are_incremental_and_restore_every_version() {
     c.create_bucket(pb::CreateBucketRequest { name: "other".into(), ..Default::default() }).await.unwrap();
     put(&mut c, pb::PutHeader { bucket: "other".into(), key: "x".into(), ..Default::default() }, &random_bytes(50 << 10)).await.unwrap();
 
-    let b1 = create(&s, None);
+    let b1 = create(&s);
     // 6 + 1 + 1 file-backed blobs (the copy shares one) and the snapshot.
     assert_eq!(b1["blobs"], 8, "{b1}");
     assert_eq!(b1["uploaded_blobs"], 9, "{b1}");
 
     // A second backup sends only the three new blobs and a new snapshot.
     load(&mut c, "two", 3).await;
-    let b2 = create(&s, Some(&url));
+    let b2 = create(&s);
     assert_eq!(b2["blobs"], 11, "{b2}");
     assert_eq!(b2["uploaded_blobs"], 4, "only the new blobs go up: {b2}");
     let listed: Value = serde_json::from_str(&ok(backup(&s.config, &["ls", "--json"]))).unwrap();
@@ -142,18 +145,18 @@ async fn backups_are_incremental_and_restore_every_version() {
 
 #[tokio::test]
 async fn verify_finds_a_removed_and_a_corrupted_blob() {
-    let target = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", target.path().display());
-    let s = TestServer::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().display());
+    let s = TestServer::start(&target(&url));
     let mut c = s.client().await;
     let bodies = load(&mut c, "v", 4).await;
-    create(&s, Some(&url));
+    create(&s);
     let clean = backup(&s.config, &["verify", &url]);
     assert!(clean.status.success(), "{}", text(&clean));
 
     let blob = |data: &[u8]| {
         let hex = sha256_hex(data);
-        target.path().join("blobs").join(&hex[..2]).join(&hex)
+        dir.path().join("blobs").join(&hex[..2]).join(&hex)
     };
     std::fs::remove_file(blob(&bodies[0])).unwrap();
     let damaged = blob(&bodies[1]);
@@ -171,28 +174,36 @@ async fn verify_finds_a_removed_and_a_corrupted_blob() {
     assert_eq!(q.status.code(), Some(1), "{qt}");
     assert!(qt.contains("1 missing, 0 damaged"), "{qt}");
 
-    // A restore from the damaged backup fails and leaves no database.
+    // A restore from the damaged backup fails and leaves nothing behind.
     let r = TestServer::prepare("127.0.0.1", "", Vec::new());
     let o = backup(&r.config, &["restore", &url]);
     assert!(!o.status.success(), "{}", text(&o));
-    assert!(!r.data().join("meta").join("strata.db").exists() && !r.dir.path().join("data/strata.db").exists());
+    assert!(!r.data().join("meta").join("strata.db").exists());
+    assert!(blob_files(&r.data()).is_empty(), "a failed restore removes what it placed");
+
+    // The next backup sends the removed blob again (the damaged one, same
+    // size, is for verify to find).
+    let again = create(&s);
+    assert_eq!(again["uploaded_blobs"], 2, "the removed blob and a snapshot: {again}");
+    let o = backup(&s.config, &["verify", &url, "--all"]);
+    assert!(text(&o).contains("0 missing, 1 damaged"), "{}", text(&o));
 }
 
 #[tokio::test]
 async fn an_encrypted_node_backs_up_sealed_and_restores_only_with_its_key() {
-    let target = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", target.path().display());
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().display());
     let keys = tempfile::tempdir().unwrap();
     let key_file = keys.path().join("key");
     std::fs::write(&key_file, hex::encode([7u8; 32])).unwrap();
     let enc = format!("[storage.encryption]\nkey_file = {key_file:?}\n");
-    let s = TestServer::start(&enc);
+    let s = TestServer::start(&format!("{enc}{}", target(&url)));
     let mut c = s.client().await;
     let marker = b"PLAINTEXT-MARKER-".repeat(4 << 10);
     put_key(&mut c, "secret-key-name", &marker).await;
     put_key(&mut c, "small", b"PLAINTEXT-MARKER- inline").await;
-    create(&s, Some(&url));
-    for f in blob_files(target.path()) {
+    create(&s);
+    for f in blob_files(dir.path()) {
         let bytes = std::fs::read(&f).unwrap();
         let found = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
         assert!(!found(b"PLAINTEXT-MARKER-") && !found(b"secret-key-name"), "plaintext in {}", f.display());
@@ -200,6 +211,13 @@ async fn an_encrypted_node_backs_up_sealed_and_restores_only_with_its_key() {
     let plain = TestServer::prepare("127.0.0.1", "", Vec::new());
     let o = backup(&plain.config, &["restore", &url]);
     assert!(!o.status.success() && text(&o).contains("encrypted"), "{}", text(&o));
+    // A node with another key (here none) cannot share the target: its
+    // blobs would pass for the sealed ones.
+    let other = TestServer::start(&target(&url));
+    let mut oc = other.client().await;
+    put_key(&mut oc, "secret-key-name", &marker).await;
+    let o = other.cli(&["backup", "create"]);
+    assert!(!o.status.success() && text(&o).contains("another prefix"), "{}", text(&o));
     let mut r = TestServer::prepare("127.0.0.1", &enc, Vec::new());
     ok(backup(&r.config, &["restore", &url]));
     r.boot();
@@ -210,9 +228,9 @@ async fn an_encrypted_node_backs_up_sealed_and_restores_only_with_its_key() {
 
 #[tokio::test]
 async fn prune_keeps_what_it_is_told_and_the_blobs_they_need() {
-    let target = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", target.path().display());
-    let s = TestServer::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().display());
+    let s = TestServer::start(&target(&url));
     let mut c = s.client().await;
     let mut ids = Vec::new();
     for round in 0..3 {
@@ -226,7 +244,7 @@ async fn prune_keeps_what_it_is_told_and_the_blobs_they_need() {
             }
         }
         load(&mut c, &format!("r{round}"), 3).await;
-        ids.push(create(&s, Some(&url))["id"].as_str().unwrap().to_string());
+        ids.push(create(&s)["id"].as_str().unwrap().to_string());
     }
     let dry = ok(backup(&s.config, &["prune", &url, "--keep-last", "1", "--dry-run"]));
     assert!(dry.contains("would remove 2 backups"), "{dry}");
@@ -240,7 +258,7 @@ async fn prune_keeps_what_it_is_told_and_the_blobs_they_need() {
     // (six blobs removed for good since, two old snapshots) went.
     ok(backup(&s.config, &["verify", &url]));
     assert!(out.contains("and 8 blobs"), "{out}");
-    let blobs = blob_files(target.path()).into_iter().filter(|p| p.to_string_lossy().contains("/blobs/")).count();
+    let blobs = blob_files(dir.path()).len();
     assert_eq!(blobs, 3 + 1);
     let none = backup(&s.config, &["prune", &url]);
     assert!(!none.status.success() && text(&none).contains("say what to keep"), "{}", text(&none));
@@ -248,9 +266,9 @@ async fn prune_keeps_what_it_is_told_and_the_blobs_they_need() {
 
 #[tokio::test]
 async fn scheduled_backups_keep_their_retention() {
-    let target = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", target.path().display());
-    let s = TestServer::start(&format!("[backup]\nevery = \"1s\"\nkeep_last = 2\n[backup.target]\nurl = {url:?}\n"));
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().display());
+    let s = TestServer::start(&format!("[backup]\nevery = \"1s\"\nkeep_last = 2\n{}", target(&url)));
     let mut c = s.client().await;
     load(&mut c, "s", 2).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -280,12 +298,16 @@ async fn backup_and_restore_through_a_real_s3_server() {
     let mut c = s.client().await;
     load(&mut c, "s3", 4).await;
     put_key(&mut c, "large", &random_bytes(20 << 20)).await; // goes up in parts
-    let b1 = create(&s, None);
+    let b1 = create(&s);
     assert_eq!(b1["uploaded_blobs"], 6, "{b1}");
     put_key(&mut c, "later", &random_bytes(64 << 10)).await;
-    let b2 = create(&s, None);
+    let b2 = create(&s);
     assert_eq!(b2["uploaded_blobs"], 2, "{b2}");
     ok(backup(&s.config, &["verify", "--all"]));
+    // A client cannot point the server elsewhere.
+    let mut c2 = s.client().await;
+    let e = c2.backup_create(pb::BackupCreateRequest { url: "file:///tmp/elsewhere".into(), ..Default::default() }).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
 
     let want = everything(&s).await;
     let mut r = TestServer::prepare("127.0.0.1", &target, Vec::new());

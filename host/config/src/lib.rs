@@ -606,8 +606,8 @@ impl Config {
         if self.tiering.interval.is_zero() {
             return bad("tiering.interval", "must be more than 0s");
         }
-        if self.backup.every.is_some_and(|d| d.is_zero()) {
-            return bad("backup.every", "must be more than 0s (leave it out for no schedule)");
+        if self.backup.every.is_some_and(|d| d < Duration::from_secs(1)) {
+            return bad("backup.every", "must be at least 1s (leave it out for no schedule)");
         }
         if self.backup.every.is_some() && self.backup.target.is_none() {
             return bad("backup.every", "needs backup.target (a url to back up to)");

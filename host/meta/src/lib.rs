@@ -386,6 +386,11 @@ impl MetaStore {
     }
 
     /// This node's persistent id.
+    /// The directory of `strata.db`; `None` in memory.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
     pub fn node_id(&self) -> &str {
         &self.node_id
     }

@@ -18,9 +18,9 @@ use strata_store::format::INLINE_MAX;
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     pub node_id: String,
-    /// Referenced blobs kept in files (small ones are inside the copy),
-    /// with their plaintext sizes; `true` for those marked corrupt.
-    pub blobs: Vec<(Digest, u64, bool)>,
+    /// Referenced blobs kept in files (small ones are inside the copy):
+    /// plaintext size, file size, and whether marked corrupt.
+    pub blobs: Vec<(Digest, u64, u64, bool)>,
     pub objects: u64,
     pub versions: u64,
     pub live_bytes: u64,
@@ -37,13 +37,13 @@ impl MetaStore {
             node_id: sqlx::query_scalar("SELECT node_id FROM node").fetch_optional(&mut conn).await?.unwrap_or_default(),
             ..Snapshot::default()
         };
-        let rows = sqlx::query("SELECT digest, size, state FROM blobs WHERE refcount > 0 AND size > ? ORDER BY digest")
+        let rows = sqlx::query("SELECT digest, size, stored_size, state FROM blobs WHERE refcount > 0 AND size > ? ORDER BY digest")
             .bind(INLINE_MAX as i64)
             .fetch_all(&mut conn)
             .await?;
         for r in rows {
-            let state: String = r.get(2);
-            snap.blobs.push((sql::digest_of(r.get(0))?, r.get::<i64, _>(1) as u64, state == "corrupt"));
+            let state: String = r.get(3);
+            snap.blobs.push((sql::digest_of(r.get(0))?, r.get::<i64, _>(1) as u64, r.get::<i64, _>(2) as u64, state == "corrupt"));
         }
         for r in sqlx::query("SELECT name, value FROM counters").fetch_all(&mut conn).await? {
             let v = r.get::<i64, _>(1).max(0) as u64;
@@ -55,5 +55,35 @@ impl MetaStore {
             }
         }
         Ok(snap)
+    }
+
+    /// Makes a snapshot say what its backup holds: rows of file-backed
+    /// blobs nothing references (their files are not sent) go, blobs found
+    /// damaged while sending are marked corrupt, and every blob is local
+    /// (a restore places every file on the local disk). Totals follow.
+    pub async fn finish_snapshot(path: &Path, lost: &[Digest]) -> Result<(), MetaError> {
+        let mut conn = SqliteConnectOptions::new().filename(path).connect().await?;
+        let mut tx = sqlx::Connection::begin(&mut conn).await?;
+        let gone = sqlx::query(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(stored_size), 0) FROM blobs WHERE refcount = 0 AND size > ?",
+        )
+        .bind(INLINE_MAX as i64)
+        .fetch_one(&mut *tx)
+        .await?;
+        let mut d = sql::Deltas::default();
+        d.add("blobs", -gone.get::<i64, _>(0));
+        d.add("blob_bytes", -gone.get::<i64, _>(1));
+        d.add("stored_bytes", -gone.get::<i64, _>(2));
+        sqlx::query("DELETE FROM blobs WHERE refcount = 0 AND size > ?").bind(INLINE_MAX as i64).execute(&mut *tx).await?;
+        let hexes: Vec<String> = lost.iter().map(|d| d.to_string()).collect();
+        sqlx::query("UPDATE blobs SET state = 'corrupt' WHERE digest IN (SELECT unhex(value) FROM json_each(?))")
+            .bind(serde_json::to_string(&hexes).map_err(|e| MetaError::Db(Box::new(e)))?)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE blobs SET tier = 'local' WHERE tier != 'local'").execute(&mut *tx).await?;
+        sqlx::query("UPDATE counters SET value = 0 WHERE name = 'tier_bytes'").execute(&mut *tx).await?;
+        d.apply(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
     }
 }

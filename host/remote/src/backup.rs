@@ -5,7 +5,10 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures::StreamExt;
+use object_store::ObjectStoreExt;
+use strata_meta::MetaStore;
 use strata_objects::{ObjectError, Objects};
 use strata_store::{Digest, StoreError};
 use tokio::sync::watch;
@@ -33,6 +36,8 @@ pub async fn create(objects: &Arc<Objects>, t: &Target, progress: &watch::Sender
     let lock = TargetLock::take(t, &format!("backup {id} of node {}", objects.meta().node_id())).await?;
     let r = async {
         let created_ms = now_ms();
+        let fingerprint = objects.store().key().map(|k| k.fingerprint_hex());
+        bind_key(t, fingerprint.as_deref()).await?;
         let present = manifest::present(t).await?;
         let part = backup_node(objects, t, &present, progress).await?;
         let m = Manifest {
@@ -41,9 +46,10 @@ pub async fn create(objects: &Arc<Objects>, t: &Target, progress: &watch::Sender
             created_ms,
             finished_ms: now_ms(),
             strata: env!("CARGO_PKG_VERSION").into(),
-            key_fingerprint: objects.store().key().map(|k| k.fingerprint_hex()),
+            key_fingerprint: fingerprint,
             nodes: vec![part],
         };
+        lock.check().await?;
         manifest::write(t, &m).await?;
         Ok::<_, RemoteError>(m)
     }
@@ -55,8 +61,31 @@ pub async fn create(objects: &Arc<Objects>, t: &Target, progress: &watch::Sender
     Ok(m)
 }
 
-/// Sends this node's part to `t`, skipping blobs in `present`. GC removes
-/// no blob meanwhile, so everything the snapshot names stays readable.
+/// A target holds blobs sealed with one key (or none): blobs are shared by
+/// digest, so a blob sealed with another key would pass for present and
+/// not be readable. The first backup records its key's fingerprint.
+async fn bind_key(t: &Target, fingerprint: Option<&str>) -> Result<(), RemoteError> {
+    let ours = fingerprint.unwrap_or("none");
+    let path = t.path("KEY");
+    if transfer::put_new(t, &path, Bytes::from(ours.to_string())).await? {
+        return Ok(());
+    }
+    let theirs = t.store.get(&path).await.map_err(RemoteError::at(t))?.bytes().await.map_err(RemoteError::at(t))?;
+    let theirs = String::from_utf8_lossy(&theirs).trim().to_string();
+    if theirs != ours {
+        let say = |f: &str| if f == "none" { "no key (not encrypted)".to_string() } else { format!("key {f}") };
+        return Err(RemoteError::Invalid(format!(
+            "{t} holds backups sealed with {}, and this node's blobs are sealed with {}: back up to another prefix",
+            say(&theirs),
+            say(ours)
+        )));
+    }
+    Ok(())
+}
+
+/// Sends this node's part to `t`, skipping blobs in `present` with the
+/// same size (a torn or emptied copy is sent again). GC removes no blob
+/// meanwhile, so everything the snapshot names stays readable.
 pub async fn backup_node(
     objects: &Arc<Objects>,
     t: &Target,
@@ -69,66 +98,30 @@ pub async fn backup_node(
     let snap_file = TempFile(store.temp_path("snapshot"));
     let snap = objects.meta().snapshot_into(&snap_file.0).await?;
 
-    // The snapshot goes up as a blob: framed, compressed, sealed.
-    let path = snap_file.0.clone();
-    let s = store.clone();
-    let staged = tokio::task::spawn_blocking(move || {
-        let mut file = std::fs::File::open(&path).map_err(StoreError::io(&path))?;
-        let mut w = s.stage()?;
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = file.read(&mut buf).map_err(StoreError::io(&path))?;
-            if n == 0 {
-                break;
-            }
-            w.write(&buf[..n])?;
-        }
-        w.finish()
-    })
-    .await
-    .map_err(joined)??;
-    drop(snap_file);
-    let meta = BlobRef { digest: staged.digest, size: staged.size };
     let mut uploaded_blobs = 0u64;
     let mut uploaded_bytes = 0u64;
-    if !present.contains_key(&meta.digest) {
-        let dest = manifest::blob_path(t, &meta.digest);
-        let sent = match (&staged.inline, staged.file()) {
-            (Some(bytes), _) => {
-                let n = bytes.len() as u64;
-                if transfer::put_new(t, &dest, bytes.clone()).await? { n } else { 0 }
-            }
-            (None, Some(file)) => transfer::upload_file(t, file, &dest).await?,
-            (None, None) => unreachable!("a staged blob is inline or in a file"),
-        };
-        if sent > 0 {
-            uploaded_blobs += 1;
-            uploaded_bytes += sent;
-        }
-    }
-    drop(staged);
-
     let mut blobs = Vec::with_capacity(snap.blobs.len());
     let mut damaged = Vec::new();
     let mut todo = Vec::new();
-    for &(digest, size, corrupt) in &snap.blobs {
+    for &(digest, size, stored, corrupt) in &snap.blobs {
         if corrupt {
             damaged.push(digest);
-        } else {
-            blobs.push(BlobRef { digest, size });
-            if !present.contains_key(&digest) {
-                todo.push(BlobRef { digest, size });
-            }
+            continue;
+        }
+        blobs.push(BlobRef { digest, size });
+        match present.get(&digest) {
+            Some(&n) if n == stored => {}
+            other => todo.push((BlobRef { digest, size }, other.is_some())),
         }
     }
     progress.send_replace(Progress {
         phase: "blobs",
         blobs_total: todo.len() as u64,
-        bytes_total: todo.iter().map(|b| b.size).sum(),
+        bytes_total: todo.iter().map(|(b, _)| b.size).sum(),
         ..Progress::default()
     });
     let mut sends = futures::stream::iter(todo)
-        .map(|b| {
+        .map(|(b, replace)| {
             let objects = objects.clone();
             async move {
                 // Verified before it leaves: a damaged blob is not backed up
@@ -138,7 +131,7 @@ pub async fn backup_node(
                     Err(ObjectError::Store(e)) if e.is_damage() => return Ok((b, Err(e.to_string()))),
                     Err(e) => return Err(e.into()),
                 };
-                let sent = transfer::upload_file(t, file.path(), &manifest::blob_path(t, &b.digest)).await?;
+                let sent = transfer::upload_file(t, file.path(), &manifest::blob_path(t, &b.digest), replace).await?;
                 Ok::<_, RemoteError>((b, Ok(sent)))
             }
         })
@@ -165,7 +158,52 @@ pub async fn backup_node(
     }
     drop(sends);
     blobs.retain(|b| !lost.contains(&b.digest));
+    MetaStore::finish_snapshot(&snap_file.0, &lost).await?;
     damaged.extend(lost);
+
+    // The snapshot goes up last, as a blob: framed, compressed, sealed.
+    progress.send_replace(Progress { phase: "metadata", ..Progress::default() });
+    let path = snap_file.0.clone();
+    let s = store.clone();
+    let staged = tokio::task::spawn_blocking(move || {
+        let mut file = std::fs::File::open(&path).map_err(StoreError::io(&path))?;
+        let mut w = s.stage()?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = file.read(&mut buf).map_err(StoreError::io(&path))?;
+            if n == 0 {
+                break;
+            }
+            w.write(&buf[..n])?;
+        }
+        w.finish()
+    })
+    .await
+    .map_err(joined)??;
+    drop(snap_file);
+    let meta = BlobRef { digest: staged.digest, size: staged.size };
+    let dest = manifest::blob_path(t, &meta.digest);
+    let replace = present.contains_key(&meta.digest);
+    let sent = match (&staged.inline, staged.file()) {
+        (Some(bytes), _) => {
+            let n = bytes.len() as u64;
+            if replace {
+                t.store.put(&dest, bytes.clone().into()).await.map_err(RemoteError::at(t))?;
+                n
+            } else if transfer::put_new(t, &dest, bytes.clone()).await? {
+                n
+            } else {
+                0
+            }
+        }
+        (None, Some(file)) => transfer::upload_file(t, file, &dest, replace).await?,
+        (None, None) => unreachable!("a staged blob is inline or in a file"),
+    };
+    if sent > 0 {
+        uploaded_blobs += 1;
+        uploaded_bytes += sent;
+    }
+    drop(staged);
     Ok(NodePart {
         node: snap.node_id,
         meta,

@@ -54,6 +54,8 @@ pub enum RemoteError {
     BadManifest { target: String, id: String, why: String },
     #[error("{target} is locked by {holder} (renewed {age_s} s ago; a lock not renewed for {stale_s} s is taken over)")]
     Locked { target: String, holder: String, age_s: u64, stale_s: u64 },
+    #[error("{target}: this run's lock went stale and was taken over by {holder}; nothing was committed: run it again")]
+    LockLost { target: String, holder: String },
     #[error("{} is not empty: restore needs an empty data directory (a new one, or move this one away)", path.display())]
     NotEmpty { path: PathBuf },
     #[error("{0}")]

@@ -16,33 +16,51 @@ use tracing::warn;
 
 use crate::{RemoteError, Target, now_ms, transfer};
 
-const RENEW: Duration = Duration::from_secs(60);
-pub const STALE: Duration = Duration::from_secs(600);
+const RENEW: Duration = Duration::from_secs(15);
+pub const STALE: Duration = Duration::from_secs(120);
 
 #[derive(Serialize, Deserialize)]
 struct Held {
     holder: String,
+    /// Who holds it: a take-over changes it, which the holder finds out
+    /// before it commits anything ([`TargetLock::check`]).
+    #[serde(default)]
+    token: String,
     renewed_ms: u64,
 }
 
 pub struct TargetLock {
     target: Target,
     path: Path,
+    token: String,
     renew: JoinHandle<()>,
+}
+
+async fn read(t: &Target, path: &Path) -> Result<Option<Held>, RemoteError> {
+    match t.store.get(path).await {
+        Ok(g) => {
+            let bytes = g.bytes().await.map_err(RemoteError::at(t))?;
+            Ok(Some(serde_json::from_slice(&bytes).unwrap_or(Held {
+                holder: "an unreadable lock".into(),
+                token: String::new(),
+                renewed_ms: 0,
+            })))
+        }
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(RemoteError::at(t)(e)),
+    }
 }
 
 impl TargetLock {
     /// Takes the lock for `holder` (shown to whoever finds it taken).
     pub async fn take(t: &Target, holder: &str) -> Result<Self, RemoteError> {
         let path = t.path("lock");
-        let body = |holder: &str| Bytes::from(serde_json::to_vec(&Held { holder: holder.into(), renewed_ms: now_ms() }).expect("json"));
-        if !transfer::put_new(t, &path, body(holder)).await? {
-            let found = match t.store.get(&path).await {
-                Ok(g) => g.bytes().await.map_err(RemoteError::at(t))?,
-                Err(object_store::Error::NotFound { .. }) => return Box::pin(Self::take(t, holder)).await,
-                Err(e) => return Err(RemoteError::at(t)(e)),
-            };
-            let held: Held = serde_json::from_slice(&found).unwrap_or(Held { holder: "an unreadable lock".into(), renewed_ms: 0 });
+        let token = format!("{:016x}", rand::random::<u64>());
+        let body = move |holder: &str, token: &str| {
+            Bytes::from(serde_json::to_vec(&Held { holder: holder.into(), token: token.into(), renewed_ms: now_ms() }).expect("json"))
+        };
+        while !transfer::put_new(t, &path, body(holder, &token)).await? {
+            let Some(held) = read(t, &path).await? else { continue };
             let age = Duration::from_millis(now_ms().saturating_sub(held.renewed_ms));
             if age < STALE {
                 return Err(RemoteError::Locked {
@@ -53,22 +71,52 @@ impl TargetLock {
                 });
             }
             warn!(target = %t, holder = %held.holder, age_s = age.as_secs(), "taking over a stale lock");
-            t.store.put(&path, PutPayload::from_bytes(body(holder))).await.map_err(RemoteError::at(t))?;
+            t.store.put(&path, PutPayload::from_bytes(body(holder, &token))).await.map_err(RemoteError::at(t))?;
+            break;
         }
-        let (t2, p2, h2) = (t.clone(), path.clone(), holder.to_string());
+        let (t2, p2, h2, k2) = (t.clone(), path.clone(), holder.to_string(), token.clone());
         let renew = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(RENEW).await;
-                if let Err(e) = t2.store.put(&p2, PutPayload::from_bytes(body(&h2))).await {
+                // Renew only what is still ours; a lost lock stays lost.
+                match read(&t2, &p2).await {
+                    Ok(Some(h)) if h.token == k2 => {}
+                    Ok(_) => {
+                        warn!(target = %t2, "the lock was taken over; this run will fail before it commits");
+                        return;
+                    }
+                    Err(e) => {
+                        warn!(target = %t2, error = %e, "could not renew the lock");
+                        continue;
+                    }
+                }
+                if let Err(e) = t2.store.put(&p2, PutPayload::from_bytes(body(&h2, &k2))).await {
                     warn!(target = %t2, error = %e, "could not renew the lock");
                 }
             }
         });
-        Ok(Self { target: t.clone(), path, renew })
+        Ok(Self { target: t.clone(), path, token, renew })
+    }
+
+    /// Fails unless the lock is still this holder's: call right before
+    /// committing (a manifest, a deletion), so a run whose lock went stale
+    /// and was taken over does not commit beside the new holder.
+    pub async fn check(&self) -> Result<(), RemoteError> {
+        match read(&self.target, &self.path).await? {
+            Some(h) if h.token == self.token => Ok(()),
+            other => Err(RemoteError::LockLost {
+                target: self.target.to_string(),
+                holder: other.map_or_else(|| "nobody".to_string(), |h| h.holder),
+            }),
+        }
     }
 
     pub async fn release(self) {
         self.renew.abort();
+        // Only our own lock is removed.
+        if self.check().await.is_err() {
+            return;
+        }
         if let Err(e) = self.target.store.delete(&self.path).await {
             warn!(target = %self.target, error = %e, "could not release the lock; it goes stale by itself");
         }

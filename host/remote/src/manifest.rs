@@ -144,5 +144,13 @@ pub async fn pick(t: &Target, id: Option<&str>) -> Result<Manifest, RemoteError>
 pub async fn present(t: &Target) -> Result<HashMap<Digest, u64>, RemoteError> {
     let prefix = t.path("blobs");
     let metas: Vec<_> = t.store.list(Some(&prefix)).try_collect().await.map_err(RemoteError::at(t))?;
-    Ok(metas.into_iter().filter_map(|m| Some((m.location.filename()?.parse().ok()?, m.size))).collect())
+    // Only `blobs/ab/<digest>` counts: anything else under `blobs/` (a
+    // target pointed into a data directory, debris) is not a backup's blob.
+    Ok(metas
+        .into_iter()
+        .filter_map(|m| {
+            let d: Digest = m.location.filename()?.parse().ok()?;
+            (m.location == blob_path(t, &d)).then_some((d, m.size))
+        })
+        .collect())
 }

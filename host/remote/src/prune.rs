@@ -31,10 +31,21 @@ impl Keep {
         self.last == 0 && self.daily == 0 && self.weekly == 0
     }
 
-    /// The ids `backups` (oldest first) keeps.
+    /// The ids `backups` (oldest first) keeps: the rules apply to the
+    /// backups of each node (or set of nodes) apart, so one server's
+    /// backups never push out another's at a shared target.
     pub fn choose(&self, backups: &[Manifest]) -> BTreeSet<String> {
+        let mut groups: std::collections::BTreeMap<String, Vec<&Manifest>> = Default::default();
+        for m in backups {
+            let nodes: Vec<&str> = m.nodes.iter().map(|n| n.node.as_str()).collect();
+            groups.entry(nodes.join(",")).or_default().push(m);
+        }
+        groups.values().flat_map(|g| self.choose_one(g)).collect()
+    }
+
+    fn choose_one(&self, backups: &[&Manifest]) -> BTreeSet<String> {
         let mut keep = BTreeSet::new();
-        let newest_first: Vec<&Manifest> = backups.iter().rev().collect();
+        let newest_first: Vec<&Manifest> = backups.iter().rev().copied().collect();
         keep.extend(newest_first.iter().take(self.last).map(|m| m.id.clone()));
         for (span, n) in [(DAY_MS, self.daily), (7 * DAY_MS, self.weekly)] {
             let mut seen = HashSet::new();
@@ -68,12 +79,12 @@ pub async fn prune(t: &Target, keep: Keep, dry_run: bool) -> Result<PruneReport,
         return Err(RemoteError::Invalid("say what to keep: --keep-last, --keep-daily or --keep-weekly (at least 1)".into()));
     }
     let lock = TargetLock::take(t, "prune").await?;
-    let r = prune_locked(t, keep, dry_run).await;
+    let r = prune_locked(t, keep, dry_run, &lock).await;
     lock.release().await;
     r
 }
 
-async fn prune_locked(t: &Target, keep: Keep, dry_run: bool) -> Result<PruneReport, RemoteError> {
+async fn prune_locked(t: &Target, keep: Keep, dry_run: bool, lock: &TargetLock) -> Result<PruneReport, RemoteError> {
     let backups = manifest::list(t).await?;
     let kept = keep.choose(&backups);
     let mut report = PruneReport::default();
@@ -91,6 +102,7 @@ async fn prune_locked(t: &Target, keep: Keep, dry_run: bool) -> Result<PruneRepo
     let gone: Vec<String> =
         manifest::ids(t).await?.into_iter().filter(|id| !kept.contains(id) || !finished.contains(id.as_str())).collect();
     if !dry_run {
+        lock.check().await?;
         for id in &gone {
             let prefix = t.path(&format!("backups/{id}"));
             let paths = t.store.list(Some(&prefix)).map_ok(|m| m.location).boxed();
@@ -98,6 +110,8 @@ async fn prune_locked(t: &Target, keep: Keep, dry_run: bool) -> Result<PruneRepo
         }
     }
     let unneeded: Vec<_> = manifest::present(t).await?.into_iter().filter(|(d, _)| !needed.contains(d)).collect();
+    // Still ours? A run whose lock went stale deletes nothing more.
+    lock.check().await?;
     for (d, size) in &unneeded {
         if !dry_run {
             match t.store.delete(&manifest::blob_path(t, d)).await {

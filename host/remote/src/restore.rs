@@ -81,10 +81,12 @@ pub async fn restore_node(
         })
         .buffer_unordered(t.concurrency);
     let mut failed = Vec::new();
+    let mut placed = Vec::new();
     let mut report = RestoreReport { node: part.node.clone(), ..RestoreReport::default() };
     while let Some(r) = fetches.next().await {
         match r {
             Ok(b) => {
+                placed.push(b.digest);
                 report.blobs += 1;
                 report.bytes += b.size;
                 progress.send_modify(|p| {
@@ -92,19 +94,38 @@ pub async fn restore_node(
                     p.bytes_done += b.size;
                 });
             }
-            Err(e @ RemoteError::Unavailable { .. }) => return Err(e),
-            Err(e) => failed.push(e.to_string()),
+            Err(e) => failed.push(e),
         }
     }
     drop(fetches);
-    if let Some(first) = failed.first() {
-        return Err(RemoteError::RestoreFailed { count: failed.len(), first: first.clone() });
+    let r = async {
+        if let Some(first) = failed.into_iter().next() {
+            return Err(match first {
+                e @ RemoteError::Unavailable { .. } => e,
+                e => RemoteError::RestoreFailed { count: (part.blobs.len() as u64 - report.blobs) as usize, first: e.to_string() },
+            });
+        }
+        let s = store.clone();
+        tokio::task::spawn_blocking(move || s.sync_tree()).await.map_err(joined)??;
+        // The metadata last: once it is in place the node is whole.
+        progress.send_replace(Progress { phase: "metadata", ..Progress::default() });
+        write_meta(t, store, part, meta_dir).await
     }
-    let s = store.clone();
-    tokio::task::spawn_blocking(move || s.sync_tree()).await.map_err(joined)??;
+    .await;
+    if let Err(e) = r {
+        // Nothing half-restored stays: a retry starts from empty.
+        for d in placed {
+            let _ = store.remove(&d);
+        }
+        return Err(e);
+    }
+    report.objects = part.objects;
+    report.versions = part.versions;
+    Ok(report)
+}
 
-    // The metadata last: once it is in place the node is whole.
-    progress.send_replace(Progress { phase: "metadata", ..Progress::default() });
+/// Fetches, verifies and places the metadata snapshot as `strata.db`.
+async fn write_meta(t: &Target, store: &std::sync::Arc<LocalStore>, part: &NodePart, meta_dir: &Path) -> Result<(), RemoteError> {
     let tmp = TempFile(store.temp_path("restore-meta"));
     fetch_verified(t, store, part.meta, &tmp.0).await?;
     let key = store.key().cloned();
@@ -112,22 +133,26 @@ pub async fn restore_node(
     tokio::task::spawn_blocking(move || -> Result<(), RemoteError> {
         std::fs::create_dir_all(&meta_dir).map_err(StoreError::io(&meta_dir))?;
         let part_path = meta_dir.join("strata.db.restoring");
-        let mut out = std::fs::File::create(&part_path).map_err(StoreError::io(&part_path))?;
-        let mut r = BlobReader::open(src, digest, key.as_ref(), Range::ALL)?;
-        while let Some(chunk) = r.next_chunk() {
-            out.write_all(&chunk?).map_err(StoreError::io(&part_path))?;
+        let copy = || -> Result<(), RemoteError> {
+            let mut out = std::fs::File::create(&part_path).map_err(StoreError::io(&part_path))?;
+            let mut r = BlobReader::open(src, digest, key.as_ref(), Range::ALL)?;
+            while let Some(chunk) = r.next_chunk() {
+                out.write_all(&chunk?).map_err(StoreError::io(&part_path))?;
+            }
+            out.sync_all().map_err(StoreError::io(&part_path))?;
+            Ok(())
+        };
+        if let Err(e) = copy() {
+            let _ = std::fs::remove_file(&part_path);
+            return Err(e);
         }
-        out.sync_all().map_err(StoreError::io(&part_path))?;
         let db = meta_dir.join("strata.db");
         std::fs::rename(&part_path, &db).map_err(StoreError::io(&db))?;
         std::fs::File::open(&meta_dir).and_then(|d| d.sync_all()).map_err(StoreError::io(&meta_dir))?;
         Ok(())
     })
     .await
-    .map_err(joined)??;
-    report.objects = part.objects;
-    report.versions = part.versions;
-    Ok(report)
+    .map_err(joined)?
 }
 
 /// Downloads blob `b` to `tmp` and checks it whole: every frame, the

@@ -46,6 +46,22 @@ impl fmt::Debug for Target {
 }
 
 impl Target {
+    /// Opens a target for backups: one that outlives this process.
+    pub fn open_durable(spec: &TargetSpec) -> Result<Self, RemoteError> {
+        if spec.url.starts_with("memory:") {
+            return Err(RemoteError::BadTarget {
+                url: spec.url.clone(),
+                why: "memory:// holds nothing past this process: back up to a durable store".into(),
+            });
+        }
+        Self::open(spec)
+    }
+
+    /// The local directory of a `file://` target.
+    pub fn local_dir(&self) -> Option<&FsPath> {
+        self.url.strip_prefix("file://").map(FsPath::new)
+    }
+
     pub fn open(spec: &TargetSpec) -> Result<Self, RemoteError> {
         let bad = |why: String| RemoteError::BadTarget { url: spec.url.clone(), why };
         if spec.concurrency == 0 {
@@ -65,6 +81,11 @@ impl Target {
         let unknown = |key: &str| bad(format!("unknown option {key:?} for {scheme}://"));
         let (store, prefix): (Arc<dyn ObjectStore>, &str) = match scheme {
             "s3" | "s3a" => {
+                let http = options.get("endpoint").or(options.get("aws_endpoint")).is_some_and(|e| e.starts_with("http://"));
+                let allowed = options.get("allow_http").or(options.get("aws_allow_http")).is_some_and(|v| v == "true");
+                if http && !allowed {
+                    return Err(bad("the endpoint is http://: set the option allow_http = \"true\" (or use https)".into()));
+                }
                 let mut b = AmazonS3Builder::from_env().with_url(&spec.url);
                 for (k, v) in &options {
                     let key: AmazonS3ConfigKey = k.to_ascii_lowercase().parse().map_err(|_| unknown(k))?;

@@ -99,7 +99,7 @@ impl Tier for ObjectTier {
     fn put(&self, digest: Digest, file: PathBuf) -> BoxFuture<'static, Result<(), StoreError>> {
         let (t, name) = (self.target.clone(), self.name.clone());
         Box::pin(async move {
-            transfer::upload_file(&t, &file, &manifest::blob_path(&t, &digest)).await.map(drop).map_err(|e| match e {
+            transfer::upload_file(&t, &file, &manifest::blob_path(&t, &digest), false).await.map(drop).map_err(|e| match e {
                 crate::RemoteError::Io(why) if why.ends_with("is gone") => StoreError::Missing { digest },
                 e => StoreError::TierUnavailable { tier: name, why: e.to_string() },
             })
@@ -126,7 +126,13 @@ impl Tier for ObjectTier {
                 .try_collect()
                 .await
                 .map_err(|e| StoreError::TierUnavailable { tier: name, why: format!("{t}: {e}") })?;
-            Ok(metas.into_iter().filter_map(|m| Some((m.location.filename()?.parse().ok()?, m.last_modified.into()))).collect())
+            Ok(metas
+                .into_iter()
+                .filter_map(|m| {
+                    let d: Digest = m.location.filename()?.parse().ok()?;
+                    (m.location == manifest::blob_path(&t, &d)).then_some((d, m.last_modified.into()))
+                })
+                .collect())
         })
     }
 }

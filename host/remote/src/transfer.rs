@@ -26,10 +26,11 @@ pub async fn put_new(t: &Target, dest: &Path, data: Bytes) -> Result<bool, Remot
 }
 
 /// Uploads the file at `local` to `dest`: one create-only put when it fits
-/// a part, else a multipart upload (which replaces what is there: callers
-/// upload content-addressed data only, so a replacement holds the same
-/// plaintext). Returns the bytes sent, 0 for a dedup hit.
-pub async fn upload_file(t: &Target, local: &FsPath, dest: &Path) -> Result<u64, RemoteError> {
+/// a part (or, with `replace`, a put over what is there), else a multipart
+/// upload (which replaces what is there: callers upload content-addressed
+/// data only, so a replacement holds the same plaintext). Returns the bytes
+/// sent, 0 for a dedup hit.
+pub async fn upload_file(t: &Target, local: &FsPath, dest: &Path, replace: bool) -> Result<u64, RemoteError> {
     let io = |e: std::io::Error| RemoteError::Io(format!("reading {}: {e}", local.display()));
     let mut file = tokio::fs::File::open(local).await.map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound { RemoteError::Io(format!("{} is gone", local.display())) } else { io(e) }
@@ -39,6 +40,10 @@ pub async fn upload_file(t: &Target, local: &FsPath, dest: &Path) -> Result<u64,
         let mut buf = Vec::with_capacity(len as usize);
         file.read_to_end(&mut buf).await.map_err(io)?;
         let n = buf.len() as u64;
+        if replace {
+            t.store.put(dest, PutPayload::from(buf)).await.map_err(RemoteError::at(t))?;
+            return Ok(n);
+        }
         return Ok(if put_new(t, dest, Bytes::from(buf)).await? { n } else { 0 });
     }
     let upload = t.store.put_multipart(dest).await.map_err(RemoteError::at(t))?;
@@ -74,6 +79,7 @@ pub async fn download_file(t: &Target, src: &Path, local: &FsPath) -> Result<Opt
     };
     let io = |e: std::io::Error| RemoteError::Io(format!("writing {}: {e}", local.display()));
     let mut out = tokio::fs::File::create(local).await.map_err(io)?;
+    let expect = got.meta.size;
     let mut stream = got.into_stream();
     let mut n = 0u64;
     while let Some(chunk) = stream.next().await {
@@ -82,5 +88,8 @@ pub async fn download_file(t: &Target, src: &Path, local: &FsPath) -> Result<Opt
         n += chunk.len() as u64;
     }
     out.sync_all().await.map_err(io)?;
+    if n != expect {
+        return Err(RemoteError::Io(format!("{src} at {t}: got {n} of its {expect} bytes")));
+    }
     Ok(Some(n))
 }

@@ -16,23 +16,33 @@ use crate::remote::{Manifest, Target};
 
 pub type ProgressStream = Pin<Box<dyn Stream<Item = Result<pb::BackupProgress, Status>> + Send>>;
 
-/// The target a request names: the configured one, or its own URL.
-pub fn target_of(
-    req_url: &str,
-    options: std::collections::BTreeMap<String, String>,
-    configured: Option<&TargetSpec>,
-) -> Result<Target, ApiError> {
-    let spec = match configured {
-        Some(c) if req_url.is_empty() || req_url == c.url => {
-            if !options.is_empty() {
-                return Err(super::error::invalid("options are taken from [backup.target] for the configured URL"));
-            }
-            c.clone()
-        }
-        _ if req_url.is_empty() => return Err(super::error::invalid("no URL given and no [backup.target] in the server's config")),
-        _ => TargetSpec { options, ..TargetSpec::new(req_url) },
+/// The target of a backup: the server's `[backup.target]`. A client
+/// cannot point the server at a place of its choosing (the server would
+/// write wherever it may, with its own credentials).
+pub fn target_of(req_url: &str, options_given: bool, configured: Option<&TargetSpec>, objects: &Objects) -> Result<Target, ApiError> {
+    let Some(spec) = configured else {
+        return Err(ApiError::Status(Status::failed_precondition(
+            "this server has no [backup.target]: configure one (a client cannot choose where the server writes)",
+        )));
     };
-    Target::open(&spec).map_err(remote)
+    if !req_url.is_empty() && req_url != spec.url {
+        return Err(ApiError::Status(Status::permission_denied(format!(
+            "the server backs up only to its [backup.target] ({}), not {req_url}",
+            spec.url
+        ))));
+    }
+    if options_given {
+        return Err(super::error::invalid("options come from [backup.target]; the request cannot set them"));
+    }
+    let t = Target::open_durable(spec).map_err(remote)?;
+    if let Some(dir) = t.local_dir() {
+        let inside =
+            |p: &std::path::Path| std::fs::canonicalize(p).ok().is_some_and(|p| std::fs::canonicalize(dir).is_ok_and(|d| d.starts_with(p)));
+        if inside(objects.store().root()) || objects.meta().dir().is_some_and(inside) {
+            return Err(super::error::invalid(format!("[backup.target] {} is inside this server's data directory", spec.url)));
+        }
+    }
+    Ok(t)
 }
 
 pub async fn handle_create(
@@ -46,7 +56,7 @@ pub async fn handle_create(
             "this node is in a cluster: cluster backups are not built yet, and a node's backup alone would miss the cluster state",
         )));
     }
-    let target = target_of(&req.url, req.options.into_iter().collect(), configured)?;
+    let target = target_of(&req.url, !req.options.is_empty(), configured, objects)?;
     let (tx, rx) = mpsc::channel(16);
     let objects = objects.clone();
     tokio::spawn(async move {

@@ -71,6 +71,7 @@ pub fn remote(e: crate::remote::RemoteError) -> ApiError {
         R::Unavailable { .. } => Code::Unavailable,
         R::NoBackup { .. } | R::NoBackups { .. } => Code::NotFound,
         R::Locked { .. } | R::NotEmpty { .. } => Code::FailedPrecondition,
+        R::LockLost { .. } => Code::Aborted,
         R::BadManifest { .. } | R::RestoreFailed { .. } => Code::DataLoss,
         R::Store(_) | R::Meta(_) | R::Object(_) => {
             return ApiError::Object(match e {

@@ -3,7 +3,7 @@
 //! The service impl only times the call and dispatches to a `handle_<op>`
 //! in the file of that operation; errors map to statuses in [`error`].
 
-mod backup;
+pub mod backup;
 mod bucket;
 mod cluster;
 mod delete;

@@ -36,12 +36,10 @@ pub struct TargetArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum BackupCmd {
-    /// Back up the server at --addr: a consistent metadata snapshot plus
-    /// every blob the target lacks (so each backup after the first sends
-    /// only what changed).
+    /// Back up the server at --addr to its [backup.target]: a consistent
+    /// metadata snapshot plus every blob the target lacks (so each backup
+    /// after the first sends only what changed).
     Create {
-        #[command(flatten)]
-        target: TargetArgs,
         #[arg(long)]
         json: bool,
     },
@@ -80,8 +78,10 @@ pub enum BackupCmd {
     Restore {
         #[command(flatten)]
         target: TargetArgs,
+        /// The config of the node to restore: its data directory (which
+        /// must be empty) and its encryption key.
         #[arg(long, short)]
-        config: Option<PathBuf>,
+        config: PathBuf,
         /// The backup to restore (default: the newest).
         #[arg(long)]
         id: Option<String>,
@@ -112,7 +112,7 @@ pub enum BackupCmd {
 
 pub async fn run(addr: &str, cmd: BackupCmd) -> anyhow::Result<()> {
     match cmd {
-        BackupCmd::Create { target, json } => create(addr, target, json).await,
+        BackupCmd::Create { json } => create(addr, json).await,
         BackupCmd::Ls { target, config, json } => {
             let config = Config::load(config.as_deref())?;
             let t = open(&target, &config)?;
@@ -131,6 +131,10 @@ pub async fn run(addr: &str, cmd: BackupCmd) -> anyhow::Result<()> {
             let _ = std::fs::remove_dir_all(&scratch);
             let r = r?;
             let ids: Vec<_> = backups.iter().map(|m| m.id.clone()).collect();
+            let left_out: usize = backups.iter().flat_map(|m| &m.nodes).map(|n| n.damaged.len()).sum();
+            if left_out > 0 {
+                eprintln!("note: {left_out} blob(s) were damaged on the node when backed up and are not in the backup(s)");
+            }
             if json {
                 let corrupt: Vec<_> = r.corrupt.iter().map(|(d, why)| json!({"digest": d.to_string(), "error": why})).collect();
                 let missing: Vec<_> = r.missing.iter().map(|d| d.to_string()).collect();
@@ -158,7 +162,7 @@ pub async fn run(addr: &str, cmd: BackupCmd) -> anyhow::Result<()> {
             Ok(())
         }
         BackupCmd::Restore { target, config, id, node } => {
-            let config = Config::load(config.as_deref())?;
+            let config = Config::load(Some(&config))?;
             let t = open(&target, &config)?;
             restore_cmd(&t, &config, id.as_deref(), node.as_deref()).await
         }
@@ -199,13 +203,12 @@ fn open(args: &TargetArgs, config: &Config) -> anyhow::Result<Target> {
         (None, Some(c)) => c.clone(),
         (None, None) => bail!("say where: a URL (s3://bucket/prefix, file:///dir, ...) or a config with [backup.target] (--config)"),
     };
-    Ok(Target::open(&spec)?)
+    Ok(Target::open_durable(&spec)?)
 }
 
-async fn create(addr: &str, target: TargetArgs, json: bool) -> anyhow::Result<()> {
+async fn create(addr: &str, json: bool) -> anyhow::Result<()> {
     let mut c = client::connect(addr).await?;
-    let req =
-        pb::BackupCreateRequest { url: target.url.unwrap_or_default(), options: parse_options(&target.options)?.into_iter().collect() };
+    let req = pb::BackupCreateRequest::default();
     let mut stream = c.backup_create(req).await.map_err(status)?.into_inner();
     let bar = bar();
     let mut done = None;
@@ -246,9 +249,18 @@ async fn create(addr: &str, target: TargetArgs, json: bool) -> anyhow::Result<()
 }
 
 async fn ls(t: &Target, json: bool) -> anyhow::Result<()> {
-    let list = manifest::list(t).await?;
+    // An unreadable manifest is shown, not fatal: the others still list.
+    let mut list = Vec::new();
+    let mut bad = Vec::new();
+    for id in manifest::ids(t).await? {
+        match manifest::read(t, &id).await {
+            Ok(m) => list.push(m),
+            Err(crate::remote::RemoteError::NoBackup { .. }) => {}
+            Err(e) => bad.push((id, e.to_string())),
+        }
+    }
     if json {
-        let rows: Vec<_> = list
+        let mut rows: Vec<_> = list
             .iter()
             .map(|m| {
                 let (ub, uy) = m.uploaded();
@@ -259,25 +271,30 @@ async fn ls(t: &Target, json: bool) -> anyhow::Result<()> {
                        "uploaded_blobs": ub, "uploaded_bytes": uy})
             })
             .collect();
+        rows.extend(bad.iter().map(|(id, why)| json!({"id": id, "error": why})));
         println!("{}", serde_json::Value::Array(rows));
         return Ok(());
     }
-    if list.is_empty() {
+    if list.is_empty() && bad.is_empty() {
         println!("no backups at {t}");
         return Ok(());
     }
-    println!("{:<26} {:>5} {:>10} {:>10} {:>10} {:>12}", "ID", "NODES", "OBJECTS", "VERSIONS", "LIVE", "SENT");
+    println!("{:<26} {:>5} {:>10} {:>10} {:>10} {:>12} {:>8}", "ID", "NODES", "OBJECTS", "VERSIONS", "LIVE", "SENT", "DAMAGED");
     for m in &list {
         let (_, sent) = m.uploaded();
         println!(
-            "{:<26} {:>5} {:>10} {:>10} {:>10} {:>12}",
+            "{:<26} {:>5} {:>10} {:>10} {:>10} {:>12} {:>8}",
             m.id,
             m.nodes.len(),
             m.nodes.iter().map(|n| n.objects).sum::<u64>(),
             m.nodes.iter().map(|n| n.versions).sum::<u64>(),
             bytesize::ByteSize(m.nodes.iter().map(|n| n.live_bytes).sum::<u64>()).to_string(),
-            bytesize::ByteSize(sent).to_string()
+            bytesize::ByteSize(sent).to_string(),
+            m.nodes.iter().map(|n| n.damaged.len()).sum::<usize>()
         );
+    }
+    for (id, why) in &bad {
+        println!("{id:<26} unreadable: {why}");
     }
     Ok(())
 }
@@ -294,7 +311,17 @@ async fn restore_cmd(t: &Target, config: &Config, id: Option<&str>, node: Option
         (Some(f), Some(k)) if *f != k.fingerprint_hex() => {
             bail!("backup {} was sealed with key {f}, the configured key is {}", m.id, k.fingerprint_hex())
         }
+        (None, Some(_)) => eprintln!(
+            "warning: backup {} is not encrypted: its blobs are restored as they are (plaintext on disk); new writes are encrypted",
+            m.id
+        ),
         _ => {}
+    }
+    if !part.damaged.is_empty() {
+        eprintln!(
+            "warning: {} blob(s) were damaged on the node when it was backed up and are not in the backup; their versions read as DATA_LOSS",
+            part.damaged.len()
+        );
     }
     let base = config.storage.base_path.clone();
     let store = tokio::task::spawn_blocking(move || LocalStore::open(&base, Codec { zstd_level: None, key }, 0, true))
