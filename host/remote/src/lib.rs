@@ -33,6 +33,7 @@ pub mod verify;
 use std::path::PathBuf;
 
 pub use manifest::{BlobRef, Manifest, NodePart};
+pub use object_store;
 pub use target::{Target, TargetSpec};
 
 #[derive(Debug, thiserror::Error)]

@@ -286,9 +286,23 @@ impl Child {
 
     /// Starts a server with more `STRATA_*` settings in its environment.
     pub(super) async fn start_with(dir: &Path, env: &[(&str, String)]) -> anyhow::Result<Self> {
+        Self::spawn(dir, env, None).await
+    }
+
+    /// Starts a server with a config file (what the environment cannot
+    /// say: arrays of tables).
+    pub(super) async fn start_config(dir: &Path, config: &Path) -> anyhow::Result<Self> {
+        Self::spawn(dir, &[], Some(config)).await
+    }
+
+    async fn spawn(dir: &Path, env: &[(&str, String)], config: Option<&Path>) -> anyhow::Result<Self> {
         let exe = std::env::current_exe()?;
-        let mut proc = tokio::process::Command::new(exe)
-            .arg("serve")
+        let mut cmd = tokio::process::Command::new(exe);
+        cmd.arg("serve");
+        if let Some(c) = config {
+            cmd.arg("--config").arg(c);
+        }
+        let mut proc = cmd
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env("STRATA_SERVER__LISTEN", "127.0.0.1:0")
             .env("STRATA_STORAGE__BASE_PATH", dir)

@@ -103,7 +103,8 @@ pub async fn run(addr: &str, cmd: Cmd, allow_partial: bool) -> anyhow::Result<()
         | Cmd::BenchSearch(_)
         | Cmd::BenchCluster(_)
         | Cmd::BenchNamespace(_)
-        | Cmd::BenchReplication(_) => bail!("serve, fsck and bench are not client commands"),
+        | Cmd::BenchReplication(_)
+        | Cmd::BenchRemote(_) => bail!("serve, fsck and bench are not client commands"),
     }
 }
 

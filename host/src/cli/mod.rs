@@ -6,6 +6,7 @@ mod bench;
 mod bench_cluster;
 mod bench_namespace;
 mod bench_plugins;
+mod bench_remote;
 mod bench_replication;
 mod bench_search;
 mod client;
@@ -231,6 +232,10 @@ pub enum Cmd {
     /// Start three cluster nodes and one single node with the same keys and
     /// time listing, search, and conditional against unconditional puts.
     BenchNamespace(bench_namespace::BenchNamespaceArgs),
+    /// Tiers and backups against the object store's own puts and gets: tier
+    /// moves, cold whole and ranged reads, a backup against `cp -a` of the
+    /// data directory, an incremental backup after 1% changed.
+    BenchRemote(bench_remote::BenchRemoteArgs),
     /// Start local cluster nodes and time replicated puts and gets, small
     /// replicated puts, and repair to a new node.
     BenchReplication(bench_replication::BenchReplicationArgs),
@@ -492,6 +497,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::BenchCluster(args) => bench_cluster::run(args).await,
         Cmd::BenchNamespace(args) => bench_namespace::run(args).await,
         Cmd::BenchReplication(args) => bench_replication::run(args).await,
+        Cmd::BenchRemote(args) => bench_remote::run(args).await,
         cmd => client::run(&cli.addr, cmd, cli.allow_partial).await,
     }
 }
