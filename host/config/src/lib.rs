@@ -587,6 +587,18 @@ impl Config {
                 return bad("tiers.name", &format!("{:?} is used twice", t.name));
             }
         }
+        // Tiers and the backup target each own their prefix: GC and prune
+        // remove what their own records do not name.
+        let mut urls: Vec<(String, String)> = self.tiers.iter().map(|t| (format!("tier {:?}", t.name), t.target.url.clone())).collect();
+        urls.extend(self.backup.target.iter().map(|t| ("backup.target".to_string(), t.url.clone())));
+        for (i, (a, ua)) in urls.iter().enumerate() {
+            for (b, ub) in &urls[i + 1..] {
+                let (x, y) = (format!("{}/", ua.trim_end_matches('/')), format!("{}/", ub.trim_end_matches('/')));
+                if x.starts_with(&y) || y.starts_with(&x) {
+                    return bad("tiers", &format!("{a} ({ua}) and {b} ({ub}) overlap: give each a prefix of its own"));
+                }
+            }
+        }
         let mut buckets = std::collections::HashSet::new();
         for p in &self.tier_policies {
             if !names.contains(p.tier.as_str()) {

@@ -455,7 +455,8 @@ impl Objects {
         {
             t.note_read(digest);
         }
-        let (mut reader, mut cold_fill) = match self.open_reader_filling(digest, size, range, range.is_all()).await {
+        let fill = range.is_all() && self.tiers.get().is_some_and(|t| t.caches(size));
+        let (mut reader, mut cold_fill) = match self.open_reader_filling(digest, size, range, fill).await {
             Ok(r) => r,
             Err(ObjectError::Store(e)) => {
                 if e.is_damage() {
@@ -564,6 +565,9 @@ impl Objects {
         let _guard = self.publish_lock.lock().await;
         if self.meta.blob_is_corrupt(&digest).await.unwrap_or(false) {
             return; // reported and quarantined already
+        }
+        if self.drop_cached_copy(digest, size).await {
+            return;
         }
         if self.verify(digest, size).await.is_ok() {
             warn!(%digest, error = %e, "a read failed, but the blob now verifies (replaced meanwhile)");

@@ -42,6 +42,8 @@ pub trait Tier: Send + Sync + 'static {
     fn put(&self, digest: Digest, file: PathBuf) -> BoxFuture<'static, Result<(), StoreError>>;
     /// Removes the tier's copy; a missing one is not an error.
     fn remove(&self, digest: Digest) -> BoxFuture<'static, Result<(), StoreError>>;
+    /// Whether the tier holds a copy of the blob.
+    fn exists(&self, digest: Digest) -> BoxFuture<'static, Result<bool, StoreError>>;
     /// Every blob on the tier, with when it was written.
     fn list(&self) -> BoxFuture<'static, Result<Vec<(Digest, SystemTime)>, StoreError>>;
 }
@@ -111,6 +113,11 @@ impl Tiers {
     /// Bytes of cold blobs cached locally.
     pub fn cached_bytes(&self) -> u64 {
         self.cached.load(Ordering::Relaxed)
+    }
+
+    /// Whether a whole read of a blob of `size` keeps a local copy.
+    pub(crate) fn caches(&self, size: u64) -> bool {
+        size <= self.cache_cap
     }
 
     pub(crate) fn note_read(&self, digest: Digest) {
@@ -223,6 +230,23 @@ impl Objects {
         }
     }
 
+    /// A damaged local file of a cold blob is a cache copy: it goes, and
+    /// the blob is damaged only if the tier's copy is. Call under the
+    /// publish lock. True when the blob is cold and its tier copy sound.
+    pub(crate) async fn drop_cached_copy(&self, digest: Digest, size: u64) -> bool {
+        if self.meta.blob_tier(&digest).await.ok().flatten().is_none_or(|t| t == LOCAL) {
+            return false;
+        }
+        warn!(%digest, "a cached copy of a cold blob is damaged; dropping it");
+        let _ = self.store.quarantine(&digest);
+        if let Some(tiers) = self.tiers.get()
+            && let Some(len) = tiers.cache.lock().expect("cache lock").pop(&digest)
+        {
+            tiers.cached.fetch_sub(len, Ordering::Relaxed);
+        }
+        self.verify(digest, size).await.is_ok()
+    }
+
     /// Counts local files of cold blobs found on disk (left by a restart or
     /// by a crash during a move) as cached copies, so the cap holds them.
     pub(crate) async fn adopt_cached(&self, files: &[(Digest, u64)]) {
@@ -267,6 +291,16 @@ impl Objects {
         .map_err(|e| ObjectError::Aborted(e.to_string()))??;
         fail::fail_point!("tier.copied", |_| Err(ObjectError::Aborted("failpoint tier.copied".into())));
         let _guard = self.publish_lock.lock().await;
+        // GC's sweep removes tier copies no row points at, under this lock:
+        // a copy it took for an orphan (one a crashed move left, found
+        // here as a dedup hit) must still be there when the row says so.
+        if !t.exists(digest).await? {
+            return Err(StoreError::TierUnavailable {
+                tier: tier.into(),
+                why: format!("the copy of {digest} vanished during the move; it is retried"),
+            }
+            .into());
+        }
         let stored = std::fs::metadata(self.store.path(&digest)).map_or(0, |m| m.len());
         if !self.meta.set_tier(&digest, LOCAL, tier).await? {
             return Ok(false); // collected or moved meanwhile; GC sweeps the copy

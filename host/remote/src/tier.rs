@@ -19,7 +19,7 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use futures::future::BoxFuture;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
 use strata_objects::{Fill, Opened, Tier};
 use strata_store::{Digest, StoreError};
 use tokio::runtime::Handle;
@@ -27,8 +27,13 @@ use tokio::task::JoinHandle;
 
 use crate::{Target, manifest, transfer};
 
-/// Bytes a random read fetches at least.
+/// Bytes a read at the start fetches (the header).
 const MIN_FETCH: u64 = 64 << 10;
+/// Bytes a read elsewhere that is not a stream fetches: a frame and its
+/// header, so a ranged read of a frame is one request.
+const FRAME_FETCH: u64 = (1 << 20) + (64 << 10);
+/// The end of the object fetched on open: the footer and frame table.
+const TAIL: u64 = 64 << 10;
 /// The largest fetch of a stream.
 const MAX_FETCH: u64 = 8 << 20;
 /// Fetches of a stream in flight ahead of the reader.
@@ -44,6 +49,39 @@ impl ObjectTier {
     /// A tier named `name` on `target`; blocking reads run on `handle`.
     pub fn new(name: impl Into<String>, target: Target, handle: Handle) -> Self {
         Self { name: name.into(), target, handle }
+    }
+
+    /// Marks the tier as this node's (`NODE` at the target), or checks
+    /// that it is. Two nodes (or two tiers) on one prefix would collect
+    /// each other's copies; and a store whose marker is gone (a directory
+    /// moved away, another bucket) is down, not a store that lost blobs.
+    pub async fn claim(&self, node: &str) -> Result<(), crate::RemoteError> {
+        let path = self.target.path("NODE");
+        if transfer::put_new(&self.target, &path, Bytes::from(node.to_string())).await? {
+            return Ok(());
+        }
+        let got = self.target.store.get(&path).await.map_err(crate::RemoteError::at(&self.target))?;
+        let owner = got.bytes().await.map_err(crate::RemoteError::at(&self.target))?;
+        let owner = String::from_utf8_lossy(&owner).trim().to_string();
+        if owner != node {
+            return Err(crate::RemoteError::Invalid(format!(
+                "tier {:?} at {} belongs to node {owner}, not this node ({node}): give each node and tier a prefix of its own",
+                self.name, self.target
+            )));
+        }
+        Ok(())
+    }
+
+    /// Fails unless the tier's `NODE` marker is there.
+    async fn reachable(t: &Target, name: &str) -> Result<(), StoreError> {
+        match t.store.head(&t.path("NODE")).await {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::NotFound { .. }) => Err(StoreError::TierUnavailable {
+                tier: name.into(),
+                why: format!("{t} has no NODE marker: the store is gone or is not the one this node wrote to"),
+            }),
+            Err(e) => Err(StoreError::TierUnavailable { tier: name.into(), why: format!("{t}: {e}") }),
+        }
     }
 
     fn down(&self) -> impl Fn(object_store::Error) -> StoreError + '_ {
@@ -62,16 +100,30 @@ impl Tier for ObjectTier {
 
     fn open(&self, digest: &Digest, fill: Option<PathBuf>) -> Result<Opened, StoreError> {
         let path = manifest::blob_path(&self.target, digest);
-        let len = match self.handle.block_on(self.target.store.head(&path)) {
-            Ok(m) => m.size,
-            Err(object_store::Error::NotFound { .. }) => return Err(StoreError::Missing { digest: *digest }),
+        // One request gives the size and the footer (the frame table of
+        // blobs up to a few GB): a suffix of the object.
+        let tail = self.handle.block_on(async {
+            let opts = GetOptions::default().with_range(Some(GetRange::Suffix(TAIL)));
+            let got = self.target.store.get_opts(&path, opts).await?;
+            let (size, start) = (got.meta.size, got.range.start);
+            Ok::<_, object_store::Error>((size, start, got.bytes().await?))
+        });
+        let (len, tail_at, tail) = match tail {
+            Ok(t) => t,
+            Err(object_store::Error::NotFound { .. }) => {
+                // A lost copy, or a store that is not there at all?
+                self.handle.block_on(Self::reachable(&self.target, &self.name))?;
+                return Err(StoreError::Missing { digest: *digest });
+            }
             Err(e) => return Err(self.down()(e)),
         };
         let fill = match fill {
             Some(p) => {
                 let file = File::create(&p).map_err(StoreError::io(&p))?;
                 file.set_len(len).map_err(StoreError::io(&p))?;
-                Some(Arc::new(Mutex::new(FillState { file, path: p, have: BTreeMap::new() })))
+                let mut st = FillState { file, path: p.clone(), have: BTreeMap::new() };
+                st.write(tail_at, &tail).map_err(StoreError::io(&p))?;
+                Some(Arc::new(Mutex::new(st)))
             }
             None => None,
         };
@@ -83,7 +135,7 @@ impl Tier for ObjectTier {
             handle: self.handle.clone(),
             len,
             pos: 0,
-            segments: VecDeque::new(),
+            segments: VecDeque::from([(tail_at, tail.clone())]),
             next_fetch: MIN_FETCH,
             streaming_from: None,
             ahead: VecDeque::new(),
@@ -99,6 +151,7 @@ impl Tier for ObjectTier {
     fn put(&self, digest: Digest, file: PathBuf) -> BoxFuture<'static, Result<(), StoreError>> {
         let (t, name) = (self.target.clone(), self.name.clone());
         Box::pin(async move {
+            Self::reachable(&t, &name).await?;
             transfer::upload_file(&t, &file, &manifest::blob_path(&t, &digest), false).await.map(drop).map_err(|e| match e {
                 crate::RemoteError::Io(why) if why.ends_with("is gone") => StoreError::Missing { digest },
                 e => StoreError::TierUnavailable { tier: name, why: e.to_string() },
@@ -111,6 +164,17 @@ impl Tier for ObjectTier {
         Box::pin(async move {
             match t.store.delete(&manifest::blob_path(&t, &digest)).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(StoreError::TierUnavailable { tier: name, why: format!("{t}: {e}") }),
+            }
+        })
+    }
+
+    fn exists(&self, digest: Digest) -> BoxFuture<'static, Result<bool, StoreError>> {
+        let (t, name) = (self.target.clone(), self.name.clone());
+        Box::pin(async move {
+            match t.store.head(&manifest::blob_path(&t, &digest)).await {
+                Ok(_) => Ok(true),
+                Err(object_store::Error::NotFound { .. }) => Ok(false),
                 Err(e) => Err(StoreError::TierUnavailable { tier: name, why: format!("{t}: {e}") }),
             }
         })
@@ -203,7 +267,8 @@ struct RangedFile {
     handle: Handle,
     len: u64,
     pos: u64,
-    /// The last few fetched ranges: (start, bytes).
+    /// The last two fetched ranges (the footer's stays while frames
+    /// stream): (start, bytes).
     segments: VecDeque<(u64, Bytes)>,
     /// Size of the next fetch of a stream.
     next_fetch: u64,
@@ -235,7 +300,7 @@ impl RangedFile {
             for (_, _, h) in self.ahead.drain(..) {
                 h.abort();
             }
-            self.next_fetch = MIN_FETCH;
+            self.next_fetch = if pos == 0 { MIN_FETCH } else { FRAME_FETCH };
         }
         let (start, data) = match self.ahead.pop_front() {
             Some((s, _, h)) if s == pos => {
@@ -260,7 +325,7 @@ impl RangedFile {
             f.write(start, &data)?;
         }
         self.segments.push_back((start, data));
-        if self.segments.len() > 4 {
+        if self.segments.len() > 2 {
             self.segments.pop_front();
         }
         self.streaming_from = Some(end);

@@ -119,6 +119,16 @@ async fn served(
         put(&mut c, &format!("small/{i}"), random(1 << 20)).await?;
     }
 
+    eprintln!("hot reads ...");
+    let t = Instant::now();
+    for i in 0..bodies.len() {
+        get(&mut c, &format!("large/{i}"), 0, 0).await?;
+    }
+    let hot = mbps(total, t.elapsed().as_secs_f64());
+    let t = Instant::now();
+    let hot_ranged = ranged_reads(&server.url, bodies.len(), large, args.ranges).await?;
+    let hot_ranged = mbps(hot_ranged, t.elapsed().as_secs_f64());
+
     eprintln!("tier moves ...");
     let t = Instant::now();
     for i in 0..bodies.len() {
@@ -137,26 +147,7 @@ async fn served(
     }
     let cold = mbps(total, t.elapsed().as_secs_f64());
     let t = Instant::now();
-    let per = args.ranges.div_ceil(16);
-    let mut tasks = Vec::new();
-    for w in 0..16 {
-        let url = server.url.clone();
-        let n = bodies.len();
-        tasks.push(tokio::spawn(async move {
-            let mut c = connect(&url).await?;
-            let mut got = 0;
-            for r in 0..per {
-                let key = format!("large/{}", (w * per + r) % n);
-                let offset = rand::random::<u64>() % (large - (1 << 20));
-                got += get(&mut c, &key, offset, 1 << 20).await?;
-            }
-            anyhow::Ok(got)
-        }));
-    }
-    let mut ranged_bytes = 0;
-    for t in tasks {
-        ranged_bytes += t.await??;
-    }
+    let ranged_bytes = ranged_reads(&server.url, bodies.len(), large, args.ranges).await?;
     let ranged = mbps(ranged_bytes, t.elapsed().as_secs_f64());
     for i in 0..bodies.len() {
         c.tier_recall(pb::TierMoveRequest { key: format!("large/{i}"), ..Default::default() }).await?;
@@ -189,8 +180,16 @@ async fn served(
     println!("store: {}", if args.url.is_some() { "--url" } else { "file:// on this disk" });
     println!("raw object_store put: {raw_put:.0} MiB/s, get: {raw_get:.0} MiB/s ({} objects of {} MiB)", bodies.len(), large >> 20);
     println!("tier move: {moves:.0} MiB/s ({:.2} of raw put; copy, read back, record, remove)", moves / raw_put);
-    println!("cold whole read: {cold:.0} MiB/s ({:.2} of raw get)", cold / raw_get);
-    println!("cold 16-way ranged reads of 1 MiB: {ranged:.0} MiB/s ({:.2} of raw get)", ranged / raw_get);
+    println!(
+        "whole read through the server, hot: {hot:.0} MiB/s; cold: {cold:.0} MiB/s ({:.2} of hot, {:.2} of raw get)",
+        cold / hot,
+        cold / raw_get
+    );
+    println!(
+        "16-way ranged reads of 1 MiB, hot: {hot_ranged:.0} MiB/s; cold: {ranged:.0} MiB/s ({:.2} of hot, {:.2} of raw get)",
+        ranged / hot_ranged,
+        ranged / raw_get
+    );
     println!(
         "backup of {} MiB: {backup_secs:.2} s ({:.0} MiB/s); cp -a of the data directory: {copy_secs:.2} s; ratio {:.2}",
         data_bytes >> 20,
@@ -204,6 +203,31 @@ async fn served(
         second.uploaded_bytes as f64 / first.uploaded_bytes.max(1) as f64
     );
     Ok(())
+}
+
+/// 16 clients each reading `total / 16` ranges of 1 MiB at random offsets
+/// of the large objects; returns the bytes read.
+async fn ranged_reads(url: &str, n: usize, large: u64, total: usize) -> anyhow::Result<u64> {
+    let per = total.div_ceil(16);
+    let mut tasks = Vec::new();
+    for w in 0..16 {
+        let url = url.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut c = connect(&url).await?;
+            let mut got = 0;
+            for r in 0..per {
+                let key = format!("large/{}", (w * per + r) % n);
+                let offset = rand::random::<u64>() % (large - (1 << 20));
+                got += get(&mut c, &key, offset, 1 << 20).await?;
+            }
+            anyhow::Ok(got)
+        }));
+    }
+    let mut bytes = 0;
+    for t in tasks {
+        bytes += t.await??;
+    }
+    Ok(bytes)
 }
 
 fn random(n: usize) -> Bytes {
