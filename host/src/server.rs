@@ -71,15 +71,8 @@ pub async fn open_objects(config: &Config, check: bool) -> anyhow::Result<Arc<Ob
         let mut tiers: Vec<Arc<dyn crate::objects::Tier>> = Vec::new();
         for t in &config.tiers {
             let target = crate::remote::Target::open(&t.target).with_context(|| format!("tier {:?}", t.name))?;
-            if let Some(dir) = target.local_dir() {
-                let inside = |p: &std::path::Path| {
-                    std::fs::canonicalize(p)
-                        .ok()
-                        .is_some_and(|p| std::fs::canonicalize(dir).is_ok_and(|d| d.starts_with(&p) || p.starts_with(&d)))
-                };
-                if inside(&config.storage.base_path) || inside(&config.meta_dir()) {
-                    bail!("tier {:?}: {} overlaps this server's data directory", t.name, t.target.url);
-                }
+            if target.overlaps(&[&config.storage.base_path, &config.meta_dir()]) {
+                bail!("tier {:?}: {} overlaps this server's data directory", t.name, t.target.url);
             }
             let tier = crate::remote::tier::ObjectTier::new(&t.name, target, tokio::runtime::Handle::current());
             tier.claim(objects.meta().node_id()).await.with_context(|| format!("tier {:?}", t.name))?;

@@ -587,14 +587,7 @@ impl Objects {
     /// Reads a whole blob back and checks it.
     pub(crate) async fn verify(&self, digest: Digest, size: u64) -> Result<(), ObjectError> {
         let mut r = self.open_reader(digest, size, Range::ALL).await?;
-        tokio::task::spawn_blocking(move || {
-            while let Some(chunk) = r.next_chunk() {
-                chunk?;
-            }
-            Ok::<_, StoreError>(())
-        })
-        .await
-        .map_err(|e| ObjectError::Aborted(e.to_string()))??;
+        tokio::task::spawn_blocking(move || r.read_through()).await.map_err(|e| ObjectError::Aborted(e.to_string()))??;
         Ok(())
     }
 

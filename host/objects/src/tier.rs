@@ -139,7 +139,8 @@ pub struct TierReport {
 /// A local copy being filled by a whole read of a cold blob.
 pub(crate) struct ColdFill {
     fill: Box<dyn Fill>,
-    tmp: PathBuf,
+    /// Removed when dropped: a read cut off leaves nothing behind.
+    tmp: TempPath,
 }
 
 impl Objects {
@@ -177,7 +178,7 @@ impl Objects {
         let opened = tokio::task::spawn_blocking(move || {
             let o = t.open(&digest, tmp.clone())?;
             let reader = BlobReader::from_source(o.source, o.len, PathBuf::from(name), digest, key.as_ref(), range)?;
-            Ok::<_, StoreError>((reader, o.fill.zip(tmp).map(|(fill, tmp)| ColdFill { fill, tmp })))
+            Ok::<_, StoreError>((reader, o.fill.zip(tmp).map(|(fill, tmp)| ColdFill { fill, tmp: TempPath(tmp) })))
         })
         .await
         .map_err(|e| ObjectError::Aborted(e.to_string()))??;
@@ -190,7 +191,6 @@ impl Objects {
         let Some(tiers) = self.tiers.get() else { return };
         let ColdFill { fill, tmp } = fill;
         let done = tokio::task::spawn_blocking(move || fill.complete()).await;
-        let tmp = TempPath(tmp);
         if !matches!(done, Ok(Ok(()))) {
             return;
         }
@@ -282,10 +282,7 @@ impl Objects {
             if r.size != size {
                 return Err(StoreError::Corrupt { digest, why: format!("the tier copy holds {} bytes, not {size}", r.size) });
             }
-            while let Some(c) = r.next_chunk() {
-                c?;
-            }
-            Ok(())
+            r.read_through()
         })
         .await
         .map_err(|e| ObjectError::Aborted(e.to_string()))??;
@@ -332,9 +329,7 @@ impl Objects {
             tokio::task::spawn_blocking(move || {
                 let o = t2.open(&digest, Some(path))?;
                 let mut r = BlobReader::from_source(o.source, o.len, PathBuf::from("<tier copy>"), digest, key.as_ref(), Range::ALL)?;
-                while let Some(c) = r.next_chunk() {
-                    c?;
-                }
+                r.read_through()?;
                 o.fill.expect("a fill was asked for").complete()
             })
             .await
@@ -362,15 +357,9 @@ impl Objects {
     /// Reads the local file of a blob through.
     async fn verify_local(&self, digest: Digest) -> Result<(), StoreError> {
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut r = store.read(&digest, Range::ALL)?;
-            while let Some(c) = r.next_chunk() {
-                c?;
-            }
-            Ok(())
-        })
-        .await
-        .map_err(|e| StoreError::Io { path: PathBuf::new(), source: std::io::Error::other(e.to_string()) })?
+        tokio::task::spawn_blocking(move || store.read(&digest, Range::ALL)?.read_through())
+            .await
+            .map_err(|e| StoreError::Io { path: PathBuf::new(), source: std::io::Error::other(e.to_string()) })?
     }
 
     /// One pass of the policies: moves what they select, `rate` bytes a
@@ -475,19 +464,17 @@ impl Objects {
         let Some((mut reader, Some(fill))) = self.open_cold(digest, Range::ALL, true).await? else {
             return Err(StoreError::Missing { digest }.into());
         };
-        let temp = TempPath(fill.tmp.clone());
+        let ColdFill { fill, tmp } = fill;
         tokio::task::spawn_blocking(move || {
             if reader.size != size {
                 return Err(StoreError::Corrupt { digest, why: format!("the tier copy holds {} bytes, not {size}", reader.size) });
             }
-            while let Some(c) = reader.next_chunk() {
-                c?;
-            }
-            fill.fill.complete()
+            reader.read_through()?;
+            fill.complete()
         })
         .await
         .map_err(|e| ObjectError::Aborted(e.to_string()))??;
-        Ok(BlobFile { path: temp.0.clone(), _temp: Some(temp) })
+        Ok(BlobFile { path: tmp.0.clone(), _temp: Some(tmp) })
     }
 }
 

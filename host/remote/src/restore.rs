@@ -173,10 +173,7 @@ pub async fn check_file(path: PathBuf, b: BlobRef, key: Option<strata_store::Key
         if r.size != b.size {
             return Err(bad(format!("it holds {} bytes, the manifest says {}", r.size, b.size)));
         }
-        while let Some(chunk) = r.next_chunk() {
-            chunk.map_err(|e| bad(e.to_string()))?;
-        }
-        Ok(())
+        r.read_through().map_err(|e| bad(e.to_string()))
     })
     .await
     .map_err(joined)?

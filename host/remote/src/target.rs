@@ -13,9 +13,9 @@ use std::path::Path as FsPath;
 use std::sync::Arc;
 
 use object_store::ObjectStore;
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
-use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
-use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
+use object_store::aws::AmazonS3Builder;
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
@@ -62,6 +62,14 @@ impl Target {
         self.url.strip_prefix("file://").map(FsPath::new)
     }
 
+    /// Whether a `file://` target and one of `dirs` contain one another
+    /// (a server's data directory must not be written by its own tiers or
+    /// backups, nor hold them).
+    pub fn overlaps(&self, dirs: &[&FsPath]) -> bool {
+        let Some(dir) = self.local_dir().and_then(|d| std::fs::canonicalize(d).ok()) else { return false };
+        dirs.iter().filter_map(|p| std::fs::canonicalize(p).ok()).any(|p| dir.starts_with(&p) || p.starts_with(&dir))
+    }
+
     pub fn open(spec: &TargetSpec) -> Result<Self, RemoteError> {
         let bad = |why: String| RemoteError::BadTarget { url: spec.url.clone(), why };
         if spec.concurrency == 0 {
@@ -86,27 +94,25 @@ impl Target {
                 if http && !allowed {
                     return Err(bad("the endpoint is http://: set the option allow_http = \"true\" (or use https)".into()));
                 }
-                let mut b = AmazonS3Builder::from_env().with_url(&spec.url);
-                for (k, v) in &options {
-                    let key: AmazonS3ConfigKey = k.to_ascii_lowercase().parse().map_err(|_| unknown(k))?;
-                    b = b.with_config(key, v);
-                }
+                let b = configure(AmazonS3Builder::from_env().with_url(&spec.url), &options, AmazonS3Builder::with_config, unknown)?;
                 (Arc::new(b.build().map_err(|e| bad(e.to_string()))?), path_after_host(rest))
             }
             "gs" => {
-                let mut b = GoogleCloudStorageBuilder::from_env().with_url(&spec.url);
-                for (k, v) in &options {
-                    let key: GoogleConfigKey = k.to_ascii_lowercase().parse().map_err(|_| unknown(k))?;
-                    b = b.with_config(key, v);
-                }
+                let b = configure(
+                    GoogleCloudStorageBuilder::from_env().with_url(&spec.url),
+                    &options,
+                    GoogleCloudStorageBuilder::with_config,
+                    unknown,
+                )?;
                 (Arc::new(b.build().map_err(|e| bad(e.to_string()))?), path_after_host(rest))
             }
             "az" | "azure" | "abfs" | "abfss" => {
-                let mut b = MicrosoftAzureBuilder::from_env().with_url(&spec.url);
-                for (k, v) in &options {
-                    let key: AzureConfigKey = k.to_ascii_lowercase().parse().map_err(|_| unknown(k))?;
-                    b = b.with_config(key, v);
-                }
+                let b = configure(
+                    MicrosoftAzureBuilder::from_env().with_url(&spec.url),
+                    &options,
+                    MicrosoftAzureBuilder::with_config,
+                    unknown,
+                )?;
                 (Arc::new(b.build().map_err(|e| bad(e.to_string()))?), path_after_host(rest))
             }
             "file" => {
@@ -147,6 +153,21 @@ impl Target {
         let parts: Vec<_> = full.prefix_match(&self.prefix)?.map(|p| p.as_ref().to_string()).collect();
         Some(parts.join("/"))
     }
+}
+
+/// Applies `options` to a provider's builder; an option the provider does
+/// not know is an error (`unknown`), not silently dropped.
+fn configure<B, K: std::str::FromStr>(
+    mut b: B,
+    options: &BTreeMap<String, String>,
+    set: impl Fn(B, K, String) -> B,
+    unknown: impl Fn(&str) -> RemoteError,
+) -> Result<B, RemoteError> {
+    for (k, v) in options {
+        let key: K = k.to_ascii_lowercase().parse().map_err(|_| unknown(k))?;
+        b = set(b, key, v.clone());
+    }
+    Ok(b)
 }
 
 /// `bucket/some/prefix` -> `some/prefix`.

@@ -35,12 +35,10 @@ pub fn target_of(req_url: &str, options_given: bool, configured: Option<&TargetS
         return Err(super::error::invalid("options come from [backup.target]; the request cannot set them"));
     }
     let t = Target::open_durable(spec).map_err(remote)?;
-    if let Some(dir) = t.local_dir() {
-        let inside =
-            |p: &std::path::Path| std::fs::canonicalize(p).ok().is_some_and(|p| std::fs::canonicalize(dir).is_ok_and(|d| d.starts_with(p)));
-        if inside(objects.store().root()) || objects.meta().dir().is_some_and(inside) {
-            return Err(super::error::invalid(format!("[backup.target] {} is inside this server's data directory", spec.url)));
-        }
+    let mut dirs = vec![objects.store().root()];
+    dirs.extend(objects.meta().dir());
+    if t.overlaps(&dirs) {
+        return Err(super::error::invalid(format!("[backup.target] {} overlaps this server's data directory", spec.url)));
     }
     Ok(t)
 }

@@ -140,6 +140,15 @@ impl BlobReader {
         StoreError::Corrupt { digest: self.digest, why }
     }
 
+    /// Reads the rest through, verifying every frame (and, on a full read,
+    /// the digest), keeping nothing: a check of the bytes.
+    pub fn read_through(&mut self) -> Result<(), StoreError> {
+        while let Some(chunk) = self.next_chunk() {
+            chunk?;
+        }
+        Ok(())
+    }
+
     /// The next piece of plaintext, `None` at the end. After an error the
     /// reader is finished.
     pub fn next_chunk(&mut self) -> Option<Result<Bytes, StoreError>> {
