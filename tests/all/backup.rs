@@ -168,11 +168,16 @@ async fn verify_finds_a_removed_and_a_corrupted_blob() {
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(out.contains(&format!("missing  {}", sha256_hex(&bodies[0]))), "{out}");
     assert!(out.contains(&format!("damaged  {}", sha256_hex(&bodies[1]))), "{out}");
-    // --quick sees the missing one only.
+    // --quick sees the missing one, not the flipped byte...
     let q = backup(&s.config, &["verify", &url, "--quick"]);
     let qt = text(&q);
     assert_eq!(q.status.code(), Some(1), "{qt}");
     assert!(qt.contains("1 missing, 0 damaged"), "{qt}");
+    // ... and a torn copy by its size.
+    let torn = blob(&bodies[2]);
+    std::fs::OpenOptions::new().write(true).open(&torn).unwrap().set_len(1000).unwrap();
+    let q = backup(&s.config, &["verify", &url, "--quick"]);
+    assert!(text(&q).contains("1 missing, 1 damaged"), "{}", text(&q));
 
     // A restore from the damaged backup fails and leaves nothing behind.
     let r = TestServer::prepare("127.0.0.1", "", Vec::new());
@@ -184,7 +189,7 @@ async fn verify_finds_a_removed_and_a_corrupted_blob() {
     // The next backup sends the removed blob again (the damaged one, same
     // size, is for verify to find).
     let again = create(&s);
-    assert_eq!(again["uploaded_blobs"], 2, "the removed blob and a snapshot: {again}");
+    assert_eq!(again["uploaded_blobs"], 3, "the removed blob, the torn one and a snapshot: {again}");
     let o = backup(&s.config, &["verify", &url, "--all"]);
     assert!(text(&o).contains("0 missing, 1 damaged"), "{}", text(&o));
 }

@@ -108,10 +108,10 @@ pub async fn backup_node(
             damaged.push(digest);
             continue;
         }
-        blobs.push(BlobRef { digest, size });
+        blobs.push(BlobRef { digest, size, stored });
         match present.get(&digest) {
             Some(&n) if n == stored => {}
-            other => todo.push((BlobRef { digest, size }, other.is_some())),
+            other => todo.push((BlobRef { digest, size, stored }, other.is_some())),
         }
     }
     progress.send_replace(Progress {
@@ -181,7 +181,7 @@ pub async fn backup_node(
     .await
     .map_err(joined)??;
     drop(snap_file);
-    let meta = BlobRef { digest: staged.digest, size: staged.size };
+    let meta = BlobRef { digest: staged.digest, size: staged.size, stored: staged.stored_size };
     let dest = manifest::blob_path(t, &meta.digest);
     let replace = present.contains_key(&meta.digest);
     let sent = match (&staged.inline, staged.file()) {

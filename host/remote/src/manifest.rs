@@ -14,11 +14,14 @@ use crate::{RemoteError, Target, transfer};
 /// The manifest format this build writes and reads.
 pub const FORMAT: u32 = 1;
 
-/// A blob a backup needs, by digest and plaintext size.
+/// A blob a backup needs, by digest and plaintext size, with the size of
+/// its file (0: not recorded).
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct BlobRef {
     pub digest: Digest,
     pub size: u64,
+    #[serde(default)]
+    pub stored: u64,
 }
 
 /// One node's part of a backup.

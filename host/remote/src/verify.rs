@@ -27,9 +27,9 @@ impl VerifyReport {
     }
 }
 
-/// Checks the blobs of `backups` (each once). `quick`: presence only;
-/// otherwise each is downloaded to `scratch` and read through (frames,
-/// digest, size), which needs the key the backup was sealed with.
+/// Checks the blobs of `backups` (each once). `quick`: presence and file
+/// size only; otherwise each is downloaded to `scratch` and read through
+/// (frames, digest, size), which needs the key the backup was sealed with.
 pub async fn verify(
     t: &Target,
     backups: &[Manifest],
@@ -66,10 +66,13 @@ pub async fn verify(
     let mut report = VerifyReport::default();
     let mut todo = Vec::new();
     for b in needs.into_values() {
-        if present.contains_key(&b.digest) {
-            todo.push(b);
-        } else {
-            report.missing.push(b.digest);
+        match present.get(&b.digest) {
+            None => report.missing.push(b.digest),
+            // A torn or emptied copy shows in its size without reading it.
+            Some(&n) if b.stored != 0 && n != b.stored => {
+                report.corrupt.push((b.digest, format!("it holds {n} bytes, the backup wrote {}", b.stored)));
+            }
+            Some(_) => todo.push(b),
         }
     }
     progress.send_replace(Progress {

@@ -67,7 +67,7 @@ pub enum BackupCmd {
         /// Check every backup at the target.
         #[arg(long, conflicts_with = "id")]
         all: bool,
-        /// Only check that each blob is present.
+        /// Only check that each blob is present, with the size the backup wrote.
         #[arg(long)]
         quick: bool,
         #[arg(long)]
@@ -146,7 +146,7 @@ pub async fn run(addr: &str, cmd: BackupCmd) -> anyhow::Result<()> {
                 for (d, why) in &r.corrupt {
                     println!("damaged  {d}: {why}");
                 }
-                let how = if quick { "present" } else { "sound" };
+                let how = if quick { "present with the right size" } else { "sound" };
                 println!(
                     "{}: {} blobs {how} ({}), {} missing, {} damaged",
                     ids.join(", "),
