@@ -119,6 +119,9 @@ impl Target {
                 if let Some(k) = options.keys().next() {
                     return Err(unknown(k));
                 }
+                if rest.contains(['?', '#', '%']) {
+                    return Err(bad("a file:// URL is read as a plain path: no ?query, #fragment or %-escapes".into()));
+                }
                 let dir = FsPath::new(rest);
                 if !dir.is_absolute() {
                     return Err(bad("a file:// URL needs an absolute path: file:///srv/backups".into()));
