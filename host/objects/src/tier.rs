@@ -27,7 +27,7 @@ use tracing::{info, warn};
 
 use super::{ObjectError, Objects};
 use strata_meta::tiers::{LOCAL, TierRule};
-use strata_store::{BlobReader, Digest, Range, Source, StoreError};
+use strata_store::{BlobReader, Digest, Range, Source, StoreError, TempFile};
 
 /// A place blob files can live besides the local disk.
 pub trait Tier: Send + Sync + 'static {
@@ -140,7 +140,7 @@ pub struct TierReport {
 pub(crate) struct ColdFill {
     fill: Box<dyn Fill>,
     /// Removed when dropped: a read cut off leaves nothing behind.
-    tmp: TempPath,
+    tmp: TempFile,
 }
 
 impl Objects {
@@ -178,7 +178,7 @@ impl Objects {
         let opened = tokio::task::spawn_blocking(move || {
             let o = t.open(&digest, tmp.clone())?;
             let reader = BlobReader::from_source(o.source, o.len, PathBuf::from(name), digest, key.as_ref(), range)?;
-            Ok::<_, StoreError>((reader, o.fill.zip(tmp).map(|(fill, tmp)| ColdFill { fill, tmp: TempPath(tmp) })))
+            Ok::<_, StoreError>((reader, o.fill.zip(tmp).map(|(fill, tmp)| ColdFill { fill, tmp: TempFile(tmp) })))
         })
         .await
         .map_err(|e| ObjectError::Aborted(e.to_string()))??;
@@ -320,7 +320,7 @@ impl Objects {
             self.tiers.get().ok_or_else(|| StoreError::TierUnavailable { tier: tier.clone(), why: "no tiers are configured".into() })?;
         let t = tiers.get(&tier)?.clone();
         // A cached copy is read through to check it; else the tier's.
-        let tmp = TempPath(self.store.temp_path("recall"));
+        let tmp = TempFile(self.store.temp_path("recall"));
         if let Err(e) = self.verify_local(digest).await {
             if !e.is_damage() {
                 return Err(e.into());
@@ -442,7 +442,7 @@ impl Objects {
 /// tier (removed when this is dropped).
 pub struct BlobFile {
     path: PathBuf,
-    _temp: Option<TempPath>,
+    _temp: Option<TempFile>,
 }
 
 impl BlobFile {
@@ -475,15 +475,6 @@ impl Objects {
         .await
         .map_err(|e| ObjectError::Aborted(e.to_string()))??;
         Ok(BlobFile { path: tmp.0.clone(), _temp: Some(tmp) })
-    }
-}
-
-/// A temp file removed when dropped.
-struct TempPath(PathBuf);
-
-impl Drop for TempPath {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
     }
 }
 

@@ -90,11 +90,4 @@ pub(crate) fn joined(e: tokio::task::JoinError) -> RemoteError {
     RemoteError::Io(format!("a worker task failed: {e}"))
 }
 
-/// A file removed when dropped (temp files of transfers).
-pub(crate) struct TempFile(pub PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
+pub(crate) use strata_store::TempFile;

@@ -141,6 +141,15 @@ pub fn is_out_of_space(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::StorageFull || e.kind() == std::io::ErrorKind::QuotaExceeded || e.raw_os_error() == Some(libc::ENOSPC)
 }
 
+/// A temp file removed when dropped: a transfer cut off leaves nothing.
+pub struct TempFile(pub PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// A byte range of a blob; `len == None` reads to the end.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Range {
