@@ -31,6 +31,7 @@ pub use strata_store as store;
 
 pub mod api;
 pub mod cli;
+pub mod cluster_backup;
 pub mod connections;
 pub mod failpoints;
 pub mod server;

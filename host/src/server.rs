@@ -216,16 +216,12 @@ impl Server {
         }
 
         if let (Some(every), Some(spec)) = (self.config.backup.every, &self.config.backup.target) {
-            if self.config.cluster.is_some() {
-                warn!("backup.every is ignored on a cluster node: cluster backups are not built yet");
-            } else {
-                let target = crate::api::backup::target_of("", false, Some(spec), &self.objects)
-                    .map_err(|e| anyhow::anyhow!("backup.target: {}", tonic::Status::from(e).message()))?;
-                let c = &self.config.backup;
-                let keep = crate::remote::prune::Keep { last: c.keep_last, daily: c.keep_daily, weekly: c.keep_weekly };
-                let objects = self.objects.clone();
-                Upkeep::spawn_every(every, stop_rx.clone(), move || scheduled_backup(objects.clone(), target.clone(), keep));
-            }
+            let target = crate::api::backup::target_of("", false, Some(spec), &self.objects)
+                .map_err(|e| anyhow::anyhow!("backup.target: {}", tonic::Status::from(e).message()))?;
+            let c = &self.config.backup;
+            let keep = crate::remote::prune::Keep { last: c.keep_last, daily: c.keep_daily, weekly: c.keep_weekly };
+            let (objects, cluster) = (self.objects.clone(), self.cluster.clone());
+            Upkeep::spawn_every(every, stop_rx.clone(), move || scheduled_backup(objects.clone(), cluster.clone(), target.clone(), keep));
         }
 
         if self.config.metadata.indexing_mode != IndexingMode::Disabled {
@@ -298,6 +294,15 @@ impl Server {
             .add_service(reflection_v1alpha)
             .add_service(svc)
             .add_optional_service(self.cluster.as_ref().map(|c| c.service()))
+            .add_optional_service(self.cluster.as_ref().map(|c| {
+                crate::cluster::network::pb::backup_server::BackupServer::new(crate::cluster_backup::BackupPeer {
+                    cluster: c.clone(),
+                    objects: self.objects.clone(),
+                    target: self.config.backup.target.clone(),
+                    busy: Default::default(),
+                })
+                .max_encoding_message_size(crate::cluster::network::MAX_MESSAGE)
+            }))
             .add_optional_service(replicator.map(|r| {
                 crate::cluster::network::pb::replica_server::ReplicaServer::new(crate::replication::service::ReplicaService {
                     replicator: r,
@@ -330,10 +335,22 @@ impl Server {
     }
 }
 
-/// One scheduled backup, then the prune its retention asks for.
-async fn scheduled_backup(objects: Arc<Objects>, target: crate::remote::Target, keep: crate::remote::prune::Keep) {
+/// One scheduled backup, then the prune its retention asks for. On a
+/// cluster every node keeps the schedule and the leader of the moment
+/// backs up the whole cluster.
+async fn scheduled_backup(
+    objects: Arc<Objects>,
+    cluster: Option<Arc<Cluster>>,
+    target: crate::remote::Target,
+    keep: crate::remote::prune::Keep,
+) {
     let (progress, _) = watch::channel(Default::default());
-    match crate::remote::backup::create(&objects, &target, &progress).await {
+    let made = match &cluster {
+        Some(c) if !c.leads() => return,
+        Some(c) => crate::cluster_backup::create(c, &objects, &target, &progress).await,
+        None => crate::remote::backup::create(&objects, &target, &progress).await,
+    };
+    match made {
         Ok(m) => info!(target = %target, id = %m.id, "scheduled backup done"),
         Err(e) => {
             warn!(target = %target, error = %e, "scheduled backup failed");

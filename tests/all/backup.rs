@@ -328,3 +328,95 @@ async fn backup_and_restore_through_a_real_s3_server() {
     // and the server carries on.
     put_key(&mut c, "still", b"here").await;
 }
+
+/// What one cluster node holds itself, and what the cluster agrees on.
+async fn node_view(s: &TestServer) -> Vec<String> {
+    let mut c = s.client().await;
+    let st = stats(&mut c).await;
+    let mut out = vec![format!("objects {} versions {} blobs {} bytes {}", st.objects, st.versions, st.blobs, st.logical_bytes)];
+    let p = c.get_replication(pb::GetReplicationRequest { bucket: "photos".into() }).await.unwrap().into_inner();
+    out.push(format!("photos: {} {} {}", p.strategy, p.selector, p.replicas));
+    let ix = c.list_indexes(pb::ListIndexesRequest::default()).await.unwrap().into_inner();
+    out.push(format!("{:?}", ix.indexes.iter().map(|i| (&i.bucket, &i.name, &i.fields)).collect::<Vec<_>>()));
+    out
+}
+
+#[tokio::test]
+async fn a_three_node_cluster_backup_restores_into_three_empty_nodes() {
+    use crate::cluster::{Net, policy_for};
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().display());
+    let net = Net::start(3, &target(&url));
+    let views = net.form().await;
+    let ids: Vec<u64> = views.iter().map(|v| v.node_id).collect();
+    let mut c0 = net.nodes[0].client().await;
+    c0.create_bucket(pb::CreateBucketRequest { name: "photos".into(), ..Default::default() }).await.unwrap();
+    c0.set_replication(policy_for("photos", 2)).await.unwrap();
+    c0.create_index(pb::CreateIndexRequest {
+        bucket: "photos".into(),
+        name: "by_n".into(),
+        fields: vec!["n".into()],
+        r#type: "btree".into(),
+    })
+    .await
+    .unwrap();
+    // Writes through every node: large and small blobs, versions, a delete.
+    for (i, node) in net.nodes.iter().enumerate() {
+        let mut c = node.client().await;
+        for k in 0..4 {
+            let mut h = pb::PutHeader { bucket: "photos".into(), key: format!("n{i}/k{k}"), ..Default::default() };
+            h.attributes.insert("n".into(), strata::api::validate::from_json(&serde_json::json!(i * 10 + k)));
+            put(&mut c, h, &random_bytes(if k % 2 == 0 { 40 << 10 } else { 900 })).await.unwrap();
+        }
+        put(&mut c, pb::PutHeader { bucket: "photos".into(), key: format!("n{i}/k0"), ..Default::default() }, &random_bytes(60 << 10))
+            .await
+            .unwrap();
+    }
+    c0.delete(pb::DeleteRequest { bucket: "photos".into(), key: "n1/k1".into(), ..Default::default() }).await.unwrap();
+    // Each node's answer (its buckets carry its own creation times).
+    let (mut want, mut held) = (Vec::new(), Vec::new());
+    for n in &net.nodes {
+        want.push(everything(n).await);
+        held.push(node_view(n).await);
+    }
+
+    // Through a node that need not lead: every member sends its part.
+    let b = create(&net.nodes[1]);
+    assert_eq!(b["nodes"], 3, "{b}");
+    let listed: Value = serde_json::from_str(&ok(backup(&net.nodes[0].config, &["ls", "--json"]))).unwrap();
+    let parts: Vec<u64> = listed[0]["nodes"].as_array().unwrap().iter().map(|n| n["cluster_node"].as_u64().unwrap()).collect();
+    assert_eq!(parts.iter().copied().collect::<std::collections::BTreeSet<_>>(), ids.iter().copied().collect(), "{listed}");
+    let v = backup(&net.nodes[0].config, &["verify"]);
+    assert!(v.status.success(), "{}", text(&v));
+    drop(c0);
+    drop(net);
+
+    // Three empty nodes elsewhere, each restored as one of the old nodes.
+    let mut r = Net::prepare(3, &target(&url));
+    let bad = backup(&r.nodes[0].config, &["restore"]);
+    assert!(!bad.status.success() && text(&bad).contains("--node"), "a cluster backup names the nodes: {}", text(&bad));
+    for (i, id) in ids.iter().enumerate() {
+        let out = ok(backup(&r.nodes[i].config, &["restore", "--node", &id.to_string()]));
+        assert!(out.contains("cluster init"), "{out}");
+    }
+    for i in 0..3 {
+        r.boot(i);
+    }
+    let views = r.form().await;
+    let mut now: Vec<u64> = views[0].nodes.iter().map(|n| n.id).collect();
+    now.sort();
+    let mut was = ids.clone();
+    was.sort();
+    assert_eq!(now, was, "the restored nodes keep their ids");
+    for (i, n) in r.nodes.iter().enumerate() {
+        assert_eq!(node_view(n).await, held[i], "node {i} holds what it held");
+        assert_eq!(everything(n).await, want[i], "node {i} answers for the whole cluster as before");
+    }
+    // A restored node cannot be restored over, and the cluster takes writes.
+    r.nodes[2].stop();
+    let again = backup(&r.nodes[2].config, &["restore", "--node", &ids[2].to_string()]);
+    assert!(!again.status.success() && text(&again).contains("not empty"), "{}", text(&again));
+    r.boot(2);
+    let mut c = r.nodes[2].client().await;
+    put(&mut c, pb::PutHeader { bucket: "photos".into(), key: "after".into(), ..Default::default() }, b"restored").await.unwrap();
+}

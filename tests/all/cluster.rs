@@ -69,18 +69,40 @@ impl Net {
         net
     }
 
+    /// Like `start`, but the nodes are not started yet (a test restores
+    /// into them first); `boot` starts one.
+    pub fn prepare(n: usize, extra: &str) -> Net {
+        let dir = tempfile::tempdir().unwrap();
+        let base = cluster_toml(dir.path());
+        let mut net = Net { nodes: Vec::new(), proxies: Vec::new(), ips: Vec::new(), _dir: dir };
+        for _ in 0..n {
+            net.add_prepared(&base, extra);
+        }
+        net
+    }
+
     pub fn add(&mut self, base: &str, extra: &str) -> usize {
+        let i = self.add_prepared(base, extra);
+        self.boot(i);
+        i
+    }
+
+    fn add_prepared(&mut self, base: &str, extra: &str) -> usize {
         let i = self.nodes.len();
         let ip: IpAddr = format!("127.0.0.{}", 20 + i).parse().unwrap();
         let proxy = Proxy::start();
         let toml = format!("{base}advertise = \"{}\"\nsource_address = \"{ip}\"\n{extra}\n", proxy.addr);
-        let s = TestServer::start_on(&ip.to_string(), &toml);
-        proxy.set_target(s.addr());
-        s.pin_port();
-        self.nodes.push(s);
+        self.nodes.push(TestServer::prepare(&ip.to_string(), &toml, Vec::new()));
         self.proxies.push(proxy);
         self.ips.push(ip);
         i
+    }
+
+    /// Starts node `i`, behind its proxy, on a port it keeps.
+    pub fn boot(&mut self, i: usize) {
+        self.nodes[i].boot();
+        self.proxies[i].set_target(self.nodes[i].addr());
+        self.nodes[i].pin_port();
     }
 
     /// Starts one more node like the first ones (not yet joined).
@@ -150,7 +172,7 @@ fn policy(replicas: u32) -> pb::SetReplicationRequest {
     policy_for("photos", replicas)
 }
 
-fn policy_for(bucket: &str, replicas: u32) -> pb::SetReplicationRequest {
+pub(crate) fn policy_for(bucket: &str, replicas: u32) -> pb::SetReplicationRequest {
     pb::SetReplicationRequest {
         bucket: bucket.into(),
         policy: Some(pb::ReplicationPolicy {

@@ -18,7 +18,7 @@ use super::error::ClusterError;
 use super::log_store::{LogStore, open, to_io};
 use super::network::{Call, Network, PeerService, Raft, pb};
 use super::secret::Secret;
-use super::state::StateMachine;
+use super::state::{Adopted, StateMachine};
 use super::types::NodeMeta;
 use strata_config::ClusterConfig;
 
@@ -59,6 +59,8 @@ pub struct Cluster {
     pub(super) left: std::sync::atomic::AtomicBool,
     /// One queue per lock name, so one waiter per node proposes at a time.
     pub(super) lock_queues: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The Raft database, for what this node keeps beside the log.
+    pub(super) pool: sqlx::SqlitePool,
 }
 
 /// A join request: who asks, and which cluster it already belongs to.
@@ -97,7 +99,7 @@ impl Cluster {
         .validate()?;
         let state = StateMachine::open(pool.clone()).await?;
         let network = Network::new(secret, c.source_address);
-        let raft = Raft::new(id, Arc::new(config), network.clone(), LogStore::new(pool), state.clone()).await?;
+        let raft = Raft::new(id, Arc::new(config), network.clone(), LogStore::new(pool.clone()), state.clone()).await?;
         Ok(Arc::new(Cluster {
             id,
             me,
@@ -111,6 +113,7 @@ impl Cluster {
             problem: Mutex::new(None),
             left: Default::default(),
             lock_queues: Default::default(),
+            pool,
         }))
     }
 
@@ -246,6 +249,11 @@ impl Cluster {
         Err(ClusterError::Unavailable("no leader after following four redirects".into()))
     }
 
+    /// Whether this node leads the cluster now.
+    pub fn leads(&self) -> bool {
+        self.raft.metrics().borrow_watched().current_leader == Some(self.id)
+    }
+
     /// Why this node is not a member, if it is not.
     pub fn problem(&self) -> Option<String> {
         self.problem.lock().expect("problem").clone()
@@ -260,6 +268,30 @@ fn machine_load() -> f64 {
         .unwrap_or(0.0);
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     (avg / cpus).clamp(0.0, 1.0)
+}
+
+/// Prepares the Raft database of a node restored from a cluster backup
+/// (under `dir`, which holds none yet): the node keeps its id `id`, and
+/// `cluster init` on it adopts `state` (see [`Cluster::init`]).
+pub async fn prepare_restore(dir: &Path, id: u64, state: &Adopted) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let db = dir.join("raft.db");
+    anyhow::ensure!(!db.exists(), "{} exists: a restore needs a node that was never started", db.display());
+    let pool = open(Some(&db)).await?;
+    let r = async {
+        node_id(&pool, Some(id)).await?;
+        sqlx::query("INSERT INTO raft_meta (k, v) VALUES ('adopt', ?)").bind(serde_json::to_vec(state)?).execute(&pool).await?;
+        anyhow::Ok(())
+    }
+    .await;
+    pool.close().await;
+    r
+}
+
+/// The state `init` adopts, if this node was restored from a backup.
+pub(super) async fn pending_adoption(pool: &sqlx::SqlitePool) -> anyhow::Result<Option<Adopted>> {
+    let row = sqlx::query("SELECT v FROM raft_meta WHERE k = 'adopt'").fetch_optional(pool).await?;
+    Ok(row.map(|r| serde_json::from_slice(&r.get::<Vec<u8>, _>(0))).transpose()?)
 }
 
 /// The configured id, or the one kept from the first start, or a new one.

@@ -116,9 +116,14 @@ impl Cluster {
         Ok(self.state.state().await)
     }
 
-    /// Makes this node a one-voter cluster with a new cluster id.
+    /// Makes this node a one-voter cluster with a new cluster id; a node
+    /// restored from a cluster backup adopts that cluster's id and state
+    /// (replication policies, indexes, retired ids) instead.
     pub async fn init(&self) -> Result<(), ClusterError> {
         use openraft::errors::{InitializeError, RaftError};
+        let adopt = super::node::pending_adoption(&self.pool)
+            .await
+            .map_err(|e| ClusterError::Internal(format!("reading the restored cluster state: {e}")))?;
         match self.raft.initialize(std::collections::BTreeMap::from([(self.id, self.me.clone())])).await {
             Ok(()) => {}
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
@@ -126,8 +131,19 @@ impl Cluster {
             }
             Err(e) => return Err(ClusterError::Internal(format!("cluster init failed: {e}"))),
         }
-        let id = format!("{:032x}", rand::random::<u128>());
-        self.write(Cmd::SetClusterId { id }).await?;
+        match adopt {
+            Some(state) => {
+                let r = self.write(Cmd::Adopt { state }).await?;
+                if let Some(why) = r.refused {
+                    return Err(ClusterError::Refused(why));
+                }
+                let _ = sqlx::query("DELETE FROM raft_meta WHERE k = 'adopt'").execute(&self.pool).await;
+            }
+            None => {
+                let id = format!("{:032x}", rand::random::<u128>());
+                self.write(Cmd::SetClusterId { id }).await?;
+            }
+        }
         Ok(())
     }
 

@@ -38,7 +38,31 @@ pub struct ClusterState {
     pub indexes: BTreeMap<String, IndexSpec>,
 }
 
+/// What a cluster restored from a backup takes over: everything but the
+/// membership (the restored nodes form it anew, wherever they now are)
+/// and the locks (leases end with the cluster that granted them).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Adopted {
+    pub cluster_id: String,
+    pub epoch: u64,
+    pub buckets: BTreeMap<String, BucketPolicy>,
+    pub retired: BTreeSet<u64>,
+    pub indexes: BTreeMap<String, IndexSpec>,
+}
+
 impl ClusterState {
+    /// The part of the state a backup keeps.
+    pub fn adoptable(&self) -> Adopted {
+        Adopted {
+            cluster_id: self.cluster_id.clone(),
+            epoch: self.epoch,
+            buckets: self.buckets.clone(),
+            retired: self.retired.clone(),
+            indexes: self.indexes.clone(),
+        }
+    }
+
     fn apply(&mut self, cmd: Cmd, index: u64) -> CmdResult {
         let mut lock = (None, None);
         let mut refused = None;
@@ -81,6 +105,17 @@ impl ClusterState {
             Cmd::DropIndex { bucket, name } => {
                 if self.indexes.remove(&IndexSpec::key_of(&bucket, &name)).is_none() {
                     refused = Some(format!("bucket {bucket:?} has no index named {name:?}"));
+                }
+            }
+            Cmd::Adopt { state } => {
+                if self.cluster_id.is_empty() {
+                    self.cluster_id = state.cluster_id;
+                    self.epoch = self.epoch.max(state.epoch);
+                    self.buckets = state.buckets;
+                    self.retired = state.retired;
+                    self.indexes = state.indexes;
+                } else {
+                    refused = Some(format!("this cluster is {} already", self.cluster_id));
                 }
             }
         }

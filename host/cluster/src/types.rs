@@ -73,6 +73,11 @@ pub enum Cmd {
         bucket: String,
         name: String,
     },
+    /// Names a new cluster after a backed-up one and takes over its state
+    /// (`init` of a restored node); refused once the cluster is named.
+    Adopt {
+        state: crate::state::Adopted,
+    },
 }
 
 /// A search index as the cluster defines it; each node builds it over the
@@ -108,6 +113,7 @@ impl fmt::Display for Cmd {
             Cmd::Retire { id } => write!(f, "retire node {id}"),
             Cmd::CreateIndex { index } => write!(f, "create index {}/{}", index.bucket, index.name),
             Cmd::DropIndex { bucket, name } => write!(f, "drop index {bucket}/{name}"),
+            Cmd::Adopt { state } => write!(f, "adopt the state of cluster {}", state.cluster_id),
         }
     }
 }

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::lock::TargetLock;
-use crate::manifest::{self, BlobRef, FORMAT, Manifest, NodePart};
+use crate::manifest::{self, BlobRef, ClusterPart, FORMAT, Manifest, NodePart};
 use crate::{RemoteError, Target, TempFile, joined, now_ms, transfer};
 
 /// How far a long run has got, for progress bars.
@@ -32,14 +32,24 @@ pub struct Progress {
 /// Backs up one node to `t`: takes the target's lock, sends what is
 /// missing, writes the manifest.
 pub async fn create(objects: &Arc<Objects>, t: &Target, progress: &watch::Sender<Progress>) -> Result<Manifest, RemoteError> {
+    let who = format!("node {}", objects.meta().node_id());
+    run(t, &who, fingerprint(objects), || async move { Ok((vec![part(objects, t, progress).await?], None)) }).await
+}
+
+/// Runs one backup at `t` under the target's lock: `parts` sends what the
+/// nodes need and returns their parts (and, for a cluster, the cluster's);
+/// the manifest goes last, once the lock is known to be still ours.
+pub async fn run<F, Fut>(t: &Target, who: &str, fingerprint: Option<String>, parts: F) -> Result<Manifest, RemoteError>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<(Vec<NodePart>, Option<ClusterPart>), RemoteError>>,
+{
     let id = manifest::new_id();
-    let lock = TargetLock::take(t, &format!("backup {id} of node {}", objects.meta().node_id())).await?;
+    let lock = TargetLock::take(t, &format!("backup {id} by {who}")).await?;
     let r = async {
         let created_ms = now_ms();
-        let fingerprint = objects.store().key().map(|k| k.fingerprint_hex());
         bind_key(t, fingerprint.as_deref()).await?;
-        let present = manifest::present(t).await?;
-        let part = backup_node(objects, t, &present, progress).await?;
+        let (nodes, cluster) = parts().await?;
         let m = Manifest {
             format: FORMAT,
             id: id.clone(),
@@ -47,7 +57,8 @@ pub async fn create(objects: &Arc<Objects>, t: &Target, progress: &watch::Sender
             finished_ms: now_ms(),
             strata: env!("CARGO_PKG_VERSION").into(),
             key_fingerprint: fingerprint,
-            nodes: vec![part],
+            nodes,
+            cluster,
         };
         lock.check().await?;
         manifest::write(t, &m).await?;
@@ -57,14 +68,28 @@ pub async fn create(objects: &Arc<Objects>, t: &Target, progress: &watch::Sender
     lock.release().await;
     let m = r?;
     let (blobs, bytes) = m.uploaded();
-    info!(target = %t, id = %m.id, blobs, bytes, "backup finished");
+    info!(target = %t, id = %m.id, nodes = m.nodes.len(), blobs, bytes, "backup finished");
     Ok(m)
+}
+
+/// The fingerprint of the key this node's blobs are sealed with.
+pub fn fingerprint(objects: &Objects) -> Option<String> {
+    objects.store().key().map(|k| k.fingerprint_hex())
+}
+
+/// This node's part of a backup someone else runs (and holds the lock
+/// of): checks the target is bound to this node's key, then sends what
+/// the target lacks.
+pub async fn part(objects: &Arc<Objects>, t: &Target, progress: &watch::Sender<Progress>) -> Result<NodePart, RemoteError> {
+    bind_key(t, fingerprint(objects).as_deref()).await?;
+    let present = manifest::present(t).await?;
+    backup_node(objects, t, &present, progress).await
 }
 
 /// A target holds blobs sealed with one key (or none): blobs are shared by
 /// digest, so a blob sealed with another key would pass for present and
 /// not be readable. The first backup records its key's fingerprint.
-async fn bind_key(t: &Target, fingerprint: Option<&str>) -> Result<(), RemoteError> {
+pub async fn bind_key(t: &Target, fingerprint: Option<&str>) -> Result<(), RemoteError> {
     let ours = fingerprint.unwrap_or("none");
     let path = t.path("KEY");
     if transfer::put_new(t, &path, Bytes::from(ours.to_string())).await? {
@@ -214,5 +239,6 @@ pub async fn backup_node(
         live_bytes: snap.live_bytes,
         uploaded_blobs,
         uploaded_bytes,
+        cluster_node: None,
     })
 }

@@ -71,6 +71,12 @@ pub enum RemoteError {
     Object(#[from] strata_objects::ObjectError),
     #[error("{0}")]
     Io(String),
+    /// A member of the cluster could not send its part of a backup.
+    #[error("node {node} ({addr}) could not send its part: {why}")]
+    Member { node: u64, addr: String, why: String, retry: bool },
+    /// The cluster could not be asked (no quorum, no leader).
+    #[error("{0}")]
+    Cluster(String),
 }
 
 impl RemoteError {

@@ -42,6 +42,20 @@ pub struct NodePart {
     /// What this backup sent; the rest was at the target already.
     pub uploaded_blobs: u64,
     pub uploaded_bytes: u64,
+    /// The node's cluster id, in a cluster backup: a restored node keeps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_node: Option<u64>,
+}
+
+/// What a cluster backup keeps of the cluster itself.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClusterPart {
+    pub cluster_id: String,
+    /// The members when it was taken (node id, peer address).
+    pub members: Vec<(u64, String)>,
+    /// The cluster state a restored cluster adopts (replication policies,
+    /// indexes, retired ids), as the cluster crate writes it.
+    pub state: serde_json::Value,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -55,6 +69,9 @@ pub struct Manifest {
     /// Fingerprint of the encryption key the blobs are sealed with.
     pub key_fingerprint: Option<String>,
     pub nodes: Vec<NodePart>,
+    /// Set on a backup of a cluster: one part per member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterPart>,
 }
 
 impl Manifest {

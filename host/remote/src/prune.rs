@@ -32,13 +32,16 @@ impl Keep {
     }
 
     /// The ids `backups` (oldest first) keeps: the rules apply to the
-    /// backups of each node (or set of nodes) apart, so one server's
-    /// backups never push out another's at a shared target.
+    /// backups of each node (or cluster) apart, so one server's backups
+    /// never push out another's at a shared target.
     pub fn choose(&self, backups: &[Manifest]) -> BTreeSet<String> {
         let mut groups: std::collections::BTreeMap<String, Vec<&Manifest>> = Default::default();
         for m in backups {
-            let nodes: Vec<&str> = m.nodes.iter().map(|n| n.node.as_str()).collect();
-            groups.entry(nodes.join(",")).or_default().push(m);
+            let group = match &m.cluster {
+                Some(c) => format!("cluster {}", c.cluster_id),
+                None => m.nodes.iter().map(|n| n.node.as_str()).collect::<Vec<_>>().join(","),
+            };
+            groups.entry(group).or_default().push(m);
         }
         groups.values().flat_map(|g| self.choose_one(g)).collect()
     }

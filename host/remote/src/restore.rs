@@ -27,13 +27,13 @@ pub struct RestoreReport {
 /// Picks the node part to restore: the only one, or the one named.
 pub fn node_part<'a>(m: &'a Manifest, node: Option<&str>) -> Result<&'a NodePart, RemoteError> {
     match node {
-        Some(n) => m.nodes.iter().find(|p| p.node == n).ok_or_else(|| {
-            let have: Vec<_> = m.nodes.iter().map(|p| p.node.as_str()).collect();
+        Some(n) => m.nodes.iter().find(|p| p.node == n || p.cluster_node.is_some_and(|c| c.to_string() == n)).ok_or_else(|| {
+            let have: Vec<_> = m.nodes.iter().map(|p| p.cluster_node.map_or(p.node.clone(), |c| c.to_string())).collect();
             RemoteError::Invalid(format!("backup {} has no node {n:?}; it has {}", m.id, have.join(", ")))
         }),
         None if m.nodes.len() == 1 => Ok(&m.nodes[0]),
         None => Err(RemoteError::Invalid(format!(
-            "backup {} holds {} nodes: restore the cluster, or one node with --node ID",
+            "backup {} holds {} nodes: restore each into its own empty node with --node ID (see `strata backup ls`)",
             m.id,
             m.nodes.len()
         ))),

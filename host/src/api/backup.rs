@@ -1,4 +1,5 @@
-//! `BackupCreate`: a backup of this node, with progress as it goes.
+//! `BackupCreate`: a backup of this node (or of its cluster), with
+//! progress as it goes.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use tonic::Status;
 
 use super::error::{ApiError, remote};
 use super::pb;
+use crate::cluster::node::Cluster;
 use crate::config::TargetSpec;
 use crate::objects::Objects;
 use crate::remote::backup::{self, Progress};
@@ -43,23 +45,25 @@ pub fn target_of(req_url: &str, options_given: bool, configured: Option<&TargetS
     Ok(t)
 }
 
+/// On a cluster node, a backup of the whole cluster (every member sends
+/// its part); otherwise of this node.
 pub async fn handle_create(
     objects: &Arc<Objects>,
-    clustered: bool,
+    cluster: Option<Arc<Cluster>>,
     configured: Option<&TargetSpec>,
     req: pb::BackupCreateRequest,
 ) -> Result<ProgressStream, ApiError> {
-    if clustered {
-        return Err(ApiError::Status(Status::failed_precondition(
-            "this node is in a cluster: cluster backups are not built yet, and a node's backup alone would miss the cluster state",
-        )));
-    }
     let target = target_of(&req.url, !req.options.is_empty(), configured, objects)?;
     let (tx, rx) = mpsc::channel(16);
     let objects = objects.clone();
     tokio::spawn(async move {
         let (ptx, mut prx) = watch::channel(Progress::default());
-        let run = backup::create(&objects, &target, &ptx);
+        let run = async {
+            match &cluster {
+                Some(c) => crate::cluster_backup::create(c, &objects, &target, &ptx).await,
+                None => backup::create(&objects, &target, &ptx).await,
+            }
+        };
         tokio::pin!(run);
         let result = loop {
             tokio::select! {
@@ -103,5 +107,6 @@ pub fn info(m: &Manifest, target: &Target) -> pb::BackupInfo {
         uploaded_bytes,
         damaged: m.nodes.iter().flat_map(|n| n.damaged.iter().map(|d| d.to_string())).collect(),
         live_bytes: m.nodes.iter().map(|n| n.live_bytes).sum(),
+        nodes: m.nodes.len() as u32,
     }
 }

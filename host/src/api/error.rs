@@ -72,6 +72,8 @@ pub fn remote(e: crate::remote::RemoteError) -> ApiError {
         R::NoBackup { .. } | R::NoBackups { .. } => Code::NotFound,
         R::Locked { .. } | R::NotEmpty { .. } => Code::FailedPrecondition,
         R::LockLost { .. } => Code::Aborted,
+        R::Member { retry: true, .. } | R::Cluster(_) => Code::Unavailable,
+        R::Member { retry: false, .. } => Code::FailedPrecondition,
         R::BadManifest { .. } | R::RestoreFailed { .. } => Code::DataLoss,
         R::Store(_) | R::Meta(_) | R::Object(_) => {
             return ApiError::Object(match e {

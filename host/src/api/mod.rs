@@ -135,9 +135,12 @@ impl pb::strata_server::Strata for Api {
 
     async fn backup_create(&self, req: Request<pb::BackupCreateRequest>) -> Result<Response<backup::ProgressStream>, Status> {
         let configured = self.backup_target.as_ref();
-        self.timed("backup_create", backup::handle_create(&self.objects, self.cluster.is_some(), configured, req.into_inner()))
-            .await
-            .map(Response::new)
+        self.timed(
+            "backup_create",
+            backup::handle_create(&self.objects, self.cluster.as_ref().map(|r| r.cluster.clone()), configured, req.into_inner()),
+        )
+        .await
+        .map(Response::new)
     }
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<GetStream>, Status> {

@@ -223,14 +223,15 @@ async fn create(addr: &str, json: bool) -> anyhow::Result<()> {
     if json {
         println!(
             "{}",
-            json!({"id": info.id, "url": info.url, "objects": info.objects, "versions": info.versions, "blobs": info.blobs,
+            json!({"id": info.id, "url": info.url, "nodes": info.nodes, "objects": info.objects, "versions": info.versions, "blobs": info.blobs,
                    "uploaded_blobs": info.uploaded_blobs, "uploaded_bytes": info.uploaded_bytes, "damaged": info.damaged})
         );
     } else {
         println!(
-            "backup {} at {}: {} objects, {} versions, {} blobs; sent {} blobs ({})",
+            "backup {} at {}: {} node(s), {} objects, {} versions, {} blobs; sent {} blobs ({})",
             info.id,
             info.url,
+            info.nodes,
             info.objects,
             info.versions,
             info.blobs,
@@ -266,7 +267,8 @@ async fn ls(t: &Target, json: bool) -> anyhow::Result<()> {
                 let (ub, uy) = m.uploaded();
                 json!({"id": m.id, "created_ms": m.created_ms, "finished_ms": m.finished_ms, "strata": m.strata,
                        "encrypted": m.key_fingerprint.is_some(),
-                       "nodes": m.nodes.iter().map(|n| json!({"node": n.node, "objects": n.objects, "versions": n.versions,
+                       "cluster": m.cluster.as_ref().map(|c| c.cluster_id.clone()),
+                       "nodes": m.nodes.iter().map(|n| json!({"node": n.node, "cluster_node": n.cluster_node, "objects": n.objects, "versions": n.versions,
                             "blobs": n.blobs.len(), "live_bytes": n.live_bytes, "damaged": n.damaged.len()})).collect::<Vec<_>>(),
                        "uploaded_blobs": ub, "uploaded_bytes": uy})
             })
@@ -304,7 +306,24 @@ async fn restore_cmd(t: &Target, config: &Config, id: Option<&str>, node: Option
         bail!("metadata.backend is memory: there is no database to restore into");
     }
     let m = manifest::pick(t, id).await?;
+    // A cluster node's config may name the part by its node id.
+    let configured = config.cluster.as_ref().and_then(|c| c.node_id).map(|n| n.to_string());
+    let node = node.or(configured.as_deref().filter(|_| m.cluster.is_some()));
     let part = restore::node_part(&m, node)?;
+    let adopt = match (&m.cluster, part.cluster_node) {
+        (Some(c), Some(id)) => {
+            let Some(cc) = &config.cluster else {
+                bail!("backup {} is of a cluster: restore node {id} with a config that has a [cluster] section", m.id)
+            };
+            if let Some(n) = cc.node_id.filter(|n| *n != id) {
+                bail!("cluster.node_id is {n}, but this is node {id}'s part: set cluster.node_id to {id}, or remove it")
+            }
+            let state: crate::cluster::state::Adopted =
+                serde_json::from_value(c.state.clone()).with_context(|| format!("backup {}: the cluster state is unreadable", m.id))?;
+            Some((id, state))
+        }
+        _ => None,
+    };
     let key = crate::server::load_key(config)?;
     match (&m.key_fingerprint, &key) {
         (Some(f), None) => bail!("backup {} is encrypted (key {f}): configure storage.encryption with that key", m.id),
@@ -328,10 +347,22 @@ async fn restore_cmd(t: &Target, config: &Config, id: Option<&str>, node: Option
         .await?
         .with_context(|| format!("opening {}", config.storage.base_path.display()))?;
     let store = Arc::new(store);
+    // The node keeps its cluster id; `cluster init` on it adopts the
+    // cluster's state. Prepared first, and undone if the restore fails.
+    let raft_dir = config.storage.base_path.join("cluster");
+    if let Some((id, state)) = &adopt {
+        restore::check_empty(&store, &config.meta_dir())?;
+        crate::cluster::node::prepare_restore(&raft_dir, *id, state).await?;
+    }
     let (tx, rx) = watch::channel(Progress::default());
     let bar = follow(rx);
     let r = restore::restore_node(t, part, &store, &config.meta_dir(), &tx).await;
     bar.abort();
+    if r.is_err() && adopt.is_some() {
+        for f in ["raft.db", "raft.db-wal", "raft.db-shm"] {
+            let _ = std::fs::remove_file(raft_dir.join(f));
+        }
+    }
     let r = r?;
     println!(
         "restored backup {} (node {}) into {}: {} objects, {} versions, {} blobs ({})",
@@ -343,6 +374,12 @@ async fn restore_cmd(t: &Target, config: &Config, id: Option<&str>, node: Option
         r.blobs,
         bytesize::ByteSize(r.bytes)
     );
+    if let Some((id, _)) = adopt {
+        println!(
+            "this is node {id} of cluster {}: restore every node, start them, then `strata cluster init` on one and `strata cluster join` the others to it",
+            m.cluster.as_ref().map_or("", |c| c.cluster_id.as_str())
+        );
+    }
     Ok(())
 }
 
