@@ -420,3 +420,37 @@ async fn a_three_node_cluster_backup_restores_into_three_empty_nodes() {
     let mut c = r.nodes[2].client().await;
     put(&mut c, pb::PutHeader { bucket: "photos".into(), key: "after".into(), ..Default::default() }, b"restored").await.unwrap();
 }
+
+#[tokio::test]
+async fn a_cluster_backup_fails_whole_when_a_member_cannot_send_its_part() {
+    use crate::cluster::Net;
+    let dir = tempfile::tempdir().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().display());
+    let mut net = Net::prepare(3, &target(&url));
+    // Node 2 backs up elsewhere.
+    let toml = std::fs::read_to_string(&net.nodes[2].config).unwrap();
+    std::fs::write(&net.nodes[2].config, toml.replace(&url, &format!("file://{}", other.path().display()))).unwrap();
+    for i in 0..3 {
+        net.boot(i);
+    }
+    let views = net.form().await;
+    let mut c = net.nodes[0].client().await;
+    put_key(&mut c, "k", &random_bytes(50 << 10)).await;
+
+    let o = net.nodes[0].cli(&["backup", "create"]);
+    let why = text(&o);
+    assert!(!o.status.success(), "{why}");
+    assert!(why.contains(&format!("node {}", views[2].node_id)) && why.contains("same [backup.target]"), "{why}");
+    // No manifest: a backup that lacks a node does not exist.
+    let listed = ok(backup(&net.nodes[0].config, &["ls", "--json"]));
+    assert_eq!(listed.trim(), "[]", "{listed}");
+
+    // A member that is down: the backup fails, naming it, and can be retried.
+    net.nodes[2].kill9();
+    let o = net.nodes[0].cli(&["backup", "create"]);
+    let why = text(&o);
+    assert!(!o.status.success() && why.contains(&format!("node {}", views[2].node_id)), "{why}");
+    let listed = ok(backup(&net.nodes[0].config, &["ls", "--json"]));
+    assert_eq!(listed.trim(), "[]", "{listed}");
+}
