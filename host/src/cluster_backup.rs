@@ -114,13 +114,11 @@ async fn local_part(objects: &Arc<Objects>, t: &Target, on: impl Fn(Counts)) -> 
 
 async fn remote_part(cluster: &Cluster, id: u64, addr: &str, url: &str, on: impl Fn(Counts)) -> Result<NodePart, RemoteError> {
     let fail = |why: String, retry: bool| RemoteError::Member { node: id, addr: addr.to_string(), why, retry };
-    let from_status = |s: Status| {
-        match s.code() {
-            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown => {
-                fail(format!("it cannot be reached ({}); is it up?", s.message()), true)
-            }
-            _ => fail(s.message().to_string(), false),
+    let from_status = |s: Status| match s.code() {
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown => {
+            fail(format!("it cannot be reached ({}); is it up?", s.message()), true)
         }
+        _ => fail(s.message().to_string(), false),
     };
     let ch = cluster.network.channel(addr).ok_or_else(|| fail("its address is not host:port".into(), false))?;
     let mut client = pb::backup_client::BackupClient::new(ch).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE);

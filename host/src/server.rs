@@ -191,24 +191,36 @@ impl Server {
             });
         }
 
-        if !self.config.tier_policies.is_empty() {
-            let policies: Vec<crate::objects::TierPolicy> = self
-                .config
-                .tier_policies
-                .iter()
-                .map(|p| crate::objects::TierPolicy {
-                    bucket: p.bucket.clone(),
-                    tier: p.tier.clone(),
-                    after: p.after,
-                    idle: p.idle,
-                    min_size: p.min_size.0,
-                })
-                .collect();
-            let (objects, rate) = (self.objects.clone(), self.config.tiering.rate.0);
+        let configured_policies: Vec<crate::objects::TierPolicy> = self
+            .config
+            .tier_policies
+            .iter()
+            .map(|p| crate::objects::TierPolicy {
+                bucket: p.bucket.clone(),
+                tier: p.tier.clone(),
+                after: p.after,
+                idle: p.idle,
+                min_size: p.min_size.0,
+            })
+            .collect();
+        // A single node moves by its [[tier_policies]]; a cluster node by
+        // the cluster's, as applied here at each pass.
+        if !configured_policies.is_empty() || (self.cluster.is_some() && !self.config.tiers.is_empty()) {
+            let (objects, rate, cluster) = (self.objects.clone(), self.config.tiering.rate.0, self.cluster.clone());
+            let configured = configured_policies.clone();
             Upkeep::spawn_every(self.config.tiering.interval, stop_rx.clone(), move || {
-                let (objects, policies) = (objects.clone(), policies.clone());
+                let (objects, cluster, configured) = (objects.clone(), cluster.clone(), configured.clone());
                 async move {
-                    if let Err(e) = objects.tier_pass(&policies, rate).await {
+                    let policies = match &cluster {
+                        Some(c) => crate::api::tier::from_state(&c.state.state().await.tier_policies),
+                        None => configured,
+                    };
+                    let (ours, missing): (Vec<_>, Vec<_>) =
+                        policies.into_iter().partition(|p| objects.tiers().is_some_and(|t| t.get(&p.tier).is_ok()));
+                    for p in missing {
+                        warn!(bucket = %p.bucket, tier = %p.tier, "the bucket's tier policy names a tier this node does not have: nothing moves");
+                    }
+                    if let Err(e) = objects.tier_pass(&ours, rate).await {
                         warn!(error = %e, "tier pass failed");
                     }
                 }
@@ -260,6 +272,7 @@ impl Server {
             replicator.clone(),
             limits,
             self.config.backup.target.clone(),
+            configured_policies,
         ))
         .max_decoding_message_size(max_msg)
         .max_encoding_message_size(max_msg);

@@ -307,3 +307,79 @@ fn overlapping_tiers_and_backup_targets_are_refused() {
         assert!(!o.status.success() && err.contains("overlap"), "{err}");
     }
 }
+
+#[tokio::test]
+async fn on_a_cluster_each_node_moves_its_own_copies_to_its_own_tier() {
+    use crate::cluster::{Net, policy_for};
+    let tiers = tempfile::tempdir().unwrap();
+    let mut net = Net::prepare(3, "");
+    for i in 0..3 {
+        let url = format!("file://{}/node{i}", tiers.path().display());
+        let toml = std::fs::read_to_string(&net.nodes[i].config).unwrap();
+        std::fs::write(&net.nodes[i].config, format!("{toml}\n{}", tier_config(&url, "", "", ""))).unwrap();
+        net.boot(i);
+    }
+    net.form().await;
+    let mut c0 = net.nodes[0].client().await;
+    c0.create_bucket(pb::CreateBucketRequest { name: "photos".into(), ..Default::default() }).await.unwrap();
+    c0.set_replication(policy_for("photos", 2)).await.unwrap();
+    let mut bodies = Vec::new();
+    for k in 0..5 {
+        let body = random_bytes((64 << 10) + k);
+        put(&mut c0, pb::PutHeader { bucket: "photos".into(), key: format!("k{k}"), ..Default::default() }, &body).await.unwrap();
+        bodies.push(body);
+    }
+
+    // The policy lives in the cluster state; it must name a tier the node has.
+    let o = net.nodes[1].cli(&["tier", "policy", "photos", "--tier", "nope", "--min-size", "1"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("no tier \"nope\""), "{o:?}");
+    let o = net.nodes[1].cli(&["tier", "policy", "photos", "--tier", "cold", "--min-size", "33KiB"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let listed: Value = serde_json::from_slice(&net.nodes[2].cli(&["tier", "policy", "--json"]).stdout).unwrap();
+    assert_eq!(listed[0]["bucket"], "photos", "{listed}");
+    assert_eq!(listed[0]["min_size"], 33 << 10, "{listed}");
+
+    // Every node moves its own copies: 5 versions, 2 replicas each, and no
+    // local file left on any node.
+    wait_for("every replica on its node's tier", || net.nodes.iter().map(|n| on_tier(n, "cold")).sum::<u64>() == 10);
+    for n in &net.nodes {
+        assert!(bodies.iter().all(|b| !local_blob(&n.data(), b)), "a local copy is left");
+    }
+    for (i, dir) in (0..3).map(|i| (i, tiers.path().join(format!("node{i}")))) {
+        let held = blob_files(&dir).len() as u64;
+        assert_eq!(held, on_tier(&net.nodes[i], "cold"), "node {i}'s tier holds its copies and nothing else");
+    }
+    // A cold copy is still a replica: the versions each node holds are unchanged.
+    let mut versions = 0;
+    for n in &net.nodes {
+        versions += stats(&mut n.client().await).await.versions;
+    }
+    assert_eq!(versions, 10, "each version still has its two replicas");
+
+    // Any node reads every key; with a node down the others serve from their tiers.
+    let urls: Vec<String> = net.nodes.iter().map(|n| n.url.clone()).collect();
+    let read_all = |i: usize| {
+        let url = urls[i].clone();
+        let bodies = bodies.clone();
+        async move {
+            let ch = tonic::transport::Endpoint::from_shared(url).unwrap().connect().await.unwrap();
+            let mut c = strata::api::pb::strata_client::StrataClient::new(ch);
+            for (k, body) in bodies.iter().enumerate() {
+                let req = pb::GetRequest { bucket: "photos".into(), key: format!("k{k}"), ..Default::default() };
+                assert_eq!(&get(&mut c, req).await.unwrap().1, body, "node {i} reads k{k}");
+                let req =
+                    pb::GetRequest { bucket: "photos".into(), key: format!("k{k}"), offset: 1000, length: 5000, ..Default::default() };
+                assert_eq!(&get(&mut c, req).await.unwrap().1[..], &body[1000..6000], "node {i} reads a range of k{k}");
+            }
+        }
+    };
+    for i in 0..3 {
+        read_all(i).await;
+    }
+    net.nodes[0].kill9();
+    read_all(1).await;
+    read_all(2).await;
+
+    let o = net.nodes[2].cli(&["tier", "policy", "photos", "--remove"]);
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("no tier policies"), "{o:?}");
+}

@@ -16,7 +16,9 @@ use tokio::sync::Mutex;
 
 use super::locks::Locks;
 use super::log_store::{decode, encode, to_io};
-use super::types::{BucketPolicy, Cmd, CmdResult, IndexSpec, LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig};
+use super::types::{
+    BucketPolicy, Cmd, CmdResult, IndexSpec, LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TierRule, TypeConfig,
+};
 
 /// Everything the cluster agrees on.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -36,6 +38,8 @@ pub struct ClusterState {
     pub retired: BTreeSet<u64>,
     /// Search indexes by [`IndexSpec::key_of`].
     pub indexes: BTreeMap<String, IndexSpec>,
+    /// Tier policies by bucket.
+    pub tier_policies: BTreeMap<String, TierRule>,
 }
 
 /// What a cluster restored from a backup takes over: everything but the
@@ -49,6 +53,7 @@ pub struct Adopted {
     pub buckets: BTreeMap<String, BucketPolicy>,
     pub retired: BTreeSet<u64>,
     pub indexes: BTreeMap<String, IndexSpec>,
+    pub tier_policies: BTreeMap<String, TierRule>,
 }
 
 impl ClusterState {
@@ -60,6 +65,7 @@ impl ClusterState {
             buckets: self.buckets.clone(),
             retired: self.retired.clone(),
             indexes: self.indexes.clone(),
+            tier_policies: self.tier_policies.clone(),
         }
     }
 
@@ -107,6 +113,16 @@ impl ClusterState {
                     refused = Some(format!("bucket {bucket:?} has no index named {name:?}"));
                 }
             }
+            Cmd::SetTierPolicy { bucket, policy } => match policy {
+                Some(p) => {
+                    self.tier_policies.insert(bucket, p);
+                }
+                None => {
+                    if self.tier_policies.remove(&bucket).is_none() {
+                        refused = Some(format!("bucket {bucket:?} has no tier policy"));
+                    }
+                }
+            },
             Cmd::Adopt { state } => {
                 if self.cluster_id.is_empty() {
                     self.cluster_id = state.cluster_id;
@@ -114,6 +130,7 @@ impl ClusterState {
                     self.buckets = state.buckets;
                     self.retired = state.retired;
                     self.indexes = state.indexes;
+                    self.tier_policies = state.tier_policies;
                 } else {
                     refused = Some(format!("this cluster is {} already", self.cluster_id));
                 }

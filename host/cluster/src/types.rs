@@ -73,11 +73,30 @@ pub enum Cmd {
         bucket: String,
         name: String,
     },
+    /// Sets (or, with `None`, removes) a bucket's tier policy.
+    SetTierPolicy {
+        bucket: String,
+        policy: Option<TierRule>,
+    },
     /// Names a new cluster after a backed-up one and takes over its state
     /// (`init` of a restored node); refused once the cluster is named.
     Adopt {
         state: crate::state::Adopted,
     },
+}
+
+/// When every node moves its copies of a bucket's versions to a tier of
+/// its own: every limit that is set must hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TierRule {
+    /// The tier's name; each node has its own `[[tiers]]` of that name.
+    pub tier: String,
+    /// The version is at least this old.
+    pub after_ms: Option<u64>,
+    /// Its blob was not read for this long.
+    pub idle_ms: Option<u64>,
+    /// Its blob holds at least this many bytes.
+    pub min_size: u64,
 }
 
 /// A search index as the cluster defines it; each node builds it over the
@@ -113,6 +132,7 @@ impl fmt::Display for Cmd {
             Cmd::Retire { id } => write!(f, "retire node {id}"),
             Cmd::CreateIndex { index } => write!(f, "create index {}/{}", index.bucket, index.name),
             Cmd::DropIndex { bucket, name } => write!(f, "drop index {bucket}/{name}"),
+            Cmd::SetTierPolicy { bucket, .. } => write!(f, "set tier policy of {bucket}"),
             Cmd::Adopt { state } => write!(f, "adopt the state of cluster {}", state.cluster_id),
         }
     }

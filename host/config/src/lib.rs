@@ -611,9 +611,9 @@ impl Config {
                 return bad("tier_policies.bucket", &format!("{:?} has two policies; give it one", p.bucket));
             }
         }
-        if !self.tiers.is_empty() && self.cluster.is_some() {
-            // Nodes sharing a tier would collect each other's copies.
-            return bad("tiers", "tiers on a cluster are not built yet: configure them on single-node servers");
+        if !self.tier_policies.is_empty() && self.cluster.is_some() {
+            // Every node must apply the same policies.
+            return bad("tier_policies", "on a cluster node tier policies live in the cluster state: set them with `strata tier policy`");
         }
         if self.tiering.interval.is_zero() {
             return bad("tiering.interval", "must be more than 0s");

@@ -15,7 +15,7 @@ mod plugin;
 mod put;
 mod search;
 mod stats;
-mod tier;
+pub mod tier;
 pub mod validate;
 
 use std::pin::Pin;
@@ -62,6 +62,8 @@ pub struct Api {
     limits: Limits,
     /// `[backup.target]`, the default of backup calls.
     backup_target: Option<crate::config::TargetSpec>,
+    /// `[[tier_policies]]` (a single-node server's).
+    tier_policies: Vec<crate::objects::TierPolicy>,
 }
 
 impl Api {
@@ -72,8 +74,9 @@ impl Api {
         cluster: Option<Arc<Replicator>>,
         limits: Limits,
         backup_target: Option<crate::config::TargetSpec>,
+        tier_policies: Vec<crate::objects::TierPolicy>,
     ) -> Self {
-        Self { service, objects, plugins, cluster, limits, backup_target }
+        Self { service, objects, plugins, cluster, limits, backup_target, tier_policies }
     }
 
     async fn timed<T>(&self, op: &'static str, f: impl Future<Output = Result<T, ApiError>>) -> Result<T, Status> {
@@ -131,6 +134,18 @@ impl pb::strata_server::Strata for Api {
 
     async fn tier_recall(&self, req: Request<pb::TierMoveRequest>) -> Result<Response<pb::TierMoveResponse>, Status> {
         self.timed("tier_recall", tier::handle_move(&self.objects, req.into_inner(), true)).await.map(Response::new)
+    }
+
+    async fn set_tier_policy(&self, req: Request<pb::SetTierPolicyRequest>) -> Result<Response<pb::TierPolicies>, Status> {
+        let cluster = self.cluster.as_ref().map(|r| &*r.cluster);
+        self.timed("set_tier_policy", tier::handle_set_policy(cluster, &self.objects, &self.tier_policies, req.into_inner()))
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_tier_policies(&self, _req: Request<pb::ListTierPoliciesRequest>) -> Result<Response<pb::TierPolicies>, Status> {
+        let cluster = self.cluster.as_ref().map(|r| &*r.cluster);
+        self.timed("list_tier_policies", tier::handle_list_policies(cluster, &self.tier_policies)).await.map(Response::new)
     }
 
     async fn backup_create(&self, req: Request<pb::BackupCreateRequest>) -> Result<Response<backup::ProgressStream>, Status> {

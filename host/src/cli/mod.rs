@@ -358,6 +358,29 @@ pub enum TierCmd {
         #[arg(long)]
         version: Option<String>,
     },
+    /// The tier policies; on a cluster, set a bucket's (every node moves its
+    /// own copies to its own tier of that name) or remove it. A single-node
+    /// server takes its policies from [[tier_policies]] in its config.
+    Policy {
+        /// The bucket whose policy to set or remove; none: list them.
+        bucket: Option<String>,
+        #[arg(long, requires = "bucket")]
+        tier: Option<String>,
+        /// The version is at least this old (30d, 12h).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        after: Option<std::time::Duration>,
+        /// Its blob was not read for this long.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        idle: Option<std::time::Duration>,
+        /// Its blob holds at least this many bytes (1MiB).
+        #[arg(long, value_parser = crate::config::parse_size)]
+        min_size: Option<u64>,
+        /// Remove the bucket's policy.
+        #[arg(long, requires = "bucket", conflicts_with_all = ["tier", "after", "idle", "min_size"])]
+        remove: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Bring a version's blob back to the local disk.
     Recall {
         key: String,
