@@ -289,22 +289,37 @@ async fn a_tier_store_that_is_gone_is_unavailable_and_a_bad_cache_copy_is_not_da
 }
 
 #[test]
-fn overlapping_tiers_and_backup_targets_are_refused() {
+fn overlapping_targets_and_tier_policies_in_a_cluster_node_config_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("file://{}", dir.path().display());
     let config = dir.path().join("bad.toml");
-    for extra in [
-        format!("[[tiers]]\nname = \"a\"\ntarget = {{ url = {url:?} }}\n[[tiers]]\nname = \"b\"\ntarget = {{ url = \"{url}/sub\" }}\n"),
-        format!("[[tiers]]\nname = \"a\"\ntarget = {{ url = {url:?} }}\n[backup.target]\nurl = {url:?}\n"),
+    for (extra, want) in [
+        (
+            format!("[[tiers]]\nname = \"a\"\ntarget = {{ url = {url:?} }}\n[[tiers]]\nname = \"b\"\ntarget = {{ url = \"{url}/sub\" }}\n"),
+            "overlap",
+        ),
+        (format!("[[tiers]]\nname = \"a\"\ntarget = {{ url = {url:?} }}\n[backup.target]\nurl = {url:?}\n"), "overlap"),
+        // A cluster's policies are the cluster state's, the same on every node.
+        (
+            format!(
+                "[cluster]\nsecret_env = \"STRATA_TEST_SECRET\"\n[[tiers]]\nname = \"a\"\ntarget = {{ url = {url:?} }}\n[[tier_policies]]\nbucket = \"b\"\ntier = \"a\"\nmin_size = \"1MiB\"\n"
+            ),
+            "strata tier policy",
+        ),
     ] {
         std::fs::write(
             &config,
             format!("[server]\nlisten = \"127.0.0.1:0\"\n[storage]\nbase_path = {:?}\n{extra}", dir.path().join("data")),
         )
         .unwrap();
-        let o = std::process::Command::new(strata_bin()).args(["serve", "--config"]).arg(&config).output().unwrap();
+        let o = std::process::Command::new(strata_bin())
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("STRATA_TEST_SECRET", "a shared secret of some length")
+            .output()
+            .unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
-        assert!(!o.status.success() && err.contains("overlap"), "{err}");
+        assert!(!o.status.success() && err.contains(want), "{err}");
     }
 }
 
