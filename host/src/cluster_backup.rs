@@ -33,6 +33,9 @@ const SILENCE: Duration = Duration::from_secs(60);
 #[derive(Serialize, Deserialize)]
 struct PartRequest {
     url: String,
+    /// The coordinator's compression. Replicas share blobs at the target,
+    /// stored once and checked by size, so every node must encode alike.
+    zstd_level: Option<i32>,
 }
 
 /// Blobs and plaintext bytes: done and to do.
@@ -86,7 +89,8 @@ pub async fn create(
                 let mut part = if *id == cluster.id {
                     local_part(objects, t, |c| report(i, c)).await?
                 } else {
-                    remote_part(cluster, *id, &node.addr, &t.to_string(), |c| report(i, c)).await?
+                    let q = PartRequest { url: t.to_string(), zstd_level: objects.store().zstd_level() };
+                    remote_part(cluster, *id, &node.addr, &q, |c| report(i, c)).await?
                 };
                 part.cluster_node = Some(*id);
                 Ok::<_, RemoteError>(part)
@@ -112,7 +116,7 @@ async fn local_part(objects: &Arc<Objects>, t: &Target, on: impl Fn(Counts)) -> 
     }
 }
 
-async fn remote_part(cluster: &Cluster, id: u64, addr: &str, url: &str, on: impl Fn(Counts)) -> Result<NodePart, RemoteError> {
+async fn remote_part(cluster: &Cluster, id: u64, addr: &str, q: &PartRequest, on: impl Fn(Counts)) -> Result<NodePart, RemoteError> {
     let fail = |why: String, retry: bool| RemoteError::Member { node: id, addr: addr.to_string(), why, retry };
     let from_status = |s: Status| match s.code() {
         tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown => {
@@ -122,7 +126,7 @@ async fn remote_part(cluster: &Cluster, id: u64, addr: &str, url: &str, on: impl
     };
     let ch = cluster.network.channel(addr).ok_or_else(|| fail("its address is not host:port".into(), false))?;
     let mut client = pb::backup_client::BackupClient::new(ch).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE);
-    let data = serde_json::to_vec(&PartRequest { url: url.to_string() }).map_err(|e| RemoteError::Io(e.to_string()))?;
+    let data = serde_json::to_vec(q).map_err(|e| RemoteError::Io(e.to_string()))?;
     let mut req = Request::new(pb::RaftBytes { data });
     cluster.network.secret().attach(&mut req, addr);
     let mut answers = client.part(req).await.map_err(from_status)?.into_inner();
@@ -172,6 +176,15 @@ impl pb::backup_server::Backup for BackupPeer {
             return Err(Status::failed_precondition(format!(
                 "node {me} backs up to {}, not {}: a cluster backup needs the same [backup.target] on every node",
                 spec.url, q.url
+            )));
+        }
+        let ours = self.objects.store().zstd_level();
+        if ours != q.zstd_level {
+            let say = |l: Option<i32>| l.map_or("no compression".to_string(), |l| format!("zstd level {l}"));
+            return Err(Status::failed_precondition(format!(
+                "node {me} stores blobs with {}, the node running the backup with {}: a cluster backup needs the same storage.compression and compression_level on every node",
+                say(ours),
+                say(q.zstd_level)
             )));
         }
         let t = crate::api::backup::target_of(&q.url, false, Some(spec), &self.objects).map_err(Status::from)?;

@@ -192,6 +192,13 @@ async fn verify_finds_a_removed_and_a_corrupted_blob() {
     assert_eq!(again["uploaded_blobs"], 3, "the removed blob, the torn one and a snapshot: {again}");
     let o = backup(&s.config, &["verify", &url, "--all"]);
     assert!(text(&o).contains("0 missing, 1 damaged"), "{}", text(&o));
+    // --repair removes it, so the next backup sends it again: all sound.
+    let o = backup(&s.config, &["verify", &url, "--all", "--repair"]);
+    assert!(text(&o).contains("removed 1 damaged blob"), "{}", text(&o));
+    let again = create(&s);
+    assert_eq!(again["uploaded_blobs"], 2, "the damaged blob and a snapshot: {again}");
+    let o = backup(&s.config, &["verify", &url, "--all"]);
+    assert!(o.status.success(), "{}", text(&o));
 }
 
 #[tokio::test]
@@ -402,7 +409,21 @@ async fn a_three_node_cluster_backup_restores_into_three_empty_nodes() {
     for i in 0..3 {
         r.boot(i);
     }
-    let views = r.form().await;
+    // A mistake: init on two restored nodes. Both now carry the old cluster's
+    // id, yet the second is refused when it joins, and nothing changes.
+    ok(r.nodes[0].cli(&["cluster", "init"]));
+    ok(r.nodes[1].cli(&["cluster", "init"]));
+    let o = r.nodes[1].cli(&["cluster", "join", &r.peer(0)]);
+    assert!(!o.status.success() && text(&o).contains("already has a cluster of its own"), "{}", text(&o));
+    // The way out the message names: restore it again, then join.
+    r.nodes[1].stop();
+    std::fs::remove_dir_all(r.nodes[1].data()).unwrap();
+    ok(backup(&r.nodes[1].config, &["restore", "--node", &ids[1].to_string()]));
+    r.boot(1);
+    for i in 1..3 {
+        ok(r.nodes[i].cli(&["cluster", "join", &r.peer(0)]));
+    }
+    let views = r.agree(&[0, 1, 2], 3).await;
     let mut now: Vec<u64> = views[0].nodes.iter().map(|n| n.id).collect();
     now.sort();
     let mut was = ids.clone();

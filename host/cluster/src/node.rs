@@ -69,6 +69,11 @@ pub struct JoinRequest {
     pub id: u64,
     pub node: NodeMeta,
     pub cluster_id: String,
+    /// The node has a membership of its own: it ran `cluster init` or was
+    /// a member of a cluster. Two restored nodes that both ran init share
+    /// the cluster id, so the id alone does not tell.
+    #[serde(default)]
+    pub initialized: bool,
 }
 
 impl Cluster {
@@ -228,7 +233,8 @@ impl Cluster {
     /// Asks the node at `addr` (or the leader it names) to add this node.
     pub async fn join(&self, addr: &str) -> Result<(), ClusterError> {
         let cluster_id = self.state.state().await.cluster_id;
-        let req = JoinRequest { id: self.id, node: self.me.clone(), cluster_id };
+        let initialized = self.raft.metrics().borrow_watched().membership_config.membership().voter_ids().next().is_some();
+        let req = JoinRequest { id: self.id, node: self.me.clone(), cluster_id, initialized };
         let mut target = addr.to_string();
         for _ in 0..4 {
             // Longer than the leader may take to add and promote us.

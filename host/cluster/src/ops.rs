@@ -164,6 +164,12 @@ impl Cluster {
             )));
         }
         let members = self.members();
+        if j.initialized && !members.iter().any(|(id, ..)| *id == j.id) {
+            return Err(ClusterError::Refused(format!(
+                "node {} already has a cluster of its own (it ran `cluster init`, or was a member elsewhere); a node joins with an empty data directory (a restored node: restore it again and join without init)",
+                j.id
+            )));
+        }
         if let Some((id, n, voter)) = members.iter().find(|(id, ..)| *id == j.id) {
             if n.addr != j.node.addr {
                 return Err(ClusterError::Exists(format!("node id {id} is already used by the member at {}", n.addr)));

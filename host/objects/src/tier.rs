@@ -457,7 +457,18 @@ impl Objects {
     /// copy fetched to a temp file.
     pub async fn blob_file(&self, digest: Digest, size: u64) -> Result<BlobFile, ObjectError> {
         match self.verify_local(digest).await {
-            Ok(()) => return Ok(BlobFile { path: self.store.path(&digest), _temp: None }),
+            Ok(()) => {
+                // A link of its own, so a move to a tier or a cache eviction
+                // that removes the file meanwhile does not cut the reader off.
+                let (path, tmp) = (self.store.path(&digest), TempFile(self.store.temp_path("link")));
+                match std::fs::hard_link(&path, &tmp.0) {
+                    Ok(()) => return Ok(BlobFile { path: tmp.0.clone(), _temp: Some(tmp) }),
+                    // Moved or evicted since the check: read it where it is now.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    // No links here (an unusual file system): the file itself.
+                    Err(_) => return Ok(BlobFile { path, _temp: None }),
+                }
+            }
             Err(e) if !matches!(e, StoreError::Missing { .. }) => return Err(e.into()),
             Err(_) => {}
         }

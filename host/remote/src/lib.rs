@@ -7,6 +7,7 @@
 //!                                   compressed and encrypted when the node is)
 //! <prefix>/backups/<id>/manifest.json  what backup <id> needs; written last
 //! <prefix>/lock                     held by a backup or prune in progress
+//! <prefix>/lock-takeovers/<t>-<ms>  one per stale lock taken over (tiny, kept)
 //! ```
 //! A metadata snapshot is stored as a blob too, so it is deduplicated,
 //! checksummed and encrypted like any other. Content addressing makes every

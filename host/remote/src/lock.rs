@@ -3,7 +3,7 @@
 //! A prune that ran beside a backup could delete a blob the backup found
 //! present and did not send. The lock is an object created only if absent,
 //! renewed while held; one not renewed for [`STALE`] (its holder died) is
-//! taken over.
+//! taken over, by one taker only (a create-only marker per stale lock).
 
 use std::time::Duration;
 
@@ -70,6 +70,19 @@ impl TargetLock {
                     stale_s: STALE.as_secs(),
                 });
             }
+            // One taker per stale lock: whoever creates the marker of this
+            // lock (its token and last renewal) takes it over; the others
+            // find it held. Markers stay, so a taker that read the stale
+            // lock late cannot take over the new holder's.
+            let marker = t.path(&format!("lock-takeovers/{}-{}", held.token, held.renewed_ms));
+            if !transfer::put_new(t, &marker, Bytes::from(token.clone())).await? {
+                return Err(RemoteError::Locked {
+                    target: t.to_string(),
+                    holder: format!("a run taking over the stale lock of {}", held.holder),
+                    age_s: 0,
+                    stale_s: STALE.as_secs(),
+                });
+            }
             warn!(target = %t, holder = %held.holder, age_s = age.as_secs(), "taking over a stale lock");
             t.store.put(&path, PutPayload::from_bytes(body(holder, &token))).await.map_err(RemoteError::at(t))?;
             break;
@@ -126,5 +139,32 @@ impl TargetLock {
 impl Drop for TargetLock {
     fn drop(&mut self) {
         self.renew.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TargetSpec;
+
+    #[tokio::test]
+    async fn one_taker_wins_a_stale_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec: TargetSpec = serde_json::from_value(serde_json::json!({ "url": format!("file://{}", dir.path().display()) })).unwrap();
+        let t = Target::open(&spec).unwrap();
+        for round in 0..5 {
+            let stale = Held { holder: "a run that died".into(), token: format!("{round:02}"), renewed_ms: 1000 };
+            t.store.put(&t.path("lock"), PutPayload::from(serde_json::to_vec(&stale).unwrap())).await.unwrap();
+            let takes = (0..8).map(|i| {
+                let t = t.clone();
+                async move { TargetLock::take(&t, &format!("run {i}")).await }
+            });
+            let won: Vec<TargetLock> = futures::future::join_all(takes).await.into_iter().filter_map(Result::ok).collect();
+            assert_eq!(won.len(), 1, "round {round}: one taker holds the lock");
+            won[0].check().await.unwrap();
+            for l in won {
+                l.release().await;
+            }
+        }
     }
 }

@@ -70,6 +70,10 @@ pub enum BackupCmd {
         /// Only check that each blob is present, with the size the backup wrote.
         #[arg(long)]
         quick: bool,
+        /// Remove the damaged blobs found from the target, so the next
+        /// backup of a node that still holds them sends them again.
+        #[arg(long)]
+        repair: bool,
         #[arg(long)]
         json: bool,
     },
@@ -118,7 +122,7 @@ pub async fn run(addr: &str, cmd: BackupCmd) -> anyhow::Result<()> {
             let t = open(&target, &config)?;
             ls(&t, json).await
         }
-        BackupCmd::Verify { target, config, id, all, quick, json } => {
+        BackupCmd::Verify { target, config, id, all, quick, repair, json } => {
             let config = Config::load(config.as_deref())?;
             let t = open(&target, &config)?;
             let key = crate::server::load_key(&config)?;
@@ -154,6 +158,13 @@ pub async fn run(addr: &str, cmd: BackupCmd) -> anyhow::Result<()> {
                     bytesize::ByteSize(r.bytes),
                     r.missing.len(),
                     r.corrupt.len()
+                );
+            }
+            if repair && !r.corrupt.is_empty() {
+                let damaged: Vec<_> = r.corrupt.iter().map(|(d, _)| *d).collect();
+                let n = verify::remove_damaged(&t, &damaged).await?;
+                eprintln!(
+                    "removed {n} damaged blob(s) from {t}: the next backup of a node that still holds them sends them again (until then, restoring a backup that needs them fails)"
                 );
             }
             if !r.is_clean() {

@@ -229,6 +229,11 @@ impl LocalStore {
         self.codec.key.as_ref()
     }
 
+    /// The zstd level new blobs are compressed with, if any.
+    pub fn zstd_level(&self) -> Option<i32> {
+        self.codec.zstd_level
+    }
+
     /// Opens a file-backed blob for reading a range of it.
     pub fn read(&self, digest: &Digest, range: Range) -> Result<BlobReader, StoreError> {
         BlobReader::open(self.path(digest), *digest, self.codec.key.as_ref(), range)
