@@ -14,6 +14,7 @@
 //! - [`cluster`]: membership, consensus, failure detection, locks.
 //! - [`replication`]: placing, copying and reading versions across nodes.
 //! - [`service`]: the object service every front end calls, one node or a cluster.
+//! - [`registry`]: the OCI distribution endpoint, a front end over the service.
 //!
 //! They are re-exported here under their layer's name.
 
@@ -23,6 +24,7 @@ pub use strata_meta as meta;
 pub use strata_objects as objects;
 pub use strata_objects::metrics;
 pub use strata_plugin as plugin;
+pub use strata_registry as registry;
 pub use strata_remote as remote;
 pub use strata_replication as replication;
 pub use strata_search as search;

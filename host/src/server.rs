@@ -110,6 +110,8 @@ pub struct Server {
     objects: Arc<Objects>,
     plugins: Arc<Plugins>,
     cluster: Option<Arc<Cluster>>,
+    /// The OCI registry's listener, when `[registry] listen` is set.
+    registry: Option<TcpListener>,
     config: Config,
 }
 
@@ -155,7 +157,25 @@ impl Server {
                 Some(cluster)
             }
         };
-        Ok(Self { addr: listener.local_addr()?, data_dir: config.storage.base_path.clone(), listener, objects, plugins, cluster, config })
+        let registry = match config.registry.listen {
+            Some(a) => Some(TcpListener::bind(a).await.with_context(|| format!("cannot listen on {a} (registry.listen)"))?),
+            None => None,
+        };
+        Ok(Self {
+            addr: listener.local_addr()?,
+            data_dir: config.storage.base_path.clone(),
+            listener,
+            objects,
+            plugins,
+            cluster,
+            registry,
+            config,
+        })
+    }
+
+    /// Where the OCI registry listens, if it is on.
+    pub fn registry_addr(&self) -> Option<SocketAddr> {
+        self.registry.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn plugins(&self) -> &Arc<Plugins> {
@@ -275,6 +295,21 @@ impl Server {
         }
         let local = service::Local { objects: self.objects.clone(), plugins: self.plugins.clone(), search: limits.search };
         let objects = service::for_node(local, replicator.clone());
+        if let Some(listener) = self.registry {
+            let uploads = self.config.storage.base_path.join("registry-uploads");
+            let registry = crate::registry::Registry::open(objects.clone(), &self.config.registry, uploads)
+                .await
+                .map_err(|e| anyhow::anyhow!("starting the registry: {e}"))?;
+            let mut stop = stop_rx.clone();
+            tokio::spawn(async move {
+                let shutdown = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                if let Err(e) = crate::registry::serve(listener, registry, shutdown).await {
+                    warn!(error = %e, "the registry stopped");
+                }
+            });
+        }
         let svc = pb::strata_server::StrataServer::new(Api::new(
             objects,
             self.objects.clone(),

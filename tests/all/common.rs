@@ -26,6 +26,8 @@ pub struct TestServer {
     pub config: PathBuf,
     /// Extra environment for the server process.
     pub env: Vec<(String, String)>,
+    /// The registry's address, once the server printed it.
+    pub registry: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl TestServer {
@@ -61,7 +63,7 @@ impl TestServer {
             extra,
         );
         std::fs::write(&config, toml).expect("write config");
-        TestServer { dir, url: String::new(), child: None, config, env }
+        TestServer { dir, url: String::new(), child: None, config, env, registry: Default::default() }
     }
 
     /// (Re)starts the process on the same config and data.
@@ -77,11 +79,15 @@ impl TestServer {
             .expect("spawn strata serve");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
+        let registry = self.registry.clone();
         std::thread::spawn(move || {
             use std::io::BufRead;
             for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(a) = line.strip_prefix("strata listening on ") {
                     let _ = tx.send(a.to_string());
+                }
+                if let Some(a) = line.strip_prefix("strata registry listening on ") {
+                    *registry.lock().unwrap() = Some(a.to_string());
                 }
             }
         });
@@ -231,6 +237,24 @@ pub fn pip_tool(command: &str, requirement: &str) -> PathBuf {
     // A distribution's own Python refuses plain installs (PEP 668).
     let _ = pip(&[]) || pip(&["--user", "--break-system-packages"]);
     find().unwrap_or_else(|| panic!("could not install {requirement:?} with pip: install it with `python3 -m pip install '{requirement}'`"))
+}
+
+/// A command a Debian package provides (`skopeo`), installed with apt-get
+/// when missing, so `cargo test` runs on a machine that lacks it.
+pub fn apt_tool(command: &str, package: &str) -> PathBuf {
+    static APT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = APT.lock().unwrap_or_else(|e| e.into_inner());
+    let works = || Command::new(command).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+    if !works() {
+        let install =
+            || Command::new("apt-get").args(["install", "-y", "-q", package]).stdout(Stdio::null()).status().is_ok_and(|s| s.success());
+        if !install() {
+            let _ = Command::new("apt-get").args(["update", "-q"]).stdout(Stdio::null()).status();
+            install();
+        }
+    }
+    assert!(works(), "{command} is missing and `apt-get install {package}` did not provide it: install it");
+    PathBuf::from(command)
 }
 
 pub fn plugin_cache() -> PathBuf {

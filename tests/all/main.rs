@@ -24,6 +24,7 @@ mod objects;
 mod plugins;
 mod proxy;
 mod quota;
+mod registry;
 mod replication;
 mod request_ids;
 mod search;

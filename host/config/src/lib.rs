@@ -43,6 +43,8 @@ pub struct Config {
     /// Which buckets' blobs move to a tier, and when: `[[tier_policies]]`.
     pub tier_policies: Vec<TierPolicyConfig>,
     pub tiering: TieringConfig,
+    /// The OCI distribution endpoint; off unless `listen` is set.
+    pub registry: RegistryConfig,
 }
 
 /// `[[tiers]]`: a named object store for cold blobs.
@@ -138,6 +140,60 @@ impl std::fmt::Debug for TargetSpec {
             .field("part_size", &self.part_size)
             .finish()
     }
+}
+
+/// What a client without credentials may do at the registry.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Anonymous {
+    /// Nothing: every request needs a user.
+    #[default]
+    None,
+    /// Read manifests, blobs and tags.
+    Pull,
+    /// Read and write everything.
+    Push,
+}
+
+/// `[registry]`: the OCI distribution endpoint (container images,
+/// artifacts, models), on a listener of its own.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// Where it listens; unset: no registry.
+    pub listen: Option<SocketAddr>,
+    /// The bucket repositories live in.
+    pub bucket: String,
+    pub anonymous: Anonymous,
+    /// Larger manifests are refused.
+    pub max_manifest_size: Size,
+    /// Users who authenticate with HTTP Basic auth: `[[registry.users]]`.
+    pub users: Vec<RegistryUser>,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self { listen: None, bucket: "oci".into(), anonymous: Anonymous::None, max_manifest_size: Size(4 << 20), users: Vec::new() }
+    }
+}
+
+/// A registry user: a password from a file or the environment (exactly
+/// one), the repositories it may use and whether it may push there.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryUser {
+    pub name: String,
+    pub password_file: Option<PathBuf>,
+    pub password_env: Option<String>,
+    /// Repository names, or prefixes ending in `/*`; `*` is every one.
+    #[serde(default = "every_repository")]
+    pub repositories: Vec<String>,
+    #[serde(default)]
+    pub push: bool,
+}
+
+fn every_repository() -> Vec<String> {
+    vec!["*".into()]
 }
 
 /// `[backup]`: where `strata backup` writes by default, and a schedule.
@@ -614,6 +670,25 @@ impl Config {
         if !self.tier_policies.is_empty() && self.cluster.is_some() {
             // Every node must apply the same policies.
             return bad("tier_policies", "on a cluster node tier policies live in the cluster state: set them with `strata tier policy`");
+        }
+        if let Some(r) = self.registry.listen {
+            if self.registry.anonymous == Anonymous::None && self.registry.users.is_empty() {
+                return bad("registry", "no one could use it: add [[registry.users]], or set anonymous = \"pull\" or \"push\"");
+            }
+            if r.port() != 0 && r == self.server.listen {
+                return bad("registry.listen", "must differ from server.listen");
+            }
+            if self.registry.bucket.is_empty() {
+                return bad("registry.bucket", "must name a bucket");
+            }
+        }
+        for u in &self.registry.users {
+            if u.name.is_empty() || u.name.contains(':') {
+                return bad("registry.users.name", "must be non-empty and hold no ':'");
+            }
+            if u.password_file.is_some() == u.password_env.is_some() {
+                return bad("registry.users", &format!("user {:?}: set exactly one of password_file and password_env", u.name));
+            }
         }
         if self.tiering.interval.is_zero() {
             return bad("tiering.interval", "must be more than 0s");

@@ -27,3 +27,18 @@ impl From<MetaError> for ServiceError {
         ServiceError::Object(e.into())
     }
 }
+
+impl ServiceError {
+    /// What the failure means to the caller, for front ends to map to their
+    /// protocol's codes.
+    pub fn kind(&self) -> strata_objects::Kind {
+        use strata_objects::Kind;
+        match self {
+            ServiceError::Object(e) => e.kind(),
+            ServiceError::Replication(e) => e.kind(),
+            ServiceError::Plugin(_) => Kind::Internal,
+            ServiceError::Unsupported(_) => Kind::Refused,
+            ServiceError::Invalid(_) => Kind::Invalid,
+        }
+    }
+}

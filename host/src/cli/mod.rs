@@ -561,5 +561,8 @@ async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
     // Scripts and tests read these two lines.
     println!("strata listening on {}", server.addr);
     println!("strata storing data in {}", server.data_dir.display());
+    if let Some(a) = server.registry_addr() {
+        println!("strata registry listening on {a}");
+    }
     server.serve(crate::server::shutdown_signal()).await
 }

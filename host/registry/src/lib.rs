@@ -1,0 +1,219 @@
+//! Strata's OCI distribution endpoint (Distribution Spec v1.1): container
+//! images, artifacts and models pushed and pulled by standard clients,
+//! stored through the object service, so on one node and a cluster alike.
+//!
+//! # Layout in the registry's bucket
+//! ```text
+//! <repo>/_blobs/<hex>       a blob of the repository (its bytes: Strata's blob of that digest)
+//! <repo>/_manifests/<hex>   a manifest, byte-exact, its media type as content type
+//! <repo>/_tags/<tag>        a tag: the manifest's bytes again (the same blob)
+//! ```
+//! A repository name's components start with a letter or digit, so `_`
+//! keys never clash with a name. The OCI digest `sha256:<hex>` is Strata's
+//! content address: one set of bytes is one blob however it arrived.
+//!
+//! # Modules
+//! - [`names`]: names, tags, digests and routes.
+//! - [`error`]: the spec's error codes, mapped in one place.
+//! - `auth`: anonymous access and Basic users.
+//! - `blobs`, `uploads`, `manifests`: the endpoints.
+
+mod auth;
+mod blobs;
+pub mod error;
+mod manifests;
+pub mod names;
+mod uploads;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use strata_config::RegistryConfig;
+use strata_service::ObjectService;
+
+pub use error::RegistryError;
+use error::{Result, oci};
+use names::Route;
+
+/// The registry: its bucket, users and upload sessions.
+pub struct Registry {
+    service: Arc<dyn ObjectService>,
+    bucket: String,
+    max_manifest: usize,
+    auth: auth::Auth,
+    uploads: uploads::Uploads,
+}
+
+impl Registry {
+    /// Makes the bucket if needed and reads the users' passwords.
+    /// `uploads`: a directory for upload sessions in progress (emptied).
+    pub async fn open(service: Arc<dyn ObjectService>, config: &RegistryConfig, uploads: PathBuf) -> anyhow_like::Result<Arc<Self>> {
+        if let Err(e) = service.create_bucket(&config.bucket, None).await
+            && e.kind() != strata_objects::Kind::Exists
+        {
+            return Err(format!("registry.bucket {:?}: {e}", config.bucket));
+        }
+        Ok(Arc::new(Self {
+            service,
+            bucket: config.bucket.clone(),
+            max_manifest: config.max_manifest_size.0 as usize,
+            auth: auth::Auth::load(config)?,
+            uploads: uploads::Uploads::open(uploads)?,
+        }))
+    }
+
+    pub fn router(self: Arc<Self>) -> Router {
+        Router::new().route("/v2", get(ping)).route("/v2/", get(ping)).route("/v2/{*rest}", any(dispatch)).with_state(self)
+    }
+
+    fn key(name: &str, kind: &str, id: &str) -> String {
+        format!("{name}/_{kind}/{id}")
+    }
+}
+
+/// Errors of opening, as text for the server's start-up message.
+pub mod anyhow_like {
+    pub type Result<T> = std::result::Result<T, String>;
+}
+
+/// Serves `registry` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    registry: Arc<Registry>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, registry.router()).with_graceful_shutdown(shutdown).await
+}
+
+async fn ping(State(r): State<Arc<Registry>>, headers: HeaderMap) -> Response {
+    match r.auth.check(&headers, None, false) {
+        Ok(()) => with_api_version((StatusCode::OK, "{}").into_response()),
+        Err(e) => with_api_version(e.into_response()),
+    }
+}
+
+fn with_api_version(mut r: Response) -> Response {
+    r.headers_mut().insert("Docker-Distribution-API-Version", HeaderValue::from_static("registry/2.0"));
+    r
+}
+
+async fn dispatch(State(r): State<Arc<Registry>>, req: Request) -> Response {
+    let rest = req.uri().path().strip_prefix("/v2/").unwrap_or_default().to_string();
+    let answer = async {
+        let route = names::route(&rest)?;
+        let (name, write) = match &route {
+            Route::Manifest { name, .. } | Route::Blob { name, .. } => (name.clone(), !matches!(*req.method(), Method::GET | Method::HEAD)),
+            Route::Upload { name, .. } => (name.clone(), true),
+            Route::Tags { name } | Route::Referrers { name, .. } => (name.clone(), false),
+        };
+        r.auth.check(req.headers(), Some(&name), write)?;
+        let base = base_url(req.headers());
+        match route {
+            Route::Manifest { name, reference } => match *req.method() {
+                Method::GET | Method::HEAD => manifests::get(&r, &name, &reference, req.method() == Method::HEAD).await,
+                Method::PUT => manifests::put(&r, &base, &name, &reference, req).await,
+                Method::DELETE => manifests::delete(&r, &name, &reference).await,
+                _ => Err(not_allowed()),
+            },
+            Route::Blob { name, digest } => match *req.method() {
+                Method::GET | Method::HEAD => blobs::get(&r, &base, &name, &digest, req.headers(), req.method() == Method::HEAD).await,
+                Method::DELETE => blobs::delete(&r, &name, &digest).await,
+                _ => Err(not_allowed()),
+            },
+            Route::Upload { name, id: None } if req.method() == Method::POST => uploads::start(&r, &base, &name, req).await,
+            Route::Upload { name, id: Some(id) } => match *req.method() {
+                Method::PATCH => uploads::patch(&r, &base, &name, &id, req).await,
+                Method::PUT => uploads::finish(&r, &base, &name, &id, req).await,
+                Method::GET => uploads::status(&r, &base, &name, &id).await,
+                Method::DELETE => uploads::cancel(&r, &name, &id).await,
+                _ => Err(not_allowed()),
+            },
+            Route::Upload { .. } => Err(not_allowed()),
+            Route::Tags { name } if req.method() == Method::GET => manifests::tags(&r, &name, req.uri().query()).await,
+            Route::Referrers { name, digest } if req.method() == Method::GET => {
+                manifests::referrers(&r, &name, &digest, req.uri().query()).await
+            }
+            Route::Tags { .. } | Route::Referrers { .. } => Err(not_allowed()),
+        }
+    }
+    .await;
+    with_api_version(answer.unwrap_or_else(IntoResponse::into_response))
+}
+
+fn not_allowed() -> error::RegistryError {
+    oci(StatusCode::METHOD_NOT_ALLOWED, oci_spec::distribution::ErrorCode::Unsupported, "this method is not served at this path")
+}
+
+/// `http://<Host>`: the base of absolute `Location` headers (Ollama does
+/// not resolve relative ones).
+fn base_url(headers: &HeaderMap) -> String {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).filter(|h| !h.is_empty() && !h.contains(['/', ' ']));
+    host.map_or_else(String::new, |h| format!("http://{h}"))
+}
+
+/// One query parameter, percent-decoded.
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    query?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == name).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = (b[i] == b'%' && i + 2 < b.len()).then(|| u8::from_str_radix(&s[i + 1..i + 3], 16).ok()).flatten();
+        match hex {
+            Some(v) => {
+                out.push(v);
+                i += 3;
+            }
+            None => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A response with headers.
+fn respond(status: StatusCode, headers: &[(&'static str, String)], body: Body) -> Response {
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    for (k, v) in headers {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            r.headers_mut().insert(*k, v);
+        }
+    }
+    r
+}
+
+impl Registry {
+    /// Removes every version of `key`, so its bytes are freed once nothing
+    /// else references them. False if it held no live version.
+    async fn forget(&self, key: &str) -> Result<bool> {
+        let versions = match self.service.versions(&self.bucket, key).await {
+            Ok(v) => v.value,
+            Err(e) if e.kind() == strata_objects::Kind::NotFound => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        let live = versions.iter().any(|v| v.latest && !v.is_delete_marker());
+        for v in versions {
+            match self.service.delete(&self.bucket, key, Some(&v.version)).await {
+                Ok(_) => {}
+                Err(e) if e.kind() == strata_objects::Kind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(live)
+    }
+}

@@ -1,0 +1,335 @@
+//! Manifests (by tag or digest, stored and served byte-exact), tags with
+//! pagination, and referrers (v1.1: the manifests whose `subject` is a
+//! given digest).
+
+use std::collections::BTreeSet;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{StatusCode, header};
+use axum::response::Response;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use oci_spec::distribution::{ErrorCode, TagListBuilder};
+use oci_spec::image::{DescriptorBuilder, ImageIndex, ImageIndexBuilder, ImageManifest, MediaType};
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+use strata_meta::{Condition, ObjectRecord};
+use strata_objects::{Kind, PutSpec};
+
+use crate::error::{RegistryError, Result, digest_invalid, manifest_invalid, manifest_unknown, oci};
+use crate::{Registry, names, query_param, respond, uploads};
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+
+fn key_of(name: &str, reference: &str) -> Result<String> {
+    Ok(if reference.contains(':') {
+        Registry::key(name, "manifests", &names::digest(reference)?.to_string())
+    } else {
+        Registry::key(name, "tags", reference)
+    })
+}
+
+/// Reads a small object whole; `None` if it is not there.
+async fn read(r: &Registry, key: &str) -> Result<Option<(ObjectRecord, Bytes)>> {
+    let (rec, mut chunks) = match r.service.get(&r.bucket, key, None, strata_store::Range::ALL).await {
+        Ok(got) => got,
+        Err(e) if e.kind() == Kind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    if rec.is_delete_marker() {
+        return Ok(None);
+    }
+    let mut buf = BytesMut::with_capacity(rec.size as usize);
+    while let Some(c) = chunks.recv().await {
+        buf.extend_from_slice(&c.map_err(|e| RegistryError::Service(e.into()))?);
+    }
+    Ok(Some((rec, buf.freeze())))
+}
+
+/// `GET`/`HEAD`: the manifest's bytes as pushed, whatever `Accept` says
+/// (Ollama sends one that does not match its own manifests).
+pub async fn get(r: &Arc<Registry>, name: &str, reference: &str, head: bool) -> Result<Response> {
+    let Some((rec, bytes)) = read(r, &key_of(name, reference)?).await? else { return Err(manifest_unknown(reference)) };
+    let digest = format!("sha256:{}", rec.digest.map(|d| d.to_string()).unwrap_or_default());
+    let headers =
+        [("Content-Type", rec.content_type.clone()), ("Docker-Content-Digest", digest), ("Content-Length", bytes.len().to_string())];
+    Ok(respond(StatusCode::OK, &headers, if head { Body::empty() } else { Body::from(bytes) }))
+}
+
+/// What a manifest points at.
+struct Parsed {
+    media_type: String,
+    /// Blobs (config and layers) of an image manifest.
+    blobs: Vec<String>,
+    /// Manifests of an index.
+    manifests: Vec<String>,
+    subject: Option<String>,
+    artifact_type: Option<String>,
+}
+
+fn parse(media_type: &str, bytes: &[u8]) -> Result<Parsed> {
+    let raw: Value = serde_json::from_slice(bytes).map_err(|e| manifest_invalid(format!("not JSON: {e}")))?;
+    if let Some(inner) = raw.get("mediaType").and_then(Value::as_str)
+        && inner != media_type
+    {
+        return Err(manifest_invalid(format!("Content-Type is {media_type} but the manifest's mediaType is {inner}")));
+    }
+    let bad = |e: oci_spec::OciSpecError| manifest_invalid(format!("not a valid {media_type}: {e}"));
+    match media_type {
+        OCI_MANIFEST | DOCKER_MANIFEST => {
+            let m = ImageManifest::from_reader(bytes).map_err(bad)?;
+            let mut blobs = vec![m.config().digest().to_string()];
+            blobs.extend(m.layers().iter().map(|l| l.digest().to_string()));
+            Ok(Parsed {
+                media_type: media_type.into(),
+                blobs,
+                manifests: Vec::new(),
+                subject: m.subject().as_ref().map(|s| s.digest().to_string()),
+                artifact_type: m.artifact_type().as_ref().map(|t| t.to_string()).or_else(|| Some(m.config().media_type().to_string())),
+            })
+        }
+        OCI_INDEX | DOCKER_LIST => {
+            let i = ImageIndex::from_reader(bytes).map_err(bad)?;
+            Ok(Parsed {
+                media_type: media_type.into(),
+                blobs: Vec::new(),
+                manifests: i.manifests().iter().map(|m| m.digest().to_string()).collect(),
+                subject: i.subject().as_ref().map(|s| s.digest().to_string()),
+                artifact_type: i.artifact_type().as_ref().map(|t| t.to_string()),
+            })
+        }
+        other => Err(oci(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::ManifestInvalid,
+            format!(
+                "media type {other:?} is not a manifest this registry takes ({OCI_MANIFEST}, {OCI_INDEX}, {DOCKER_MANIFEST}, {DOCKER_LIST})"
+            ),
+        )),
+    }
+}
+
+async fn put_small(r: &Registry, key: String, content_type: &str, attributes: serde_json::Map<String, Value>, bytes: Bytes) -> Result<()> {
+    let spec = PutSpec {
+        bucket: r.bucket.clone(),
+        key,
+        content_type: content_type.into(),
+        attributes,
+        size: Some(bytes.len() as u64),
+        expected_digest: None,
+        condition: Condition::Always,
+        identity: None,
+        request_id: None,
+    };
+    r.service.put(spec, futures::stream::once(async { Ok(bytes) }).boxed()).await?;
+    Ok(())
+}
+
+/// `PUT`: checks the manifest and that what it references is here, then
+/// stores it under its digest and, for a tag, under the tag.
+pub async fn put(r: &Arc<Registry>, base: &str, name: &str, reference: &str, req: Request) -> Result<Response> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or_default().trim().to_string())
+        .unwrap_or_default();
+    let mut body = req.into_body().into_data_stream();
+    let mut buf = BytesMut::new();
+    while let Some(c) = body.next().await {
+        let c = c.map_err(|e| oci(StatusCode::BAD_REQUEST, ErrorCode::ManifestInvalid, format!("the body broke off: {e}")))?;
+        if buf.len() + c.len() > r.max_manifest {
+            return Err(oci(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::SizeInvalid,
+                format!("the manifest is larger than registry.max_manifest_size ({} bytes)", r.max_manifest),
+            ));
+        }
+        buf.extend_from_slice(&c);
+    }
+    let bytes = buf.freeze();
+    let media_type = if content_type.is_empty() || content_type == "application/json" {
+        serde_json::from_slice::<Value>(&bytes)
+            .ok()
+            .and_then(|v| v.get("mediaType").and_then(Value::as_str).map(str::to_string))
+            .ok_or_else(|| manifest_invalid("no Content-Type and no mediaType in the manifest"))?
+    } else {
+        content_type
+    };
+    let parsed = parse(&media_type, &bytes)?;
+    for b in &parsed.blobs {
+        let d = names::digest(b)?;
+        if !uploads::has(r, name, &d).await? {
+            return Err(oci(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::ManifestBlobUnknown,
+                format!("blob {b} is not in repository {name}: push it first"),
+            ));
+        }
+    }
+    for m in &parsed.manifests {
+        let d = names::digest(m)?;
+        if read(r, &Registry::key(name, "manifests", &d.to_string())).await?.is_none() {
+            return Err(oci(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::ManifestBlobUnknown,
+                format!("manifest {m} is not in repository {name}: push it first"),
+            ));
+        }
+    }
+    let hex = hex::encode(Sha256::digest(&bytes));
+    let digest = format!("sha256:{hex}");
+    if reference.contains(':') && reference != digest {
+        return Err(digest_invalid(format!("the manifest's digest is {digest}, not {reference}")));
+    }
+    let mut attrs = serde_json::Map::new();
+    attrs.insert("oci.media_type".into(), json!(parsed.media_type));
+    if let Some(s) = &parsed.subject {
+        attrs.insert("oci.subject".into(), json!(s));
+    }
+    if let Some(t) = &parsed.artifact_type {
+        attrs.insert("oci.artifact_type".into(), json!(t));
+    }
+    put_small(r, Registry::key(name, "manifests", &hex), &media_type, attrs, bytes.clone()).await?;
+    if !reference.contains(':') {
+        let mut attrs = serde_json::Map::new();
+        attrs.insert("oci.digest".into(), json!(digest));
+        put_small(r, Registry::key(name, "tags", reference), &media_type, attrs, bytes).await?;
+    }
+    let mut headers = vec![("Location", format!("{base}/v2/{name}/manifests/{digest}")), ("Docker-Content-Digest", digest.clone())];
+    if let Some(s) = parsed.subject {
+        headers.push(("OCI-Subject", s));
+    }
+    headers.push(("Content-Length", "0".into()));
+    Ok(respond(StatusCode::CREATED, &headers, Body::empty()))
+}
+
+/// Every live object under `prefix`, in key order.
+async fn list_all(r: &Registry, prefix: &str) -> Result<Vec<ObjectRecord>> {
+    let mut out = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = r.service.list(&r.bucket, prefix, after.as_deref(), 1000).await?.value;
+        let full = page.len() == 1000;
+        after = page.last().map(|o| o.key.clone());
+        out.extend(page.into_iter().filter(|o| !o.is_delete_marker()));
+        if !full {
+            return Ok(out);
+        }
+    }
+}
+
+/// `DELETE`: a tag, or a manifest with every tag that names it; the blobs
+/// only it referenced leave the repository too (and their bytes go once
+/// nothing else references them).
+pub async fn delete(r: &Arc<Registry>, name: &str, reference: &str) -> Result<Response> {
+    if !reference.contains(':') {
+        if !r.forget(&Registry::key(name, "tags", reference)).await? {
+            return Err(manifest_unknown(reference));
+        }
+        return Ok(respond(StatusCode::ACCEPTED, &[], Body::empty()));
+    }
+    let d = names::digest(reference)?;
+    let key = Registry::key(name, "manifests", &d.to_string());
+    let Some((rec, bytes)) = read(r, &key).await? else { return Err(manifest_unknown(reference)) };
+    let gone = parse(&rec.content_type, &bytes).map(|p| p.blobs).unwrap_or_default();
+    r.forget(&key).await?;
+    for t in list_all(r, &format!("{name}/_tags/")).await? {
+        if t.digest == Some(d) {
+            r.forget(&t.key).await?;
+        }
+    }
+    // Blobs another manifest of the repository still references stay.
+    let mut kept = BTreeSet::new();
+    for m in list_all(r, &format!("{name}/_manifests/")).await? {
+        if let Some((rec, bytes)) = read(r, &m.key).await?
+            && let Ok(p) = parse(&rec.content_type, &bytes)
+        {
+            kept.extend(p.blobs);
+        }
+    }
+    for b in gone.iter().filter(|b| !kept.contains(*b)) {
+        if let Ok(bd) = names::digest(b) {
+            r.forget(&Registry::key(name, "blobs", &bd.to_string())).await?;
+        }
+    }
+    Ok(respond(StatusCode::ACCEPTED, &[], Body::empty()))
+}
+
+/// `GET /tags/list?n=&last=`: tags in order, a page at a time, with a
+/// `Link` to the next page when this one is full.
+pub async fn tags(r: &Arc<Registry>, name: &str, query: Option<&str>) -> Result<Response> {
+    let n = match query_param(query, "n") {
+        Some(n) => n.parse::<u32>().map_err(|_| oci(StatusCode::BAD_REQUEST, ErrorCode::Unsupported, "n must be a number"))?.min(10_000),
+        None => 10_000,
+    };
+    let prefix = format!("{name}/_tags/");
+    let after = query_param(query, "last").map(|l| format!("{prefix}{l}"));
+    let page = if n == 0 { Vec::new() } else { r.service.list(&r.bucket, &prefix, after.as_deref(), n).await?.value };
+    let tags: Vec<String> =
+        page.iter().filter(|o| !o.is_delete_marker()).filter_map(|o| o.key.strip_prefix(&prefix).map(str::to_string)).collect();
+    if tags.is_empty() && after.is_none() && list_all(r, &format!("{name}/_manifests/")).await?.is_empty() {
+        return Err(oci(StatusCode::NOT_FOUND, ErrorCode::NameUnknown, format!("repository {name} is not known")));
+    }
+    let mut headers = vec![("Content-Type", "application/json".to_string())];
+    if n > 0
+        && page.len() == n as usize
+        && let Some(last) = tags.last()
+    {
+        headers.push(("Link", format!("</v2/{name}/tags/list?n={n}&last={last}>; rel=\"next\"")));
+    }
+    let list = TagListBuilder::default().name(name).tags(tags).build().map_err(|e| manifest_invalid(e.to_string()))?;
+    let body = serde_json::to_vec(&list).map_err(|e| manifest_invalid(e.to_string()))?;
+    Ok(respond(StatusCode::OK, &headers, Body::from(body)))
+}
+
+/// `GET /referrers/<digest>[?artifactType=]`: an image index of the
+/// manifests whose subject is `digest`.
+pub async fn referrers(r: &Arc<Registry>, name: &str, digest: &str, query: Option<&str>) -> Result<Response> {
+    names::digest(digest)?;
+    let filter = query_param(query, "artifactType");
+    let mut descriptors = Vec::new();
+    for m in list_all(r, &format!("{name}/_manifests/")).await? {
+        if m.attributes.get("oci.subject").and_then(Value::as_str) != Some(digest) {
+            continue;
+        }
+        let artifact_type = m.attributes.get("oci.artifact_type").and_then(Value::as_str).map(str::to_string);
+        if filter.is_some() && filter != artifact_type {
+            continue;
+        }
+        let Some((rec, bytes)) = read(r, &m.key).await? else { continue };
+        let annotations = serde_json::from_slice::<Value>(&bytes)
+            .ok()
+            .and_then(|v| v.get("annotations").cloned())
+            .and_then(|a| serde_json::from_value::<std::collections::HashMap<String, String>>(a).ok());
+        let d = format!("sha256:{}", rec.digest.map(|d| d.to_string()).unwrap_or_default());
+        let mut b = DescriptorBuilder::default()
+            .media_type(MediaType::from(rec.content_type.as_str()))
+            .digest(oci_spec::image::Digest::from_str(&d).map_err(|e| manifest_invalid(e.to_string()))?)
+            .size(rec.size);
+        if let Some(t) = artifact_type {
+            b = b.artifact_type(MediaType::from(t.as_str()));
+        }
+        if let Some(a) = annotations {
+            b = b.annotations(a);
+        }
+        descriptors.push(b.build().map_err(|e| manifest_invalid(e.to_string()))?);
+    }
+    let index = ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(descriptors)
+        .build()
+        .map_err(|e| manifest_invalid(e.to_string()))?;
+    let body = serde_json::to_vec(&index).map_err(|e| manifest_invalid(e.to_string()))?;
+    let mut headers = vec![("Content-Type", OCI_INDEX.to_string())];
+    if query_param(query, "artifactType").is_some() {
+        headers.push(("OCI-Filters-Applied", "artifactType".into()));
+    }
+    Ok(respond(StatusCode::OK, &headers, Body::from(body)))
+}

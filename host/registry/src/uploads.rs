@@ -1,0 +1,301 @@
+//! Blob uploads: monolithic (`POST ?digest=` with the bytes), chunked
+//! (`POST`, `PATCH`es in order, `PUT ?digest=`), and cross-repository
+//! mounts. A chunked upload's bytes wait in a file under the upload
+//! directory; the final `PUT` stores them through the object service,
+//! which checks the digest: nothing is visible before it matched.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{StatusCode, header};
+use axum::response::Response;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use oci_spec::distribution::ErrorCode;
+use strata_meta::Condition;
+use strata_objects::{Kind, PutSpec};
+use strata_store::Digest;
+use tokio::io::AsyncWriteExt;
+
+use crate::error::{RegistryError, Result, digest_invalid, oci, upload_unknown};
+use crate::{Registry, blobs, names, query_param, respond};
+
+/// Sessions not touched for this long are dropped.
+const IDLE: Duration = Duration::from_secs(24 * 3600);
+
+struct Session {
+    name: String,
+    size: u64,
+    touched: Instant,
+}
+
+pub struct Uploads {
+    dir: PathBuf,
+    sessions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Session>>>>,
+}
+
+impl Uploads {
+    /// Sessions do not outlive the process: what a previous run left is removed.
+    pub fn open(dir: PathBuf) -> std::result::Result<Self, String> {
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("registry uploads: cannot create {}: {e}", dir.display()))?;
+        Ok(Self { dir, sessions: Default::default() })
+    }
+
+    fn path(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    fn get(&self, name: &str, id: &str) -> Result<Arc<tokio::sync::Mutex<Session>>> {
+        let s = self.sessions.lock().expect("sessions").get(id).cloned().ok_or_else(|| upload_unknown(id))?;
+        if s.try_lock().is_ok_and(|s| s.name != name) {
+            return Err(upload_unknown(id));
+        }
+        Ok(s)
+    }
+
+    fn remove(&self, id: &str) {
+        self.sessions.lock().expect("sessions").remove(id);
+        let _ = std::fs::remove_file(self.path(id));
+    }
+
+    fn sweep(&self) {
+        let stale: Vec<String> = self
+            .sessions
+            .lock()
+            .expect("sessions")
+            .iter()
+            .filter(|(_, s)| s.try_lock().is_ok_and(|s| s.touched.elapsed() > IDLE))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in stale {
+            self.remove(&id);
+        }
+    }
+}
+
+fn location(base: &str, name: &str, id: &str) -> String {
+    format!("{base}/v2/{name}/blobs/uploads/{id}")
+}
+
+fn accepted(base: &str, name: &str, id: &str, size: u64) -> Response {
+    let range = if size == 0 { "0-0".to_string() } else { format!("0-{}", size - 1) };
+    respond(
+        StatusCode::ACCEPTED,
+        &[("Location", location(base, name, id)), ("Range", range), ("Docker-Upload-UUID", id.to_string()), ("Content-Length", "0".into())],
+        Body::empty(),
+    )
+}
+
+fn created(base: &str, name: &str, digest: &str) -> Response {
+    respond(
+        StatusCode::CREATED,
+        &[
+            ("Location", format!("{base}/v2/{name}/blobs/{digest}")),
+            ("Docker-Content-Digest", digest.to_string()),
+            ("Content-Length", "0".into()),
+        ],
+        Body::empty(),
+    )
+}
+
+type Chunks = futures::stream::BoxStream<'static, std::result::Result<Bytes, String>>;
+
+fn body_stream(req: Request) -> Chunks {
+    req.into_body().into_data_stream().map_err(|e| format!("the client's body broke off: {e}")).boxed()
+}
+
+/// Stores a blob of `name` from `body`; fails unless it hashes to `digest`.
+async fn store(r: &Registry, name: &str, digest: Digest, size: Option<u64>, body: Chunks) -> Result<()> {
+    let spec = PutSpec {
+        bucket: r.bucket.clone(),
+        key: Registry::key(name, "blobs", &digest.to_string()),
+        content_type: "application/octet-stream".into(),
+        attributes: Default::default(),
+        size,
+        expected_digest: Some(digest),
+        condition: Condition::Always,
+        identity: None,
+        request_id: None,
+    };
+    match r.service.put(spec, body).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == Kind::Invalid => Err(digest_invalid(format!("the bytes are not sha256:{digest}: {e}"))),
+        Err(e) if matches!(e.kind(), Kind::Aborted | Kind::Cancelled) => {
+            Err(oci(StatusCode::BAD_REQUEST, ErrorCode::BlobUploadInvalid, format!("the upload broke off, nothing was stored: {e}")))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether `name` has the blob.
+pub async fn has(r: &Registry, name: &str, digest: &Digest) -> Result<bool> {
+    match r.service.stat(&r.bucket, &Registry::key(name, "blobs", &digest.to_string()), None).await {
+        Ok((rec, _)) => Ok(!rec.is_delete_marker()),
+        Err(e) if e.kind() == Kind::NotFound => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `POST /v2/<name>/blobs/uploads/`: a mount, a monolithic upload, the
+/// empty `?digest=` of a blob that exists (201), or a new session (202).
+pub async fn start(r: &Arc<Registry>, base: &str, name: &str, req: Request) -> Result<Response> {
+    let query = req.uri().query().map(str::to_string);
+    let query = query.as_deref();
+    if let (Some(mount), Some(from)) = (query_param(query, "mount"), query_param(query, "from")) {
+        let d = names::digest(&mount)?;
+        let from = names::repository(&from)?;
+        // Mounting needs read access to the source as well.
+        r.auth.check(req.headers(), Some(&from), false)?;
+        if has(r, name, &d).await? {
+            return Ok(created(base, name, &mount));
+        }
+        if has(r, &from, &d).await? {
+            let (rec, chunks) =
+                r.service.get(&r.bucket, &Registry::key(&from, "blobs", &d.to_string()), None, strata_store::Range::ALL).await?;
+            let body = tokio_stream::wrappers::ReceiverStream::new(chunks).map(|c| c.map_err(|e| e.to_string())).boxed();
+            store(r, name, d, Some(rec.size), body).await?;
+            return Ok(created(base, name, &mount));
+        }
+        // Not there: the client uploads it instead (the spec's fallback).
+    }
+    if let Some(digest) = query_param(query, "digest") {
+        let d = names::digest(&digest)?;
+        let size = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        let mut body = body_stream(req);
+        // The first chunk tells an empty POST from a monolithic upload.
+        let first = loop {
+            match body.next().await {
+                Some(Ok(b)) if b.is_empty() => continue,
+                other => break other,
+            }
+        };
+        match first {
+            None if has(r, name, &d).await? => return Ok(created(base, name, &digest)),
+            None => {}
+            Some(first) => {
+                let first = first.map_err(|e| oci(StatusCode::BAD_REQUEST, ErrorCode::BlobUploadInvalid, e))?;
+                store(r, name, d, size, futures::stream::once(async { Ok(first) }).chain(body).boxed()).await?;
+                return Ok(created(base, name, &digest));
+            }
+        }
+    }
+    r.uploads.sweep();
+    let id = format!("{:032x}", rand::random::<u128>());
+    tokio::fs::write(r.uploads.path(&id), b"").await.map_err(io)?;
+    let s = Session { name: name.to_string(), size: 0, touched: Instant::now() };
+    r.uploads.sessions.lock().expect("sessions").insert(id.clone(), Arc::new(tokio::sync::Mutex::new(s)));
+    Ok(accepted(base, name, &id, 0))
+}
+
+fn io(e: std::io::Error) -> RegistryError {
+    RegistryError::Service(strata_service::ServiceError::Invalid(format!("upload file: {e}")))
+}
+
+fn valid_id(id: &str) -> Result<()> {
+    if id.len() == 32 && id.bytes().all(|c| c.is_ascii_hexdigit()) { Ok(()) } else { Err(upload_unknown(id)) }
+}
+
+/// Appends the request's body to the session's file.
+async fn append(r: &Registry, id: &str, s: &mut Session, req: Request) -> Result<()> {
+    let mut file = tokio::fs::OpenOptions::new().append(true).open(r.uploads.path(id)).await.map_err(io)?;
+    let mut body = body_stream(req);
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| oci(StatusCode::BAD_REQUEST, ErrorCode::BlobUploadInvalid, e))?;
+        file.write_all(&chunk).await.map_err(io)?;
+        s.size += chunk.len() as u64;
+    }
+    file.flush().await.map_err(io)?;
+    s.touched = Instant::now();
+    Ok(())
+}
+
+/// `PATCH`: the next chunk, in order (`Content-Range: a-b` where `a` is
+/// what the session holds; else 416 with what it holds).
+pub async fn patch(r: &Arc<Registry>, base: &str, name: &str, id: &str, req: Request) -> Result<Response> {
+    valid_id(id)?;
+    let session = r.uploads.get(name, id)?;
+    let mut s = session.lock().await;
+    if let Some(cr) = req.headers().get(header::CONTENT_RANGE).and_then(|v| v.to_str().ok()) {
+        let (a, _) = blobs::chunk_range(cr)?;
+        if a != s.size {
+            let held = if s.size == 0 { "0-0".to_string() } else { format!("0-{}", s.size - 1) };
+            return Ok(respond(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                &[("Location", location(base, name, id)), ("Range", held), ("Docker-Upload-UUID", id.to_string())],
+                Body::empty(),
+            ));
+        }
+    }
+    if let Err(e) = append(r, id, &mut s, req).await {
+        // A broken chunk leaves the session unusable: start again.
+        drop(s);
+        r.uploads.remove(id);
+        return Err(e);
+    }
+    Ok(accepted(base, name, id, s.size))
+}
+
+/// `PUT ?digest=`: the last chunk (if any), then the blob is stored.
+pub async fn finish(r: &Arc<Registry>, base: &str, name: &str, id: &str, req: Request) -> Result<Response> {
+    valid_id(id)?;
+    let session = r.uploads.get(name, id)?;
+    let mut s = session.lock().await;
+    let Some(digest) = query_param(req.uri().query(), "digest") else {
+        return Err(digest_invalid("PUT needs ?digest=sha256:<hex>"));
+    };
+    let d = names::digest(&digest)?;
+    let r2 = r.clone();
+    let outcome = async {
+        append(&r2, id, &mut s, req).await?;
+        let file = tokio::fs::File::open(r2.uploads.path(id)).await.map_err(io)?;
+        let body = tokio_util_stream(file);
+        store(&r2, name, d, Some(s.size), body).await
+    }
+    .await;
+    drop(s);
+    // Done or failed, the session ends: a failed upload starts again.
+    r.uploads.remove(id);
+    outcome?;
+    Ok(created(base, name, &digest))
+}
+
+/// A file as a stream of 1 MiB chunks.
+fn tokio_util_stream(file: tokio::fs::File) -> Chunks {
+    use tokio::io::AsyncReadExt;
+    futures::stream::unfold(Some(file), |f| async move {
+        let mut f = f?;
+        let mut buf = vec![0u8; 1 << 20];
+        match f.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(Bytes::from(buf)), Some(f)))
+            }
+            Err(e) => Some((Err(format!("reading the upload: {e}")), None)),
+        }
+    })
+    .boxed()
+}
+
+/// `GET` of a session: how much it holds.
+pub async fn status(r: &Arc<Registry>, base: &str, name: &str, id: &str) -> Result<Response> {
+    valid_id(id)?;
+    let session = r.uploads.get(name, id)?;
+    let s = session.lock().await;
+    let mut resp = accepted(base, name, id, s.size);
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    Ok(resp)
+}
+
+/// `DELETE` of a session.
+pub async fn cancel(r: &Arc<Registry>, name: &str, id: &str) -> Result<Response> {
+    valid_id(id)?;
+    r.uploads.get(name, id)?;
+    r.uploads.remove(id);
+    Ok(respond(StatusCode::NO_CONTENT, &[], Body::empty()))
+}
