@@ -147,3 +147,162 @@ async fn users_need_their_password_and_push_rights() {
     ok(skopeo(&["copy", "--dest-tls-verify=false", "--dest-creds", "ci:correct horse battery", &src, &dest]));
     ok(skopeo(&["inspect", "--tls-verify=false", "--creds", "viewer:only reads here", &dest]));
 }
+
+/// One HTTP request with curl: (status, headers lower-cased, body).
+fn http(method: &str, url: &str, headers: &[&str], body: Option<&[u8]>) -> (u16, String, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (hdr, out) = (dir.path().join("h"), dir.path().join("b"));
+    let mut c = Command::new("curl");
+    c.args(["-s", "--path-as-is", "--max-time", "60", "-D"]).arg(&hdr).arg("-o").arg(&out);
+    // `-X HEAD` would wait for a body: `-I` is curl's HEAD.
+    if method == "HEAD" {
+        c.arg("-I");
+    } else {
+        c.args(["-X", method]);
+    }
+    for h in headers {
+        c.args(["-H", h]);
+    }
+    if let Some(b) = body {
+        let f = dir.path().join("in");
+        std::fs::write(&f, b).unwrap();
+        c.arg("--data-binary").arg(format!("@{}", f.display()));
+    }
+    let o = c.arg(url).output().unwrap();
+    assert!(o.status.success(), "curl failed: {}", text(&o));
+    let head = std::fs::read_to_string(&hdr).unwrap().to_lowercase();
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, head, std::fs::read(&out).unwrap_or_default())
+}
+
+fn header_value(head: &str, name: &str) -> String {
+    head.lines().find_map(|l| l.strip_prefix(&format!("{name}: ")).map(|v| v.trim().to_string())).unwrap_or_default()
+}
+
+fn code(body: &[u8]) -> String {
+    let v: Value = serde_json::from_slice(body).unwrap_or_default();
+    v["errors"][0]["code"].as_str().unwrap_or_default().to_string()
+}
+
+#[tokio::test]
+async fn the_protocol_edges_and_bad_input_get_the_specs_answers() {
+    let (_s, reg) = start("anonymous = \"push\"\nmax_manifest_size = \"2KiB\"\n");
+    let base = format!("http://{reg}/v2");
+    let data = random_bytes(100_000);
+    let digest = format!("sha256:{}", sha256_hex(&data));
+
+    // Chunked: in order, then one out of order (416 with what is held),
+    // then a wrong digest: refused, nothing stored, the session gone.
+    let (st, head, _) = http("POST", &format!("{base}/lib/x/blobs/uploads/"), &[], None);
+    assert_eq!(st, 202, "{head}");
+    let loc = header_value(&head, "location");
+    assert!(loc.starts_with("http://"), "absolute upload locations: {loc}");
+    let (st, head, _) = http("PATCH", &loc, &["Content-Range: 0-49999", "Content-Type: application/octet-stream"], Some(&data[..50_000]));
+    assert_eq!((st, header_value(&head, "range")), (202, "0-49999".into()), "{head}");
+    let (st, head, _) = http("PATCH", &loc, &["Content-Range: 60000-99999"], Some(&data[60_000..]));
+    assert_eq!((st, header_value(&head, "range")), (416, "0-49999".into()), "{head}");
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let (st, _, body) = http("PUT", &format!("{loc}?digest={wrong}"), &[], Some(&data[50_000..]));
+    assert_eq!((st, code(&body)), (400, "DIGEST_INVALID".into()), "{}", String::from_utf8_lossy(&body));
+    let (st, _, body) = http("GET", &format!("{base}/lib/x/blobs/{wrong}"), &[], None);
+    assert_eq!((st, code(&body)), (404, "BLOB_UNKNOWN".into()));
+    let (st, _, body) = http("GET", &format!("{base}/lib/x/blobs/{digest}"), &[], None);
+    assert_eq!((st, code(&body)), (404, "BLOB_UNKNOWN".into()), "nothing half-stored");
+    let (st, _, body) = http("PATCH", &loc, &[], Some(b"more"));
+    assert_eq!((st, code(&body)), (404, "BLOB_UPLOAD_UNKNOWN".into()));
+
+    // Monolithic, then reads: HEAD, whole (with Location), one range (206).
+    let (st, head, _) = http("POST", &format!("{base}/lib/x/blobs/uploads/?digest={digest}"), &[], Some(&data));
+    assert_eq!((st, header_value(&head, "docker-content-digest")), (201, digest.clone()), "{head}");
+    let (st, head, _) = http("HEAD", &format!("{base}/lib/x/blobs/{digest}"), &[], None);
+    assert_eq!((st, header_value(&head, "content-length")), (200, "100000".into()));
+    let (st, head, body) = http("GET", &format!("{base}/lib/x/blobs/{digest}"), &[], None);
+    assert_eq!((st, body == data), (200, true));
+    assert!(header_value(&head, "location").ends_with(&format!("/v2/lib/x/blobs/{digest}")), "{head}");
+    let (st, head, body) = http("GET", &format!("{base}/lib/x/blobs/{digest}"), &["Range: bytes=1000-1999"], None);
+    assert_eq!((st, &body[..], header_value(&head, "content-range")), (206, &data[1000..2000], "bytes 1000-1999/100000".into()));
+    let (st, head, _) = http("GET", &format!("{base}/lib/x/blobs/{digest}"), &["Range: bytes=200000-"], None);
+    assert_eq!((st, header_value(&head, "content-range")), (416, "bytes */100000".into()));
+    // Ollama's empty POST of a blob the repository has: 201.
+    let (st, _, _) = http("POST", &format!("{base}/lib/x/blobs/uploads/?digest={digest}"), &["Content-Length: 0"], None);
+    assert_eq!(st, 201);
+    // A mount into another repository.
+    let (st, _, _) = http("POST", &format!("{base}/lib/y/blobs/uploads/?mount={digest}&from=lib/x"), &[], None);
+    assert_eq!(st, 201);
+
+    // Manifests: an artifact with a subject, then the referrers.
+    let empty = b"{}";
+    http("POST", &format!("{base}/lib/x/blobs/uploads/?digest=sha256:{}", sha256_hex(empty)), &[], Some(empty));
+    let manifest = |layer: &str, size: usize, subject: Option<(&str, usize)>| {
+        let mut m = json!({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "artifactType": "application/vnd.example.sbom",
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": format!("sha256:{}", sha256_hex(empty)), "size": 2},
+            "layers": [{"mediaType": "application/octet-stream", "digest": layer, "size": size}],
+            "annotations": {"note": "hi"}
+        });
+        if let Some((d, n)) = subject {
+            m["subject"] = json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": d, "size": n});
+        }
+        serde_json::to_vec(&m).unwrap()
+    };
+    let ct = "Content-Type: application/vnd.oci.image.manifest.v1+json";
+    let first = manifest(&digest, data.len(), None);
+    let first_digest = format!("sha256:{}", sha256_hex(&first));
+    for tag in ["a", "b", "c"] {
+        let (st, _, body) = http("PUT", &format!("{base}/lib/x/manifests/{tag}"), &[ct], Some(&first));
+        assert_eq!(st, 201, "{}", String::from_utf8_lossy(&body));
+    }
+    let (st, head, body) = http("GET", &format!("{base}/lib/x/manifests/b"), &["Accept: text/plain"], None);
+    assert_eq!((st, body == first), (200, true), "byte-exact whatever Accept says");
+    assert_eq!(header_value(&head, "docker-content-digest"), first_digest);
+    let sbom = manifest(&digest, data.len(), Some((&first_digest, first.len())));
+    let (st, head, _) = http("PUT", &format!("{base}/lib/x/manifests/sha256:{}", sha256_hex(&sbom)), &[ct], Some(&sbom));
+    assert_eq!((st, header_value(&head, "oci-subject")), (201, first_digest.clone()));
+    let (st, _, body) = http("GET", &format!("{base}/lib/x/referrers/{first_digest}"), &[], None);
+    let idx: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(st, 200);
+    assert_eq!(idx["manifests"][0]["digest"], format!("sha256:{}", sha256_hex(&sbom)), "{idx}");
+    assert_eq!(idx["manifests"][0]["artifactType"], "application/vnd.example.sbom", "{idx}");
+    assert_eq!(idx["manifests"][0]["annotations"]["note"], "hi", "{idx}");
+    let (_, _, body) = http("GET", &format!("{base}/lib/x/referrers/{first_digest}?artifactType=other"), &[], None);
+    assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["manifests"], json!([]));
+
+    // Tags a page at a time.
+    let (st, head, body) = http("GET", &format!("{base}/lib/x/tags/list?n=2"), &[], None);
+    assert_eq!((st, serde_json::from_slice::<Value>(&body).unwrap()["tags"].clone()), (200, json!(["a", "b"])));
+    assert!(header_value(&head, "link").contains("last=b"), "{head}");
+    let (_, _, body) = http("GET", &format!("{base}/lib/x/tags/list?n=2&last=b"), &[], None);
+    assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["tags"], json!(["c"]));
+
+    // Bad manifests: unknown media type, a missing blob, too large, a wrong digest.
+    let (st, _, body) = http("PUT", &format!("{base}/lib/x/manifests/bad"), &["Content-Type: application/vnd.example+json"], Some(b"{}"));
+    assert_eq!((st, code(&body)), (400, "MANIFEST_INVALID".into()));
+    let missing = manifest(&format!("sha256:{}", "1".repeat(64)), 5, None);
+    let (st, _, body) = http("PUT", &format!("{base}/lib/x/manifests/bad"), &[ct], Some(&missing));
+    assert_eq!((st, code(&body)), (400, "MANIFEST_BLOB_UNKNOWN".into()));
+    let (st, _, body) = http("PUT", &format!("{base}/lib/x/manifests/bad"), &[ct], Some(&vec![b' '; 3000]));
+    assert_eq!((st, code(&body)), (413, "SIZE_INVALID".into()));
+    let (st, _, body) = http("PUT", &format!("{base}/lib/x/manifests/{wrong}"), &[ct], Some(&first));
+    assert_eq!((st, code(&body)), (400, "DIGEST_INVALID".into()));
+    let (st, _, body) = http("GET", &format!("{base}/lib/x/manifests/bad"), &[], None);
+    assert_eq!((st, code(&body)), (404, "MANIFEST_UNKNOWN".into()), "nothing half-stored");
+    // Names with `..`, uppercase, or nothing.
+    for path in ["lib/../x/manifests/a", "Lib/x/manifests/a", "lib//x/manifests/a"] {
+        let (st, _, body) = http("GET", &format!("{base}/{path}"), &[], None);
+        assert_eq!((st, code(&body)), (400, "NAME_INVALID".into()), "{path}");
+    }
+
+    // Deleting a manifest by digest removes its tags and the blobs only it used.
+    let (st, _, _) = http("DELETE", &format!("{base}/lib/x/manifests/sha256:{}", sha256_hex(&sbom)), &[], None);
+    assert_eq!(st, 202);
+    let (st, _, _) = http("GET", &format!("{base}/lib/x/blobs/{digest}"), &[], None);
+    assert_eq!(st, 200, "the first manifest still needs the layer");
+    let (st, _, _) = http("DELETE", &format!("{base}/lib/x/manifests/{first_digest}"), &[], None);
+    assert_eq!(st, 202);
+    for tag in ["a", "b", "c"] {
+        assert_eq!(http("GET", &format!("{base}/lib/x/manifests/{tag}"), &[], None).0, 404);
+    }
+    assert_eq!(http("GET", &format!("{base}/lib/x/blobs/{digest}"), &[], None).0, 404, "no manifest needs it now");
+    assert_eq!(http("GET", &format!("{base}/lib/y/blobs/{digest}"), &[], None).0, 200, "the mounted copy stays");
+}
