@@ -153,7 +153,8 @@ fn http(method: &str, url: &str, headers: &[&str], body: Option<&[u8]>) -> (u16,
     let dir = tempfile::tempdir().unwrap();
     let (hdr, out) = (dir.path().join("h"), dir.path().join("b"));
     let mut c = Command::new("curl");
-    c.args(["-s", "--path-as-is", "--max-time", "60", "-D"]).arg(&hdr).arg("-o").arg(&out);
+    // No `Expect: 100-continue`: one status line per answer.
+    c.args(["-s", "--path-as-is", "--max-time", "60", "-H", "Expect:", "-D"]).arg(&hdr).arg("-o").arg(&out);
     // `-X HEAD` would wait for a body: `-I` is curl's HEAD.
     if method == "HEAD" {
         c.arg("-I");
@@ -305,4 +306,119 @@ async fn the_protocol_edges_and_bad_input_get_the_specs_answers() {
     }
     assert_eq!(http("GET", &format!("{base}/lib/x/blobs/{digest}"), &[], None).0, 404, "no manifest needs it now");
     assert_eq!(http("GET", &format!("{base}/lib/y/blobs/{digest}"), &[], None).0, 200, "the mounted copy stays");
+}
+
+/// Python's `oras` package (the ORAS SDK), installed with pip when missing.
+fn python_oras() {
+    let has = || Command::new("python3").args(["-c", "import oras.client"]).status().is_ok_and(|s| s.success());
+    if !has() {
+        let pip = |extra: &[&str]| {
+            Command::new("python3")
+                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+                .args(extra)
+                .arg("oras==0.2.43")
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let _ = pip(&[]) || pip(&["--user", "--break-system-packages"]);
+    }
+    assert!(has(), "could not install oras with pip: `python3 -m pip install oras`");
+}
+
+#[tokio::test]
+async fn oras_pushes_and_pulls_an_artifact() {
+    python_oras();
+    let dir = tempfile::tempdir().unwrap();
+    let (_s, reg) = start("anonymous = \"push\"\n");
+    let art = random_bytes(300_000);
+    std::fs::write(dir.path().join("model.bin"), &art).unwrap();
+    let script = r#"
+import os, sys, oras.client
+reg, work = sys.argv[1:3]
+c = oras.client.OrasClient(hostname=reg, insecure=True)
+os.chdir(work)
+r = c.push(files=["model.bin"], target=f"{reg}/art/thing:v1")
+assert r.status_code == 201, r.status_code
+c.pull(target=f"{reg}/art/thing:v1", outdir=os.path.join(work, "out"))
+print(",".join(c.get_tags(f"{reg}/art/thing")))
+"#;
+    let o = Command::new("python3").args(["-c", script, &reg]).arg(dir.path()).output().unwrap();
+    assert_eq!(ok(o).trim(), "v1");
+    assert_eq!(std::fs::read(dir.path().join("out/model.bin")).unwrap(), art, "pulled byte-exact");
+}
+
+/// Ollama's pull and push, request by request (server/download.go,
+/// upload.go): HEAD the blob, a GET that must carry `Location`, then 16
+/// parallel ranged GETs without credentials, each exact; a push of
+/// chunked PATCHes with `Content-Range: a-b` (no `bytes`) and an absolute
+/// Location to follow, the closing PUT, and an empty `POST ?digest=` of a
+/// blob that is there.
+#[tokio::test]
+async fn ollamas_request_sequences_work() {
+    let (_s, reg) = start("anonymous = \"push\"\n");
+    let base = format!("http://{reg}/v2/library/tiny");
+    let layer = random_bytes(250_000_000);
+    let digest = format!("sha256:{}", sha256_hex(&layer));
+
+    // Push: POST, then PATCHes following each answer's Location, then PUT.
+    let (st, head, _) = http("POST", &format!("{base}/blobs/uploads/"), &[], None);
+    assert_eq!(st, 202);
+    let mut loc = header_value(&head, "location");
+    let part = 64 << 20;
+    for (i, chunk) in layer.chunks(part).enumerate() {
+        let (a, b) = (i * part, i * part + chunk.len() - 1);
+        let range = format!("Content-Range: {a}-{b}");
+        let (st, head, _) = http("PATCH", &loc, &[&range, "Content-Type: application/octet-stream", "X-Redirect-Uploads: 1"], Some(chunk));
+        assert_eq!(st, 202, "{head}");
+        loc = header_value(&head, "location");
+        assert!(loc.starts_with("http://"), "{loc}");
+    }
+    let (st, _, _) = http("PUT", &format!("{loc}?digest={digest}"), &["Content-Length: 0"], None);
+    assert_eq!(st, 201);
+    let config = br#"{"model_format":"gguf"}"#;
+    let config_digest = format!("sha256:{}", sha256_hex(config));
+    let (st, _, _) = http("POST", &format!("{base}/blobs/uploads/?digest={config_digest}"), &[], Some(config));
+    assert_eq!(st, 201);
+    // Ollama's empty POST for a blob that exists: 201, nothing sent.
+    let (st, _, _) = http("POST", &format!("{base}/blobs/uploads/?digest={digest}"), &["Content-Length: 0"], None);
+    assert_eq!(st, 201);
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.ollama.image.model", "digest": digest, "size": layer.len()}]
+    }))
+    .unwrap();
+    let (st, _, _) = http(
+        "PUT",
+        &format!("{base}/manifests/latest"),
+        &["Content-Type: application/vnd.docker.distribution.manifest.v2+json"],
+        Some(&manifest),
+    );
+    assert_eq!(st, 201);
+
+    // Pull: the manifest with Ollama's Accept, HEAD, a GET with Location.
+    let (st, _, body) =
+        http("GET", &format!("{base}/manifests/latest"), &["Accept: application/vnd.docker.distribution.manifest.v2+json"], None);
+    assert_eq!((st, body == manifest), (200, true));
+    let (st, head, _) = http("HEAD", &format!("{base}/blobs/{digest}"), &[], None);
+    assert_eq!((st, header_value(&head, "content-length")), (200, layer.len().to_string()));
+    let (st, head, _) = http("GET", &format!("{base}/blobs/{digest}"), &[], None);
+    assert_eq!(st, 200);
+    let direct = header_value(&head, "location");
+    assert!(direct.starts_with("http://"), "Ollama needs a Location: {head}");
+    // 16 parts in parallel, no credentials, each exactly its range.
+    let n = layer.len() / 16;
+    let parts: Vec<_> = (0..16)
+        .map(|i| {
+            let url = direct.clone();
+            let (a, b) = (i * n, if i == 15 { layer.len() - 1 } else { (i + 1) * n - 1 });
+            std::thread::spawn(move || (a, b, http("GET", &url, &[&format!("Range: bytes={a}-{b}")], None)))
+        })
+        .collect();
+    for p in parts {
+        let (a, b, (st, head, body)) = p.join().unwrap();
+        assert_eq!(st, 206, "{head}");
+        assert_eq!(header_value(&head, "content-range"), format!("bytes {a}-{b}/{}", layer.len()));
+        assert!(body == layer[a..=b], "part {a}-{b} is exact");
+    }
 }
