@@ -106,7 +106,36 @@ fn created(base: &str, name: &str, digest: &str) -> Response {
 type Chunks = futures::stream::BoxStream<'static, std::result::Result<Bytes, String>>;
 
 fn body_stream(req: Request) -> Chunks {
-    req.into_body().into_data_stream().map_err(|e| format!("the client's body broke off: {e}")).boxed()
+    coalesce(req.into_body().into_data_stream().map_err(|e| format!("the client's body broke off: {e}")).boxed())
+}
+
+/// HTTP/1 bodies arrive in pieces of a few KiB; the store works in 1 MiB
+/// frames, so pieces are gathered into chunks of about that size first.
+fn coalesce(body: Chunks) -> Chunks {
+    const CHUNK: usize = 1 << 20;
+    futures::stream::unfold((body, false), |(mut body, done)| async move {
+        if done {
+            return None;
+        }
+        let mut buf = bytes::BytesMut::new();
+        loop {
+            match body.next().await {
+                Some(Ok(b)) => {
+                    if buf.is_empty() && b.len() >= CHUNK {
+                        return Some((Ok(b), (body, false)));
+                    }
+                    buf.extend_from_slice(&b);
+                    if buf.len() >= CHUNK {
+                        return Some((Ok(buf.freeze()), (body, false)));
+                    }
+                }
+                Some(Err(e)) => return Some((Err(e), (body, true))),
+                None if buf.is_empty() => return None,
+                None => return Some((Ok(buf.freeze()), (body, true))),
+            }
+        }
+    })
+    .boxed()
 }
 
 /// Stores a blob of `name` from `body`; fails unless it hashes to `digest`.

@@ -253,13 +253,13 @@ async fn ranged_reads(url: &str, n: usize, large: u64, total: usize) -> anyhow::
     Ok(bytes)
 }
 
-fn random(n: usize) -> Bytes {
+pub(super) fn random(n: usize) -> Bytes {
     let mut v = vec![0u8; n];
     rand::fill(&mut v[..]);
     Bytes::from(v)
 }
 
-async fn put(c: &mut Client, key: &str, data: Bytes) -> anyhow::Result<()> {
+pub(super) async fn put(c: &mut Client, key: &str, data: Bytes) -> anyhow::Result<()> {
     let header = pb::PutHeader { key: key.into(), size: Some(data.len() as u64), ..Default::default() };
     let mut msgs = vec![pb::PutRequest { part: Some(pb::put_request::Part::Header(header)) }];
     let mut off = 0;

@@ -104,7 +104,8 @@ pub async fn run(addr: &str, cmd: Cmd, allow_partial: bool) -> anyhow::Result<()
         | Cmd::BenchCluster(_)
         | Cmd::BenchNamespace(_)
         | Cmd::BenchReplication(_)
-        | Cmd::BenchRemote(_) => bail!("serve, fsck and bench are not client commands"),
+        | Cmd::BenchRemote(_)
+        | Cmd::BenchRegistry(_) => bail!("serve, fsck and bench are not client commands"),
     }
 }
 

@@ -6,6 +6,7 @@ mod bench;
 mod bench_cluster;
 mod bench_namespace;
 mod bench_plugins;
+mod bench_registry;
 mod bench_remote;
 mod bench_replication;
 mod bench_search;
@@ -236,6 +237,10 @@ pub enum Cmd {
     /// moves, cold whole and ranged reads, a backup against `cp -a` of the
     /// data directory, an incremental backup after 1% changed.
     BenchRemote(bench_remote::BenchRemoteArgs),
+    /// The OCI registry against the gRPC API: a large layer pushed (one
+    /// request, and chunked) against a plain put, and pulled in 16 ranges
+    /// at once against a plain get of the same blob.
+    BenchRegistry(bench_registry::BenchRegistryArgs),
     /// Start local cluster nodes and time replicated puts and gets, small
     /// replicated puts, and repair to a new node.
     BenchReplication(bench_replication::BenchReplicationArgs),
@@ -521,6 +526,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::BenchNamespace(args) => bench_namespace::run(args).await,
         Cmd::BenchReplication(args) => bench_replication::run(args).await,
         Cmd::BenchRemote(args) => bench_remote::run(args).await,
+        Cmd::BenchRegistry(args) => bench_registry::run(args).await,
         cmd => client::run(&cli.addr, cmd, cli.allow_partial).await,
     }
 }
