@@ -123,7 +123,7 @@ async fn users_need_their_password_and_push_rights() {
     let reader = dir.path().join("pw2");
     std::fs::write(&reader, "only reads here\n").unwrap();
     let (_s, reg) = start(&format!(
-        "[[registry.users]]\nname = \"ci\"\npassword_file = {secret:?}\nrepositories = [\"team/*\"]\npush = true\n\
+        "anonymous = \"pull\"\n[[registry.users]]\nname = \"ci\"\npassword_file = {secret:?}\nrepositories = [\"team/*\"]\npush = true\n\
          [[registry.users]]\nname = \"viewer\"\npassword_file = {reader:?}\n"
     ));
     let src = format!("oci:{}:v1", layout.display());
@@ -146,6 +146,10 @@ async fn users_need_their_password_and_push_rights() {
     assert!(denied(&o), "{}", text(&o));
     ok(skopeo(&["copy", "--dest-tls-verify=false", "--dest-creds", "ci:correct horse battery", &src, &dest]));
     ok(skopeo(&["inspect", "--tls-verify=false", "--creds", "viewer:only reads here", &dest]));
+    // Anonymous clients pull (anonymous = "pull"), and a user keeps that right
+    // outside its own repositories.
+    ok(skopeo(&["inspect", "--tls-verify=false", &dest]));
+    ok(skopeo(&["inspect", "--tls-verify=false", "--creds", "ci:correct horse battery", &dest]));
 }
 
 /// One HTTP request with curl: (status, headers lower-cased, body).
@@ -200,8 +204,8 @@ async fn the_protocol_edges_and_bad_input_get_the_specs_answers() {
     assert!(loc.starts_with("http://"), "absolute upload locations: {loc}");
     let (st, head, _) = http("PATCH", &loc, &["Content-Range: 0-49999", "Content-Type: application/octet-stream"], Some(&data[..50_000]));
     assert_eq!((st, header_value(&head, "range")), (202, "0-49999".into()), "{head}");
-    let (st, head, _) = http("PATCH", &loc, &["Content-Range: 60000-99999"], Some(&data[60_000..]));
-    assert_eq!((st, header_value(&head, "range")), (416, "0-49999".into()), "{head}");
+    let (st, head, body) = http("PATCH", &loc, &["Content-Range: 60000-99999"], Some(&data[60_000..]));
+    assert_eq!((st, header_value(&head, "range"), code(&body)), (416, "0-49999".into(), "BLOB_UPLOAD_INVALID".into()), "{head}");
     let wrong = format!("sha256:{}", "0".repeat(64));
     let (st, _, body) = http("PUT", &format!("{loc}?digest={wrong}"), &[], Some(&data[50_000..]));
     assert_eq!((st, code(&body)), (400, "DIGEST_INVALID".into()), "{}", String::from_utf8_lossy(&body));
@@ -211,6 +215,12 @@ async fn the_protocol_edges_and_bad_input_get_the_specs_answers() {
     assert_eq!((st, code(&body)), (404, "BLOB_UNKNOWN".into()), "nothing half-stored");
     let (st, _, body) = http("PATCH", &loc, &[], Some(b"more"));
     assert_eq!((st, code(&body)), (404, "BLOB_UPLOAD_UNKNOWN".into()));
+    // A chunk whose body is not the length its Content-Range says ends the session.
+    let (_, head, _) = http("POST", &format!("{base}/lib/x/blobs/uploads/"), &[], None);
+    let loc2 = header_value(&head, "location");
+    let (st, _, body) = http("PATCH", &loc2, &["Content-Range: 0-99"], Some(&data[..10]));
+    assert_eq!((st, code(&body)), (416, "BLOB_UPLOAD_INVALID".into()));
+    assert_eq!(http("GET", &loc2, &[], None).0, 404);
 
     // Monolithic, then reads: HEAD, whole (with Location), one range (206).
     let (st, head, _) = http("POST", &format!("{base}/lib/x/blobs/uploads/?digest={digest}"), &[], Some(&data));
@@ -420,5 +430,48 @@ async fn ollamas_request_sequences_work() {
         assert_eq!(st, 206, "{head}");
         assert_eq!(header_value(&head, "content-range"), format!("bytes {a}-{b}/{}", layer.len()));
         assert!(body == layer[a..=b], "part {a}-{b} is exact");
+    }
+}
+
+/// A manifest pushed while another that shares its layer is deleted: if the
+/// push is acknowledged, its layer is there (the delete frees blobs under
+/// the repository's lock, not between the push's check and its write).
+#[tokio::test]
+async fn a_push_racing_a_delete_never_acknowledges_a_missing_layer() {
+    let (_s, reg) = start("anonymous = \"push\"\n");
+    let base = format!("http://{reg}/v2/race/r");
+    let empty = b"{}";
+    let layer = random_bytes(50_000);
+    let (ld, cd) = (format!("sha256:{}", sha256_hex(&layer)), format!("sha256:{}", sha256_hex(empty)));
+    let ct = "Content-Type: application/vnd.oci.image.manifest.v1+json";
+    let manifest = |note: &str| {
+        serde_json::to_vec(&json!({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": cd, "size": 2},
+            "layers": [{"mediaType": "application/octet-stream", "digest": ld, "size": layer.len()}],
+            "annotations": {"note": note}
+        }))
+        .unwrap()
+    };
+    for round in 0..60 {
+        http("POST", &format!("{base}/blobs/uploads/?digest={cd}"), &[], Some(empty));
+        http("POST", &format!("{base}/blobs/uploads/?digest={ld}"), &[], Some(&layer));
+        let (a, v) = (manifest(&format!("a{round}")), manifest(&format!("v{round}")));
+        assert_eq!(http("PUT", &format!("{base}/manifests/a"), &[ct], Some(&a)).0, 201);
+        let a_digest = format!("sha256:{}", sha256_hex(&a));
+        let del = {
+            let url = format!("{base}/manifests/{a_digest}");
+            std::thread::spawn(move || http("DELETE", &url, &[], None).0)
+        };
+        let (st, _, _) = http("PUT", &format!("{base}/manifests/v"), &[ct], Some(&v));
+        assert_eq!(del.join().unwrap(), 202);
+        if st == 201 {
+            assert_eq!(
+                http("HEAD", &format!("{base}/blobs/{ld}"), &[], None).0,
+                200,
+                "round {round}: an acknowledged manifest lost its layer"
+            );
+        }
+        http("DELETE", &format!("{base}/manifests/sha256:{}", sha256_hex(&v)), &[], None);
     }
 }

@@ -55,14 +55,21 @@ impl Auth {
             Anonymous::Pull => !write,
             Anonymous::None => false,
         };
-        let Some(auth) = headers.get(header::AUTHORIZATION) else {
+        // Clients without credentials answer a challenge with an empty
+        // user and password: that is anonymous too.
+        let given = headers.get(header::AUTHORIZATION).map(|a| a.to_str().unwrap_or_default()).filter(|a| !is_empty_basic(a));
+        let Some(auth) = given else {
             if anonymous_ok {
                 return Ok(());
             }
             return Err(RegistryError::Unauthorized("log in: this registry needs a user".into()));
         };
-        let user = self.user(auth.to_str().unwrap_or_default())?;
+        let user = self.user(auth)?;
+        // A user may do what anonymous clients may, and more.
         let Some(name) = name else { return Ok(()) };
+        if anonymous_ok {
+            return Ok(());
+        }
         if !user.repositories.iter().any(|p| matches(p, name)) {
             return Err(denied(format!("user {:?} may not use repository {name:?}", user.name)));
         }
@@ -72,16 +79,33 @@ impl Auth {
         Ok(())
     }
 
+    /// The request carries no credentials (or empty ones).
+    pub fn is_anonymous(&self, headers: &HeaderMap) -> bool {
+        headers.get(header::AUTHORIZATION).is_none_or(|a| is_empty_basic(a.to_str().unwrap_or_default()))
+    }
+
+    pub fn has_users(&self) -> bool {
+        !self.users.is_empty()
+    }
+
     fn user(&self, header: &str) -> Result<&User> {
         let bad = || RegistryError::Unauthorized("wrong user name or password".into());
-        let encoded =
-            header.strip_prefix("Basic ").ok_or_else(|| RegistryError::Unauthorized("only Basic credentials are taken".into()))?;
+        let (scheme, encoded) = header.trim().split_once(' ').unwrap_or((header, ""));
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return Err(RegistryError::Unauthorized("only Basic credentials are taken".into()));
+        }
         let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).map_err(|_| bad())?;
         let text = String::from_utf8(decoded).map_err(|_| bad())?;
         let (name, password) = text.split_once(':').ok_or_else(bad)?;
         let given: [u8; 32] = Sha256::digest(password).into();
         self.users.iter().find(|u| u.name == name && u.password == given).ok_or_else(bad)
     }
+}
+
+/// `Basic` with an empty user name and password.
+fn is_empty_basic(header: &str) -> bool {
+    let (scheme, encoded) = header.trim().split_once(' ').unwrap_or((header, ""));
+    scheme.eq_ignore_ascii_case("basic") && base64::engine::general_purpose::STANDARD.decode(encoded.trim()).is_ok_and(|d| d == b":")
 }
 
 /// `*`, an exact name, or `prefix/*`.

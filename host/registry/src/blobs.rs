@@ -67,6 +67,7 @@ pub async fn get(r: &Arc<Registry>, base: &str, name: &str, digest: &str, header
 /// Removes the blob from `name` (its bytes go once nothing references them).
 pub async fn delete(r: &Arc<Registry>, name: &str, digest: &str) -> Result<Response> {
     let d = names::digest(digest)?;
+    let _repo = r.lock_repo(name).await;
     if !r.forget(&Registry::key(name, "blobs", &d.to_string())).await? {
         return Err(blob_unknown(digest));
     }

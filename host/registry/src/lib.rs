@@ -48,6 +48,9 @@ pub struct Registry {
     max_manifest: usize,
     auth: auth::Auth,
     uploads: uploads::Uploads,
+    /// One manifest change at a time per repository: a delete that frees
+    /// blobs must not run between a push's check of its blobs and its write.
+    repos: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Registry {
@@ -65,11 +68,21 @@ impl Registry {
             max_manifest: config.max_manifest_size.0 as usize,
             auth: auth::Auth::load(config)?,
             uploads: uploads::Uploads::open(uploads)?,
+            repos: Default::default(),
         }))
     }
 
     pub fn router(self: Arc<Self>) -> Router {
         Router::new().route("/v2", get(ping)).route("/v2/", get(ping)).route("/v2/{*rest}", any(dispatch)).with_state(self)
+    }
+
+    /// Holds repository `name` for a change of its manifests or blobs.
+    async fn lock_repo(&self, name: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let m = self.repos.lock().expect("repos").entry(name.to_string()).or_default().clone();
+        let guard = m.lock_owned().await;
+        // Forget idle repositories so the map does not grow without bound.
+        self.repos.lock().expect("repos").retain(|_, m| Arc::strong_count(m) > 1);
+        guard
     }
 
     fn key(name: &str, kind: &str, id: &str) -> String {
@@ -92,8 +105,15 @@ pub async fn serve(
 }
 
 async fn ping(State(r): State<Arc<Registry>>, headers: HeaderMap) -> Response {
+    // With users configured, a client without credentials is challenged
+    // here even if anonymous pulls are allowed: clients send credentials
+    // only after a challenge at /v2/, and a user may push where anonymous
+    // clients may not. Clients with no credentials carry on anonymously.
+    if r.auth.has_users() && r.auth.is_anonymous(&headers) {
+        return with_api_version(error::RegistryError::Unauthorized("log in to push (anonymous clients may pull)".into()).into_response());
+    }
     match r.auth.check(&headers, None, false) {
-        Ok(()) => with_api_version((StatusCode::OK, "{}").into_response()),
+        Ok(()) => with_api_version(respond(StatusCode::OK, &[("Content-Type", "application/json".into())], Body::from("{}"))),
         Err(e) => with_api_version(e.into_response()),
     }
 }

@@ -65,8 +65,8 @@ pub async fn get(r: &Arc<Registry>, name: &str, reference: &str, head: bool) -> 
 /// What a manifest points at.
 struct Parsed {
     media_type: String,
-    /// Blobs (config and layers) of an image manifest.
-    blobs: Vec<String>,
+    /// Blobs (config and layers) of an image manifest, with their sizes.
+    blobs: Vec<(String, u64)>,
     /// Manifests of an index.
     manifests: Vec<String>,
     subject: Option<String>,
@@ -84,8 +84,8 @@ fn parse(media_type: &str, bytes: &[u8]) -> Result<Parsed> {
     match media_type {
         OCI_MANIFEST | DOCKER_MANIFEST => {
             let m = ImageManifest::from_reader(bytes).map_err(bad)?;
-            let mut blobs = vec![m.config().digest().to_string()];
-            blobs.extend(m.layers().iter().map(|l| l.digest().to_string()));
+            let mut blobs = vec![(m.config().digest().to_string(), m.config().size())];
+            blobs.extend(m.layers().iter().map(|l| (l.digest().to_string(), l.size())));
             Ok(Parsed {
                 media_type: media_type.into(),
                 blobs,
@@ -162,14 +162,21 @@ pub async fn put(r: &Arc<Registry>, base: &str, name: &str, reference: &str, req
         content_type
     };
     let parsed = parse(&media_type, &bytes)?;
-    for b in &parsed.blobs {
+    // Checked and written under the repository's lock: a delete cannot
+    // free a blob between the check and the write.
+    let _repo = r.lock_repo(name).await;
+    for (b, want) in &parsed.blobs {
         let d = names::digest(b)?;
-        if !uploads::has(r, name, &d).await? {
-            return Err(oci(
-                StatusCode::BAD_REQUEST,
-                ErrorCode::ManifestBlobUnknown,
-                format!("blob {b} is not in repository {name}: push it first"),
-            ));
+        match uploads::size_of(r, name, &d).await? {
+            None => {
+                return Err(oci(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::ManifestBlobUnknown,
+                    format!("blob {b} is not in repository {name}: push it first"),
+                ));
+            }
+            Some(n) if n != *want => return Err(manifest_invalid(format!("blob {b} holds {n} bytes, the manifest says {want}"))),
+            Some(_) => {}
         }
     }
     for m in &parsed.manifests {
@@ -236,8 +243,9 @@ pub async fn delete(r: &Arc<Registry>, name: &str, reference: &str) -> Result<Re
     }
     let d = names::digest(reference)?;
     let key = Registry::key(name, "manifests", &d.to_string());
+    let _repo = r.lock_repo(name).await;
     let Some((rec, bytes)) = read(r, &key).await? else { return Err(manifest_unknown(reference)) };
-    let gone = parse(&rec.content_type, &bytes).map(|p| p.blobs).unwrap_or_default();
+    let gone: Vec<String> = parse(&rec.content_type, &bytes).map(|p| p.blobs.into_iter().map(|(d, _)| d).collect()).unwrap_or_default();
     r.forget(&key).await?;
     for t in list_all(r, &format!("{name}/_tags/")).await? {
         if t.digest == Some(d) {
@@ -250,7 +258,7 @@ pub async fn delete(r: &Arc<Registry>, name: &str, reference: &str) -> Result<Re
         if let Some((rec, bytes)) = read(r, &m.key).await?
             && let Ok(p) = parse(&rec.content_type, &bytes)
         {
-            kept.extend(p.blobs);
+            kept.extend(p.blobs.into_iter().map(|(d, _)| d));
         }
     }
     for b in gone.iter().filter(|b| !kept.contains(*b)) {

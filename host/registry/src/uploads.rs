@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{StatusCode, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use oci_spec::distribution::ErrorCode;
@@ -25,7 +25,11 @@ use crate::error::{RegistryError, Result, digest_invalid, oci, upload_unknown};
 use crate::{Registry, blobs, names, query_param, respond};
 
 /// Sessions not touched for this long are dropped.
-const IDLE: Duration = Duration::from_secs(24 * 3600);
+const IDLE: Duration = Duration::from_secs(3600);
+/// Sessions open at once; more answer 429 until some finish or expire.
+const MAX_SESSIONS: usize = 1000;
+/// A request body that sends nothing for this long is cut off.
+const BODY_IDLE: Duration = Duration::from_secs(60);
 
 struct Session {
     name: String,
@@ -119,7 +123,11 @@ fn coalesce(body: Chunks) -> Chunks {
         }
         let mut buf = bytes::BytesMut::new();
         loop {
-            match body.next().await {
+            let next = match tokio::time::timeout(BODY_IDLE, body.next()).await {
+                Ok(n) => n,
+                Err(_) => Some(Err(format!("the client sent nothing for {} s", BODY_IDLE.as_secs()))),
+            };
+            match next {
                 Some(Ok(b)) => {
                     if buf.is_empty() && b.len() >= CHUNK {
                         return Some((Ok(b), (body, false)));
@@ -163,9 +171,14 @@ async fn store(r: &Registry, name: &str, digest: Digest, size: Option<u64>, body
 
 /// Whether `name` has the blob.
 pub async fn has(r: &Registry, name: &str, digest: &Digest) -> Result<bool> {
+    Ok(size_of(r, name, digest).await?.is_some())
+}
+
+/// The size of `name`'s blob, if it has it.
+pub async fn size_of(r: &Registry, name: &str, digest: &Digest) -> Result<Option<u64>> {
     match r.service.stat(&r.bucket, &Registry::key(name, "blobs", &digest.to_string()), None).await {
-        Ok((rec, _)) => Ok(!rec.is_delete_marker()),
-        Err(e) if e.kind() == Kind::NotFound => Ok(false),
+        Ok((rec, _)) => Ok((!rec.is_delete_marker()).then_some(rec.size)),
+        Err(e) if e.kind() == Kind::NotFound => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
@@ -178,12 +191,13 @@ pub async fn start(r: &Arc<Registry>, base: &str, name: &str, req: Request) -> R
     if let (Some(mount), Some(from)) = (query_param(query, "mount"), query_param(query, "from")) {
         let d = names::digest(&mount)?;
         let from = names::repository(&from)?;
-        // Mounting needs read access to the source as well.
-        r.auth.check(req.headers(), Some(&from), false)?;
+        // Mounting needs read access to the source; without it the client
+        // uploads the blob instead (the spec's fallback), as when it is not there.
+        let readable = r.auth.check(req.headers(), Some(&from), false).is_ok();
         if has(r, name, &d).await? {
             return Ok(created(base, name, &mount));
         }
-        if has(r, &from, &d).await? {
+        if readable && has(r, &from, &d).await? {
             let (rec, chunks) =
                 r.service.get(&r.bucket, &Registry::key(&from, "blobs", &d.to_string()), None, strata_store::Range::ALL).await?;
             let body = tokio_stream::wrappers::ReceiverStream::new(chunks).map(|c| c.map_err(|e| e.to_string())).boxed();
@@ -214,6 +228,13 @@ pub async fn start(r: &Arc<Registry>, base: &str, name: &str, req: Request) -> R
         }
     }
     r.uploads.sweep();
+    if r.uploads.sessions.lock().expect("sessions").len() >= MAX_SESSIONS {
+        return Err(oci(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::TooManyRequests,
+            format!("{MAX_SESSIONS} uploads are open: finish or cancel some (idle ones end after {} min)", IDLE.as_secs() / 60),
+        ));
+    }
     let id = format!("{:032x}", rand::random::<u128>());
     tokio::fs::write(r.uploads.path(&id), b"").await.map_err(io)?;
     let s = Session { name: name.to_string(), size: 0, touched: Instant::now() };
@@ -249,18 +270,36 @@ pub async fn patch(r: &Arc<Registry>, base: &str, name: &str, id: &str, req: Req
     valid_id(id)?;
     let session = r.uploads.get(name, id)?;
     let mut s = session.lock().await;
+    let mut expect = None;
     if let Some(cr) = req.headers().get(header::CONTENT_RANGE).and_then(|v| v.to_str().ok()) {
-        let (a, _) = blobs::chunk_range(cr)?;
+        let (a, b) = blobs::chunk_range(cr)?;
         if a != s.size {
             let held = if s.size == 0 { "0-0".to_string() } else { format!("0-{}", s.size - 1) };
-            return Ok(respond(
+            let mut resp = oci(
                 StatusCode::RANGE_NOT_SATISFIABLE,
-                &[("Location", location(base, name, id)), ("Range", held), ("Docker-Upload-UUID", id.to_string())],
-                Body::empty(),
-            ));
+                ErrorCode::BlobUploadInvalid,
+                format!("the upload holds {} bytes: the next chunk starts at {}, not {a}", s.size, s.size),
+            )
+            .into_response();
+            for (k, v) in [("Location", location(base, name, id)), ("Range", held), ("Docker-Upload-UUID", id.to_string())] {
+                if let Ok(v) = axum::http::HeaderValue::from_str(&v) {
+                    resp.headers_mut().insert(k, v);
+                }
+            }
+            return Ok(resp);
         }
+        expect = Some(b - a + 1);
     }
-    if let Err(e) = append(r, id, &mut s, req).await {
+    let before = s.size;
+    let r2 = append(r, id, &mut s, req).await.and_then(|()| match expect {
+        Some(n) if s.size - before != n => Err(oci(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            ErrorCode::BlobUploadInvalid,
+            format!("Content-Range announced {n} bytes, the body held {}", s.size - before),
+        )),
+        _ => Ok(()),
+    });
+    if let Err(e) = r2 {
         // A broken chunk leaves the session unusable: start again.
         drop(s);
         r.uploads.remove(id);
