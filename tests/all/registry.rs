@@ -475,3 +475,98 @@ async fn a_push_racing_a_delete_never_acknowledges_a_missing_layer() {
         http("DELETE", &format!("{base}/manifests/sha256:{}", sha256_hex(&v)), &[], None);
     }
 }
+
+/// A GGUF v3 file: metadata as llama.cpp writes it (with a vocabulary
+/// array) and two tensors, padded to `size` bytes.
+fn gguf_file(arch: &str, file_type: u32, size: usize) -> Vec<u8> {
+    let s = |b: &mut Vec<u8>, v: &str| {
+        b.extend((v.len() as u64).to_le_bytes());
+        b.extend(v.as_bytes());
+    };
+    let mut b = b"GGUF".to_vec();
+    b.extend(3u32.to_le_bytes());
+    b.extend(2u64.to_le_bytes());
+    b.extend(4u64.to_le_bytes());
+    s(&mut b, "general.architecture");
+    b.extend(8u32.to_le_bytes());
+    s(&mut b, arch);
+    s(&mut b, "general.file_type");
+    b.extend(4u32.to_le_bytes());
+    b.extend(file_type.to_le_bytes());
+    s(&mut b, &format!("{arch}.context_length"));
+    b.extend(4u32.to_le_bytes());
+    b.extend(8192u32.to_le_bytes());
+    s(&mut b, "tokenizer.ggml.tokens");
+    b.extend(9u32.to_le_bytes());
+    b.extend(8u32.to_le_bytes());
+    b.extend(3u64.to_le_bytes());
+    for t in ["<s>", "</s>", "hello"] {
+        s(&mut b, t);
+    }
+    for (name, dims) in [("token_embd.weight", vec![4096u64, 32000]), ("output_norm.weight", vec![4096])] {
+        s(&mut b, name);
+        b.extend((dims.len() as u32).to_le_bytes());
+        for d in dims {
+            b.extend(d.to_le_bytes());
+        }
+        b.extend(12u32.to_le_bytes());
+        b.extend(0u64.to_le_bytes());
+    }
+    b.resize(size, 0);
+    b
+}
+
+/// Pushes a model the way Ollama does: config, the layer, the manifest.
+fn push_model(reg: &str, repo: &str, tag: &str, layer: &[u8], media_type: &str) {
+    let base = format!("http://{reg}/v2/{repo}");
+    let config = br#"{"model_format":"gguf"}"#;
+    let (cd, ld) = (format!("sha256:{}", sha256_hex(config)), format!("sha256:{}", sha256_hex(layer)));
+    assert_eq!(http("POST", &format!("{base}/blobs/uploads/?digest={cd}"), &[], Some(config)).0, 201);
+    assert_eq!(http("POST", &format!("{base}/blobs/uploads/?digest={ld}"), &[], Some(layer)).0, 201);
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": cd, "size": config.len()},
+        "layers": [{"mediaType": media_type, "digest": ld, "size": layer.len()}]
+    }))
+    .unwrap();
+    let ct = "Content-Type: application/vnd.docker.distribution.manifest.v2+json";
+    let (st, _, body) = http("PUT", &format!("{base}/manifests/{tag}"), &[ct], Some(&manifest));
+    assert_eq!(st, 201, "{}", String::from_utf8_lossy(&body));
+}
+
+#[tokio::test]
+async fn models_are_found_by_what_is_inside_them() {
+    let (s, reg) = start("anonymous = \"push\"\n");
+    push_model(&reg, "library/llama3", "8b-q4", &gguf_file("llama", 15, 200_000), "application/vnd.ollama.image.model");
+    push_model(&reg, "library/llama3", "8b-q8", &gguf_file("llama", 7, 210_000), "application/vnd.ollama.image.model");
+    push_model(&reg, "library/qwen", "latest", &gguf_file("qwen2", 15, 190_000), "application/vnd.ollama.image.model");
+    let header = br#"{"__metadata__":{"format":"pt"},"w":{"dtype":"BF16","shape":[64,64],"data_offsets":[0,8192]}}"#;
+    let mut st = (header.len() as u64).to_le_bytes().to_vec();
+    st.extend(header);
+    st.extend(vec![7u8; 8192]);
+    push_model(&reg, "hf/tiny", "v1", &st, "application/vnd.ollama.image.tensor");
+
+    let search = |q: &str| {
+        let o = s.cli(&["models", "search", q, "--json"]);
+        assert!(o.status.success(), "{}", text(&o));
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        let mut m: Vec<String> = v.as_array().unwrap().iter().map(|r| r["model"].as_str().unwrap().to_string()).collect();
+        m.sort();
+        (m, v)
+    };
+    let (m, v) = search(r#"gguf.architecture = "llama" and gguf.file_type = "Q4_K_M""#);
+    assert_eq!(m, ["library/llama3:8b-q4"], "{v}");
+    assert_eq!(v[0]["attributes"]["gguf"]["context_length"], 8192, "{v}");
+    assert_eq!(v[0]["attributes"]["gguf"]["parameter_count"], 4096 * 32000 + 4096, "{v}");
+    let (m, _) = search(r#"gguf.file_type = "Q4_K_M""#);
+    assert_eq!(m, ["library/llama3:8b-q4", "library/qwen:latest"]);
+    let (m, _) = search(r#"gguf.architecture = "llama""#);
+    assert_eq!(m, ["library/llama3:8b-q4", "library/llama3:8b-q8"]);
+    let (m, v) = search(r#"safetensors.dtype = "BF16" and safetensors.parameter_count = 4096"#);
+    assert_eq!(m, ["hf/tiny:v1"], "{v}");
+    // Through an index as well: the same answer.
+    let o = s.cli(&["index", "create", "--bucket", "oci", "arch", "--field", "gguf.architecture"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let (m, _) = search(r#"gguf.architecture = "qwen2""#);
+    assert_eq!(m, ["library/qwen:latest"]);
+}

@@ -22,6 +22,7 @@ mod auth;
 mod blobs;
 pub mod error;
 mod manifests;
+pub mod models;
 pub mod names;
 mod uploads;
 

@@ -189,6 +189,7 @@ pub async fn put(r: &Arc<Registry>, base: &str, name: &str, reference: &str, req
             ));
         }
     }
+    let model = describe_layers(r, name, &parsed).await;
     let hex = hex::encode(Sha256::digest(&bytes));
     let digest = format!("sha256:{hex}");
     if reference.contains(':') && reference != digest {
@@ -202,9 +203,10 @@ pub async fn put(r: &Arc<Registry>, base: &str, name: &str, reference: &str, req
     if let Some(t) = &parsed.artifact_type {
         attrs.insert("oci.artifact_type".into(), json!(t));
     }
+    attrs.extend(model.clone());
     put_small(r, Registry::key(name, "manifests", &hex), &media_type, attrs, bytes.clone()).await?;
     if !reference.contains(':') {
-        let mut attrs = serde_json::Map::new();
+        let mut attrs = model;
         attrs.insert("oci.digest".into(), json!(digest));
         put_small(r, Registry::key(name, "tags", reference), &media_type, attrs, bytes).await?;
     }
@@ -214,6 +216,40 @@ pub async fn put(r: &Arc<Registry>, base: &str, name: &str, reference: &str, req
     }
     headers.push(("Content-Length", "0".into()));
     Ok(respond(StatusCode::CREATED, &headers, Body::empty()))
+}
+
+/// The first bytes of a blob of `name`.
+async fn head_of(r: &Registry, name: &str, digest: &str, len: u64) -> Option<Bytes> {
+    let d = names::digest(digest).ok()?;
+    let key = Registry::key(name, "blobs", &d.to_string());
+    let (_, mut chunks) = r.service.get(&r.bucket, &key, None, strata_store::Range { offset: 0, len: Some(len) }).await.ok()?;
+    let mut buf = BytesMut::new();
+    while let Some(c) = chunks.recv().await {
+        buf.extend_from_slice(&c.ok()?);
+    }
+    Some(buf.freeze())
+}
+
+/// What the model layers of a manifest hold (GGUF or safetensors
+/// headers), as attributes of the manifest and its tags: `gguf.*`,
+/// `safetensors.*`. A layer of other content costs one 16-byte read.
+async fn describe_layers(r: &Registry, name: &str, parsed: &Parsed) -> serde_json::Map<String, Value> {
+    let mut out = serde_json::Map::new();
+    for (digest, size) in parsed.blobs.iter().skip(1) {
+        let Some(peek) = head_of(r, name, digest, 16).await else { continue };
+        let want = if peek.starts_with(b"GGUF") {
+            crate::models::HEADER_WINDOW
+        } else if peek.len() >= 9 && peek[8] == b'{' {
+            8 + u64::from_le_bytes(peek[..8].try_into().expect("8 bytes")).min(100 << 20)
+        } else {
+            continue;
+        };
+        let Some(head) = head_of(r, name, digest, want.min(*size)).await else { continue };
+        if let Some((kind, v)) = crate::models::describe(&head, *size) {
+            out.entry(kind).or_insert(v);
+        }
+    }
+    out
 }
 
 /// Every live object under `prefix`, in key order.

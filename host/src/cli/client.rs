@@ -95,6 +95,7 @@ pub async fn run(addr: &str, cmd: Cmd, allow_partial: bool) -> anyhow::Result<()
         Cmd::Stats { json } => server::stats(c, json).await,
         Cmd::Health => server::health(addr).await,
         Cmd::Tier { cmd } => tier::run(c, cmd).await,
+        Cmd::Models { cmd } => super::cmd::models::run(c, cmd).await,
         Cmd::Serve { .. }
         | Cmd::Fsck { .. }
         | Cmd::Backup { .. }

@@ -207,6 +207,11 @@ pub enum Cmd {
     },
     /// Ask the server whether it is serving (gRPC health).
     Health,
+    /// Models in the OCI registry, found by what is inside them.
+    Models {
+        #[command(subcommand)]
+        cmd: ModelsCmd,
+    },
     /// Object-store tiers for cold blobs: ls, status, move, recall.
     Tier {
         #[command(subcommand)]
@@ -338,6 +343,25 @@ pub enum ClusterCmd {
         bucket: String,
         #[command(flatten)]
         policy: PolicyArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ModelsCmd {
+    /// Tagged models whose layers match a query over their GGUF or
+    /// safetensors headers: `strata models search 'gguf.architecture =
+    /// "llama" and gguf.file_type = "Q4_K_M"'` (fields: gguf.architecture,
+    /// gguf.file_type, gguf.parameter_count, gguf.context_length, ...,
+    /// safetensors.parameter_count, safetensors.dtype, ...).
+    Search {
+        query: String,
+        /// The registry's bucket.
+        #[arg(long, short, default_value = "oci")]
+        bucket: String,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 
 use crate::api::pb;
 
-fn value(v: &pb::Value) -> Value {
+pub fn value(v: &pb::Value) -> Value {
     use pb::value::Kind;
     match &v.kind {
         Some(Kind::String(s)) => json!(s),

@@ -4,6 +4,7 @@ pub mod bucket;
 pub mod cluster;
 pub mod index;
 pub mod lock;
+pub mod models;
 pub mod objects;
 pub mod plugin;
 pub mod search;

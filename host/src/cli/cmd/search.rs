@@ -49,7 +49,7 @@ pub async fn run(c: &mut Client, args: SearchArgs, allow_partial: bool) -> anyho
 }
 
 /// The structured filter the API takes, from a parsed query.
-fn filter_of(e: &crate::search::Expr) -> pb::Filter {
+pub(crate) fn filter_of(e: &crate::search::Expr) -> pb::Filter {
     use crate::search::{Expr, Literal};
     let kind = match e {
         Expr::And(parts) => pb::filter::Kind::All(pb::FilterList { filters: parts.iter().map(filter_of).collect() }),
