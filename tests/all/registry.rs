@@ -570,3 +570,27 @@ async fn models_are_found_by_what_is_inside_them() {
     let (m, _) = search(r#"gguf.architecture = "qwen2""#);
     assert_eq!(m, ["library/qwen:latest"]);
 }
+
+/// The same bytes as an OCI layer, an Ollama layer and a plain object are
+/// one blob with three references.
+#[tokio::test]
+async fn the_same_bytes_three_ways_are_one_blob() {
+    let (s, reg) = start("anonymous = \"push\"\n");
+    let mut c = s.client().await;
+    let bytes = random_bytes(300_000);
+    let d = format!("sha256:{}", sha256_hex(&bytes));
+    let before = stats(&mut c).await.blobs;
+    assert_eq!(http("POST", &format!("http://{reg}/v2/oci/image/blobs/uploads/?digest={d}"), &[], Some(&bytes)).0, 201);
+    // Ollama's way: a session, one PATCH, the PUT.
+    let (_, head, _) = http("POST", &format!("http://{reg}/v2/library/model/blobs/uploads/"), &[], None);
+    let loc = header_value(&head, "location");
+    let (_, head, _) = http("PATCH", &loc, &[&format!("Content-Range: 0-{}", bytes.len() - 1)], Some(&bytes));
+    assert_eq!(http("PUT", &format!("{}?digest={d}", header_value(&head, "location")), &[], None).0, 201);
+    put_key(&mut c, "plain/copy", &bytes).await;
+    let after = stats(&mut c).await;
+    assert_eq!(after.blobs, before + 1, "one blob");
+    // Three references: removing two leaves the bytes readable through the third.
+    assert_eq!(http("DELETE", &format!("http://{reg}/v2/oci/image/blobs/{d}"), &[], None).0, 202);
+    assert_eq!(http("DELETE", &format!("http://{reg}/v2/library/model/blobs/{d}"), &[], None).0, 202);
+    assert_eq!(get_key(&mut c, "plain/copy").await.unwrap(), bytes);
+}
