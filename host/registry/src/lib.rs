@@ -57,7 +57,12 @@ pub struct Registry {
 impl Registry {
     /// Makes the bucket if needed and reads the users' passwords.
     /// `uploads`: a directory for upload sessions in progress (emptied).
-    pub async fn open(service: Arc<dyn ObjectService>, config: &RegistryConfig, uploads: PathBuf) -> anyhow_like::Result<Arc<Self>> {
+    /// Fails with a message for the server's start-up error.
+    pub async fn open(
+        service: Arc<dyn ObjectService>,
+        config: &RegistryConfig,
+        uploads: PathBuf,
+    ) -> std::result::Result<Arc<Self>, String> {
         if let Err(e) = service.create_bucket(&config.bucket, None).await
             && e.kind() != strata_objects::Kind::Exists
         {
@@ -89,11 +94,6 @@ impl Registry {
     fn key(name: &str, kind: &str, id: &str) -> String {
         format!("{name}/_{kind}/{id}")
     }
-}
-
-/// Errors of opening, as text for the server's start-up message.
-pub mod anyhow_like {
-    pub type Result<T> = std::result::Result<T, String>;
 }
 
 /// Serves `registry` on `listener` until `shutdown` resolves.
@@ -178,32 +178,9 @@ fn base_url(headers: &HeaderMap) -> String {
     host.map_or_else(String::new, |h| format!("http://{h}"))
 }
 
-/// One query parameter, percent-decoded.
+/// One query parameter, decoded.
 fn query_param(query: Option<&str>, name: &str) -> Option<String> {
-    query?.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        (k == name).then(|| percent_decode(v))
-    })
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = (b[i] == b'%' && i + 2 < b.len()).then(|| u8::from_str_radix(&s[i + 1..i + 3], 16).ok()).flatten();
-        match hex {
-            Some(v) => {
-                out.push(v);
-                i += 3;
-            }
-            None => {
-                out.push(b[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    form_urlencoded::parse(query?.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
 }
 
 /// A response with headers.

@@ -35,9 +35,9 @@ fn key_of(name: &str, reference: &str) -> Result<String> {
     })
 }
 
-/// Reads a small object whole; `None` if it is not there.
-async fn read(r: &Registry, key: &str) -> Result<Option<(ObjectRecord, Bytes)>> {
-    let (rec, mut chunks) = match r.service.get(&r.bucket, key, None, strata_store::Range::ALL).await {
+/// Reads (a range of) a small object; `None` if it is not there.
+async fn fetch(r: &Registry, key: &str, range: strata_store::Range) -> Result<Option<(ObjectRecord, Bytes)>> {
+    let (rec, mut chunks) = match r.service.get(&r.bucket, key, None, range).await {
         Ok(got) => got,
         Err(e) if e.kind() == Kind::NotFound => return Ok(None),
         Err(e) => return Err(e.into()),
@@ -45,11 +45,16 @@ async fn read(r: &Registry, key: &str) -> Result<Option<(ObjectRecord, Bytes)>> 
     if rec.is_delete_marker() {
         return Ok(None);
     }
-    let mut buf = BytesMut::with_capacity(rec.size as usize);
+    let mut buf = BytesMut::with_capacity(range.len.unwrap_or(rec.size).min(rec.size) as usize);
     while let Some(c) = chunks.recv().await {
         buf.extend_from_slice(&c.map_err(|e| RegistryError::Service(e.into()))?);
     }
     Ok(Some((rec, buf.freeze())))
+}
+
+/// Reads a small object whole; `None` if it is not there.
+async fn read(r: &Registry, key: &str) -> Result<Option<(ObjectRecord, Bytes)>> {
+    fetch(r, key, strata_store::Range::ALL).await
 }
 
 /// `GET`/`HEAD`: the manifest's bytes as pushed, whatever `Accept` says
@@ -220,14 +225,8 @@ pub async fn put(r: &Arc<Registry>, base: &str, name: &str, reference: &str, req
 
 /// The first bytes of a blob of `name`.
 async fn head_of(r: &Registry, name: &str, digest: &str, len: u64) -> Option<Bytes> {
-    let d = names::digest(digest).ok()?;
-    let key = Registry::key(name, "blobs", &d.to_string());
-    let (_, mut chunks) = r.service.get(&r.bucket, &key, None, strata_store::Range { offset: 0, len: Some(len) }).await.ok()?;
-    let mut buf = BytesMut::new();
-    while let Some(c) = chunks.recv().await {
-        buf.extend_from_slice(&c.ok()?);
-    }
-    Some(buf.freeze())
+    let key = Registry::key(name, "blobs", &names::digest(digest).ok()?.to_string());
+    fetch(r, &key, strata_store::Range { offset: 0, len: Some(len) }).await.ok().flatten().map(|(_, b)| b)
 }
 
 /// What the model layers of a manifest hold (GGUF or safetensors

@@ -321,7 +321,7 @@ pub async fn finish(r: &Arc<Registry>, base: &str, name: &str, id: &str, req: Re
     let outcome = async {
         append(&r2, id, &mut s, req).await?;
         let file = tokio::fs::File::open(r2.uploads.path(id)).await.map_err(io)?;
-        let body = tokio_util_stream(file);
+        let body = file_chunks(file);
         store(&r2, name, d, Some(s.size), body).await
     }
     .await;
@@ -333,7 +333,7 @@ pub async fn finish(r: &Arc<Registry>, base: &str, name: &str, id: &str, req: Re
 }
 
 /// A file as a stream of 1 MiB chunks.
-fn tokio_util_stream(file: tokio::fs::File) -> Chunks {
+fn file_chunks(file: tokio::fs::File) -> Chunks {
     use tokio::io::AsyncReadExt;
     futures::stream::unfold(Some(file), |f| async move {
         let mut f = f?;
