@@ -594,3 +594,38 @@ async fn the_same_bytes_three_ways_are_one_blob() {
     assert_eq!(http("DELETE", &format!("http://{reg}/v2/library/model/blobs/{d}"), &[], None).0, 202);
     assert_eq!(get_key(&mut c, "plain/copy").await.unwrap(), bytes);
 }
+
+/// The `oci-client` crate: a push (its layers go up in 4 MiB chunks), a
+/// pull, a chunked stream push, a mount and the tags list.
+#[tokio::test]
+async fn the_oci_client_crate_pushes_pulls_mounts_and_lists() {
+    use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
+    use oci_client::secrets::RegistryAuth;
+    use oci_client::{Client, Reference};
+    let (_s, reg) = start("anonymous = \"push\"\n");
+    let c = Client::new(ClientConfig { protocol: ClientProtocol::Http, ..Default::default() });
+    let anon = RegistryAuth::Anonymous;
+    let layer = random_bytes(10 << 20);
+    let tar = "application/vnd.oci.image.layer.v1.tar";
+    let r: Reference = format!("{reg}/lib/app:v1").parse().unwrap();
+    let config = Config::new(br#"{"architecture":"amd64","os":"linux"}"#.to_vec(), "application/vnd.oci.image.config.v1+json".into(), None);
+    c.push(&r, &[ImageLayer::new(layer.clone(), tar.into(), None)], config, &anon, None).await.unwrap();
+    let image = c.pull(&r, &anon, vec![tar]).await.unwrap();
+    assert_eq!(image.layers.len(), 1);
+    assert!(image.layers[0].data[..] == layer[..], "pulled byte-exact");
+
+    // A stream pushed in chunks, then mounted into another repository.
+    let streamed = random_bytes(9 << 20);
+    let chunks: Vec<oci_client::errors::Result<bytes::Bytes>> =
+        streamed.chunks(1 << 20).map(|c| Ok(bytes::Bytes::copy_from_slice(c))).collect();
+    let pushed = c.push_blob_stream_chunked(&r, futures::stream::iter(chunks)).await.unwrap();
+    assert_eq!(pushed.blob_digest, format!("sha256:{}", sha256_hex(&streamed)));
+    assert_eq!(pushed.size, streamed.len() as u64);
+    let other: Reference = format!("{reg}/lib/other:v1").parse().unwrap();
+    c.mount_blob(&other, &r, &pushed.blob_digest).await.unwrap();
+    assert!(c.blob_exists(&other, &pushed.blob_digest).await.unwrap());
+
+    c.push(&format!("{reg}/lib/app:v2").parse().unwrap(), &image.layers, image.config.clone(), &anon, None).await.unwrap();
+    let tags = c.list_tags(&r, &anon, None, None).await.unwrap();
+    assert_eq!(tags.tags, ["v1", "v2"]);
+}
