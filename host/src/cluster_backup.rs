@@ -106,7 +106,8 @@ pub async fn create(
 
 async fn local_part(objects: &Arc<Objects>, t: &Target, on: impl Fn(Counts)) -> Result<NodePart, RemoteError> {
     let (tx, mut rx) = watch::channel(Progress::default());
-    let run = backup::part(objects, t, &tx);
+    // The coordinator's own part: `backup::run` bound the key already.
+    let run = backup::send_part(objects, t, &tx);
     tokio::pin!(run);
     loop {
         tokio::select! {

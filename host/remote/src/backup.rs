@@ -33,7 +33,7 @@ pub struct Progress {
 /// missing, writes the manifest.
 pub async fn create(objects: &Arc<Objects>, t: &Target, progress: &watch::Sender<Progress>) -> Result<Manifest, RemoteError> {
     let who = format!("node {}", objects.meta().node_id());
-    run(t, &who, fingerprint(objects), || async move { Ok((vec![part(objects, t, progress).await?], None)) }).await
+    run(t, &who, fingerprint(objects), || async move { Ok((vec![send_part(objects, t, progress).await?], None)) }).await
 }
 
 /// Runs one backup at `t` under the target's lock: `parts` sends what the
@@ -82,6 +82,12 @@ pub fn fingerprint(objects: &Objects) -> Option<String> {
 /// the target lacks.
 pub async fn part(objects: &Arc<Objects>, t: &Target, progress: &watch::Sender<Progress>) -> Result<NodePart, RemoteError> {
     bind_key(t, fingerprint(objects).as_deref()).await?;
+    send_part(objects, t, progress).await
+}
+
+/// This node's part, sent by the run that bound the target's key (see
+/// [`run`]): what the target lacks goes up.
+pub async fn send_part(objects: &Arc<Objects>, t: &Target, progress: &watch::Sender<Progress>) -> Result<NodePart, RemoteError> {
     let present = manifest::present(t).await?;
     backup_node(objects, t, &present, progress).await
 }
