@@ -295,11 +295,11 @@ impl Server {
         }
         let local = service::Local { objects: self.objects.clone(), plugins: self.plugins.clone(), search: limits.search };
         let objects = service::for_node(local, replicator.clone());
+        let uploads = self.config.storage.base_path.join("registry-uploads");
+        let registry = crate::registry::Registry::open(objects.clone(), &self.config.registry, uploads)
+            .map_err(|e| anyhow::anyhow!("starting the registry: {e}"))?;
         if let Some(listener) = self.registry {
-            let uploads = self.config.storage.base_path.join("registry-uploads");
-            let registry = crate::registry::Registry::open(objects.clone(), &self.config.registry, uploads)
-                .await
-                .map_err(|e| anyhow::anyhow!("starting the registry: {e}"))?;
+            let registry = registry.clone();
             let mut stop = stop_rx.clone();
             tokio::spawn(async move {
                 let shutdown = async move {
@@ -310,15 +310,16 @@ impl Server {
                 }
             });
         }
-        let svc = pb::strata_server::StrataServer::new(Api::new(
-            objects,
-            self.objects.clone(),
-            self.plugins.clone(),
-            replicator.clone(),
+        let svc = pb::strata_server::StrataServer::new(Api {
+            service: objects,
+            objects: self.objects.clone(),
+            plugins: self.plugins.clone(),
+            cluster: replicator.clone(),
             limits,
-            self.config.backup.target.clone(),
-            configured_policies,
-        ))
+            backup_target: self.config.backup.target.clone(),
+            tier_policies: configured_policies,
+            registry,
+        })
         .max_decoding_message_size(max_msg)
         .max_encoding_message_size(max_msg);
         let (health, health_svc) = tonic_health::server::health_reporter();

@@ -17,6 +17,7 @@ mod fsck;
 mod full_disk;
 mod indexes;
 mod input;
+mod models;
 mod moto;
 mod namespace;
 mod node_faults;

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::common::*;
 
 /// A server with the registry on; returns it and the registry's host:port.
-fn start(extra: &str) -> (TestServer, String) {
+pub fn start(extra: &str) -> (TestServer, String) {
     let mut s = TestServer::prepare("127.0.0.1", &format!("[registry]\nlisten = \"127.0.0.1:0\"\n{extra}"), Vec::new());
     s.boot();
     for _ in 0..100 {
@@ -23,7 +23,7 @@ fn start(extra: &str) -> (TestServer, String) {
     panic!("the server did not print the registry's address");
 }
 
-fn text(o: &Output) -> String {
+pub fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
@@ -153,7 +153,7 @@ async fn users_need_their_password_and_push_rights() {
 }
 
 /// One HTTP request with curl: (status, headers lower-cased, body).
-fn http(method: &str, url: &str, headers: &[&str], body: Option<&[u8]>) -> (u16, String, Vec<u8>) {
+pub fn http(method: &str, url: &str, headers: &[&str], body: Option<&[u8]>) -> (u16, String, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
     let (hdr, out) = (dir.path().join("h"), dir.path().join("b"));
     let mut c = Command::new("curl");
@@ -180,11 +180,11 @@ fn http(method: &str, url: &str, headers: &[&str], body: Option<&[u8]>) -> (u16,
     (status, head, std::fs::read(&out).unwrap_or_default())
 }
 
-fn header_value(head: &str, name: &str) -> String {
+pub fn header_value(head: &str, name: &str) -> String {
     head.lines().find_map(|l| l.strip_prefix(&format!("{name}: ")).map(|v| v.trim().to_string())).unwrap_or_default()
 }
 
-fn code(body: &[u8]) -> String {
+pub fn code(body: &[u8]) -> String {
     let v: Value = serde_json::from_slice(body).unwrap_or_default();
     v["errors"][0]["code"].as_str().unwrap_or_default().to_string()
 }
@@ -478,7 +478,7 @@ async fn a_push_racing_a_delete_never_acknowledges_a_missing_layer() {
 
 /// A GGUF v3 file: metadata as llama.cpp writes it (with a vocabulary
 /// array) and two tensors, padded to `size` bytes.
-fn gguf_file(arch: &str, file_type: u32, size: usize) -> Vec<u8> {
+pub fn gguf_file(arch: &str, file_type: u32, size: usize) -> Vec<u8> {
     let s = |b: &mut Vec<u8>, v: &str| {
         b.extend((v.len() as u64).to_le_bytes());
         b.extend(v.as_bytes());
@@ -517,7 +517,7 @@ fn gguf_file(arch: &str, file_type: u32, size: usize) -> Vec<u8> {
 }
 
 /// Pushes a model the way Ollama does: config, the layer, the manifest.
-fn push_model(reg: &str, repo: &str, tag: &str, layer: &[u8], media_type: &str) {
+pub fn push_model(reg: &str, repo: &str, tag: &str, layer: &[u8], media_type: &str) {
     let base = format!("http://{reg}/v2/{repo}");
     let config = br#"{"model_format":"gguf"}"#;
     let (cd, ld) = (format!("sha256:{}", sha256_hex(config)), format!("sha256:{}", sha256_hex(layer)));

@@ -4,7 +4,8 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use oci_spec::distribution::{ErrorCode, ErrorInfoBuilder, ErrorResponseBuilder};
+pub use oci_spec::distribution::ErrorCode;
+use oci_spec::distribution::{ErrorInfoBuilder, ErrorResponseBuilder};
 use strata_objects::Kind;
 use strata_service::ServiceError;
 

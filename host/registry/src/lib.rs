@@ -24,6 +24,7 @@ pub mod error;
 mod manifests;
 pub mod models;
 pub mod names;
+pub mod store;
 mod uploads;
 
 use std::path::PathBuf;
@@ -46,6 +47,9 @@ use names::Route;
 pub struct Registry {
     service: Arc<dyn ObjectService>,
     bucket: String,
+    /// Set once the bucket is known to exist (made at the first write, so a
+    /// cluster node can start before the cluster has a leader).
+    bucket_made: tokio::sync::OnceCell<()>,
     max_manifest: usize,
     auth: auth::Auth,
     uploads: uploads::Uploads,
@@ -55,22 +59,14 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Makes the bucket if needed and reads the users' passwords.
+    /// Reads the users' passwords; the bucket is made at the first write.
     /// `uploads`: a directory for upload sessions in progress (emptied).
     /// Fails with a message for the server's start-up error.
-    pub async fn open(
-        service: Arc<dyn ObjectService>,
-        config: &RegistryConfig,
-        uploads: PathBuf,
-    ) -> std::result::Result<Arc<Self>, String> {
-        if let Err(e) = service.create_bucket(&config.bucket, None).await
-            && e.kind() != strata_objects::Kind::Exists
-        {
-            return Err(format!("registry.bucket {:?}: {e}", config.bucket));
-        }
+    pub fn open(service: Arc<dyn ObjectService>, config: &RegistryConfig, uploads: PathBuf) -> std::result::Result<Arc<Self>, String> {
         Ok(Arc::new(Self {
             service,
             bucket: config.bucket.clone(),
+            bucket_made: tokio::sync::OnceCell::new(),
             max_manifest: config.max_manifest_size.0 as usize,
             auth: auth::Auth::load(config)?,
             uploads: uploads::Uploads::open(uploads)?,
@@ -83,12 +79,25 @@ impl Registry {
     }
 
     /// Holds repository `name` for a change of its manifests or blobs.
-    async fn lock_repo(&self, name: &str) -> tokio::sync::OwnedMutexGuard<()> {
+    pub(crate) async fn lock_repo(&self, name: &str) -> tokio::sync::OwnedMutexGuard<()> {
         let m = self.repos.lock().expect("repos").entry(name.to_string()).or_default().clone();
         let guard = m.lock_owned().await;
         // Forget idle repositories so the map does not grow without bound.
         self.repos.lock().expect("repos").retain(|_, m| Arc::strong_count(m) > 1);
         guard
+    }
+
+    /// Makes the registry's bucket unless it exists.
+    async fn ensure_bucket(&self) -> Result<()> {
+        self.bucket_made
+            .get_or_try_init(|| async {
+                match self.service.create_bucket(&self.bucket, None).await {
+                    Err(e) if e.kind() != strata_objects::Kind::Exists => Err(RegistryError::from(e)),
+                    _ => Ok(()),
+                }
+            })
+            .await?;
+        Ok(())
     }
 
     fn key(name: &str, kind: &str, id: &str) -> String {

@@ -36,7 +36,7 @@ fn key_of(name: &str, reference: &str) -> Result<String> {
 }
 
 /// Reads (a range of) a small object; `None` if it is not there.
-async fn fetch(r: &Registry, key: &str, range: strata_store::Range) -> Result<Option<(ObjectRecord, Bytes)>> {
+pub(crate) async fn fetch(r: &Registry, key: &str, range: strata_store::Range) -> Result<Option<(ObjectRecord, Bytes)>> {
     let (rec, mut chunks) = match r.service.get(&r.bucket, key, None, range).await {
         Ok(got) => got,
         Err(e) if e.kind() == Kind::NotFound => return Ok(None),
@@ -53,7 +53,7 @@ async fn fetch(r: &Registry, key: &str, range: strata_store::Range) -> Result<Op
 }
 
 /// Reads a small object whole; `None` if it is not there.
-async fn read(r: &Registry, key: &str) -> Result<Option<(ObjectRecord, Bytes)>> {
+pub(crate) async fn read(r: &Registry, key: &str) -> Result<Option<(ObjectRecord, Bytes)>> {
     fetch(r, key, strata_store::Range::ALL).await
 }
 
@@ -68,17 +68,17 @@ pub async fn get(r: &Arc<Registry>, name: &str, reference: &str, head: bool) -> 
 }
 
 /// What a manifest points at.
-struct Parsed {
-    media_type: String,
+pub(crate) struct Parsed {
+    pub media_type: String,
     /// Blobs (config and layers) of an image manifest, with their sizes.
-    blobs: Vec<(String, u64)>,
+    pub blobs: Vec<(String, u64)>,
     /// Manifests of an index.
-    manifests: Vec<String>,
-    subject: Option<String>,
-    artifact_type: Option<String>,
+    pub manifests: Vec<String>,
+    pub subject: Option<String>,
+    pub artifact_type: Option<String>,
 }
 
-fn parse(media_type: &str, bytes: &[u8]) -> Result<Parsed> {
+pub(crate) fn parse(media_type: &str, bytes: &[u8]) -> Result<Parsed> {
     let raw: Value = serde_json::from_slice(bytes).map_err(|e| manifest_invalid(format!("not JSON: {e}")))?;
     if let Some(inner) = raw.get("mediaType").and_then(Value::as_str)
         && inner != media_type
@@ -149,24 +149,53 @@ pub async fn put(r: &Arc<Registry>, base: &str, name: &str, reference: &str, req
     while let Some(c) = body.next().await {
         let c = c.map_err(|e| oci(StatusCode::BAD_REQUEST, ErrorCode::ManifestInvalid, format!("the body broke off: {e}")))?;
         if buf.len() + c.len() > r.max_manifest {
-            return Err(oci(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                ErrorCode::SizeInvalid,
-                format!("the manifest is larger than registry.max_manifest_size ({} bytes)", r.max_manifest),
-            ));
+            return Err(too_large(r));
         }
         buf.extend_from_slice(&c);
     }
-    let bytes = buf.freeze();
+    let (digest, subject) = store(r, name, reference, &content_type, buf.freeze(), serde_json::Map::new()).await?;
+    let mut headers = vec![("Location", format!("{base}/v2/{name}/manifests/{digest}")), ("Docker-Content-Digest", digest.clone())];
+    if let Some(s) = subject {
+        headers.push(("OCI-Subject", s));
+    }
+    headers.push(("Content-Length", "0".into()));
+    Ok(respond(StatusCode::CREATED, &headers, Body::empty()))
+}
+
+fn too_large(r: &Registry) -> RegistryError {
+    oci(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::SizeInvalid,
+        format!("the manifest is larger than registry.max_manifest_size ({} bytes)", r.max_manifest),
+    )
+}
+
+/// Checks manifest `bytes` (of `content_type`, or the `mediaType` it
+/// names when that is empty or plain JSON) and that what it references is
+/// in repository `name`, then stores it under its digest and, when
+/// `reference` is a tag, under the tag with `tag_attributes` added.
+/// Answers the digest and the subject.
+pub(crate) async fn store(
+    r: &Registry,
+    name: &str,
+    reference: &str,
+    content_type: &str,
+    bytes: Bytes,
+    tag_attributes: serde_json::Map<String, Value>,
+) -> Result<(String, Option<String>)> {
+    if bytes.len() > r.max_manifest {
+        return Err(too_large(r));
+    }
     let media_type = if content_type.is_empty() || content_type == "application/json" {
         serde_json::from_slice::<Value>(&bytes)
             .ok()
             .and_then(|v| v.get("mediaType").and_then(Value::as_str).map(str::to_string))
             .ok_or_else(|| manifest_invalid("no Content-Type and no mediaType in the manifest"))?
     } else {
-        content_type
+        content_type.to_string()
     };
     let parsed = parse(&media_type, &bytes)?;
+    r.ensure_bucket().await?;
     // Checked and written under the repository's lock: a delete cannot
     // free a blob between the check and the write.
     let _repo = r.lock_repo(name).await;
@@ -212,15 +241,11 @@ pub async fn put(r: &Arc<Registry>, base: &str, name: &str, reference: &str, req
     put_small(r, Registry::key(name, "manifests", &hex), &media_type, attrs, bytes.clone()).await?;
     if !reference.contains(':') {
         let mut attrs = model;
+        attrs.extend(tag_attributes);
         attrs.insert("oci.digest".into(), json!(digest));
         put_small(r, Registry::key(name, "tags", reference), &media_type, attrs, bytes).await?;
     }
-    let mut headers = vec![("Location", format!("{base}/v2/{name}/manifests/{digest}")), ("Docker-Content-Digest", digest.clone())];
-    if let Some(s) = parsed.subject {
-        headers.push(("OCI-Subject", s));
-    }
-    headers.push(("Content-Length", "0".into()));
-    Ok(respond(StatusCode::CREATED, &headers, Body::empty()))
+    Ok((digest, parsed.subject))
 }
 
 /// The first bytes of a blob of `name`.
@@ -252,7 +277,7 @@ async fn describe_layers(r: &Registry, name: &str, parsed: &Parsed) -> serde_jso
 }
 
 /// Every live object under `prefix`, in key order.
-async fn list_all(r: &Registry, prefix: &str) -> Result<Vec<ObjectRecord>> {
+pub(crate) async fn list_all(r: &Registry, prefix: &str) -> Result<Vec<ObjectRecord>> {
     let mut out = Vec::new();
     let mut after: Option<String> = None;
     loop {
@@ -270,15 +295,28 @@ async fn list_all(r: &Registry, prefix: &str) -> Result<Vec<ObjectRecord>> {
 /// only it referenced leave the repository too (and their bytes go once
 /// nothing else references them).
 pub async fn delete(r: &Arc<Registry>, name: &str, reference: &str) -> Result<Response> {
+    remove(r, name, reference).await?;
+    Ok(respond(StatusCode::ACCEPTED, &[], Body::empty()))
+}
+
+/// Removes a tag, or a manifest with its tags and the repository's links
+/// to the blobs no other of its manifests references.
+pub(crate) async fn remove(r: &Registry, name: &str, reference: &str) -> Result<()> {
     if !reference.contains(':') {
         if !r.forget(&Registry::key(name, "tags", reference)).await? {
             return Err(manifest_unknown(reference));
         }
-        return Ok(respond(StatusCode::ACCEPTED, &[], Body::empty()));
+        return Ok(());
     }
+    let _repo = r.lock_repo(name).await;
+    remove_locked(r, name, reference).await
+}
+
+/// Removes manifest `reference` (a digest) as [`remove`] does, with the
+/// repository's lock held.
+pub(crate) async fn remove_locked(r: &Registry, name: &str, reference: &str) -> Result<()> {
     let d = names::digest(reference)?;
     let key = Registry::key(name, "manifests", &d.to_string());
-    let _repo = r.lock_repo(name).await;
     let Some((rec, bytes)) = read(r, &key).await? else { return Err(manifest_unknown(reference)) };
     let gone: Vec<String> = parse(&rec.content_type, &bytes).map(|p| p.blobs.into_iter().map(|(d, _)| d).collect()).unwrap_or_default();
     r.forget(&key).await?;
@@ -301,7 +339,7 @@ pub async fn delete(r: &Arc<Registry>, name: &str, reference: &str) -> Result<Re
             r.forget(&Registry::key(name, "blobs", &bd.to_string())).await?;
         }
     }
-    Ok(respond(StatusCode::ACCEPTED, &[], Body::empty()))
+    Ok(())
 }
 
 /// `GET /tags/list?n=&last=`: tags in order, a page at a time, with a

@@ -107,7 +107,7 @@ fn created(base: &str, name: &str, digest: &str) -> Response {
     )
 }
 
-type Chunks = futures::stream::BoxStream<'static, std::result::Result<Bytes, String>>;
+pub type Chunks = futures::stream::BoxStream<'static, std::result::Result<Bytes, String>>;
 
 fn body_stream(req: Request) -> Chunks {
     coalesce(req.into_body().into_data_stream().map_err(|e| format!("the client's body broke off: {e}")).boxed())
@@ -147,7 +147,8 @@ fn coalesce(body: Chunks) -> Chunks {
 }
 
 /// Stores a blob of `name` from `body`; fails unless it hashes to `digest`.
-async fn store(r: &Registry, name: &str, digest: Digest, size: Option<u64>, body: Chunks) -> Result<()> {
+pub(crate) async fn store(r: &Registry, name: &str, digest: Digest, size: Option<u64>, body: Chunks) -> Result<()> {
+    r.ensure_bucket().await?;
     let spec = PutSpec {
         bucket: r.bucket.clone(),
         key: Registry::key(name, "blobs", &digest.to_string()),
@@ -167,6 +168,21 @@ async fn store(r: &Registry, name: &str, digest: Digest, size: Option<u64>, body
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Links repository `from`'s blob `digest` into `name` (the bytes stay one
+/// blob); false if `from` does not have it.
+pub(crate) async fn link(r: &Registry, name: &str, from: &str, digest: Digest) -> Result<bool> {
+    let key = Registry::key(from, "blobs", &digest.to_string());
+    let (rec, chunks) = match r.service.get(&r.bucket, &key, None, strata_store::Range::ALL).await {
+        Ok((rec, _)) if rec.is_delete_marker() => return Ok(false),
+        Ok(got) => got,
+        Err(e) if e.kind() == Kind::NotFound => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
+    let body = tokio_stream::wrappers::ReceiverStream::new(chunks).map(|c| c.map_err(|e| e.to_string())).boxed();
+    store(r, name, digest, Some(rec.size), body).await?;
+    Ok(true)
 }
 
 /// Whether `name` has the blob.
@@ -194,14 +210,7 @@ pub async fn start(r: &Arc<Registry>, base: &str, name: &str, req: Request) -> R
         // Mounting needs read access to the source; without it the client
         // uploads the blob instead (the spec's fallback), as when it is not there.
         let readable = r.auth.check(req.headers(), Some(&from), false).is_ok();
-        if has(r, name, &d).await? {
-            return Ok(created(base, name, &mount));
-        }
-        if readable && has(r, &from, &d).await? {
-            let (rec, chunks) =
-                r.service.get(&r.bucket, &Registry::key(&from, "blobs", &d.to_string()), None, strata_store::Range::ALL).await?;
-            let body = tokio_stream::wrappers::ReceiverStream::new(chunks).map(|c| c.map_err(|e| e.to_string())).boxed();
-            store(r, name, d, Some(rec.size), body).await?;
+        if has(r, name, &d).await? || (readable && link(r, name, &from, d).await?) {
             return Ok(created(base, name, &mount));
         }
         // Not there: the client uploads it instead (the spec's fallback).

@@ -31,6 +31,7 @@ pub enum ApiError {
     Replication(ReplicationError),
     Object(ObjectError),
     Plugin(PluginError),
+    Registry(crate::registry::RegistryError),
 }
 
 macro_rules! from {
@@ -42,7 +43,7 @@ macro_rules! from {
         }
     )*};
 }
-from!(Status => Status, ServiceError => Service, ClusterError => Cluster, ReplicationError => Replication, ObjectError => Object, PluginError => Plugin);
+from!(Status => Status, ServiceError => Service, ClusterError => Cluster, ReplicationError => Replication, ObjectError => Object, PluginError => Plugin, crate::registry::RegistryError => Registry);
 
 impl From<MetaError> for ApiError {
     fn from(e: MetaError) -> Self {
@@ -59,6 +60,29 @@ impl From<ApiError> for Status {
             ApiError::Replication(e) => replication(e),
             ApiError::Object(e) => object(e),
             ApiError::Plugin(e) => plugin(e),
+            ApiError::Registry(e) => registry(e),
+        }
+    }
+}
+
+/// Model storage's failures: the registry's codes as gRPC codes.
+pub fn registry(e: crate::registry::RegistryError) -> Status {
+    use crate::registry::RegistryError as R;
+    use crate::registry::error::ErrorCode as E;
+    match e {
+        R::Service(e) => service(e),
+        R::Unauthorized(m) => Status::unauthenticated(m),
+        R::Oci { code, message, .. } => {
+            let code = match code {
+                E::BlobUnknown | E::ManifestUnknown | E::NameUnknown | E::BlobUploadUnknown => Code::NotFound,
+                E::ManifestBlobUnknown => Code::FailedPrecondition,
+                E::Denied => Code::PermissionDenied,
+                E::Unauthorized => Code::Unauthenticated,
+                E::TooManyRequests => Code::ResourceExhausted,
+                E::Unsupported => Code::Unimplemented,
+                _ => Code::InvalidArgument,
+            };
+            Status::new(code, message)
         }
     }
 }

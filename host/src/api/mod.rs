@@ -11,6 +11,7 @@ pub mod error;
 mod get;
 mod index;
 mod list;
+mod models;
 mod plugin;
 mod put;
 mod search;
@@ -53,32 +54,22 @@ pub struct Limits {
 
 pub struct Api {
     /// Every object call goes through it, on one node or a cluster alike.
-    service: Arc<dyn ObjectService>,
+    pub service: Arc<dyn ObjectService>,
     /// For what is this node's own: indexes, stats, metrics.
-    objects: Arc<Objects>,
-    plugins: Arc<Plugins>,
+    pub objects: Arc<Objects>,
+    pub plugins: Arc<Plugins>,
     /// Set on a cluster node, for the calls that manage the cluster.
-    cluster: Option<Arc<Replicator>>,
-    limits: Limits,
+    pub cluster: Option<Arc<Replicator>>,
+    pub limits: Limits,
     /// `[backup.target]`, the default of backup calls.
-    backup_target: Option<crate::config::TargetSpec>,
+    pub backup_target: Option<crate::config::TargetSpec>,
     /// `[[tier_policies]]` (a single-node server's).
-    tier_policies: Vec<crate::objects::TierPolicy>,
+    pub tier_policies: Vec<crate::objects::TierPolicy>,
+    /// Model storage (the registry's repositories, with or without its listener).
+    pub registry: Arc<crate::registry::Registry>,
 }
 
 impl Api {
-    pub fn new(
-        service: Arc<dyn ObjectService>,
-        objects: Arc<Objects>,
-        plugins: Arc<Plugins>,
-        cluster: Option<Arc<Replicator>>,
-        limits: Limits,
-        backup_target: Option<crate::config::TargetSpec>,
-        tier_policies: Vec<crate::objects::TierPolicy>,
-    ) -> Self {
-        Self { service, objects, plugins, cluster, limits, backup_target, tier_policies }
-    }
-
     async fn timed<T>(&self, op: &'static str, f: impl Future<Output = Result<T, ApiError>>) -> Result<T, Status> {
         let start = Instant::now();
         let r = f.await.map_err(Status::from);
@@ -123,6 +114,39 @@ impl pb::strata_server::Strata for Api {
 
     type GetStream = GetStream;
     type BackupCreateStream = backup::ProgressStream;
+    type ModelGetBlobStream = GetStream;
+
+    async fn model_has_blobs(&self, req: Request<pb::ModelHasBlobsRequest>) -> Result<Response<pb::ModelHasBlobsResponse>, Status> {
+        self.timed("model_has_blobs", models::handle_has_blobs(&self.registry, req.into_inner())).await.map(Response::new)
+    }
+
+    async fn model_put_blob(&self, req: Request<Streaming<pb::ModelPutBlobRequest>>) -> Result<Response<pb::ModelPutBlobResponse>, Status> {
+        self.timed("model_put_blob", models::handle_put_blob(&self.registry, req.into_inner())).await.map(Response::new)
+    }
+
+    async fn model_get_blob(&self, req: Request<pb::ModelGetBlobRequest>) -> Result<Response<GetStream>, Status> {
+        self.timed("model_get_blob", models::handle_get_blob(&self.registry, &self.limits, req.into_inner())).await.map(Response::new)
+    }
+
+    async fn model_put_manifest(&self, req: Request<pb::ModelPutManifestRequest>) -> Result<Response<pb::Model>, Status> {
+        self.timed("model_put_manifest", models::handle_put_manifest(&self.registry, req.into_inner())).await.map(Response::new)
+    }
+
+    async fn model_list(&self, req: Request<pb::ModelListRequest>) -> Result<Response<pb::ModelListResponse>, Status> {
+        self.timed("model_list", models::handle_list(&self.registry, req.into_inner())).await.map(Response::new)
+    }
+
+    async fn model_show(&self, req: Request<pb::ModelShowRequest>) -> Result<Response<pb::ModelShowResponse>, Status> {
+        self.timed("model_show", models::handle_show(&self.registry, req.into_inner())).await.map(Response::new)
+    }
+
+    async fn model_tag(&self, req: Request<pb::ModelTagRequest>) -> Result<Response<pb::Model>, Status> {
+        self.timed("model_tag", models::handle_tag(&self.registry, req.into_inner())).await.map(Response::new)
+    }
+
+    async fn model_remove(&self, req: Request<pb::ModelRemoveRequest>) -> Result<Response<pb::ModelRemoveResponse>, Status> {
+        self.timed("model_remove", models::handle_remove(&self.registry, req.into_inner())).await.map(Response::new)
+    }
 
     async fn tier_list(&self, _req: Request<pb::TierListRequest>) -> Result<Response<pb::TierListResponse>, Status> {
         self.timed("tier_list", tier::handle_list(&self.objects)).await.map(Response::new)

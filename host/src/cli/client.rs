@@ -55,7 +55,7 @@ pub fn partial(missing: &[String], allow: bool) -> anyhow::Result<()> {
     bail!("partial answer: {who} could not be asked and may hold keys it lacks; bring them back, or pass --allow-partial to accept it")
 }
 
-fn progress(len: Option<u64>) -> ProgressBar {
+pub fn progress(len: Option<u64>) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }

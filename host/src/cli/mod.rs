@@ -348,6 +348,57 @@ pub enum ClusterCmd {
 
 #[derive(Subcommand, Debug)]
 pub enum ModelsCmd {
+    /// Import an Ollama models directory (`~/.ollama/models`: manifests/<host>/<namespace>/<model>/<tag>
+    /// and blobs/sha256-<hex>): each manifest becomes <namespace>/<model>:<tag>, byte-exact; blobs the
+    /// server has are not sent again.
+    Import {
+        dir: std::path::PathBuf,
+        /// Only these models (NAME or NAME:TAG, as `ollama` names them).
+        models: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write models into an Ollama models directory Ollama runs from: manifests byte-exact, blobs
+    /// checked against their digests (ones already there and whole are kept).
+    Export {
+        dir: std::path::PathBuf,
+        /// Only these models (NAME or NAME:TAG); all when none.
+        models: Vec<String>,
+        /// The host directory under manifests/ (default: the one a model was imported from, else
+        /// registry.ollama.ai).
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Tagged models (repository:tag), with size and what their layers hold.
+    Ls {
+        /// Repositories whose names start with this.
+        prefix: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One model: its manifest, layers and recorded attributes.
+    Show {
+        model: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Another name for a model (in any repository; the layers stay one copy).
+    Tag {
+        source: String,
+        target: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove models (tags); a manifest no other tag names goes too, and with it the layers
+    /// nothing else references.
+    Rm {
+        #[arg(required = true)]
+        models: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Tagged models whose layers match a query over their GGUF or
     /// safetensors headers: `strata models search 'gguf.architecture =
     /// "llama" and gguf.file_type = "Q4_K_M"'` (fields: gguf.architecture,

@@ -6,6 +6,7 @@ pub mod index;
 pub mod lock;
 pub mod models;
 pub mod objects;
+pub mod ollama;
 pub mod plugin;
 pub mod search;
 pub mod server;
