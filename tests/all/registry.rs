@@ -629,3 +629,60 @@ async fn the_oci_client_crate_pushes_pulls_mounts_and_lists() {
     let tags = c.list_tags(&r, &anon, None, None).await.unwrap();
     assert_eq!(tags.tags, ["v1", "v2"]);
 }
+
+/// Without anonymous pulls: a user's password works as a bearer token
+/// (here through the `oci-client` crate), and a blob GET answers a signed
+/// `Location` that Ollama's 16 ranged GETs, sent without credentials,
+/// follow; the signature serves that blob only.
+#[tokio::test]
+async fn bearer_tokens_and_signed_blob_locations() {
+    use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
+    use oci_client::secrets::RegistryAuth;
+    use oci_client::{Client, Reference};
+
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "a token of at least 8\n").unwrap();
+    let (_s, reg) =
+        start(&format!("[[registry.users]]\nname = \"ollama\"\npassword_file = {pw:?}\nrepositories = [\"library/*\"]\npush = true\n"));
+    let c = Client::new(ClientConfig { protocol: ClientProtocol::Http, ..Default::default() });
+    let layer = random_bytes(3_000_000);
+    let image: Reference = format!("{reg}/library/tok:v1").parse().unwrap();
+    let layers = [ImageLayer::new(layer.clone(), "application/vnd.ollama.image.model".into(), None)];
+    let config = Config::new(br#"{"model_format":"gguf"}"#.to_vec(), "application/vnd.docker.container.image.v1+json".into(), None);
+    let wrong = RegistryAuth::Bearer("not the token".into());
+    let fresh = Client::new(ClientConfig { protocol: ClientProtocol::Http, ..Default::default() });
+    assert!(fresh.push(&image, &layers, config.clone(), &wrong, None).await.is_err(), "a wrong token is refused");
+    let token = RegistryAuth::Bearer("a token of at least 8".into());
+    c.push(&image, &layers, config, &token, None).await.expect("the token pushes");
+
+    let digest = format!("sha256:{}", sha256_hex(&layer));
+    let blob = format!("http://{reg}/v2/library/tok/blobs/{digest}");
+    let (st, _, _) = http("GET", &blob, &[], None);
+    assert_eq!(st, 401, "no credentials, no blob");
+    let (st, head, _) = http("GET", &blob, &["Authorization: Bearer a token of at least 8"], None);
+    assert_eq!(st, 200);
+    let signed = header_value(&head, "location");
+    assert!(signed.contains("signature="), "{head}");
+    let n = layer.len() / 16;
+    let parts: Vec<_> = (0..16)
+        .map(|i| {
+            let url = signed.clone();
+            let (a, b) = (i * n, if i == 15 { layer.len() - 1 } else { (i + 1) * n - 1 });
+            std::thread::spawn(move || (a, b, http("GET", &url, &[&format!("Range: bytes={a}-{b}")], None)))
+        })
+        .collect();
+    for p in parts {
+        let (a, b, (st, head, body)) = p.join().unwrap();
+        assert_eq!(st, 206, "{head}");
+        assert!(body == layer[a..=b], "part {a}-{b} is exact");
+    }
+    // The signature is for that blob, unaltered, and only for reading.
+    let query = signed.split_once('?').unwrap().1;
+    let other = format!("sha256:{}", "0".repeat(64));
+    assert_eq!(http("GET", &format!("http://{reg}/v2/library/tok/blobs/{other}?{query}"), &[], None).0, 401);
+    assert_eq!(http("GET", &format!("http://{reg}/v2/library/tok/manifests/v1?{query}"), &[], None).0, 401);
+    assert_eq!(http("DELETE", &signed, &[], None).0, 401);
+    let tampered = signed.replace("signature=", "signature=00");
+    assert_eq!(http("GET", &tampered, &[], None).0, 401);
+}

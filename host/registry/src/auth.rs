@@ -1,9 +1,15 @@
-//! Who may do what: anonymous access as configured, else HTTP Basic users
-//! with the repositories they may use. Passwords are compared by their
-//! SHA-256 (no timing signal on the secret) and never logged.
+//! Who may do what: anonymous access as configured, else users (HTTP
+//! Basic, or their password as a bearer token) with the repositories they
+//! may use. Passwords are compared by their SHA-256 (no timing signal on
+//! the secret) and never logged. A blob GET answered to a user carries a
+//! signed `Location` that serves that blob without credentials for a while:
+//! Ollama sends none on its ranged GETs.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::{HeaderMap, header};
 use base64::Engine;
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use strata_config::{Anonymous, RegistryConfig};
 
@@ -19,7 +25,13 @@ struct User {
 pub struct Auth {
     anonymous: Anonymous,
     users: Vec<User>,
+    /// Signs blob locations; made at start, so they end with the process.
+    url_key: [u8; 32],
 }
+
+/// How long a signed blob location serves (a large model over a slow link
+/// takes hours).
+pub const SIGNED_FOR: Duration = Duration::from_secs(6 * 3600);
 
 impl Auth {
     pub fn load(c: &RegistryConfig) -> std::result::Result<Self, String> {
@@ -37,14 +49,43 @@ impl Auth {
             if secret.len() < 8 {
                 return Err(format!("registry user {:?}: the password needs at least 8 characters", u.name));
             }
-            users.push(User {
-                name: u.name.clone(),
-                password: Sha256::digest(secret).into(),
-                repositories: u.repositories.clone(),
-                push: u.push,
-            });
+            let password: [u8; 32] = Sha256::digest(secret).into();
+            if let Some(other) = users.iter().find(|o: &&User| o.password == password) {
+                return Err(format!(
+                    "registry users {:?} and {:?} have the same password: it is also a bearer token, so each needs its own",
+                    other.name, u.name
+                ));
+            }
+            users.push(User { name: u.name.clone(), password, repositories: u.repositories.clone(), push: u.push });
         }
-        Ok(Self { anonymous: c.anonymous, users })
+        Ok(Self { anonymous: c.anonymous, users, url_key: rand::random() })
+    }
+
+    /// Whether a client without credentials may read.
+    pub fn anonymous_pull(&self) -> bool {
+        self.anonymous != Anonymous::None
+    }
+
+    fn url_mac(&self, name: &str, digest: &str, expires: u64) -> Hmac<Sha256> {
+        let mut m = Hmac::<Sha256>::new_from_slice(&self.url_key).expect("HMAC takes any key length");
+        m.update(format!("strata.blob.v1|{name}|{digest}|{expires}").as_bytes());
+        m
+    }
+
+    /// The query that lets a GET of blob `digest` of `name` through
+    /// without credentials until [`SIGNED_FOR`] from now.
+    pub fn sign(&self, name: &str, digest: &str) -> String {
+        let expires = (SystemTime::now() + SIGNED_FOR).duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let sig = hex::encode(self.url_mac(name, digest, expires).finalize().into_bytes());
+        format!("expires={expires}&signature={sig}")
+    }
+
+    /// Whether `expires` and `signature` are one [`Self::sign`] made for
+    /// this blob and it has not expired at `now` (Unix seconds).
+    pub fn signed(&self, name: &str, digest: &str, expires: Option<&str>, signature: Option<&str>, now: u64) -> bool {
+        let (Some(expires), Some(signature)) = (expires.and_then(|e| e.parse::<u64>().ok()), signature) else { return false };
+        let Ok(sig) = hex::decode(signature) else { return false };
+        expires >= now && self.url_mac(name, digest, expires).verify_slice(&sig).is_ok()
     }
 
     /// Fails unless the request may read (or, `write`, change) repository
@@ -91,8 +132,16 @@ impl Auth {
     fn user(&self, header: &str) -> Result<&User> {
         let bad = || RegistryError::Unauthorized("wrong user name or password".into());
         let (scheme, encoded) = header.trim().split_once(' ').unwrap_or((header, ""));
+        if scheme.eq_ignore_ascii_case("bearer") {
+            let given: [u8; 32] = Sha256::digest(encoded.trim()).into();
+            return self
+                .users
+                .iter()
+                .find(|u| u.password == given)
+                .ok_or_else(|| RegistryError::Unauthorized("unknown bearer token".into()));
+        }
         if !scheme.eq_ignore_ascii_case("basic") {
-            return Err(RegistryError::Unauthorized("only Basic credentials are taken".into()));
+            return Err(RegistryError::Unauthorized("only Basic credentials and bearer tokens are taken".into()));
         }
         let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).map_err(|_| bad())?;
         let text = String::from_utf8(decoded).map_err(|_| bad())?;
@@ -119,6 +168,24 @@ fn matches(pattern: &str, name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn signed_locations_hold_for_their_blob_until_they_expire() {
+        let a = super::Auth::load(&strata_config::RegistryConfig::default()).unwrap();
+        let q = a.sign("m/x", "sha256:ab");
+        let p: std::collections::HashMap<_, _> = form_urlencoded::parse(q.as_bytes()).into_owned().collect();
+        let (e, s) = (p.get("expires").map(String::as_str), p.get("signature").map(String::as_str));
+        let now = e.unwrap().parse::<u64>().unwrap() - 10;
+        assert!(a.signed("m/x", "sha256:ab", e, s, now));
+        assert!(!a.signed("m/x", "sha256:ab", e, s, now + 11), "expired");
+        assert!(!a.signed("m/y", "sha256:ab", e, s, now), "another repository");
+        assert!(!a.signed("m/x", "sha256:cd", e, s, now), "another blob");
+        let later = (e.unwrap().parse::<u64>().unwrap() + 1000).to_string();
+        assert!(!a.signed("m/x", "sha256:ab", Some(&later), s, now), "a changed expiry");
+        assert!(!a.signed("m/x", "sha256:ab", e, None, now));
+        let other = super::Auth::load(&strata_config::RegistryConfig::default()).unwrap();
+        assert!(!other.signed("m/x", "sha256:ab", e, s, now), "another process's key");
+    }
+
     #[test]
     fn patterns() {
         assert!(super::matches("*", "a/b"));

@@ -14,7 +14,8 @@ use crate::error::{Result, blob_unknown, oci};
 use crate::{Registry, names, respond};
 
 /// A blob of `name`, whole or the range asked. A whole GET also carries
-/// `Location` (itself): Ollama looks for it before its ranged GETs.
+/// `Location` (itself, signed when reading needs credentials): Ollama
+/// looks for it before its ranged GETs.
 pub async fn get(r: &Arc<Registry>, base: &str, name: &str, digest: &str, headers: &HeaderMap, head: bool) -> Result<Response> {
     let d = names::digest(digest)?;
     let key = Registry::key(name, "blobs", &d.to_string());
@@ -36,7 +37,11 @@ pub async fn get(r: &Arc<Registry>, base: &str, name: &str, digest: &str, header
             ));
         }
     };
-    let location = format!("{base}/v2/{name}/blobs/{digest}");
+    // Signed unless anyone may read: Ollama's ranged GETs carry no credentials.
+    let location = match r.auth.anonymous_pull() {
+        true => format!("{base}/v2/{name}/blobs/{digest}"),
+        false => format!("{base}/v2/{name}/blobs/{digest}?{}", r.auth.sign(name, digest)),
+    };
     let mut hs = vec![
         ("Docker-Content-Digest", digest.to_string()),
         ("Accept-Ranges", "bytes".to_string()),

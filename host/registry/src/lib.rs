@@ -142,7 +142,18 @@ async fn dispatch(State(r): State<Arc<Registry>>, req: Request) -> Response {
             Route::Upload { name, .. } => (name.clone(), true),
             Route::Tags { name } | Route::Referrers { name, .. } => (name.clone(), false),
         };
-        r.auth.check(req.headers(), Some(&name), write)?;
+        // A blob location signed for a user serves without credentials.
+        let signed = match &route {
+            Route::Blob { name, digest } if !write => {
+                let q = req.uri().query();
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                r.auth.signed(name, digest, query_param(q, "expires").as_deref(), query_param(q, "signature").as_deref(), now)
+            }
+            _ => false,
+        };
+        if !signed {
+            r.auth.check(req.headers(), Some(&name), write)?;
+        }
         let base = base_url(req.headers());
         match route {
             Route::Manifest { name, reference } => match *req.method() {
