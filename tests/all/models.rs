@@ -196,3 +196,46 @@ async fn a_bad_tree_is_refused_with_nothing_stored() {
     let ls = json_out(s.cli(&["models", "ls", "--json"]));
     assert_eq!(ls, json!([]), "nothing was stored");
 }
+
+/// The registry's address on `s` once it printed it.
+fn registry_of(s: &TestServer) -> String {
+    for _ in 0..200 {
+        if let Some(a) = s.registry.lock().unwrap().clone() {
+            return a;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("no registry address");
+}
+
+/// On a cluster any node serves any model: a tree imported through one
+/// node, with one replica per blob, is pulled from every node's registry
+/// and exported through another node byte-identical.
+#[tokio::test]
+async fn on_a_cluster_any_node_serves_any_model() {
+    let net = crate::cluster::Net::start(3, "[registry]\nlisten = \"127.0.0.1:0\"\nanonymous = \"pull\"\n");
+    net.form().await;
+    crate::cluster::ok(net.nodes[0].cli(&["bucket", "create", "oci", "--replicas", "1"]));
+    let work = tempfile::tempdir().unwrap();
+    let (a, b) = (work.path().join("a"), work.path().join("b"));
+    let layer = gguf_file("llama", 15, 2_000_000);
+    let model = blob(&a, &layer, "application/vnd.ollama.image.model");
+    let config = blob(&a, br#"{"model_format":"gguf"}"#, "application/vnd.docker.container.image.v1+json");
+    let m = manifest(&a, "registry.ollama.ai", "library/spread", "latest", config, vec![model.clone()]);
+    json_out(net.nodes[0].cli(&["models", "import", a.to_str().unwrap(), "--json"]));
+
+    let digest = model["digest"].as_str().unwrap();
+    for n in &net.nodes {
+        let reg = registry_of(n);
+        let (st, _, body) = http("GET", &format!("http://{reg}/v2/library/spread/manifests/latest"), &[], None);
+        assert_eq!((st, body == m), (200, true), "manifest through {reg}");
+        let (st, _, body) = http("GET", &format!("http://{reg}/v2/library/spread/blobs/{digest}"), &[], None);
+        assert_eq!((st, body == layer), (200, true), "layer through {reg}");
+        let (st, _, body) = http("GET", &format!("http://{reg}/v2/library/spread/blobs/{digest}"), &["Range: bytes=1000-1999"], None);
+        assert_eq!((st, body == layer[1000..2000]), (206, true), "a range through {reg}");
+        let ls = json_out(n.cli(&["models", "ls", "--json"]));
+        assert_eq!(names(&ls), ["library/spread:latest"]);
+    }
+    json_out(net.nodes[2].cli(&["models", "export", b.to_str().unwrap(), "--json"]));
+    assert_eq!(tree(&a), tree(&b), "exported through another node byte-identical");
+}
