@@ -75,24 +75,29 @@ async fn an_ollama_tree_is_imported_pulled_and_exported_byte_identical() {
     });
     let tiny_layer = gguf_file("qwen2", 7, 500_000);
     let tiny = blob(&a, &tiny_layer, "application/vnd.ollama.image.model");
-    manifest(&a, "127.0.0.1:11434", "me/tiny", "q8_0", config, vec![tiny, license]);
+    manifest(&a, "127.0.0.1:11434", "me/tiny", "q8_0", config.clone(), vec![tiny, license.clone()]);
+    // Ollama keeps a Hugging Face name's case; OCI names are lowercase.
+    let hf_layer = gguf_file("phi3", 2, 300_000);
+    let hf = blob(&a, &hf_layer, "application/vnd.ollama.image.model");
+    manifest(&a, "hf.co", "Someone/Phi-3-GGUF", "Q4_K_M", config, vec![hf, license.clone()]);
     let original = tree(&a);
 
     // Import (in path order: 127.0.0.1:11434 first): every blob sent once;
     // llama3 gets the config and license me/tiny sent by a link.
     let v = json_out(s.cli(&["models", "import", a.to_str().unwrap(), "--json"]));
-    assert_eq!(names(&v), ["library/llama3:8b", "library/llama3:latest", "me/tiny:q8_0"], "{v}");
+    assert_eq!(names(&v), ["library/llama3:8b", "library/llama3:latest", "me/tiny:q8_0", "someone/phi-3-gguf:Q4_K_M"], "{v}");
     let row = |n: &str| v.as_array().unwrap().iter().find(|m| m["name"] == n).unwrap().clone();
     assert!(row("library/llama3:8b")["sent_bytes"].as_u64().unwrap() > 3_000_000, "{v}");
     assert_eq!(row("library/llama3:latest")["sent_bytes"], 0, "{v}");
     assert_eq!(row("library/llama3:8b")["linked"], 2, "config and license are linked, not sent: {v}");
+    assert_eq!(row("someone/phi-3-gguf:Q4_K_M")["linked"], 2, "{v}");
     // Again: nothing is sent.
     let again = json_out(s.cli(&["models", "import", a.to_str().unwrap(), "--json"]));
     assert!(again.as_array().unwrap().iter().all(|m| m["sent_bytes"] == 0), "{again}");
 
     // ls and show see them, with what the GGUF header says.
     let ls = json_out(s.cli(&["models", "ls", "--json"]));
-    assert_eq!(names(&ls), ["library/llama3:8b", "library/llama3:latest", "me/tiny:q8_0"]);
+    assert_eq!(names(&ls), ["library/llama3:8b", "library/llama3:latest", "me/tiny:q8_0", "someone/phi-3-gguf:Q4_K_M"]);
     let l = ls.as_array().unwrap().iter().find(|m| m["name"] == "library/llama3:8b").unwrap();
     assert_eq!(l["attributes"]["gguf"]["architecture"], "llama", "{l}");
     assert_eq!(l["attributes"]["ollama.host"], "registry.ollama.ai", "{l}");
@@ -107,7 +112,11 @@ async fn an_ollama_tree_is_imported_pulled_and_exported_byte_identical() {
     assert_eq!((st, body == llama), (200, true));
     for (path, bytes) in original.iter().filter(|(p, _)| p.starts_with("blobs/")) {
         let digest = path.trim_start_matches("blobs/").replace('-', ":");
-        let repo = if bytes.len() == 500_000 { "me/tiny" } else { "library/llama3" };
+        let repo = match bytes.len() {
+            500_000 => "me/tiny",
+            300_000 => "someone/phi-3-gguf",
+            _ => "library/llama3",
+        };
         let (st, _, body) = http("GET", &format!("http://{reg}/v2/{repo}/blobs/{digest}"), &[], None);
         assert_eq!((st, body == *bytes), (200, true), "{path}");
     }
@@ -118,7 +127,11 @@ async fn an_ollama_tree_is_imported_pulled_and_exported_byte_identical() {
 
     // Export: the tree again, byte-identical, plus the pushed model.
     let v = json_out(s.cli(&["models", "export", b.to_str().unwrap(), "--json"]));
-    assert_eq!(names(&v), ["library/llama3:8b", "library/llama3:latest", "library/pushed:v1", "me/tiny:q8_0"], "{v}");
+    assert_eq!(
+        names(&v),
+        ["library/llama3:8b", "library/llama3:latest", "library/pushed:v1", "me/tiny:q8_0", "someone/phi-3-gguf:Q4_K_M"],
+        "{v}"
+    );
     let exported = tree(&b);
     for (path, bytes) in &original {
         assert!(exported.get(path) == Some(bytes), "{path} is exported byte-identical");
@@ -149,7 +162,13 @@ async fn an_ollama_tree_is_imported_pulled_and_exported_byte_identical() {
     let (st, _, body) = http("GET", &format!("http://{reg}/v2/me/copy/blobs/{}", model["digest"].as_str().unwrap()), &[], None);
     assert_eq!((st, sha256_hex(&body)), (200, model["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string()));
     let o = s.cli(&["models", "rm", "llama3:8b"]);
-    assert!(!o.status.success() && text(&o).contains("NotFound"), "{}", text(&o));
+    assert!(!o.status.success() && text(&o).contains("there is no model library/llama3:8b"), "{}", text(&o));
+    // A digest removes that manifest and every tag naming it.
+    let tiny_digest = json_out(s.cli(&["models", "show", "me/tiny:q8_0", "--json"]))["model"]["digest"].as_str().unwrap().to_string();
+    json_out(s.cli(&["models", "tag", "me/tiny:q8_0", "me/tiny:other", "--json"]));
+    json_out(s.cli(&["models", "rm", &format!("me/tiny@{tiny_digest}"), "--json"]));
+    let ls = json_out(s.cli(&["models", "ls", "me/", "--json"]));
+    assert_eq!(names(&ls), ["me/copy:v2"], "{ls}");
     let o = s.cli(&["models", "show", "nosuch/model:x"]);
     assert!(!o.status.success() && text(&o).contains("there is no model nosuch/model:x"), "{}", text(&o));
 }
@@ -166,13 +185,21 @@ async fn a_bad_tree_is_refused_with_nothing_stored() {
         assert!(!o.status.success(), "{name}: {}", text(&o));
         text(&o)
     };
-    // Uppercase is not an OCI name: refused before anything is sent.
-    let msg = bad("upper", &|d| {
+    // Not an OCI name even in lowercase: refused, naming the file.
+    let msg = bad("plus", &|d| {
         let c = blob(d, config, "application/vnd.docker.container.image.v1+json");
         let l = blob(d, b"layer", "application/vnd.ollama.image.model");
-        manifest(d, "hf.co", "Someone/Model-GGUF", "Q4_K_M", c, vec![l]);
+        manifest(d, "hf.co", "someone/a+b", "Q4_K_M", c, vec![l]);
     });
-    assert!(msg.contains("Someone/Model-GGUF") && msg.contains("lowercase"), "{msg}");
+    assert!(msg.contains("someone/a+b") && msg.contains("components hold"), "{msg}");
+    // Two hosts' models of one name would be one model here: refused.
+    let msg = bad("twohosts", &|d| {
+        let c = blob(d, config, "application/vnd.docker.container.image.v1+json");
+        let l = blob(d, b"layer", "application/vnd.ollama.image.model");
+        manifest(d, "h1.example", "dup/m", "t", c.clone(), vec![l.clone()]);
+        manifest(d, "h2.example", "dup/m", "t", c, vec![l]);
+    });
+    assert!(msg.contains("h1.example") && msg.contains("h2.example") && msg.contains("dup/m:t"), "{msg}");
     // A blob shorter than its manifest says.
     let msg = bad("short", &|d| {
         let c = blob(d, config, "application/vnd.docker.container.image.v1+json");
@@ -238,4 +265,53 @@ async fn on_a_cluster_any_node_serves_any_model() {
     }
     json_out(net.nodes[2].cli(&["models", "export", b.to_str().unwrap(), "--json"]));
     assert_eq!(tree(&a), tree(&b), "exported through another node byte-identical");
+}
+
+/// What a second import finds: a damaged layer is sent again (and the
+/// model reads again), a layer another repository has is linked, not sent,
+/// and a tag that moves drops the manifest it named.
+#[tokio::test]
+async fn a_second_import_repairs_links_and_replaces() {
+    let (s, reg) = start("anonymous = \"pull\"\n");
+    let work = tempfile::tempdir().unwrap();
+    let (a, b, c) = (work.path().join("a"), work.path().join("b"), work.path().join("c"));
+    let layer = gguf_file("llama", 15, 1_500_000);
+    let config = br#"{"model_format":"gguf"}"#;
+    let cfg = blob(&a, config, "application/vnd.docker.container.image.v1+json");
+    let l = blob(&a, &layer, "application/vnd.ollama.image.model");
+    manifest(&a, "registry.ollama.ai", "library/fix", "latest", cfg.clone(), vec![l.clone()]);
+    json_out(s.cli(&["models", "import", a.to_str().unwrap(), "--json"]));
+    let digest = l["digest"].as_str().unwrap();
+    let url = format!("http://{reg}/v2/library/fix/blobs/{digest}");
+
+    // Damage the stored layer; a read finds it and quarantines it.
+    let hex = digest.trim_start_matches("sha256:");
+    let file = blob_files(&s.data()).into_iter().find(|p| p.to_string_lossy().contains(hex)).expect("the layer's file");
+    flip_a_byte(&file, 700_000);
+    let o = std::process::Command::new("curl").args(["-s", "--max-time", "30", &url]).output().unwrap();
+    assert!(!o.status.success() || o.stdout != layer, "damage is never served");
+    let v = json_out(s.cli(&["models", "import", a.to_str().unwrap(), "--json"]));
+    assert_eq!(v[0]["sent_bytes"], 1_500_000, "the damaged layer is sent again: {v}");
+    let (st, _, body) = http("GET", &url, &[], None);
+    assert_eq!((st, body == layer), (200, true));
+
+    // Another tree with the same layer under another name: linked, not sent.
+    let cfg_b = blob(&b, config, "application/vnd.docker.container.image.v1+json");
+    let l_b = blob(&b, &layer, "application/vnd.ollama.image.model");
+    manifest(&b, "registry.ollama.ai", "other/same", "v1", cfg_b, vec![l_b]);
+    let v = json_out(s.cli(&["models", "import", b.to_str().unwrap(), "--json"]));
+    assert_eq!((v[0]["sent_bytes"].as_u64(), v[0]["linked"].as_u64()), (Some(0), Some(2)), "{v}");
+
+    // The same tag with new content: the old manifest goes.
+    let old = json_out(s.cli(&["models", "show", "library/fix", "--json"]))["model"]["digest"].as_str().unwrap().to_string();
+    let cfg_c = blob(&c, config, "application/vnd.docker.container.image.v1+json");
+    let l_c = blob(&c, &gguf_file("llama", 7, 1_000_000), "application/vnd.ollama.image.model");
+    manifest(&c, "registry.ollama.ai", "library/fix", "latest", cfg_c, vec![l_c]);
+    json_out(s.cli(&["models", "import", c.to_str().unwrap(), "--json"]));
+    let (st, _, _) = http("GET", &format!("http://{reg}/v2/library/fix/manifests/{old}"), &[], None);
+    assert_eq!(st, 404, "the replaced manifest is gone");
+    let (st, _, _) = http("GET", &url, &[], None);
+    assert_eq!(st, 404, "and the layer only it used left the repository");
+    let (st, _, body) = http("GET", &format!("http://{reg}/v2/other/same/blobs/{digest}"), &[], None);
+    assert_eq!((st, body == layer), (200, true), "other/same keeps it");
 }

@@ -85,7 +85,16 @@ pub(crate) fn parse(media_type: &str, bytes: &[u8]) -> Result<Parsed> {
     {
         return Err(manifest_invalid(format!("Content-Type is {media_type} but the manifest's mediaType is {inner}")));
     }
-    let bad = |e: oci_spec::OciSpecError| manifest_invalid(format!("not a valid {media_type}: {e}"));
+    if raw.get("schemaVersion").and_then(Value::as_u64) != Some(2) {
+        return Err(manifest_invalid("schemaVersion must be 2 (schema 1 manifests are not taken)"));
+    }
+    let bad = |e: oci_spec::OciSpecError| {
+        let why = match e {
+            oci_spec::OciSpecError::SerDe(e) => e.to_string(),
+            e => e.to_string(),
+        };
+        manifest_invalid(format!("not a valid {media_type}: {why}"))
+    };
     match media_type {
         OCI_MANIFEST | DOCKER_MANIFEST => {
             let m = ImageManifest::from_reader(bytes).map_err(bad)?;

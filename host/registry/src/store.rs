@@ -80,10 +80,27 @@ impl Registry {
     }
 
     /// Links repository `from`'s blob into `name`, without sending its
-    /// bytes again; false if `from` does not have it.
+    /// bytes again (`from` = `*`: any repository that has it); false if
+    /// none has it (readable).
     pub async fn link_blob(&self, name: &str, from: &str, digest: &str) -> Result<bool> {
-        let (name, from) = (names::repository(name)?, names::repository(from)?);
-        uploads::link(self, &name, &from, names::digest(digest)?).await
+        let name = names::repository(name)?;
+        let d = names::digest(digest)?;
+        let from = match from {
+            "*" => match uploads::holder(self, &name, &d).await? {
+                Some(f) => f,
+                None => return Ok(false),
+            },
+            f => names::repository(f)?,
+        };
+        if !uploads::has(self, &from, &d).await? {
+            return Ok(false);
+        }
+        match uploads::link(self, &name, &from, d).await {
+            Ok(linked) => Ok(linked),
+            // The source's bytes are damaged: the client sends them.
+            Err(crate::RegistryError::Oci { code: crate::error::ErrorCode::DigestInvalid, .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// A blob of repository `name`: its size and bytes.
@@ -114,8 +131,39 @@ impl Registry {
     ) -> Result<Model> {
         let name = names::repository(name)?;
         names::tag(tag)?;
-        manifests::store(self, &name, tag, media_type, bytes, attributes).await?;
+        let before = self.model(&name, tag).await.ok().map(|m| m.digest);
+        let (digest, _) = manifests::store(self, &name, tag, media_type, bytes, attributes).await?;
+        if let Some(old) = before.filter(|old| *old != digest) {
+            // The tag moved: its old manifest goes if nothing else names it,
+            // as `ollama pull` drops what a new version replaced.
+            let _repo = self.lock_repo(&name).await;
+            self.drop_if_unnamed(&name, &old).await?;
+        }
         self.model(&name, tag).await
+    }
+
+    /// Removes manifest `digest` of `name` (the repository's lock held)
+    /// unless a tag or an index of the repository names it. Answers whether
+    /// it went.
+    async fn drop_if_unnamed(&self, name: &str, digest: &str) -> Result<bool> {
+        for t in list_all(self, &format!("{name}/_tags/")).await? {
+            if t.attributes.get("oci.digest").and_then(Value::as_str) == Some(digest) {
+                return Ok(false);
+            }
+        }
+        for m in list_all(self, &format!("{name}/_manifests/")).await? {
+            if let Some((rec, bytes)) = read(self, &m.key).await?
+                && parse(&rec.content_type, &bytes).is_ok_and(|p| p.manifests.iter().any(|d| d == digest))
+            {
+                return Ok(false);
+            }
+        }
+        match manifests::remove_locked(self, name, digest).await {
+            Ok(()) => Ok(true),
+            // A registry client removed it meanwhile.
+            Err(crate::RegistryError::Oci { code: crate::error::ErrorCode::ManifestUnknown, .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Every tag of every repository whose name starts with `prefix`.
@@ -205,34 +253,25 @@ impl Registry {
 
     /// Removes tag `name:tag`; when no other tag (nor an index of the
     /// repository) names its manifest, the manifest goes too, with the
-    /// repository's links to blobs nothing else of it references. Answers
-    /// whether the manifest went.
-    pub async fn remove_tag(&self, name: &str, tag: &str) -> Result<bool> {
+    /// repository's links to blobs nothing else of it references. A digest
+    /// instead of a tag removes that manifest with every tag naming it.
+    /// Answers the manifest's digest and whether it went.
+    pub async fn remove(&self, name: &str, reference: &str) -> Result<(String, bool)> {
         let name = names::repository(name)?;
-        names::tag(tag)?;
-        let model = self.model(&name, tag).await?;
+        let reference = names::reference(reference)?;
+        if reference.contains(':') {
+            if read(self, &Self::key(&name, "manifests", &names::digest(&reference)?.to_string())).await?.is_none() {
+                return Err(no_model(&name, &reference));
+            }
+            manifests::remove(self, &name, &reference).await?;
+            return Ok((reference, true));
+        }
+        let model = self.model(&name, &reference).await?;
         let _repo = self.lock_repo(&name).await;
-        if !self.forget(&Self::key(&name, "tags", tag)).await? {
-            return Err(no_model(&name, tag));
+        if !self.forget(&Self::key(&name, "tags", &reference)).await? {
+            return Err(no_model(&name, &reference));
         }
-        let digest = model.digest;
-        for t in list_all(self, &format!("{name}/_tags/")).await? {
-            if t.attributes.get("oci.digest").and_then(Value::as_str) == Some(digest.as_str()) {
-                return Ok(false);
-            }
-        }
-        for m in list_all(self, &format!("{name}/_manifests/")).await? {
-            if let Some((rec, bytes)) = read(self, &m.key).await?
-                && parse(&rec.content_type, &bytes).is_ok_and(|p| p.manifests.contains(&digest))
-            {
-                return Ok(false);
-            }
-        }
-        match manifests::remove_locked(self, &name, &digest).await {
-            Ok(()) => Ok(true),
-            // A registry client removed it meanwhile.
-            Err(crate::RegistryError::Oci { code: oci_spec::distribution::ErrorCode::ManifestUnknown, .. }) => Ok(false),
-            Err(e) => Err(e),
-        }
+        let gone = self.drop_if_unnamed(&name, &model.digest).await?;
+        Ok((model.digest, gone))
     }
 }

@@ -185,9 +185,44 @@ pub(crate) async fn link(r: &Registry, name: &str, from: &str, digest: Digest) -
     Ok(true)
 }
 
-/// Whether `name` has the blob.
+/// Whether `name` has the blob, readable: one found damaged (and
+/// quarantined) counts as absent, so a client sends it again.
 pub async fn has(r: &Registry, name: &str, digest: &Digest) -> Result<bool> {
-    Ok(size_of(r, name, digest).await?.is_some())
+    match size_of(r, name, digest).await? {
+        None => Ok(false),
+        Some(0) => Ok(true),
+        Some(_) => {
+            let key = Registry::key(name, "blobs", &digest.to_string());
+            match r.service.get(&r.bucket, &key, None, strata_store::Range { offset: 0, len: Some(1) }).await {
+                Ok((_, mut chunks)) => Ok(matches!(chunks.recv().await, Some(Ok(_)))),
+                Err(e) if matches!(e.kind(), Kind::NotFound | Kind::DataLoss) => Ok(false),
+                Err(e) => Err(e.into()),
+            }
+        }
+    }
+}
+
+/// A repository other than `name` that has blob `digest`, found by a
+/// search of the bucket for that content.
+pub(crate) async fn holder(r: &Registry, name: &str, digest: &Digest) -> Result<Option<String>> {
+    let hex = digest.to_string();
+    let filter = strata_search::parse(&format!("digest = \"{hex}\"")).map_err(|e| crate::error::digest_invalid(e.to_string()))?;
+    let search = strata_search::run::Search {
+        bucket: r.bucket.clone(),
+        filter: Some(filter),
+        sort: strata_search::Field::Key,
+        descending: false,
+        limit: 100,
+        after: None,
+        max_bytes: 1 << 20,
+    };
+    let found = match r.service.search(&search, true).await {
+        Ok(f) => f.value,
+        // Search is off (metadata.enable_search = false): the bytes are sent.
+        Err(_) => return Ok(None),
+    };
+    let suffix = format!("/_blobs/{hex}");
+    Ok(found.records.into_iter().filter_map(|o| o.key.strip_suffix(&suffix).map(str::to_string)).find(|repo| repo != name))
 }
 
 /// The size of `name`'s blob, if it has it.

@@ -113,7 +113,6 @@ pub async fn handle_tag(r: &Registry, req: pb::ModelTagRequest) -> Result<pb::Mo
 }
 
 pub async fn handle_remove(r: &Registry, req: pb::ModelRemoveRequest) -> Result<pb::ModelRemoveResponse, ApiError> {
-    let shown = r.show(&req.repository, &req.tag).await?;
-    let manifest_removed = r.remove_tag(&req.repository, &req.tag).await?;
-    Ok(pb::ModelRemoveResponse { manifest_removed, digest: shown.model.digest })
+    let (digest, manifest_removed) = r.remove(&req.repository, &req.tag).await?;
+    Ok(pb::ModelRemoveResponse { manifest_removed, digest })
 }

@@ -349,11 +349,12 @@ pub enum ClusterCmd {
 #[derive(Subcommand, Debug)]
 pub enum ModelsCmd {
     /// Import an Ollama models directory (`~/.ollama/models`: manifests/<host>/<namespace>/<model>/<tag>
-    /// and blobs/sha256-<hex>): each manifest becomes <namespace>/<model>:<tag>, byte-exact; blobs the
-    /// server has are not sent again.
+    /// and blobs/sha256-<hex>): each manifest becomes <namespace>/<model>:<tag> (the name in lowercase),
+    /// byte-exact; blobs the server has, in any repository, are not sent again. A bad manifest is
+    /// reported and left out; the rest are imported.
     Import {
         dir: std::path::PathBuf,
-        /// Only these models (NAME or NAME:TAG, as `ollama` names them).
+        /// Only these models ([HOST/]NAME[:TAG], as `ollama` names them).
         models: Vec<String>,
         #[arg(long)]
         json: bool,
@@ -392,7 +393,7 @@ pub enum ModelsCmd {
         json: bool,
     },
     /// Remove models (tags); a manifest no other tag names goes too, and with it the layers
-    /// nothing else references.
+    /// nothing else references. NAME@sha256:... removes that manifest and every tag naming it.
     Rm {
         #[arg(required = true)]
         models: Vec<String>,

@@ -61,9 +61,15 @@ pub fn model_json(m: &pb::Model) -> Value {
     })
 }
 
+/// `s` with control characters escaped: what a model file says must not
+/// move the terminal's cursor or hide lines.
+pub fn printable(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { c.escape_default().collect() } else { c.to_string() }).collect()
+}
+
 /// Architecture and quantization (or dtype), when a layer said.
 fn what(a: &serde_json::Map<String, Value>) -> (String, String) {
-    let field = |o: &str, k: &str| a.get(o).and_then(|g| g.get(k)).and_then(|v| v.as_str()).map(str::to_string);
+    let field = |o: &str, k: &str| a.get(o).and_then(|g| g.get(k)).and_then(|v| v.as_str()).map(printable);
     let arch = field("gguf", "architecture").unwrap_or_else(|| "-".into());
     let quant = field("gguf", "file_type").or_else(|| field("safetensors", "dtype")).unwrap_or_else(|| "-".into());
     (arch, quant)
@@ -108,10 +114,10 @@ async fn show(c: &mut Client, name: &str, json: bool) -> anyhow::Result<()> {
     let a = attributes(&m);
     println!("name:        {}:{}", m.repository, if m.tag.is_empty() { "-" } else { &m.tag });
     println!("digest:      {}", m.digest);
-    println!("media type:  {}", m.media_type);
+    println!("media type:  {}", printable(&m.media_type));
     println!("size:        {} ({} bytes)", bytesize::ByteSize(m.size), m.size);
     if let Some(h) = a.get("ollama.host").and_then(Value::as_str) {
-        println!("imported from: {h}");
+        println!("imported from: {}", printable(h));
     }
     for (kind, l) in s
         .config
@@ -120,13 +126,13 @@ async fn show(c: &mut Client, name: &str, json: bool) -> anyhow::Result<()> {
         .chain(s.layers.iter().map(|l| ("layer", l)))
         .chain(s.manifests.iter().map(|l| ("manifest", l)))
     {
-        println!("{kind:<8} {:>10}  {}  {}", bytesize::ByteSize(l.size).to_string(), l.digest, l.media_type);
+        println!("{kind:<8} {:>10}  {}  {}", bytesize::ByteSize(l.size).to_string(), printable(&l.digest), printable(&l.media_type));
     }
     for key in ["gguf", "safetensors"] {
         if let Some(Value::Object(o)) = a.get(key) {
             println!("{key}:");
             for (k, v) in o {
-                println!("  {k:<20} {}", v.as_str().map_or_else(|| v.to_string(), str::to_string));
+                println!("  {:<20} {}", printable(k), printable(&v.as_str().map_or_else(|| v.to_string(), str::to_string)));
             }
         }
     }
@@ -152,13 +158,12 @@ async fn rm(c: &mut Client, names: &[String], json: bool) -> anyhow::Result<()> 
     let mut out = Vec::new();
     for name in names {
         let (repository, tag) = model_ref(name)?;
-        if tag.contains(':') {
-            bail!("{name:?}: remove a model by its tag (name:tag); `models show` names the tags of a digest");
-        }
         let r =
             c.model_remove(pb::ModelRemoveRequest { repository: repository.clone(), tag: tag.clone() }).await.map_err(status)?.into_inner();
         if json {
             out.push(json!({"name": format!("{repository}:{tag}"), "digest": r.digest, "manifest_removed": r.manifest_removed}));
+        } else if tag.contains(':') {
+            println!("removed manifest {repository}@{tag} and every tag naming it");
         } else if r.manifest_removed {
             println!("removed {repository}:{tag} and its manifest {} (layers nothing else uses are freed)", short(&r.digest));
         } else {

@@ -20,10 +20,17 @@ use crate::cli::client::{CHUNK, Client, progress, status};
 /// Where `ollama pull` puts models it fetched by a bare name.
 const DEFAULT_HOST: &str = "registry.ollama.ai";
 
+/// Larger manifests are refused here (the server's own limit,
+/// `registry.max_manifest_size`, is 4 MiB unless raised).
+const MAX_MANIFEST: u64 = 16 << 20;
+
 /// One manifest of the tree.
 struct Local {
     path: PathBuf,
     host: String,
+    /// `<namespace>/<model>` as on disk (Ollama keeps case).
+    name: String,
+    /// The repository: the name in lowercase, as OCI names are.
     repository: String,
     tag: String,
     bytes: Vec<u8>,
@@ -46,7 +53,8 @@ fn files(dir: &Path, below: &[String], out: &mut Vec<Vec<String>>) -> anyhow::Re
         }
         let mut path = below.to_vec();
         path.push(name);
-        let kind = e.file_type()?;
+        // Followed through symbolic links, as Ollama would read them.
+        let kind = std::fs::metadata(e.path()).with_context(|| format!("cannot read {}", e.path().display()))?;
         if kind.is_dir() {
             files(&e.path(), &path, out)?;
         } else if kind.is_file() {
@@ -56,17 +64,72 @@ fn files(dir: &Path, below: &[String], out: &mut Vec<Vec<String>>) -> anyhow::Re
     Ok(())
 }
 
-fn wanted(filter: &[(String, String)], repository: &str, tag: &str) -> bool {
-    filter.is_empty() || filter.iter().any(|(r, t)| r == repository && t == tag)
+/// A model a command names: `[host/]namespace/model:tag` (the host only
+/// narrows an import).
+struct Want {
+    host: Option<String>,
+    repository: String,
+    tag: String,
 }
 
-fn filters(names: &[String]) -> anyhow::Result<Vec<(String, String)>> {
-    names.iter().map(|n| model_ref(n)).collect()
+fn wants(names: &[String]) -> anyhow::Result<Vec<Want>> {
+    let mut out = Vec::new();
+    for n in names {
+        let (repository, tag) = model_ref(n)?;
+        let first = n.split('/').next().unwrap_or_default();
+        let host = (n.split('/').count() > 2 && (first.contains(['.', ':']) || first == "localhost")).then(|| first.to_string());
+        out.push(Want { host, repository: repository.to_lowercase(), tag });
+    }
+    Ok(out)
 }
 
-/// Reads and checks the tree's manifests (and that their blobs are there,
-/// whole) before anything is sent.
-fn scan(dir: &Path, filter: &[(String, String)]) -> anyhow::Result<Vec<Local>> {
+fn wanted(filter: &[Want], host: Option<&str>, repository: &str, tag: &str) -> bool {
+    filter.is_empty()
+        || filter.iter().any(|w| w.repository == repository && w.tag == tag && (w.host.is_none() || w.host.as_deref() == host))
+}
+
+/// Reads and checks one manifest (and that its blobs are there, whole).
+fn local(dir: &Path, path: PathBuf, host: &str, name: String, tag: &str) -> anyhow::Result<Local> {
+    let repository = name.to_lowercase();
+    crate::registry::names::repository(&repository).map_err(|e| anyhow!("{e}"))?;
+    crate::registry::names::tag(tag).map_err(|e| anyhow!("{e}"))?;
+    let len = std::fs::metadata(&path)?.len();
+    if len > MAX_MANIFEST {
+        bail!("the manifest is {len} bytes: manifests over {} MiB are not taken", MAX_MANIFEST >> 20);
+    }
+    let bytes = std::fs::read(&path)?;
+    let doc: Value = serde_json::from_slice(&bytes).map_err(|e| anyhow!("not a manifest (not JSON: {e})"))?;
+    if doc.get("manifests").is_some() {
+        bail!("an image index, not a model manifest: import models (image manifests) only");
+    }
+    let descriptor = |what: &str, v: &Value| -> anyhow::Result<(String, u64)> {
+        let d = v.get("digest").and_then(Value::as_str).ok_or_else(|| anyhow!("its {what} has no digest"))?;
+        crate::registry::names::digest(d).map_err(|e| anyhow!("{e}"))?;
+        let n = v.get("size").and_then(Value::as_u64).ok_or_else(|| anyhow!("{d}: size must be a whole number of bytes"))?;
+        Ok((d.to_string(), n))
+    };
+    let mut blobs = vec![descriptor("config", doc.get("config").ok_or_else(|| anyhow!("a manifest without a config"))?)?];
+    for l in doc.get("layers").and_then(Value::as_array).ok_or_else(|| anyhow!("a manifest without layers"))? {
+        blobs.push(descriptor("layer", l)?);
+    }
+    for (d, n) in &blobs {
+        let p = blob_path(dir, d);
+        match std::fs::metadata(&p) {
+            Ok(m) if !m.is_file() => bail!("its blob {} is not a file", p.display()),
+            Ok(m) if m.len() == *n => {}
+            Ok(m) => bail!("{} holds {} bytes, the manifest says {n}", p.display(), m.len()),
+            Err(e) => bail!("cannot read its blob {}: {e}", p.display()),
+        }
+    }
+    Ok(Local { path, host: host.to_string(), name, repository, tag: tag.to_string(), bytes, blobs })
+}
+
+/// A manifest left out: its path and why.
+type Failed = (String, String);
+
+/// Reads the tree's manifests; a bad one is reported (path and why) and
+/// left out, before anything is sent.
+fn scan(dir: &Path, filter: &[Want]) -> anyhow::Result<(Vec<Local>, Vec<Failed>)> {
     let root = dir.join("manifests");
     if !root.is_dir() {
         bail!("{} has no manifests/ directory: give an Ollama models directory (such as ~/.ollama/models)", dir.display());
@@ -74,52 +137,47 @@ fn scan(dir: &Path, filter: &[(String, String)]) -> anyhow::Result<Vec<Local>> {
     let mut found = Vec::new();
     files(&root, &[], &mut found)?;
     found.sort();
-    let mut out = Vec::new();
+    let (mut out, mut bad, mut matched) = (Vec::<Local>::new(), Vec::new(), Vec::new());
     for parts in found {
         let path = root.join(parts.join("/"));
         let [host, namespace, model, tag] = parts.as_slice() else {
-            bail!("{}: not at manifests/<host>/<namespace>/<model>/<tag>", path.display());
+            bad.push((path.display().to_string(), "not at manifests/<host>/<namespace>/<model>/<tag>".to_string()));
+            continue;
         };
-        let repository = format!("{namespace}/{model}");
-        if !wanted(filter, &repository, tag) {
+        let name = format!("{namespace}/{model}");
+        if !wanted(filter, Some(host), &name.to_lowercase(), tag) {
             continue;
         }
-        crate::registry::names::repository(&repository).map_err(|e| anyhow!("{}: {e}", path.display()))?;
-        crate::registry::names::tag(tag).map_err(|e| anyhow!("{}: {e}", path.display()))?;
-        let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        let doc: Value = serde_json::from_slice(&bytes).map_err(|e| anyhow!("{}: not a manifest (not JSON: {e})", path.display()))?;
-        let descriptor = |v: &Value| -> anyhow::Result<(String, u64)> {
-            let d = v.get("digest").and_then(Value::as_str).ok_or_else(|| anyhow!("{}: a descriptor has no digest", path.display()))?;
-            crate::registry::names::digest(d).map_err(|e| anyhow!("{}: {e}", path.display()))?;
-            let n = v.get("size").and_then(Value::as_u64).ok_or_else(|| anyhow!("{}: {d} has no size", path.display()))?;
-            Ok((d.to_string(), n))
-        };
-        let mut blobs = Vec::new();
-        if let Some(c) = doc.get("config") {
-            blobs.push(descriptor(c)?);
+        matched.push((name.to_lowercase(), tag.clone()));
+        match local(dir, path.clone(), host, name, tag) {
+            Ok(l) => out.push(l),
+            Err(e) => bad.push((path.display().to_string(), format!("{e:#}"))),
         }
-        for l in doc.get("layers").and_then(Value::as_array).ok_or_else(|| anyhow!("{}: a manifest without layers", path.display()))? {
-            blobs.push(descriptor(l)?);
-        }
-        for (d, n) in &blobs {
-            let p = blob_path(dir, d);
-            match std::fs::metadata(&p) {
-                Ok(m) if m.len() == *n => {}
-                Ok(m) => bail!("{}: {} holds {} bytes, the manifest says {n}", path.display(), p.display(), m.len()),
-                Err(e) => bail!("{}: cannot read its blob {}: {e}", path.display(), p.display()),
-            }
-        }
-        out.push(Local { path, host: host.clone(), repository, tag: tag.clone(), bytes, blobs });
     }
-    if out.is_empty() {
+    // Two hosts' (or two spellings') models would be one model here.
+    for (i, l) in out.iter().enumerate() {
+        if let Some(o) = out[..i].iter().find(|o| o.repository == l.repository && o.tag == l.tag) {
+            bail!(
+                "{} and {} are both {}:{} here: import one of them by name (such as {}/{}:{})",
+                o.path.display(),
+                l.path.display(),
+                l.repository,
+                l.tag,
+                l.host,
+                l.name,
+                l.tag
+            );
+        }
+    }
+    if out.is_empty() && bad.is_empty() {
         bail!("no models to import under {}{}", root.display(), if filter.is_empty() { "" } else { " by those names" });
     }
-    for (r, t) in filter {
-        if !out.iter().any(|l| &l.repository == r && &l.tag == t) {
-            bail!("{r}:{t} is not in {}", root.display());
+    for w in filter {
+        if !matched.iter().any(|(r, t)| *r == w.repository && *t == w.tag) {
+            bail!("{}:{} is not in {}", w.repository, w.tag, root.display());
         }
     }
-    Ok(out)
+    Ok((out, bad))
 }
 
 /// Streams file `path` as blob `digest` of `repository`.
@@ -171,7 +229,11 @@ async fn lacking(c: &mut Client, l: &Local) -> anyhow::Result<Vec<(String, u64)>
 }
 
 pub async fn import(c: &mut Client, dir: &Path, names: &[String], json: bool) -> anyhow::Result<()> {
-    let locals = scan(dir, &filters(names)?)?;
+    let (locals, mut failed) = scan(dir, &wants(names)?)?;
+    let manifests = locals.len() + failed.len();
+    for (path, why) in &failed {
+        eprintln!("error: {path}: {why}");
+    }
     // The bytes to send, for the progress bar: each blob the server lacks, once.
     let mut total = 0;
     let mut counted = BTreeSet::new();
@@ -183,60 +245,71 @@ pub async fn import(c: &mut Client, dir: &Path, names: &[String], json: bool) ->
         }
     }
     let bar = progress(Some(total));
-    // A blob sent once in this run is linked into the next repository that
-    // needs it (the server copies the link, the bytes stay one blob).
-    let mut sent_in: HashMap<String, String> = HashMap::new();
     let mut out = Vec::new();
     for l in &locals {
-        let (mut sent, mut linked) = (0u64, 0usize);
-        for (d, n) in lacking(c, l).await? {
-            if let Some(from) = sent_in.get(&d) {
-                let header = pb::ModelBlobHeader {
-                    repository: l.repository.clone(),
-                    digest: d.clone(),
-                    size: Some(n),
-                    from_repository: from.clone(),
-                };
-                let req = pb::ModelPutBlobRequest { part: Some(pb::model_put_blob_request::Part::Header(header)) };
-                if c.model_put_blob(futures::stream::iter([req])).await.is_ok() {
-                    linked += 1;
-                    continue;
+        match import_one(c, dir, l, &bar).await {
+            Ok((m, sent, linked)) => {
+                let row = json!({
+                    "name": format!("{}:{}", m.repository, m.tag), "digest": m.digest, "blobs": l.blobs.len(),
+                    "sent_bytes": sent, "linked": linked, "size": m.size,
+                });
+                if json {
+                    out.push(row);
+                } else {
+                    let (size, sent) = (bytesize::ByteSize(m.size), bytesize::ByteSize(sent));
+                    let line =
+                        format!("imported {}:{} ({size}, {} blobs, {sent} sent, {linked} linked)", m.repository, m.tag, l.blobs.len());
+                    bar.suspend(|| println!("{line}"));
                 }
             }
-            send(c, &l.repository, &d, &blob_path(dir, &d), &bar).await?;
-            sent += n;
-            sent_in.insert(d, l.repository.clone());
-        }
-        let req = pb::ModelPutManifestRequest {
-            repository: l.repository.clone(),
-            tag: l.tag.clone(),
-            media_type: String::new(),
-            manifest: Bytes::from(l.bytes.clone()),
-            ollama: [("host".to_string(), l.host.clone())].into(),
-        };
-        let m = c.model_put_manifest(req).await.map_err(status).with_context(|| format!("importing {}", l.path.display()))?.into_inner();
-        if json {
-            out.push(json!({
-                "name": format!("{}:{}", m.repository, m.tag), "digest": m.digest, "blobs": l.blobs.len(),
-                "sent_bytes": sent, "linked": linked, "size": m.size,
-            }));
-        } else {
-            let line = format!(
-                "imported {}:{} ({}, {} blobs, {} sent)",
-                m.repository,
-                m.tag,
-                bytesize::ByteSize(m.size),
-                l.blobs.len(),
-                bytesize::ByteSize(sent)
-            );
-            bar.suspend(|| println!("{line}"));
+            Err(e) => {
+                bar.suspend(|| eprintln!("error: {}: {e:#}", l.path.display()));
+                failed.push((l.path.display().to_string(), format!("{e:#}")));
+            }
         }
     }
     bar.finish_and_clear();
     if json {
+        out.extend(failed.iter().map(|(p, e)| json!({"path": p, "error": e})));
         println!("{}", Value::Array(out));
     }
+    if !failed.is_empty() {
+        bail!("{} of {manifests} manifests were not imported (see above)", failed.len());
+    }
     Ok(())
+}
+
+/// Sends what the server lacks of one model (linking blobs another
+/// repository has), then its manifest. Answers the model, the bytes sent
+/// and the blobs linked.
+async fn import_one(c: &mut Client, dir: &Path, l: &Local, bar: &indicatif::ProgressBar) -> anyhow::Result<(pb::Model, u64, usize)> {
+    let (mut sent, mut linked) = (0u64, 0usize);
+    for (d, n) in lacking(c, l).await? {
+        let header =
+            pb::ModelBlobHeader { repository: l.repository.clone(), digest: d.clone(), size: Some(n), from_repository: "*".into() };
+        let req = pb::ModelPutBlobRequest { part: Some(pb::model_put_blob_request::Part::Header(header)) };
+        match c.model_put_blob(futures::stream::iter([req])).await {
+            Ok(_) => linked += 1,
+            Err(e) if e.code() == tonic::Code::NotFound => {
+                send(c, &l.repository, &d, &blob_path(dir, &d), bar).await?;
+                sent += n;
+            }
+            Err(e) => return Err(status(e)),
+        }
+    }
+    let mut ollama = HashMap::from([("host".to_string(), l.host.clone())]);
+    if l.name != l.repository {
+        ollama.insert("name".into(), l.name.clone());
+    }
+    let req = pb::ModelPutManifestRequest {
+        repository: l.repository.clone(),
+        tag: l.tag.clone(),
+        media_type: String::new(),
+        manifest: Bytes::from(l.bytes.clone()),
+        ollama,
+    };
+    let m = c.model_put_manifest(req).await.map_err(status)?.into_inner();
+    Ok((m, sent, linked))
 }
 
 /// Whether file `path` is blob `digest` (`sha256:<hex>`) of `size` bytes.
@@ -263,11 +336,32 @@ async fn write_whole(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let dir = path.parent().context("a path without a directory")?;
     tokio::fs::create_dir_all(dir).await.with_context(|| format!("cannot create {}", dir.display()))?;
     let tmp = dir.join(format!(".strata-partial-{:08x}", rand::random::<u32>()));
-    let mut f = tokio::fs::File::create(&tmp).await.with_context(|| format!("cannot write into {}", dir.display()))?;
-    f.write_all(bytes).await?;
-    f.sync_all().await?;
-    drop(f);
-    tokio::fs::rename(&tmp, path).await.with_context(|| format!("cannot create {}", path.display()))
+    let result = async {
+        let mut f = tokio::fs::File::create(&tmp).await?;
+        f.write_all(bytes).await?;
+        f.sync_all().await?;
+        drop(f);
+        tokio::fs::rename(&tmp, path).await
+    }
+    .await
+    .with_context(|| format!("cannot write {}", path.display()));
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(&tmp).await;
+    }
+    result
+}
+
+/// Removes what an export killed part-way left in `dir`: temporary files
+/// no one has written to for 10 minutes (a running export writes its own
+/// all the time).
+fn sweep_partials(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let stale = e.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok()).is_some_and(|age| age.as_secs() > 600);
+        if stale && e.file_name().to_string_lossy().contains(".strata-partial-") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Downloads blob `digest` of `repository` into `path`, checking it.
@@ -284,14 +378,14 @@ async fn fetch(c: &mut Client, repository: &str, digest: &str, path: &Path, bar:
             if let Some(pb::get_response::Part::Chunk(b)) = m.part {
                 h.update(&b);
                 bar.inc(b.len() as u64);
-                f.write_all(&b).await?;
+                f.write_all(&b).await.with_context(|| format!("cannot write {}", tmp.display()))?;
             }
         }
         let got = format!("sha256:{}", hex::encode(h.finalize()));
         if got != digest {
             bail!("blob {digest} of {repository} arrived as {got}: nothing was written");
         }
-        f.sync_all().await?;
+        f.sync_all().await.with_context(|| format!("cannot write {}", tmp.display()))?;
         drop(f);
         tokio::fs::rename(&tmp, path).await.with_context(|| format!("cannot create {}", path.display()))
     }
@@ -311,13 +405,13 @@ fn host_dir(host: &str) -> anyhow::Result<&str> {
 }
 
 pub async fn export(c: &mut Client, dir: &Path, names: &[String], host: Option<&str>, json: bool) -> anyhow::Result<()> {
-    let filter = filters(names)?;
+    let filter = wants(names)?;
     if let Some(h) = host {
         host_dir(h)?;
     }
     let all = c.model_list(pb::ModelListRequest { prefix: String::new() }).await.map_err(status)?.into_inner().models;
     let mut chosen = Vec::new();
-    for m in all.into_iter().filter(|m| wanted(&filter, &m.repository, &m.tag)) {
+    for m in all.into_iter().filter(|m| wanted(&filter, None, &m.repository, &m.tag)) {
         if m.repository.split('/').count() != 2 {
             if !filter.is_empty() {
                 bail!("{}:{}: Ollama names a model <namespace>/<model>; this repository has another shape", m.repository, m.tag);
@@ -327,29 +421,39 @@ pub async fn export(c: &mut Client, dir: &Path, names: &[String], host: Option<&
         }
         chosen.push(m);
     }
-    for (r, t) in &filter {
-        if !chosen.iter().any(|m| &m.repository == r && &m.tag == t) {
-            bail!("there is no model {r}:{t}");
+    for w in &filter {
+        if !chosen.iter().any(|m| m.repository == w.repository && m.tag == w.tag) {
+            bail!("there is no model {}:{}", w.repository, w.tag);
         }
     }
+    sweep_partials(&dir.join("blobs"));
     // Shown first, so the bar knows the bytes to fetch.
     let mut plans = Vec::new();
+    let mut failed = Vec::new();
     let mut total = 0;
     let mut planned = BTreeSet::new();
     for m in chosen {
-        let s = c
-            .model_show(pb::ModelShowRequest { repository: m.repository.clone(), reference: m.tag.clone() })
-            .await
-            .map_err(status)?
-            .into_inner();
+        let name = format!("{}:{}", m.repository, m.tag);
+        let req = pb::ModelShowRequest { repository: m.repository.clone(), reference: m.tag.clone() };
+        let s = match c.model_show(req).await {
+            Ok(s) => s.into_inner(),
+            Err(e) => {
+                eprintln!("error: {name}: {}", status(e));
+                failed.push(name);
+                continue;
+            }
+        };
         if !s.manifests.is_empty() {
-            eprintln!("skipped {}:{}: an image index, not a model", m.repository, m.tag);
+            if !filter.is_empty() {
+                bail!("{name} is an image index, not a model: Ollama cannot run it");
+            }
+            eprintln!("skipped {name}: an image index, not a model");
             continue;
         }
         let blobs: Vec<(String, u64)> = s.config.iter().chain(s.layers.iter()).map(|l| (l.digest.clone(), l.size)).collect();
         let mut fetch_list = Vec::new();
         for (d, n) in &blobs {
-            crate::registry::names::digest(d).map_err(|e| anyhow!("{}:{}: {e}", m.repository, m.tag))?;
+            crate::registry::names::digest(d).map_err(|e| anyhow!("{name}: {e}"))?;
             if planned.contains(d) || holds(&blob_path(dir, d), d, *n).await {
                 continue;
             }
@@ -362,26 +466,45 @@ pub async fn export(c: &mut Client, dir: &Path, names: &[String], host: Option<&
     let bar = progress(Some(total));
     let mut out = Vec::new();
     for (m, manifest, blobs, fetch_list) in plans {
-        let mut fetched = 0;
-        for (d, n) in &fetch_list {
-            fetch(c, &m.repository, d, &blob_path(dir, d), &bar).await?;
-            fetched += n;
+        let name = format!("{}:{}", m.repository, m.tag);
+        let result = async {
+            let mut fetched = 0;
+            for (d, n) in &fetch_list {
+                fetch(c, &m.repository, d, &blob_path(dir, d), &bar).await?;
+                fetched += n;
+            }
+            let a = attributes(&m);
+            let h = match host {
+                Some(h) => h.to_string(),
+                None => a.get("ollama.host").and_then(Value::as_str).unwrap_or(DEFAULT_HOST).to_string(),
+            };
+            // The name as Ollama spelled it, when the import had to lowercase it.
+            let on_disk =
+                a.get("ollama.name").and_then(Value::as_str).filter(|n| n.to_lowercase() == m.repository).unwrap_or(&m.repository);
+            let path = dir.join("manifests").join(host_dir(&h)?).join(on_disk).join(&m.tag);
+            write_whole(&path, &manifest).await?;
+            anyhow::Ok((path, fetched))
         }
-        let h = match host {
-            Some(h) => h.to_string(),
-            None => attributes(&m).get("ollama.host").and_then(Value::as_str).unwrap_or(DEFAULT_HOST).to_string(),
-        };
-        let path = dir.join("manifests").join(host_dir(&h)?).join(&m.repository).join(&m.tag);
-        write_whole(&path, &manifest).await?;
-        if json {
-            out.push(json!({"name": format!("{}:{}", m.repository, m.tag), "digest": m.digest, "path": path, "blobs": blobs, "fetched_bytes": fetched}));
-        } else {
-            bar.suspend(|| println!("exported {}:{} to {} ({} fetched)", m.repository, m.tag, path.display(), bytesize::ByteSize(fetched)));
+        .await;
+        match result {
+            Ok((path, fetched)) if json => {
+                out.push(json!({"name": name, "digest": m.digest, "path": path, "blobs": blobs, "fetched_bytes": fetched}))
+            }
+            Ok((path, fetched)) => {
+                bar.suspend(|| println!("exported {name} to {} ({} fetched)", path.display(), bytesize::ByteSize(fetched)))
+            }
+            Err(e) => {
+                bar.suspend(|| eprintln!("error: {name}: {e:#}"));
+                failed.push(name);
+            }
         }
     }
     bar.finish_and_clear();
     if json {
         println!("{}", Value::Array(out));
+    }
+    if !failed.is_empty() {
+        bail!("{} models were not exported: {}", failed.len(), failed.join(", "));
     }
     Ok(())
 }
