@@ -16,8 +16,17 @@ pub async fn handle_get(service: &dyn ObjectService, limits: &Limits, req: pb::G
     let version = validate::version(&req.version);
     let (rec, rx) = service.get(&bucket, &req.key, version, range).await?;
     let head = pb::GetResponse { part: Some(pb::get_response::Part::Info(object_info(&rec))) };
-    let max = limits.max_chunk;
-    let body = ReceiverStream::new(rx).flat_map(move |item| {
+    let body = chunked(rx, limits.max_chunk);
+    Ok(Box::pin(futures::stream::once(async { Ok(head) }).chain(body)))
+}
+
+/// A get's bytes as response chunks of at most `max` bytes; a read error
+/// ends the stream with its status.
+pub fn chunked(
+    rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, crate::objects::ObjectError>>,
+    max: usize,
+) -> impl futures::Stream<Item = Result<pb::GetResponse, Status>> + Send + 'static {
+    ReceiverStream::new(rx).flat_map(move |item| {
         let out: Vec<Result<pb::GetResponse, Status>> = match item {
             Ok(mut data) => {
                 // Frames are 1 MiB; split further if the message limit is smaller.
@@ -35,8 +44,7 @@ pub async fn handle_get(service: &dyn ObjectService, limits: &Limits, req: pb::G
             Err(e) => vec![Err(error::object(e))],
         };
         futures::stream::iter(out)
-    });
-    Ok(Box::pin(futures::stream::once(async { Ok(head) }).chain(body)))
+    })
 }
 
 pub async fn handle_stat(service: &dyn ObjectService, limits: &Limits, req: pb::StatRequest) -> Result<pb::ObjectInfo, ApiError> {

@@ -2,10 +2,9 @@
 //! `strata models import/export/ls/show/tag/rm`.
 
 use futures::StreamExt;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
-use super::error::{self, ApiError, invalid};
+use super::error::{ApiError, invalid};
 use super::{GetStream, Limits, pb};
 use crate::registry::Registry;
 use crate::registry::store::{Layer, Model};
@@ -60,25 +59,7 @@ pub async fn handle_get_blob(r: &Registry, limits: &Limits, req: pb::ModelGetBlo
     let (size, rx) = r.get_blob(&req.repository, &req.digest).await?;
     let info = pb::ObjectInfo { size, digest: req.digest.trim_start_matches("sha256:").to_string(), ..Default::default() };
     let head = pb::GetResponse { part: Some(pb::get_response::Part::Info(info)) };
-    let max = limits.max_chunk;
-    let body = ReceiverStream::new(rx).flat_map(move |item| {
-        let out: Vec<Result<pb::GetResponse, Status>> = match item {
-            Ok(mut data) => {
-                let mut parts = Vec::new();
-                while data.len() > max {
-                    parts.push(data.split_to(max));
-                }
-                parts.push(data);
-                parts
-                    .into_iter()
-                    .filter(|p| !p.is_empty())
-                    .map(|p| Ok(pb::GetResponse { part: Some(pb::get_response::Part::Chunk(p)) }))
-                    .collect()
-            }
-            Err(e) => vec![Err(error::object(e))],
-        };
-        futures::stream::iter(out)
-    });
+    let body = super::get::chunked(rx, limits.max_chunk);
     Ok(Box::pin(futures::stream::once(async { Ok(head) }).chain(body)))
 }
 

@@ -117,18 +117,19 @@ pub async fn put_file(c: &mut Client, mut header: pb::PutHeader, path: &Path) ->
     put_reader(c, header, f, Some(len)).await
 }
 
-/// Streams a reader as a put; the progress bar shows when stderr is a terminal.
-pub async fn put_reader<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
-    c: &mut Client,
-    header: pb::PutHeader,
+/// Reads `r` in [`CHUNK`]s into `tx` as messages `wrap` makes, counting
+/// them on `bar`, until the reader ends or the receiver is gone.
+pub fn pump<R, M>(
     mut r: R,
-    len: Option<u64>,
-) -> anyhow::Result<pb::ObjectInfo> {
-    let pb_bar = progress(len);
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tx.send(pb::PutRequest { part: Some(pb::put_request::Part::Header(header)) }).await.expect("receiver alive");
-    let bar = pb_bar.clone();
-    let reader = tokio::spawn(async move {
+    tx: tokio::sync::mpsc::Sender<M>,
+    bar: ProgressBar,
+    wrap: fn(Bytes) -> M,
+) -> tokio::task::JoinHandle<std::io::Result<()>>
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+    M: Send + 'static,
+{
+    tokio::spawn(async move {
         loop {
             let mut buf = vec![0u8; CHUNK];
             let mut filled = 0;
@@ -140,18 +141,28 @@ pub async fn put_reader<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
                 filled += n;
             }
             if filled == 0 {
-                return Ok::<_, std::io::Error>(());
+                return Ok(());
             }
             buf.truncate(filled);
             bar.inc(filled as u64);
-            if tx.send(pb::PutRequest { part: Some(pb::put_request::Part::Chunk(Bytes::from(buf))) }).await.is_err() {
-                return Ok(());
-            }
-            if filled < CHUNK {
+            if tx.send(wrap(Bytes::from(buf))).await.is_err() || filled < CHUNK {
                 return Ok(());
             }
         }
-    });
+    })
+}
+
+/// Streams a reader as a put; the progress bar shows when stderr is a terminal.
+pub async fn put_reader<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
+    c: &mut Client,
+    header: pb::PutHeader,
+    r: R,
+    len: Option<u64>,
+) -> anyhow::Result<pb::ObjectInfo> {
+    let pb_bar = progress(len);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(pb::PutRequest { part: Some(pb::put_request::Part::Header(header)) }).await.expect("receiver alive");
+    let reader = pump(r, tx, pb_bar.clone(), |b| pb::PutRequest { part: Some(pb::put_request::Part::Chunk(b)) });
     let res = c.put(tokio_stream::wrappers::ReceiverStream::new(rx)).await;
     reader.await??;
     pb_bar.finish_and_clear();

@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::models::{attributes, model_ref};
 use crate::api::pb;
-use crate::cli::client::{CHUNK, Client, progress, status};
+use crate::cli::client::{CHUNK, Client, progress, pump, status};
 
 /// Where `ollama pull` puts models it fetched by a bare name.
 const DEFAULT_HOST: &str = "registry.ollama.ai";
@@ -182,34 +182,13 @@ fn scan(dir: &Path, filter: &[Want]) -> anyhow::Result<(Vec<Local>, Vec<Failed>)
 
 /// Streams file `path` as blob `digest` of `repository`.
 async fn send(c: &mut Client, repository: &str, digest: &str, path: &Path, bar: &indicatif::ProgressBar) -> anyhow::Result<()> {
-    let mut f = tokio::fs::File::open(path).await.with_context(|| format!("cannot open {}", path.display()))?;
+    let f = tokio::fs::File::open(path).await.with_context(|| format!("cannot open {}", path.display()))?;
     let size = f.metadata().await?.len();
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let header =
         pb::ModelBlobHeader { repository: repository.into(), digest: digest.into(), size: Some(size), from_repository: String::new() };
     tx.send(pb::ModelPutBlobRequest { part: Some(pb::model_put_blob_request::Part::Header(header)) }).await.expect("receiver alive");
-    let bar = bar.clone();
-    let reader = tokio::spawn(async move {
-        loop {
-            let mut buf = vec![0u8; CHUNK];
-            let mut filled = 0;
-            while filled < CHUNK {
-                let n = f.read(&mut buf[filled..]).await?;
-                if n == 0 {
-                    break;
-                }
-                filled += n;
-            }
-            if filled == 0 {
-                return Ok::<_, std::io::Error>(());
-            }
-            buf.truncate(filled);
-            bar.inc(filled as u64);
-            if tx.send(pb::ModelPutBlobRequest { part: Some(pb::model_put_blob_request::Part::Chunk(Bytes::from(buf))) }).await.is_err() {
-                return Ok(());
-            }
-        }
-    });
+    let reader = pump(f, tx, bar.clone(), |b| pb::ModelPutBlobRequest { part: Some(pb::model_put_blob_request::Part::Chunk(b)) });
     let res = c.model_put_blob(tokio_stream::wrappers::ReceiverStream::new(rx)).await;
     reader.await?.with_context(|| format!("cannot read {}", path.display()))?;
     res.map_err(status).with_context(|| format!("sending {}", path.display()))?;
