@@ -36,4 +36,5 @@ pub mod cli;
 pub mod cluster_backup;
 pub mod connections;
 pub mod failpoints;
+pub mod monitor;
 pub mod server;

@@ -112,6 +112,8 @@ pub struct Server {
     cluster: Option<Arc<Cluster>>,
     /// The OCI registry's listener, when `[registry] listen` is set.
     registry: Option<TcpListener>,
+    /// `/metrics`, `/healthz`, `/readyz`, when `[metrics] listen` is set.
+    metrics: Option<TcpListener>,
     config: Config,
 }
 
@@ -161,6 +163,10 @@ impl Server {
             Some(a) => Some(TcpListener::bind(a).await.with_context(|| format!("cannot listen on {a} (registry.listen)"))?),
             None => None,
         };
+        let metrics = match config.metrics.listen {
+            Some(a) => Some(TcpListener::bind(a).await.with_context(|| format!("cannot listen on {a} (metrics.listen)"))?),
+            None => None,
+        };
         Ok(Self {
             addr: listener.local_addr()?,
             data_dir: config.storage.base_path.clone(),
@@ -169,6 +175,7 @@ impl Server {
             plugins,
             cluster,
             registry,
+            metrics,
             config,
         })
     }
@@ -176,6 +183,11 @@ impl Server {
     /// Where the OCI registry listens, if it is on.
     pub fn registry_addr(&self) -> Option<SocketAddr> {
         self.registry.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Where `/metrics` and the health endpoints listen, if they are on.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn plugins(&self) -> &Arc<Plugins> {
@@ -196,8 +208,13 @@ impl Server {
             Upkeep::spawn_every(self.config.storage.gc_interval, stop_rx.clone(), move || {
                 let u = u.clone();
                 async move {
-                    if let Err(e) = u.gc().await {
-                        warn!(error = %e, "gc pass failed");
+                    match u.gc().await {
+                        Ok(r) => {
+                            metrics::counter!("strata_gc_runs_total").increment(1);
+                            metrics::counter!("strata_gc_blobs_removed_total").increment(r.blobs_removed);
+                            metrics::counter!("strata_gc_bytes_freed_total").increment(r.bytes_freed);
+                        }
+                        Err(e) => warn!(error = %e, "gc pass failed"),
                     }
                 }
             });
@@ -205,8 +222,13 @@ impl Server {
             Upkeep::spawn_every(self.config.storage.scrub_interval, stop_rx.clone(), move || {
                 let u = u.clone();
                 async move {
-                    if let Err(e) = u.scrub().await {
-                        warn!(error = %e, "scrub pass failed");
+                    match u.scrub().await {
+                        Ok(r) => {
+                            metrics::counter!("strata_scrub_runs_total").increment(1);
+                            metrics::counter!("strata_scrub_blobs_verified_total").increment(r.blobs_verified);
+                            metrics::counter!("strata_scrub_corrupt_blobs_total").increment(r.corrupt.len() as u64);
+                        }
+                        Err(e) => warn!(error = %e, "scrub pass failed"),
                     }
                 }
             });
@@ -310,6 +332,19 @@ impl Server {
                 }
             });
         }
+        let prometheus = if self.metrics.is_some() { crate::monitor::metrics::install() } else { None };
+        if prometheus.is_some()
+            && let Some(c) = &self.cluster
+        {
+            crate::monitor::metrics::watch_leader(c.clone());
+        }
+        let monitor = Arc::new(crate::monitor::Monitor {
+            objects: self.objects.clone(),
+            plugins: self.plugins.clone(),
+            cluster: self.cluster.clone(),
+            health: crate::monitor::health::Health::new(self.config.storage.base_path.join("tmp"), self.config.metrics.max_replication_lag),
+            prometheus,
+        });
         let svc = pb::strata_server::StrataServer::new(Api {
             service: objects,
             objects: self.objects.clone(),
@@ -319,12 +354,24 @@ impl Server {
             backup_target: self.config.backup.target.clone(),
             tier_policies: configured_policies,
             registry,
+            monitor: monitor.clone(),
         })
         .max_decoding_message_size(max_msg)
         .max_encoding_message_size(max_msg);
         let (health, health_svc) = tonic_health::server::health_reporter();
-        health.set_serving::<pb::strata_server::StrataServer<Api>>().await;
         watch_space(self.objects.clone(), health.clone(), stop_rx.clone()).await;
+        crate::monitor::health::start(monitor.clone(), self.config.metrics.check_interval, health.clone(), stop_rx.clone()).await;
+        if let Some(listener) = self.metrics {
+            let (m, mut stop) = (monitor.clone(), stop_rx.clone());
+            tokio::spawn(async move {
+                let shutdown = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                if let Err(e) = crate::monitor::serve(listener, m, shutdown).await {
+                    warn!(error = %e, "the metrics listener stopped");
+                }
+            });
+        }
         // Reflection in both versions: grpcurl speaks v1, Python's
         // grpcio-reflection and other older tools only v1alpha.
         let reflection = || {

@@ -229,7 +229,11 @@ async fn health_and_reflection_answer() {
     let s = TestServer::start("");
     let out = s.cli(&["health"]);
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "SERVING");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.trim().ends_with("READY"), "{text}");
+    for check in ["space", "write", "plugins", "indexes"] {
+        assert!(text.lines().any(|l| l.starts_with("ok") && l.contains(check)), "{check}: {text}");
+    }
 
     use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;

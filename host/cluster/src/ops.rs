@@ -59,6 +59,15 @@ impl Cluster {
 
     /// Commits `cmd` through the leader, wherever it is.
     pub async fn write(&self, cmd: Cmd) -> Result<CmdResult, ClusterError> {
+        let started = Instant::now();
+        let r = self.write_through_leader(cmd).await;
+        if r.is_ok() {
+            metrics::histogram!("strata_raft_commit_duration_seconds").record(started.elapsed().as_secs_f64());
+        }
+        r
+    }
+
+    async fn write_through_leader(&self, cmd: Cmd) -> Result<CmdResult, ClusterError> {
         let deadline = Instant::now() + LEADER_WAIT;
         loop {
             let why = match self.propose(cmd.clone()).await? {
@@ -259,7 +268,11 @@ impl Cluster {
     pub async fn acquire(&self, name: &str, holder: &str, ttl: Duration, wait: Option<Duration>) -> Result<LockGrant, ClusterError> {
         let queue = self.lock_queues.lock().expect("lock queues").entry(name.to_string()).or_default().clone();
         let _forget = ForgetQueue { cluster: self, name, queue: queue.clone() };
-        self.acquire_in_turn(name, holder, ttl, wait, &queue).await
+        let granted = self.acquire_in_turn(name, holder, ttl, wait, &queue).await;
+        if granted.is_ok() {
+            metrics::counter!("strata_lock_grants_total").increment(1);
+        }
+        granted
     }
 
     async fn acquire_in_turn(

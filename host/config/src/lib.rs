@@ -45,6 +45,31 @@ pub struct Config {
     pub tiering: TieringConfig,
     /// The OCI distribution endpoint; off unless `listen` is set.
     pub registry: RegistryConfig,
+    /// Prometheus metrics and health endpoints; off unless `listen` is set.
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: `/metrics` (Prometheus text format), `/healthz` and
+/// `/readyz` on an HTTP listener of their own, and the health checks.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Where the endpoints listen; unset: no listener (the checks still
+    /// run, for gRPC health and `strata health`).
+    pub listen: Option<SocketAddr>,
+    /// How often the health checks run.
+    #[serde(with = "duration")]
+    pub check_interval: Duration,
+    /// The replication check fails when the oldest copy this node owes
+    /// others has waited longer.
+    #[serde(with = "duration")]
+    pub max_replication_lag: Duration,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { listen: None, check_interval: Duration::from_secs(10), max_replication_lag: Duration::from_secs(300) }
+    }
 }
 
 /// `[[tiers]]`: a named object store for cold blobs.
@@ -681,6 +706,15 @@ impl Config {
             if self.registry.bucket.is_empty() {
                 return bad("registry.bucket", "must name a bucket");
             }
+        }
+        if let Some(m) = self.metrics.listen
+            && m.port() != 0
+            && (m == self.server.listen || Some(m) == self.registry.listen)
+        {
+            return bad("metrics.listen", "must differ from server.listen and registry.listen");
+        }
+        if self.metrics.check_interval < Duration::from_secs(1) {
+            return bad("metrics.check_interval", "must be at least 1s");
         }
         for u in &self.registry.users {
             if u.name.is_empty() || u.name.contains(':') {

@@ -122,6 +122,7 @@ impl<W: World> Plugin<W> {
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         self.stats.total_ns.fetch_add(ns, Ordering::Relaxed);
         self.stats.max_ns.fetch_max(ns, Ordering::Relaxed);
+        metrics::histogram!("strata_plugin_call_duration_seconds", "plugin" => self.info.name.clone()).record(ns as f64 / 1e9);
         match result {
             Ok(r) => {
                 self.checkin(slot);

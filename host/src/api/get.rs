@@ -29,6 +29,7 @@ pub fn chunked(
     ReceiverStream::new(rx).flat_map(move |item| {
         let out: Vec<Result<pb::GetResponse, Status>> = match item {
             Ok(mut data) => {
+                metrics::counter!("strata_bytes_sent_total").increment(data.len() as u64);
                 // Frames are 1 MiB; split further if the message limit is smaller.
                 let mut parts = Vec::new();
                 while data.len() > max {

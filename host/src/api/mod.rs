@@ -5,7 +5,7 @@
 
 pub mod backup;
 mod bucket;
-mod cluster;
+pub mod cluster;
 mod delete;
 pub mod error;
 mod get;
@@ -67,18 +67,51 @@ pub struct Api {
     pub tier_policies: Vec<crate::objects::TierPolicy>,
     /// Model storage (the registry's repositories, with or without its listener).
     pub registry: Arc<crate::registry::Registry>,
+    /// The health checks' last report, for `Health`.
+    pub monitor: Arc<crate::monitor::Monitor>,
 }
 
 impl Api {
     async fn timed<T>(&self, op: &'static str, f: impl Future<Output = Result<T, ApiError>>) -> Result<T, Status> {
         let start = Instant::now();
         let r = f.await.map_err(Status::from);
-        self.objects.metrics.record(op, start.elapsed(), r.is_ok());
+        let took = start.elapsed();
+        self.objects.metrics.record(op, took, r.is_ok());
+        let code = match &r {
+            Ok(_) => "OK",
+            Err(s) => code_name(s.code()),
+        };
+        metrics::counter!("strata_requests_total", "op" => op, "code" => code).increment(1);
+        metrics::histogram!("strata_request_duration_seconds", "op" => op).record(took.as_secs_f64());
         r
     }
 
     fn cluster(&self) -> Result<&Arc<Replicator>, Status> {
         cluster::require(self.cluster.as_ref()).map_err(Status::from)
+    }
+}
+
+/// A status code as gRPC names it: a bounded metric label.
+fn code_name(c: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match c {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
     }
 }
 
@@ -115,6 +148,16 @@ impl pb::strata_server::Strata for Api {
     type GetStream = GetStream;
     type BackupCreateStream = backup::ProgressStream;
     type ModelGetBlobStream = GetStream;
+
+    async fn health(&self, _req: Request<pb::HealthRequest>) -> Result<Response<pb::HealthReport>, Status> {
+        let r = self.monitor.health.report();
+        let checks = r
+            .checks
+            .into_iter()
+            .map(|c| pb::HealthCheck { name: c.name.into(), ok: c.ok, detail: c.detail, readiness: c.readiness })
+            .collect();
+        Ok(Response::new(pb::HealthReport { ready: r.ready, checks, checked_ms: r.at_ms }))
+    }
 
     async fn model_has_blobs(&self, req: Request<pb::ModelHasBlobsRequest>) -> Result<Response<pb::ModelHasBlobsResponse>, Status> {
         self.timed("model_has_blobs", models::handle_has_blobs(&self.registry, req.into_inner())).await.map(Response::new)

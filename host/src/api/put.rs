@@ -75,6 +75,7 @@ pub async fn handle_put(
         return Err(s.into());
     }
     let rec = result?;
+    metrics::counter!("strata_bytes_received_total").increment(rec.size);
     Ok(pb::PutResponse { object: Some(object_info(&rec)) })
 }
 

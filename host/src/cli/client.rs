@@ -93,7 +93,7 @@ pub async fn run(addr: &str, cmd: Cmd, allow_partial: bool) -> anyhow::Result<()
         Cmd::Plugin { cmd } => plugin::run(c, cmd).await,
         Cmd::Lock { cmd } => lock::run(c, cmd).await,
         Cmd::Stats { json } => server::stats(c, json).await,
-        Cmd::Health => server::health(addr).await,
+        Cmd::Health { json } => server::health(c, json).await,
         Cmd::Tier { cmd } => tier::run(c, cmd).await,
         Cmd::Models { cmd } => super::cmd::models::run(c, cmd).await,
         Cmd::Serve { .. }

@@ -29,8 +29,17 @@ pub struct Cli {
     /// such an answer is printed, then the command fails.
     #[arg(long, global = true)]
     pub allow_partial: bool,
+    /// Log lines as text (for people) or JSON (one object per line, for machines).
+    #[arg(long, global = true, env = "STRATA_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub cmd: Cmd,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -205,8 +214,12 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: LockCmd,
     },
-    /// Ask the server whether it is serving (gRPC health).
-    Health,
+    /// The server's health checks (space, a write probe, plugins; on a cluster the membership,
+    /// peers and replication; indexes) and whether it is ready to serve. Exit status 1 when not.
+    Health {
+        #[arg(long)]
+        json: bool,
+    },
     /// Models in the OCI registry, found by what is inside them.
     Models {
         #[command(subcommand)]
@@ -643,6 +656,9 @@ async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
     // Scripts and tests read these two lines.
     println!("strata listening on {}", server.addr);
     println!("strata storing data in {}", server.data_dir.display());
+    if let Some(a) = server.metrics_addr() {
+        println!("strata metrics listening on {a}");
+    }
     if let Some(a) = server.registry_addr() {
         println!("strata registry listening on {a}");
     }

@@ -13,15 +13,24 @@ pub async fn stats(c: &mut Client, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The standard gRPC health check, on a channel of its own to `addr`.
-pub async fn health(addr: &str) -> anyhow::Result<()> {
-    let channel = tonic::transport::Endpoint::from_shared(addr.to_string())?.connect().await?;
-    let mut h = tonic_health::pb::health_client::HealthClient::new(channel);
-    let r = h.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.map_err(status)?.into_inner();
-    let serving = r.status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
-    println!("{}", if serving { "SERVING" } else { "NOT_SERVING" });
-    if !serving {
-        bail!("the server is not serving");
+/// The server's last health report: each check, and whether it is ready.
+pub async fn health(c: &mut Client, json: bool) -> anyhow::Result<()> {
+    let r = c.health(pb::HealthRequest {}).await.map_err(status)?.into_inner();
+    if json {
+        let checks: Vec<_> = r
+            .checks
+            .iter()
+            .map(|c| serde_json::json!({"name": c.name, "ok": c.ok, "detail": c.detail, "readiness": c.readiness}))
+            .collect();
+        println!("{}", serde_json::json!({"ready": r.ready, "checked_ms": r.checked_ms, "checks": checks}));
+    } else {
+        for c in &r.checks {
+            println!("{} {:<12} {}", if c.ok { "ok  " } else { "FAIL" }, c.name, c.detail);
+        }
+        println!("{}", if r.ready { "READY" } else { "NOT READY" });
+    }
+    if !r.ready {
+        bail!("the server is not ready: see the failing checks above");
     }
     Ok(())
 }
