@@ -28,6 +28,8 @@ pub struct TestServer {
     pub env: Vec<(String, String)>,
     /// The registry's address, once the server printed it.
     pub registry: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    /// The metrics listener's address, once the server printed it.
+    pub metrics: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl TestServer {
@@ -63,7 +65,7 @@ impl TestServer {
             extra,
         );
         std::fs::write(&config, toml).expect("write config");
-        TestServer { dir, url: String::new(), child: None, config, env, registry: Default::default() }
+        TestServer { dir, url: String::new(), child: None, config, env, registry: Default::default(), metrics: Default::default() }
     }
 
     /// (Re)starts the process on the same config and data.
@@ -80,6 +82,7 @@ impl TestServer {
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         let registry = self.registry.clone();
+        let metrics = self.metrics.clone();
         std::thread::spawn(move || {
             use std::io::BufRead;
             for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -89,11 +92,25 @@ impl TestServer {
                 if let Some(a) = line.strip_prefix("strata registry listening on ") {
                     *registry.lock().unwrap() = Some(a.to_string());
                 }
+                if let Some(a) = line.strip_prefix("strata metrics listening on ") {
+                    *metrics.lock().unwrap() = Some(a.to_string());
+                }
             }
         });
         let addr = rx.recv_timeout(Duration::from_secs(60)).expect("server did not print its address within 60 s");
         self.url = format!("http://{addr}");
         self.child = Some(child);
+    }
+
+    /// Where `/metrics`, `/healthz` and `/readyz` listen (`[metrics] listen`).
+    pub fn metrics_addr(&self) -> String {
+        for _ in 0..200 {
+            if let Some(a) = self.metrics.lock().unwrap().clone() {
+                return a;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the server did not print its metrics address");
     }
 
     /// The address the server listens on.

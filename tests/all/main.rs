@@ -18,6 +18,7 @@ mod full_disk;
 mod indexes;
 mod input;
 mod models;
+mod monitor;
 mod moto;
 mod namespace;
 mod node_faults;
