@@ -424,6 +424,7 @@ impl Server {
             r = &mut serve => r?,
             () = shutdown => {
                 info!("shutting down");
+                monitor.health.stopping();
                 health.set_not_serving::<pb::strata_server::StrataServer<Api>>().await;
                 let _ = signal_tx.send(());
                 if tokio::time::timeout(grace, &mut serve).await.is_err() {

@@ -30,6 +30,7 @@ mod registry;
 mod replication;
 mod request_ids;
 mod search;
+mod shutdown;
 mod siblings;
 mod storage_options;
 mod tiers;

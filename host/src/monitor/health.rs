@@ -31,6 +31,8 @@ pub struct Report {
 
 pub struct Health {
     last: RwLock<Report>,
+    /// Set when the server begins to shut down: it is no longer ready.
+    stopping: std::sync::atomic::AtomicBool,
     /// Where the write probe writes (the data directory's `tmp/`).
     probe_dir: PathBuf,
     max_lag: Duration,
@@ -46,7 +48,21 @@ fn check(name: &'static str, readiness: bool, r: Result<String, String>) -> Chec
 impl Health {
     pub fn new(probe_dir: PathBuf, max_lag: Duration) -> Self {
         let starting = Check { name: "start", ok: false, detail: "the checks have not run yet".into(), readiness: true };
-        Self { last: RwLock::new(Report { ready: false, checks: vec![starting], at_ms: 0 }), probe_dir, max_lag }
+        Self {
+            last: RwLock::new(Report { ready: false, checks: vec![starting], at_ms: 0 }),
+            stopping: Default::default(),
+            probe_dir,
+            max_lag,
+        }
+    }
+
+    /// The server is shutting down: from now on it reports not ready, so
+    /// load balancers send it nothing new.
+    pub fn stopping(&self) {
+        self.stopping.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut last = self.last.write().expect("health");
+        last.checks.push(shutdown_check());
+        last.ready = false;
     }
 
     pub fn report(&self) -> Report {
@@ -64,6 +80,9 @@ impl Health {
             checks.push(check("replication", false, self.replication(m).await));
         }
         checks.push(check("indexes", false, indexes(m).await));
+        if self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+            checks.push(shutdown_check());
+        }
         let ready = checks.iter().all(|c| c.ok || !c.readiness);
         let report = Report { ready, checks, at_ms: crate::cluster::now_ms() as i64 };
         *self.last.write().expect("health") = report.clone();
@@ -102,6 +121,10 @@ impl Health {
         }
         Ok(detail)
     }
+}
+
+fn shutdown_check() -> Check {
+    Check { name: "shutdown", ok: false, detail: "the server is shutting down".into(), readiness: true }
 }
 
 async fn space(m: &Monitor) -> Result<String, String> {
