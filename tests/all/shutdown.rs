@@ -21,7 +21,7 @@ async fn sigterm_under_load_keeps_every_acknowledged_write() {
         writers.push(tokio::spawn(async move {
             for i in 0.. {
                 let key = format!("w{w}/k{i}");
-                let data = random_bytes(64 << 10 | (i * 7919) % 4096);
+                let data = random_bytes((64 << 10) + (i * 7919) % 4096);
                 tried.lock().unwrap().insert(key.clone(), data.clone());
                 match put(&mut c, header(&key), &data).await {
                     Ok(_) => acked.lock().unwrap().push((key, data)),
