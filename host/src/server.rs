@@ -114,6 +114,8 @@ pub struct Server {
     registry: Option<TcpListener>,
     /// `/metrics`, `/healthz`, `/readyz`, when `[metrics] listen` is set.
     metrics: Option<TcpListener>,
+    /// `[auth]`: the token checker, when tokens are on.
+    tokens: Option<Arc<crate::api::auth::Tokens>>,
     config: Config,
 }
 
@@ -163,6 +165,7 @@ impl Server {
             Some(a) => Some(TcpListener::bind(a).await.with_context(|| format!("cannot listen on {a} (registry.listen)"))?),
             None => None,
         };
+        let tokens = crate::api::auth::Tokens::load(&config.auth).map_err(|e| anyhow::anyhow!(e))?.map(Arc::new);
         let metrics = match config.metrics.listen {
             Some(a) => Some(TcpListener::bind(a).await.with_context(|| format!("cannot listen on {a} (metrics.listen)"))?),
             None => None,
@@ -176,6 +179,7 @@ impl Server {
             cluster,
             registry,
             metrics,
+            tokens,
             config,
         })
     }
@@ -332,6 +336,7 @@ impl Server {
                 }
             });
         }
+        let tokens = self.tokens.clone();
         let prometheus = if self.metrics.is_some() { crate::monitor::metrics::install() } else { None };
         if prometheus.is_some()
             && let Some(c) = &self.cluster
@@ -355,6 +360,7 @@ impl Server {
             tier_policies: configured_policies,
             registry,
             monitor: monitor.clone(),
+            tokens,
         })
         .max_decoding_message_size(max_msg)
         .max_encoding_message_size(max_msg);

@@ -34,4 +34,5 @@ mod shutdown;
 mod siblings;
 mod storage_options;
 mod tiers;
+mod tokens;
 mod versions;

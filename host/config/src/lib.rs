@@ -47,6 +47,38 @@ pub struct Config {
     pub registry: RegistryConfig,
     /// Prometheus metrics and health endpoints; off unless `listen` is set.
     pub metrics: MetricsConfig,
+    /// Tokens for the gRPC API; off (every call allowed) unless a secret is set.
+    pub auth: AuthConfig,
+}
+
+/// `[auth]`: scoped tokens (JWT, HS256) for the gRPC API. With a secret
+/// set, every call needs a token whose scopes allow it, unless `anonymous`
+/// allows it without one.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// The key that signs tokens (at least 32 bytes), from a file or the
+    /// environment (exactly one); never logged.
+    pub token_secret_file: Option<PathBuf>,
+    pub token_secret_env: Option<String>,
+    /// What a call without a token may do: none (the default) or read.
+    pub anonymous: AnonymousApi,
+    /// Token ids refused, one per line; read again when the file changes.
+    pub revoked_file: Option<PathBuf>,
+}
+
+impl AuthConfig {
+    pub fn enabled(&self) -> bool {
+        self.token_secret_file.is_some() || self.token_secret_env.is_some()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AnonymousApi {
+    #[default]
+    None,
+    Read,
 }
 
 /// `[metrics]`: `/metrics` (Prometheus text format), `/healthz` and
@@ -712,6 +744,12 @@ impl Config {
             && (m == self.server.listen || Some(m) == self.registry.listen)
         {
             return bad("metrics.listen", "must differ from server.listen and registry.listen");
+        }
+        if self.auth.token_secret_file.is_some() && self.auth.token_secret_env.is_some() {
+            return bad("auth", "set one of token_secret_file and token_secret_env, not both");
+        }
+        if !self.auth.enabled() && (self.auth.anonymous != AnonymousApi::None || self.auth.revoked_file.is_some()) {
+            return bad("auth", "anonymous and revoked_file need tokens: set token_secret_file or token_secret_env");
         }
         if self.metrics.check_interval < Duration::from_secs(1) {
             return bad("metrics.check_interval", "must be at least 1s");

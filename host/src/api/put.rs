@@ -48,12 +48,14 @@ pub async fn handle_put(
     service: &dyn ObjectService,
     limits: &Limits,
     mut stream: Streaming<pb::PutRequest>,
+    who: &super::auth::Caller,
 ) -> Result<pb::PutResponse, ApiError> {
     let header = match stream.message().await? {
         Some(pb::PutRequest { part: Some(pb::put_request::Part::Header(h)) }) => h,
         Some(_) => return Err(invalid("the first message of a put must be its header")),
         None => return Err(invalid("the put stream is empty: send a header, then chunks")),
     };
+    who.allow(super::auth::Need::Write(&header.bucket))?;
     let spec = spec(header, limits)?;
     let chunks = stream.map(|m| match m {
         Ok(pb::PutRequest { part: Some(pb::put_request::Part::Chunk(c)) }) => Ok(c),
@@ -96,6 +98,7 @@ pub async fn handle_put_many(
     objects: &Objects,
     limits: &Limits,
     mut stream: Streaming<pb::PutManyRequest>,
+    who: &super::auth::Caller,
 ) -> Result<pb::PutManyResponse, ApiError> {
     let mut results = Vec::new();
     let mut accepted = Vec::new();
@@ -118,6 +121,7 @@ pub async fn handle_put_many(
         }
         for item in msg.items {
             let header = item.header.unwrap_or_default();
+            who.allow(super::auth::Need::Write(&header.bucket))?;
             reply_bytes += 2 * header.key.len() + header.content_type.len() + ITEM_REPLY_OVERHEAD;
             data_bytes += item.data.len();
             if reply_bytes > limits.max_reply_bytes {

@@ -20,7 +20,42 @@ pub const CHUNK: usize = 1 << 20;
 /// Client-side message limit (the server has its own).
 const MAX_MESSAGE: usize = 64 << 20;
 
-pub type Client = StrataClient<Channel>;
+pub type Client = StrataClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>>;
+
+/// Adds `authorization: Bearer <token>` to every call when a token is set.
+#[derive(Clone)]
+pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl Bearer {
+    /// For callers that hold the token themselves.
+    pub fn new(token: Option<&str>) -> anyhow::Result<Bearer> {
+        match token {
+            None => Ok(Bearer(None)),
+            Some(t) => Ok(Bearer(Some(format!("Bearer {t}").parse().map_err(|_| anyhow!("the token is not a valid header value"))?))),
+        }
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+static TOKEN: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+/// Sets the token calls carry (`--token` or `STRATA_TOKEN`), once.
+pub fn set_token(token: Option<String>) {
+    let _ = TOKEN.set(token);
+}
+
+fn bearer() -> anyhow::Result<Bearer> {
+    let token = TOKEN.get().cloned().flatten().filter(|t| !t.trim().is_empty());
+    Bearer::new(token.as_deref().map(str::trim)).map_err(|_| anyhow!("the token (--token or STRATA_TOKEN) is not a valid header value"))
+}
 
 pub async fn connect(addr: &str) -> anyhow::Result<Client> {
     let channel = tonic::transport::Endpoint::from_shared(addr.to_string())
@@ -32,7 +67,7 @@ pub async fn connect(addr: &str) -> anyhow::Result<Client> {
         .connect()
         .await
         .map_err(|e| anyhow!("cannot reach a strata server at {addr} ({e}); is `strata serve` running?"))?;
-    Ok(StrataClient::new(channel).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE))
+    Ok(StrataClient::with_interceptor(channel, bearer()?).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE))
 }
 
 /// One line: what the server said and its status code.
@@ -97,6 +132,7 @@ pub async fn run(addr: &str, cmd: Cmd, allow_partial: bool) -> anyhow::Result<()
         Cmd::Tier { cmd } => tier::run(c, cmd).await,
         Cmd::Models { cmd } => super::cmd::models::run(c, cmd).await,
         Cmd::Serve { .. }
+        | Cmd::Token { .. }
         | Cmd::Fsck { .. }
         | Cmd::Backup { .. }
         | Cmd::Bench(_)

@@ -10,7 +10,7 @@ mod bench_registry;
 mod bench_remote;
 mod bench_replication;
 mod bench_search;
-mod client;
+pub mod client;
 mod cmd;
 mod output;
 
@@ -29,6 +29,9 @@ pub struct Cli {
     /// such an answer is printed, then the command fails.
     #[arg(long, global = true)]
     pub allow_partial: bool,
+    /// A token for servers with `[auth]` (see `strata token create`).
+    #[arg(long, global = true, env = "STRATA_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Log lines as text (for people) or JSON (one object per line, for machines).
     #[arg(long, global = true, env = "STRATA_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -220,6 +223,11 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Scoped tokens for servers with `[auth]`: create (signed here with the config's secret), revoke.
+    Token {
+        #[command(subcommand)]
+        cmd: TokenCmd,
+    },
     /// Models in the OCI registry, found by what is inside them.
     Models {
         #[command(subcommand)]
@@ -356,6 +364,34 @@ pub enum ClusterCmd {
         bucket: String,
         #[command(flatten)]
         policy: PolicyArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCmd {
+    /// Sign a token with the secret the config's [auth] names; prints it.
+    Create {
+        /// The server's config (its [auth] secret signs the token).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// admin, locks, bucket:<name>:read or bucket:<name>:write (<name> may be *); repeat for several.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// How long it is valid (e.g. 1h, 30d).
+        #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+        /// Its id, for revocation (default: a random one).
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Refuse a token from now on: adds its id to the config's [auth] revoked_file (servers read
+    /// it again when it changes).
+    Revoke {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        id: String,
     },
 }
 
@@ -604,10 +640,12 @@ pub enum PluginCmd {
 
 /// Runs the command; the error is printed by `main` as one line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    client::set_token(cli.token.clone());
     match cli.cmd {
         Cmd::Serve { config } => serve(config).await,
         Cmd::Fsck { config, repair } => fsck(config, repair).await,
         Cmd::Backup { cmd } => backup::run(&cli.addr, cmd).await,
+        Cmd::Token { cmd } => token(cmd),
         Cmd::Bench(args) => bench::run(args).await,
         Cmd::BenchPlugins(args) => bench_plugins::run(args).await,
         Cmd::BenchSearch(args) => bench_search::run(args).await,
@@ -648,6 +686,49 @@ async fn fsck(config: Option<PathBuf>, repair: bool) -> anyhow::Result<()> {
         _ => FSCK_PROBLEMS_LEFT,
     };
     std::process::exit(code);
+}
+
+/// `strata token`: offline, with the config's secret.
+fn token(cmd: TokenCmd) -> anyhow::Result<()> {
+    match cmd {
+        TokenCmd::Create { config, scopes, ttl, id, json } => {
+            let config = crate::config::Config::load(config.as_deref())?;
+            let key = crate::api::auth::secret(&config.auth)
+                .map_err(|e| anyhow::anyhow!(e))?
+                .ok_or_else(|| anyhow::anyhow!("the config has no [auth] token_secret_file or token_secret_env: tokens are off"))?;
+            let (token, claims) = crate::api::auth::create(&key, &scopes, ttl, id).map_err(|e| anyhow::anyhow!(e))?;
+            if json {
+                println!("{}", serde_json::json!({"token": token, "id": claims.jti, "scope": claims.scope, "expires": claims.exp}));
+            } else {
+                println!("{token}");
+                eprintln!(
+                    "token {} ({}), valid until {}",
+                    claims.jti,
+                    claims.scope,
+                    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(claims.exp))
+                );
+            }
+            Ok(())
+        }
+        TokenCmd::Revoke { config, id } => {
+            let config = crate::config::Config::load(config.as_deref())?;
+            let file =
+                config.auth.revoked_file.ok_or_else(|| anyhow::anyhow!("the config's [auth] has no revoked_file to add the id to"))?;
+            if id.trim().is_empty() || id.contains(['\n', '\r']) {
+                anyhow::bail!("a token id is one line of text");
+            }
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&file)
+                .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", file.display()))?;
+            writeln!(f, "{id}")?;
+            f.sync_all()?;
+            println!("token {id} is revoked (servers read {} again when it changes)", file.display());
+            Ok(())
+        }
+    }
 }
 
 async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {

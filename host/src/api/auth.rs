@@ -1,0 +1,272 @@
+//! Scoped tokens for the gRPC API: JWTs signed with HS256 (`jsonwebtoken`)
+//! by the key `[auth]` names, carried as `authorization: Bearer <token>`.
+//!
+//! A token's `scope` claim is a space-separated list of:
+//! - `admin`: every call;
+//! - `bucket:<name>:read`, `bucket:<name>:write` (`<name>` may be `*`):
+//!   reads (get, stat, list, versions, search) or writes (put, delete,
+//!   restore) of that bucket's objects; model calls are the registry
+//!   bucket's reads and writes;
+//! - `locks`: the leased locks.
+//!
+//! Any valid token may list buckets, plugins, indexes, the cluster's
+//! status and replication policies; `Health` needs none. With tokens on, a
+//! call without one is `UNAUTHENTICATED` (unless `anonymous = "read"` lets
+//! it read), one outside its scopes `PERMISSION_DENIED`. Revoked ids (the
+//! `jti` claim) are refused; the file is read again when it changes.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use tonic::Status;
+use tonic::metadata::MetadataMap;
+
+use crate::config::{AnonymousApi, AuthConfig};
+
+const ISSUER: &str = "strata";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    /// The token's id, for revocation.
+    pub jti: String,
+    pub scope: String,
+    pub iat: u64,
+    pub exp: u64,
+    pub iss: String,
+}
+
+/// One grant of a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    Admin,
+    Locks,
+    Bucket { name: String, write: bool },
+}
+
+impl Scope {
+    pub fn parse(s: &str) -> Result<Scope, String> {
+        match s.split(':').collect::<Vec<_>>().as_slice() {
+            ["admin"] => Ok(Scope::Admin),
+            ["locks"] => Ok(Scope::Locks),
+            ["bucket", name, access @ ("read" | "write")] if !name.is_empty() => {
+                if *name != "*" {
+                    crate::meta::names::bucket_name(name).map_err(|e| format!("scope {s:?}: {e}"))?;
+                }
+                Ok(Scope::Bucket { name: name.to_string(), write: *access == "write" })
+            }
+            _ => Err(format!("scope {s:?}: write admin, locks, bucket:<name>:read or bucket:<name>:write (<name> may be *)")),
+        }
+    }
+}
+
+/// What a call needs.
+#[derive(Debug, Clone, Copy)]
+pub enum Need<'a> {
+    /// Nothing (health).
+    Nothing,
+    /// Any valid token (or anonymous reads, when allowed).
+    Any,
+    Read(&'a str),
+    Write(&'a str),
+    Locks,
+    Admin,
+}
+
+/// Who is calling.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// Tokens are off: every call is allowed.
+    Open,
+    /// No token; `read` when anonymous reads are allowed.
+    Anonymous {
+        read: bool,
+    },
+    Token(Vec<Scope>),
+}
+
+impl Caller {
+    /// Fails unless this caller may do what `need` says. An empty bucket
+    /// is the default bucket, as the calls read it.
+    pub fn allow(&self, need: Need) -> Result<(), Status> {
+        let bucket = |b: &str| if b.is_empty() { super::validate::DEFAULT_BUCKET.to_string() } else { b.to_string() };
+        match (self, need) {
+            (Caller::Open, _) | (_, Need::Nothing) => Ok(()),
+            (Caller::Anonymous { read: true }, Need::Any | Need::Read(_)) => Ok(()),
+            (Caller::Anonymous { .. }, _) => {
+                Err(Status::unauthenticated("this server needs a token: pass --token or set STRATA_TOKEN (see `strata token create`)"))
+            }
+            (Caller::Token(scopes), need) => {
+                let ok = scopes.contains(&Scope::Admin)
+                    || match need {
+                        Need::Nothing | Need::Any => true,
+                        Need::Admin => false,
+                        Need::Locks => scopes.contains(&Scope::Locks),
+                        Need::Read(b) | Need::Write(b) => {
+                            let (b, write) = (bucket(b), matches!(need, Need::Write(_)));
+                            scopes
+                                .iter()
+                                .any(|s| matches!(s, Scope::Bucket { name, write: w } if (*name == b || name == "*") && *w == write))
+                        }
+                    };
+                if ok {
+                    Ok(())
+                } else {
+                    Err(Status::permission_denied(format!("the token's scopes do not allow this call (it needs {})", need.describe())))
+                }
+            }
+        }
+    }
+}
+
+impl Need<'_> {
+    fn describe(&self) -> String {
+        match self {
+            Need::Nothing | Need::Any => "any token".into(),
+            Need::Read(b) => format!("bucket:{}:read", if b.is_empty() { super::validate::DEFAULT_BUCKET } else { b }),
+            Need::Write(b) => format!("bucket:{}:write", if b.is_empty() { super::validate::DEFAULT_BUCKET } else { b }),
+            Need::Locks => "locks".into(),
+            Need::Admin => "admin".into(),
+        }
+    }
+}
+
+/// The server's token checker.
+pub struct Tokens {
+    decoding: DecodingKey,
+    validation: Validation,
+    anonymous_read: bool,
+    revoked_file: Option<PathBuf>,
+    /// The revoked ids and the file's modification time they were read at.
+    revoked: Mutex<(Option<SystemTime>, Vec<String>)>,
+}
+
+/// Reads the signing key `[auth]` names; `None` when tokens are off.
+pub fn secret(c: &AuthConfig) -> Result<Option<Vec<u8>>, String> {
+    let text = match (&c.token_secret_file, &c.token_secret_env) {
+        (None, None) => return Ok(None),
+        (Some(f), _) => std::fs::read_to_string(f).map_err(|e| format!("auth.token_secret_file: cannot read {}: {e}", f.display()))?,
+        (None, Some(v)) => std::env::var(v).map_err(|_| format!("auth.token_secret_env: environment variable {v} is not set"))?,
+    };
+    let key = text.trim_end_matches(['\n', '\r']).as_bytes().to_vec();
+    if key.len() < 32 {
+        return Err("auth: the token secret needs at least 32 bytes (e.g. `openssl rand -hex 32`)".into());
+    }
+    Ok(Some(key))
+}
+
+impl Tokens {
+    pub fn load(c: &AuthConfig) -> Result<Option<Tokens>, String> {
+        let Some(key) = secret(c)? else { return Ok(None) };
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_required_spec_claims(&["exp", "iss"]);
+        validation.leeway = 5;
+        let t = Tokens {
+            decoding: DecodingKey::from_secret(&key).map_err(|e| format!("auth: {e}"))?,
+            validation,
+            anonymous_read: c.anonymous == AnonymousApi::Read,
+            revoked_file: c.revoked_file.clone(),
+            revoked: Mutex::new((None, Vec::new())),
+        };
+        t.revoked_ids()?;
+        Ok(Some(t))
+    }
+
+    /// The revoked ids, read again when the file changed.
+    fn revoked_ids(&self) -> Result<Vec<String>, String> {
+        let Some(f) = &self.revoked_file else { return Ok(Vec::new()) };
+        let modified = match std::fs::metadata(f) {
+            Ok(m) => m.modified().ok(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(format!("auth.revoked_file {}: {e}", f.display())),
+        };
+        let mut cached = self.revoked.lock().expect("revoked");
+        if modified.is_some() && cached.0 != modified {
+            let text = std::fs::read_to_string(f).map_err(|e| format!("auth.revoked_file {}: {e}", f.display()))?;
+            *cached =
+                (modified, text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string).collect());
+        }
+        Ok(cached.1.clone())
+    }
+
+    /// Who sent `md` (its `authorization: Bearer` token, checked).
+    pub fn caller(&self, md: &MetadataMap) -> Result<Caller, Status> {
+        let Some(value) = md.get("authorization") else { return Ok(Caller::Anonymous { read: self.anonymous_read }) };
+        let value = value.to_str().map_err(|_| Status::unauthenticated("the authorization header is not text"))?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .ok_or_else(|| Status::unauthenticated("authorization must be `Bearer <token>`"))?;
+        let data = jsonwebtoken::decode::<Claims>(token.trim(), &self.decoding, &self.validation).map_err(|e| {
+            let why = match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => "it has expired".to_string(),
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => "it is not signed with this server's secret".to_string(),
+                k => format!("{k:?}"),
+            };
+            Status::unauthenticated(format!("the token is refused: {why}"))
+        })?;
+        let revoked = self.revoked_ids().map_err(|e| {
+            tracing::error!(error = %e, "cannot read the revoked tokens; refusing tokens until it can");
+            Status::unavailable("the server cannot read its revoked-token list")
+        })?;
+        if revoked.contains(&data.claims.jti) {
+            return Err(Status::unauthenticated(format!("token {} is revoked", data.claims.jti)));
+        }
+        let scopes =
+            data.claims.scope.split_whitespace().map(Scope::parse).collect::<Result<Vec<_>, _>>().map_err(Status::unauthenticated)?;
+        Ok(Caller::Token(scopes))
+    }
+}
+
+/// Signs a token with `key` for `scopes`, valid for `ttl`; answers it and
+/// its claims.
+pub fn create(key: &[u8], scopes: &[String], ttl: Duration, id: Option<String>) -> Result<(String, Claims), String> {
+    if scopes.is_empty() {
+        return Err("give at least one --scope".into());
+    }
+    for s in scopes {
+        Scope::parse(s)?;
+    }
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_err(|e| e.to_string())?.as_secs();
+    let claims = Claims {
+        jti: id.unwrap_or_else(|| format!("{:016x}", rand::random::<u64>())),
+        scope: scopes.join(" "),
+        iat: now,
+        exp: now + ttl.as_secs().max(1),
+        iss: ISSUER.into(),
+    };
+    let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(key).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    Ok((token, claims))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_allow_what_they_name() {
+        let t = |s: &[&str]| Caller::Token(s.iter().map(|s| Scope::parse(s).unwrap()).collect());
+        let reader = t(&["bucket:photos:read"]);
+        assert!(reader.allow(Need::Read("photos")).is_ok());
+        assert!(reader.allow(Need::Write("photos")).is_err());
+        assert!(reader.allow(Need::Read("other")).is_err());
+        assert!(reader.allow(Need::Any).is_ok());
+        assert!(reader.allow(Need::Admin).is_err());
+        let all = t(&["bucket:*:write"]);
+        assert!(all.allow(Need::Write("x")).is_ok() && all.allow(Need::Write("")).is_ok());
+        assert!(all.allow(Need::Read("x")).is_err());
+        assert!(t(&["bucket:default:read"]).allow(Need::Read("")).is_ok(), "empty is the default bucket");
+        assert!(t(&["admin"]).allow(Need::Admin).is_ok());
+        assert!(t(&["locks"]).allow(Need::Locks).is_ok());
+        assert!(Caller::Anonymous { read: true }.allow(Need::Read("x")).is_ok());
+        assert_eq!(Caller::Anonymous { read: true }.allow(Need::Write("x")).unwrap_err().code(), tonic::Code::Unauthenticated);
+        assert_eq!(reader.allow(Need::Admin).unwrap_err().code(), tonic::Code::PermissionDenied);
+        for bad in ["", "bucket", "bucket:x", "bucket:x:delete", "bucket::read", "bucket:Bad_Name:read", "root"] {
+            assert!(Scope::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}
