@@ -45,15 +45,15 @@ impl tonic::service::Interceptor for Bearer {
     }
 }
 
-static TOKEN: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+static TOKEN: std::sync::RwLock<Option<String>> = std::sync::RwLock::new(None);
 
-/// Sets the token calls carry (`--token` or `STRATA_TOKEN`), once.
+/// Sets the token the next connections carry (`--token` or `STRATA_TOKEN`).
 pub fn set_token(token: Option<String>) {
-    let _ = TOKEN.set(token);
+    *TOKEN.write().unwrap_or_else(|p| p.into_inner()) = token;
 }
 
 fn bearer() -> anyhow::Result<Bearer> {
-    let token = TOKEN.get().cloned().flatten().filter(|t| !t.trim().is_empty());
+    let token = TOKEN.read().unwrap_or_else(|p| p.into_inner()).clone().filter(|t| !t.trim().is_empty());
     Bearer::new(token.as_deref().map(str::trim)).map_err(|_| anyhow!("the token (--token or STRATA_TOKEN) is not a valid header value"))
 }
 
@@ -142,7 +142,8 @@ pub async fn run(addr: &str, cmd: Cmd, allow_partial: bool) -> anyhow::Result<()
         | Cmd::BenchNamespace(_)
         | Cmd::BenchReplication(_)
         | Cmd::BenchRemote(_)
-        | Cmd::BenchRegistry(_) => bail!("serve, fsck and bench are not client commands"),
+        | Cmd::BenchRegistry(_)
+        | Cmd::BenchAuth(_) => bail!("serve, fsck and bench are not client commands"),
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod backup;
 mod bench;
+mod bench_auth;
 mod bench_cluster;
 mod bench_namespace;
 mod bench_plugins;
@@ -267,6 +268,8 @@ pub enum Cmd {
     /// request, and chunked) against a plain put, and pulled in 16 ranges
     /// at once against a plain get of the same blob.
     BenchRegistry(bench_registry::BenchRegistryArgs),
+    /// What token checks cost: 4 KiB puts and a large get, without [auth] and with it.
+    BenchAuth(bench_auth::BenchAuthArgs),
     /// Start local cluster nodes and time replicated puts and gets, small
     /// replicated puts, and repair to a new node.
     BenchReplication(bench_replication::BenchReplicationArgs),
@@ -654,6 +657,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::BenchReplication(args) => bench_replication::run(args).await,
         Cmd::BenchRemote(args) => bench_remote::run(args).await,
         Cmd::BenchRegistry(args) => bench_registry::run(args).await,
+        Cmd::BenchAuth(args) => bench_auth::run(args).await,
         cmd => client::run(&cli.addr, cmd, cli.allow_partial).await,
     }
 }
