@@ -96,3 +96,44 @@ impl AsyncWrite for Counted {
         self.io.is_write_vectored()
     }
 }
+
+/// An HTTP listener (axum) with the same cap and first-bytes rule: the
+/// registry's and the metrics listener's slow or silent clients cannot
+/// take the process's files.
+pub struct Capped {
+    inner: tokio::net::TcpListener,
+    permits: Arc<Semaphore>,
+}
+
+impl Capped {
+    pub fn new(inner: tokio::net::TcpListener, max: usize) -> Self {
+        Self { inner, permits: Arc::new(Semaphore::new(max)) }
+    }
+}
+
+impl axum::serve::Listener for Capped {
+    type Io = Counted;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let permit = self.permits.clone().acquire_owned().await.expect("never closed");
+        loop {
+            match self.inner.accept().await {
+                Ok((io, addr)) => {
+                    let _ = io.set_nodelay(true);
+                    return (Counted { io, _permit: permit, silent: Some(Box::pin(tokio::time::sleep(FIRST_BYTES))) }, addr);
+                }
+                // Out of files, or a connection reset before it was taken:
+                // wait a little rather than spin.
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting an HTTP connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}

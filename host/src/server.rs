@@ -165,7 +165,10 @@ impl Server {
             Some(a) => Some(TcpListener::bind(a).await.with_context(|| format!("cannot listen on {a} (registry.listen)"))?),
             None => None,
         };
-        let tokens = crate::api::auth::Tokens::load(&config.auth).map_err(|e| anyhow::anyhow!(e))?.map(Arc::new);
+        let tokens = match &config.auth {
+            Some(a) => Some(Arc::new(crate::api::auth::Tokens::load(a).map_err(|e| anyhow::anyhow!(e))?)),
+            None => None,
+        };
         let metrics = match config.metrics.listen {
             Some(a) => Some(TcpListener::bind(a).await.with_context(|| format!("cannot listen on {a} (metrics.listen)"))?),
             None => None,
@@ -326,11 +329,14 @@ impl Server {
             .map_err(|e| anyhow::anyhow!("starting the registry: {e}"))?;
         if let Some(listener) = self.registry {
             let registry = registry.clone();
+            let max_connections = self.config.server.max_connections;
             let mut stop = stop_rx.clone();
             tokio::spawn(async move {
                 let shutdown = async move {
                     let _ = stop.wait_for(|s| *s).await;
                 };
+                // As many as the gRPC API takes: each upload or pull is one.
+                let listener = crate::connections::Capped::new(listener, max_connections);
                 if let Err(e) = crate::registry::serve(listener, registry, shutdown).await {
                     warn!(error = %e, "the registry stopped");
                 }

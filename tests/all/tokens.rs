@@ -34,13 +34,13 @@ const TABLE: &[(&str, &str)] = &[
     ("restore", "write"),
     ("search", "read"),
     ("create_bucket", "admin"),
-    ("list_buckets", "any"),
+    ("list_buckets", "admin"),
     ("delete_bucket", "admin"),
     ("stats", "admin"),
     ("list_plugins", "any"),
     ("place", "admin"),
     ("create_index", "admin"),
-    ("list_indexes", "any"),
+    ("list_indexes", "admin"),
     ("drop_index", "admin"),
     ("cluster_init", "admin"),
     ("cluster_status", "any"),
@@ -49,7 +49,7 @@ const TABLE: &[(&str, &str)] = &[
     ("cluster_remove", "admin"),
     ("cluster_repair", "admin"),
     ("set_replication", "admin"),
-    ("get_replication", "any"),
+    ("get_replication", "read"),
     ("lock_acquire", "locks"),
     ("lock_renew", "locks"),
     ("lock_release", "locks"),
@@ -166,6 +166,12 @@ async fn call(c: &mut Client, rpc: &str) -> Code {
     }
 }
 
+fn write_config(dir: &tempfile::TempDir, toml: &str) -> std::path::PathBuf {
+    let p = dir.path().join("bad.toml");
+    std::fs::write(&p, toml).unwrap();
+    p
+}
+
 fn token(s: &TestServer, args: &[&str]) -> String {
     let mut all = vec!["token", "create", "--config"];
     let config = s.dir.path().join("strata.toml");
@@ -244,6 +250,12 @@ async fn every_rpc_checks_the_tokens_scopes() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(code(victim).await, Code::Unauthenticated, "revoked without a restart");
 
+    // Ids a revoked list could not name exactly are refused at creation.
+    for bad in [" pad ", "#hash", "a b", "x\ny"] {
+        let o = s.cli(&["token", "create", "--config", config.to_str().unwrap(), "--scope", "admin", "--id", bad]);
+        assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("token id"), "{bad:?}: {o:?}");
+    }
+
     // The CLI carries a token by flag or environment, and says what to do without one.
     let o = s.cli(&["ls", "--bucket", "bk1"]);
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("needs a token"), "{o:?}");
@@ -251,6 +263,9 @@ async fn every_rpc_checks_the_tokens_scopes() {
     assert!(o.status.success(), "{o:?}");
     let o = Command::new(strata_bin()).args(["--addr", &s.url, "bucket", "ls"]).env("STRATA_TOKEN", &admin).output().unwrap();
     assert!(o.status.success(), "{o:?}");
+    // An [auth] section without a secret is a mistake, not "tokens off".
+    let o = Command::new(strata_bin()).args(["serve", "--config"]).arg(write_config(&dir, "[auth]\n")).output().unwrap();
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("token_secret_file"), "{o:?}");
 }
 
 /// With `anonymous = "read"`, a call without a token may read and no more.

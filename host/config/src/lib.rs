@@ -47,8 +47,8 @@ pub struct Config {
     pub registry: RegistryConfig,
     /// Prometheus metrics and health endpoints; off unless `listen` is set.
     pub metrics: MetricsConfig,
-    /// Tokens for the gRPC API; off (every call allowed) unless a secret is set.
-    pub auth: AuthConfig,
+    /// Tokens for the gRPC API; absent: off (every call allowed).
+    pub auth: Option<AuthConfig>,
 }
 
 /// `[auth]`: scoped tokens (JWT, HS256) for the gRPC API. With a secret
@@ -745,11 +745,10 @@ impl Config {
         {
             return bad("metrics.listen", "must differ from server.listen and registry.listen");
         }
-        if self.auth.token_secret_file.is_some() && self.auth.token_secret_env.is_some() {
-            return bad("auth", "set one of token_secret_file and token_secret_env, not both");
-        }
-        if !self.auth.enabled() && (self.auth.anonymous != AnonymousApi::None || self.auth.revoked_file.is_some()) {
-            return bad("auth", "anonymous and revoked_file need tokens: set token_secret_file or token_secret_env");
+        if let Some(a) = &self.auth
+            && a.token_secret_file.is_some() == a.token_secret_env.is_some()
+        {
+            return bad("auth", "set exactly one of token_secret_file and token_secret_env (leave [auth] out for no tokens)");
         }
         if self.metrics.check_interval < Duration::from_secs(1) {
             return bad("metrics.check_interval", "must be at least 1s");

@@ -143,23 +143,32 @@ pub struct Tokens {
     revoked: Mutex<(Option<SystemTime>, Vec<String>)>,
 }
 
-/// Reads the signing key `[auth]` names; `None` when tokens are off.
-pub fn secret(c: &AuthConfig) -> Result<Option<Vec<u8>>, String> {
+/// Reads the signing key `[auth]` names.
+pub fn secret(c: &AuthConfig) -> Result<Vec<u8>, String> {
     let text = match (&c.token_secret_file, &c.token_secret_env) {
-        (None, None) => return Ok(None),
         (Some(f), _) => std::fs::read_to_string(f).map_err(|e| format!("auth.token_secret_file: cannot read {}: {e}", f.display()))?,
         (None, Some(v)) => std::env::var(v).map_err(|_| format!("auth.token_secret_env: environment variable {v} is not set"))?,
+        (None, None) => return Err("auth: set token_secret_file or token_secret_env".into()),
     };
     let key = text.trim_end_matches(['\n', '\r']).as_bytes().to_vec();
     if key.len() < 32 {
         return Err("auth: the token secret needs at least 32 bytes (e.g. `openssl rand -hex 32`)".into());
     }
-    Ok(Some(key))
+    Ok(key)
+}
+
+/// A token id: 1 to 128 letters, digits, `.`, `_` and `-`, so a revoked
+/// list line names it exactly.
+pub fn check_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > 128 || !id.bytes().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c)) {
+        return Err(format!("token id {id:?}: use 1 to 128 letters, digits, '.', '_' and '-'"));
+    }
+    Ok(())
 }
 
 impl Tokens {
-    pub fn load(c: &AuthConfig) -> Result<Option<Tokens>, String> {
-        let Some(key) = secret(c)? else { return Ok(None) };
+    pub fn load(c: &AuthConfig) -> Result<Tokens, String> {
+        let key = secret(c)?;
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[ISSUER]);
         validation.set_required_spec_claims(&["exp", "iss"]);
@@ -172,7 +181,7 @@ impl Tokens {
             revoked: Mutex::new((None, Vec::new())),
         };
         t.revoked_ids()?;
-        Ok(Some(t))
+        Ok(t)
     }
 
     /// The revoked ids, read again when the file changed.
@@ -201,13 +210,21 @@ impl Tokens {
             .or_else(|| value.strip_prefix("bearer "))
             .ok_or_else(|| Status::unauthenticated("authorization must be `Bearer <token>`"))?;
         let data = jsonwebtoken::decode::<Claims>(token.trim(), &self.decoding, &self.validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind as K;
             let why = match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => "it has expired".to_string(),
-                jsonwebtoken::errors::ErrorKind::InvalidSignature => "it is not signed with this server's secret".to_string(),
-                k => format!("{k:?}"),
+                K::ExpiredSignature => "it has expired".to_string(),
+                K::InvalidSignature => "it is not signed with this server's secret".to_string(),
+                K::InvalidAlgorithm | K::InvalidAlgorithmName => "it is not signed with HS256".to_string(),
+                K::InvalidIssuer => "it was not issued by strata".to_string(),
+                K::ImmatureSignature => "it is not valid yet".to_string(),
+                K::MissingRequiredClaim(c) => format!("it has no {c} claim"),
+                _ => "it is not a token `strata token create` made".to_string(),
             };
             Status::unauthenticated(format!("the token is refused: {why}"))
         })?;
+        if check_id(&data.claims.jti).is_err() || data.claims.scope.trim().is_empty() {
+            return Err(Status::unauthenticated("the token is refused: it has no valid id or no scope"));
+        }
         let revoked = self.revoked_ids().map_err(|e| {
             tracing::error!(error = %e, "cannot read the revoked tokens; refusing tokens until it can");
             Status::unavailable("the server cannot read its revoked-token list")
@@ -229,6 +246,9 @@ pub fn create(key: &[u8], scopes: &[String], ttl: Duration, id: Option<String>) 
     }
     for s in scopes {
         Scope::parse(s)?;
+    }
+    if let Some(id) = &id {
+        check_id(id)?;
     }
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_err(|e| e.to_string())?.as_secs();
     let claims = Claims {

@@ -84,9 +84,14 @@ impl Api {
         }
     }
 
-    /// Fails unless the sender of `req` may do what `need` says.
+    /// Fails unless the sender of `req` may do what `need` says; refusals
+    /// are counted by code.
     fn authorize<T>(&self, req: &Request<T>, need: auth::Need) -> Result<(), Status> {
-        self.caller(req)?.allow(need)
+        let r = self.caller(req).and_then(|c| c.allow(need));
+        if let Err(s) = &r {
+            metrics::counter!("strata_auth_refusals_total", "code" => code_name(s.code())).increment(1);
+        }
+        r
     }
 
     async fn timed<T>(&self, op: &'static str, f: impl Future<Output = Result<T, ApiError>>) -> Result<T, Status> {
@@ -297,7 +302,7 @@ impl pb::strata_server::Strata for Api {
     }
 
     async fn list_buckets(&self, req: Request<pb::ListBucketsRequest>) -> Result<Response<pb::ListBucketsResponse>, Status> {
-        self.authorize(&req, Need::Any)?;
+        self.authorize(&req, Need::Admin)?;
         self.timed("list_buckets", bucket::handle_list(&*self.service)).await.map(Response::new)
     }
 
@@ -423,7 +428,7 @@ impl pb::strata_server::Strata for Api {
     }
 
     async fn get_replication(&self, req: Request<pb::GetReplicationRequest>) -> Result<Response<pb::ReplicationPolicy>, Status> {
-        self.authorize(&req, Need::Any)?;
+        self.authorize(&req, Need::Read(&req.get_ref().bucket))?;
         let c = &self.cluster()?.cluster;
         self.timed("get_replication", cluster::handle_get_replication(c, req.into_inner())).await.map(Response::new)
     }
@@ -458,7 +463,8 @@ impl pb::strata_server::Strata for Api {
     }
 
     async fn list_indexes(&self, req: Request<pb::ListIndexesRequest>) -> Result<Response<pb::ListIndexesResponse>, Status> {
-        self.authorize(&req, Need::Any)?;
+        let need = if req.get_ref().bucket.is_empty() { Need::Admin } else { Need::Read(&req.get_ref().bucket) };
+        self.authorize(&req, need)?;
         self.timed("list_indexes", index::handle_list(&*self.service, req.into_inner())).await.map(Response::new)
     }
 

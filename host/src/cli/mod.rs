@@ -697,9 +697,8 @@ fn token(cmd: TokenCmd) -> anyhow::Result<()> {
     match cmd {
         TokenCmd::Create { config, scopes, ttl, id, json } => {
             let config = crate::config::Config::load(config.as_deref())?;
-            let key = crate::api::auth::secret(&config.auth)
-                .map_err(|e| anyhow::anyhow!(e))?
-                .ok_or_else(|| anyhow::anyhow!("the config has no [auth] token_secret_file or token_secret_env: tokens are off"))?;
+            let auth = config.auth.ok_or_else(|| anyhow::anyhow!("the config has no [auth] section: tokens are off"))?;
+            let key = crate::api::auth::secret(&auth).map_err(|e| anyhow::anyhow!(e))?;
             let (token, claims) = crate::api::auth::create(&key, &scopes, ttl, id).map_err(|e| anyhow::anyhow!(e))?;
             if json {
                 println!("{}", serde_json::json!({"token": token, "id": claims.jti, "scope": claims.scope, "expires": claims.exp}));
@@ -716,11 +715,11 @@ fn token(cmd: TokenCmd) -> anyhow::Result<()> {
         }
         TokenCmd::Revoke { config, id } => {
             let config = crate::config::Config::load(config.as_deref())?;
-            let file =
-                config.auth.revoked_file.ok_or_else(|| anyhow::anyhow!("the config's [auth] has no revoked_file to add the id to"))?;
-            if id.trim().is_empty() || id.contains(['\n', '\r']) {
-                anyhow::bail!("a token id is one line of text");
-            }
+            let file = config
+                .auth
+                .and_then(|a| a.revoked_file)
+                .ok_or_else(|| anyhow::anyhow!("the config's [auth] has no revoked_file to add the id to"))?;
+            crate::api::auth::check_id(&id).map_err(|e| anyhow::anyhow!(e))?;
             use std::io::Write;
             let mut f = std::fs::OpenOptions::new()
                 .create(true)

@@ -107,7 +107,7 @@ impl Health {
         }
         .await;
         let _ = tokio::fs::remove_file(&path).await;
-        result.map_err(|e| format!("a 4 KiB durable write in {} failed: {e}", self.probe_dir.display()))?;
+        result.map_err(|e| format!("a 4 KiB durable write in the data directory's tmp/ failed: {e}"))?;
         m.objects.meta().index_head().await.map_err(|e| format!("the metadata database does not answer: {e}"))?;
         Ok("a durable 4 KiB write, its read and a metadata read succeeded".into())
     }
@@ -198,6 +198,8 @@ async fn publish(r: &Report, grpc: &tonic_health::server::HealthReporter) {
     use tonic_health::ServingStatus;
     let status = |ok: bool| if ok { ServingStatus::Serving } else { ServingStatus::NotServing };
     grpc.set_service_status(API_SERVICE, status(r.ready)).await;
+    // The whole server ("", what probes ask by default) follows readiness too.
+    grpc.set_service_status("", status(r.ready)).await;
     for c in &r.checks {
         grpc.set_service_status(format!("strata.check.{}", c.name), status(c.ok)).await;
         if !c.ok {

@@ -17,7 +17,14 @@ const BUCKETS: [f64; 16] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
 
 /// Installs the process's recorder; `None` if one is installed already.
 pub fn install() -> Option<PrometheusHandle> {
-    let handle = PrometheusBuilder::new().set_buckets(&BUCKETS).ok()?.install_recorder().ok()?;
+    // Series not set for two minutes go (a dropped index's lag, a removed
+    // member's state); what is read at each scrape is set again just before.
+    let handle = PrometheusBuilder::new()
+        .set_buckets(&BUCKETS)
+        .ok()?
+        .idle_timeout(metrics_util::MetricKindMask::GAUGE, Some(std::time::Duration::from_secs(120)))
+        .install_recorder()
+        .ok()?;
     describe();
     Some(handle)
 }
@@ -65,6 +72,7 @@ fn describe() {
     describe_counter!("strata_lock_grants_total", Count, "leased locks granted through this node");
     describe_gauge!("strata_health_check", Count, "1 while a health check passes, by check");
     describe_gauge!("strata_ready", Count, "1 while the node is ready to serve");
+    describe_counter!("strata_auth_refusals_total", Count, "calls refused for their token (or its absence), by code");
 }
 
 /// Sets what is read rather than counted, just before a scrape renders.

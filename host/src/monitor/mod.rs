@@ -37,12 +37,17 @@ pub async fn serve(
     m: Arc<Monitor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(m)).with_graceful_shutdown(shutdown).await
+    axum::serve(crate::connections::Capped::new(listener, MAX_CONNECTIONS), router(m)).with_graceful_shutdown(shutdown).await
 }
+
+/// Connections the metrics listener holds at once; more wait to be
+/// accepted, so slow or silent clients cannot take the process's files.
+const MAX_CONNECTIONS: usize = 64;
 
 async fn scrape(State(m): State<Arc<Monitor>>) -> Response {
     let Some(handle) = &m.prometheus else { return (StatusCode::NOT_FOUND, "metrics are off\n").into_response() };
     metrics::refresh(&m).await;
+    handle.run_upkeep();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response()
 }
 
