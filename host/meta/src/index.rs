@@ -41,6 +41,11 @@ impl IndexDef {
     pub fn progress(&self) -> f64 {
         if self.ready || self.target <= 0 { 1.0 } else { (self.watermark as f64 / self.target as f64).clamp(0.0, 1.0) }
     }
+
+    /// Versions up to `head` (the newest id) this index has yet to take in.
+    pub fn lag(&self, head: i64) -> i64 {
+        (head - self.watermark).max(0)
+    }
 }
 
 /// Computes terms: the host's bridge to index-type plugins.

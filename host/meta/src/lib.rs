@@ -849,11 +849,6 @@ impl MetaStore {
         index::list(&self.read).await
     }
 
-    /// The newest version id: an index whose watermark is below it lags.
-    pub async fn index_head(&self) -> Result<i64, MetaError> {
-        index::head(&self.read).await
-    }
-
     /// Drops an index at once; its terms are swept in the background.
     pub async fn drop_index(&self, bucket: &str, name: &str) -> Result<(), MetaError> {
         index::drop(&self.write, bucket, name).await?;

@@ -156,7 +156,7 @@ impl Planner<'_> {
             }
         }
         let (index, plan) = best?;
-        let lag = (self.head - index.watermark).max(0);
+        let lag = index.lag(self.head);
         self.notes.push(format!(
             "index {} ({}) serves {}{}{}",
             index.name,

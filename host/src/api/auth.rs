@@ -88,10 +88,8 @@ pub enum Caller {
 }
 
 impl Caller {
-    /// Fails unless this caller may do what `need` says. An empty bucket
-    /// is the default bucket, as the calls read it.
+    /// Fails unless this caller may do what `need` says.
     pub fn allow(&self, need: Need) -> Result<(), Status> {
-        let bucket = |b: &str| if b.is_empty() { super::validate::DEFAULT_BUCKET.to_string() } else { b.to_string() };
         match (self, need) {
             (Caller::Open, _) | (_, Need::Nothing) => Ok(()),
             (Caller::Anonymous { read: true }, Need::Any | Need::Read(_)) => Ok(()),
@@ -105,10 +103,10 @@ impl Caller {
                         Need::Admin => false,
                         Need::Locks => scopes.contains(&Scope::Locks),
                         Need::Read(b) | Need::Write(b) => {
-                            let (b, write) = (bucket(b), matches!(need, Need::Write(_)));
+                            let (b, write) = (or_default(b), matches!(need, Need::Write(_)));
                             scopes
                                 .iter()
-                                .any(|s| matches!(s, Scope::Bucket { name, write: w } if (*name == b || name == "*") && *w == write))
+                                .any(|s| matches!(s, Scope::Bucket { name, write: w } if (name == b || name == "*") && *w == write))
                         }
                     };
                 if ok {
@@ -121,12 +119,18 @@ impl Caller {
     }
 }
 
+/// The bucket a call names: an empty name is the default bucket, as the
+/// calls read it.
+fn or_default(b: &str) -> &str {
+    if b.is_empty() { super::validate::DEFAULT_BUCKET } else { b }
+}
+
 impl Need<'_> {
     fn describe(&self) -> String {
         match self {
             Need::Nothing | Need::Any => "any token".into(),
-            Need::Read(b) => format!("bucket:{}:read", if b.is_empty() { super::validate::DEFAULT_BUCKET } else { b }),
-            Need::Write(b) => format!("bucket:{}:write", if b.is_empty() { super::validate::DEFAULT_BUCKET } else { b }),
+            Need::Read(b) => format!("bucket:{}:read", or_default(b)),
+            Need::Write(b) => format!("bucket:{}:write", or_default(b)),
             Need::Locks => "locks".into(),
             Need::Admin => "admin".into(),
         }

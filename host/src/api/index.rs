@@ -24,7 +24,7 @@ fn info(d: &IndexDef, head: i64, node: &str) -> pb::IndexInfo {
         r#type: d.kind.clone(),
         state: state.into(),
         progress: d.progress(),
-        lag: (head - d.watermark).max(0) as u64,
+        lag: d.lag(head) as u64,
         error: d.error.clone().unwrap_or_default(),
         created_ms: d.created_ms,
         node: node.into(),

@@ -108,7 +108,7 @@ impl Health {
         .await;
         let _ = tokio::fs::remove_file(&path).await;
         result.map_err(|e| format!("a 4 KiB durable write in the data directory's tmp/ failed: {e}"))?;
-        m.objects.meta().index_head().await.map_err(|e| format!("the metadata database does not answer: {e}"))?;
+        m.objects.meta().head().await.map_err(|e| format!("the metadata database does not answer: {e}"))?;
         Ok("a durable 4 KiB write, its read and a metadata read succeeded".into())
     }
 
@@ -163,12 +163,12 @@ fn peers(v: &crate::api::pb::ClusterView) -> Result<String, String> {
 
 async fn indexes(m: &Monitor) -> Result<String, String> {
     let defs = m.objects.meta().list_indexes().await.map_err(|e| e.to_string())?;
-    let head = m.objects.meta().index_head().await.map_err(|e| e.to_string())?;
+    let head = m.objects.meta().head().await.map_err(|e| e.to_string())?;
     let failed: Vec<String> = defs.iter().filter_map(|d| d.error.as_ref().map(|e| format!("{}/{}: {e}", d.bucket, d.name))).collect();
     if !failed.is_empty() {
         return Err(failed.join("; "));
     }
-    let lag = defs.iter().map(|d| (head - d.watermark).max(0)).max().unwrap_or(0);
+    let lag = defs.iter().map(|d| d.lag(head)).max().unwrap_or(0);
     Ok(format!("{} indexes, at most {lag} versions behind", defs.len()))
 }
 

@@ -99,9 +99,10 @@ pub async fn refresh(m: &Monitor) {
         counter!("strata_plugin_timeouts_total", "plugin" => p.clone()).absolute(st.timeouts);
         counter!("strata_plugin_memory_refusals_total", "plugin" => p).absolute(st.memory_refusals);
     }
-    if let (Ok(defs), Ok(head)) = (m.objects.meta().list_indexes().await, m.objects.meta().index_head().await) {
+    if let (Ok(defs), Ok(head)) = (m.objects.meta().list_indexes().await, m.objects.meta().head().await) {
         for d in defs {
-            gauge!("strata_index_lag_versions", "bucket" => d.bucket, "index" => d.name).set((head - d.watermark).max(0) as f64);
+            let lag = d.lag(head) as f64;
+            gauge!("strata_index_lag_versions", "bucket" => d.bucket, "index" => d.name).set(lag);
         }
     }
     if let Some(c) = &m.cluster {
