@@ -37,4 +37,6 @@ pub mod cluster_backup;
 pub mod connections;
 pub mod failpoints;
 pub mod monitor;
+pub mod reload;
 pub mod server;
+pub mod tls;

@@ -3,18 +3,25 @@
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+/// The status a shell shows for a process ended by SIGPIPE.
+const BROKEN_PIPE: i32 = 128 + 13;
+
 fn main() {
     let cli = strata::cli::Cli::parse();
     if !matches!(cli.cmd, strata::cli::Cmd::Serve { .. }) {
-        // A client piped into `head` should stop quietly when the pipe
-        // closes, as command-line tools do, not panic on the failed print.
-        // The server keeps Rust's default (ignored), so a closed socket
-        // is an error it handles.
-        // SAFETY: restoring the default disposition of one signal before any
-        // thread starts; no handler runs.
-        unsafe {
-            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        }
+        // A client piped into `head` stops quietly when the pipe closes, as
+        // command-line tools do, instead of panicking on the failed print.
+        // SIGPIPE itself stays ignored (Rust's default): HTTP/2 writes to a
+        // socket the server closed (a plaintext client on a TLS port) must
+        // be an error the client reports, not a silent death.
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let msg = info.payload().downcast_ref::<String>().map(String::as_str).unwrap_or("");
+            if msg.contains("Broken pipe") {
+                std::process::exit(BROKEN_PIPE);
+            }
+            default(info);
+        }));
     }
     // openraft warns on every failed heartbeat to a dead peer, ten times a
     // second; the failure detector reports state changes instead. Name
@@ -43,6 +50,9 @@ fn main() {
     // hold the exit: what it had not committed was never acknowledged.
     rt.shutdown_timeout(std::time::Duration::from_millis(200));
     if let Err(e) = result {
+        if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)) {
+            std::process::exit(BROKEN_PIPE);
+        }
         // One line, whatever the chain: callers grep it, people read it.
         let mut msg = e.to_string();
         for cause in e.chain().skip(1) {

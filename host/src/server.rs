@@ -13,6 +13,7 @@ use tracing::{info, warn};
 use crate::api::{self, Api, Limits, pb};
 use crate::cluster::node::Cluster;
 use crate::config::{Compression, Config, IndexingMode, MetaBackend};
+use crate::connections::Accepted;
 use crate::meta::{MetaOptions, MetaStore};
 use crate::metrics::Metrics;
 use crate::objects::{Objects, Upkeep, UploadLimits};
@@ -116,6 +117,8 @@ pub struct Server {
     metrics: Option<TcpListener>,
     /// `[auth]`: the token checker, when tokens are on.
     tokens: Option<Arc<crate::api::auth::Tokens>>,
+    /// `[tls]`: the certificates every listener serves.
+    tls: Option<Arc<crate::tls::Tls>>,
     config: Config,
 }
 
@@ -138,6 +141,10 @@ impl Server {
         let listener = TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("cannot listen on {} (server.listen)", config.server.listen))?;
+        let tls = match &config.tls {
+            Some(t) => Some(crate::tls::Tls::load(t)?),
+            None => None,
+        };
         let cluster = match &config.cluster {
             None => None,
             Some(c) => {
@@ -156,7 +163,8 @@ impl Server {
                     n => n,
                 };
                 let probe = Box::new(Usage(objects.clone()));
-                let cluster = Cluster::open(c, &dir, advertise, capacity, probe).await.context("starting the cluster node")?;
+                let peer_tls = tls.as_ref().and_then(|t| t.peer_client());
+                let cluster = Cluster::open(c, &dir, advertise, capacity, probe, peer_tls).await.context("starting the cluster node")?;
                 info!(node = cluster.id, addr = %cluster.me.addr, "cluster node started");
                 Some(cluster)
             }
@@ -183,6 +191,7 @@ impl Server {
             registry,
             metrics,
             tokens,
+            tls,
             config,
         })
     }
@@ -325,24 +334,32 @@ impl Server {
         let local = service::Local { objects: self.objects.clone(), plugins: self.plugins.clone(), search: limits.search };
         let objects = service::for_node(local, replicator.clone());
         let uploads = self.config.storage.base_path.join("registry-uploads");
-        let registry = crate::registry::Registry::open(objects.clone(), &self.config.registry, uploads)
+        let registry = crate::registry::Registry::open(objects.clone(), &self.config.registry, uploads, self.tls.is_some())
             .map_err(|e| anyhow::anyhow!("starting the registry: {e}"))?;
+        let http_tls = self.tls.clone().map(|t| (t, crate::tls::Protocol::Http));
         if let Some(listener) = self.registry {
             let registry = registry.clone();
-            let max_connections = self.config.server.max_connections;
+            // As many as the gRPC API takes: each upload or pull is one.
+            let listener = Accepted::spawn(listener, self.config.server.max_connections, http_tls.clone())?;
             let mut stop = stop_rx.clone();
             tokio::spawn(async move {
                 let shutdown = async move {
                     let _ = stop.wait_for(|s| *s).await;
                 };
-                // As many as the gRPC API takes: each upload or pull is one.
-                let listener = crate::connections::Capped::new(listener, max_connections);
                 if let Err(e) = crate::registry::serve(listener, registry, shutdown).await {
                     warn!(error = %e, "the registry stopped");
                 }
             });
         }
         let tokens = self.tokens.clone();
+        let reloader = Arc::new(crate::reload::Reloader {
+            tls: self.tls.clone(),
+            cluster: self.cluster.clone(),
+            tokens: tokens.clone(),
+            plugins: self.plugins.clone(),
+            busy: Default::default(),
+        });
+        reloader.clone().on_sighup(stop_rx.clone());
         let prometheus = if self.metrics.is_some() { crate::monitor::metrics::install() } else { None };
         if prometheus.is_some()
             && let Some(c) = &self.cluster
@@ -367,6 +384,7 @@ impl Server {
             registry,
             monitor: monitor.clone(),
             tokens,
+            reloader: reloader.clone(),
         })
         .max_decoding_message_size(max_msg)
         .max_encoding_message_size(max_msg);
@@ -374,6 +392,7 @@ impl Server {
         watch_space(self.objects.clone(), health.clone(), stop_rx.clone()).await;
         crate::monitor::health::start(monitor.clone(), self.config.metrics.check_interval, health.clone(), stop_rx.clone()).await;
         if let Some(listener) = self.metrics {
+            let listener = Accepted::spawn(listener, crate::monitor::MAX_CONNECTIONS, http_tls)?;
             let (m, mut stop) = (monitor.clone(), stop_rx.clone());
             tokio::spawn(async move {
                 let shutdown = async move {
@@ -395,8 +414,8 @@ impl Server {
 
         let grace = self.config.server.shutdown_grace;
         let (signal_tx, signal_rx) = tokio::sync::oneshot::channel::<()>();
-        let incoming = tonic::transport::server::TcpIncoming::from(self.listener).with_nodelay(Some(true));
-        let incoming = crate::connections::limit(incoming, self.config.server.max_connections);
+        let grpc_tls = self.tls.clone().map(|t| (t, crate::tls::Protocol::Grpc));
+        let incoming = Accepted::spawn(self.listener, self.config.server.max_connections, grpc_tls)?;
         let serve = tonic::transport::Server::builder()
             // Windows large enough that a 1 MiB chunk never waits on a window update.
             .initial_stream_window_size(WINDOW)

@@ -34,5 +34,6 @@ mod shutdown;
 mod siblings;
 mod storage_options;
 mod tiers;
+mod tls;
 mod tokens;
 mod versions;

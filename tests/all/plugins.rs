@@ -225,6 +225,129 @@ async fn a_python_plugin_is_loaded_and_called() {
     assert!(err.message().contains("1 nodes match"), "{}", err.message());
 }
 
+/// The Python plugin changed to prefer the nodes with the *least* free
+/// space, as version 0.2.0: the same world, another answer.
+fn python_component_v2() -> &'static Path {
+    static WASM: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &WASM
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let app = std::fs::read_to_string(repo().join("plugins/python-labels/app.py")).unwrap();
+            let v2 = app
+                .replace("version=\"0.1.0\"", "version=\"0.2.0\"")
+                .replace("(-listed[i].capacity_available", "(listed[i].capacity_available");
+            assert_ne!(app, v2);
+            std::fs::write(dir.path().join("app.py"), v2).unwrap();
+            let out = dir.path().join("labels2.wasm");
+            let status = Command::new(componentize_py())
+                .arg("-d")
+                .arg(repo().join("wit"))
+                .args(["-w", "node-selector", "componentize", "app", "-o"])
+                .arg(&out)
+                .current_dir(dir.path())
+                .stdout(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(status.success(), "componentize-py failed");
+            (dir, out)
+        })
+        .1
+}
+
+/// Copies `from` over `to` by a rename, as a deploy would.
+fn deploy(from: &Path, to: &Path) {
+    let tmp = to.with_extension("partial");
+    std::fs::copy(from, &tmp).unwrap();
+    std::fs::rename(&tmp, to).unwrap();
+}
+
+#[tokio::test]
+async fn a_plugin_reloads_under_a_stream_of_placements_without_a_failed_call() {
+    let (v1, v2) = (python_component(), python_component_v2());
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("labels.wasm");
+    deploy(v1, &live);
+    let s = TestServer::start(&format!(
+        "[[plugins]]\nname = \"labels\"\nkind = \"node-selector\"\npath = {live:?}\ncall_timeout = \"5s\"\n[plugins.config]\nrequire = \"gpu=true\"\n"
+    ));
+    let nodes = vec![
+        node("gpu1", "a", 100, &[("gpu", "true")]),
+        node("gpu2", "b", 500, &[("gpu", "true")]),
+        node("gpu3", "c", 300, &[("gpu", "true")]),
+        node("cpu1", "a", 900, &[("gpu", "false")]),
+    ];
+    let (old, new) = (vec!["gpu2", "gpu3"], vec!["gpu1", "gpu3"]);
+    let version = |s: &TestServer| {
+        let out = s.cli(&["plugin", "ls", "--json"]);
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        list.as_array().unwrap().iter().find(|p| p["name"] == "labels").unwrap()["version"].as_str().unwrap().to_string()
+    };
+    assert_eq!(version(&s), "0.1.0");
+
+    // Four clients place without a pause; every answer is kept.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut callers = Vec::new();
+    for t in 0..4 {
+        let (mut c, stop, nodes) = (s.client().await, stop.clone(), nodes.clone());
+        callers.push(tokio::spawn(async move {
+            let mut answers = Vec::new();
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let started = std::time::Instant::now();
+                let r = c.place(place("labels", &format!("{t}-{n}"), nodes.clone(), 2)).await;
+                answers.push((started, r.map(|r| r.into_inner().targets)));
+                n += 1;
+            }
+            answers
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    deploy(v2, &live);
+    let out = s.cli(&["reload"]);
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains("plugin labels") && said.contains("0.2.0"), "{said}");
+    let reloaded = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut before, mut after) = (0, 0);
+    for c in callers {
+        for (started, r) in c.await.unwrap() {
+            let targets = r.expect("no placement fails during a reload");
+            assert!(targets == old || targets == new, "{targets:?}");
+            if started > reloaded {
+                assert_eq!(targets, new, "a call made after the reload uses the new component");
+                after += 1;
+            } else {
+                before += 1;
+            }
+        }
+    }
+    assert!(before > 0 && after > 0, "calls before ({before}) and after ({after}) the reload");
+    assert_eq!(version(&s), "0.2.0");
+
+    // A broken component is refused; the one serving stays.
+    std::fs::write(&live, b"not a component").unwrap();
+    let out = s.cli(&["reload"]);
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(said.contains("REFUSED") && said.contains("labels") && said.contains("old component stays"), "{said}");
+    let mut c = s.client().await;
+    assert_eq!(c.place(place("labels", "k", nodes.clone(), 2)).await.unwrap().into_inner().targets, new);
+    assert_eq!(version(&s), "0.2.0");
+
+    // SIGHUP does the same.
+    deploy(v1, &live);
+    let pid = s.child.as_ref().unwrap().id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while version(&s) != "0.1.0" {
+        assert!(std::time::Instant::now() < deadline, "SIGHUP did not reload the plugin");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(c.place(place("labels", "k", nodes, 2)).await.unwrap().into_inner().targets, old);
+}
+
 fn serve_fails(extra: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("strata.toml");

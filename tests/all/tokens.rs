@@ -23,6 +23,7 @@ async fn client(url: &str, token: Option<&str>) -> Client {
 /// write, locks or admin.
 const TABLE: &[(&str, &str)] = &[
     ("health", "nothing"),
+    ("reload", "admin"),
     ("put", "write"),
     ("put_many", "write"),
     ("get", "read"),
@@ -77,6 +78,7 @@ async fn call(c: &mut Client, rpc: &str) -> Code {
     let digest = format!("sha256:{}", "0".repeat(64));
     let r: Result<(), tonic::Status> = match rpc {
         "health" => c.health(pb::HealthRequest {}).await.map(drop),
+        "reload" => c.reload(pb::ReloadRequest {}).await.map(drop),
         "put" => {
             let h = pb::PutHeader { bucket: b(), key: "k".into(), ..Default::default() };
             let msgs = vec![pb::PutRequest { part: Some(pb::put_request::Part::Header(h)) }];

@@ -14,7 +14,7 @@ use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotRespon
 use openraft::{OptionalSend, RaftNetworkV2};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Response, Status};
 
 use super::error::ClusterError;
@@ -39,6 +39,19 @@ pub struct Network {
     secret: Secret,
     /// Source address of outgoing peer connections, if configured.
     source: Option<IpAddr>,
+    /// `[tls]`: peers are dialed over TLS with this node's certificate, and
+    /// peer calls must come with a client certificate from the cluster CA.
+    tls: Arc<Mutex<Option<ClientTlsConfig>>>,
+}
+
+/// What the server's listener knows of a connection (its
+/// `Connected::ConnectInfo`, in each request's extensions).
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub remote: Option<std::net::SocketAddr>,
+    /// The connection showed a client certificate that the TLS handshake
+    /// verified against the cluster CA.
+    pub client_cert: bool,
 }
 
 /// The node-to-node calls beyond Raft's own.
@@ -52,12 +65,31 @@ pub enum Call {
 }
 
 impl Network {
-    pub fn new(secret: Secret, source: Option<IpAddr>) -> Self {
-        Self { channels: Default::default(), secret, source }
+    pub fn new(secret: Secret, source: Option<IpAddr>, tls: Option<ClientTlsConfig>) -> Self {
+        Self { channels: Default::default(), secret, source, tls: Arc::new(Mutex::new(tls)) }
     }
 
     pub fn secret(&self) -> &Secret {
         &self.secret
+    }
+
+    /// New certificates (a reload): connections made from now on use them;
+    /// calls on the old connections finish there.
+    pub fn set_tls(&self, tls: ClientTlsConfig) {
+        *self.tls.lock().expect("tls") = Some(tls);
+        self.channels.lock().expect("channel map").clear();
+    }
+
+    /// Refuses a peer call that did not come over a connection with a
+    /// client certificate from the cluster CA (when TLS is on), or whose
+    /// proof of the cluster secret is wrong.
+    pub fn check<T>(&self, req: &Request<T>, me: &str) -> Result<(), Status> {
+        if self.tls.lock().expect("tls").is_some() && !req.extensions().get::<ConnInfo>().is_some_and(|c| c.client_cert) {
+            return Err(Status::unauthenticated(
+                "cluster authentication failed: peer calls need a client certificate from the cluster CA ([tls] ca_file)",
+            ));
+        }
+        self.secret.check(req, me)
     }
 
     pub fn channel(&self, addr: &str) -> Option<Channel> {
@@ -65,7 +97,12 @@ impl Network {
         if let Some(ch) = map.get(addr) {
             return Some(ch.clone());
         }
-        let ep = Endpoint::from_shared(format!("http://{addr}")).ok()?;
+        let tls = self.tls.lock().expect("tls").clone();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let mut ep = Endpoint::from_shared(format!("{scheme}://{addr}")).ok()?;
+        if let Some(tls) = tls {
+            ep = ep.tls_config(tls).ok()?;
+        }
         let ch = ep
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
@@ -233,9 +270,25 @@ pub fn to_status(e: ClusterError) -> Status {
     }
 }
 
+/// A status's message with the causes of a failed connection ("transport
+/// error: ... invalid peer certificate: UnknownIssuer"), so a TLS or
+/// network failure says what it was.
+pub fn describe(s: &Status) -> String {
+    let mut out = s.message().to_string();
+    let mut cause = std::error::Error::source(s);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out = format!("{out}: {text}");
+        }
+        cause = c.source();
+    }
+    out
+}
+
 /// What a peer's answer (or the failure to get one) means here.
 pub fn from_status(addr: &str, s: Status) -> ClusterError {
-    let msg = s.message().to_string();
+    let msg = describe(&s);
     match s.code() {
         // The peer's own handlers never answer these: the connection failed.
         tonic::Code::Unknown | tonic::Code::Cancelled => ClusterError::Unreachable { addr: addr.into(), why: msg },
@@ -259,7 +312,7 @@ pub fn from_status(addr: &str, s: Status) -> ClusterError {
 
 impl PeerService {
     fn check<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        self.cluster.network.secret().check(req, &self.cluster.me.addr)
+        self.cluster.network.check(req, &self.cluster.me.addr)
     }
 }
 

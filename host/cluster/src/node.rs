@@ -78,7 +78,16 @@ pub struct JoinRequest {
 
 impl Cluster {
     /// Opens (or creates) this node's Raft state under `dir` and starts Raft.
-    pub async fn open(c: &ClusterConfig, dir: &Path, advertise: String, capacity: u64, probe: Probe) -> anyhow::Result<Arc<Cluster>> {
+    /// `tls`: how peers are dialed when `[tls]` is on (this node's
+    /// certificate, the cluster CA).
+    pub async fn open(
+        c: &ClusterConfig,
+        dir: &Path,
+        advertise: String,
+        capacity: u64,
+        probe: Probe,
+        tls: Option<tonic::transport::ClientTlsConfig>,
+    ) -> anyhow::Result<Arc<Cluster>> {
         let secret = Secret::load(c).map_err(anyhow::Error::msg)?;
         std::fs::create_dir_all(dir)?;
         let pool = open(Some(&dir.join("raft.db"))).await?;
@@ -103,7 +112,7 @@ impl Cluster {
         }
         .validate()?;
         let state = StateMachine::open(pool.clone()).await?;
-        let network = Network::new(secret, c.source_address);
+        let network = Network::new(secret, c.source_address, tls);
         let raft = Raft::new(id, Arc::new(config), network.clone(), LogStore::new(pool.clone()), state.clone()).await?;
         Ok(Arc::new(Cluster {
             id,

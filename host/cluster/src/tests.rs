@@ -59,7 +59,7 @@ mod three_nodes {
             ..Default::default()
         };
         let addr = listener.local_addr().unwrap().to_string();
-        let c = Cluster::open(&config, dir.path(), addr, 0, Box::new(|| (0, 0))).await.unwrap();
+        let c = Cluster::open(&config, dir.path(), addr, 0, Box::new(|| (0, 0)), None).await.unwrap();
         let svc = c.service();
         let server = tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()

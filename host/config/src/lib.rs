@@ -49,6 +49,25 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Tokens for the gRPC API; absent: off (every call allowed).
     pub auth: Option<AuthConfig>,
+    /// TLS on every listener, and mTLS between nodes; absent: plaintext.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[tls]`: every listener (the gRPC API and peer service, metrics, the
+/// registry) serves TLS with this certificate. Nodes dial each other with
+/// it as their client certificate, and a peer call is refused unless its
+/// connection showed a certificate from `ca_file`. The files are read
+/// again on SIGHUP or `strata reload`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// This node's certificate chain (PEM), leaf first.
+    pub cert_file: PathBuf,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// The cluster CA (PEM): peers' certificates must chain to it, and
+    /// this node trusts it when dialing peers. Required with `[cluster]`.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `[auth]`: scoped tokens (JWT, HS256) for the gRPC API. With a secret
@@ -744,6 +763,14 @@ impl Config {
             && (m == self.server.listen || Some(m) == self.registry.listen)
         {
             return bad("metrics.listen", "must differ from server.listen and registry.listen");
+        }
+        if let Some(t) = &self.tls {
+            if t.cert_file.as_os_str().is_empty() || t.key_file.as_os_str().is_empty() {
+                return bad("tls", "set cert_file and key_file (leave [tls] out for plaintext)");
+            }
+            if self.cluster.is_some() && t.ca_file.is_none() {
+                return bad("tls.ca_file", "a cluster node needs the cluster CA to check its peers (make one with `strata cert ca`)");
+            }
         }
         if let Some(a) = &self.auth
             && a.token_secret_file.is_some() == a.token_secret_env.is_some()

@@ -14,7 +14,7 @@ mod state;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 pub use bindings::types::{Consistency, Health, NodeInfo, ObjectInfo, PluginError as WitError, ReplicationPolicy, Scalar, Value};
@@ -164,11 +164,44 @@ pub struct LoadReport {
 
 /// Every loaded plugin, by kind and name.
 pub struct Plugins {
-    _runtime: Arc<Runtime>,
-    selectors: BTreeMap<String, NodeSelector>,
-    strategies: BTreeMap<String, ReplicationStrategy>,
-    indexes: BTreeMap<String, IndexType>,
+    runtime: Arc<Runtime>,
+    selectors: BTreeMap<String, Entry<NodeSelector>>,
+    strategies: BTreeMap<String, Entry<ReplicationStrategy>>,
+    indexes: BTreeMap<String, Entry<IndexType>>,
     report: LoadReport,
+}
+
+/// One plugin by name: the loaded component, replaced whole by a reload.
+/// A call holds the `Arc` it started with, so a call in flight finishes on
+/// the old component while new calls go to the new one.
+struct Entry<T> {
+    current: RwLock<Arc<T>>,
+    /// Set for a component read from a file: what a reload needs.
+    file: Option<FileSource>,
+}
+
+struct FileSource {
+    path: PathBuf,
+    config: Vec<(String, String)>,
+    limits: pool::Limits,
+    /// SHA-256 of the bytes loaded, so an unchanged file is not reloaded.
+    digest: Mutex<[u8; 32]>,
+}
+
+impl<T> Entry<T> {
+    fn get(&self) -> Arc<T> {
+        self.current.read().expect("plugin entry").clone()
+    }
+}
+
+/// What a reload did to one plugin read from a file.
+#[derive(Debug)]
+pub struct Reloaded {
+    pub name: String,
+    pub kind: Kind,
+    /// The version now serving calls, or why the new file was refused
+    /// (the old component stays).
+    pub outcome: Result<String, PluginError>,
 }
 
 impl std::fmt::Debug for Plugins {
@@ -183,6 +216,13 @@ enum Source {
     File(PathBuf),
 }
 
+/// A loaded plugin of any kind.
+enum AnyPlugin {
+    Selector(NodeSelector),
+    Strategy(ReplicationStrategy),
+    Index(IndexType),
+}
+
 impl Plugins {
     /// Load the built-ins and every `[[plugins]]` table. Any failure (a file
     /// that is not a component, a component of the wrong kind, an init that
@@ -190,7 +230,7 @@ impl Plugins {
     pub fn load(config: &Config) -> Result<Self, PluginError> {
         let runtime = Arc::new(Runtime::new(Some(config.plugin_cache_dir()))?);
         let mut plugins = Plugins {
-            _runtime: runtime.clone(),
+            runtime: runtime.clone(),
             selectors: BTreeMap::new(),
             strategies: BTreeMap::new(),
             indexes: BTreeMap::new(),
@@ -206,7 +246,7 @@ impl Plugins {
             if config.plugins.iter().any(|p| p.name == builtin.name) {
                 continue; // declared below with its own settings (validated to be this built-in)
             }
-            plugins.add(&runtime, builtin.name, builtin.kind, Source::Builtin(builtin), Vec::new(), defaults)?;
+            plugins.add(builtin.name, builtin.kind, Source::Builtin(builtin), Vec::new(), defaults)?;
         }
         for decl in &config.plugins {
             if BUILTINS.iter().any(|b| b.name == decl.name) && decl.builtin.as_deref() != Some(&decl.name) {
@@ -236,74 +276,171 @@ impl Plugins {
                 memory: decl.memory_limit.map_or(defaults.memory, |m| m.0 as usize),
                 ..defaults
             };
-            plugins.add(&runtime, &decl.name, decl.kind.into(), source, flatten_config(decl), limits)?;
+            plugins.add(&decl.name, decl.kind.into(), source, flatten_config(decl), limits)?;
         }
         plugins.report.total = started.elapsed();
+        drop(runtime);
         Ok(plugins)
     }
 
     fn add(
         &mut self,
-        runtime: &Runtime,
         name: &str,
         kind: Kind,
         source: Source,
         config: Vec<(String, String)>,
         limits: pool::Limits,
     ) -> Result<(), PluginError> {
-        let (wasm, label): (std::borrow::Cow<'static, [u8]>, String) = match source {
-            Source::Builtin(b) => (b.wasm.into(), format!("builtin:{}", b.name)),
+        let (wasm, label, path): (std::borrow::Cow<'static, [u8]>, String, Option<PathBuf>) = match source {
+            Source::Builtin(b) => (b.wasm.into(), format!("builtin:{}", b.name), None),
             Source::File(path) => {
                 let bytes = std::fs::read(&path).map_err(|e| PluginError::Read { plugin: name.into(), path: path.clone(), source: e })?;
-                (bytes.into(), path.display().to_string())
+                (bytes.into(), path.display().to_string(), Some(path))
             }
         };
-        let (component, how, _) = runtime.component(name, &wasm)?;
+        let (plugin, how) = build(&self.runtime, name, kind, &wasm, label, config.clone(), limits)?;
         match how {
             Compiled::Cached => self.report.cached += 1,
             Compiled::Fresh => self.report.compiled += 1,
         }
-        match kind {
-            Kind::NodeSelector => {
-                let p = NodeSelector::load(runtime, name, label, &component, config, limits)?;
-                self.selectors.insert(name.into(), p);
+        let file = path.map(|path| FileSource { path, config, limits, digest: Mutex::new(sha256(&wasm)) });
+        match plugin {
+            AnyPlugin::Selector(p) => {
+                self.selectors.insert(name.into(), Entry { current: RwLock::new(Arc::new(p)), file });
             }
-            Kind::ReplicationStrategy => {
-                let p = ReplicationStrategy::load(runtime, name, label, &component, config, limits)?;
-                self.strategies.insert(name.into(), p);
+            AnyPlugin::Strategy(p) => {
+                self.strategies.insert(name.into(), Entry { current: RwLock::new(Arc::new(p)), file });
             }
-            Kind::IndexType => {
-                let p = IndexType::load(runtime, name, label, &component, config, limits)?;
-                self.indexes.insert(name.into(), p);
+            AnyPlugin::Index(p) => {
+                self.indexes.insert(name.into(), Entry { current: RwLock::new(Arc::new(p)), file });
             }
-        }
+        };
         Ok(())
     }
 
-    pub fn selector(&self, name: &str) -> Result<&NodeSelector, PluginError> {
-        self.selectors.get(name).ok_or_else(|| PluginError::NotFound { name: name.into(), kind: Kind::NodeSelector })
+    /// Reads every plugin file again and replaces the plugins whose bytes
+    /// changed. A new component is compiled, instantiated and initialised
+    /// before it replaces the old one; one that fails any of that is
+    /// refused and the old one keeps serving. Calls in flight finish on
+    /// the component they started on. Built-ins never change.
+    pub fn reload(&self) -> Vec<Reloaded> {
+        fn each<T>(
+            runtime: &Runtime,
+            kind: Kind,
+            map: &BTreeMap<String, Entry<T>>,
+            unwrap: fn(AnyPlugin) -> Option<T>,
+            version: fn(&T) -> String,
+            out: &mut Vec<Reloaded>,
+        ) {
+            for (name, entry) in map {
+                let Some(file) = &entry.file else { continue };
+                let outcome = (|| {
+                    let wasm = std::fs::read(&file.path).map_err(|e| PluginError::Read {
+                        plugin: name.clone(),
+                        path: file.path.clone(),
+                        source: e,
+                    })?;
+                    let digest = sha256(&wasm);
+                    if *file.digest.lock().expect("digest") == digest {
+                        return Ok(None);
+                    }
+                    let label = file.path.display().to_string();
+                    let (plugin, _) = build(runtime, name, kind, &wasm, label, file.config.clone(), file.limits)?;
+                    let plugin = unwrap(plugin).expect("build makes the kind asked for");
+                    let v = version(&plugin);
+                    *entry.current.write().expect("plugin entry") = Arc::new(plugin);
+                    *file.digest.lock().expect("digest") = digest;
+                    Ok(Some(v))
+                })();
+                match outcome {
+                    Ok(None) => {}
+                    Ok(Some(v)) => out.push(Reloaded { name: name.clone(), kind, outcome: Ok(v) }),
+                    Err(e) => out.push(Reloaded { name: name.clone(), kind, outcome: Err(e) }),
+                }
+            }
+        }
+        let mut out = Vec::new();
+        let rt = &self.runtime;
+        each(
+            rt,
+            Kind::NodeSelector,
+            &self.selectors,
+            |p| if let AnyPlugin::Selector(p) = p { Some(p) } else { None },
+            |p| p.info().version.clone(),
+            &mut out,
+        );
+        each(
+            rt,
+            Kind::ReplicationStrategy,
+            &self.strategies,
+            |p| if let AnyPlugin::Strategy(p) = p { Some(p) } else { None },
+            |p| p.info().version.clone(),
+            &mut out,
+        );
+        each(
+            rt,
+            Kind::IndexType,
+            &self.indexes,
+            |p| if let AnyPlugin::Index(p) = p { Some(p) } else { None },
+            |p| p.info().version.clone(),
+            &mut out,
+        );
+        out
     }
 
-    pub fn strategy(&self, name: &str) -> Result<&ReplicationStrategy, PluginError> {
-        self.strategies.get(name).ok_or_else(|| PluginError::NotFound { name: name.into(), kind: Kind::ReplicationStrategy })
+    pub fn selector(&self, name: &str) -> Result<Arc<NodeSelector>, PluginError> {
+        self.selectors.get(name).map(Entry::get).ok_or_else(|| PluginError::NotFound { name: name.into(), kind: Kind::NodeSelector })
     }
 
-    pub fn index(&self, name: &str) -> Result<&IndexType, PluginError> {
-        self.indexes.get(name).ok_or_else(|| PluginError::NotFound { name: name.into(), kind: Kind::IndexType })
+    pub fn strategy(&self, name: &str) -> Result<Arc<ReplicationStrategy>, PluginError> {
+        self.strategies
+            .get(name)
+            .map(Entry::get)
+            .ok_or_else(|| PluginError::NotFound { name: name.into(), kind: Kind::ReplicationStrategy })
     }
 
-    /// Every plugin with its call figures, by kind then name.
+    pub fn index(&self, name: &str) -> Result<Arc<IndexType>, PluginError> {
+        self.indexes.get(name).map(Entry::get).ok_or_else(|| PluginError::NotFound { name: name.into(), kind: Kind::IndexType })
+    }
+
+    /// Every plugin with its call figures, by kind then name. A reloaded
+    /// plugin's figures start again from its reload.
     pub fn list(&self) -> Vec<(PluginInfo, PluginStats)> {
         let mut all = Vec::new();
-        all.extend(self.selectors.values().map(|p| (p.info().clone(), p.stats())));
-        all.extend(self.strategies.values().map(|p| (p.info().clone(), p.stats())));
-        all.extend(self.indexes.values().map(|p| (p.info().clone(), p.stats())));
+        all.extend(self.selectors.values().map(|e| e.get()).map(|p| (p.info().clone(), p.stats())));
+        all.extend(self.strategies.values().map(|e| e.get()).map(|p| (p.info().clone(), p.stats())));
+        all.extend(self.indexes.values().map(|e| e.get()).map(|p| (p.info().clone(), p.stats())));
         all
     }
 
     pub fn load_report(&self) -> &LoadReport {
         &self.report
     }
+}
+
+/// Compiles (or takes from the cache), links, instantiates and initialises
+/// one component as a plugin of `kind`.
+fn build(
+    runtime: &Runtime,
+    name: &str,
+    kind: Kind,
+    wasm: &[u8],
+    label: String,
+    config: Vec<(String, String)>,
+    limits: pool::Limits,
+) -> Result<(AnyPlugin, Compiled), PluginError> {
+    let (component, how, _) = runtime.component(name, wasm)?;
+    let plugin = match kind {
+        Kind::NodeSelector => AnyPlugin::Selector(NodeSelector::load(runtime, name, label, &component, config, limits)?),
+        Kind::ReplicationStrategy => AnyPlugin::Strategy(ReplicationStrategy::load(runtime, name, label, &component, config, limits)?),
+        Kind::IndexType => AnyPlugin::Index(IndexType::load(runtime, name, label, &component, config, limits)?),
+    };
+    Ok((plugin, how))
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
 }
 
 /// `{a = {b = 1}, c = "x", d = [1, 2]}` becomes `a.b = "1"`, `c = "x"`,

@@ -56,13 +56,21 @@ pub struct Registry {
     /// One manifest change at a time per repository: a delete that frees
     /// blobs must not run between a push's check of its blobs and its write.
     repos: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The scheme of absolute `Location` headers: `https` behind `[tls]`.
+    scheme: &'static str,
 }
 
 impl Registry {
     /// Reads the users' passwords; the bucket is made at the first write.
     /// `uploads`: a directory for upload sessions in progress (emptied).
     /// Fails with a message for the server's start-up error.
-    pub fn open(service: Arc<dyn ObjectService>, config: &RegistryConfig, uploads: PathBuf) -> std::result::Result<Arc<Self>, String> {
+    /// `https`: the listener serves TLS, so absolute locations say so.
+    pub fn open(
+        service: Arc<dyn ObjectService>,
+        config: &RegistryConfig,
+        uploads: PathBuf,
+        https: bool,
+    ) -> std::result::Result<Arc<Self>, String> {
         Ok(Arc::new(Self {
             service,
             bucket: config.bucket.clone(),
@@ -71,6 +79,7 @@ impl Registry {
             auth: auth::Auth::load(config)?,
             uploads: uploads::Uploads::open(uploads)?,
             repos: Default::default(),
+            scheme: if https { "https" } else { "http" },
         }))
     }
 
@@ -154,7 +163,7 @@ async fn dispatch(State(r): State<Arc<Registry>>, req: Request) -> Response {
         if !signed {
             r.auth.check(req.headers(), Some(&name), write)?;
         }
-        let base = base_url(req.headers());
+        let base = base_url(r.scheme, req.headers());
         match route {
             Route::Manifest { name, reference } => match *req.method() {
                 Method::GET | Method::HEAD => manifests::get(&r, &name, &reference, req.method() == Method::HEAD).await,
@@ -191,11 +200,11 @@ fn not_allowed() -> error::RegistryError {
     oci(StatusCode::METHOD_NOT_ALLOWED, oci_spec::distribution::ErrorCode::Unsupported, "this method is not served at this path")
 }
 
-/// `http://<Host>`: the base of absolute `Location` headers (Ollama does
-/// not resolve relative ones).
-fn base_url(headers: &HeaderMap) -> String {
+/// `http://<Host>` (or `https`): the base of absolute `Location` headers
+/// (Ollama does not resolve relative ones).
+fn base_url(scheme: &str, headers: &HeaderMap) -> String {
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).filter(|h| !h.is_empty() && !h.contains(['/', ' ']));
-    host.map_or_else(String::new, |h| format!("http://{h}"))
+    host.map_or_else(String::new, |h| format!("{scheme}://{h}"))
 }
 
 /// One query parameter, decoded.

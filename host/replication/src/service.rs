@@ -24,7 +24,7 @@ pub struct ReplicaService {
 impl ReplicaService {
     fn check<T>(&self, req: &Request<T>) -> Result<(), Status> {
         let c = &self.replicator.cluster;
-        c.network.secret().check(req, &c.me.addr)
+        c.network.check(req, &c.me.addr)
     }
 }
 

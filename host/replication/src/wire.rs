@@ -278,7 +278,9 @@ pub fn from_status(addr: &str, s: Status) -> ReplicationError {
     use tonic::Code as C;
     let kind = match s.code() {
         // The peer's own handlers never answer these: the connection failed.
-        C::Unknown | C::Cancelled => return ReplicationError::Unreachable { addr: addr.into(), why: s.message().into() },
+        C::Unknown | C::Cancelled => {
+            return ReplicationError::Unreachable { addr: addr.into(), why: strata_cluster::network::describe(&s) };
+        }
         C::NotFound => Kind::NotFound,
         C::AlreadyExists => Kind::Exists,
         C::FailedPrecondition => Kind::Refused,
@@ -292,7 +294,7 @@ pub fn from_status(addr: &str, s: Status) -> ReplicationError {
         C::PermissionDenied | C::Unauthenticated => Kind::Denied,
         _ => Kind::Internal,
     };
-    ReplicationError::Peer { kind, message: s.message().into() }
+    ReplicationError::Peer { kind, message: strata_cluster::network::describe(&s) }
 }
 
 /// An error as the replica service answers it: the kind survives the hop.

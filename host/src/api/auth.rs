@@ -139,7 +139,9 @@ impl Need<'_> {
 
 /// The server's token checker.
 pub struct Tokens {
-    decoding: DecodingKey,
+    /// Replaced by a reload that finds a new secret.
+    decoding: std::sync::RwLock<DecodingKey>,
+    config: AuthConfig,
     validation: Validation,
     anonymous_read: bool,
     revoked_file: Option<PathBuf>,
@@ -178,7 +180,8 @@ impl Tokens {
         validation.set_required_spec_claims(&["exp", "iss"]);
         validation.leeway = 5;
         let t = Tokens {
-            decoding: DecodingKey::from_secret(&key).map_err(|e| format!("auth: {e}"))?,
+            decoding: std::sync::RwLock::new(DecodingKey::from_secret(&key).map_err(|e| format!("auth: {e}"))?),
+            config: c.clone(),
             validation,
             anonymous_read: c.anonymous == AnonymousApi::Read,
             revoked_file: c.revoked_file.clone(),
@@ -186,6 +189,17 @@ impl Tokens {
         };
         t.revoked_ids()?;
         Ok(t)
+    }
+
+    /// Reads the secret and the revoked list again (SIGHUP, `strata
+    /// reload`). Tokens signed with the old secret are refused from now on;
+    /// on an error nothing changes.
+    pub fn reload(&self) -> Result<(), String> {
+        let key = DecodingKey::from_secret(&secret(&self.config)?).map_err(|e| format!("auth: {e}"))?;
+        self.revoked.lock().expect("revoked").0 = None;
+        self.revoked_ids()?;
+        *self.decoding.write().expect("token key") = key;
+        Ok(())
     }
 
     /// The revoked ids, read again when the file changed.
@@ -213,7 +227,8 @@ impl Tokens {
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))
             .ok_or_else(|| Status::unauthenticated("authorization must be `Bearer <token>`"))?;
-        let data = jsonwebtoken::decode::<Claims>(token.trim(), &self.decoding, &self.validation).map_err(|e| {
+        let decoded = jsonwebtoken::decode::<Claims>(token.trim(), &self.decoding.read().expect("token key"), &self.validation);
+        let data = decoded.map_err(|e| {
             use jsonwebtoken::errors::ErrorKind as K;
             let why = match e.kind() {
                 K::ExpiredSignature => "it has expired".to_string(),

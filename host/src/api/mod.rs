@@ -73,6 +73,8 @@ pub struct Api {
     pub monitor: Arc<crate::monitor::Monitor>,
     /// `[auth]`: set when calls need tokens.
     pub tokens: Option<Arc<auth::Tokens>>,
+    /// What `Reload` (and SIGHUP) reads again.
+    pub reloader: Arc<crate::reload::Reloader>,
 }
 
 impl Api {
@@ -174,6 +176,13 @@ impl pb::strata_server::Strata for Api {
     type GetStream = GetStream;
     type BackupCreateStream = backup::ProgressStream;
     type ModelGetBlobStream = GetStream;
+
+    async fn reload(&self, req: Request<pb::ReloadRequest>) -> Result<Response<pb::ReloadReport>, Status> {
+        self.authorize(&req, Need::Admin)?;
+        let items = self.reloader.run().await;
+        let items = items.into_iter().map(|i| pb::ReloadItem { what: i.what, ok: i.ok, detail: i.detail }).collect();
+        Ok(Response::new(pb::ReloadReport { items }))
+    }
 
     async fn health(&self, req: Request<pb::HealthRequest>) -> Result<Response<pb::HealthReport>, Status> {
         self.authorize(&req, Need::Nothing)?;

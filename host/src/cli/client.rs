@@ -57,22 +57,75 @@ fn bearer() -> anyhow::Result<Bearer> {
     Bearer::new(token.as_deref().map(str::trim)).map_err(|_| anyhow!("the token (--token or STRATA_TOKEN) is not a valid header value"))
 }
 
+/// Set when the CLI connected without TLS, for the hint in [`status`].
+static PLAINTEXT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+static CA_CERT: std::sync::RwLock<Option<PathBuf>> = std::sync::RwLock::new(None);
+
+/// Sets the CA the next https connections trust (`--ca-cert` or `STRATA_CA_CERT`).
+pub fn set_ca_cert(path: Option<PathBuf>) {
+    *CA_CERT.write().unwrap_or_else(|p| p.into_inner()) = path;
+}
+
+/// The endpoint for `addr`: over TLS, trusting `--ca-cert`, for https.
+pub fn endpoint(addr: &str) -> anyhow::Result<tonic::transport::Endpoint> {
+    let ep = tonic::transport::Endpoint::from_shared(addr.to_string())
+        .map_err(|_| anyhow!("--addr {addr:?} is not a URL like http://127.0.0.1:7400"))?;
+    let ca = CA_CERT.read().unwrap_or_else(|p| p.into_inner()).clone();
+    match (ep.uri().scheme_str(), ca) {
+        (Some("https"), Some(ca)) => {
+            let pem = std::fs::read(&ca).with_context(|| format!("--ca-cert: cannot read {}", ca.display()))?;
+            let tls = tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(pem));
+            ep.tls_config(tls).map_err(|e| anyhow!("--ca-cert {}: {e}", ca.display()))
+        }
+        (Some("https"), None) => {
+            bail!("--addr {addr} is https: give the CA that signed the server's certificate with --ca-cert (or STRATA_CA_CERT)")
+        }
+        (_, Some(_)) => bail!("--ca-cert is for TLS: use an https:// --addr"),
+        _ => {
+            PLAINTEXT.store(true, std::sync::atomic::Ordering::Relaxed);
+            Ok(ep)
+        }
+    }
+}
+
 pub async fn connect(addr: &str) -> anyhow::Result<Client> {
-    let channel = tonic::transport::Endpoint::from_shared(addr.to_string())
-        .map_err(|_| anyhow!("--addr {addr:?} is not a URL like http://127.0.0.1:7400"))?
+    let channel = endpoint(addr)?
         .tcp_nodelay(true)
         .initial_stream_window_size(crate::server::WINDOW)
         .initial_connection_window_size(2 * crate::server::WINDOW)
         .max_frame_size(crate::server::MAX_FRAME)
         .connect()
         .await
-        .map_err(|e| anyhow!("cannot reach a strata server at {addr} ({e}); is `strata serve` running?"))?;
+        .map_err(|e| anyhow!("cannot reach a strata server at {addr} ({}); is `strata serve` running?", chain(&e)))?;
     Ok(StrataClient::with_interceptor(channel, bearer()?).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE))
+}
+
+/// An error with its causes, on one line ("transport error: invalid peer
+/// certificate: UnknownIssuer").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let s = c.to_string();
+        if !out.contains(&s) {
+            out = format!("{out}: {s}");
+        }
+        cause = c.source();
+    }
+    out
 }
 
 /// One line: what the server said and its status code.
 pub fn status(e: Status) -> anyhow::Error {
-    let msg = e.message().replace('\n', " ");
+    let mut msg = e.message().replace('\n', " ");
+    // A plaintext client on a TLS port sees only a broken or cancelled
+    // HTTP/2 stream.
+    let broken = matches!(e.code(), tonic::Code::Cancelled | tonic::Code::Unknown | tonic::Code::Internal)
+        && ["h2 protocol error", "transport error", "operation was canceled"].iter().any(|m| msg.contains(m));
+    if broken && PLAINTEXT.load(std::sync::atomic::Ordering::Relaxed) {
+        msg.push_str(" (the connection broke: if the server has [tls], use an https:// --addr and --ca-cert)");
+    }
     anyhow!("{msg} ({:?})", e.code())
 }
 
@@ -129,10 +182,12 @@ pub async fn run(addr: &str, cmd: Cmd, allow_partial: bool) -> anyhow::Result<()
         Cmd::Lock { cmd } => lock::run(c, cmd).await,
         Cmd::Stats { json } => server::stats(c, json).await,
         Cmd::Health { json } => server::health(c, json).await,
+        Cmd::Reload { json } => server::reload(c, json).await,
         Cmd::Tier { cmd } => tier::run(c, cmd).await,
         Cmd::Models { cmd } => super::cmd::models::run(c, cmd).await,
         Cmd::Serve { .. }
         | Cmd::Token { .. }
+        | Cmd::Cert { .. }
         | Cmd::Fsck { .. }
         | Cmd::Backup { .. }
         | Cmd::Bench(_)

@@ -11,6 +11,7 @@ mod bench_registry;
 mod bench_remote;
 mod bench_replication;
 mod bench_search;
+mod cert;
 pub mod client;
 mod cmd;
 mod output;
@@ -33,6 +34,9 @@ pub struct Cli {
     /// A token for servers with `[auth]` (see `strata token create`).
     #[arg(long, global = true, env = "STRATA_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// The CA certificate (PEM) that signed the server's, for an https:// --addr.
+    #[arg(long, global = true, env = "STRATA_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
     /// Log lines as text (for people) or JSON (one object per line, for machines).
     #[arg(long, global = true, env = "STRATA_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -224,6 +228,17 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Read the TLS certificates, the token secret and revoked list, and the plugin files again
+    /// (as SIGHUP does). What fails to load keeps the old; exit status 1 then.
+    Reload {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a cluster CA and node certificates for [tls], for people without a PKI.
+    Cert {
+        #[command(subcommand)]
+        cmd: CertCmd,
+    },
     /// Scoped tokens for servers with `[auth]`: create (signed here with the config's secret), revoke.
     Token {
         #[command(subcommand)]
@@ -367,6 +382,34 @@ pub enum ClusterCmd {
         bucket: String,
         #[command(flatten)]
         policy: PolicyArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CertCmd {
+    /// A new cluster CA: DIR/ca.crt (every node's [tls] ca_file) and DIR/ca.key.
+    Ca {
+        #[arg(long, default_value = "certs")]
+        out: PathBuf,
+        /// How long the CA is valid.
+        #[arg(long, default_value_t = 3650)]
+        days: u32,
+    },
+    /// A node certificate signed by the CA in --ca: OUT/NAME.crt and OUT/NAME.key
+    /// ([tls] cert_file and key_file). It serves as server and as client (mTLS between nodes).
+    Node {
+        /// The directory holding ca.crt and ca.key.
+        #[arg(long, default_value = "certs")]
+        ca: PathBuf,
+        #[arg(long)]
+        name: String,
+        /// A DNS name or IP address clients and peers dial the node by; repeat for several.
+        #[arg(long = "host", required = true)]
+        hosts: Vec<String>,
+        #[arg(long, default_value = "certs")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 365)]
+        days: u32,
     },
 }
 
@@ -644,11 +687,13 @@ pub enum PluginCmd {
 /// Runs the command; the error is printed by `main` as one line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     client::set_token(cli.token.clone());
+    client::set_ca_cert(cli.ca_cert.clone());
     match cli.cmd {
         Cmd::Serve { config } => serve(config).await,
         Cmd::Fsck { config, repair } => fsck(config, repair).await,
         Cmd::Backup { cmd } => backup::run(&cli.addr, cmd).await,
         Cmd::Token { cmd } => token(cmd),
+        Cmd::Cert { cmd } => cert::run(cmd),
         Cmd::Bench(args) => bench::run(args).await,
         Cmd::BenchPlugins(args) => bench_plugins::run(args).await,
         Cmd::BenchSearch(args) => bench_search::run(args).await,

@@ -33,16 +33,16 @@ pub fn router(m: Arc<Monitor>) -> Router {
 
 /// Serves `m` on `listener` until `shutdown` resolves.
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    listener: crate::connections::Accepted,
     m: Arc<Monitor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(crate::connections::Capped::new(listener, MAX_CONNECTIONS), router(m)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(m)).with_graceful_shutdown(shutdown).await
 }
 
 /// Connections the metrics listener holds at once; more wait to be
 /// accepted, so slow or silent clients cannot take the process's files.
-const MAX_CONNECTIONS: usize = 64;
+pub const MAX_CONNECTIONS: usize = 64;
 
 async fn scrape(State(m): State<Arc<Monitor>>) -> Response {
     let Some(handle) = &m.prometheus else { return (StatusCode::NOT_FOUND, "metrics are off\n").into_response() };

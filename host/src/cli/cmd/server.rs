@@ -34,3 +34,22 @@ pub async fn health(c: &mut Client, json: bool) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `strata reload`: what SIGHUP does, with each part's outcome.
+pub async fn reload(c: &mut Client, json: bool) -> anyhow::Result<()> {
+    let r = c.reload(pb::ReloadRequest {}).await.map_err(status)?.into_inner();
+    if json {
+        let items: Vec<_> = r.items.iter().map(|i| serde_json::json!({"what": i.what, "ok": i.ok, "detail": i.detail})).collect();
+        println!("{}", serde_json::json!({"items": items}));
+    } else if r.items.is_empty() {
+        println!("nothing to reload: no [tls], no [auth], no plugin file changed");
+    } else {
+        for i in &r.items {
+            println!("{} {:<12} {}", if i.ok { "ok     " } else { "REFUSED" }, i.what, i.detail);
+        }
+    }
+    if r.items.iter().any(|i| !i.ok) {
+        bail!("part of the reload was refused: see above (the old stays in use for it)");
+    }
+    Ok(())
+}

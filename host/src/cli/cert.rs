@@ -1,0 +1,109 @@
+//! `strata cert`: a cluster CA and node certificates (rcgen), for people
+//! without a PKI of their own. Offline: it only writes files.
+//!
+//! A node certificate serves both ends of mTLS (server and client auth),
+//! names the node's hosts and IP addresses, and is signed by the CA. Keys
+//! are written readable by their owner only, and nothing is overwritten.
+
+use std::io::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+};
+
+use super::CertCmd;
+
+/// The CA's subject. A node certificate names it as its issuer, so the CA
+/// is rebuilt from this and its key when signing (no certificate parser).
+const CA_NAME: &str = "Strata cluster CA";
+
+pub fn run(cmd: CertCmd) -> anyhow::Result<()> {
+    match cmd {
+        CertCmd::Ca { out, days } => {
+            let key = KeyPair::generate()?;
+            let cert = ca_params(days)?.self_signed(&key)?;
+            std::fs::create_dir_all(&out).with_context(|| format!("cannot make {}", out.display()))?;
+            let (crt, key_file) = (out.join("ca.crt"), out.join("ca.key"));
+            refuse_existing(&[&crt, &key_file])?;
+            write_new(&key_file, key.serialize_pem().as_bytes(), true)?;
+            write_new(&crt, cert.pem().as_bytes(), false)?;
+            println!("CA certificate {} and key {} (keep the key private: it admits nodes)", crt.display(), key_file.display());
+        }
+        CertCmd::Node { ca, name, hosts, out, days } => {
+            if name.is_empty() || !name.bytes().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c)) {
+                bail!("--name {name:?}: use letters, digits, '.', '_' and '-' (it names the files)");
+            }
+            if hosts.is_empty() {
+                bail!("give at least one --host: the names and IP addresses peers and clients dial this node by");
+            }
+            let ca_key =
+                std::fs::read_to_string(ca.join("ca.key")).with_context(|| format!("cannot read {}", ca.join("ca.key").display()))?;
+            let ca_key = KeyPair::from_pem(&ca_key).context("ca.key is not a PEM private key")?;
+            // Same subject and key: the certificate this signs chains to ca.crt.
+            let issuer = Issuer::new(ca_params(0)?, ca_key);
+            let mut params = CertificateParams::new(hosts.clone()).context("--host")?;
+            params.distinguished_name = DistinguishedName::new();
+            params.distinguished_name.push(DnType::CommonName, name.as_str());
+            params.is_ca = IsCa::ExplicitNoCa;
+            params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+            params.use_authority_key_identifier_extension = true;
+            validity(&mut params, days);
+            let key = KeyPair::generate()?;
+            let cert = params.signed_by(&key, &issuer)?;
+            std::fs::create_dir_all(&out).with_context(|| format!("cannot make {}", out.display()))?;
+            let (crt, key_file) = (out.join(format!("{name}.crt")), out.join(format!("{name}.key")));
+            refuse_existing(&[&crt, &key_file])?;
+            write_new(&key_file, key.serialize_pem().as_bytes(), true)?;
+            write_new(&crt, cert.pem().as_bytes(), false)?;
+            println!("node certificate {} and key {} for {}", crt.display(), key_file.display(), hosts.join(", "));
+        }
+    }
+    Ok(())
+}
+
+fn ca_params(days: u32) -> anyhow::Result<CertificateParams> {
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    p.distinguished_name = DistinguishedName::new();
+    p.distinguished_name.push(DnType::CommonName, CA_NAME);
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    if days > 0 {
+        validity(&mut p, days);
+    }
+    Ok(p)
+}
+
+/// From an hour ago (clocks differ a little) for `days`.
+fn validity(p: &mut CertificateParams, days: u32) {
+    let now = time::OffsetDateTime::now_utc();
+    p.not_before = now - time::Duration::hours(1);
+    p.not_after = now + time::Duration::days(days.into());
+}
+
+/// Writes a file that must not exist yet; a key readable by its owner only.
+fn write_new(path: &Path, bytes: &[u8], private: bool) -> anyhow::Result<()> {
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    if private {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    let mut f = o.open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => anyhow::anyhow!("{} exists: move it away first (nothing is overwritten)", path.display()),
+        _ => anyhow::anyhow!("cannot write {}: {e}", path.display()),
+    })?;
+    f.write_all(bytes).and_then(|()| f.sync_all()).with_context(|| format!("writing {}", path.display()))
+}
+
+fn refuse_existing(paths: &[&Path]) -> anyhow::Result<()> {
+    for p in paths {
+        if p.exists() {
+            bail!("{} exists: move it away first (nothing is overwritten)", p.display());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,145 @@
+//! `[tls]`: the certificate every listener serves, the cluster CA peers
+//! are checked against, and their reload. rustls on aws-lc-rs, the one
+//! provider tonic, object_store and the tokens share.
+//!
+//! Client certificates are optional at the handshake (clients of the API
+//! authenticate with tokens) but one that is shown must chain to the
+//! cluster CA; the peer services then refuse calls from connections that
+//! showed none (`Network::check`). A reload swaps the configurations:
+//! connections made after it use the new files, open ones keep theirs.
+
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use anyhow::{Context, bail};
+use rustls::RootCertStore;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ServerConfig, WebPkiClientVerifier};
+use sha2::Digest;
+use strata_config::TlsConfig;
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+
+/// Which listener a handshake is for: the protocols each offers differ.
+#[derive(Debug, Clone, Copy)]
+pub enum Protocol {
+    /// The gRPC API and peer service: HTTP/2, client certificates checked.
+    Grpc,
+    /// The metrics and registry listeners: HTTP/1.1.
+    Http,
+}
+
+pub struct Tls {
+    files: TlsConfig,
+    loaded: RwLock<Loaded>,
+}
+
+#[derive(Clone)]
+struct Loaded {
+    grpc: Arc<ServerConfig>,
+    http: Arc<ServerConfig>,
+    /// How this node dials its peers, when there is a cluster CA.
+    peer: Option<ClientTlsConfig>,
+    /// SHA-256 of the leaf certificate, for logs and `strata reload`.
+    fingerprint: String,
+}
+
+impl Tls {
+    /// Reads the files `[tls]` names; the error says which one is wrong.
+    pub fn load(files: &TlsConfig) -> anyhow::Result<Arc<Tls>> {
+        let loaded = Loaded::read(files)?;
+        tracing::info!(certificate = %loaded.fingerprint, mtls = loaded.peer.is_some(), "TLS is on");
+        Ok(Arc::new(Tls { files: files.clone(), loaded: RwLock::new(loaded) }))
+    }
+
+    /// Reads the files again. On any error nothing changes and the old
+    /// certificates stay in use. Returns the new leaf's fingerprint.
+    pub fn reload(&self) -> anyhow::Result<String> {
+        let fresh = Loaded::read(&self.files)?;
+        let fingerprint = fresh.fingerprint.clone();
+        *self.loaded.write().expect("tls") = fresh;
+        Ok(fingerprint)
+    }
+
+    pub fn server_config(&self, p: Protocol) -> Arc<ServerConfig> {
+        let l = self.loaded.read().expect("tls");
+        match p {
+            Protocol::Grpc => l.grpc.clone(),
+            Protocol::Http => l.http.clone(),
+        }
+    }
+
+    pub fn peer_client(&self) -> Option<ClientTlsConfig> {
+        self.loaded.read().expect("tls").peer.clone()
+    }
+
+    pub fn fingerprint(&self) -> String {
+        self.loaded.read().expect("tls").fingerprint.clone()
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+impl Loaded {
+    fn read(files: &TlsConfig) -> anyhow::Result<Loaded> {
+        let chain = certificates(&files.cert_file, "tls.cert_file")?;
+        let key = PrivateKeyDer::from_pem_file(&files.key_file)
+            .map_err(|e| anyhow::anyhow!("tls.key_file: {}: no PEM private key could be read: {e}", files.key_file.display()))?;
+        let fingerprint = hex::encode(sha2::Sha256::digest(&chain[0]));
+        let (verifier, peer) = match &files.ca_file {
+            Some(ca_file) => {
+                let cas = certificates(ca_file, "tls.ca_file")?;
+                let mut roots = RootCertStore::empty();
+                for ca in &cas {
+                    roots.add(ca.clone()).with_context(|| format!("tls.ca_file: {}: not a usable CA certificate", ca_file.display()))?;
+                }
+                let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                    .allow_unauthenticated()
+                    .build()
+                    .context("tls.ca_file")?;
+                let ca_pem = std::fs::read(ca_file).with_context(|| format!("tls.ca_file: cannot read {}", ca_file.display()))?;
+                let cert_pem =
+                    std::fs::read(&files.cert_file).with_context(|| format!("tls.cert_file: cannot read {}", files.cert_file.display()))?;
+                let key_pem =
+                    std::fs::read(&files.key_file).with_context(|| format!("tls.key_file: cannot read {}", files.key_file.display()))?;
+                let peer = ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(ca_pem))
+                    .identity(Identity::from_pem(cert_pem, key_pem))
+                    .assume_http2(true);
+                (Some(verifier), Some(peer))
+            }
+            None => (None, None),
+        };
+        let server = |alpn: &[u8], client_auth: bool| -> anyhow::Result<Arc<ServerConfig>> {
+            let builder = ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+            let builder = match (&verifier, client_auth) {
+                (Some(v), true) => builder.with_client_cert_verifier(v.clone()),
+                _ => builder.with_no_client_auth(),
+            };
+            let mut config = builder.with_single_cert(chain.clone(), key.clone_key()).map_err(|e| {
+                anyhow::anyhow!(
+                    "tls: the key in {} does not go with the certificate in {}: {e}",
+                    files.key_file.display(),
+                    files.cert_file.display()
+                )
+            })?;
+            config.alpn_protocols = vec![alpn.to_vec()];
+            Ok(Arc::new(config))
+        };
+        Ok(Loaded { grpc: server(b"h2", true)?, http: server(b"http/1.1", false)?, peer, fingerprint })
+    }
+}
+
+/// Every certificate in a PEM file, at least one.
+fn certificates(path: &Path, key: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| anyhow::anyhow!("{key}: {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        bail!("{key}: {} holds no PEM certificate", path.display());
+    }
+    Ok(certs)
+}
