@@ -265,9 +265,29 @@ async fn every_rpc_checks_the_tokens_scopes() {
     assert!(o.status.success(), "{o:?}");
     let o = Command::new(strata_bin()).args(["--addr", &s.url, "bucket", "ls"]).env("STRATA_TOKEN", &admin).output().unwrap();
     assert!(o.status.success(), "{o:?}");
+    // A new secret, read by `strata reload` (admin only): tokens the old
+    // one signed are refused from then on, the new one's accepted.
+    std::fs::write(&secret, "a brand new secret, longer than thirty-two bytes").unwrap();
+    let o = s.cli(&["reload"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("needs a token"), "{o:?}");
+    let o = s.cli(&["--token", &admin, "reload"]);
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("tokens"), "{o:?}");
+    assert_eq!(code(admin.clone()).await, Code::Unauthenticated, "signed with the old secret");
+    assert_eq!(code(token(&s, &["--scope", "admin"])).await, Code::Ok, "signed with the new secret");
+    // A secret too short is refused; the one in use stays.
+    std::fs::write(&secret, "short").unwrap();
+    let fresh = token_with_secret(b"a brand new secret, longer than thirty-two bytes");
+    let o = s.cli(&["--token", &fresh, "reload"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stdout).contains("REFUSED"), "{o:?}");
+    assert_eq!(code(fresh).await, Code::Ok);
+
     // An [auth] section without a secret is a mistake, not "tokens off".
     let o = Command::new(strata_bin()).args(["serve", "--config"]).arg(write_config(&dir, "[auth]\n")).output().unwrap();
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("token_secret_file"), "{o:?}");
+}
+
+fn token_with_secret(key: &[u8]) -> String {
+    strata::api::auth::create(key, &["admin".into()], std::time::Duration::from_secs(600), None).unwrap().0
 }
 
 /// With `anonymous = "read"`, a call without a token may read and no more.

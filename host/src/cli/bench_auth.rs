@@ -1,6 +1,6 @@
-//! `strata bench-auth`: what token checks cost, in one run: 4 KiB puts
-//! from several clients and a large get, against a server without `[auth]`
-//! and one with it (each call carrying a scoped token).
+//! `strata bench-auth`: what TLS and token checks cost, in one run: 4 KiB
+//! puts from several clients and a large get, against a plaintext server
+//! without `[auth]`, one with tokens, one with `[tls]`, and one with both.
 
 use std::time::{Duration, Instant};
 
@@ -47,44 +47,69 @@ async fn measure(args: &BenchAuthArgs, url: &str) -> anyhow::Result<(f64, f64)> 
     Ok((puts, size as f64 / (1 << 20) as f64 / t.elapsed().as_secs_f64()))
 }
 
+/// One server configuration of the run.
+struct Setup {
+    name: &'static str,
+    tls: bool,
+    tokens: bool,
+}
+
 async fn bench(args: &BenchAuthArgs) -> anyhow::Result<()> {
     let dir = std::fs::canonicalize(&args.dir)?;
-    eprintln!("without [auth] ...");
-    std::fs::write(dir.join("plain.toml"), "")?;
-    let mut plain = Child::start_config(&dir.join("plain"), &dir.join("plain.toml")).await?;
-    client::set_token(None);
-    let a = measure(args, &plain.url).await;
-    plain.stop().await;
-    let (plain_puts, plain_get) = a?;
-
-    eprintln!("with [auth] and a scoped token ...");
+    let certs = dir.join("certs");
+    let (ca, _) = super::cert::write_ca(&certs, 1)?;
+    let (crt, key) = super::cert::write_node(&certs, "node", &["127.0.0.1".to_string()], &certs, 1)?;
     let secret = dir.join("secret");
     std::fs::write(&secret, format!("{:064x}", rand::random::<u128>()))?;
-    std::fs::write(dir.join("auth.toml"), format!("[auth]\ntoken_secret_file = {secret:?}\n"))?;
-    let key = std::fs::read(&secret)?;
     let scopes = ["bucket:default:read".to_string(), "bucket:default:write".to_string()];
-    let (token, _) = crate::api::auth::create(&key, &scopes, Duration::from_secs(3600), None).map_err(|e| anyhow::anyhow!(e))?;
-    let mut authed = Child::start_config(&dir.join("auth"), &dir.join("auth.toml")).await?;
-    client::set_token(Some(token));
-    let b = measure(args, &authed.url).await;
-    client::set_token(None);
-    authed.stop().await;
-    let (auth_puts, auth_get) = b?;
+    let (token, _) =
+        crate::api::auth::create(&std::fs::read(&secret)?, &scopes, Duration::from_secs(3600), None).map_err(|e| anyhow::anyhow!(e))?;
 
-    println!("{:<34} {:>14} {:>14} {:>8}", "", "no [auth]", "tokens", "ratio");
-    println!(
-        "{:<34} {:>12.0}/s {:>12.0}/s {:>8.3}",
-        format!("4 KiB puts, {} clients", args.concurrency),
-        plain_puts,
-        auth_puts,
-        auth_puts / plain_puts
-    );
-    println!(
-        "{:<34} {:>9.1} MiB/s {:>9.1} MiB/s {:>8.3}",
-        format!("get of {} MiB", args.size_mib),
-        plain_get,
-        auth_get,
-        auth_get / plain_get
-    );
+    let setups = [
+        Setup { name: "plaintext", tls: false, tokens: false },
+        Setup { name: "tokens", tls: false, tokens: true },
+        Setup { name: "TLS", tls: true, tokens: false },
+        Setup { name: "TLS + tokens", tls: true, tokens: true },
+    ];
+    let mut figures = Vec::new();
+    for (i, s) in setups.iter().enumerate() {
+        eprintln!("{} ...", s.name);
+        let mut toml = String::new();
+        if s.tokens {
+            toml.push_str(&format!("[auth]\ntoken_secret_file = {secret:?}\n"));
+        }
+        if s.tls {
+            toml.push_str(&format!("[tls]\ncert_file = {crt:?}\nkey_file = {key:?}\n"));
+        }
+        let config = dir.join(format!("{i}.toml"));
+        std::fs::write(&config, toml)?;
+        let mut server = Child::start_config(&dir.join(format!("data{i}")), &config).await?;
+        let url = if s.tls { server.url.replace("http://", "https://") } else { server.url.clone() };
+        client::set_token(s.tokens.then(|| token.clone()));
+        client::set_ca_cert(s.tls.then(|| ca.clone()));
+        let r = measure(args, &url).await;
+        client::set_token(None);
+        client::set_ca_cert(None);
+        server.stop().await;
+        figures.push(r?);
+    }
+
+    let (base_puts, base_get) = figures[0];
+    print!("{:<26}", "");
+    for s in &setups {
+        print!(" {:>20}", s.name);
+    }
+    println!();
+    print!("{:<26}", format!("4 KiB puts, {} clients", args.concurrency));
+    for (puts, _) in &figures {
+        print!(" {:>20}", format!("{puts:.0}/s ({:.2})", puts / base_puts));
+    }
+    println!();
+    print!("{:<26}", format!("get of {} MiB", args.size_mib));
+    for (_, get) in &figures {
+        print!(" {:>20}", format!("{get:.0} MiB/s ({:.2})", get / base_get));
+    }
+    println!();
+    println!("(ratio to plaintext in brackets; one server after the other, in one run)");
     Ok(())
 }

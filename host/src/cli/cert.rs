@@ -6,7 +6,7 @@
 //! are written readable by their owner only, and nothing is overwritten.
 
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use rcgen::{
@@ -20,48 +20,62 @@ use super::CertCmd;
 const CA_NAME: &str = "Strata cluster CA";
 
 pub fn run(cmd: CertCmd) -> anyhow::Result<()> {
+    if let CertCmd::Ca { days: 0, .. } | CertCmd::Node { days: 0, .. } = cmd {
+        bail!("--days must be at least 1");
+    }
     match cmd {
         CertCmd::Ca { out, days } => {
-            let key = KeyPair::generate()?;
-            let cert = ca_params(days)?.self_signed(&key)?;
-            std::fs::create_dir_all(&out).with_context(|| format!("cannot make {}", out.display()))?;
-            let (crt, key_file) = (out.join("ca.crt"), out.join("ca.key"));
-            refuse_existing(&[&crt, &key_file])?;
-            write_new(&key_file, key.serialize_pem().as_bytes(), true)?;
-            write_new(&crt, cert.pem().as_bytes(), false)?;
-            println!("CA certificate {} and key {} (keep the key private: it admits nodes)", crt.display(), key_file.display());
+            let (crt, key) = write_ca(&out, days)?;
+            println!("CA certificate {} and key {} (keep the key private: it admits nodes)", crt.display(), key.display());
         }
         CertCmd::Node { ca, name, hosts, out, days } => {
-            if name.is_empty() || !name.bytes().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c)) {
-                bail!("--name {name:?}: use letters, digits, '.', '_' and '-' (it names the files)");
-            }
-            if hosts.is_empty() {
-                bail!("give at least one --host: the names and IP addresses peers and clients dial this node by");
-            }
-            let ca_key =
-                std::fs::read_to_string(ca.join("ca.key")).with_context(|| format!("cannot read {}", ca.join("ca.key").display()))?;
-            let ca_key = KeyPair::from_pem(&ca_key).context("ca.key is not a PEM private key")?;
-            // Same subject and key: the certificate this signs chains to ca.crt.
-            let issuer = Issuer::new(ca_params(0)?, ca_key);
-            let mut params = CertificateParams::new(hosts.clone()).context("--host")?;
-            params.distinguished_name = DistinguishedName::new();
-            params.distinguished_name.push(DnType::CommonName, name.as_str());
-            params.is_ca = IsCa::ExplicitNoCa;
-            params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
-            params.use_authority_key_identifier_extension = true;
-            validity(&mut params, days);
-            let key = KeyPair::generate()?;
-            let cert = params.signed_by(&key, &issuer)?;
-            std::fs::create_dir_all(&out).with_context(|| format!("cannot make {}", out.display()))?;
-            let (crt, key_file) = (out.join(format!("{name}.crt")), out.join(format!("{name}.key")));
-            refuse_existing(&[&crt, &key_file])?;
-            write_new(&key_file, key.serialize_pem().as_bytes(), true)?;
-            write_new(&crt, cert.pem().as_bytes(), false)?;
-            println!("node certificate {} and key {} for {}", crt.display(), key_file.display(), hosts.join(", "));
+            let (crt, key) = write_node(&ca, &name, &hosts, &out, days)?;
+            println!("node certificate {} and key {} for {}", crt.display(), key.display(), hosts.join(", "));
         }
     }
     Ok(())
+}
+
+/// `out/ca.crt` and `out/ca.key`, a new CA.
+pub fn write_ca(out: &Path, days: u32) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let key = KeyPair::generate()?;
+    let cert = ca_params(days)?.self_signed(&key)?;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot make {}", out.display()))?;
+    let (crt, key_file) = (out.join("ca.crt"), out.join("ca.key"));
+    refuse_existing(&[&crt, &key_file])?;
+    write_new(&key_file, key.serialize_pem().as_bytes(), true)?;
+    write_new(&crt, cert.pem().as_bytes(), false)?;
+    Ok((crt, key_file))
+}
+
+/// `out/NAME.crt` and `out/NAME.key`, signed by the CA in `ca`.
+pub fn write_node(ca: &Path, name: &str, hosts: &[String], out: &Path, days: u32) -> anyhow::Result<(PathBuf, PathBuf)> {
+    if name.is_empty() || name.starts_with('.') || !name.bytes().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c)) {
+        bail!("--name {name:?}: use letters, digits, '.', '_' and '-', not starting with '.' (it names the files)");
+    }
+    if hosts.is_empty() {
+        bail!("give at least one --host: the names and IP addresses peers and clients dial this node by");
+    }
+    let ca_key = std::fs::read_to_string(ca.join("ca.key")).with_context(|| format!("cannot read {}", ca.join("ca.key").display()))?;
+    let ca_key = KeyPair::from_pem(&ca_key).context("ca.key is not a PEM private key")?;
+    // Same subject and key: the certificate this signs chains to ca.crt.
+    let issuer = Issuer::new(ca_params(0)?, ca_key);
+    let mut params = CertificateParams::new(hosts.to_vec()).context("--host")?;
+    params.distinguished_name = DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    params.use_authority_key_identifier_extension = true;
+    validity(&mut params, days);
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, &issuer)?;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot make {}", out.display()))?;
+    let (crt, key_file) = (out.join(format!("{name}.crt")), out.join(format!("{name}.key")));
+    refuse_existing(&[&crt, &key_file])?;
+    write_new(&key_file, key.serialize_pem().as_bytes(), true)?;
+    write_new(&crt, cert.pem().as_bytes(), false)?;
+    Ok((crt, key_file))
 }
 
 fn ca_params(days: u32) -> anyhow::Result<CertificateParams> {

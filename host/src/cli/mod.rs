@@ -11,7 +11,7 @@ mod bench_registry;
 mod bench_remote;
 mod bench_replication;
 mod bench_search;
-mod cert;
+pub(super) mod cert;
 pub mod client;
 mod cmd;
 mod output;
@@ -283,7 +283,7 @@ pub enum Cmd {
     /// request, and chunked) against a plain put, and pulled in 16 ranges
     /// at once against a plain get of the same blob.
     BenchRegistry(bench_registry::BenchRegistryArgs),
-    /// What token checks cost: 4 KiB puts and a large get, without [auth] and with it.
+    /// What TLS and token checks cost: 4 KiB puts and a large get, plaintext, with tokens, with TLS, with both.
     BenchAuth(bench_auth::BenchAuthArgs),
     /// Start local cluster nodes and time replicated puts and gets, small
     /// replicated puts, and repair to a new node.
