@@ -81,11 +81,21 @@ impl Accepted {
                         let tx = tx.clone();
                         tokio::spawn(async move {
                             match tokio::time::timeout(FIRST_BYTES, acceptor.accept(counted)).await {
-                                Ok(Ok(s)) => {
+                                Ok(Ok(mut s)) => {
+                                    // The handshake is not a request: what comes after it
+                                    // must come in time too.
+                                    s.get_mut().0.expect_bytes();
                                     let _ = tx.send((Conn::Tls(Box::new(s)), addr)).await;
                                 }
-                                Ok(Err(e)) => tracing::info!(client = %addr, error = %e, "TLS handshake failed"),
-                                Err(_) => tracing::info!(client = %addr, "TLS handshake not done in time"),
+                                // Scanners and wrong clients: counted, logged for debugging only.
+                                Ok(Err(e)) => {
+                                    metrics::counter!("strata_tls_handshake_failures_total").increment(1);
+                                    tracing::debug!(client = %addr, error = %e, "TLS handshake failed");
+                                }
+                                Err(_) => {
+                                    metrics::counter!("strata_tls_handshake_failures_total").increment(1);
+                                    tracing::debug!(client = %addr, "TLS handshake not done in time");
+                                }
                             }
                         });
                     }
@@ -194,6 +204,14 @@ pub struct Counted {
     _permit: OwnedSemaphorePermit,
     /// Running until the first bytes arrive.
     silent: Option<Pin<Box<Sleep>>>,
+}
+
+impl Counted {
+    /// Starts the first-bytes clock again: the client must send within
+    /// [`FIRST_BYTES`] from now.
+    fn expect_bytes(&mut self) {
+        self.silent = Some(Box::pin(tokio::time::sleep(FIRST_BYTES)));
+    }
 }
 
 impl AsyncRead for Counted {

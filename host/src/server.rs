@@ -126,6 +126,11 @@ impl Server {
     /// Opens everything; fails with a message that says what to fix.
     pub async fn open(config: Config) -> anyhow::Result<Self> {
         let objects = open_objects(&config, config.metadata.check_at_start).await?;
+        // Before the plugins, which can take a while: a bad file is told at once.
+        let tls = match &config.tls {
+            Some(t) => Some(crate::tls::Tls::load(t)?),
+            None => None,
+        };
         let plugin_config = config.clone();
         let plugins = tokio::task::spawn_blocking(move || Plugins::load(&plugin_config)).await?.context("loading plugins")?;
         let report = plugins.load_report();
@@ -141,10 +146,6 @@ impl Server {
         let listener = TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("cannot listen on {} (server.listen)", config.server.listen))?;
-        let tls = match &config.tls {
-            Some(t) => Some(crate::tls::Tls::load(t)?),
-            None => None,
-        };
         let cluster = match &config.cluster {
             None => None,
             Some(c) => {
@@ -163,6 +164,9 @@ impl Server {
                     n => n,
                 };
                 let probe = Box::new(Usage(objects.clone()));
+                if let Some(t) = &tls {
+                    t.expect_peer_name(&advertise)?;
+                }
                 let peer_tls = tls.as_ref().and_then(|t| t.peer_client());
                 let cluster = Cluster::open(c, &dir, advertise, capacity, probe, peer_tls).await.context("starting the cluster node")?;
                 info!(node = cluster.id, addr = %cluster.me.addr, "cluster node started");

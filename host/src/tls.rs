@@ -13,9 +13,11 @@ use std::sync::{Arc, RwLock};
 
 use anyhow::{Context, bail};
 use rustls::RootCertStore;
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::ServerCertVerifier as _;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::{ServerConfig, WebPkiClientVerifier};
 use sha2::Digest;
 use strata_config::TlsConfig;
@@ -33,6 +35,9 @@ pub enum Protocol {
 pub struct Tls {
     files: TlsConfig,
     loaded: RwLock<Loaded>,
+    /// The host peers dial this node by (a cluster node's advertised
+    /// address): a certificate that does not name it is refused.
+    peer_name: RwLock<Option<String>>,
 }
 
 #[derive(Clone)]
@@ -48,15 +53,25 @@ struct Loaded {
 impl Tls {
     /// Reads the files `[tls]` names; the error says which one is wrong.
     pub fn load(files: &TlsConfig) -> anyhow::Result<Arc<Tls>> {
-        let loaded = Loaded::read(files)?;
+        let loaded = Loaded::read(files, None)?;
         tracing::info!(certificate = %loaded.fingerprint, mtls = loaded.peer.is_some(), "TLS is on");
-        Ok(Arc::new(Tls { files: files.clone(), loaded: RwLock::new(loaded) }))
+        Ok(Arc::new(Tls { files: files.clone(), loaded: RwLock::new(loaded), peer_name: RwLock::new(None) }))
+    }
+
+    /// A cluster node: its certificate must name `advertise`'s host, now
+    /// and at every reload, or peers could not verify it.
+    pub fn expect_peer_name(&self, advertise: &str) -> anyhow::Result<()> {
+        let host = host_of(advertise);
+        Loaded::read(&self.files, Some(&host))?;
+        *self.peer_name.write().expect("tls") = Some(host);
+        Ok(())
     }
 
     /// Reads the files again. On any error nothing changes and the old
     /// certificates stay in use. Returns the new leaf's fingerprint.
     pub fn reload(&self) -> anyhow::Result<String> {
-        let fresh = Loaded::read(&self.files)?;
+        let name = self.peer_name.read().expect("tls").clone();
+        let fresh = Loaded::read(&self.files, name.as_deref())?;
         let fingerprint = fresh.fingerprint.clone();
         *self.loaded.write().expect("tls") = fresh;
         Ok(fingerprint)
@@ -84,10 +99,15 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 impl Loaded {
-    fn read(files: &TlsConfig) -> anyhow::Result<Loaded> {
+    /// Reads and checks the files: the leaf is valid now, goes with the
+    /// key, chains to the CA (when there is one) as a client and server
+    /// certificate, and names `peer_name` (when given). A certificate that
+    /// would lock every client or peer out is refused here, not served.
+    fn read(files: &TlsConfig, peer_name: Option<&str>) -> anyhow::Result<Loaded> {
         let chain = certificates(&files.cert_file, "tls.cert_file")?;
         let key = PrivateKeyDer::from_pem_file(&files.key_file)
             .map_err(|e| anyhow::anyhow!("tls.key_file: {}: no PEM private key could be read: {e}", files.key_file.display()))?;
+        check_validity(&chain[0], &files.cert_file)?;
         let fingerprint = hex::encode(sha2::Sha256::digest(&chain[0]));
         let (verifier, peer) = match &files.ca_file {
             Some(ca_file) => {
@@ -96,10 +116,29 @@ impl Loaded {
                 for ca in &cas {
                     roots.add(ca.clone()).with_context(|| format!("tls.ca_file: {}: not a usable CA certificate", ca_file.display()))?;
                 }
-                let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                let roots = Arc::new(roots);
+                let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
                     .allow_unauthenticated()
                     .build()
                     .context("tls.ca_file")?;
+                let now = UnixTime::now();
+                let refuse = |role: &str, e: rustls::Error| {
+                    anyhow::anyhow!(
+                        "tls: the certificate in {} does not verify against the CA in {} as a {role} ({e}); peers would refuse it",
+                        files.cert_file.display(),
+                        ca_file.display()
+                    )
+                };
+                verifier.verify_client_cert(&chain[0], &chain[1..], now).map_err(|e| refuse("client", e))?;
+                if let Some(host) = peer_name {
+                    let name = ServerName::try_from(host.to_string())
+                        .map_err(|_| anyhow::anyhow!("cluster.advertise: {host:?} is not a host name or IP address"))?;
+                    WebPkiServerVerifier::builder_with_provider(roots, provider())
+                        .build()
+                        .context("tls.ca_file")?
+                        .verify_server_cert(&chain[0], &chain[1..], &name, &[], now)
+                        .map_err(|e| refuse(&format!("server for {host}"), e))?;
+                }
                 let ca_pem = std::fs::read(ca_file).with_context(|| format!("tls.ca_file: cannot read {}", ca_file.display()))?;
                 let cert_pem =
                     std::fs::read(&files.cert_file).with_context(|| format!("tls.cert_file: cannot read {}", files.cert_file.display()))?;
@@ -131,6 +170,27 @@ impl Loaded {
         };
         Ok(Loaded { grpc: server(b"h2", true)?, http: server(b"http/1.1", false)?, peer, fingerprint })
     }
+}
+
+/// Refuses a certificate outside its validity period: clients would.
+fn check_validity(leaf: &CertificateDer<'_>, path: &Path) -> anyhow::Result<()> {
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf)
+        .map_err(|e| anyhow::anyhow!("tls.cert_file: {}: not an X.509 certificate: {e}", path.display()))?;
+    let v = cert.validity();
+    let now = x509_parser::time::ASN1Time::now();
+    if now < v.not_before {
+        bail!("tls.cert_file: {}: the certificate is not valid before {}", path.display(), v.not_before);
+    }
+    if now > v.not_after {
+        bail!("tls.cert_file: {}: the certificate expired on {}", path.display(), v.not_after);
+    }
+    Ok(())
+}
+
+/// The host of `host:port` (`[v6]:port` too).
+fn host_of(addr: &str) -> String {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']').to_string()
 }
 
 /// Every certificate in a PEM file, at least one.

@@ -250,7 +250,17 @@ async fn every_rpc_checks_the_tokens_scopes() {
     let config = s.dir.path().join("strata.toml");
     let o = s.cli(&["token", "revoke", "--config", config.to_str().unwrap(), "ci-key-7"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(code(victim).await, Code::Unauthenticated, "revoked without a restart");
+    assert_eq!(code(victim.clone()).await, Code::Unauthenticated, "revoked without a restart");
+    // A revoked list that turns unreadable keeps the last one read in force.
+    let before = std::fs::read(&revoked).unwrap();
+    std::fs::write(&revoked, b"ci-key-7\n\xff\xfe not text\n").unwrap();
+    assert_eq!(code(victim.clone()).await, Code::Unauthenticated, "still revoked");
+    assert_eq!(code(admin.clone()).await, Code::Ok, "other tokens still work");
+    let o = s.cli(&["--token", &admin, "reload"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stdout).contains("REFUSED"), "{o:?}");
+    std::fs::remove_file(&revoked).unwrap();
+    assert_eq!(code(victim).await, Code::Unauthenticated, "a deleted list does not unrevoke");
+    std::fs::write(&revoked, before).unwrap();
 
     // Ids a revoked list could not name exactly are refused at creation.
     for bad in [" pad ", "#hash", "a b", "x\ny"] {

@@ -163,6 +163,14 @@ pub fn secret(c: &AuthConfig) -> Result<Vec<u8>, String> {
     Ok(key)
 }
 
+/// The revoked list and the modification time it was read at. A file
+/// that is gone reads as an error, not as an empty list.
+fn read_revoked(f: &std::path::Path) -> Result<(Option<SystemTime>, Vec<String>), String> {
+    let modified = std::fs::metadata(f).map_err(|e| format!("auth.revoked_file {}: {e}", f.display()))?.modified().ok();
+    let text = std::fs::read_to_string(f).map_err(|e| format!("auth.revoked_file {}: {e}", f.display()))?;
+    Ok((modified, text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string).collect()))
+}
+
 /// A token id: 1 to 128 letters, digits, `.`, `_` and `-`, so a revoked
 /// list line names it exactly.
 pub fn check_id(id: &str) -> Result<(), String> {
@@ -187,36 +195,51 @@ impl Tokens {
             revoked_file: c.revoked_file.clone(),
             revoked: Mutex::new((None, Vec::new())),
         };
-        t.revoked_ids()?;
+        if let Some(f) = &t.revoked_file {
+            // At start a missing file is an empty list; an unreadable one is an error.
+            if f.exists() {
+                *t.revoked.lock().expect("revoked") = read_revoked(f)?;
+            }
+        }
         Ok(t)
     }
 
     /// Reads the secret and the revoked list again (SIGHUP, `strata
-    /// reload`). Tokens signed with the old secret are refused from now on;
-    /// on an error nothing changes.
+    /// reload`). Tokens signed with the old secret are refused from now on.
+    /// On an error nothing changes: the old secret and list stay.
     pub fn reload(&self) -> Result<(), String> {
         let key = DecodingKey::from_secret(&secret(&self.config)?).map_err(|e| format!("auth: {e}"))?;
-        self.revoked.lock().expect("revoked").0 = None;
-        self.revoked_ids()?;
+        let revoked = match &self.revoked_file {
+            // Never written yet (nothing revoked): nothing to read.
+            Some(f) if !f.exists() && self.revoked.lock().expect("revoked").1.is_empty() => None,
+            Some(f) => Some(read_revoked(f)?),
+            None => None,
+        };
         *self.decoding.write().expect("token key") = key;
+        if let Some(r) = revoked {
+            *self.revoked.lock().expect("revoked") = r;
+        }
         Ok(())
     }
 
-    /// The revoked ids, read again when the file changed.
-    fn revoked_ids(&self) -> Result<Vec<String>, String> {
-        let Some(f) = &self.revoked_file else { return Ok(Vec::new()) };
-        let modified = match std::fs::metadata(f) {
-            Ok(m) => m.modified().ok(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(format!("auth.revoked_file {}: {e}", f.display())),
-        };
+    /// The revoked ids, read again when the file's modification time
+    /// changed. A file that cannot be read (gone, not text, a directory)
+    /// keeps the last list read, with a warning: revocations are never
+    /// dropped by accident, and tokens keep working.
+    fn revoked_ids(&self) -> Vec<String> {
+        let Some(f) = &self.revoked_file else { return Vec::new() };
+        let modified = std::fs::metadata(f).ok().and_then(|m| m.modified().ok());
         let mut cached = self.revoked.lock().expect("revoked");
-        if modified.is_some() && cached.0 != modified {
-            let text = std::fs::read_to_string(f).map_err(|e| format!("auth.revoked_file {}: {e}", f.display()))?;
-            *cached =
-                (modified, text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string).collect());
+        if cached.0 != modified {
+            match read_revoked(f) {
+                Ok(r) => *cached = r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the revoked-token list cannot be read: the last one read stays in force");
+                    cached.0 = modified;
+                }
+            }
         }
-        Ok(cached.1.clone())
+        cached.1.clone()
     }
 
     /// Who sent `md` (its `authorization: Bearer` token, checked).
@@ -244,11 +267,7 @@ impl Tokens {
         if check_id(&data.claims.jti).is_err() || data.claims.scope.trim().is_empty() {
             return Err(Status::unauthenticated("the token is refused: it has no valid id or no scope"));
         }
-        let revoked = self.revoked_ids().map_err(|e| {
-            tracing::error!(error = %e, "cannot read the revoked tokens; refusing tokens until it can");
-            Status::unavailable("the server cannot read its revoked-token list")
-        })?;
-        if revoked.contains(&data.claims.jti) {
+        if self.revoked_ids().contains(&data.claims.jti) {
             return Err(Status::unauthenticated(format!("token {} is revoked", data.claims.jti)));
         }
         let scopes =

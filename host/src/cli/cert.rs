@@ -12,17 +12,15 @@ use anyhow::{Context, bail};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
+use rustls::pki_types::ServerName;
+use rustls::pki_types::pem::PemObject as _;
 
 use super::CertCmd;
 
-/// The CA's subject. A node certificate names it as its issuer, so the CA
-/// is rebuilt from this and its key when signing (no certificate parser).
+/// The CA's subject.
 const CA_NAME: &str = "Strata cluster CA";
 
 pub fn run(cmd: CertCmd) -> anyhow::Result<()> {
-    if let CertCmd::Ca { days: 0, .. } | CertCmd::Node { days: 0, .. } = cmd {
-        bail!("--days must be at least 1");
-    }
     match cmd {
         CertCmd::Ca { out, days } => {
             let (crt, key) = write_ca(&out, days)?;
@@ -56,10 +54,15 @@ pub fn write_node(ca: &Path, name: &str, hosts: &[String], out: &Path, days: u32
     if hosts.is_empty() {
         bail!("give at least one --host: the names and IP addresses peers and clients dial this node by");
     }
+    for h in hosts {
+        if ServerName::try_from(h.as_str()).is_err() {
+            bail!("--host {h:?} is neither a DNS name nor an IP address");
+        }
+    }
     let ca_key = std::fs::read_to_string(ca.join("ca.key")).with_context(|| format!("cannot read {}", ca.join("ca.key").display()))?;
     let ca_key = KeyPair::from_pem(&ca_key).context("ca.key is not a PEM private key")?;
-    // Same subject and key: the certificate this signs chains to ca.crt.
-    let issuer = Issuer::new(ca_params(0)?, ca_key);
+    let ca_pem = std::fs::read_to_string(ca.join("ca.crt")).with_context(|| format!("cannot read {}", ca.join("ca.crt").display()))?;
+    let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).context("ca.crt is not a PEM certificate")?;
     let mut params = CertificateParams::new(hosts.to_vec()).context("--host")?;
     params.distinguished_name = DistinguishedName::new();
     params.distinguished_name.push(DnType::CommonName, name);
@@ -70,6 +73,19 @@ pub fn write_node(ca: &Path, name: &str, hosts: &[String], out: &Path, days: u32
     validity(&mut params, days);
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &issuer)?;
+    // Signed by ca.key, checked against ca.crt: a key that is not the
+    // certificate's is found here, not by the first peer.
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.context("ca.crt")?).context("ca.crt")?;
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        std::sync::Arc::new(roots),
+        std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+    )
+    .build()?;
+    rustls::server::danger::ClientCertVerifier::verify_client_cert(&*verifier, cert.der(), &[], rustls::pki_types::UnixTime::now())
+        .map_err(|e| anyhow::anyhow!("{}/ca.key does not go with {}/ca.crt: {e}", ca.display(), ca.display()))?;
     std::fs::create_dir_all(out).with_context(|| format!("cannot make {}", out.display()))?;
     let (crt, key_file) = (out.join(format!("{name}.crt")), out.join(format!("{name}.key")));
     refuse_existing(&[&crt, &key_file])?;
@@ -84,9 +100,7 @@ fn ca_params(days: u32) -> anyhow::Result<CertificateParams> {
     p.distinguished_name.push(DnType::CommonName, CA_NAME);
     p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-    if days > 0 {
-        validity(&mut p, days);
-    }
+    validity(&mut p, days);
     Ok(p)
 }
 

@@ -75,6 +75,10 @@ pub fn endpoint(addr: &str) -> anyhow::Result<tonic::transport::Endpoint> {
     match (ep.uri().scheme_str(), ca) {
         (Some("https"), Some(ca)) => {
             let pem = std::fs::read(&ca).with_context(|| format!("--ca-cert: cannot read {}", ca.display()))?;
+            use rustls::pki_types::pem::PemObject as _;
+            if !rustls::pki_types::CertificateDer::pem_slice_iter(&pem).any(|c| c.is_ok()) {
+                bail!("--ca-cert {}: the file holds no PEM certificate", ca.display());
+            }
             let tls = tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(pem));
             ep.tls_config(tls).map_err(|e| anyhow!("--ca-cert {}: {e}", ca.display()))
         }
@@ -97,7 +101,14 @@ pub async fn connect(addr: &str) -> anyhow::Result<Client> {
         .max_frame_size(crate::server::MAX_FRAME)
         .connect()
         .await
-        .map_err(|e| anyhow!("cannot reach a strata server at {addr} ({}); is `strata serve` running?", chain(&e)))?;
+        .map_err(|e| {
+            let why = chain(&e);
+            if why.contains("certificate") || why.contains("alert") {
+                anyhow!("cannot connect to {addr} over TLS: {why}")
+            } else {
+                anyhow!("cannot reach a strata server at {addr} ({why}); is `strata serve` running?")
+            }
+        })?;
     Ok(StrataClient::with_interceptor(channel, bearer()?).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE))
 }
 

@@ -391,8 +391,8 @@ pub enum CertCmd {
     Ca {
         #[arg(long, default_value = "certs")]
         out: PathBuf,
-        /// How long the CA is valid.
-        #[arg(long, default_value_t = 3650)]
+        /// How long the CA is valid (1 to 36500).
+        #[arg(long, default_value_t = 3650, value_parser = clap::value_parser!(u32).range(1..=36500))]
         days: u32,
     },
     /// A node certificate signed by the CA in --ca: OUT/NAME.crt and OUT/NAME.key
@@ -408,7 +408,8 @@ pub enum CertCmd {
         hosts: Vec<String>,
         #[arg(long, default_value = "certs")]
         out: PathBuf,
-        #[arg(long, default_value_t = 365)]
+        /// How long it is valid (1 to 36500).
+        #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=36500))]
         days: u32,
     },
 }
