@@ -35,6 +35,7 @@ pub mod api;
 pub mod cli;
 pub mod cluster_backup;
 pub mod connections;
+pub mod cut;
 pub mod failpoints;
 pub mod monitor;
 pub mod reload;

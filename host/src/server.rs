@@ -103,6 +103,10 @@ pub const MAX_FRAME: u32 = (1 << 20) + 1024;
 pub const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(30);
 pub const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// How long calls answered UNAVAILABLE at the end of the grace have to
+/// reach their clients before the connections close.
+const CUT_FLUSH: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// A server whose stores are open and whose listener is bound.
 pub struct Server {
     pub addr: SocketAddr,
@@ -418,6 +422,7 @@ impl Server {
 
         let grace = self.config.server.shutdown_grace;
         let (signal_tx, signal_rx) = tokio::sync::oneshot::channel::<()>();
+        let (cut_tx, cut_rx) = watch::channel(false);
         let grpc_tls = self.tls.clone().map(|t| (t, crate::tls::Protocol::Grpc));
         let incoming = Accepted::spawn(self.listener, self.config.server.max_connections, grpc_tls)?;
         let serve = tonic::transport::Server::builder()
@@ -430,6 +435,7 @@ impl Server {
             // dead or silent sockets do not hold `server.max_connections`.
             .http2_keepalive_interval(Some(KEEPALIVE))
             .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+            .layer(crate::cut::CutLayer { cut: cut_rx })
             .add_service(health_svc)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -463,7 +469,10 @@ impl Server {
                 health.set_not_serving::<pb::strata_server::StrataServer<Api>>().await;
                 let _ = signal_tx.send(());
                 if tokio::time::timeout(grace, &mut serve).await.is_err() {
-                    warn!(?grace, "calls still running after the grace period; stopping anyway");
+                    warn!(?grace, "calls still running after the grace period: answering them UNAVAILABLE");
+                    let _ = cut_tx.send(true);
+                    // Long enough for the answers to go out, no longer.
+                    let _ = tokio::time::timeout(CUT_FLUSH, &mut serve).await;
                 }
             }
         }

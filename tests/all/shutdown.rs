@@ -72,3 +72,58 @@ async fn sigterm_under_load_keeps_every_acknowledged_write() {
     }
     assert!(seen >= acked.len(), "{seen} objects, {} acknowledged", acked.len());
 }
+
+/// Calls still running when the grace runs out are answered UNAVAILABLE,
+/// not cut off: a put whose client sends slowly, and a download read slowly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn calls_running_past_the_grace_are_answered_unavailable() {
+    use strata::api::pb;
+    let mut s = TestServer::start("[server]\nshutdown_grace = \"1s\"\n");
+    let mut c = s.client().await;
+    put_key(&mut c, "big", &random_bytes(32 << 20)).await;
+
+    let mut uploader = s.client().await;
+    let slow_put = tokio::spawn(async move {
+        let parts = futures::stream::unfold(0u32, |i| async move {
+            if i > 0 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let part = match i {
+                0 => pb::put_request::Part::Header(header("slow")),
+                200 => return None,
+                _ => pb::put_request::Part::Chunk(bytes::Bytes::from(vec![7u8; 4096])),
+            };
+            Some((pb::PutRequest { part: Some(part) }, i + 1))
+        });
+        uploader.put(parts).await
+    });
+    let mut reader = s.client().await;
+    let slow_get = tokio::spawn(async move {
+        let mut stream = reader.get(pb::GetRequest { key: "big".into(), ..Default::default() }).await?.into_inner();
+        loop {
+            match stream.message().await? {
+                Some(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                None => return Ok::<_, tonic::Status>(()),
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t = Instant::now();
+    let mut s = tokio::task::spawn_blocking(move || {
+        s.stop();
+        s
+    })
+    .await
+    .unwrap();
+    assert!(t.elapsed() < Duration::from_secs(4), "exited within the grace and the close: {:?}", t.elapsed());
+    for (what, r) in [("the slow put", slow_put.await.unwrap().map(drop)), ("the slow get", slow_get.await.unwrap())] {
+        let e = r.expect_err(what);
+        assert_eq!(e.code(), tonic::Code::Unavailable, "{what}: {e:?}");
+        assert!(e.message().contains("shutting down"), "{what}: {}", e.message());
+    }
+    // Nothing of the cut put is visible after a restart.
+    s.boot();
+    let mut c = s.client().await;
+    assert_eq!(get_key(&mut c, "slow").await.unwrap_err().code(), tonic::Code::NotFound);
+    assert_eq!(get_key(&mut c, "big").await.unwrap().len(), 32 << 20);
+}
