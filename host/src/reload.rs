@@ -50,7 +50,7 @@ impl Reloader {
         if let Some(tokens) = &self.tokens {
             items.push(match tokens.reload() {
                 Ok(()) => Item { what: "tokens".into(), ok: true, detail: "secret and revoked list read".into() },
-                Err(e) => Item { what: "tokens".into(), ok: false, detail: format!("{e}; the old secret stays") },
+                Err(e) => Item { what: "tokens".into(), ok: false, detail: format!("{e}; the secret and revoked list in force stay") },
             });
         }
         // Compiling a component takes a while: off the async threads.

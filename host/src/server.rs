@@ -105,7 +105,10 @@ pub const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 
 /// How long calls answered UNAVAILABLE at the end of the grace have to
 /// reach their clients before the connections close.
-const CUT_FLUSH: std::time::Duration = std::time::Duration::from_millis(500);
+const CUT_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How long one client connection lives before it is asked to reconnect.
+pub const MAX_CONNECTION_AGE: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// A server whose stores are open and whose listener is bound.
 pub struct Server {
@@ -435,6 +438,11 @@ impl Server {
             // dead or silent sockets do not hold `server.max_connections`.
             .http2_keepalive_interval(Some(KEEPALIVE))
             .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+            // A connection that keeps answering pings but never ends (or
+            // never uses) is told to go after this long (GOAWAY: streams in
+            // flight finish, clients reconnect), so idle connections cannot
+            // hold `server.max_connections` for ever.
+            .max_connection_age(MAX_CONNECTION_AGE)
             .layer(crate::cut::CutLayer { cut: cut_rx })
             .add_service(health_svc)
             .add_service(reflection_v1)

@@ -129,15 +129,24 @@ impl Loaded {
                         ca_file.display()
                     )
                 };
-                verifier.verify_client_cert(&chain[0], &chain[1..], now).map_err(|e| refuse("client", e))?;
-                if let Some(host) = peer_name {
-                    let name = ServerName::try_from(host.to_string())
-                        .map_err(|_| anyhow::anyhow!("cluster.advertise: {host:?} is not a host name or IP address"))?;
-                    WebPkiServerVerifier::builder_with_provider(roots, provider())
-                        .build()
-                        .context("tls.ca_file")?
+                let server = WebPkiServerVerifier::builder_with_provider(roots, provider()).build().context("tls.ca_file")?;
+                let as_server = |host: &str| -> anyhow::Result<()> {
+                    let name =
+                        ServerName::try_from(host.to_string()).map_err(|_| anyhow::anyhow!("{host:?} is not a host name or IP address"))?;
+                    server
                         .verify_server_cert(&chain[0], &chain[1..], &name, &[], now)
                         .map_err(|e| refuse(&format!("server for {host}"), e))?;
+                    Ok(())
+                };
+                match peer_name {
+                    // A cluster node: peers dial it by its advertised host,
+                    // and it shows the same certificate when it dials them.
+                    Some(host) => {
+                        verifier.verify_client_cert(&chain[0], &chain[1..], now).map_err(|e| refuse("client", e))?;
+                        as_server(host)?;
+                    }
+                    // Clients may dial any name the certificate holds.
+                    None => as_server(&first_name(&chain[0])?)?,
                 }
                 let ca_pem = std::fs::read(ca_file).with_context(|| format!("tls.ca_file: cannot read {}", ca_file.display()))?;
                 let cert_pem =
@@ -150,7 +159,10 @@ impl Loaded {
                     .assume_http2(true);
                 (Some(verifier), Some(peer))
             }
-            None => (None, None),
+            None => {
+                check_server_usage(&chain[0], &files.cert_file)?;
+                (None, None)
+            }
         };
         let server = |alpn: &[u8], client_auth: bool| -> anyhow::Result<Arc<ServerConfig>> {
             let builder = ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
@@ -183,6 +195,39 @@ fn check_validity(leaf: &CertificateDer<'_>, path: &Path) -> anyhow::Result<()> 
     }
     if now > v.not_after {
         bail!("tls.cert_file: {}: the certificate expired on {}", path.display(), v.not_after);
+    }
+    Ok(())
+}
+
+/// The first DNS name or IP address the certificate names.
+fn first_name(leaf: &CertificateDer<'_>) -> anyhow::Result<String> {
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(leaf).map_err(|e| anyhow::anyhow!("tls.cert_file: not an X.509 certificate: {e}"))?;
+    let san = cert.subject_alternative_name().ok().flatten();
+    for name in san.map(|s| s.value.general_names.iter().collect::<Vec<_>>()).unwrap_or_default() {
+        match name {
+            GeneralName::DNSName(d) => return Ok(d.to_string()),
+            GeneralName::IPAddress(ip) if ip.len() == 4 => return Ok(std::net::Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3]).to_string()),
+            GeneralName::IPAddress(ip) if ip.len() == 16 => {
+                let b: [u8; 16] = (*ip).try_into().expect("16 bytes");
+                return Ok(std::net::Ipv6Addr::from(b).to_string());
+            }
+            _ => {}
+        }
+    }
+    bail!("tls.cert_file: the certificate names no host or IP address (subjectAltName): clients cannot verify it")
+}
+
+/// Without a CA to verify against: at least a certificate meant for servers.
+fn check_server_usage(leaf: &CertificateDer<'_>, path: &Path) -> anyhow::Result<()> {
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf)
+        .map_err(|e| anyhow::anyhow!("tls.cert_file: {}: not an X.509 certificate: {e}", path.display()))?;
+    if let Ok(Some(eku)) = cert.extended_key_usage()
+        && !eku.value.server_auth
+        && !eku.value.any
+    {
+        bail!("tls.cert_file: {}: the certificate is not for servers (its extended key usage lacks serverAuth)", path.display());
     }
     Ok(())
 }

@@ -258,6 +258,9 @@ async fn every_rpc_checks_the_tokens_scopes() {
     assert_eq!(code(admin.clone()).await, Code::Ok, "other tokens still work");
     let o = s.cli(&["--token", &admin, "reload"]);
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stdout).contains("REFUSED"), "{o:?}");
+    // `token revoke` refuses a list servers cannot read rather than claim a revocation.
+    let o = s.cli(&["token", "revoke", "--config", config.to_str().unwrap(), "another-id"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("not text"), "{o:?}");
     std::fs::remove_file(&revoked).unwrap();
     assert_eq!(code(victim).await, Code::Unauthenticated, "a deleted list does not unrevoke");
     std::fs::write(&revoked, before).unwrap();

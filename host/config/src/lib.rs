@@ -51,6 +51,30 @@ pub struct Config {
     pub auth: Option<AuthConfig>,
     /// TLS on every listener, and mTLS between nodes; absent: plaintext.
     pub tls: Option<TlsConfig>,
+    /// The S3 gateway; off unless `listen` is set.
+    pub s3: S3Config,
+}
+
+/// `[s3]`: the S3 protocol on a listener of its own, over the same
+/// buckets and objects as the gRPC API.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Config {
+    /// Where it listens; unset: no gateway.
+    pub listen: Option<SocketAddr>,
+    /// The region clients sign for and `GetBucketLocation` answers.
+    pub region: String,
+    /// Access keys (made by `strata s3 key create`); default
+    /// `<base_path>/s3-keys.json`. Read again when it changes.
+    pub keys_file: Option<PathBuf>,
+    /// What a request without a signature may do: none (the default) or read.
+    pub anonymous: AnonymousApi,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        Self { listen: None, region: "us-east-1".into(), keys_file: None, anonymous: AnonymousApi::None }
+    }
 }
 
 /// `[tls]`: every listener (the gRPC API and peer service, metrics, the
@@ -764,6 +788,9 @@ impl Config {
         {
             return bad("metrics.listen", "must differ from server.listen and registry.listen");
         }
+        if self.s3.region.is_empty() || !self.s3.region.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
+            return bad("s3.region", "use lowercase letters, digits and '-' (e.g. us-east-1)");
+        }
         if let Some(t) = &self.tls {
             if t.cert_file.as_os_str().is_empty() || t.key_file.as_os_str().is_empty() {
                 return bad("tls", "set cert_file and key_file (leave [tls] out for plaintext)");
@@ -869,6 +896,11 @@ impl Config {
     }
 
     /// Where the SQLite file lives.
+    /// Where the S3 gateway's access keys live.
+    pub fn s3_keys_file(&self) -> PathBuf {
+        self.s3.keys_file.clone().unwrap_or_else(|| self.storage.base_path.join("s3-keys.json"))
+    }
+
     pub fn meta_dir(&self) -> PathBuf {
         self.metadata.data_dir.clone().unwrap_or_else(|| self.storage.base_path.join("meta"))
     }

@@ -15,3 +15,21 @@ pub fn bucket_name(name: &str) -> Result<(), String> {
         ))
     }
 }
+
+/// Keys: 1 to `max` bytes of UTF-8, no NUL or other control characters,
+/// no `.` or `..` path segment. Every front end checks keys with this.
+pub fn key(key: &str, max: usize) -> Result<(), String> {
+    if key.is_empty() {
+        return Err("the key is empty: give the object a name".into());
+    }
+    if key.len() > max {
+        return Err(format!("the key is {} bytes long; the limit is {max}", key.len()));
+    }
+    if let Some(c) = key.chars().find(|c| c.is_control() || *c == '\u{10FFFF}') {
+        return Err(format!("the key contains the control character {c:?}; remove it"));
+    }
+    if key.split('/').any(|seg| seg == ".." || seg == ".") {
+        return Err(format!("the key {key:?} has a '.' or '..' path segment; remove it"));
+    }
+    Ok(())
+}

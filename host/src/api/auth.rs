@@ -196,9 +196,12 @@ impl Tokens {
             revoked: Mutex::new((None, Vec::new())),
         };
         if let Some(f) = &t.revoked_file {
-            // At start a missing file is an empty list; an unreadable one is an error.
+            // At start a missing file is an empty list (said, in case it was
+            // lost); an unreadable one is an error.
             if f.exists() {
                 *t.revoked.lock().expect("revoked") = read_revoked(f)?;
+            } else {
+                tracing::warn!(file = %f.display(), "auth.revoked_file does not exist: no token is revoked");
             }
         }
         Ok(t)
@@ -210,8 +213,9 @@ impl Tokens {
     pub fn reload(&self) -> Result<(), String> {
         let key = DecodingKey::from_secret(&secret(&self.config)?).map_err(|e| format!("auth: {e}"))?;
         let revoked = match &self.revoked_file {
-            // Never written yet (nothing revoked): nothing to read.
-            Some(f) if !f.exists() && self.revoked.lock().expect("revoked").1.is_empty() => None,
+            // Gone (or never written): the list in force stays, as it does
+            // between reloads.
+            Some(f) if !f.exists() => None,
             Some(f) => Some(read_revoked(f)?),
             None => None,
         };

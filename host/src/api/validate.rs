@@ -61,19 +61,7 @@ pub fn request_id(id: String) -> Result<Option<String>, ApiError> {
 }
 
 pub fn key(key: &str, max: usize) -> Result<(), ApiError> {
-    if key.is_empty() {
-        return Err(invalid("the key is empty: give the object a name"));
-    }
-    if key.len() > max {
-        return Err(invalid(format!("the key is {} bytes long; the limit is {max}", key.len())));
-    }
-    if let Some(c) = key.chars().find(|c| c.is_control() || *c == '\u{10FFFF}') {
-        return Err(invalid(format!("the key contains the control character {c:?}; remove it")));
-    }
-    if key.split('/').any(|seg| seg == ".." || seg == ".") {
-        return Err(invalid(format!("the key {key:?} has a '.' or '..' path segment; remove it")));
-    }
-    Ok(())
+    crate::meta::names::key(key, max).map_err(invalid)
 }
 
 pub fn version(v: &str) -> Option<&str> {

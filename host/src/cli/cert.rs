@@ -71,6 +71,15 @@ pub fn write_node(ca: &Path, name: &str, hosts: &[String], out: &Path, days: u32
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
     params.use_authority_key_identifier_extension = true;
     validity(&mut params, days);
+    // Not past the CA's own end: it would stop verifying then anyway.
+    let ca_der = rustls::pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes()).context("ca.crt")?;
+    if let Ok((_, ca_cert)) = x509_parser::parse_x509_certificate(&ca_der) {
+        let ca_end = ca_cert.validity().not_after.to_datetime();
+        if params.not_after > ca_end {
+            eprintln!("note: the CA expires on {ca_end}; the certificate ends then too");
+            params.not_after = ca_end;
+        }
+    }
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &issuer)?;
     // Signed by ca.key, checked against ca.crt: a key that is not the

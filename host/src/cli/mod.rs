@@ -766,14 +766,24 @@ fn token(cmd: TokenCmd) -> anyhow::Result<()> {
                 .and_then(|a| a.revoked_file)
                 .ok_or_else(|| anyhow::anyhow!("the config's [auth] has no revoked_file to add the id to"))?;
             crate::api::auth::check_id(&id).map_err(|e| anyhow::anyhow!(e))?;
-            use std::io::Write;
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&file)
-                .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", file.display()))?;
-            writeln!(f, "{id}")?;
-            f.sync_all()?;
+            // The list must be one the servers can read, or the revocation
+            // would not take: refuse rather than claim it.
+            let mut text = match std::fs::read(&file) {
+                Ok(b) => String::from_utf8(b)
+                    .map_err(|_| anyhow::anyhow!("{} is not text, so servers cannot read it: fix or replace it first", file.display()))?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+                Err(e) => anyhow::bail!("cannot read {}: {e}", file.display()),
+            };
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str(&format!("{id}\n"));
+            // A new file renamed over the old: a server never reads half of it.
+            let tmp = file.with_extension("new");
+            std::fs::write(&tmp, &text)
+                .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", tmp.display()))?;
+            std::fs::rename(&tmp, &file).map_err(|e| anyhow::anyhow!("cannot replace {}: {e}", file.display()))?;
             println!("token {id} is revoked (servers read {} again when it changes)", file.display());
             Ok(())
         }
