@@ -27,6 +27,7 @@ pub use strata_plugin as plugin;
 pub use strata_registry as registry;
 pub use strata_remote as remote;
 pub use strata_replication as replication;
+pub use strata_s3 as s3;
 pub use strata_search as search;
 pub use strata_service as service;
 pub use strata_store as store;

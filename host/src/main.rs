@@ -30,6 +30,11 @@ fn main() {
     if !filter.contains("openraft") {
         filter.push_str(",openraft=error");
     }
+    // s3s logs every refused S3 request as an error; the gateway logs its
+    // own failures. Name s3s in STRATA_LOG to see its messages.
+    if !filter.contains("s3s") {
+        filter.push_str(",s3s=off");
+    }
     let logs = tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info,openraft=error")))
         .with_writer(std::io::stderr);

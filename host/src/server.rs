@@ -120,6 +120,8 @@ pub struct Server {
     cluster: Option<Arc<Cluster>>,
     /// The OCI registry's listener, when `[registry] listen` is set.
     registry: Option<TcpListener>,
+    /// The S3 gateway's listener, when `[s3] listen` is set.
+    s3: Option<TcpListener>,
     /// `/metrics`, `/healthz`, `/readyz`, when `[metrics] listen` is set.
     metrics: Option<TcpListener>,
     /// `[auth]`: the token checker, when tokens are on.
@@ -180,6 +182,10 @@ impl Server {
                 Some(cluster)
             }
         };
+        let s3 = match config.s3.listen {
+            Some(a) => Some(TcpListener::bind(a).await.with_context(|| format!("cannot listen on {a} (s3.listen)"))?),
+            None => None,
+        };
         let registry = match config.registry.listen {
             Some(a) => Some(TcpListener::bind(a).await.with_context(|| format!("cannot listen on {a} (registry.listen)"))?),
             None => None,
@@ -200,6 +206,7 @@ impl Server {
             plugins,
             cluster,
             registry,
+            s3,
             metrics,
             tokens,
             tls,
@@ -210,6 +217,11 @@ impl Server {
     /// Where the OCI registry listens, if it is on.
     pub fn registry_addr(&self) -> Option<SocketAddr> {
         self.registry.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Where the S3 gateway listens, if it is on.
+    pub fn s3_addr(&self) -> Option<SocketAddr> {
+        self.s3.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// Where `/metrics` and the health endpoints listen, if they are on.
@@ -348,6 +360,14 @@ impl Server {
         let registry = crate::registry::Registry::open(objects.clone(), &self.config.registry, uploads, self.tls.is_some())
             .map_err(|e| anyhow::anyhow!("starting the registry: {e}"))?;
         let http_tls = self.tls.clone().map(|t| (t, crate::tls::Protocol::Http));
+        if let Some(listener) = self.s3 {
+            let s3 = crate::s3::service(&self.config, objects.clone()).map_err(|e| anyhow::anyhow!("starting the S3 gateway: {e}"))?;
+            let listener = Accepted::spawn(listener, self.config.server.max_connections, http_tls.clone())?;
+            let mut stop = stop_rx.clone();
+            tokio::spawn(crate::s3::serve(listener, s3, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            }));
+        }
         if let Some(listener) = self.registry {
             let registry = registry.clone();
             // As many as the gRPC API takes: each upload or pull is one.

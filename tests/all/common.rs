@@ -30,6 +30,8 @@ pub struct TestServer {
     pub registry: std::sync::Arc<std::sync::Mutex<Option<String>>>,
     /// The metrics listener's address, once the server printed it.
     pub metrics: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    /// The S3 gateway's address, once the server printed it.
+    pub s3: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl TestServer {
@@ -65,7 +67,16 @@ impl TestServer {
             extra,
         );
         std::fs::write(&config, toml).expect("write config");
-        TestServer { dir, url: String::new(), child: None, config, env, registry: Default::default(), metrics: Default::default() }
+        TestServer {
+            dir,
+            url: String::new(),
+            child: None,
+            config,
+            env,
+            registry: Default::default(),
+            metrics: Default::default(),
+            s3: Default::default(),
+        }
     }
 
     /// (Re)starts the process on the same config and data.
@@ -83,6 +94,7 @@ impl TestServer {
         let (tx, rx) = std::sync::mpsc::channel();
         let registry = self.registry.clone();
         let metrics = self.metrics.clone();
+        let s3 = self.s3.clone();
         std::thread::spawn(move || {
             use std::io::BufRead;
             for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -94,6 +106,9 @@ impl TestServer {
                 }
                 if let Some(a) = line.strip_prefix("strata metrics listening on ") {
                     *metrics.lock().unwrap() = Some(a.to_string());
+                }
+                if let Some(a) = line.strip_prefix("strata s3 listening on ") {
+                    *s3.lock().unwrap() = Some(a.to_string());
                 }
             }
         });
@@ -111,6 +126,17 @@ impl TestServer {
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("the server did not print its metrics address");
+    }
+
+    /// Where the S3 gateway listens (`[s3] listen`).
+    pub fn s3_addr(&self) -> String {
+        for _ in 0..200 {
+            if let Some(a) = self.s3.lock().unwrap().clone() {
+                return a;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the server did not print its S3 address");
     }
 
     /// The address the server listens on.

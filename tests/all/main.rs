@@ -29,6 +29,7 @@ mod quota;
 mod registry;
 mod replication;
 mod request_ids;
+mod s3;
 mod search;
 mod shutdown;
 mod siblings;

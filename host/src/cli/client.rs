@@ -199,6 +199,7 @@ pub async fn run(addr: &str, cmd: Cmd, allow_partial: bool) -> anyhow::Result<()
         Cmd::Serve { .. }
         | Cmd::Token { .. }
         | Cmd::Cert { .. }
+        | Cmd::S3 { .. }
         | Cmd::Fsck { .. }
         | Cmd::Backup { .. }
         | Cmd::Bench(_)

@@ -234,6 +234,11 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// The S3 gateway's access keys (offline, in the config's [s3] keys_file).
+    S3 {
+        #[command(subcommand)]
+        cmd: S3Cmd,
+    },
     /// Make a cluster CA and node certificates for [tls], for people without a PKI.
     Cert {
         #[command(subcommand)]
@@ -382,6 +387,43 @@ pub enum ClusterCmd {
         bucket: String,
         #[command(flatten)]
         policy: PolicyArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum S3Cmd {
+    /// Access keys for S3 clients.
+    Key {
+        #[command(subcommand)]
+        cmd: S3KeyCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum S3KeyCmd {
+    /// A new access key for one bucket (or `*`); prints its id and secret once.
+    Create {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        bucket: String,
+        #[arg(long)]
+        read: bool,
+        #[arg(long)]
+        write: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The access keys (ids, buckets and rights; never the secrets).
+    Ls {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Remove an access key: requests signed with it are refused from then on.
+    Rm {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        access_key: String,
     },
 }
 
@@ -695,6 +737,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Backup { cmd } => backup::run(&cli.addr, cmd).await,
         Cmd::Token { cmd } => token(cmd),
         Cmd::Cert { cmd } => cert::run(cmd),
+        Cmd::S3 { cmd: S3Cmd::Key { cmd } } => s3_key(cmd),
         Cmd::Bench(args) => bench::run(args).await,
         Cmd::BenchPlugins(args) => bench_plugins::run(args).await,
         Cmd::BenchSearch(args) => bench_search::run(args).await,
@@ -736,6 +779,72 @@ async fn fsck(config: Option<PathBuf>, repair: bool) -> anyhow::Result<()> {
         _ => FSCK_PROBLEMS_LEFT,
     };
     std::process::exit(code);
+}
+
+/// `strata s3 key`: offline, in the config's key file.
+fn s3_key(cmd: S3KeyCmd) -> anyhow::Result<()> {
+    use crate::s3::keys::{Key, KeyFile};
+    use rand::Rng as _;
+    let file_of = |config: Option<PathBuf>| -> anyhow::Result<PathBuf> {
+        let config = crate::config::Config::load(config.as_deref())?;
+        let file = config.s3_keys_file();
+        if let Some(dir) = file.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("cannot make {}: {e}", dir.display()))?;
+        }
+        Ok(file)
+    };
+    match cmd {
+        S3KeyCmd::Create { config, bucket, read, write, json } => {
+            if bucket != "*" {
+                crate::meta::names::bucket_name(&bucket).map_err(|e| anyhow::anyhow!("--bucket: {e}"))?;
+            }
+            if !read && !write {
+                anyhow::bail!("give --read, --write or both: a key that may do nothing is of no use");
+            }
+            let file = file_of(config)?;
+            let mut keys = KeyFile::read(&file).map_err(anyhow::Error::msg)?;
+            const UPPER: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+            const SECRET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+            let mut rng = rand::rng();
+            let access_key: String = "SK".chars().chain((0..18).map(|_| UPPER[rng.random_range(0..UPPER.len())] as char)).collect();
+            let secret_key: String = (0..40).map(|_| SECRET[rng.random_range(0..SECRET.len())] as char).collect();
+            keys.keys.push(Key { access_key: access_key.clone(), secret_key: secret_key.clone(), bucket: bucket.clone(), read, write });
+            keys.write(&file).map_err(anyhow::Error::msg)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"access_key": access_key, "secret_key": secret_key, "bucket": bucket, "read": read, "write": write})
+                );
+            } else {
+                println!(
+                    "access key {access_key}\nsecret key {secret_key}\n(bucket {bucket}, {}; the secret is shown only now)",
+                    match (read, write) {
+                        (true, true) => "read and write",
+                        (true, false) => "read",
+                        _ => "write",
+                    }
+                );
+            }
+        }
+        S3KeyCmd::Ls { config } => {
+            let keys = KeyFile::read(&file_of(config)?).map_err(anyhow::Error::msg)?;
+            for k in keys.keys {
+                println!("{} {} {}{}", k.access_key, k.bucket, if k.read { "read " } else { "" }, if k.write { "write" } else { "" });
+            }
+        }
+        S3KeyCmd::Rm { config, access_key } => {
+            let file = file_of(config)?;
+            let mut keys = KeyFile::read(&file).map_err(anyhow::Error::msg)?;
+            let before = keys.keys.len();
+            keys.keys.retain(|k| k.access_key != access_key);
+            if keys.keys.len() == before {
+                anyhow::bail!("no access key {access_key} in {}", file.display());
+            }
+            keys.write(&file).map_err(anyhow::Error::msg)?;
+            println!("access key {access_key} removed");
+        }
+    }
+    Ok(())
 }
 
 /// `strata token`: offline, with the config's secret.
@@ -801,6 +910,9 @@ async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
     }
     if let Some(a) = server.registry_addr() {
         println!("strata registry listening on {a}");
+    }
+    if let Some(a) = server.s3_addr() {
+        println!("strata s3 listening on {a}");
     }
     server.serve(crate::server::shutdown_signal()).await
 }

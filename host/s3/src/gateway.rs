@@ -1,0 +1,526 @@
+//! The S3 operations over the object service. What is not here answers
+//! `NotImplemented` (s3s's default), never a wrong success.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use s3s::dto::*;
+use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
+use strata_meta::{Condition, ObjectRecord};
+use strata_objects::PutSpec;
+use strata_service::ObjectService;
+use strata_store::Range as StoreRange;
+
+use crate::error::s3;
+
+/// Attributes the gateway keeps for itself (not user metadata).
+const INTERNAL: &str = "s3.";
+
+pub struct Gateway {
+    pub service: Arc<dyn ObjectService>,
+    /// To list only the buckets a key may read.
+    pub keys: Arc<crate::keys::Keys>,
+    pub region: String,
+    pub max_key_length: usize,
+}
+
+/// An object's ETag: the first half of its SHA-256, in hex. Stable and
+/// derived from the content, like an MD5 ETag, but not an MD5 (see the
+/// README's S3 section).
+fn etag(r: &ObjectRecord) -> Option<ETag> {
+    r.digest.map(|d| ETag::Strong(hex::encode(&d.0[..16])))
+}
+
+fn timestamp(ms: i64) -> Timestamp {
+    Timestamp::from(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64))
+}
+
+/// User metadata (`x-amz-meta-*`): the record's string attributes.
+fn metadata(r: &ObjectRecord) -> Option<Metadata> {
+    let m: Metadata = r
+        .attributes
+        .iter()
+        .filter(|(k, _)| !k.starts_with(INTERNAL))
+        .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_string)))
+        .collect();
+    (!m.is_empty()).then_some(m)
+}
+
+fn attributes(m: Option<Metadata>) -> S3Result<strata_meta::Attributes> {
+    let mut out = strata_meta::Attributes::new();
+    for (k, v) in m.unwrap_or_default() {
+        if k.starts_with(INTERNAL) {
+            return Err(s3_error!(InvalidArgument, "metadata names starting with {INTERNAL:?} are reserved"));
+        }
+        out.insert(k, serde_json::Value::String(v));
+    }
+    Ok(out)
+}
+
+impl Gateway {
+    fn check_bucket(&self, b: &str) -> S3Result<()> {
+        strata_meta::names::bucket_name(b).map_err(|e| S3Error::with_message(S3ErrorCode::InvalidBucketName, e))
+    }
+
+    fn check_key(&self, b: &str, k: &str) -> S3Result<()> {
+        self.check_bucket(b)?;
+        strata_meta::names::key(k, self.max_key_length).map_err(|e| S3Error::with_message(S3ErrorCode::KeyTooLongError, e))
+    }
+
+    /// The live object, or None when there is none.
+    async fn live(&self, bucket: &str, key: &str) -> S3Result<Option<ObjectRecord>> {
+        match self.service.stat(bucket, key, None).await {
+            Ok((r, _)) if r.digest.is_some() => Ok(Some(r)),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == strata_objects::Kind::NotFound && !e.to_string().starts_with("bucket ") => Ok(None),
+            Err(e) => Err(s3(e)),
+        }
+    }
+
+    /// GET and HEAD's preconditions, in RFC 9110's order.
+    fn preconditions(
+        r: &ObjectRecord,
+        if_match: &Option<ETagCondition>,
+        if_none_match: &Option<ETagCondition>,
+        if_modified_since: &Option<Timestamp>,
+        if_unmodified_since: &Option<Timestamp>,
+    ) -> S3Result<()> {
+        let tag = etag(r);
+        let modified = timestamp(r.modified_ms - r.modified_ms % 1000);
+        let matches = |c: &ETagCondition| match c {
+            ETagCondition::Any => tag.is_some(),
+            ETagCondition::ETag(t) => tag.as_ref().is_some_and(|e| e.value() == t.value()),
+        };
+        match if_match {
+            Some(c) if !matches(c) => return Err(s3_error!(PreconditionFailed, "If-Match does not match the object's ETag")),
+            None if if_unmodified_since.as_ref().is_some_and(|t| modified > *t) => {
+                return Err(s3_error!(PreconditionFailed, "the object was modified since If-Unmodified-Since"));
+            }
+            _ => {}
+        }
+        match if_none_match {
+            Some(c) if matches(c) => return Err(s3_error!(NotModified)),
+            None if if_modified_since.as_ref().is_some_and(|t| modified <= *t) => return Err(s3_error!(NotModified)),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Streams `body` into a put of `spec`; an error in the body (a bad
+    /// signature or payload hash) fails the put, and nothing is stored.
+    async fn store(&self, spec: PutSpec, body: StreamingBlob) -> S3Result<ObjectRecord> {
+        let body = body.map(|r| r.map_err(|e| format!("the request body broke off: {e}"))).boxed();
+        self.service.put(spec, body).await.map_err(s3)
+    }
+
+    /// The body of a version as a blob s3s can send.
+    async fn read(&self, bucket: &str, key: &str, version: Option<&str>, range: StoreRange) -> S3Result<(ObjectRecord, StreamingBlob)> {
+        let (r, rx) = self.service.get(bucket, key, version, range).await.map_err(s3)?;
+        let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+        let stream = sync_wrapper::SyncStream::new(stream.map(|c| c.map_err(|e| std::io::Error::other(e.to_string()))));
+        Ok((r, StreamingBlob::wrap(stream)))
+    }
+}
+
+#[async_trait::async_trait]
+impl S3 for Gateway {
+    async fn list_buckets(&self, req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
+        let all = self.service.list_buckets().await.map_err(s3)?.value;
+        let key = req.credentials.as_ref().and_then(|c| self.keys.find(&c.access_key));
+        let buckets = all
+            .into_iter()
+            .filter(|b| req.credentials.is_none() || key.as_ref().is_some_and(|k| k.allows(&b.name, false)))
+            .map(|b| Bucket { name: Some(b.name), creation_date: Some(timestamp(b.created_ms)), ..Default::default() })
+            .collect();
+        Ok(S3Response::new(ListBucketsOutput { buckets: Some(buckets), ..Default::default() }))
+    }
+
+    async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
+        let b = &req.input.bucket;
+        self.check_bucket(b)?;
+        self.service.create_bucket(b, None).await.map_err(s3)?;
+        Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{b}")) }))
+    }
+
+    async fn delete_bucket(&self, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
+        self.check_bucket(&req.input.bucket)?;
+        self.service.delete_bucket(&req.input.bucket).await.map_err(s3)?;
+        Ok(S3Response::new(DeleteBucketOutput {}))
+    }
+
+    async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
+        let b = &req.input.bucket;
+        self.check_bucket(b)?;
+        // A listing of one key: NoSuchBucket when the bucket is not there.
+        self.service.list(b, "", None, 1).await.map_err(s3)?;
+        Ok(S3Response::new(HeadBucketOutput { bucket_region: Some(self.region.clone()), ..Default::default() }))
+    }
+
+    async fn get_bucket_location(&self, req: S3Request<GetBucketLocationInput>) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        let b = &req.input.bucket;
+        self.check_bucket(b)?;
+        self.service.list(b, "", None, 1).await.map_err(s3)?;
+        // us-east-1 is said by saying nothing.
+        let location = (self.region != "us-east-1").then(|| BucketLocationConstraint::from(self.region.clone()));
+        Ok(S3Response::new(GetBucketLocationOutput { location_constraint: location }))
+    }
+
+    async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+        let i = req.input;
+        self.check_key(&i.bucket, &i.key)?;
+        let condition = match (&i.if_none_match, &i.if_match) {
+            (Some(ETagCondition::Any), _) => Condition::IfAbsent,
+            (Some(_), _) => return Err(s3_error!(NotImplemented, "If-None-Match on a put takes only *")),
+            (None, Some(want)) => {
+                let live = self.live(&i.bucket, &i.key).await?;
+                match live {
+                    Some(r)
+                        if matches!(want, ETagCondition::Any)
+                            || etag(&r).zip(want.as_etag()).is_some_and(|(a, b)| a.value() == b.value()) =>
+                    {
+                        Condition::IfVersion(r.version)
+                    }
+                    _ => return Err(s3_error!(PreconditionFailed, "If-Match does not match the object's ETag")),
+                }
+            }
+            (None, None) => Condition::Always,
+        };
+        let spec = PutSpec {
+            bucket: i.bucket,
+            key: i.key,
+            content_type: i.content_type.unwrap_or_default(),
+            attributes: attributes(i.metadata)?,
+            size: i.content_length.map(|n| n as u64),
+            condition,
+            ..Default::default()
+        };
+        let body = i.body.ok_or_else(|| s3_error!(IncompleteBody, "a put needs a body"))?;
+        let r = self.store(spec, body).await?;
+        Ok(S3Response::new(PutObjectOutput { e_tag: etag(&r), size: Some(r.size as i64), ..Default::default() }))
+    }
+
+    async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+        let i = req.input;
+        self.check_key(&i.bucket, &i.key)?;
+        if i.part_number.is_some() {
+            return Err(s3_error!(NotImplemented, "GetObject by part number is not served"));
+        }
+        let version = i.version_id.as_deref();
+        let (head, _) = self.service.stat(&i.bucket, &i.key, version).await.map_err(s3)?;
+        if head.digest.is_none() {
+            return Err(s3_error!(NoSuchKey, "the key's latest version is a delete marker"));
+        }
+        Self::preconditions(&head, &i.if_match, &i.if_none_match, &i.if_modified_since, &i.if_unmodified_since)?;
+        let (range, content_range) = match &i.range {
+            None => (StoreRange::ALL, None),
+            Some(r) => {
+                let r = r.check(head.size)?;
+                let len = r.end - r.start;
+                (StoreRange { offset: r.start, len: Some(len) }, Some(format!("bytes {}-{}/{}", r.start, r.end - 1, head.size)))
+            }
+        };
+        // The version stat named, so a concurrent put cannot mix two.
+        let (r, body) = self.read(&i.bucket, &i.key, Some(&head.version), range).await?;
+        let length = range.len.unwrap_or(r.size);
+        Ok(S3Response::new(GetObjectOutput {
+            body: Some(body),
+            content_length: Some(length as i64),
+            content_range,
+            content_type: (!r.content_type.is_empty()).then(|| r.content_type.clone()),
+            e_tag: etag(&r),
+            last_modified: Some(timestamp(r.modified_ms)),
+            metadata: metadata(&r),
+            accept_ranges: Some("bytes".into()),
+            ..Default::default()
+        }))
+    }
+
+    async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+        let i = req.input;
+        self.check_key(&i.bucket, &i.key)?;
+        let (r, _) = self.service.stat(&i.bucket, &i.key, i.version_id.as_deref()).await.map_err(s3)?;
+        if r.digest.is_none() {
+            return Err(s3_error!(NoSuchKey, "the key's latest version is a delete marker"));
+        }
+        Self::preconditions(&r, &i.if_match, &i.if_none_match, &i.if_modified_since, &i.if_unmodified_since)?;
+        Ok(S3Response::new(HeadObjectOutput {
+            content_length: Some(r.size as i64),
+            content_type: (!r.content_type.is_empty()).then(|| r.content_type.clone()),
+            e_tag: etag(&r),
+            last_modified: Some(timestamp(r.modified_ms)),
+            metadata: metadata(&r),
+            accept_ranges: Some("bytes".into()),
+            ..Default::default()
+        }))
+    }
+
+    async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+        let i = req.input;
+        self.check_key(&i.bucket, &i.key)?;
+        if i.version_id.is_some() {
+            return Err(s3_error!(NotImplemented, "deleting a version by id is not served yet"));
+        }
+        match self.service.delete(&i.bucket, &i.key, None).await {
+            Ok(strata_meta::Deleted::Marker(v)) => {
+                Ok(S3Response::new(DeleteObjectOutput { delete_marker: Some(true), version_id: Some(v), ..Default::default() }))
+            }
+            Ok(strata_meta::Deleted::Removed) => Ok(S3Response::new(DeleteObjectOutput::default())),
+            // S3 answers 204 for a key that is not there.
+            Err(e) if e.kind() == strata_objects::Kind::NotFound && !e.to_string().starts_with("bucket ") => {
+                Ok(S3Response::new(DeleteObjectOutput::default()))
+            }
+            Err(e) => Err(s3(e)),
+        }
+    }
+
+    async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        let i = req.input;
+        self.check_bucket(&i.bucket)?;
+        if i.delete.objects.len() > 1000 {
+            return Err(s3_error!(MalformedXML, "at most 1000 keys per DeleteObjects"));
+        }
+        let quiet = i.delete.quiet.unwrap_or(false);
+        let (mut deleted, mut errors) = (Vec::new(), Vec::new());
+        for o in i.delete.objects {
+            if o.version_id.is_some() {
+                errors.push(Error {
+                    key: Some(o.key),
+                    code: Some("NotImplemented".into()),
+                    message: Some("deleting a version by id is not served yet".into()),
+                    ..Default::default()
+                });
+                continue;
+            }
+            if let Err(e) = strata_meta::names::key(&o.key, self.max_key_length) {
+                errors.push(Error { key: Some(o.key), code: Some("InvalidArgument".into()), message: Some(e), ..Default::default() });
+                continue;
+            }
+            match self.service.delete(&i.bucket, &o.key, None).await {
+                Ok(d) => {
+                    if !quiet {
+                        let marker = match d {
+                            strata_meta::Deleted::Marker(v) => Some(v),
+                            strata_meta::Deleted::Removed => None,
+                        };
+                        deleted.push(DeletedObject {
+                            key: Some(o.key),
+                            delete_marker: marker.as_ref().map(|_| true),
+                            delete_marker_version_id: marker,
+                            ..Default::default()
+                        });
+                    }
+                }
+                Err(e) if e.kind() == strata_objects::Kind::NotFound && !e.to_string().starts_with("bucket ") => {
+                    if !quiet {
+                        deleted.push(DeletedObject { key: Some(o.key), ..Default::default() });
+                    }
+                }
+                Err(e) => {
+                    let e = s3(e);
+                    errors.push(Error {
+                        key: Some(o.key),
+                        code: Some(e.code().as_str().to_string()),
+                        message: e.message().map(str::to_string),
+                        ..Default::default()
+                    })
+                }
+            }
+        }
+        Ok(S3Response::new(DeleteObjectsOutput { deleted: Some(deleted), errors: Some(errors), ..Default::default() }))
+    }
+
+    async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
+        let i = req.input;
+        self.check_key(&i.bucket, &i.key)?;
+        let CopySource::Bucket { bucket: sb, key: sk, version_id: sv } = &i.copy_source else {
+            return Err(s3_error!(NotImplemented, "only bucket/key copy sources are served"));
+        };
+        self.check_key(sb, sk)?;
+        let (head, _) = self.service.stat(sb, sk, sv.as_deref()).await.map_err(s3)?;
+        if head.digest.is_none() {
+            return Err(s3_error!(NoSuchKey, "the copy source is a delete marker"));
+        }
+        Self::preconditions(
+            &head,
+            &i.copy_source_if_match,
+            &i.copy_source_if_none_match,
+            &i.copy_source_if_modified_since,
+            &i.copy_source_if_unmodified_since,
+        )
+        .map_err(|e| if *e.code() == S3ErrorCode::NotModified { s3_error!(PreconditionFailed) } else { e })?;
+        let replace = i.metadata_directive.as_ref().is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+        if !replace && sb.as_ref() == i.bucket && sk.as_ref() == i.key && sv.is_none() {
+            return Err(s3_error!(InvalidRequest, "copying an object onto itself needs x-amz-metadata-directive: REPLACE"));
+        }
+        let (attributes, content_type) = if replace {
+            (attributes(i.metadata)?, i.content_type.unwrap_or_default())
+        } else {
+            (head.attributes.clone(), head.content_type.clone())
+        };
+        let (_, body) = self.read(sb, sk, Some(&head.version), StoreRange::ALL).await?;
+        let spec = PutSpec {
+            bucket: i.bucket,
+            key: i.key,
+            content_type,
+            attributes,
+            size: Some(head.size),
+            expected_digest: head.digest,
+            ..Default::default()
+        };
+        let r = self.store(spec, body).await?;
+        Ok(S3Response::new(CopyObjectOutput {
+            copy_object_result: Some(CopyObjectResult {
+                e_tag: etag(&r),
+                last_modified: Some(timestamp(r.modified_ms)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
+        let i = req.input;
+        self.check_bucket(&i.bucket)?;
+        let max = i.max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
+        let after = match (&i.continuation_token, &i.start_after) {
+            (Some(t), _) => Some(decode_token(t)?),
+            (None, Some(s)) if !s.is_empty() => Some(s.clone()),
+            _ => None,
+        };
+        let page = list(&*self.service, &i.bucket, i.prefix.as_deref().unwrap_or(""), i.delimiter.as_deref(), after, max).await?;
+        let url = i.encoding_type.as_ref().is_some_and(|e| e.as_str() == EncodingType::URL);
+        let enc = |s: String| if url { urlencode(&s) } else { s };
+        Ok(S3Response::new(ListObjectsV2Output {
+            name: Some(i.bucket),
+            prefix: Some(enc(i.prefix.unwrap_or_default())),
+            delimiter: i.delimiter.map(enc),
+            max_keys: Some(max as i32),
+            key_count: Some((page.objects.len() + page.prefixes.len()) as i32),
+            is_truncated: Some(page.next.is_some()),
+            continuation_token: i.continuation_token,
+            next_continuation_token: page.next.as_deref().map(encode_token),
+            start_after: i.start_after.map(enc),
+            encoding_type: i.encoding_type,
+            contents: Some(page.objects.into_iter().map(|r| object(r, &enc)).collect()),
+            common_prefixes: Some(page.prefixes.into_iter().map(|p| CommonPrefix { prefix: Some(enc(p)) }).collect()),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
+        let i = req.input;
+        self.check_bucket(&i.bucket)?;
+        let max = i.max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
+        let after = i.marker.clone().filter(|m| !m.is_empty());
+        let page = list(&*self.service, &i.bucket, i.prefix.as_deref().unwrap_or(""), i.delimiter.as_deref(), after, max).await?;
+        let url = i.encoding_type.as_ref().is_some_and(|e| e.as_str() == EncodingType::URL);
+        let enc = |s: String| if url { urlencode(&s) } else { s };
+        // v1 names the next marker only with a delimiter; clients use the last key otherwise.
+        let next_marker = if i.delimiter.is_some() { page.next.clone().map(enc) } else { None };
+        Ok(S3Response::new(ListObjectsOutput {
+            name: Some(i.bucket),
+            prefix: Some(enc(i.prefix.unwrap_or_default())),
+            delimiter: i.delimiter.map(enc),
+            marker: Some(enc(i.marker.unwrap_or_default())),
+            next_marker,
+            max_keys: Some(max as i32),
+            is_truncated: Some(page.next.is_some()),
+            encoding_type: i.encoding_type,
+            contents: Some(page.objects.into_iter().map(|r| object(r, &enc)).collect()),
+            common_prefixes: Some(page.prefixes.into_iter().map(|p| CommonPrefix { prefix: Some(enc(p)) }).collect()),
+            ..Default::default()
+        }))
+    }
+}
+
+fn object(r: ObjectRecord, enc: &impl Fn(String) -> String) -> Object {
+    Object {
+        e_tag: etag(&r),
+        last_modified: Some(timestamp(r.modified_ms)),
+        size: Some(r.size as i64),
+        storage_class: Some(ObjectStorageClass::from_static(ObjectStorageClass::STANDARD)),
+        key: Some(enc(r.key)),
+        ..Default::default()
+    }
+}
+
+/// One page of a listing: objects and common prefixes in key order, and
+/// where the next page starts (the last key or prefix of this one).
+struct Page {
+    objects: Vec<ObjectRecord>,
+    prefixes: Vec<String>,
+    next: Option<String>,
+}
+
+/// Lists `max` entries after `after`, folding keys that share a prefix up
+/// to the delimiter into one common prefix (and skipping past the rest of
+/// them in one step).
+async fn list(
+    service: &dyn ObjectService,
+    bucket: &str,
+    prefix: &str,
+    delimiter: Option<&str>,
+    mut after: Option<String>,
+    max: usize,
+) -> S3Result<Page> {
+    let mut page = Page { objects: Vec::new(), prefixes: Vec::new(), next: None };
+    let delimiter = delimiter.filter(|d| !d.is_empty());
+    if max == 0 {
+        return Ok(page);
+    }
+    loop {
+        let batch = service.list(bucket, prefix, after.as_deref(), (max as u32 + 1).min(1000)).await.map_err(s3)?;
+        if !batch.missing.is_empty() {
+            return Err(s3_error!(ServiceUnavailable, "part of the cluster cannot be asked: {}", batch.missing.join(", ")));
+        }
+        let exhausted = batch.value.is_empty();
+        for r in batch.value {
+            after = Some(r.key.clone());
+            let folded = delimiter.and_then(|d| r.key[prefix.len()..].find(d).map(|at| r.key[..prefix.len() + at + d.len()].to_string()));
+            if page.objects.len() + page.prefixes.len() == max {
+                // One more entry exists: this page is truncated.
+                page.next = Some(
+                    page.prefixes.last().cloned().into_iter().chain(page.objects.last().map(|o| o.key.clone())).max().unwrap_or_default(),
+                );
+                return Ok(page);
+            }
+            match folded {
+                Some(p) => {
+                    // Everything under the prefix is one entry: skip past it.
+                    after = Some(format!("{p}\u{10FFFF}"));
+                    page.prefixes.push(p);
+                    break;
+                }
+                None => page.objects.push(r),
+            }
+        }
+        if exhausted {
+            return Ok(page);
+        }
+    }
+}
+
+/// Continuation tokens are the last key or prefix of the page, hex-encoded
+/// so any key survives a round trip through a client.
+fn encode_token(after: &str) -> String {
+    hex::encode(after.as_bytes())
+}
+
+fn decode_token(t: &str) -> S3Result<String> {
+    hex::decode(t)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| s3_error!(InvalidArgument, "the continuation token is not one this server gave"))
+}
+
+/// `encoding-type=url`: percent-encode all but unreserved characters and `/`.
+fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}

@@ -1,0 +1,249 @@
+//! The S3 gateway with the clients people use: the `aws` cli and boto3
+//! (installed with pip when missing), against a real server with access
+//! keys made by `strata s3 key create`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use crate::common::*;
+
+/// A Python package's command or module, installed with pip when missing.
+fn ensure_pip(works: impl Fn() -> bool, requirement: &str) {
+    static PIP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = PIP.lock().unwrap_or_else(|e| e.into_inner());
+    if works() {
+        return;
+    }
+    let pip = |extra: &[&str]| {
+        Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+            .args(extra)
+            .arg(requirement)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let _ = pip(&[]) || pip(&["--user", "--break-system-packages"]);
+    assert!(works(), "could not install {requirement} with pip: `python3 -m pip install {requirement}`");
+}
+
+/// The `aws` command (PyPI's awscli).
+fn aws() -> PathBuf {
+    let found = || {
+        let dirs = Command::new("python3")
+            .args([
+                "-c",
+                "import sysconfig, os; print(sysconfig.get_path('scripts')); print(sysconfig.get_path('scripts', os.name + '_user'))",
+            ])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).lines().map(PathBuf::from).collect::<Vec<_>>())
+            .unwrap_or_default();
+        std::iter::once(PathBuf::from("aws"))
+            .chain(dirs.into_iter().map(|d| d.join("aws")))
+            .find(|c| Command::new(c).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success()))
+    };
+    ensure_pip(|| found().is_some(), "awscli");
+    found().unwrap()
+}
+
+fn boto3() {
+    ensure_pip(|| Command::new("python3").args(["-c", "import boto3"]).status().is_ok_and(|s| s.success()), "boto3");
+}
+
+struct Key {
+    access: String,
+    secret: String,
+}
+
+/// A key from `strata s3 key create` for `bucket` with `rights`.
+fn key(s: &TestServer, bucket: &str, rights: &[&str]) -> Key {
+    let mut args = vec!["s3", "key", "create", "--config", s.config.to_str().unwrap(), "--bucket", bucket, "--json"];
+    args.extend_from_slice(rights);
+    let o = Command::new(strata_bin()).args(&args).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    Key { access: v["access_key"].as_str().unwrap().into(), secret: v["secret_key"].as_str().unwrap().into() }
+}
+
+fn start() -> TestServer {
+    TestServer::start("[s3]\nlisten = \"127.0.0.1:0\"\n")
+}
+
+/// Runs `aws` against the gateway with `key`, in `dir`.
+fn run_aws(s: &TestServer, k: &Key, dir: &Path, args: &[&str]) -> Output {
+    Command::new(aws())
+        .arg("--endpoint-url")
+        .arg(format!("http://{}", s.s3_addr()))
+        .args(args)
+        .current_dir(dir)
+        .env("AWS_ACCESS_KEY_ID", &k.access)
+        .env("AWS_SECRET_ACCESS_KEY", &k.secret)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", s.dir.path().join("no-aws-config"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", s.dir.path().join("no-aws-credentials"))
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_CA_BUNDLE")
+        .env_remove("AWS_PROFILE")
+        .output()
+        .unwrap()
+}
+
+fn ok(o: Output) -> String {
+    assert!(o.status.success(), "{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap()
+}
+
+#[test]
+fn the_aws_cli_copies_lists_syncs_and_presigns() {
+    let s = start();
+    let k = key(&s, "*", &["--read", "--write"]);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(run_aws(&s, &k, d, &["s3", "mb", "s3://photos"]));
+    let data = random_bytes(3_000_000);
+    std::fs::write(d.join("f1"), &data).unwrap();
+    ok(run_aws(&s, &k, d, &["s3", "cp", "f1", "s3://photos/a/b/f1"]));
+    let ls = ok(run_aws(&s, &k, d, &["s3", "ls", "s3://photos/"]));
+    assert!(ls.contains("PRE a/"), "{ls}");
+    let ls = ok(run_aws(&s, &k, d, &["s3", "ls", "--recursive", "s3://photos/"]));
+    assert!(ls.contains("3000000 a/b/f1"), "{ls}");
+    ok(run_aws(&s, &k, d, &["s3", "cp", "s3://photos/a/b/f1", "back"]));
+    assert!(std::fs::read(d.join("back")).unwrap() == data);
+
+    // sync up and down: every file, byte-exact, and nothing sent twice.
+    let tree = d.join("tree");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    for i in 0..5 {
+        std::fs::write(tree.join(format!("sub/f{i}")), format!("file {i}")).unwrap();
+    }
+    ok(run_aws(&s, &k, d, &["s3", "sync", "tree", "s3://photos/tree"]));
+    let again = ok(run_aws(&s, &k, d, &["s3", "sync", "tree", "s3://photos/tree"]));
+    assert!(!again.contains("upload:"), "an unchanged tree sends nothing: {again}");
+    ok(run_aws(&s, &k, d, &["s3", "sync", "s3://photos/tree", "down"]));
+    for i in 0..5 {
+        assert_eq!(std::fs::read_to_string(d.join(format!("down/sub/f{i}"))).unwrap(), format!("file {i}"));
+    }
+
+    // A presigned URL works with curl, without credentials.
+    let url = ok(run_aws(&s, &k, d, &["s3", "presign", "s3://photos/a/b/f1", "--expires-in", "300"]));
+    let got = Command::new("curl").args(["-sf", url.trim()]).output().unwrap();
+    assert!(got.status.success() && got.stdout == data, "presigned GET: {:?}", got.status);
+    let tampered = url.trim().replace("a/b/f1", "a/b/f2");
+    let refused = Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &tampered]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&refused.stdout), "403", "a URL signed for another key is refused");
+
+    ok(run_aws(&s, &k, d, &["s3", "rm", "--recursive", "s3://photos/"]));
+    ok(run_aws(&s, &k, d, &["s3", "rb", "s3://photos"]));
+    let ls = ok(run_aws(&s, &k, d, &["s3", "ls"]));
+    assert!(!ls.contains("photos"), "{ls}");
+    // The same objects through gRPC: the gateway is a front end, not a store.
+    let o = s.cli(&["bucket", "ls"]);
+    assert!(o.status.success() && !String::from_utf8_lossy(&o.stdout).contains("photos"));
+}
+
+const BOTO: &str = r#"
+import sys, boto3, botocore
+from botocore.config import Config
+endpoint, ak, sk, other_ak, other_sk = sys.argv[1:6]
+cfg = Config(signature_version="s3v4", retries={"max_attempts": 1})
+def client(a, s):
+    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=a, aws_secret_access_key=s, region_name="us-east-1", config=cfg)
+c = client(ak, sk)
+def code(f):
+    try:
+        f()
+    except botocore.exceptions.ClientError as e:
+        return e.response["Error"]["Code"]
+    return "ok"
+
+c.create_bucket(Bucket="bkt")
+assert code(lambda: c.create_bucket(Bucket="bkt")) in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists")
+r = c.put_object(Bucket="bkt", Key="docs/a.txt", Body=b"hello world", ContentType="text/plain", Metadata={"owner": "ada", "team": "x"})
+etag = r["ETag"]
+h = c.head_object(Bucket="bkt", Key="docs/a.txt")
+assert h["ContentLength"] == 11 and h["ContentType"] == "text/plain", h
+assert h["Metadata"] == {"owner": "ada", "team": "x"}, h["Metadata"]
+assert h["ETag"] == etag
+g = c.get_object(Bucket="bkt", Key="docs/a.txt", Range="bytes=2-5")
+assert g["Body"].read() == b"llo " and g["ContentRange"] == "bytes 2-5/11", g
+assert code(lambda: c.get_object(Bucket="bkt", Key="docs/a.txt", Range="bytes=50-60")) == "InvalidRange"
+assert code(lambda: c.get_object(Bucket="bkt", Key="docs/a.txt", IfNoneMatch=etag)) == "304"
+assert code(lambda: c.get_object(Bucket="bkt", Key="docs/a.txt", IfMatch='"0000"')) == "PreconditionFailed"
+assert code(lambda: c.get_object(Bucket="bkt", Key="nope")) == "NoSuchKey"
+assert code(lambda: c.get_object(Bucket="nobucket", Key="x")) == "NoSuchBucket"
+
+# Conditional writes.
+assert code(lambda: c.put_object(Bucket="bkt", Key="docs/a.txt", Body=b"x", IfNoneMatch="*")) == "PreconditionFailed"
+assert code(lambda: c.put_object(Bucket="bkt", Key="docs/new.txt", Body=b"first", IfNoneMatch="*")) == "ok"
+assert code(lambda: c.put_object(Bucket="bkt", Key="docs/a.txt", Body=b"v2", IfMatch='"0000"')) == "PreconditionFailed"
+assert code(lambda: c.put_object(Bucket="bkt", Key="docs/a.txt", Body=b"v2", IfMatch=etag)) == "ok"
+assert c.get_object(Bucket="bkt", Key="docs/a.txt")["Body"].read() == b"v2"
+
+# Copy: metadata copied, or replaced.
+c.copy_object(Bucket="bkt", Key="copy1", CopySource={"Bucket": "bkt", "Key": "docs/new.txt"})
+c.put_object(Bucket="bkt", Key="meta", Body=b"m", Metadata={"a": "1"})
+c.copy_object(Bucket="bkt", Key="copy2", CopySource={"Bucket": "bkt", "Key": "meta"})
+assert c.head_object(Bucket="bkt", Key="copy2")["Metadata"] == {"a": "1"}
+c.copy_object(Bucket="bkt", Key="copy3", CopySource={"Bucket": "bkt", "Key": "meta"}, MetadataDirective="REPLACE", Metadata={"b": "2"})
+assert c.head_object(Bucket="bkt", Key="copy3")["Metadata"] == {"b": "2"}
+assert c.get_object(Bucket="bkt", Key="copy1")["Body"].read() == b"first"
+
+# Listing: pagination, delimiters, start-after, url encoding.
+for i in range(7):
+    c.put_object(Bucket="bkt", Key=f"list/k{i}", Body=b"x")
+c.put_object(Bucket="bkt", Key="list/sub/deep", Body=b"x")
+c.put_object(Bucket="bkt", Key="list/with space+plus", Body=b"x")
+keys = []
+for page in c.get_paginator("list_objects_v2").paginate(Bucket="bkt", Prefix="list/", PaginationConfig={"PageSize": 2}):
+    keys += [o["Key"] for o in page.get("Contents", [])]
+assert keys == [f"list/k{i}" for i in range(7)] + ["list/sub/deep", "list/with space+plus"], keys
+r = c.list_objects_v2(Bucket="bkt", Prefix="list/", Delimiter="/")
+assert [p["Prefix"] for p in r["CommonPrefixes"]] == ["list/sub/"], r
+assert len(r["Contents"]) == 8
+r = c.list_objects_v2(Bucket="bkt", Prefix="list/", StartAfter="list/k5")
+assert [o["Key"] for o in r["Contents"]][:2] == ["list/k6", "list/sub/deep"]
+v1 = []
+for page in c.get_paginator("list_objects").paginate(Bucket="bkt", Prefix="list/", PaginationConfig={"PageSize": 3}):
+    v1 += [o["Key"] for o in page.get("Contents", [])]
+assert v1 == keys, v1
+r = c.list_objects_v2(Bucket="bkt", Prefix="list/with", EncodingType="url")
+assert [o["Key"] for o in r["Contents"]] == ["list/with%20space%2Bplus"], r
+
+# Delete many.
+r = c.delete_objects(Bucket="bkt", Delete={"Objects": [{"Key": f"list/k{i}"} for i in range(7)] + [{"Key": "never-there"}]})
+assert len(r["Deleted"]) == 8 and not r.get("Errors"), r
+assert code(lambda: c.delete_bucket(Bucket="bkt")) == "BucketNotEmpty"
+
+# Access: a key for another bucket, an unsigned request, a wrong secret.
+o = client(other_ak, other_sk)
+assert [b["Name"] for b in o.list_buckets()["Buckets"]] == [], "a key sees only its buckets"
+assert code(lambda: o.get_object(Bucket="bkt", Key="meta")) == "AccessDenied"
+assert code(lambda: o.put_object(Bucket="bkt", Key="x", Body=b"x")) == "AccessDenied"
+assert code(lambda: o.copy_object(Bucket="other", Key="c", CopySource={"Bucket": "bkt", "Key": "meta"})) == "AccessDenied"
+anon = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", config=Config(signature_version=botocore.UNSIGNED))
+assert code(lambda: anon.get_object(Bucket="bkt", Key="meta")) == "AccessDenied"
+assert code(lambda: client(ak, "wrong" + sk[5:]).get_object(Bucket="bkt", Key="meta")) == "SignatureDoesNotMatch"
+
+# What is not built says so.
+assert code(lambda: c.put_bucket_tagging(Bucket="bkt", Tagging={"TagSet": []})) == "NotImplemented"
+print("boto3 ok")
+"#;
+
+#[test]
+fn boto3_conditional_puts_copies_listings_and_refusals() {
+    boto3();
+    let s = start();
+    let k = key(&s, "*", &["--read", "--write"]);
+    let other = key(&s, "other", &["--read", "--write"]);
+    let o = Command::new("python3")
+        .args(["-c", BOTO, &format!("http://{}", s.s3_addr()), &k.access, &k.secret, &other.access, &other.secret])
+        .env("AWS_CONFIG_FILE", s.dir.path().join("no-aws-config"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", s.dir.path().join("no-aws-credentials"))
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_CA_BUNDLE")
+        .output()
+        .unwrap();
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("boto3 ok"), "{}", String::from_utf8_lossy(&o.stderr));
+    // The objects boto3 wrote are the gRPC API's objects.
+    let got = s.cli(&["get", "--bucket", "bkt", "copy1"]);
+    assert_eq!(String::from_utf8_lossy(&got.stdout), "first", "{got:?}");
+}
