@@ -250,10 +250,14 @@ fn merge_toml(base: &str, extra: &str) -> String {
 /// installed with pip when missing so the suite runs on a machine that has
 /// only Python. Tests installing at once take turns.
 pub fn pip_tool(command: &str, requirement: &str) -> PathBuf {
-    static PIP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    pip_tool_checked(command, requirement, "--help")
+}
+
+/// The same, for a command whose `--help` fails (`aws`): `check` is an
+/// argument it answers with success.
+pub fn pip_tool_checked(command: &str, requirement: &str, check: &str) -> PathBuf {
     let _turn = PIP.lock().unwrap_or_else(|e| e.into_inner());
-    let works =
-        |cmd: &Path| Command::new(cmd).arg("--help").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+    let works = |cmd: &Path| Command::new(cmd).arg(check).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
     // On PATH, or where pip puts scripts (the interpreter's, the user's).
     let find = || {
         let script_dirs = Command::new("python3")
@@ -269,6 +273,24 @@ pub fn pip_tool(command: &str, requirement: &str) -> PathBuf {
     if let Some(c) = find() {
         return c;
     }
+    pip_install(requirement);
+    find().unwrap_or_else(|| panic!("could not install {requirement:?} with pip: install it with `python3 -m pip install '{requirement}'`"))
+}
+
+/// Tests installing with pip at once take turns.
+static PIP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A Python module (`boto3`), installed with pip when missing.
+pub fn pip_module(module: &str, requirement: &str) {
+    let _turn = PIP.lock().unwrap_or_else(|e| e.into_inner());
+    let works = || Command::new("python3").args(["-c", &format!("import {module}")]).status().is_ok_and(|s| s.success());
+    if !works() {
+        pip_install(requirement);
+        assert!(works(), "could not install {requirement:?} with pip: install it with `python3 -m pip install '{requirement}'`");
+    }
+}
+
+fn pip_install(requirement: &str) {
     let pip = |extra: &[&str]| {
         Command::new("python3")
             .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
@@ -279,7 +301,14 @@ pub fn pip_tool(command: &str, requirement: &str) -> PathBuf {
     };
     // A distribution's own Python refuses plain installs (PEP 668).
     let _ = pip(&[]) || pip(&["--user", "--break-system-packages"]);
-    find().unwrap_or_else(|| panic!("could not install {requirement:?} with pip: install it with `python3 -m pip install '{requirement}'`"))
+}
+
+/// Replaces `to` with a copy of `from` by a rename, as deploy tools do: a
+/// reader never sees half a file.
+pub fn replace_file(from: &Path, to: &Path) {
+    let tmp = to.with_extension("partial");
+    std::fs::copy(from, &tmp).unwrap();
+    std::fs::rename(&tmp, to).unwrap();
 }
 
 /// A command a Debian package provides (`skopeo`), installed with apt-get

@@ -254,19 +254,12 @@ fn python_component_v2() -> &'static Path {
         .1
 }
 
-/// Copies `from` over `to` by a rename, as a deploy would.
-fn deploy(from: &Path, to: &Path) {
-    let tmp = to.with_extension("partial");
-    std::fs::copy(from, &tmp).unwrap();
-    std::fs::rename(&tmp, to).unwrap();
-}
-
 #[tokio::test]
 async fn a_plugin_reloads_under_a_stream_of_placements_without_a_failed_call() {
     let (v1, v2) = (python_component(), python_component_v2());
     let dir = tempfile::tempdir().unwrap();
     let live = dir.path().join("labels.wasm");
-    deploy(v1, &live);
+    replace_file(v1, &live);
     let s = TestServer::start(&format!(
         "[[plugins]]\nname = \"labels\"\nkind = \"node-selector\"\npath = {live:?}\ncall_timeout = \"5s\"\n[plugins.config]\nrequire = \"gpu=true\"\n"
     ));
@@ -302,7 +295,7 @@ async fn a_plugin_reloads_under_a_stream_of_placements_without_a_failed_call() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    deploy(v2, &live);
+    replace_file(v2, &live);
     let out = s.cli(&["reload"]);
     let said = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
@@ -337,7 +330,7 @@ async fn a_plugin_reloads_under_a_stream_of_placements_without_a_failed_call() {
     assert_eq!(version(&s), "0.2.0");
 
     // SIGHUP does the same.
-    deploy(v1, &live);
+    replace_file(v1, &live);
     let pid = s.child.as_ref().unwrap().id().to_string();
     assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
     let deadline = std::time::Instant::now() + Duration::from_secs(60);

@@ -3,50 +3,17 @@
 //! keys made by `strata s3 key create`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use crate::common::*;
 
-/// A Python package's command or module, installed with pip when missing.
-fn ensure_pip(works: impl Fn() -> bool, requirement: &str) {
-    static PIP: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _turn = PIP.lock().unwrap_or_else(|e| e.into_inner());
-    if works() {
-        return;
-    }
-    let pip = |extra: &[&str]| {
-        Command::new("python3")
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
-            .args(extra)
-            .arg(requirement)
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    let _ = pip(&[]) || pip(&["--user", "--break-system-packages"]);
-    assert!(works(), "could not install {requirement} with pip: `python3 -m pip install {requirement}`");
-}
-
-/// The `aws` command (PyPI's awscli).
+/// The `aws` command (PyPI's awscli; its `--help` fails, `--version` works).
 fn aws() -> PathBuf {
-    let found = || {
-        let dirs = Command::new("python3")
-            .args([
-                "-c",
-                "import sysconfig, os; print(sysconfig.get_path('scripts')); print(sysconfig.get_path('scripts', os.name + '_user'))",
-            ])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).lines().map(PathBuf::from).collect::<Vec<_>>())
-            .unwrap_or_default();
-        std::iter::once(PathBuf::from("aws"))
-            .chain(dirs.into_iter().map(|d| d.join("aws")))
-            .find(|c| Command::new(c).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success()))
-    };
-    ensure_pip(|| found().is_some(), "awscli");
-    found().unwrap()
+    pip_tool_checked("aws", "awscli", "--version")
 }
 
 fn boto3() {
-    ensure_pip(|| Command::new("python3").args(["-c", "import boto3"]).status().is_ok_and(|s| s.success()), "boto3");
+    pip_module("boto3", "boto3");
 }
 
 struct Key {

@@ -180,13 +180,6 @@ async fn a_cluster_over_mtls_refuses_what_its_ca_did_not_sign() {
     assert!(!plain.status.success(), "the metrics listener serves only TLS");
 }
 
-/// Replaces `to`'s contents with `from`'s by a rename, as deploy tools do.
-fn swap_in(from: &Path, to: &Path) {
-    let tmp = to.with_extension("new");
-    std::fs::copy(from, &tmp).unwrap();
-    std::fs::rename(&tmp, to).unwrap();
-}
-
 #[tokio::test]
 async fn a_certificate_rotates_on_sighup_without_dropping_a_stream() {
     let dir = tempfile::tempdir().unwrap();
@@ -220,14 +213,14 @@ async fn a_certificate_rotates_on_sighup_without_dropping_a_stream() {
 
     // A certificate the configured CA did not sign is refused (peers would
     // refuse it), and the old one keeps serving.
-    swap_in(&new.join("node.crt"), &live.join("node.crt"));
-    swap_in(&new.join("node.key"), &live.join("node.key"));
+    replace_file(&new.join("node.crt"), &live.join("node.crt"));
+    replace_file(&new.join("node.key"), &live.join("node.key"));
     let e = ok_or_err(cli_tls(&url, &old_ca, &["reload"]));
     assert!(e.contains("does not verify against the CA"), "{e}");
     tls_client(&url, &old_ca).await.expect("the old certificate still serves");
 
     // With the new CA, SIGHUP.
-    swap_in(&new.join("ca.crt"), &live.join("ca.crt"));
+    replace_file(&new.join("ca.crt"), &live.join("ca.crt"));
     let pid = s.child.as_ref().unwrap().id().to_string();
     assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
     let deadline = Instant::now() + Duration::from_secs(10);

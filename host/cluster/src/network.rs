@@ -274,8 +274,12 @@ pub fn to_status(e: ClusterError) -> Status {
 /// error: ... invalid peer certificate: UnknownIssuer"), so a TLS or
 /// network failure says what it was.
 pub fn describe(s: &Status) -> String {
-    let mut out = s.message().to_string();
-    let mut cause = std::error::Error::source(s);
+    with_causes(s.message().to_string(), std::error::Error::source(s))
+}
+
+/// `first`, then each cause not already said, joined by ": ".
+pub fn with_causes(first: String, mut cause: Option<&(dyn std::error::Error + 'static)>) -> String {
+    let mut out = first;
     while let Some(c) = cause {
         let text = c.to_string();
         if !out.contains(&text) {

@@ -114,17 +114,8 @@ pub async fn connect(addr: &str) -> anyhow::Result<Client> {
 
 /// An error with its causes, on one line ("transport error: invalid peer
 /// certificate: UnknownIssuer").
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let s = c.to_string();
-        if !out.contains(&s) {
-            out = format!("{out}: {s}");
-        }
-        cause = c.source();
-    }
-    out
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    crate::cluster::network::with_causes(e.to_string(), e.source())
 }
 
 /// One line: what the server said and its status code.
