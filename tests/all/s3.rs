@@ -190,8 +190,56 @@ anon = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", config
 assert code(lambda: anon.get_object(Bucket="bkt", Key="meta")) == "AccessDenied"
 assert code(lambda: client(ak, "wrong" + sk[5:]).get_object(Bucket="bkt", Key="meta")) == "SignatureDoesNotMatch"
 
-# What is not built says so.
+# What is not built says so, and a request that asks for it is refused, not half done.
 assert code(lambda: c.put_bucket_tagging(Bucket="bkt", Tagging={"TagSet": []})) == "NotImplemented"
+import base64, datetime, hashlib
+key = base64.b64encode(b"k" * 32).decode()
+assert code(lambda: c.put_object(Bucket="bkt", Key="ssec", Body=b"secret", SSECustomerAlgorithm="AES256", SSECustomerKey=key)) == "NotImplemented"
+assert code(lambda: c.put_object(Bucket="bkt", Key="locked", Body=b"x", ObjectLockMode="COMPLIANCE",
+    ObjectLockRetainUntilDate=datetime.datetime(2030, 1, 1))) == "NotImplemented"
+assert code(lambda: c.put_object(Bucket="bkt", Key="tagged", Body=b"x", Tagging="a=b")) == "NotImplemented"
+assert code(lambda: c.put_object(Bucket="bkt", Key="sse", Body=b"x", ServerSideEncryption="AES256")) == "NotImplemented"
+assert code(lambda: c.head_object(Bucket="bkt", Key="ssec")) == "404"
+
+# Integrity: a wrong Content-MD5 or checksum stores nothing.
+good_md5 = base64.b64encode(hashlib.md5(b"payload").digest()).decode()
+bad_md5 = base64.b64encode(hashlib.md5(b"other").digest()).decode()
+assert code(lambda: c.put_object(Bucket="bkt", Key="md5", Body=b"payload", ContentMD5=bad_md5)) == "BadDigest"
+assert code(lambda: c.head_object(Bucket="bkt", Key="md5")) == "404"
+assert code(lambda: c.put_object(Bucket="bkt", Key="md5", Body=b"payload", ContentMD5=good_md5)) == "ok"
+bad_sum = base64.b64encode(hashlib.sha256(b"other").digest()).decode()
+assert code(lambda: c.put_object(Bucket="bkt", Key="sum", Body=b"payload", ChecksumSHA256=bad_sum)) == "BadDigest"
+assert code(lambda: c.head_object(Bucket="bkt", Key="sum")) == "404"
+assert code(lambda: c.put_object(Bucket="bkt", Key="crc", Body=b"payload", ChecksumAlgorithm="CRC32")) == "ok"
+
+# Standard headers round trip; a missing content type reads as S3's default.
+c.put_object(Bucket="bkt", Key="hdrs", Body=b"x", CacheControl="max-age=60", ContentDisposition="attachment", ContentLanguage="fr")
+h = c.head_object(Bucket="bkt", Key="hdrs")
+assert (h["CacheControl"], h["ContentDisposition"], h["ContentLanguage"]) == ("max-age=60", "attachment", "fr"), h
+assert h["ContentType"] == "binary/octet-stream", h
+assert code(lambda: c.put_object(Bucket="bkt", Key="big-meta", Body=b"x", Metadata={"v": "x" * 3000})) == "MetadataTooLarge"
+
+# A copy's destination conditions; a bad directive.
+assert code(lambda: c.copy_object(Bucket="bkt", Key="meta", CopySource={"Bucket": "bkt", "Key": "copy1"}, IfNoneMatch="*")) in ("PreconditionFailed", "412")
+assert c.get_object(Bucket="bkt", Key="meta")["Body"].read() == b"m"
+assert code(lambda: c.copy_object(Bucket="bkt", Key="c9", CopySource={"Bucket": "bkt", "Key": "meta"}, MetadataDirective="BOGUS")) in ("InvalidArgument", "400")
+
+# Ranges on an empty object.
+c.put_object(Bucket="bkt", Key="empty", Body=b"")
+assert code(lambda: c.get_object(Bucket="bkt", Key="empty", Range="bytes=-5")) == "InvalidRange"
+assert c.get_object(Bucket="bkt", Key="empty")["Body"].read() == b""
+
+# Delimited listings page by page never repeat a prefix nor loop.
+for k in ["/lead", "p/", "p//b", "p/b", "q/y/z", "r"]:
+    c.put_object(Bucket="bkt", Key="zz" + k, Body=b"x")
+seen = []
+for page in c.get_paginator("list_objects_v2").paginate(Bucket="bkt", Prefix="zz", Delimiter="/", PaginationConfig={"PageSize": 1}):
+    seen += [p["Prefix"] for p in page.get("CommonPrefixes", [])] + [o["Key"] for o in page.get("Contents", [])]
+assert seen == ["zz/", "zzp/", "zzq/", "zzr"], seen
+seen = []
+for page in c.get_paginator("list_objects").paginate(Bucket="bkt", Prefix="zz", Delimiter="/", PaginationConfig={"PageSize": 2}):
+    seen += [p["Prefix"] for p in page.get("CommonPrefixes", [])] + [o["Key"] for o in page.get("Contents", [])]
+assert sorted(seen) == ["zz/", "zzp/", "zzq/", "zzr"] and len(seen) == 4, seen
 print("boto3 ok")
 "#;
 

@@ -64,6 +64,14 @@ pub struct Access(pub Arc<Auth>);
 #[async_trait::async_trait]
 impl S3Access for Access {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
+        // A presigned URL lives at most 7 days, as on AWS.
+        if let Some(q) = cx.uri().query() {
+            for v in q.split('&').filter_map(|p| p.strip_prefix("X-Amz-Expires=")) {
+                if v.parse::<u64>().map_or(true, |n| n > 604_800) {
+                    return Err(s3_error!(AuthorizationQueryParametersError, "X-Amz-Expires must be at most 604800 seconds (7 days)"));
+                }
+            }
+        }
         let write = !reads(cx.s3_op().name());
         let ak = cx.credentials().map(|c| c.access_key.clone());
         let bucket = match cx.s3_path() {

@@ -16,6 +16,25 @@ use crate::error::s3;
 /// Attributes the gateway keeps for itself (not user metadata).
 const INTERNAL: &str = "s3.";
 
+/// S3's cap on user metadata (names and values), in bytes.
+const MAX_METADATA: usize = 2048;
+
+/// Refuses a request that sets any of these fields: a feature not built
+/// must never look like a success (an object lock that does not lock,
+/// encryption that does not encrypt).
+macro_rules! unsupported {
+    ($input:expr, $($field:ident => $what:literal),+ $(,)?) => {
+        $(
+            if $input.$field.is_some() {
+                return Err(s3_error!(NotImplemented, "{} is not supported by this gateway", $what));
+            }
+        )+
+    };
+}
+
+/// The standard object headers kept beside the content type.
+const HEADERS: [&str; 5] = ["cache-control", "content-disposition", "content-encoding", "content-language", "expires"];
+
 pub struct Gateway {
     pub service: Arc<dyn ObjectService>,
     /// To list only the buckets a key may read.
@@ -48,13 +67,46 @@ fn metadata(r: &ObjectRecord) -> Option<Metadata> {
 
 fn attributes(m: Option<Metadata>) -> S3Result<strata_meta::Attributes> {
     let mut out = strata_meta::Attributes::new();
-    for (k, v) in m.unwrap_or_default() {
+    let m = m.unwrap_or_default();
+    let size: usize = m.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if size > MAX_METADATA {
+        return Err(s3_error!(MetadataTooLarge, "user metadata takes {size} bytes; the limit is {MAX_METADATA}"));
+    }
+    for (k, v) in m {
         if k.starts_with(INTERNAL) {
             return Err(s3_error!(InvalidArgument, "metadata names starting with {INTERNAL:?} are reserved"));
         }
         out.insert(k, serde_json::Value::String(v));
     }
     Ok(out)
+}
+
+/// The standard headers as internal attributes.
+fn header_attributes(out: &mut strata_meta::Attributes, values: [Option<String>; 4], expires: Option<Timestamp>) {
+    for (name, v) in HEADERS.iter().zip(values) {
+        if let Some(v) = v {
+            out.insert(format!("{INTERNAL}{name}"), serde_json::Value::String(v));
+        }
+    }
+    if let Some(t) = expires {
+        let t: time::OffsetDateTime = t.into();
+        out.insert(format!("{INTERNAL}expires"), serde_json::Value::from(t.unix_timestamp()));
+    }
+}
+
+/// One standard header back from its attribute.
+fn header(r: &ObjectRecord, name: &str) -> Option<String> {
+    r.attributes.get(&format!("{INTERNAL}{name}")).and_then(|v| v.as_str()).map(str::to_string)
+}
+
+fn expires(r: &ObjectRecord) -> Option<Timestamp> {
+    let secs = r.attributes.get(&format!("{INTERNAL}expires"))?.as_i64()?;
+    time::OffsetDateTime::from_unix_timestamp(secs).ok().map(Timestamp::from)
+}
+
+/// S3's default for an object stored without a content type.
+fn content_type(r: &ObjectRecord) -> Option<String> {
+    Some(if r.content_type.is_empty() { "binary/octet-stream".to_string() } else { r.content_type.clone() })
 }
 
 impl Gateway {
@@ -64,7 +116,10 @@ impl Gateway {
 
     fn check_key(&self, b: &str, k: &str) -> S3Result<()> {
         self.check_bucket(b)?;
-        strata_meta::names::key(k, self.max_key_length).map_err(|e| S3Error::with_message(S3ErrorCode::KeyTooLongError, e))
+        strata_meta::names::key(k, self.max_key_length).map_err(|e| {
+            let code = if k.len() > self.max_key_length { S3ErrorCode::KeyTooLongError } else { S3ErrorCode::InvalidArgument };
+            S3Error::with_message(code, e)
+        })
     }
 
     /// The live object, or None when there is none.
@@ -91,8 +146,12 @@ impl Gateway {
             ETagCondition::Any => tag.is_some(),
             ETagCondition::ETag(t) => tag.as_ref().is_some_and(|e| e.value() == t.value()),
         };
+        // If-Match compares strongly: a weak tag never matches.
+        let strong = |c: &ETagCondition| matches!(c, ETagCondition::Any) || c.as_etag().is_some_and(|t| t.as_strong().is_some());
         match if_match {
-            Some(c) if !matches(c) => return Err(s3_error!(PreconditionFailed, "If-Match does not match the object's ETag")),
+            Some(c) if !(strong(c) && matches(c)) => {
+                return Err(s3_error!(PreconditionFailed, "If-Match does not match the object's ETag"));
+            }
             None if if_unmodified_since.as_ref().is_some_and(|t| modified > *t) => {
                 return Err(s3_error!(PreconditionFailed, "the object was modified since If-Unmodified-Since"));
             }
@@ -108,8 +167,17 @@ impl Gateway {
 
     /// Streams `body` into a put of `spec`; an error in the body (a bad
     /// signature or payload hash) fails the put, and nothing is stored.
-    async fn store(&self, spec: PutSpec, body: StreamingBlob) -> S3Result<ObjectRecord> {
-        let body = body.map(|r| r.map_err(|e| format!("the request body broke off: {e}"))).boxed();
+    async fn store(&self, spec: PutSpec, body: crate::verify::Checked, failure: crate::verify::Failure) -> S3Result<ObjectRecord> {
+        match self.service.put(spec, body.boxed()).await {
+            Ok(r) => Ok(r),
+            // The body's own failure (a bad checksum or signature) says what it was.
+            Err(e) => Err(failure.lock().expect("failure").take().unwrap_or_else(|| s3(e))),
+        }
+    }
+
+    /// A copy's bytes need no promises checked: they come from the store.
+    async fn store_copy(&self, spec: PutSpec, body: StreamingBlob) -> S3Result<ObjectRecord> {
+        let body = body.map(|r| r.map_err(|e| format!("reading the copy source failed: {e}"))).boxed();
         self.service.put(spec, body).await.map_err(s3)
     }
 
@@ -136,8 +204,19 @@ impl S3 for Gateway {
     }
 
     async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
-        let b = &req.input.bucket;
+        let i = &req.input;
+        let b = &i.bucket;
         self.check_bucket(b)?;
+        unsupported!(i, acl => "a bucket ACL", grant_full_control => "a grant", grant_read => "a grant", grant_read_acp => "a grant",
+            grant_write => "a grant", grant_write_acp => "a grant", object_ownership => "object ownership");
+        if i.object_lock_enabled_for_bucket == Some(true) {
+            return Err(s3_error!(NotImplemented, "object lock is not supported by this gateway"));
+        }
+        if let Some(l) = i.create_bucket_configuration.as_ref().and_then(|c| c.location_constraint.as_ref())
+            && l.as_str() != self.region
+        {
+            return Err(s3_error!(InvalidLocationConstraint, "this gateway's region is {}", self.region));
+        }
         self.service.create_bucket(b, None).await.map_err(s3)?;
         Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{b}")) }))
     }
@@ -166,8 +245,19 @@ impl S3 for Gateway {
     }
 
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+        let trailer = req.headers.get("x-amz-trailer").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let trailers = req.trailing_headers;
         let i = req.input;
         self.check_key(&i.bucket, &i.key)?;
+        unsupported!(i, acl => "an object ACL", grant_full_control => "a grant", grant_read => "a grant", grant_read_acp => "a grant",
+            grant_write_acp => "a grant", sse_customer_algorithm => "SSE-C", sse_customer_key => "SSE-C",
+            server_side_encryption => "server-side encryption (Strata encrypts at rest with [storage.encryption])",
+            ssekms_key_id => "SSE-KMS", object_lock_mode => "object lock", object_lock_retain_until_date => "object lock",
+            object_lock_legal_hold_status => "a legal hold", tagging => "object tagging",
+            website_redirect_location => "a website redirect", write_offset_bytes => "appending");
+        if i.storage_class.as_ref().is_some_and(|c| c.as_str() != StorageClass::STANDARD) {
+            return Err(s3_error!(NotImplemented, "storage classes other than STANDARD are not supported (Strata has tiers)"));
+        }
         let condition = match (&i.if_none_match, &i.if_match) {
             (Some(ETagCondition::Any), _) => Condition::IfAbsent,
             (Some(_), _) => return Err(s3_error!(NotImplemented, "If-None-Match on a put takes only *")),
@@ -185,17 +275,34 @@ impl S3 for Gateway {
             }
             (None, None) => Condition::Always,
         };
+        let mut attrs = attributes(i.metadata)?;
+        header_attributes(&mut attrs, [i.cache_control, i.content_disposition, i.content_encoding, i.content_language], i.expires);
         let spec = PutSpec {
             bucket: i.bucket,
             key: i.key,
             content_type: i.content_type.unwrap_or_default(),
-            attributes: attributes(i.metadata)?,
+            attributes: attrs,
             size: i.content_length.map(|n| n as u64),
             condition,
             ..Default::default()
         };
         let body = i.body.ok_or_else(|| s3_error!(IncompleteBody, "a put needs a body"))?;
-        let r = self.store(spec, body).await?;
+        let promises = crate::verify::Promises {
+            content_md5: i.content_md5,
+            sums: Checksum {
+                checksum_crc32: i.checksum_crc32,
+                checksum_crc32c: i.checksum_crc32c,
+                checksum_sha1: i.checksum_sha1,
+                checksum_sha256: i.checksum_sha256,
+                checksum_crc64nvme: i.checksum_crc64nvme,
+                ..Default::default()
+            },
+            algorithm: i.checksum_algorithm,
+            trailer,
+        };
+        let failure = crate::verify::Failure::default();
+        let body = crate::verify::Checked::new(body, promises, trailers, failure.clone())?;
+        let r = self.store(spec, body, failure).await?;
         Ok(S3Response::new(PutObjectOutput { e_tag: etag(&r), size: Some(r.size as i64), ..Default::default() }))
     }
 
@@ -205,6 +312,7 @@ impl S3 for Gateway {
         if i.part_number.is_some() {
             return Err(s3_error!(NotImplemented, "GetObject by part number is not served"));
         }
+        unsupported!(i, sse_customer_algorithm => "SSE-C", sse_customer_key => "SSE-C");
         let version = i.version_id.as_deref();
         let (head, _) = self.service.stat(&i.bucket, &i.key, version).await.map_err(s3)?;
         if head.digest.is_none() {
@@ -215,6 +323,9 @@ impl S3 for Gateway {
             None => (StoreRange::ALL, None),
             Some(r) => {
                 let r = r.check(head.size)?;
+                if r.start >= r.end {
+                    return Err(s3_error!(InvalidRange, "the range holds no byte of the object's {}", head.size));
+                }
                 let len = r.end - r.start;
                 (StoreRange { offset: r.start, len: Some(len) }, Some(format!("bytes {}-{}/{}", r.start, r.end - 1, head.size)))
             }
@@ -226,11 +337,16 @@ impl S3 for Gateway {
             body: Some(body),
             content_length: Some(length as i64),
             content_range,
-            content_type: (!r.content_type.is_empty()).then(|| r.content_type.clone()),
+            content_type: content_type(&r),
             e_tag: etag(&r),
             last_modified: Some(timestamp(r.modified_ms)),
             metadata: metadata(&r),
             accept_ranges: Some("bytes".into()),
+            cache_control: header(&r, "cache-control"),
+            content_disposition: header(&r, "content-disposition"),
+            content_encoding: header(&r, "content-encoding"),
+            content_language: header(&r, "content-language"),
+            expires: expires(&r),
             ..Default::default()
         }))
     }
@@ -238,6 +354,7 @@ impl S3 for Gateway {
     async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
         let i = req.input;
         self.check_key(&i.bucket, &i.key)?;
+        unsupported!(i, sse_customer_algorithm => "SSE-C", sse_customer_key => "SSE-C", part_number => "HeadObject by part number");
         let (r, _) = self.service.stat(&i.bucket, &i.key, i.version_id.as_deref()).await.map_err(s3)?;
         if r.digest.is_none() {
             return Err(s3_error!(NoSuchKey, "the key's latest version is a delete marker"));
@@ -245,11 +362,16 @@ impl S3 for Gateway {
         Self::preconditions(&r, &i.if_match, &i.if_none_match, &i.if_modified_since, &i.if_unmodified_since)?;
         Ok(S3Response::new(HeadObjectOutput {
             content_length: Some(r.size as i64),
-            content_type: (!r.content_type.is_empty()).then(|| r.content_type.clone()),
+            content_type: content_type(&r),
             e_tag: etag(&r),
             last_modified: Some(timestamp(r.modified_ms)),
             metadata: metadata(&r),
             accept_ranges: Some("bytes".into()),
+            cache_control: header(&r, "cache-control"),
+            content_disposition: header(&r, "content-disposition"),
+            content_encoding: header(&r, "content-encoding"),
+            content_language: header(&r, "content-language"),
+            expires: expires(&r),
             ..Default::default()
         }))
     }
@@ -330,12 +452,40 @@ impl S3 for Gateway {
     }
 
     async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
+        // CopyObject's If-Match / If-None-Match (on the destination) are
+        // headers s3s does not model.
+        let etag_header = |name: &str| -> S3Result<Option<ETagCondition>> {
+            match req.headers.get(name).map(|v| v.to_str()) {
+                None => Ok(None),
+                Some(Ok("*")) => Ok(Some(ETagCondition::Any)),
+                Some(Ok(v)) => ETag::parse_http_header(v.as_bytes())
+                    .map(|t| Some(ETagCondition::ETag(t)))
+                    .map_err(|_| s3_error!(InvalidArgument, "{name} is not an ETag")),
+                Some(Err(_)) => Err(s3_error!(InvalidArgument, "{name} is not text")),
+            }
+        };
+        let (req_if_none_match, req_if_match) = (etag_header("if-none-match")?, etag_header("if-match")?);
         let i = req.input;
         self.check_key(&i.bucket, &i.key)?;
         let CopySource::Bucket { bucket: sb, key: sk, version_id: sv } = &i.copy_source else {
             return Err(s3_error!(NotImplemented, "only bucket/key copy sources are served"));
         };
         self.check_key(sb, sk)?;
+        unsupported!(i, acl => "an object ACL", grant_full_control => "a grant", grant_read => "a grant", grant_read_acp => "a grant",
+            grant_write_acp => "a grant", sse_customer_algorithm => "SSE-C", sse_customer_key => "SSE-C",
+            copy_source_sse_customer_algorithm => "SSE-C", copy_source_sse_customer_key => "SSE-C",
+            server_side_encryption => "server-side encryption (Strata encrypts at rest with [storage.encryption])",
+            ssekms_key_id => "SSE-KMS", object_lock_mode => "object lock", object_lock_retain_until_date => "object lock",
+            object_lock_legal_hold_status => "a legal hold", tagging => "object tagging", tagging_directive => "object tagging",
+            website_redirect_location => "a website redirect");
+        if i.storage_class.as_ref().is_some_and(|c| c.as_str() != StorageClass::STANDARD) {
+            return Err(s3_error!(NotImplemented, "storage classes other than STANDARD are not supported (Strata has tiers)"));
+        }
+        let replace = match i.metadata_directive.as_ref().map(|d| d.as_str()) {
+            None | Some(MetadataDirective::COPY) => false,
+            Some(MetadataDirective::REPLACE) => true,
+            Some(other) => return Err(s3_error!(InvalidArgument, "x-amz-metadata-directive {other:?}: use COPY or REPLACE")),
+        };
         let (head, _) = self.service.stat(sb, sk, sv.as_deref()).await.map_err(s3)?;
         if head.digest.is_none() {
             return Err(s3_error!(NoSuchKey, "the copy source is a delete marker"));
@@ -348,15 +498,18 @@ impl S3 for Gateway {
             &i.copy_source_if_unmodified_since,
         )
         .map_err(|e| if *e.code() == S3ErrorCode::NotModified { s3_error!(PreconditionFailed) } else { e })?;
-        let replace = i.metadata_directive.as_ref().is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
         if !replace && sb.as_ref() == i.bucket && sk.as_ref() == i.key && sv.is_none() {
             return Err(s3_error!(InvalidRequest, "copying an object onto itself needs x-amz-metadata-directive: REPLACE"));
         }
         let (attributes, content_type) = if replace {
-            (attributes(i.metadata)?, i.content_type.unwrap_or_default())
+            let mut a = attributes(i.metadata)?;
+            header_attributes(&mut a, [i.cache_control, i.content_disposition, i.content_encoding, i.content_language], i.expires);
+            (a, i.content_type.unwrap_or_default())
         } else {
             (head.attributes.clone(), head.content_type.clone())
         };
+        // The destination's own conditions, as a put's.
+        let condition = req_dst_condition(self, &i.bucket, &i.key, &req_if_none_match, &req_if_match).await?;
         let (_, body) = self.read(sb, sk, Some(&head.version), StoreRange::ALL).await?;
         let spec = PutSpec {
             bucket: i.bucket,
@@ -365,9 +518,10 @@ impl S3 for Gateway {
             attributes,
             size: Some(head.size),
             expected_digest: head.digest,
+            condition,
             ..Default::default()
         };
-        let r = self.store(spec, body).await?;
+        let r = self.store_copy(spec, body).await?;
         Ok(S3Response::new(CopyObjectOutput {
             copy_object_result: Some(CopyObjectResult {
                 e_tag: etag(&r),
@@ -381,7 +535,8 @@ impl S3 for Gateway {
     async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
         let i = req.input;
         self.check_bucket(&i.bucket)?;
-        let max = i.max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
+        let max = max_keys(i.max_keys)?;
+        check_encoding(&i.encoding_type)?;
         let after = match (&i.continuation_token, &i.start_after) {
             (Some(t), _) => Some(decode_token(t)?),
             (None, Some(s)) if !s.is_empty() => Some(s.clone()),
@@ -410,7 +565,8 @@ impl S3 for Gateway {
     async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
         let i = req.input;
         self.check_bucket(&i.bucket)?;
-        let max = i.max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
+        let max = max_keys(i.max_keys)?;
+        check_encoding(&i.encoding_type)?;
         let after = i.marker.clone().filter(|m| !m.is_empty());
         let page = list(&*self.service, &i.bucket, i.prefix.as_deref().unwrap_or(""), i.delimiter.as_deref(), after, max).await?;
         let url = i.encoding_type.as_ref().is_some_and(|e| e.as_str() == EncodingType::URL);
@@ -431,6 +587,27 @@ impl S3 for Gateway {
             ..Default::default()
         }))
     }
+}
+
+/// A write's condition from If-None-Match / If-Match on its key.
+async fn req_dst_condition(
+    g: &Gateway,
+    bucket: &str,
+    key: &str,
+    if_none_match: &Option<ETagCondition>,
+    if_match: &Option<ETagCondition>,
+) -> S3Result<Condition> {
+    Ok(match (if_none_match, if_match) {
+        (Some(ETagCondition::Any), _) => Condition::IfAbsent,
+        (Some(_), _) => return Err(s3_error!(NotImplemented, "If-None-Match on a write takes only *")),
+        (None, Some(want)) => match g.live(bucket, key).await? {
+            Some(r) if matches!(want, ETagCondition::Any) || etag(&r).zip(want.as_etag()).is_some_and(|(a, b)| a.value() == b.value()) => {
+                Condition::IfVersion(r.version)
+            }
+            _ => return Err(s3_error!(PreconditionFailed, "If-Match does not match the object's ETag")),
+        },
+        (None, None) => Condition::Always,
+    })
 }
 
 fn object(r: ObjectRecord, enc: &impl Fn(String) -> String) -> Object {
@@ -468,6 +645,18 @@ async fn list(
     if max == 0 {
         return Ok(page);
     }
+    let fold = |key: &str| -> Option<String> {
+        let d = delimiter?;
+        let rest = key.strip_prefix(prefix)?;
+        rest.find(d).map(|at| key[..prefix.len() + at + d.len()].to_string())
+    };
+    // Resuming after a common prefix (a page's last entry, or a v1 marker
+    // naming one) skips every key under it.
+    if let Some(a) = &after
+        && fold(a).as_deref() == Some(a.as_str())
+    {
+        after = Some(format!("{a}\u{10FFFF}"));
+    }
     loop {
         let batch = service.list(bucket, prefix, after.as_deref(), (max as u32 + 1).min(1000)).await.map_err(s3)?;
         if !batch.missing.is_empty() {
@@ -476,7 +665,7 @@ async fn list(
         let exhausted = batch.value.is_empty();
         for r in batch.value {
             after = Some(r.key.clone());
-            let folded = delimiter.and_then(|d| r.key[prefix.len()..].find(d).map(|at| r.key[..prefix.len() + at + d.len()].to_string()));
+            let folded = fold(&r.key);
             if page.objects.len() + page.prefixes.len() == max {
                 // One more entry exists: this page is truncated.
                 page.next = Some(
@@ -497,6 +686,21 @@ async fn list(
         if exhausted {
             return Ok(page);
         }
+    }
+}
+
+fn max_keys(m: Option<i32>) -> S3Result<usize> {
+    match m {
+        Some(n) if n < 0 => Err(s3_error!(InvalidArgument, "max-keys must not be negative")),
+        Some(n) => Ok(n.min(1000) as usize),
+        None => Ok(1000),
+    }
+}
+
+fn check_encoding(e: &Option<EncodingType>) -> S3Result<()> {
+    match e {
+        Some(e) if e.as_str() != EncodingType::URL => Err(s3_error!(InvalidArgument, "encoding-type {:?}: only url is known", e.as_str())),
+        _ => Ok(()),
     }
 }
 

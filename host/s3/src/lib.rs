@@ -6,6 +6,7 @@ mod auth;
 mod error;
 mod gateway;
 pub mod keys;
+mod verify;
 
 use std::sync::Arc;
 

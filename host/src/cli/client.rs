@@ -191,6 +191,7 @@ pub async fn run(addr: &str, cmd: Cmd, allow_partial: bool) -> anyhow::Result<()
         | Cmd::Token { .. }
         | Cmd::Cert { .. }
         | Cmd::S3 { .. }
+        | Cmd::BenchS3(_)
         | Cmd::Fsck { .. }
         | Cmd::Backup { .. }
         | Cmd::Bench(_)

@@ -10,6 +10,7 @@ mod bench_plugins;
 mod bench_registry;
 mod bench_remote;
 mod bench_replication;
+mod bench_s3;
 mod bench_search;
 pub(super) mod cert;
 pub mod client;
@@ -290,6 +291,9 @@ pub enum Cmd {
     BenchRegistry(bench_registry::BenchRegistryArgs),
     /// What TLS and token checks cost: 4 KiB puts and a large get, plaintext, with tokens, with TLS, with both.
     BenchAuth(bench_auth::BenchAuthArgs),
+    /// The S3 gateway against the gRPC API: a large put and get, and 4 KiB puts and gets from many
+    /// clients, with a compiled S3 client (object_store).
+    BenchS3(bench_s3::BenchS3Args),
     /// Start local cluster nodes and time replicated puts and gets, small
     /// replicated puts, and repair to a new node.
     BenchReplication(bench_replication::BenchReplicationArgs),
@@ -747,6 +751,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::BenchRemote(args) => bench_remote::run(args).await,
         Cmd::BenchRegistry(args) => bench_registry::run(args).await,
         Cmd::BenchAuth(args) => bench_auth::run(args).await,
+        Cmd::BenchS3(args) => bench_s3::run(args).await,
         cmd => client::run(&cli.addr, cmd, cli.allow_partial).await,
     }
 }

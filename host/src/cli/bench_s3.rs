@@ -1,0 +1,195 @@
+//! `strata bench-s3`: the S3 gateway against the gRPC API, in one run on
+//! one server: a put and a get of a large object, and 4 KiB puts and gets
+//! from many clients at once. The S3 client is compiled (`object_store`'s,
+//! signing every request with SigV4 and hashing every payload, as SDKs
+//! do), so the figures measure the gateway, not an interpreter.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+
+use super::bench::{Child, small_puts};
+use super::bench_remote::{put, random};
+use super::client::{self, connect};
+use crate::api::pb;
+use crate::remote::object_store::{ObjectStore, ObjectStoreExt as _, aws::AmazonS3Builder, path::Path as ObjectPath};
+
+#[derive(clap::Args, Debug)]
+pub struct BenchS3Args {
+    /// MiB in the large object.
+    #[arg(long, default_value_t = 1024)]
+    size_mib: usize,
+    /// Clients at once for the 4 KiB puts and gets.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Seconds of each 4 KiB run.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Directory for the server's data; created, and removed afterwards.
+    #[arg(long, default_value = "strata-bench-s3")]
+    dir: std::path::PathBuf,
+}
+
+pub async fn run(args: BenchS3Args) -> anyhow::Result<()> {
+    super::bench::in_scratch_dir(&args.dir, bench(&args)).await
+}
+
+async fn bench(args: &BenchS3Args) -> anyhow::Result<()> {
+    let dir = std::fs::canonicalize(&args.dir)?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data)?;
+    let key = crate::s3::keys::Key {
+        access_key: "SKBENCH0000000000000".into(),
+        secret_key: format!("{:040x}", rand::random::<u128>()),
+        bucket: "*".into(),
+        read: true,
+        write: true,
+    };
+    crate::s3::keys::KeyFile { keys: vec![key.clone()] }.write(&data.join("s3-keys.json")).map_err(anyhow::Error::msg)?;
+    let config = dir.join("strata.toml");
+    std::fs::write(&config, format!("[s3]\nlisten = \"127.0.0.1:{port}\"\n"))?;
+    let mut server = Child::start_config(&data, &config).await?;
+    let s3: Arc<dyn ObjectStore> = Arc::new(
+        AmazonS3Builder::new()
+            .with_endpoint(format!("http://127.0.0.1:{port}"))
+            .with_allow_http(true)
+            .with_bucket_name("default")
+            .with_region("us-east-1")
+            .with_access_key_id(&key.access_key)
+            .with_secret_access_key(&key.secret_key)
+            .build()?,
+    );
+    let r = measure(args, &server.url, s3).await;
+    server.stop().await;
+    r
+}
+
+fn mbps(bytes: u64, t: Duration) -> f64 {
+    bytes as f64 / (1 << 20) as f64 / t.as_secs_f64().max(1e-9)
+}
+
+async fn measure(args: &BenchS3Args, api: &str, s3: Arc<dyn ObjectStore>) -> anyhow::Result<()> {
+    let size = (args.size_mib as u64) << 20;
+    let mut c = connect(api).await?;
+    // Distinct bytes for each write, so none is a dedup hit.
+    let (a, b) = (random(size as usize), random(size as usize));
+
+    eprintln!("large put and get, gRPC ...");
+    let t = Instant::now();
+    put(&mut c, "bench/large-grpc", a).await?;
+    let grpc_put = mbps(size, t.elapsed());
+    let t = Instant::now();
+    let n = grpc_get(&mut c, "bench/large-grpc").await?;
+    anyhow::ensure!(n == size, "the gRPC get returned {n} bytes");
+    let grpc_get = mbps(size, t.elapsed());
+
+    eprintln!("large put and get, S3 ...");
+    let path = ObjectPath::from("bench/large-s3");
+    let t = Instant::now();
+    s3.put(&path, b.into()).await?;
+    let s3_put = mbps(size, t.elapsed());
+    let t = Instant::now();
+    let mut stream = s3.get(&path).await?.into_stream();
+    let mut n = 0u64;
+    while let Some(chunk) = stream.next().await {
+        n += chunk?.len() as u64;
+    }
+    anyhow::ensure!(n == size, "the S3 get returned {n} bytes");
+    let s3_get = mbps(size, t.elapsed());
+
+    let time = Duration::from_secs(args.seconds);
+    eprintln!("4 KiB puts, gRPC ...");
+    let grpc_puts = small_puts(api, args.concurrency, time).await?;
+    eprintln!("4 KiB puts, S3 ...");
+    let s3_puts = s3_small(s3.clone(), args.concurrency, time, true).await?;
+    eprintln!("4 KiB gets, gRPC ...");
+    let grpc_gets = grpc_small_gets(api, args.concurrency, time).await?;
+    eprintln!("4 KiB gets, S3 ...");
+    let s3_gets = s3_small(s3, args.concurrency, time, false).await?;
+
+    println!("{:<34} {:>14} {:>14} {:>8}", "", "gRPC", "S3", "S3/gRPC");
+    println!("{:<34} {:>9.0} MiB/s {:>9.0} MiB/s {:>8.2}", format!("put of {} MiB", args.size_mib), grpc_put, s3_put, s3_put / grpc_put);
+    println!("{:<34} {:>9.0} MiB/s {:>9.0} MiB/s {:>8.2}", format!("get of {} MiB", args.size_mib), grpc_get, s3_get, s3_get / grpc_get);
+    let c = args.concurrency;
+    println!("{:<34} {:>12.0}/s {:>12.0}/s {:>8.2}", format!("4 KiB puts, {c} clients"), grpc_puts, s3_puts, s3_puts / grpc_puts);
+    println!("{:<34} {:>12.0}/s {:>12.0}/s {:>8.2}", format!("4 KiB gets, {c} clients"), grpc_gets, s3_gets, s3_gets / grpc_gets);
+    Ok(())
+}
+
+async fn grpc_get(c: &mut client::Client, key: &str) -> anyhow::Result<u64> {
+    let mut s = c.get(pb::GetRequest { key: key.into(), ..Default::default() }).await.map_err(client::status)?.into_inner();
+    let mut n = 0;
+    while let Some(m) = s.message().await.map_err(client::status)? {
+        if let Some(pb::get_response::Part::Chunk(b)) = m.part {
+            n += b.len() as u64;
+        }
+    }
+    Ok(n)
+}
+
+/// The small objects the gets read: written once, before the clock starts.
+const GET_KEYS: usize = 256;
+
+async fn grpc_small_gets(api: &str, concurrency: usize, time: Duration) -> anyhow::Result<f64> {
+    let mut c = connect(api).await?;
+    for i in 0..GET_KEYS {
+        put(&mut c, &format!("bench/get-grpc/{i}"), random(4096)).await?;
+    }
+    let done = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..concurrency {
+        let mut c = connect(api).await?;
+        let done = done.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut i = w;
+            while start.elapsed() < time {
+                let n = grpc_get(&mut c, &format!("bench/get-grpc/{}", i % GET_KEYS)).await?;
+                anyhow::ensure!(n == 4096, "a 4 KiB get returned {n} bytes");
+                done.fetch_add(1, Ordering::Relaxed);
+                i += 7;
+            }
+            Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
+}
+
+/// 4 KiB puts (new keys) or gets (of keys written first) through S3.
+async fn s3_small(s3: Arc<dyn ObjectStore>, concurrency: usize, time: Duration, puts: bool) -> anyhow::Result<f64> {
+    if !puts {
+        for i in 0..GET_KEYS {
+            s3.put(&ObjectPath::from(format!("bench/get-s3/{i}")), random(4096).into()).await?;
+        }
+    }
+    let done = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..concurrency {
+        let (s3, done) = (s3.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = w;
+            while start.elapsed() < time {
+                if puts {
+                    s3.put(&ObjectPath::from(format!("bench/small-s3/{w}/{i}")), random(4096).into()).await?;
+                } else {
+                    let b = s3.get(&ObjectPath::from(format!("bench/get-s3/{}", i % GET_KEYS))).await?.bytes().await?;
+                    anyhow::ensure!(b.len() == 4096, "a 4 KiB get returned {} bytes", b.len());
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+                i += 7;
+            }
+            Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
+}
