@@ -119,11 +119,12 @@ def code(f):
     try:
         f()
     except botocore.exceptions.ClientError as e:
+        print("answer:", e.response["Error"], file=sys.stderr)
         return e.response["Error"]["Code"]
     return "ok"
 
 c.create_bucket(Bucket="bkt")
-assert code(lambda: c.create_bucket(Bucket="bkt")) in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists")
+assert (got := code(lambda: c.create_bucket(Bucket="bkt"))) in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"), got
 r = c.put_object(Bucket="bkt", Key="docs/a.txt", Body=b"hello world", ContentType="text/plain", Metadata={"owner": "ada", "team": "x"})
 etag = r["ETag"]
 h = c.head_object(Bucket="bkt", Key="docs/a.txt")
@@ -132,17 +133,17 @@ assert h["Metadata"] == {"owner": "ada", "team": "x"}, h["Metadata"]
 assert h["ETag"] == etag
 g = c.get_object(Bucket="bkt", Key="docs/a.txt", Range="bytes=2-5")
 assert g["Body"].read() == b"llo " and g["ContentRange"] == "bytes 2-5/11", g
-assert code(lambda: c.get_object(Bucket="bkt", Key="docs/a.txt", Range="bytes=50-60")) == "InvalidRange"
-assert code(lambda: c.get_object(Bucket="bkt", Key="docs/a.txt", IfNoneMatch=etag)) == "304"
-assert code(lambda: c.get_object(Bucket="bkt", Key="docs/a.txt", IfMatch='"0000"')) == "PreconditionFailed"
-assert code(lambda: c.get_object(Bucket="bkt", Key="nope")) == "NoSuchKey"
-assert code(lambda: c.get_object(Bucket="nobucket", Key="x")) == "NoSuchBucket"
+assert (got := code(lambda: c.get_object(Bucket="bkt", Key="docs/a.txt", Range="bytes=50-60"))) == "InvalidRange", got
+assert (got := code(lambda: c.get_object(Bucket="bkt", Key="docs/a.txt", IfNoneMatch=etag))) == "304", got
+assert (got := code(lambda: c.get_object(Bucket="bkt", Key="docs/a.txt", IfMatch='"0000"'))) == "PreconditionFailed", got
+assert (got := code(lambda: c.get_object(Bucket="bkt", Key="nope"))) == "NoSuchKey", got
+assert (got := code(lambda: c.get_object(Bucket="nobucket", Key="x"))) == "NoSuchBucket", got
 
 # Conditional writes.
-assert code(lambda: c.put_object(Bucket="bkt", Key="docs/a.txt", Body=b"x", IfNoneMatch="*")) == "PreconditionFailed"
-assert code(lambda: c.put_object(Bucket="bkt", Key="docs/new.txt", Body=b"first", IfNoneMatch="*")) == "ok"
-assert code(lambda: c.put_object(Bucket="bkt", Key="docs/a.txt", Body=b"v2", IfMatch='"0000"')) == "PreconditionFailed"
-assert code(lambda: c.put_object(Bucket="bkt", Key="docs/a.txt", Body=b"v2", IfMatch=etag)) == "ok"
+assert (got := code(lambda: c.put_object(Bucket="bkt", Key="docs/a.txt", Body=b"x", IfNoneMatch="*"))) == "PreconditionFailed", got
+assert (got := code(lambda: c.put_object(Bucket="bkt", Key="docs/new.txt", Body=b"first", IfNoneMatch="*"))) == "ok", got
+assert (got := code(lambda: c.put_object(Bucket="bkt", Key="docs/a.txt", Body=b"v2", IfMatch='"0000"'))) == "PreconditionFailed", got
+assert (got := code(lambda: c.put_object(Bucket="bkt", Key="docs/a.txt", Body=b"v2", IfMatch=etag))) == "ok", got
 assert c.get_object(Bucket="bkt", Key="docs/a.txt")["Body"].read() == b"v2"
 
 # Copy: metadata copied, or replaced.
@@ -178,55 +179,55 @@ assert [o["Key"] for o in r["Contents"]] == ["list/with%20space%2Bplus"], r
 # Delete many.
 r = c.delete_objects(Bucket="bkt", Delete={"Objects": [{"Key": f"list/k{i}"} for i in range(7)] + [{"Key": "never-there"}]})
 assert len(r["Deleted"]) == 8 and not r.get("Errors"), r
-assert code(lambda: c.delete_bucket(Bucket="bkt")) == "BucketNotEmpty"
+assert (got := code(lambda: c.delete_bucket(Bucket="bkt"))) == "BucketNotEmpty", got
 
 # Access: a key for another bucket, an unsigned request, a wrong secret.
 o = client(other_ak, other_sk)
 assert [b["Name"] for b in o.list_buckets()["Buckets"]] == [], "a key sees only its buckets"
-assert code(lambda: o.get_object(Bucket="bkt", Key="meta")) == "AccessDenied"
-assert code(lambda: o.put_object(Bucket="bkt", Key="x", Body=b"x")) == "AccessDenied"
-assert code(lambda: o.copy_object(Bucket="other", Key="c", CopySource={"Bucket": "bkt", "Key": "meta"})) == "AccessDenied"
+assert (got := code(lambda: o.get_object(Bucket="bkt", Key="meta"))) == "AccessDenied", got
+assert (got := code(lambda: o.put_object(Bucket="bkt", Key="x", Body=b"x"))) == "AccessDenied", got
+assert (got := code(lambda: o.copy_object(Bucket="other", Key="c", CopySource={"Bucket": "bkt", "Key": "meta"}))) == "AccessDenied", got
 anon = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", config=Config(signature_version=botocore.UNSIGNED))
-assert code(lambda: anon.get_object(Bucket="bkt", Key="meta")) == "AccessDenied"
-assert code(lambda: client(ak, "wrong" + sk[5:]).get_object(Bucket="bkt", Key="meta")) == "SignatureDoesNotMatch"
+assert (got := code(lambda: anon.get_object(Bucket="bkt", Key="meta"))) == "AccessDenied", got
+assert (got := code(lambda: client(ak, "wrong" + sk[5:]).get_object(Bucket="bkt", Key="meta"))) == "SignatureDoesNotMatch", got
 
 # What is not built says so, and a request that asks for it is refused, not half done.
-assert code(lambda: c.put_bucket_tagging(Bucket="bkt", Tagging={"TagSet": []})) == "NotImplemented"
+assert (got := code(lambda: c.put_bucket_tagging(Bucket="bkt", Tagging={"TagSet": []}))) == "NotImplemented", got
 import base64, datetime, hashlib
 key = base64.b64encode(b"k" * 32).decode()
-assert code(lambda: c.put_object(Bucket="bkt", Key="ssec", Body=b"secret", SSECustomerAlgorithm="AES256", SSECustomerKey=key)) == "NotImplemented"
+assert (got := code(lambda: c.put_object(Bucket="bkt", Key="ssec", Body=b"secret", SSECustomerAlgorithm="AES256", SSECustomerKey=key))) == "NotImplemented", got
 assert code(lambda: c.put_object(Bucket="bkt", Key="locked", Body=b"x", ObjectLockMode="COMPLIANCE",
     ObjectLockRetainUntilDate=datetime.datetime(2030, 1, 1))) == "NotImplemented"
-assert code(lambda: c.put_object(Bucket="bkt", Key="tagged", Body=b"x", Tagging="a=b")) == "NotImplemented"
-assert code(lambda: c.put_object(Bucket="bkt", Key="sse", Body=b"x", ServerSideEncryption="AES256")) == "NotImplemented"
-assert code(lambda: c.head_object(Bucket="bkt", Key="ssec")) == "404"
+assert (got := code(lambda: c.put_object(Bucket="bkt", Key="tagged", Body=b"x", Tagging="a=b"))) == "NotImplemented", got
+assert (got := code(lambda: c.put_object(Bucket="bkt", Key="sse", Body=b"x", ServerSideEncryption="AES256"))) == "NotImplemented", got
+assert (got := code(lambda: c.head_object(Bucket="bkt", Key="ssec"))) == "404", got
 
 # Integrity: a wrong Content-MD5 or checksum stores nothing.
 good_md5 = base64.b64encode(hashlib.md5(b"payload").digest()).decode()
 bad_md5 = base64.b64encode(hashlib.md5(b"other").digest()).decode()
-assert code(lambda: c.put_object(Bucket="bkt", Key="md5", Body=b"payload", ContentMD5=bad_md5)) == "BadDigest"
-assert code(lambda: c.head_object(Bucket="bkt", Key="md5")) == "404"
-assert code(lambda: c.put_object(Bucket="bkt", Key="md5", Body=b"payload", ContentMD5=good_md5)) == "ok"
+assert (got := code(lambda: c.put_object(Bucket="bkt", Key="md5", Body=b"payload", ContentMD5=bad_md5))) == "BadDigest", got
+assert (got := code(lambda: c.head_object(Bucket="bkt", Key="md5"))) == "404", got
+assert (got := code(lambda: c.put_object(Bucket="bkt", Key="md5", Body=b"payload", ContentMD5=good_md5))) == "ok", got
 bad_sum = base64.b64encode(hashlib.sha256(b"other").digest()).decode()
-assert code(lambda: c.put_object(Bucket="bkt", Key="sum", Body=b"payload", ChecksumSHA256=bad_sum)) == "BadDigest"
-assert code(lambda: c.head_object(Bucket="bkt", Key="sum")) == "404"
-assert code(lambda: c.put_object(Bucket="bkt", Key="crc", Body=b"payload", ChecksumAlgorithm="CRC32")) == "ok"
+assert (got := code(lambda: c.put_object(Bucket="bkt", Key="sum", Body=b"payload", ChecksumSHA256=bad_sum))) == "BadDigest", got
+assert (got := code(lambda: c.head_object(Bucket="bkt", Key="sum"))) == "404", got
+assert (got := code(lambda: c.put_object(Bucket="bkt", Key="crc", Body=b"payload", ChecksumAlgorithm="CRC32"))) == "ok", got
 
 # Standard headers round trip; a missing content type reads as S3's default.
 c.put_object(Bucket="bkt", Key="hdrs", Body=b"x", CacheControl="max-age=60", ContentDisposition="attachment", ContentLanguage="fr")
 h = c.head_object(Bucket="bkt", Key="hdrs")
 assert (h["CacheControl"], h["ContentDisposition"], h["ContentLanguage"]) == ("max-age=60", "attachment", "fr"), h
 assert h["ContentType"] == "binary/octet-stream", h
-assert code(lambda: c.put_object(Bucket="bkt", Key="big-meta", Body=b"x", Metadata={"v": "x" * 3000})) == "MetadataTooLarge"
+assert (got := code(lambda: c.put_object(Bucket="bkt", Key="big-meta", Body=b"x", Metadata={"v": "x" * 3000}))) == "MetadataTooLarge", got
 
 # A copy's destination conditions; a bad directive.
-assert code(lambda: c.copy_object(Bucket="bkt", Key="meta", CopySource={"Bucket": "bkt", "Key": "copy1"}, IfNoneMatch="*")) in ("PreconditionFailed", "412")
+assert (got := code(lambda: c.copy_object(Bucket="bkt", Key="meta", CopySource={"Bucket": "bkt", "Key": "copy1"}, IfNoneMatch="*"))) in ("PreconditionFailed", "412"), got
 assert c.get_object(Bucket="bkt", Key="meta")["Body"].read() == b"m"
-assert code(lambda: c.copy_object(Bucket="bkt", Key="c9", CopySource={"Bucket": "bkt", "Key": "meta"}, MetadataDirective="BOGUS")) in ("InvalidArgument", "400")
+assert (got := code(lambda: c.copy_object(Bucket="bkt", Key="c9", CopySource={"Bucket": "bkt", "Key": "meta"}, MetadataDirective="BOGUS"))) in ("InvalidArgument", "400"), got
 
 # Ranges on an empty object.
 c.put_object(Bucket="bkt", Key="empty", Body=b"")
-assert code(lambda: c.get_object(Bucket="bkt", Key="empty", Range="bytes=-5")) == "InvalidRange"
+assert (got := code(lambda: c.get_object(Bucket="bkt", Key="empty", Range="bytes=-5"))) == "InvalidRange", got
 assert c.get_object(Bucket="bkt", Key="empty")["Body"].read() == b""
 
 # Delimited listings page by page never repeat a prefix nor loop.

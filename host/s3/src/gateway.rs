@@ -165,6 +165,68 @@ impl Gateway {
         Ok(())
     }
 
+    /// A put's spec and promises, or why it is refused before its body is read.
+    async fn prepare_put(
+        &self,
+        req: S3Request<PutObjectInput>,
+    ) -> S3Result<(PutSpec, crate::verify::Promises, Option<s3s::TrailingHeaders>)> {
+        let trailer = req.headers.get("x-amz-trailer").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let trailers = req.trailing_headers;
+        let i = req.input;
+        self.check_key(&i.bucket, &i.key)?;
+        unsupported!(i, acl => "an object ACL", grant_full_control => "a grant", grant_read => "a grant", grant_read_acp => "a grant",
+            grant_write_acp => "a grant", sse_customer_algorithm => "SSE-C", sse_customer_key => "SSE-C",
+            server_side_encryption => "server-side encryption (Strata encrypts at rest with [storage.encryption])",
+            ssekms_key_id => "SSE-KMS", object_lock_mode => "object lock", object_lock_retain_until_date => "object lock",
+            object_lock_legal_hold_status => "a legal hold", tagging => "object tagging",
+            website_redirect_location => "a website redirect", write_offset_bytes => "appending");
+        if i.storage_class.as_ref().is_some_and(|c| c.as_str() != StorageClass::STANDARD) {
+            return Err(s3_error!(NotImplemented, "storage classes other than STANDARD are not supported (Strata has tiers)"));
+        }
+        let condition = match (&i.if_none_match, &i.if_match) {
+            (Some(ETagCondition::Any), _) => Condition::IfAbsent,
+            (Some(_), _) => return Err(s3_error!(NotImplemented, "If-None-Match on a put takes only *")),
+            (None, Some(want)) => {
+                let live = self.live(&i.bucket, &i.key).await?;
+                match live {
+                    Some(r)
+                        if matches!(want, ETagCondition::Any)
+                            || etag(&r).zip(want.as_etag()).is_some_and(|(a, b)| a.value() == b.value()) =>
+                    {
+                        Condition::IfVersion(r.version)
+                    }
+                    _ => return Err(s3_error!(PreconditionFailed, "If-Match does not match the object's ETag")),
+                }
+            }
+            (None, None) => Condition::Always,
+        };
+        let mut attrs = attributes(i.metadata)?;
+        header_attributes(&mut attrs, [i.cache_control, i.content_disposition, i.content_encoding, i.content_language], i.expires);
+        let spec = PutSpec {
+            bucket: i.bucket,
+            key: i.key,
+            content_type: i.content_type.unwrap_or_default(),
+            attributes: attrs,
+            size: i.content_length.map(|n| n as u64),
+            condition,
+            ..Default::default()
+        };
+        let promises = crate::verify::Promises {
+            content_md5: i.content_md5,
+            sums: Checksum {
+                checksum_crc32: i.checksum_crc32,
+                checksum_crc32c: i.checksum_crc32c,
+                checksum_sha1: i.checksum_sha1,
+                checksum_sha256: i.checksum_sha256,
+                checksum_crc64nvme: i.checksum_crc64nvme,
+                ..Default::default()
+            },
+            algorithm: i.checksum_algorithm,
+            trailer,
+        };
+        Ok((spec, promises, trailers))
+    }
+
     /// Streams `body` into a put of `spec`; an error in the body (a bad
     /// signature or payload hash) fails the put, and nothing is stored.
     async fn store(&self, spec: PutSpec, body: crate::verify::Checked, failure: crate::verify::Failure) -> S3Result<ObjectRecord> {
@@ -244,64 +306,17 @@ impl S3 for Gateway {
         Ok(S3Response::new(GetBucketLocationOutput { location_constraint: location }))
     }
 
-    async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
-        let trailer = req.headers.get("x-amz-trailer").and_then(|v| v.to_str().ok()).map(str::to_string);
-        let trailers = req.trailing_headers;
-        let i = req.input;
-        self.check_key(&i.bucket, &i.key)?;
-        unsupported!(i, acl => "an object ACL", grant_full_control => "a grant", grant_read => "a grant", grant_read_acp => "a grant",
-            grant_write_acp => "a grant", sse_customer_algorithm => "SSE-C", sse_customer_key => "SSE-C",
-            server_side_encryption => "server-side encryption (Strata encrypts at rest with [storage.encryption])",
-            ssekms_key_id => "SSE-KMS", object_lock_mode => "object lock", object_lock_retain_until_date => "object lock",
-            object_lock_legal_hold_status => "a legal hold", tagging => "object tagging",
-            website_redirect_location => "a website redirect", write_offset_bytes => "appending");
-        if i.storage_class.as_ref().is_some_and(|c| c.as_str() != StorageClass::STANDARD) {
-            return Err(s3_error!(NotImplemented, "storage classes other than STANDARD are not supported (Strata has tiers)"));
-        }
-        let condition = match (&i.if_none_match, &i.if_match) {
-            (Some(ETagCondition::Any), _) => Condition::IfAbsent,
-            (Some(_), _) => return Err(s3_error!(NotImplemented, "If-None-Match on a put takes only *")),
-            (None, Some(want)) => {
-                let live = self.live(&i.bucket, &i.key).await?;
-                match live {
-                    Some(r)
-                        if matches!(want, ETagCondition::Any)
-                            || etag(&r).zip(want.as_etag()).is_some_and(|(a, b)| a.value() == b.value()) =>
-                    {
-                        Condition::IfVersion(r.version)
-                    }
-                    _ => return Err(s3_error!(PreconditionFailed, "If-Match does not match the object's ETag")),
-                }
-            }
-            (None, None) => Condition::Always,
-        };
-        let mut attrs = attributes(i.metadata)?;
-        header_attributes(&mut attrs, [i.cache_control, i.content_disposition, i.content_encoding, i.content_language], i.expires);
-        let spec = PutSpec {
-            bucket: i.bucket,
-            key: i.key,
-            content_type: i.content_type.unwrap_or_default(),
-            attributes: attrs,
-            size: i.content_length.map(|n| n as u64),
-            condition,
-            ..Default::default()
-        };
-        let body = i.body.ok_or_else(|| s3_error!(IncompleteBody, "a put needs a body"))?;
-        let promises = crate::verify::Promises {
-            content_md5: i.content_md5,
-            sums: Checksum {
-                checksum_crc32: i.checksum_crc32,
-                checksum_crc32c: i.checksum_crc32c,
-                checksum_sha1: i.checksum_sha1,
-                checksum_sha256: i.checksum_sha256,
-                checksum_crc64nvme: i.checksum_crc64nvme,
-                ..Default::default()
-            },
-            algorithm: i.checksum_algorithm,
-            trailer,
+    async fn put_object(&self, mut req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+        let body = req.input.body.take().ok_or_else(|| s3_error!(IncompleteBody, "a put needs a body"))?;
+        let (spec, promises, trailers) = match self.prepare_put(req).await {
+            Ok(p) => p,
+            Err(e) => return Err(refuse(body, e).await),
         };
         let failure = crate::verify::Failure::default();
-        let body = crate::verify::Checked::new(body, promises, trailers, failure.clone())?;
+        let body = match crate::verify::Checked::new(body, promises, trailers, failure.clone()) {
+            Ok(b) => b,
+            Err((body, e)) => return Err(refuse(body, e).await),
+        };
         let r = self.store(spec, body, failure).await?;
         Ok(S3Response::new(PutObjectOutput { e_tag: etag(&r), size: Some(r.size as i64), ..Default::default() }))
     }
@@ -587,6 +602,22 @@ impl S3 for Gateway {
             ..Default::default()
         }))
     }
+}
+
+/// The most of a refused request's body read (and dropped) before the
+/// answer, so the client, still sending, reads the error instead of a
+/// reset connection; past it the connection closes.
+const DRAIN: usize = 8 << 20;
+
+async fn refuse(mut body: StreamingBlob, e: S3Error) -> S3Error {
+    let mut read = 0;
+    while read < DRAIN {
+        match body.next().await {
+            Some(Ok(b)) => read += b.len(),
+            _ => break,
+        }
+    }
+    e
 }
 
 /// A write's condition from If-None-Match / If-Match on its key.

@@ -39,8 +39,22 @@ pub struct Promises {
 }
 
 impl Checked {
-    pub fn new(inner: StreamingBlob, p: Promises, trailers: Option<TrailingHeaders>, failure: Failure) -> S3Result<Checked> {
-        let md5 = match p.content_md5 {
+    /// The body back with the error when the promises themselves are bad.
+    pub fn new(
+        inner: StreamingBlob,
+        p: Promises,
+        trailers: Option<TrailingHeaders>,
+        failure: Failure,
+    ) -> Result<Checked, (StreamingBlob, S3Error)> {
+        match Self::hashers(&p) {
+            Ok((hasher, md5)) => Ok(Checked { inner, hasher, md5, want: p.sums, trailers, failure, done: false }),
+            Err(e) => Err((inner, e)),
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn hashers(p: &Promises) -> S3Result<(ChecksumHasher, Option<(s3s::crypto::Md5, String)>)> {
+        let md5 = match &p.content_md5 {
             Some(m) => match base64::engine::general_purpose::STANDARD.decode(m.trim()) {
                 Ok(b) if b.len() == 16 => Some((s3s::crypto::Md5::new(), m.trim().to_string())),
                 _ => return Err(s3_error!(InvalidDigest, "Content-MD5 is not the base64 of 16 bytes")),
@@ -48,7 +62,7 @@ impl Checked {
             None => None,
         };
         let mut hasher = ChecksumHasher::default();
-        let want = p.sums;
+        let want = &p.sums;
         let mut enable = |name: &str| -> S3Result<()> {
             match name {
                 "crc32" => hasher.crc32 = Some(Default::default()),
@@ -82,7 +96,7 @@ impl Checked {
                 }
             }
         }
-        Ok(Checked { inner, hasher, md5, want, trailers, failure, done: false })
+        Ok((hasher, md5))
     }
 
     fn fail(&self, e: S3Error) -> String {
