@@ -692,11 +692,11 @@ async fn a_push_cut_off_before_its_trailer_stores_nothing() {
     let err = client().await.push(signed(&secret, &target, futures::stream::iter(frames("cut", 3, None)))).await.unwrap_err();
     assert_eq!(err.code(), Code::Aborted, "{err:?}");
     // A trailer that does not match.
-    let wrong = Trailer { digest: strata::store::Digest([7; 32]), size: data.len() as u64, owed: vec![] };
+    let wrong = Trailer { digest: strata::store::Digest([7; 32]), size: data.len() as u64, owed: vec![], late: Default::default() };
     let err = client().await.push(signed(&secret, &target, futures::stream::iter(frames("cut", 4, Some(wrong))))).await.unwrap_err();
     assert_eq!(err.code(), Code::DataLoss, "{err:?}");
     // The control: the same push with its trailer is stored.
-    let good = Trailer { digest, size: data.len() as u64, owed: vec![] };
+    let good = Trailer { digest, size: data.len() as u64, owed: vec![], late: Default::default() };
     client().await.push(signed(&secret, &target, futures::stream::iter(frames("whole", 5, Some(good))))).await.expect("a whole push");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut c1 = net.nodes[1].client().await;

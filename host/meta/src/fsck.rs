@@ -51,8 +51,11 @@ const COUNTERS: &str = "SELECT 'objects', COUNT(*) FROM objects \
     UNION ALL SELECT 'stored_bytes', COALESCE(SUM(stored_size), 0) FROM blobs \
     UNION ALL SELECT 'tier_bytes', COALESCE(SUM(stored_size), 0) FROM blobs WHERE tier != 'local'";
 
+/// A blob's references: the versions naming it and the composites it is a
+/// part of.
 const REFCOUNTS: &str = "SELECT b.digest, b.refcount, \
-    (SELECT COUNT(*) FROM versions v WHERE v.digest = b.digest) AS actual FROM blobs b WHERE b.refcount != actual";
+    (SELECT COUNT(*) FROM versions v WHERE v.digest = b.digest) \
+    + (SELECT COUNT(*) FROM blob_parts p WHERE p.part = b.digest) AS actual FROM blobs b WHERE b.refcount != actual";
 
 impl MetaStore {
     /// `PRAGMA integrity_check` and `foreign_key_check`: every page, every
@@ -72,9 +75,10 @@ impl MetaStore {
         Ok(problems)
     }
 
-    /// Every blob row, sound or not, in digest order after `after`.
+    /// Every blob row with bytes of its own (not a composite), sound or
+    /// not, in digest order after `after`.
     pub async fn blob_rows_after(&self, after: Option<&Digest>, limit: u32) -> Result<Vec<BlobRow>, MetaError> {
-        let rows = sqlx::query("SELECT digest, size, state FROM blobs WHERE digest > ? ORDER BY digest LIMIT ?")
+        let rows = sqlx::query("SELECT digest, size, state FROM blobs WHERE parts = 0 AND digest > ? ORDER BY digest LIMIT ?")
             .bind(after.map_or(&[][..], |d| &d.0[..]))
             .bind(limit as i64)
             .fetch_all(&self.read)
@@ -102,7 +106,8 @@ impl MetaStore {
         let done = sqlx::query(
             "UPDATE blobs SET refcount = a.actual, \
              unreferenced_ms = CASE WHEN a.actual = 0 THEN COALESCE(unreferenced_ms, ?) ELSE NULL END \
-             FROM (SELECT b.digest AS digest, (SELECT COUNT(*) FROM versions v WHERE v.digest = b.digest) AS actual \
+             FROM (SELECT b.digest AS digest, (SELECT COUNT(*) FROM versions v WHERE v.digest = b.digest) \
+                   + (SELECT COUNT(*) FROM blob_parts p WHERE p.part = b.digest) AS actual \
                    FROM blobs b) AS a \
              WHERE blobs.digest = a.digest AND blobs.refcount != a.actual",
         )

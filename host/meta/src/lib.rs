@@ -14,6 +14,7 @@ mod batch;
 mod bind;
 mod cache;
 mod clock;
+mod composite;
 pub mod fsck;
 mod index;
 pub mod lineage;

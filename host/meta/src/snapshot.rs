@@ -37,10 +37,11 @@ impl MetaStore {
             node_id: sqlx::query_scalar("SELECT node_id FROM node").fetch_optional(&mut conn).await?.unwrap_or_default(),
             ..Snapshot::default()
         };
-        let rows = sqlx::query("SELECT digest, size, stored_size, state FROM blobs WHERE refcount > 0 AND size > ? ORDER BY digest")
-            .bind(INLINE_MAX as i64)
-            .fetch_all(&mut conn)
-            .await?;
+        let rows =
+            sqlx::query("SELECT digest, size, stored_size, state FROM blobs WHERE refcount > 0 AND size > ? AND parts = 0 ORDER BY digest")
+                .bind(INLINE_MAX as i64)
+                .fetch_all(&mut conn)
+                .await?;
         for r in rows {
             let state: String = r.get(3);
             snap.blobs.push((sql::digest_of(r.get(0))?, r.get::<i64, _>(1) as u64, r.get::<i64, _>(2) as u64, state == "corrupt"));
@@ -65,7 +66,7 @@ impl MetaStore {
         let mut conn = SqliteConnectOptions::new().filename(path).connect().await?;
         let mut tx = sqlx::Connection::begin(&mut conn).await?;
         let gone = sqlx::query(
-            "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(stored_size), 0) FROM blobs WHERE refcount = 0 AND size > ?",
+            "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(stored_size), 0) FROM blobs WHERE refcount = 0 AND size > ? AND parts = 0",
         )
         .bind(INLINE_MAX as i64)
         .fetch_one(&mut *tx)
@@ -74,7 +75,7 @@ impl MetaStore {
         d.add("blobs", -gone.get::<i64, _>(0));
         d.add("blob_bytes", -gone.get::<i64, _>(1));
         d.add("stored_bytes", -gone.get::<i64, _>(2));
-        sqlx::query("DELETE FROM blobs WHERE refcount = 0 AND size > ?").bind(INLINE_MAX as i64).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM blobs WHERE refcount = 0 AND size > ? AND parts = 0").bind(INLINE_MAX as i64).execute(&mut *tx).await?;
         let hexes: Vec<String> = lost.iter().map(|d| d.to_string()).collect();
         sqlx::query("UPDATE blobs SET state = 'corrupt' WHERE digest IN (SELECT unhex(value) FROM json_each(?))")
             .bind(serde_json::to_string(&hexes).map_err(|e| MetaError::Db(Box::new(e)))?)

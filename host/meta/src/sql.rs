@@ -728,10 +728,9 @@ pub async fn drop_blobs(pool: &SqlitePool, digests: &[Digest]) -> Result<Vec<(Di
     }
     let gone = digests_of(rows)?;
     let gone_hex: Vec<String> = gone.iter().map(|d| d.to_string()).collect();
-    sqlx::query("DELETE FROM blob_data WHERE digest IN (SELECT unhex(value) FROM json_each(?))")
-        .bind(serde_json::to_string(&gone_hex).map_err(|e| MetaError::Db(Box::new(e)))?)
-        .execute(&mut *tx)
-        .await?;
+    let gone_json = serde_json::to_string(&gone_hex).map_err(|e| MetaError::Db(Box::new(e)))?;
+    sqlx::query("DELETE FROM blob_data WHERE digest IN (SELECT unhex(value) FROM json_each(?))").bind(&gone_json).execute(&mut *tx).await?;
+    super::composite::drop_parts(&mut tx, &gone_json).await?;
     d.apply(&mut tx).await?;
     tx.commit().await?;
     Ok(gone.into_iter().zip(out).map(|(d, (s, t))| (d, s, t)).collect())
@@ -752,11 +751,13 @@ pub async fn mark_verified(pool: &SqlitePool, digest: &Digest) -> Result<(), Met
 }
 
 pub async fn blobs_after(pool: &SqlitePool, after: Option<&Digest>, limit: u32) -> Result<Vec<(Digest, u64)>, MetaError> {
-    let rows = sqlx::query("SELECT digest, size FROM blobs WHERE state = 'ok' AND tier = 'local' AND digest > ? ORDER BY digest LIMIT ?")
-        .bind(after.map_or(&[][..], |d| &d.0[..]))
-        .bind(limit as i64)
-        .fetch_all(pool)
-        .await?;
+    let rows = sqlx::query(
+        "SELECT digest, size FROM blobs WHERE state = 'ok' AND tier = 'local' AND parts = 0 AND digest > ? ORDER BY digest LIMIT ?",
+    )
+    .bind(after.map_or(&[][..], |d| &d.0[..]))
+    .bind(limit as i64)
+    .fetch_all(pool)
+    .await?;
     let sizes: Vec<u64> = rows.iter().map(|r| r.try_get::<i64, _>("size").map(|s| s as u64)).collect::<Result<_, _>>()?;
     Ok(digests_of(rows)?.into_iter().zip(sizes).collect())
 }

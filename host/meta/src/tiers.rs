@@ -87,7 +87,7 @@ impl MetaStore {
     pub async fn tier_candidates(&self, rule: &TierRule, limit: u32) -> Result<Vec<(Digest, u64)>, MetaError> {
         let rows = sqlx::query(
             "SELECT DISTINCT b.digest, b.size FROM versions v JOIN blobs b ON b.digest = v.digest \
-             WHERE v.bucket = ? AND v.created_ms <= ? AND b.tier = 'local' AND b.state = 'ok' AND b.refcount > 0 \
+             WHERE v.bucket = ? AND v.created_ms <= ? AND b.tier = 'local' AND b.state = 'ok' AND b.refcount > 0 AND b.parts = 0 \
              AND b.size > ? AND b.size >= ? AND COALESCE(b.read_ms, b.created_ms) <= ? LIMIT ?",
         )
         .bind(&rule.bucket)

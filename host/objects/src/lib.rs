@@ -9,6 +9,7 @@
 mod blob_cache;
 mod budget;
 mod commit;
+mod composite;
 mod error;
 mod fsck;
 pub mod metrics;
@@ -86,9 +87,23 @@ pub struct PutSpec {
     /// The client's id for the put (a retry answers with the first put's
     /// version).
     pub request_id: Option<String>,
+    /// Attributes the body leaves once it has ended (an S3 ETag is the
+    /// body's MD5), recorded with the others.
+    pub late: Option<Late>,
 }
 
+/// See [`PutSpec::late`].
+pub type Late = Arc<std::sync::Mutex<Attributes>>;
+
 impl PutSpec {
+    /// Once the body has ended: merges the attributes it left into the
+    /// others and returns them.
+    pub fn settle_late(&mut self) -> Attributes {
+        let late = self.late.take().map(|l| std::mem::take(&mut *l.lock().expect("late attributes"))).unwrap_or_default();
+        self.attributes.extend(late.clone());
+        late
+    }
+
     /// Fails if the bytes are not what the client promised (size, digest).
     pub fn check_promises(&self, digest: Digest, size: u64) -> Result<(), StoreError> {
         if let Some(want) = self.size
@@ -205,7 +220,7 @@ impl Objects {
 
     /// Stores a stream of chunks. Nothing is visible unless the stream ends
     /// cleanly, the promised size and digest match, and the data is durable.
-    pub async fn put<S, E>(&self, spec: PutSpec, chunks: S) -> Result<ObjectRecord, ObjectError>
+    pub async fn put<S, E>(&self, mut spec: PutSpec, chunks: S) -> Result<ObjectRecord, ObjectError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
@@ -214,6 +229,7 @@ impl Objects {
             return Ok(first);
         }
         let staged = self.stage(&spec, chunks).await?;
+        spec.settle_late();
         self.commit(vec![(spec, staged)]).await.pop().expect("one result")
     }
 
@@ -459,6 +475,12 @@ impl Objects {
         let (mut reader, mut cold_fill) = match self.open_reader_filling(digest, size, range, fill).await {
             Ok(r) => r,
             Err(ObjectError::Store(e)) => {
+                // A composite has no file of its own: its parts are read.
+                if matches!(e, StoreError::Missing { .. })
+                    && let Some(parts) = self.meta.composite_parts(&digest).await?
+                {
+                    return Ok((rec, self.stream_parts(parts, range)?));
+                }
                 if e.is_damage() {
                     self.report_corrupt(digest, size, &e).await;
                 }

@@ -139,6 +139,7 @@ async fn put_small(r: &Registry, key: String, content_type: &str, attributes: se
         condition: Condition::Always,
         identity: None,
         request_id: None,
+        late: None,
     };
     r.service.put(spec, futures::stream::once(async { Ok(bytes) }).boxed()).await?;
     Ok(())

@@ -159,6 +159,7 @@ pub(crate) async fn store(r: &Registry, name: &str, digest: Digest, size: Option
         condition: Condition::Always,
         identity: None,
         request_id: None,
+        late: None,
     };
     match r.service.put(spec, body).await {
         Ok(_) => Ok(()),

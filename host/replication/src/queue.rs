@@ -150,7 +150,7 @@ impl Replicator {
                     break; // the target answered; its answer says why
                 }
             }
-            let _ = send(wire::trailer_frame(&Trailer { digest, size: rec.size, owed: Vec::new() })).await;
+            let _ = send(wire::trailer_frame(&Trailer { digest, size: rec.size, owed: Vec::new(), late: Default::default() })).await;
         }
         drop(tx);
         answer(task, timeout).await.map(|()| how)

@@ -43,6 +43,7 @@ fn spec(h: &VersionHeader) -> PutSpec {
         condition: h.fence.map_or(Condition::Always, Condition::Fenced),
         identity: Some(h.identity.clone()),
         request_id: h.request_id.clone(),
+        late: None,
     }
 }
 
@@ -113,6 +114,8 @@ impl pb::replica_server::Replica for ReplicaService {
                 staged.size, staged.digest, t.size, t.digest
             )));
         }
+        let mut spec = spec;
+        spec.attributes.extend(t.late);
         let rec = objects.commit(vec![(spec, staged)]).await.pop().expect("one result").map_err(to_status)?;
         if !t.owed.is_empty() {
             meta.enqueue(&rec.bucket, &rec.key, &rec.version, &t.owed).await.map_err(to_status)?;

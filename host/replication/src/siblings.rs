@@ -129,6 +129,7 @@ impl Replicator {
                     condition: strata_meta::Condition::Always,
                     identity: Some(id),
                     request_id: None,
+                    late: None,
                 };
                 if self.objects.put_known(spec, digest, won.record.size).await?.is_none() {
                     return Err(ReplicationError::Unavailable(format!(

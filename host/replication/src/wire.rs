@@ -109,6 +109,9 @@ pub struct Trailer {
     /// Copies of the version the receiver queues as it records it.
     #[serde(default)]
     pub owed: Vec<u64>,
+    /// Attributes the client's body left at its end (`PutSpec::late`).
+    #[serde(default, skip_serializing_if = "strata_meta::Attributes::is_empty")]
+    pub late: strata_meta::Attributes,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

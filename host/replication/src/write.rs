@@ -52,6 +52,8 @@ struct Pumped {
     size: u64,
     /// The local copy, staged when this node is a synchronous target.
     staged: Option<Staged>,
+    /// Attributes the body left at its end (`PutSpec::late`).
+    late: strata_meta::Attributes,
 }
 
 fn abort(pushes: Vec<Push>) {
@@ -124,7 +126,7 @@ impl Replicator {
         let (mut pushes, failed) = self.open_pushes(&p, &members, &VersionHeader::of(&spec, &identity)).await;
         let local = p.sync.contains(&self.cluster.id);
         let stage = local.then(|| self.objects.clone());
-        let pumped = match pump(&spec, chunks, &mut pushes, stage, self.config.sync_timeout).await {
+        let mut pumped = match pump(&spec, chunks, &mut pushes, stage, self.config.sync_timeout).await {
             Ok(v) => v,
             Err(e) => {
                 abort(pushes);
@@ -143,6 +145,7 @@ impl Replicator {
             abort(pushes);
             return Ok(first);
         }
+        pumped.late = spec.settle_late();
         // From here the write runs to its end even if the client goes away:
         // a version must not be committed on some replicas and abandoned on
         // others because the handler was dropped between two steps.
@@ -272,8 +275,8 @@ impl Replicator {
         owed_now.sort_unstable();
         owed_now.dedup();
         let keeper = if pumped.staged.is_some() { Some(me) } else { pushes.iter().find(|p| p.tx.is_some() && !p.stalled).map(|p| p.node) };
-        let Pumped { digest, size, staged } = pumped;
-        let mut outcomes = self.send_trailers(pushes, &mut failed, keeper, Trailer { digest, size, owed: owed_now.clone() }).await;
+        let Pumped { digest, size, staged, late } = pumped;
+        let mut outcomes = self.send_trailers(pushes, &mut failed, keeper, Trailer { digest, size, owed: owed_now.clone(), late }).await;
         if let Some(st) = staged {
             outcomes.push(self.commit_here(spec.clone(), st, owed_now.clone()));
         }
@@ -475,12 +478,12 @@ where
     match staged {
         Some(st) => {
             let st = st?;
-            Ok(Pumped { digest: st.digest, size: st.size, staged: Some(st) })
+            Ok(Pumped { digest: st.digest, size: st.size, staged: Some(st), late: Default::default() })
         }
         None => {
             let digest = hashed.expect("hashed when not stored here");
             spec.check_promises(digest, size).map_err(ObjectError::from)?;
-            Ok(Pumped { digest, size, staged: None })
+            Ok(Pumped { digest, size, staged: None, late: Default::default() })
         }
     }
 }

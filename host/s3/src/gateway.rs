@@ -14,7 +14,7 @@ use strata_store::Range as StoreRange;
 use crate::error::s3;
 
 /// Attributes the gateway keeps for itself (not user metadata).
-const INTERNAL: &str = "s3.";
+pub(crate) const INTERNAL: &str = "s3.";
 
 /// S3's cap on user metadata (names and values), in bytes.
 const MAX_METADATA: usize = 2048;
@@ -32,6 +32,8 @@ macro_rules! unsupported {
     };
 }
 
+pub(crate) use unsupported;
+
 /// The standard object headers kept beside the content type.
 const HEADERS: [&str; 5] = ["cache-control", "content-disposition", "content-encoding", "content-language", "expires"];
 
@@ -41,16 +43,24 @@ pub struct Gateway {
     pub keys: Arc<crate::keys::Keys>,
     pub region: String,
     pub max_key_length: usize,
+    /// Set once the bucket of multipart uploads exists.
+    pub uploads_ready: tokio::sync::OnceCell<()>,
 }
 
-/// An object's ETag: the first half of its SHA-256, in hex. Stable and
-/// derived from the content, like an MD5 ETag, but not an MD5 (see the
-/// README's S3 section).
-fn etag(r: &ObjectRecord) -> Option<ETag> {
-    r.digest.map(|d| ETag::Strong(hex::encode(&d.0[..16])))
+/// The attribute holding an object's S3 ETag.
+pub(crate) const ETAG_ATTR: &str = "s3.etag";
+
+/// An object's ETag: the MD5 of its bytes when it came through this
+/// gateway (`MD5-of-part-MD5s-N` for a multipart upload), as S3 clients
+/// expect; else (a put through gRPC) its whole SHA-256 in hex, which no
+/// client mistakes for an MD5.
+pub(crate) fn etag(r: &ObjectRecord) -> Option<ETag> {
+    let d = r.digest?;
+    let tag = r.attributes.get(ETAG_ATTR).and_then(|v| v.as_str()).map_or_else(|| d.to_string(), str::to_string);
+    Some(ETag::Strong(tag))
 }
 
-fn timestamp(ms: i64) -> Timestamp {
+pub(crate) fn timestamp(ms: i64) -> Timestamp {
     Timestamp::from(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64))
 }
 
@@ -65,7 +75,7 @@ fn metadata(r: &ObjectRecord) -> Option<Metadata> {
     (!m.is_empty()).then_some(m)
 }
 
-fn attributes(m: Option<Metadata>) -> S3Result<strata_meta::Attributes> {
+pub(crate) fn attributes(m: Option<Metadata>) -> S3Result<strata_meta::Attributes> {
     let mut out = strata_meta::Attributes::new();
     let m = m.unwrap_or_default();
     let size: usize = m.iter().map(|(k, v)| k.len() + v.len()).sum();
@@ -82,7 +92,7 @@ fn attributes(m: Option<Metadata>) -> S3Result<strata_meta::Attributes> {
 }
 
 /// The standard headers as internal attributes.
-fn header_attributes(out: &mut strata_meta::Attributes, values: [Option<String>; 4], expires: Option<Timestamp>) {
+pub(crate) fn header_attributes(out: &mut strata_meta::Attributes, values: [Option<String>; 4], expires: Option<Timestamp>) {
     for (name, v) in HEADERS.iter().zip(values) {
         if let Some(v) = v {
             out.insert(format!("{INTERNAL}{name}"), serde_json::Value::String(v));
@@ -110,11 +120,14 @@ fn content_type(r: &ObjectRecord) -> Option<String> {
 }
 
 impl Gateway {
-    fn check_bucket(&self, b: &str) -> S3Result<()> {
+    pub(crate) fn check_bucket(&self, b: &str) -> S3Result<()> {
+        if b == crate::multipart::UPLOADS {
+            return Err(s3_error!(InvalidBucketName, "bucket {b:?} is reserved for the parts of multipart uploads"));
+        }
         strata_meta::names::bucket_name(b).map_err(|e| S3Error::with_message(S3ErrorCode::InvalidBucketName, e))
     }
 
-    fn check_key(&self, b: &str, k: &str) -> S3Result<()> {
+    pub(crate) fn check_key(&self, b: &str, k: &str) -> S3Result<()> {
         self.check_bucket(b)?;
         strata_meta::names::key(k, self.max_key_length).map_err(|e| {
             let code = if k.len() > self.max_key_length { S3ErrorCode::KeyTooLongError } else { S3ErrorCode::InvalidArgument };
@@ -123,7 +136,7 @@ impl Gateway {
     }
 
     /// The live object, or None when there is none.
-    async fn live(&self, bucket: &str, key: &str) -> S3Result<Option<ObjectRecord>> {
+    pub(crate) async fn live(&self, bucket: &str, key: &str) -> S3Result<Option<ObjectRecord>> {
         match self.service.stat(bucket, key, None).await {
             Ok((r, _)) if r.digest.is_some() => Ok(Some(r)),
             Ok(_) => Ok(None),
@@ -133,7 +146,7 @@ impl Gateway {
     }
 
     /// GET and HEAD's preconditions, in RFC 9110's order.
-    fn preconditions(
+    pub(crate) fn preconditions(
         r: &ObjectRecord,
         if_match: &Option<ETagCondition>,
         if_none_match: &Option<ETagCondition>,
@@ -209,6 +222,7 @@ impl Gateway {
             attributes: attrs,
             size: i.content_length.map(|n| n as u64),
             condition,
+            late: Some(Default::default()),
             ..Default::default()
         };
         let promises = crate::verify::Promises {
@@ -229,7 +243,12 @@ impl Gateway {
 
     /// Streams `body` into a put of `spec`; an error in the body (a bad
     /// signature or payload hash) fails the put, and nothing is stored.
-    async fn store(&self, spec: PutSpec, body: crate::verify::Checked, failure: crate::verify::Failure) -> S3Result<ObjectRecord> {
+    pub(crate) async fn store(
+        &self,
+        spec: PutSpec,
+        body: crate::verify::Checked,
+        failure: crate::verify::Failure,
+    ) -> S3Result<ObjectRecord> {
         match self.service.put(spec, body.boxed()).await {
             Ok(r) => Ok(r),
             // The body's own failure (a bad checksum or signature) says what it was.
@@ -244,7 +263,13 @@ impl Gateway {
     }
 
     /// The body of a version as a blob s3s can send.
-    async fn read(&self, bucket: &str, key: &str, version: Option<&str>, range: StoreRange) -> S3Result<(ObjectRecord, StreamingBlob)> {
+    pub(crate) async fn read(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: Option<&str>,
+        range: StoreRange,
+    ) -> S3Result<(ObjectRecord, StreamingBlob)> {
         let (r, rx) = self.service.get(bucket, key, version, range).await.map_err(s3)?;
         let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
         let stream = sync_wrapper::SyncStream::new(stream.map(|c| c.map_err(|e| std::io::Error::other(e.to_string()))));
@@ -259,6 +284,7 @@ impl S3 for Gateway {
         let key = req.credentials.as_ref().and_then(|c| self.keys.find(&c.access_key));
         let buckets = all
             .into_iter()
+            .filter(|b| b.name != crate::multipart::UPLOADS)
             .filter(|b| req.credentials.is_none() || key.as_ref().is_some_and(|k| k.allows(&b.name, false)))
             .map(|b| Bucket { name: Some(b.name), creation_date: Some(timestamp(b.created_ms)), ..Default::default() })
             .collect();
@@ -313,7 +339,7 @@ impl S3 for Gateway {
             Err(e) => return Err(refuse(body, e).await),
         };
         let failure = crate::verify::Failure::default();
-        let body = match crate::verify::Checked::new(body, promises, trailers, failure.clone()) {
+        let body = match crate::verify::Checked::new(body, promises, trailers, failure.clone(), spec.late.clone()) {
             Ok(b) => b,
             Err((body, e)) => return Err(refuse(body, e).await),
         };
@@ -519,6 +545,10 @@ impl S3 for Gateway {
         let (attributes, content_type) = if replace {
             let mut a = attributes(i.metadata)?;
             header_attributes(&mut a, [i.cache_control, i.content_disposition, i.content_encoding, i.content_language], i.expires);
+            // The same bytes: the same ETag.
+            if let Some(t) = head.attributes.get(ETAG_ATTR) {
+                a.insert(ETAG_ATTR.into(), t.clone());
+            }
             (a, i.content_type.unwrap_or_default())
         } else {
             (head.attributes.clone(), head.content_type.clone())
@@ -545,6 +575,40 @@ impl S3 for Gateway {
             }),
             ..Default::default()
         }))
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        self.create_upload(req).await
+    }
+
+    async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+        self.put_part(req).await
+    }
+
+    async fn upload_part_copy(&self, req: S3Request<UploadPartCopyInput>) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        self.copy_part(req).await
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        self.complete_upload(req).await
+    }
+
+    async fn abort_multipart_upload(&self, req: S3Request<AbortMultipartUploadInput>) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        self.abort_upload(req).await
+    }
+
+    async fn list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
+        self.parts_page(req).await
+    }
+
+    async fn list_multipart_uploads(&self, req: S3Request<ListMultipartUploadsInput>) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        self.list_uploads(req).await
     }
 
     async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
@@ -609,7 +673,7 @@ impl S3 for Gateway {
 /// reset connection; past it the connection closes.
 const DRAIN: usize = 8 << 20;
 
-async fn refuse(mut body: StreamingBlob, e: S3Error) -> S3Error {
+pub(crate) async fn refuse(mut body: StreamingBlob, e: S3Error) -> S3Error {
     let mut read = 0;
     while read < DRAIN {
         match body.next().await {
@@ -621,7 +685,7 @@ async fn refuse(mut body: StreamingBlob, e: S3Error) -> S3Error {
 }
 
 /// A write's condition from If-None-Match / If-Match on its key.
-async fn req_dst_condition(
+pub(crate) async fn req_dst_condition(
     g: &Gateway,
     bucket: &str,
     key: &str,
@@ -720,7 +784,7 @@ async fn list(
     }
 }
 
-fn max_keys(m: Option<i32>) -> S3Result<usize> {
+pub(crate) fn max_keys(m: Option<i32>) -> S3Result<usize> {
     match m {
         Some(n) if n < 0 => Err(s3_error!(InvalidArgument, "max-keys must not be negative")),
         Some(n) => Ok(n.min(1000) as usize),
@@ -728,7 +792,7 @@ fn max_keys(m: Option<i32>) -> S3Result<usize> {
     }
 }
 
-fn check_encoding(e: &Option<EncodingType>) -> S3Result<()> {
+pub(crate) fn check_encoding(e: &Option<EncodingType>) -> S3Result<()> {
     match e {
         Some(e) if e.as_str() != EncodingType::URL => Err(s3_error!(InvalidArgument, "encoding-type {:?}: only url is known", e.as_str())),
         _ => Ok(()),
@@ -749,7 +813,7 @@ fn decode_token(t: &str) -> S3Result<String> {
 }
 
 /// `encoding-type=url`: percent-encode all but unreserved characters and `/`.
-fn urlencode(s: &str) -> String {
+pub(crate) fn urlencode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {

@@ -6,6 +6,7 @@ mod auth;
 mod error;
 mod gateway;
 pub mod keys;
+mod multipart;
 mod verify;
 
 use std::sync::Arc;
@@ -23,7 +24,13 @@ pub use gateway::Gateway;
 pub fn service(config: &Config, objects: Arc<dyn ObjectService>) -> Result<s3s::service::S3Service, String> {
     let keys = Arc::new(keys::Keys::open(config.s3_keys_file())?);
     let auth = Arc::new(auth::Auth { keys: keys.clone(), anonymous_read: config.s3.anonymous == AnonymousApi::Read });
-    let gateway = Gateway { service: objects, keys, region: config.s3.region.clone(), max_key_length: config.server.max_key_length };
+    let gateway = Gateway {
+        service: objects,
+        keys,
+        region: config.s3.region.clone(),
+        max_key_length: config.server.max_key_length,
+        uploads_ready: Default::default(),
+    };
     let mut b = S3ServiceBuilder::new(gateway);
     b.set_auth(SharedAuth(auth.clone()));
     b.set_access(auth::Access(auth));

@@ -3,6 +3,10 @@
 //! streaming upload). They are checked as the bytes stream by, and a
 //! mismatch ends the stream with an error, so the put fails and nothing is
 //! stored. The first error is kept with its S3 code for the answer.
+//!
+//! The body's MD5 is always computed: it is the object's ETag, as S3
+//! clients expect (s3cmd and rclone check it), left in the put's late
+//! attributes once the body has ended.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -22,7 +26,11 @@ pub type Failure = Arc<Mutex<Option<S3Error>>>;
 pub struct Checked {
     inner: StreamingBlob,
     hasher: ChecksumHasher,
-    md5: Option<(s3s::crypto::Md5, String)>,
+    md5: s3s::crypto::Md5,
+    /// `Content-MD5`, base64.
+    want_md5: Option<String>,
+    /// Where the ETag goes once the body has ended and checked out.
+    late: Option<strata_objects::Late>,
     want: Checksum,
     trailers: Option<TrailingHeaders>,
     failure: Failure,
@@ -30,6 +38,7 @@ pub struct Checked {
 }
 
 /// What the request promised of its body.
+#[derive(Default)]
 pub struct Promises {
     pub content_md5: Option<String>,
     pub sums: Checksum,
@@ -45,18 +54,20 @@ impl Checked {
         p: Promises,
         trailers: Option<TrailingHeaders>,
         failure: Failure,
+        late: Option<strata_objects::Late>,
     ) -> Result<Checked, (StreamingBlob, S3Error)> {
         match Self::hashers(&p) {
-            Ok((hasher, md5)) => Ok(Checked { inner, hasher, md5, want: p.sums, trailers, failure, done: false }),
+            Ok((hasher, want_md5)) => {
+                Ok(Checked { inner, hasher, md5: s3s::crypto::Md5::new(), want_md5, late, want: p.sums, trailers, failure, done: false })
+            }
             Err(e) => Err((inner, e)),
         }
     }
 
-    #[allow(clippy::type_complexity)]
-    fn hashers(p: &Promises) -> S3Result<(ChecksumHasher, Option<(s3s::crypto::Md5, String)>)> {
+    fn hashers(p: &Promises) -> S3Result<(ChecksumHasher, Option<String>)> {
         let md5 = match &p.content_md5 {
             Some(m) => match base64::engine::general_purpose::STANDARD.decode(m.trim()) {
-                Ok(b) if b.len() == 16 => Some((s3s::crypto::Md5::new(), m.trim().to_string())),
+                Ok(b) if b.len() == 16 => Some(m.trim().to_string()),
                 _ => return Err(s3_error!(InvalidDigest, "Content-MD5 is not the base64 of 16 bytes")),
             },
             None => None,
@@ -107,11 +118,11 @@ impl Checked {
 
     /// At the end of the body: every promise kept?
     fn verify(&mut self) -> Result<(), S3Error> {
-        if let Some((md5, want)) = self.md5.take() {
-            let got = base64::engine::general_purpose::STANDARD.encode(md5.finalize());
-            if got != want {
-                return Err(s3_error!(BadDigest, "the body does not match its Content-MD5"));
-            }
+        let md5 = std::mem::replace(&mut self.md5, s3s::crypto::Md5::new()).finalize();
+        if let Some(want) = self.want_md5.take()
+            && base64::engine::general_purpose::STANDARD.encode(md5) != want
+        {
+            return Err(s3_error!(BadDigest, "the body does not match its Content-MD5"));
         }
         if let Some(trailers) = self.trailers.as_ref().and_then(TrailingHeaders::take) {
             let value = |n: &str| trailers.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
@@ -138,6 +149,9 @@ impl Checked {
                 _ => {}
             }
         }
+        if let Some(late) = &self.late {
+            late.lock().expect("late attributes").insert(crate::gateway::ETAG_ATTR.into(), hex::encode(md5).into());
+        }
         Ok(())
     }
 }
@@ -152,9 +166,7 @@ impl Stream for Checked {
         match Pin::new(&mut self.inner).poll_next(cx) {
             Poll::Ready(Some(Ok(b))) => {
                 self.hasher.update(&b);
-                if let Some((m, _)) = &mut self.md5 {
-                    m.update(&b);
-                }
+                self.md5.update(&b);
                 Poll::Ready(Some(Ok(b)))
             }
             Poll::Ready(Some(Err(e))) => {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{Body, Chunks, Feature, Local, Merged, NodeIndexes, ObjectService, ReplicaInfo, ServiceError};
+use super::{Body, Chunks, Feature, Local, Merged, NodeIndexes, ObjectService, PartRef, ReplicaInfo, ServiceError};
 use futures::StreamExt;
 use strata_cluster::types::{Cmd, IndexSpec};
 use strata_meta::{Bucket, Condition, Deleted, IndexDef, MetaError, ObjectRecord};
@@ -35,6 +35,34 @@ impl ObjectService for Clustered {
 
     async fn put(&self, spec: PutSpec, body: Body<'_>) -> Result<ObjectRecord, ServiceError> {
         Ok(self.replicator.put(spec, body).await?)
+    }
+
+    /// The parts may live on any nodes, so their bytes are streamed, in
+    /// order, into one replicated put (a copy, unlike on one node).
+    async fn compose(&self, spec: PutSpec, parts: &[PartRef]) -> Result<ObjectRecord, ServiceError> {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, String>>(4);
+        let (r, parts) = (self.replicator.clone(), parts.to_vec());
+        let feed = tokio::spawn(async move {
+            for p in parts {
+                let mut chunks = match r.get(&p.bucket, &p.key, Some(&p.version), Range::ALL).await {
+                    Ok((_, c)) => c,
+                    Err(e) => {
+                        let _ = tx.send(Err(format!("reading part {:?}: {e}", p.key))).await;
+                        return;
+                    }
+                };
+                while let Some(c) = chunks.recv().await {
+                    let failed = c.is_err();
+                    if tx.send(c.map_err(|e| format!("reading part {:?}: {e}", p.key))).await.is_err() || failed {
+                        return;
+                    }
+                }
+            }
+        });
+        let body = tokio_stream::wrappers::ReceiverStream::new(rx);
+        let out = self.replicator.put(spec, body).await;
+        feed.abort();
+        Ok(out?)
     }
 
     /// Each item is its own replicated write, all in flight at once.
@@ -78,6 +106,7 @@ impl ObjectService for Clustered {
             condition: Condition::Always,
             identity: None,
             request_id: None,
+            late: None,
         };
         let body = tokio_stream::wrappers::ReceiverStream::new(chunks).map(|c| c.map_err(|e| e.to_string()));
         Ok(r.put_decided(spec, body).await?)

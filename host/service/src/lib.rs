@@ -35,6 +35,14 @@ pub type Body<'a> = BoxStream<'a, Result<Bytes, String>>;
 /// A get's bytes, verified as they are read; an error ends the stream.
 pub type Chunks = mpsc::Receiver<Result<Bytes, ObjectError>>;
 
+/// A stored version used as a part of a composed object.
+#[derive(Clone, Debug)]
+pub struct PartRef {
+    pub bucket: String,
+    pub key: String,
+    pub version: String,
+}
+
 /// What a server may have switched off in its config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Feature {
@@ -54,6 +62,11 @@ pub trait ObjectService: Send + Sync {
     /// Stores an object. Nothing is visible unless the whole body arrived
     /// and matched its promises (size, digest).
     async fn put(&self, spec: PutSpec, body: Body<'_>) -> Result<ObjectRecord, ServiceError>;
+
+    /// Stores an object whose bytes are those of `parts` (stored versions)
+    /// one after another. On one node it records O(parts) metadata and
+    /// copies no data; a cluster node streams the parts into a put.
+    async fn compose(&self, spec: PutSpec, parts: &[PartRef]) -> Result<ObjectRecord, ServiceError>;
 
     /// Stores small objects together, one answer per item.
     async fn put_many(&self, items: Vec<(PutSpec, Bytes)>) -> Vec<Result<ObjectRecord, ServiceError>>;

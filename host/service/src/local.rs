@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{Body, Chunks, Feature, Merged, NodeIndexes, ObjectService, ReplicaInfo, ServiceError};
+use super::{Body, Chunks, Feature, Merged, NodeIndexes, ObjectService, PartRef, ReplicaInfo, ServiceError};
 use strata_config::IndexingMode;
 use strata_meta::{Bucket, Deleted, IndexDef, MetaError, ObjectRecord};
 use strata_objects::{Objects, PutSpec};
@@ -56,6 +56,17 @@ impl ObjectService for Local {
 
     async fn put(&self, spec: PutSpec, body: Body<'_>) -> Result<ObjectRecord, ServiceError> {
         Ok(self.objects.put(spec, body).await?)
+    }
+
+    async fn compose(&self, spec: PutSpec, parts: &[PartRef]) -> Result<ObjectRecord, ServiceError> {
+        let meta = self.objects.meta();
+        let mut blobs = Vec::with_capacity(parts.len());
+        for p in parts {
+            let r = meta.get(&p.bucket, &p.key, Some(&p.version)).await?;
+            let digest = r.digest.ok_or_else(|| ServiceError::Invalid(format!("part {:?} is a delete marker", p.key)))?;
+            blobs.push((digest, r.size));
+        }
+        Ok(self.objects.compose(spec, blobs).await?)
     }
 
     async fn put_many(&self, items: Vec<(PutSpec, Bytes)>) -> Vec<Result<ObjectRecord, ServiceError>> {

@@ -41,6 +41,7 @@ fn spec(h: pb::PutHeader, limits: &Limits) -> Result<PutSpec, ApiError> {
         },
         identity: None,
         request_id: validate::request_id(h.request_id)?,
+        late: None,
     })
 }
 

@@ -59,6 +59,25 @@ impl FromStr for Digest {
     }
 }
 
+impl Digest {
+    /// The name of a composite: the bytes of `parts` (digest and size) in
+    /// order. It is a SHA-256 over the list with its first byte flipped, so
+    /// no content hashes to it: a put of the list itself cannot dedup onto
+    /// the composite.
+    pub fn composite(parts: &[(Digest, u64)]) -> Digest {
+        use sha2::{Digest as _, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"strata composite v1\0");
+        for (d, size) in parts {
+            h.update(d.0);
+            h.update(size.to_le_bytes());
+        }
+        let mut out: [u8; 32] = h.finalize().into();
+        out[0] ^= 0xff;
+        Digest(out)
+    }
+}
+
 /// In messages between nodes: the hex string.
 impl serde::Serialize for Digest {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
