@@ -427,3 +427,42 @@ fn composed_objects_are_collected_and_their_damage_caught() {
     // (versions and composites) and totals agree.
     assert!(out.contains("1 already on record as corrupt") && out.contains("\n1 problems;"), "{out}");
 }
+
+/// object_store's own suite for stores (its `integration` feature), the
+/// tests its S3 client runs against AWS, run against the gateway: with
+/// conditional puts (ETag) and copy-if-not-exists by multipart upload.
+#[tokio::test(flavor = "multi_thread")]
+async fn object_store_integration_suite() {
+    use object_store::aws::{AmazonS3Builder, S3ConditionalPut, S3CopyIfNotExists};
+    use object_store::integration::*;
+    let s = start();
+    let k = key(&s, "*", &["--read", "--write"]);
+    assert!(s.cli(&["bucket", "create", "suite"]).status.success());
+    let store = AmazonS3Builder::new()
+        .with_endpoint(format!("http://{}", s.s3_addr()))
+        .with_allow_http(true)
+        .with_bucket_name("suite")
+        .with_region("us-east-1")
+        .with_access_key_id(&k.access)
+        .with_secret_access_key(&k.secret)
+        .with_conditional_put(S3ConditionalPut::ETagMatch)
+        .with_copy_if_not_exists(S3CopyIfNotExists::Multipart)
+        .build()
+        .unwrap();
+    put_get_delete_list(&store).await;
+    list_with_offset_exclusivity(&store).await;
+    get_opts(&store).await;
+    list_uses_directories_correctly(&store).await;
+    list_with_delimiter(&store).await;
+    rename_and_copy(&store).await;
+    stream_get(&store).await;
+    multipart(&store, &store).await;
+    multipart_with_opts(&store, &store).await;
+    multipart_put_part_out_of_order(&store, &store).await;
+    multipart_race_condition(&store, true).await;
+    multipart_out_of_order(&store).await;
+    put_get_attributes(&store).await;
+    list_paginated(&store, &store).await;
+    copy_if_not_exists(&store).await;
+    put_opts(&store, true).await;
+}
