@@ -34,6 +34,15 @@ macro_rules! unsupported {
 
 pub(crate) use unsupported;
 
+/// A canned ACL other than `private` (which is what every object and
+/// bucket here is: only keys reach them) is refused.
+pub(crate) fn private_only(acl: Option<&str>) -> S3Result<()> {
+    match acl {
+        None | Some("private") => Ok(()),
+        Some(other) => Err(s3_error!(NotImplemented, "the canned ACL {other:?} is not supported by this gateway (only private)")),
+    }
+}
+
 /// The standard object headers kept beside the content type.
 const HEADERS: [&str; 5] = ["cache-control", "content-disposition", "content-encoding", "content-language", "expires"];
 
@@ -187,7 +196,8 @@ impl Gateway {
         let trailers = req.trailing_headers;
         let i = req.input;
         self.check_key(&i.bucket, &i.key)?;
-        unsupported!(i, acl => "an object ACL", grant_full_control => "a grant", grant_read => "a grant", grant_read_acp => "a grant",
+        private_only(i.acl.as_ref().map(|a| a.as_str()))?;
+        unsupported!(i, grant_full_control => "a grant", grant_read => "a grant", grant_read_acp => "a grant",
             grant_write_acp => "a grant", sse_customer_algorithm => "SSE-C", sse_customer_key => "SSE-C",
             server_side_encryption => "server-side encryption (Strata encrypts at rest with [storage.encryption])",
             ssekms_key_id => "SSE-KMS", object_lock_mode => "object lock", object_lock_retain_until_date => "object lock",
@@ -295,7 +305,8 @@ impl S3 for Gateway {
         let i = &req.input;
         let b = &i.bucket;
         self.check_bucket(b)?;
-        unsupported!(i, acl => "a bucket ACL", grant_full_control => "a grant", grant_read => "a grant", grant_read_acp => "a grant",
+        private_only(i.acl.as_ref().map(|a| a.as_str()))?;
+        unsupported!(i, grant_full_control => "a grant", grant_read => "a grant", grant_read_acp => "a grant",
             grant_write => "a grant", grant_write_acp => "a grant", object_ownership => "object ownership");
         if i.object_lock_enabled_for_bucket == Some(true) {
             return Err(s3_error!(NotImplemented, "object lock is not supported by this gateway"));
@@ -512,7 +523,8 @@ impl S3 for Gateway {
             return Err(s3_error!(NotImplemented, "only bucket/key copy sources are served"));
         };
         self.check_key(sb, sk)?;
-        unsupported!(i, acl => "an object ACL", grant_full_control => "a grant", grant_read => "a grant", grant_read_acp => "a grant",
+        private_only(i.acl.as_ref().map(|a| a.as_str()))?;
+        unsupported!(i, grant_full_control => "a grant", grant_read => "a grant", grant_read_acp => "a grant",
             grant_write_acp => "a grant", sse_customer_algorithm => "SSE-C", sse_customer_key => "SSE-C",
             copy_source_sse_customer_algorithm => "SSE-C", copy_source_sse_customer_key => "SSE-C",
             server_side_encryption => "server-side encryption (Strata encrypts at rest with [storage.encryption])",

@@ -125,7 +125,8 @@ impl Gateway {
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         let i = req.input;
         self.check_key(&i.bucket, &i.key)?;
-        crate::gateway::unsupported!(i, acl => "an object ACL", grant_full_control => "a grant", grant_read => "a grant",
+        crate::gateway::private_only(i.acl.as_ref().map(|a| a.as_str()))?;
+        crate::gateway::unsupported!(i, grant_full_control => "a grant", grant_read => "a grant",
             grant_read_acp => "a grant", grant_write_acp => "a grant", sse_customer_algorithm => "SSE-C", sse_customer_key => "SSE-C",
             server_side_encryption => "server-side encryption (Strata encrypts at rest with [storage.encryption])",
             ssekms_key_id => "SSE-KMS", object_lock_mode => "object lock", object_lock_retain_until_date => "object lock",
