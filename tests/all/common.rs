@@ -81,6 +81,8 @@ impl TestServer {
 
     /// (Re)starts the process on the same config and data.
     pub fn boot(&mut self) {
+        // A restarted server prints its S3 address again (a new port).
+        *self.s3.lock().unwrap() = None;
         let mut child = Command::new(strata_bin())
             .args(["serve", "--config"])
             .arg(&self.config)

@@ -562,3 +562,98 @@ fn s3cmd_puts_gets_syncs_and_deletes() {
     let ls = run(&["ls", "s3://s3cb"]);
     assert!(!ls.contains("small"), "{ls}");
 }
+
+const VERSIONING: &str = r#"
+import sys, boto3, botocore
+from botocore.config import Config
+endpoint, ak, sk = sys.argv[1:4]
+c = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=ak, aws_secret_access_key=sk, region_name="us-east-1", config=Config(retries={"max_attempts": 1}))
+def code(f):
+    try:
+        f()
+    except botocore.exceptions.ClientError as e:
+        return e.response["Error"]["Code"]
+    return "ok"
+c.create_bucket(Bucket="ver")
+assert c.get_bucket_versioning(Bucket="ver")["Status"] == "Enabled"
+v1 = c.put_object(Bucket="ver", Key="k", Body=b"one")["VersionId"]
+v2 = c.put_object(Bucket="ver", Key="k", Body=b"two")["VersionId"]
+assert v1 != v2
+assert c.get_object(Bucket="ver", Key="k", VersionId=v1)["Body"].read() == b"one"
+assert c.head_object(Bucket="ver", Key="k")["VersionId"] == v2
+d = c.delete_object(Bucket="ver", Key="k")
+assert d["DeleteMarker"] and d["VersionId"], d
+assert code(lambda: c.get_object(Bucket="ver", Key="k")) == "NoSuchKey"
+lv = c.list_object_versions(Bucket="ver")
+assert [(v["VersionId"], v["IsLatest"]) for v in lv["Versions"]] == [(v2, False), (v1, False)], lv["Versions"]
+assert [(m["VersionId"], m["IsLatest"]) for m in lv["DeleteMarkers"]] == [(d["VersionId"], True)], lv["DeleteMarkers"]
+# Removing the marker brings the object back; removing a version is for good.
+c.delete_object(Bucket="ver", Key="k", VersionId=d["VersionId"])
+assert c.get_object(Bucket="ver", Key="k")["Body"].read() == b"two"
+assert c.delete_object(Bucket="ver", Key="k", VersionId=v1)["VersionId"] == v1
+assert code(lambda: c.get_object(Bucket="ver", Key="k", VersionId=v1)) == "NoSuchVersion"
+assert code(lambda: c.delete_object(Bucket="ver", Key="k", VersionId=v1)) == "NoSuchVersion"
+# Paging through many versions, two at a time: each once, in order.
+want = []
+for key in ["a/1", "a/2", "b"]:
+    for body in [b"x", b"y"]:
+        want.append((key, c.put_object(Bucket="ver", Key=key, Body=body)["VersionId"]))
+seen = []
+for page in c.get_paginator("list_object_versions").paginate(Bucket="ver", PaginationConfig={"PageSize": 2}):
+    seen += [(v["Key"], v["VersionId"]) for v in page.get("Versions", [])]
+assert set(seen) - {("k", v2)} == set(want), seen
+assert len(seen) == len(set(seen)) == 7, seen
+keys = [s[0] for s in seen]
+assert keys == sorted(keys), keys
+# A delimiter folds a/ into one common prefix.
+page = c.list_object_versions(Bucket="ver", Delimiter="/")
+assert [p["Prefix"] for p in page.get("CommonPrefixes", [])] == ["a/"], page
+assert sorted({v["Key"] for v in page["Versions"]}) == ["b", "k"], page["Versions"]
+# DeleteObjects by version id.
+r = c.delete_objects(Bucket="ver", Delete={"Objects": [{"Key": k, "VersionId": v} for k, v in want if k == "b"]})
+assert len(r["Deleted"]) == 2 and not r.get("Errors"), r
+assert code(lambda: c.head_object(Bucket="ver", Key="b")) in ("404", "NoSuchKey")
+# Suspended: a new write replaces the live version; Enabled again keeps them.
+c.put_bucket_versioning(Bucket="ver", VersioningConfiguration={"Status": "Suspended"})
+assert c.get_bucket_versioning(Bucket="ver")["Status"] == "Suspended"
+c.put_object(Bucket="ver", Key="k", Body=b"three")
+assert len(c.list_object_versions(Bucket="ver", Prefix="k")["Versions"]) == 1
+assert c.delete_object(Bucket="ver", Key="k").get("DeleteMarker") is None
+c.put_bucket_versioning(Bucket="ver", VersioningConfiguration={"Status": "Enabled"})
+assert c.get_bucket_versioning(Bucket="ver")["Status"] == "Enabled"
+c.put_object(Bucket="ver", Key="k", Body=b"four")
+c.put_object(Bucket="ver", Key="k", Body=b"five")
+assert len(c.list_object_versions(Bucket="ver", Prefix="k")["Versions"]) == 2
+assert code(lambda: c.put_bucket_versioning(Bucket="ver", VersioningConfiguration={"Status": "Enabled", "MFADelete": "Enabled"}, MFA="x 1")) == "NotImplemented"
+print("versioning ok")
+"#;
+
+/// Versioning with boto3: the bucket setting, version ids, reads and
+/// deletes by version, delete markers, ListObjectVersions (paged, with a
+/// delimiter), DeleteObjects by version, Suspended and Enabled again.
+#[test]
+fn boto3_versioning() {
+    let s = start();
+    let k = key(&s, "*", &["--read", "--write"]);
+    run_boto(&s, VERSIONING, &[&format!("http://{}", s.s3_addr()), &k.access, &k.secret], "versioning ok");
+    // The setting outlives a restart.
+    let mut s = s;
+    s.stop();
+    s.boot();
+    let o = s.cli(&["versions", "--bucket", "ver", "k"]);
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).lines().count() >= 2, "{o:?}");
+    run_boto(
+        &s,
+        "import sys, boto3\nc = boto3.client('s3', endpoint_url=sys.argv[1], aws_access_key_id=sys.argv[2], aws_secret_access_key=sys.argv[3], region_name='us-east-1')\nassert c.get_bucket_versioning(Bucket='ver')['Status'] == 'Enabled'\nc.put_bucket_versioning(Bucket='ver', VersioningConfiguration={'Status': 'Suspended'})\nprint('set')\n",
+        &[&format!("http://{}", s.s3_addr()), &k.access, &k.secret],
+        "set",
+    );
+    s.stop();
+    s.boot();
+    run_boto(
+        &s,
+        "import sys, boto3\nc = boto3.client('s3', endpoint_url=sys.argv[1], aws_access_key_id=sys.argv[2], aws_secret_access_key=sys.argv[3], region_name='us-east-1')\nassert c.get_bucket_versioning(Bucket='ver')['Status'] == 'Suspended'\nprint('kept')\n",
+        &[&format!("http://{}", s.s3_addr()), &k.access, &k.secret],
+        "kept",
+    );
+}

@@ -205,7 +205,7 @@ async fn commit_in(
             out.push(Ok(rec));
             continue;
         }
-        if !newer && !policy.versioning {
+        if !newer && !policy.versions(&item.bucket) {
             // Without history an older version has nowhere to go.
             out.push(Ok(rec));
             continue;
@@ -241,7 +241,7 @@ async fn commit_in(
         if cur.is_none() {
             d.add("objects", 1);
         }
-        if !policy.versioning {
+        if !policy.versions(&item.bucket) {
             // Without versioning the new version replaces the old one.
             match cur {
                 Some(Live::Stored { id, digest, size, .. }) => {
@@ -289,8 +289,9 @@ async fn commit_in(
             .await?;
     }
     apply_refs(conn, &refs, now).await?;
-    if policy.versioning && policy.max_versions > 0 {
-        let keys: HashSet<(&str, &str)> = items.iter().map(|i| (i.bucket.as_str(), i.key.as_str())).collect();
+    if policy.max_versions > 0 {
+        let keys: HashSet<(&str, &str)> =
+            items.iter().filter(|i| policy.versions(&i.bucket)).map(|i| (i.bucket.as_str(), i.key.as_str())).collect();
         for (bucket, key) in keys {
             enforce_retention(conn, &mut d, bucket, key, policy.max_versions).await?;
         }

@@ -312,6 +312,9 @@ pub struct MetaStore {
     clock: Clock,
     node_id: String,
     versioning: bool,
+    /// Buckets set to keep versions or not (S3's PutBucketVersioning),
+    /// whatever `versioning` says; read by every write.
+    per_bucket: std::sync::RwLock<Arc<std::collections::HashMap<String, bool>>>,
     max_versions: u32,
     max_version_age: Duration,
     indexing: IndexingMode,
@@ -350,6 +353,7 @@ impl MetaStore {
         sqlx::migrate!("./migrations").run(&write).await?;
         let node_id = sql::node_id(&write).await?;
         let last = sql::last_stamp(&write).await?;
+        let per_bucket = sql::bucket_versioning(&write).await?;
         Ok(Arc::new(Self {
             dir: opts.dir.clone(),
             write,
@@ -358,6 +362,7 @@ impl MetaStore {
             clock: Clock::new(last),
             node_id,
             versioning: opts.versioning,
+            per_bucket: std::sync::RwLock::new(Arc::new(per_bucket)),
             max_versions: opts.max_versions,
             max_version_age: opts.max_version_age,
             indexing: opts.indexing,
@@ -379,6 +384,7 @@ impl MetaStore {
     fn policy(&self) -> sql::Policy<'_> {
         sql::Policy {
             versioning: self.versioning,
+            per_bucket: self.per_bucket.read().expect("per-bucket versioning").clone(),
             max_versions: self.max_versions,
             node: &self.node_id,
             clock: &self.clock,
@@ -549,6 +555,11 @@ impl MetaStore {
         }
         let r = sql::delete_bucket(&self.write, name).await;
         self.cache.clear();
+        if r.is_ok() {
+            // A bucket made again later starts from the server's default.
+            let mut map = self.per_bucket.write().expect("per-bucket versioning");
+            Arc::make_mut(&mut map).remove(name);
+        }
         r
     }
 
@@ -738,9 +749,26 @@ impl MetaStore {
         }
     }
 
-    /// Whether old versions are kept.
+    /// Whether old versions are kept by default.
     pub fn versioning(&self) -> bool {
         self.versioning
+    }
+
+    /// Whether `bucket` keeps old versions.
+    pub fn versioning_of(&self, bucket: &str) -> bool {
+        self.per_bucket.read().expect("per-bucket versioning").get(bucket).copied().unwrap_or(self.versioning)
+    }
+
+    /// Makes `bucket` keep old versions (or stop keeping new ones),
+    /// whatever the server's default.
+    pub async fn set_versioning(&self, bucket: &str, on: bool) -> Result<(), MetaError> {
+        let done = sqlx::query("UPDATE buckets SET versioning = ? WHERE name = ?").bind(on).bind(bucket).execute(&self.write).await?;
+        if done.rows_affected() == 0 {
+            return Err(MetaError::NoSuchBucket { bucket: bucket.into() });
+        }
+        let mut map = self.per_bucket.write().expect("per-bucket versioning");
+        Arc::make_mut(&mut map).insert(bucket.into(), on);
+        Ok(())
     }
 
     /// Records a delete marker minted by another node (or before it was

@@ -1,6 +1,7 @@
 //! Every SQL statement of the metadata store.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
 use sqlx::{Connection as _, Row};
@@ -10,11 +11,21 @@ use super::{Bucket, Deleted, Identity, MetaError, MetaStats, ObjectRecord};
 use strata_store::Digest;
 
 pub struct Policy<'a> {
+    /// The server's default: `[metadata] enable_versioning`.
     pub versioning: bool,
+    /// Buckets that keep versions, or not, whatever the default.
+    pub per_bucket: Arc<HashMap<String, bool>>,
     pub max_versions: u32,
     pub node: &'a str,
     pub clock: &'a Clock,
     pub conflicts: &'a super::lineage::Conflicts,
+}
+
+impl Policy<'_> {
+    /// Whether `bucket` keeps old versions.
+    pub fn versions(&self, bucket: &str) -> bool {
+        self.per_bucket.get(bucket).copied().unwrap_or(self.versioning)
+    }
 }
 
 /// The live version of one key.
@@ -144,6 +155,12 @@ pub async fn last_stamp(pool: &SqlitePool) -> Result<u64, MetaError> {
 }
 
 // ---- buckets ----
+
+/// Buckets whose versioning is set, whatever the server's default.
+pub async fn bucket_versioning(pool: &SqlitePool) -> Result<HashMap<String, bool>, MetaError> {
+    let rows = sqlx::query("SELECT name, versioning FROM buckets WHERE versioning IS NOT NULL").fetch_all(pool).await?;
+    rows.iter().map(|r| Ok((r.try_get("name")?, r.try_get("versioning")?))).collect()
+}
 
 pub async fn create_bucket(pool: &SqlitePool, name: &str) -> Result<Bucket, MetaError> {
     let now = now_ms();
@@ -515,12 +532,12 @@ pub async fn record_marker(pool: &SqlitePool, policy: &Policy<'_>, bucket: &str,
         sqlx::query("DELETE FROM objects WHERE bucket = ? AND key = ?").bind(bucket).bind(key).execute(&mut *tx).await?;
         d.add("objects", -1);
         d.add("live_bytes", -(cur.size as i64));
-        if !policy.versioning {
+        if !policy.versions(bucket) {
             let row_id = version_row_id(&mut tx, bucket, key, &cur.version).await?;
             remove_version_row(&mut tx, &mut d, row_id, cur.digest.as_ref().map(|d| &d.0[..]), cur.size as i64).await?;
         }
     }
-    if policy.versioning {
+    if policy.versions(bucket) {
         sqlx::query(
             "INSERT INTO versions (bucket, key, version, stamp, node, digest, size, \
              content_type, attributes, created_ms, modified_ms, replicas, parents) \
@@ -565,7 +582,7 @@ pub async fn delete(pool: &SqlitePool, policy: &Policy<'_>, bucket: &str, key: &
             sqlx::query("DELETE FROM objects WHERE bucket = ? AND key = ?").bind(bucket).bind(key).execute(&mut *tx).await?;
             d.add("objects", -1);
             d.add("live_bytes", -(cur.size as i64));
-            if policy.versioning {
+            if policy.versions(bucket) {
                 let now = now_ms();
                 let stamp = policy.clock.now();
                 let marker = format!("{stamp:016x}-{}", policy.node);

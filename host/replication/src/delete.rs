@@ -44,11 +44,11 @@ impl Replicator {
                 meta.record_marker(bucket, key, &id).await?;
                 let h = VersionHeader { marker: true, ..VersionHeader::control(bucket, key, id.clone()) };
                 let owed = self.send_to(&members, holders.iter().copied().filter(|n| *n != me), &h).await;
-                if !owed.is_empty() && meta.versioning() {
+                if !owed.is_empty() && meta.versioning_of(bucket) {
                     meta.enqueue(bucket, key, &id.version, &owed).await?;
                     self.wake();
                 }
-                Ok(if meta.versioning() { Deleted::Marker(id.version) } else { Deleted::Removed })
+                Ok(if meta.versioning_of(bucket) { Deleted::Marker(id.version) } else { Deleted::Removed })
             }
             Some(v) => {
                 let h = VersionHeader::forget(bucket, key, v);

@@ -125,13 +125,15 @@ impl Replicator {
     }
 
     /// Live keys under `prefix` after `after`, in key order, each with its
-    /// newest version across the cluster.
+    /// newest version across the cluster; with `markers`, also the keys
+    /// whose newest version is a delete marker.
     pub async fn list(
         &self,
         bucket: &str,
         prefix: &str,
         after: Option<&str>,
         limit: u32,
+        markers: bool,
     ) -> Result<Merged<Vec<ObjectRecord>>, ReplicationError> {
         self.require_bucket(bucket).await?;
         let limit = limit.max(1);
@@ -158,7 +160,7 @@ impl Replicator {
                 }
             }
             for (_, mut rec) in newest {
-                if rec.is_delete_marker() {
+                if rec.is_delete_marker() && !markers {
                     continue;
                 }
                 rec.latest = true;
@@ -204,7 +206,7 @@ impl Replicator {
         let mut n = 0u64;
         let mut missing = BTreeSet::new();
         loop {
-            let page = self.list(bucket, "", after.as_deref(), COUNT_PAGE).await?;
+            let page = self.list(bucket, "", after.as_deref(), COUNT_PAGE, false).await?;
             missing.extend(page.missing);
             n += page.value.len() as u64;
             if (page.value.len() as u32) < COUNT_PAGE {

@@ -355,7 +355,12 @@ impl S3 for Gateway {
             Err((body, e)) => return Err(refuse(body, e).await),
         };
         let r = self.store(spec, body, failure).await?;
-        Ok(S3Response::new(PutObjectOutput { e_tag: etag(&r), size: Some(r.size as i64), ..Default::default() }))
+        Ok(S3Response::new(PutObjectOutput {
+            e_tag: etag(&r),
+            size: Some(r.size as i64),
+            version_id: Some(r.version),
+            ..Default::default()
+        }))
     }
 
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
@@ -393,6 +398,7 @@ impl S3 for Gateway {
             e_tag: etag(&r),
             last_modified: Some(timestamp(r.modified_ms)),
             metadata: metadata(&r),
+            version_id: Some(r.version.clone()),
             accept_ranges: Some("bytes".into()),
             cache_control: header(&r, "cache-control"),
             content_disposition: header(&r, "content-disposition"),
@@ -418,6 +424,7 @@ impl S3 for Gateway {
             e_tag: etag(&r),
             last_modified: Some(timestamp(r.modified_ms)),
             metadata: metadata(&r),
+            version_id: Some(r.version.clone()),
             accept_ranges: Some("bytes".into()),
             cache_control: header(&r, "cache-control"),
             content_disposition: header(&r, "content-disposition"),
@@ -431,14 +438,15 @@ impl S3 for Gateway {
     async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
         let i = req.input;
         self.check_key(&i.bucket, &i.key)?;
-        if i.version_id.is_some() {
-            return Err(s3_error!(NotImplemented, "deleting a version by id is not served yet"));
-        }
-        match self.service.delete(&i.bucket, &i.key, None).await {
+        match self.service.delete(&i.bucket, &i.key, i.version_id.as_deref()).await {
             Ok(strata_meta::Deleted::Marker(v)) => {
                 Ok(S3Response::new(DeleteObjectOutput { delete_marker: Some(true), version_id: Some(v), ..Default::default() }))
             }
-            Ok(strata_meta::Deleted::Removed) => Ok(S3Response::new(DeleteObjectOutput::default())),
+            // A version removed for good is named back.
+            Ok(strata_meta::Deleted::Removed) => Ok(S3Response::new(DeleteObjectOutput { version_id: i.version_id, ..Default::default() })),
+            Err(e) if i.version_id.is_some() && e.kind() == strata_objects::Kind::NotFound && e.to_string().contains("has no version") => {
+                Err(s3_error!(NoSuchVersion, "{e}"))
+            }
             // S3 answers 204 for a key that is not there.
             Err(e) if e.kind() == strata_objects::Kind::NotFound && !e.to_string().starts_with("bucket ") => {
                 Ok(S3Response::new(DeleteObjectOutput::default()))
@@ -456,20 +464,11 @@ impl S3 for Gateway {
         let quiet = i.delete.quiet.unwrap_or(false);
         let (mut deleted, mut errors) = (Vec::new(), Vec::new());
         for o in i.delete.objects {
-            if o.version_id.is_some() {
-                errors.push(Error {
-                    key: Some(o.key),
-                    code: Some("NotImplemented".into()),
-                    message: Some("deleting a version by id is not served yet".into()),
-                    ..Default::default()
-                });
-                continue;
-            }
             if let Err(e) = strata_meta::names::key(&o.key, self.max_key_length) {
                 errors.push(Error { key: Some(o.key), code: Some("InvalidArgument".into()), message: Some(e), ..Default::default() });
                 continue;
             }
-            match self.service.delete(&i.bucket, &o.key, None).await {
+            match self.service.delete(&i.bucket, &o.key, o.version_id.as_deref()).await {
                 Ok(d) => {
                     if !quiet {
                         let marker = match d {
@@ -480,7 +479,7 @@ impl S3 for Gateway {
                             key: Some(o.key),
                             delete_marker: marker.as_ref().map(|_| true),
                             delete_marker_version_id: marker,
-                            ..Default::default()
+                            version_id: o.version_id,
                         });
                     }
                 }
@@ -587,6 +586,18 @@ impl S3 for Gateway {
             }),
             ..Default::default()
         }))
+    }
+
+    async fn get_bucket_versioning(&self, req: S3Request<GetBucketVersioningInput>) -> S3Result<S3Response<GetBucketVersioningOutput>> {
+        self.get_versioning(req).await
+    }
+
+    async fn put_bucket_versioning(&self, req: S3Request<PutBucketVersioningInput>) -> S3Result<S3Response<PutBucketVersioningOutput>> {
+        self.put_versioning(req).await
+    }
+
+    async fn list_object_versions(&self, req: S3Request<ListObjectVersionsInput>) -> S3Result<S3Response<ListObjectVersionsOutput>> {
+        self.list_versions(req).await
     }
 
     async fn create_multipart_upload(

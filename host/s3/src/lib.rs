@@ -8,6 +8,7 @@ mod gateway;
 pub mod keys;
 mod multipart;
 mod verify;
+mod versioning;
 
 use std::sync::Arc;
 

@@ -332,6 +332,7 @@ impl Gateway {
             bucket: Some(i.bucket.clone()),
             key: Some(i.key.clone()),
             e_tag: etag(&r),
+            version_id: Some(r.version.clone()),
             location: Some(format!("/{}/{}", i.bucket, i.key)),
             ..Default::default()
         }))

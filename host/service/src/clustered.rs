@@ -84,7 +84,32 @@ impl ObjectService for Clustered {
     }
 
     async fn list(&self, bucket: &str, prefix: &str, after: Option<&str>, limit: u32) -> Result<Merged<Vec<ObjectRecord>>, ServiceError> {
-        Ok(self.replicator.list(bucket, prefix, after, limit).await?)
+        Ok(self.replicator.list(bucket, prefix, after, limit, false).await?)
+    }
+
+    async fn list_newest(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Merged<Vec<ObjectRecord>>, ServiceError> {
+        Ok(self.replicator.list(bucket, prefix, after, limit, true).await?)
+    }
+
+    /// Every node follows `[metadata] enable_versioning`.
+    async fn versioning(&self, bucket: &str) -> Result<bool, ServiceError> {
+        self.replicator.require_bucket(bucket).await?;
+        Ok(self.replicator.objects.meta().versioning_of(bucket))
+    }
+
+    /// Not on a cluster: each node records the versions it holds by its
+    /// own setting, and a setting per bucket would have to reach every node
+    /// with the bucket's policy. `[metadata] enable_versioning` applies.
+    async fn set_versioning(&self, _bucket: &str, _on: bool) -> Result<(), ServiceError> {
+        Err(ServiceError::Unsupported(
+            "versioning per bucket is not built for clusters yet: every bucket follows [metadata] enable_versioning".into(),
+        ))
     }
 
     async fn versions(&self, bucket: &str, key: &str) -> Result<Merged<Vec<ObjectRecord>>, ServiceError> {

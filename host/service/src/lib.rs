@@ -94,6 +94,23 @@ pub trait ObjectService: Send + Sync {
     /// each with its newest version on any node.
     async fn list(&self, bucket: &str, prefix: &str, after: Option<&str>, limit: u32) -> Result<Merged<Vec<ObjectRecord>>, ServiceError>;
 
+    /// Keys under `prefix` after `after` that have any version, in key
+    /// order, each with its newest (a delete marker included).
+    async fn list_newest(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Merged<Vec<ObjectRecord>>, ServiceError>;
+
+    /// Whether a bucket keeps old versions.
+    async fn versioning(&self, bucket: &str) -> Result<bool, ServiceError>;
+
+    /// Makes a bucket keep old versions from now on, or stop keeping them
+    /// (those kept stay).
+    async fn set_versioning(&self, bucket: &str, on: bool) -> Result<(), ServiceError>;
+
     /// Every version of a key, newest first.
     async fn versions(&self, bucket: &str, key: &str) -> Result<Merged<Vec<ObjectRecord>>, ServiceError>;
 

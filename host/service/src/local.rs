@@ -89,6 +89,32 @@ impl ObjectService for Local {
         Ok(Merged::whole(self.objects.meta().list(bucket, prefix, after, limit).await?))
     }
 
+    async fn list_newest(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Merged<Vec<ObjectRecord>>, ServiceError> {
+        let meta = self.objects.meta();
+        if !meta.bucket_exists(bucket).await? {
+            return Err(MetaError::NoSuchBucket { bucket: bucket.into() }.into());
+        }
+        Ok(Merged::whole(meta.newest_after(bucket, prefix, after, limit).await?))
+    }
+
+    async fn versioning(&self, bucket: &str) -> Result<bool, ServiceError> {
+        let meta = self.objects.meta();
+        if !meta.bucket_exists(bucket).await? {
+            return Err(MetaError::NoSuchBucket { bucket: bucket.into() }.into());
+        }
+        Ok(meta.versioning_of(bucket))
+    }
+
+    async fn set_versioning(&self, bucket: &str, on: bool) -> Result<(), ServiceError> {
+        Ok(self.objects.meta().set_versioning(bucket, on).await?)
+    }
+
     async fn versions(&self, bucket: &str, key: &str) -> Result<Merged<Vec<ObjectRecord>>, ServiceError> {
         Ok(Merged::whole(self.objects.meta().list_versions(bucket, key).await?))
     }
