@@ -657,3 +657,44 @@ fn boto3_versioning() {
         "kept",
     );
 }
+
+const ACROSS: &str = r#"
+import sys, hashlib, boto3
+from botocore.config import Config
+e0, e1, e2, ak, sk = sys.argv[1:6]
+def client(e):
+    return boto3.client("s3", endpoint_url=e, aws_access_key_id=ak, aws_secret_access_key=sk, region_name="us-east-1", config=Config(retries={"max_attempts": 1}))
+c0, c1, c2 = client(e0), client(e1), client(e2)
+c0.create_bucket(Bucket="wide")
+p1, p2 = b"p" * (5 << 20), b"q" * (1 << 20)
+u = c0.create_multipart_upload(Bucket="wide", Key="obj", Metadata={"m": "v"})["UploadId"]
+t1 = c1.upload_part(Bucket="wide", Key="obj", UploadId=u, PartNumber=1, Body=p1)["ETag"]
+t2 = c2.upload_part(Bucket="wide", Key="obj", UploadId=u, PartNumber=2, Body=p2)["ETag"]
+assert [p["PartNumber"] for p in c0.list_parts(Bucket="wide", Key="obj", UploadId=u)["Parts"]] == [1, 2]
+assert [x["UploadId"] for x in c2.list_multipart_uploads(Bucket="wide")["Uploads"]] == [u]
+c1.complete_multipart_upload(Bucket="wide", Key="obj", UploadId=u, MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": t1}, {"PartNumber": 2, "ETag": t2}]})
+tag = hashlib.md5(hashlib.md5(p1).digest() + hashlib.md5(p2).digest()).hexdigest() + "-2"
+for c in (c0, c1, c2):
+    o = c.get_object(Bucket="wide", Key="obj")
+    assert o["Body"].read() == p1 + p2
+    assert o["ETag"].strip('"') == tag and o["Metadata"] == {"m": "v"}, o
+assert c0.list_multipart_uploads(Bucket="wide").get("Uploads", []) == []
+print("across ok")
+"#;
+
+/// On a cluster an upload's parts go to different nodes and its
+/// completion to a third; every node then serves the object, with its
+/// multipart ETag (sent to the replicas after the body).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_multipart_upload_spans_cluster_nodes() {
+    let net = crate::cluster::Net::start(3, "\n[s3]\nlisten = \"127.0.0.1:0\"\n");
+    net.form().await;
+    let k = key(&net.nodes[0], "*", &["--read", "--write"]);
+    // Access keys are per node: the same key file on every node.
+    let keys = std::fs::read(net.nodes[0].data().join("s3-keys.json")).unwrap();
+    for n in &net.nodes[1..] {
+        std::fs::write(n.data().join("s3-keys.json"), &keys).unwrap();
+    }
+    let e: Vec<String> = net.nodes.iter().map(|n| format!("http://{}", n.s3_addr())).collect();
+    run_boto(&net.nodes[0], ACROSS, &[&e[0], &e[1], &e[2], &k.access, &k.secret], "across ok");
+}
