@@ -98,7 +98,15 @@ fn the_aws_cli_copies_lists_syncs_and_presigns() {
     let range = format!("bytes={at}-{}", at + 9);
     ok(run_aws(&s, &k, d, &["s3api", "get-object", "--bucket", "photos", "--key", "big", "--range", &range, ranged.to_str().unwrap()]));
     assert_eq!(std::fs::read(&ranged).unwrap(), &big[at..at + 10]);
-    let uploads = ok(run_aws(&s, &k, d, &["s3api", "list-multipart-uploads", "--bucket", "photos"]));
+    // The parts' records go just after the answer.
+    let mut uploads = String::new();
+    for _ in 0..50 {
+        uploads = ok(run_aws(&s, &k, d, &["s3api", "list-multipart-uploads", "--bucket", "photos"]));
+        if !uploads.contains("UploadId") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     assert!(!uploads.contains("UploadId"), "{uploads}");
     // A small object's ETag is its MD5, as s3cmd and rclone check.
     let small = ok(run_aws(&s, &k, d, &["s3api", "put-object", "--bucket", "photos", "--key", "small", "--body", "f1"]));
@@ -333,6 +341,11 @@ assert code(lambda: c.complete_multipart_upload(Bucket="mpb", Key="obj", UploadI
 assert code(lambda: c.complete_multipart_upload(Bucket="mpb", Key="obj", UploadId=u, MultipartUpload=P((1, e1), (1, e1), (3, e3)))) == "InvalidPartOrder"
 assert code(lambda: c.complete_multipart_upload(Bucket="mpb", Key="obj", UploadId=u, MultipartUpload=P((1, e1), (3, e3)))) == "ok"
 # Done: the parts are gone and the object is their bytes, with the upload's metadata.
+import time
+for _ in range(100):  # the parts' records go just after the answer
+    if code(lambda: c.list_parts(Bucket="mpb", Key="obj", UploadId=u)) == "NoSuchUpload":
+        break
+    time.sleep(0.1)
 assert code(lambda: c.list_parts(Bucket="mpb", Key="obj", UploadId=u)) == "NoSuchUpload"
 o = c.get_object(Bucket="mpb", Key="obj")
 body = o["Body"].read()
@@ -678,6 +691,11 @@ for c in (c0, c1, c2):
     o = c.get_object(Bucket="wide", Key="obj")
     assert o["Body"].read() == p1 + p2
     assert o["ETag"].strip('"') == tag and o["Metadata"] == {"m": "v"}, o
+import time
+for _ in range(100):  # the parts' records go just after the answer
+    if c0.list_multipart_uploads(Bucket="wide").get("Uploads", []) == []:
+        break
+    time.sleep(0.1)
 assert c0.list_multipart_uploads(Bucket="wide").get("Uploads", []) == []
 print("across ok")
 "#;

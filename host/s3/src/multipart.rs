@@ -16,7 +16,7 @@ use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 use strata_meta::ObjectRecord;
 use strata_objects::{Kind, PutSpec};
-use strata_service::PartRef;
+use strata_service::{ObjectService, PartRef};
 use strata_store::Range as StoreRange;
 
 use crate::error::s3;
@@ -55,6 +55,43 @@ fn tag_of(r: &ObjectRecord) -> String {
     etag(r).map(|t| t.value().to_string()).unwrap_or_default()
 }
 
+/// Every stored part of an upload, in part-number order, after `after`.
+async fn parts(service: &dyn ObjectService, id: &str, after: Option<i32>, max: usize) -> S3Result<Vec<ObjectRecord>> {
+    let mut out = Vec::new();
+    let mut cursor = after.map(|n| part_key(id, n));
+    while out.len() < max {
+        let page = service.list(UPLOADS, &parts_prefix(id), cursor.as_deref(), 1000).await.map_err(s3)?;
+        if !page.missing.is_empty() {
+            return Err(s3_error!(ServiceUnavailable, "part of the cluster cannot be asked: {}", page.missing.join(", ")));
+        }
+        let Some(last) = page.value.last() else { break };
+        cursor = Some(last.key.clone());
+        out.extend(page.value);
+    }
+    out.truncate(max);
+    Ok(out)
+}
+
+/// Removes an uploads-bucket key for good (every version).
+async fn forget(service: &dyn ObjectService, key: &str) {
+    let Ok(versions) = service.versions(UPLOADS, key).await else { return };
+    for v in versions.value {
+        if let Err(e) = service.delete(UPLOADS, key, Some(&v.version)).await {
+            tracing::warn!(key, error = %e, "could not remove a multipart upload's leftover");
+        }
+    }
+}
+
+/// Removes an upload's parts, then its record (so an upload whose removal
+/// is cut off stays listed and can be aborted again).
+async fn remove_upload(service: &dyn ObjectService, bucket: &str, id: &str) -> S3Result<()> {
+    for p in parts(service, id, None, usize::MAX).await? {
+        forget(service, &p.key).await;
+    }
+    forget(service, &record_key(bucket, id)).await;
+    Ok(())
+}
+
 impl Gateway {
     async fn ensure_uploads_bucket(&self) -> S3Result<()> {
         self.uploads_ready
@@ -80,43 +117,6 @@ impl Gateway {
             Err(e) if e.kind() == Kind::NotFound => Err(no_upload(id)),
             Err(e) => Err(s3(e)),
         }
-    }
-
-    /// Every stored part of an upload, in part-number order, after `after`.
-    async fn parts(&self, id: &str, after: Option<i32>, max: usize) -> S3Result<Vec<ObjectRecord>> {
-        let mut out = Vec::new();
-        let mut cursor = after.map(|n| part_key(id, n));
-        while out.len() < max {
-            let page = self.service.list(UPLOADS, &parts_prefix(id), cursor.as_deref(), 1000).await.map_err(s3)?;
-            if !page.missing.is_empty() {
-                return Err(s3_error!(ServiceUnavailable, "part of the cluster cannot be asked: {}", page.missing.join(", ")));
-            }
-            let Some(last) = page.value.last() else { break };
-            cursor = Some(last.key.clone());
-            out.extend(page.value);
-        }
-        out.truncate(max);
-        Ok(out)
-    }
-
-    /// Removes an uploads-bucket key for good (every version).
-    async fn forget(&self, key: &str) {
-        let Ok(versions) = self.service.versions(UPLOADS, key).await else { return };
-        for v in versions.value {
-            if let Err(e) = self.service.delete(UPLOADS, key, Some(&v.version)).await {
-                tracing::warn!(key, error = %e, "could not remove a multipart upload's leftover");
-            }
-        }
-    }
-
-    /// Removes an upload's parts, then its record (so an upload whose
-    /// removal is cut off stays listed and can be aborted again).
-    async fn remove_upload(&self, bucket: &str, id: &str) -> S3Result<()> {
-        for p in self.parts(id, None, usize::MAX).await? {
-            self.forget(&p.key).await;
-        }
-        self.forget(&record_key(bucket, id)).await;
-        Ok(())
     }
 
     pub(crate) async fn create_upload(
@@ -285,7 +285,7 @@ impl Gateway {
         if wanted.is_empty() {
             return Err(s3_error!(MalformedXML, "the request names no part"));
         }
-        let stored = self.parts(&i.upload_id, None, usize::MAX).await?;
+        let stored = parts(&*self.service, &i.upload_id, None, usize::MAX).await?;
         let by_number: std::collections::HashMap<i32, &ObjectRecord> =
             stored.iter().filter_map(|r| Some((part_number(&r.key)?, r))).collect();
         let mut refs = Vec::with_capacity(wanted.len());
@@ -312,7 +312,8 @@ impl Gateway {
                 ));
             }
             md5s.extend(hex::decode(&tag).map_err(|_| s3_error!(InternalError, "part {n} has no MD5 ETag"))?);
-            refs.push(PartRef { bucket: UPLOADS.into(), key: r.key.clone(), version: r.version.clone() });
+            let Some(digest) = r.digest else { return Err(s3_error!(InvalidPart, "part {n} was not uploaded")) };
+            refs.push(PartRef { bucket: UPLOADS.into(), key: r.key.clone(), version: r.version.clone(), digest, size: r.size });
         }
         let tag = format!("{}-{}", hex::encode(<s3s::crypto::Md5 as s3s::crypto::Checksum>::checksum(&md5s)), refs.len());
         let mut attrs: strata_meta::Attributes = upload.attributes.into_iter().filter(|(k, _)| k != KEY_ATTR && k != ETAG_ATTR).collect();
@@ -327,7 +328,15 @@ impl Gateway {
             ..Default::default()
         };
         let r = self.service.compose(spec, &refs).await.map_err(s3)?;
-        self.remove_upload(&i.bucket, &i.upload_id).await?;
+        // The parts' records go after the answer (O(parts) deletes); the
+        // object holds the parts' bytes already. The upload's record goes
+        // last, so an upload whose removal is cut off stays listed.
+        let (service, bucket, id) = (self.service.clone(), i.bucket.clone(), i.upload_id.clone());
+        tokio::spawn(async move {
+            if let Err(e) = remove_upload(&*service, &bucket, &id).await {
+                tracing::warn!(upload = %id, error = %e, "could not remove a completed upload's parts");
+            }
+        });
         Ok(S3Response::new(CompleteMultipartUploadOutput {
             bucket: Some(i.bucket.clone()),
             key: Some(i.key.clone()),
@@ -342,7 +351,7 @@ impl Gateway {
         let i = req.input;
         self.check_key(&i.bucket, &i.key)?;
         self.upload(&i.bucket, &i.key, &i.upload_id).await?;
-        self.remove_upload(&i.bucket, &i.upload_id).await?;
+        remove_upload(&*self.service, &i.bucket, &i.upload_id).await?;
         Ok(S3Response::new(AbortMultipartUploadOutput::default()))
     }
 
@@ -355,7 +364,7 @@ impl Gateway {
             Some(n) => n.min(1000) as usize,
             None => 1000,
         };
-        let mut page = self.parts(&i.upload_id, i.part_number_marker.filter(|n| *n > 0), max + 1).await?;
+        let mut page = parts(&*self.service, &i.upload_id, i.part_number_marker.filter(|n| *n > 0), max + 1).await?;
         let truncated = page.len() > max;
         page.truncate(max);
         let next = if truncated { page.last().and_then(|r| part_number(&r.key)) } else { None };

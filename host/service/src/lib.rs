@@ -35,12 +35,16 @@ pub type Body<'a> = BoxStream<'a, Result<Bytes, String>>;
 /// A get's bytes, verified as they are read; an error ends the stream.
 pub type Chunks = mpsc::Receiver<Result<Bytes, ObjectError>>;
 
-/// A stored version used as a part of a composed object.
+/// A stored version used as a part of a composed object, with the digest
+/// and size its record shows (a node that holds the blob composes from
+/// them; the version is read where it does not).
 #[derive(Clone, Debug)]
 pub struct PartRef {
     pub bucket: String,
     pub key: String,
     pub version: String,
+    pub digest: strata_store::Digest,
+    pub size: u64,
 }
 
 /// What a server may have switched off in its config.

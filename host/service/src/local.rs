@@ -58,15 +58,10 @@ impl ObjectService for Local {
         Ok(self.objects.put(spec, body).await?)
     }
 
+    /// The composite checks that each part's blob is still stored and
+    /// sound, and holds it from then on.
     async fn compose(&self, spec: PutSpec, parts: &[PartRef]) -> Result<ObjectRecord, ServiceError> {
-        let meta = self.objects.meta();
-        let mut blobs = Vec::with_capacity(parts.len());
-        for p in parts {
-            let r = meta.get(&p.bucket, &p.key, Some(&p.version)).await?;
-            let digest = r.digest.ok_or_else(|| ServiceError::Invalid(format!("part {:?} is a delete marker", p.key)))?;
-            blobs.push((digest, r.size));
-        }
-        Ok(self.objects.compose(spec, blobs).await?)
+        Ok(self.objects.compose(spec, parts.iter().map(|p| (p.digest, p.size)).collect()).await?)
     }
 
     async fn put_many(&self, items: Vec<(PutSpec, Bytes)>) -> Vec<Result<ObjectRecord, ServiceError>> {

@@ -14,7 +14,7 @@ use super::bench::{Child, small_puts};
 use super::bench_remote::{put, random};
 use super::client::{self, connect};
 use crate::api::pb;
-use crate::remote::object_store::{ObjectStore, ObjectStoreExt as _, aws::AmazonS3Builder, path::Path as ObjectPath};
+use crate::remote::object_store::{ObjectStore, ObjectStoreExt, aws::AmazonS3Builder, path::Path as ObjectPath};
 
 #[derive(clap::Args, Debug)]
 pub struct BenchS3Args {
@@ -27,6 +27,10 @@ pub struct BenchS3Args {
     /// Seconds of each 4 KiB run.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
+    /// GiB sent as a multipart upload, twice (in 100 parts, then in 1,000),
+    /// timing each completion and watching the server's memory; 0 skips it.
+    #[arg(long, default_value_t = 5)]
+    multipart_gib: u64,
     /// Directory for the server's data; created, and removed afterwards.
     #[arg(long, default_value = "strata-bench-s3")]
     dir: std::path::PathBuf,
@@ -52,19 +56,84 @@ async fn bench(args: &BenchS3Args) -> anyhow::Result<()> {
     let config = dir.join("strata.toml");
     std::fs::write(&config, format!("[s3]\nlisten = \"127.0.0.1:{port}\"\n"))?;
     let mut server = Child::start_config(&data, &config).await?;
-    let s3: Arc<dyn ObjectStore> = Arc::new(
-        AmazonS3Builder::new()
-            .with_endpoint(format!("http://127.0.0.1:{port}"))
-            .with_allow_http(true)
-            .with_bucket_name("default")
-            .with_region("us-east-1")
-            .with_access_key_id(&key.access_key)
-            .with_secret_access_key(&key.secret_key)
-            .build()?,
-    );
+    let client = AmazonS3Builder::new()
+        .with_endpoint(format!("http://127.0.0.1:{port}"))
+        .with_allow_http(true)
+        .with_bucket_name("default")
+        .with_region("us-east-1")
+        .with_access_key_id(&key.access_key)
+        .with_secret_access_key(&key.secret_key)
+        .build()?;
+    // First, while the server's peak memory is still its own.
+    if args.multipart_gib > 0 {
+        if let Err(e) = multipart(args.multipart_gib, &server, &client).await {
+            server.stop().await;
+            return Err(e);
+        }
+    }
+    let s3: Arc<dyn ObjectStore> = Arc::new(client);
     let r = measure(args, &server.url, s3).await;
     server.stop().await;
     r
+}
+
+/// `gib` GiB as a multipart upload in 100 parts, then in 1,000 (distinct
+/// bytes each time): the time of each completion, and the server's peak
+/// memory before and after.
+async fn multipart(gib: u64, server: &Child, s3: &crate::remote::object_store::aws::AmazonS3) -> anyhow::Result<()> {
+    use crate::remote::object_store::multipart::MultipartStore;
+    let total = gib << 30;
+    let rss_before = server.peak_rss()?;
+    let mut rows = Vec::new();
+    for parts in [100u64, 1000] {
+        let part = total / parts;
+        anyhow::ensure!(part >= 5 << 20, "{gib} GiB in {parts} parts makes parts under S3's 5 MiB");
+        let path = ObjectPath::from(format!("bench/multipart-{parts}"));
+        eprintln!("{gib} GiB multipart upload in {parts} parts ...");
+        let id = s3.create_multipart(&path).await?;
+        let block = random(1 << 20);
+        let t = Instant::now();
+        let mut ids = Vec::with_capacity(parts as usize);
+        for i in 0..parts {
+            // Each part its own bytes (no part a dedup hit): a 1 MiB block
+            // with the part's number written over its head, repeated.
+            let mut data = Vec::with_capacity(part as usize);
+            let mut b = block.to_vec();
+            b[..16].copy_from_slice(&(u128::from(parts) << 64 | u128::from(i)).to_le_bytes());
+            while (data.len() as u64) < part {
+                let n = (part as usize - data.len()).min(b.len());
+                data.extend_from_slice(&b[..n]);
+            }
+            ids.push(s3.put_part(&path, &id, i as usize, bytes::Bytes::from(data).into()).await?);
+        }
+        let sent = t.elapsed();
+        let t = Instant::now();
+        s3.complete_multipart(&path, &id, ids).await?;
+        let complete = t.elapsed();
+        let head = ObjectStoreExt::head(s3, &path).await?;
+        anyhow::ensure!(head.size == part * parts, "the object holds {} bytes, not {}", head.size, part * parts);
+        rows.push((parts, part, mbps(part * parts, sent), complete));
+    }
+    let rss_after = server.peak_rss()?;
+    println!("{:<34} {:>14} {:>14}", format!("multipart upload of {gib} GiB"), "parts sent", "completion");
+    for (parts, part, rate, complete) in &rows {
+        println!(
+            "{:<34} {:>9.0} MiB/s {:>11.1} ms",
+            format!("{parts} parts of {:.1} MiB", *part as f64 / (1 << 20) as f64),
+            rate,
+            complete.as_secs_f64() * 1e3
+        );
+    }
+    let ratio = rows[1].3.as_secs_f64() / rows[0].3.as_secs_f64().max(1e-9);
+    println!("{:<34} {ratio:>14.2}", "completion, 1000 parts / 100 parts");
+    println!(
+        "{:<34} {:>11.0} MiB {:>11.0} MiB",
+        "server peak RSS, before / after",
+        rss_before as f64 / (1 << 20) as f64,
+        rss_after as f64 / (1 << 20) as f64
+    );
+    println!();
+    Ok(())
 }
 
 fn mbps(bytes: u64, t: Duration) -> f64 {
