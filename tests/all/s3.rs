@@ -355,6 +355,43 @@ assert o["ETag"].strip('"') == hashlib.md5(md5s).hexdigest() + "-2", o["ETag"]
 assert o["ContentType"] == "text/plain" and o["Metadata"] == {"who": "me"}, o
 r = c.get_object(Bucket="mpb", Key="obj", Range="bytes=%d-%d" % (5 * MiB - 3, 5 * MiB + 2))["Body"].read()
 assert r == b"aaa012", r
+# A copy of a composed object: its bytes, copied.
+c.copy_object(Bucket="mpb", Key="copy", CopySource={"Bucket": "mpb", "Key": "obj"})
+assert c.get_object(Bucket="mpb", Key="copy")["Body"].read() == body
+# Two completions and an abort at once: exactly one wins.
+import threading
+u3 = c.create_multipart_upload(Bucket="mpb", Key="race")["UploadId"]
+t = c.upload_part(Bucket="mpb", Key="race", UploadId=u3, PartNumber=1, Body=b"r" * 100)["ETag"]
+results = []
+def go(f):
+    results.append(code(f))
+fs = [lambda: c.complete_multipart_upload(Bucket="mpb", Key="race", UploadId=u3, MultipartUpload=P((1, t))),
+      lambda: c.complete_multipart_upload(Bucket="mpb", Key="race", UploadId=u3, MultipartUpload=P((1, t))),
+      lambda: c.abort_multipart_upload(Bucket="mpb", Key="race", UploadId=u3)]
+ths = [threading.Thread(target=go, args=(f,)) for f in fs]
+[x.start() for x in ths]
+[x.join() for x in ths]
+assert results.count("ok") == 1 and results.count("NoSuchUpload") == 2, results
+versions = c.list_object_versions(Bucket="mpb", Prefix="race").get("Versions", [])
+assert len(versions) == (0 if code(lambda: c.head_object(Bucket="mpb", Key="race")) != "ok" else 1), versions
+# A part stored after the upload was taken is refused and not kept.
+assert code(lambda: c.upload_part(Bucket="mpb", Key="race", UploadId=u3, PartNumber=2, Body=b"late")) == "NoSuchUpload"
+# ListMultipartUploads pages past a common prefix.
+for key in ["a", "b/1", "b/2", "c"]:
+    c.create_multipart_upload(Bucket="mpb", Key="lmu/" + key)
+seen = []
+for page in c.get_paginator("list_multipart_uploads").paginate(Bucket="mpb", Prefix="lmu/", Delimiter="/", PaginationConfig={"PageSize": 1}):
+    seen += [x["Key"] for x in page.get("Uploads", [])] + [p["Prefix"] for p in page.get("CommonPrefixes", [])]
+assert seen == ["lmu/a", "lmu/b/", "lmu/c"], seen
+for x in c.list_multipart_uploads(Bucket="mpb", Prefix="lmu/")["Uploads"]:
+    c.abort_multipart_upload(Bucket="mpb", Key=x["Key"], UploadId=x["UploadId"])
+# Deleting a bucket drops its uploads: the name made again has none.
+c.create_bucket(Bucket="delb")
+ud = c.create_multipart_upload(Bucket="delb", Key="k")["UploadId"]
+c.delete_bucket(Bucket="delb")
+c.create_bucket(Bucket="delb")
+assert c.list_multipart_uploads(Bucket="delb").get("Uploads", []) == []
+assert code(lambda: c.upload_part(Bucket="delb", Key="k", UploadId=ud, PartNumber=1, Body=b"x")) == "NoSuchUpload"
 # Conditional completion: If-None-Match * on a key that exists.
 u2 = c.create_multipart_upload(Bucket="mpb", Key="obj")["UploadId"]
 f = c.upload_part(Bucket="mpb", Key="obj", UploadId=u2, PartNumber=1, Body=b"x")["ETag"]
@@ -571,6 +608,11 @@ fn s3cmd_puts_gets_syncs_and_deletes() {
     assert!(first.contains("upload:"), "{first}");
     let second = run(&["sync", "tree/", "s3://s3cb/tree/"]);
     assert!(!second.contains("upload:"), "an unchanged tree sends nothing: {second}");
+    // An object put through gRPC (no MD5 computed) is read without a warning.
+    let put = s.cli(&["put", "--bucket", "s3cb", "grpc-put", d.join("tree/f1").to_str().unwrap()]);
+    assert!(put.status.success(), "{put:?}");
+    run(&["get", "--force", "s3://s3cb/grpc-put", "grpc-back"]);
+    assert_eq!(std::fs::read(d.join("grpc-back")).unwrap(), b"file 1");
     run(&["del", "s3://s3cb/small"]);
     let ls = run(&["ls", "s3://s3cb"]);
     assert!(!ls.contains("small"), "{ls}");
@@ -627,16 +669,23 @@ r = c.delete_objects(Bucket="ver", Delete={"Objects": [{"Key": k, "VersionId": v
 assert len(r["Deleted"]) == 2 and not r.get("Errors"), r
 assert code(lambda: c.head_object(Bucket="ver", Key="b")) in ("404", "NoSuchKey")
 # Suspended: a new write replaces the live version; Enabled again keeps them.
+# Suspended: versions kept before stay; a write replaces only one made since.
+j1 = c.put_object(Bucket="ver", Key="j", Body=b"jay")["VersionId"]
 c.put_bucket_versioning(Bucket="ver", VersioningConfiguration={"Status": "Suspended"})
 assert c.get_bucket_versioning(Bucket="ver")["Status"] == "Suspended"
-c.put_object(Bucket="ver", Key="k", Body=b"three")
-assert len(c.list_object_versions(Bucket="ver", Prefix="k")["Versions"]) == 1
-assert c.delete_object(Bucket="ver", Key="k").get("DeleteMarker") is None
+vs = lambda key: [v["VersionId"] for v in c.list_object_versions(Bucket="ver", Prefix=key)["Versions"] if v["Key"] == key]
+t3 = c.put_object(Bucket="ver", Key="k", Body=b"three")["VersionId"]
+assert vs("k") == [t3, v2], vs("k")
+t4 = c.put_object(Bucket="ver", Key="k", Body=b"four")["VersionId"]
+assert vs("k") == [t4, v2], vs("k")
+assert c.get_object(Bucket="ver", Key="k")["Body"].read() == b"four"
+# A delete keeps j's older version, under a marker.
+assert c.delete_object(Bucket="ver", Key="j").get("DeleteMarker") is True
+assert vs("j") == [j1] and c.get_object(Bucket="ver", Key="j", VersionId=j1)["Body"].read() == b"jay"
 c.put_bucket_versioning(Bucket="ver", VersioningConfiguration={"Status": "Enabled"})
 assert c.get_bucket_versioning(Bucket="ver")["Status"] == "Enabled"
-c.put_object(Bucket="ver", Key="k", Body=b"four")
 c.put_object(Bucket="ver", Key="k", Body=b"five")
-assert len(c.list_object_versions(Bucket="ver", Prefix="k")["Versions"]) == 2
+assert len(vs("k")) == 3, vs("k")
 assert code(lambda: c.put_bucket_versioning(Bucket="ver", VersioningConfiguration={"Status": "Enabled", "MFADelete": "Enabled"}, MFA="x 1")) == "NotImplemented"
 print("versioning ok")
 "#;

@@ -242,9 +242,10 @@ async fn commit_in(
             d.add("objects", 1);
         }
         if !policy.versions(&item.bucket) {
-            // Without versioning the new version replaces the old one.
+            // Without versioning the new version replaces the old one
+            // (one kept from before versioning was suspended stays).
             match cur {
-                Some(Live::Stored { id, digest, size, .. }) => {
+                Some(Live::Stored { id, version, digest, size, .. }) if policy.replaces(&item.bucket, &version) => {
                     removed.push(id);
                     forget(&mut d, &mut refs, digest, size);
                 }
@@ -252,7 +253,7 @@ async fn commit_in(
                     let p = pending[j].take().expect("live pending version");
                     forget(&mut d, &mut refs, p.rec.digest, p.rec.size);
                 }
-                None => {}
+                Some(Live::Stored { .. }) | None => {}
             }
         }
         out.push(Ok(rec.clone()));

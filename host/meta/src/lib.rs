@@ -314,7 +314,7 @@ pub struct MetaStore {
     versioning: bool,
     /// Buckets set to keep versions or not (S3's PutBucketVersioning),
     /// whatever `versioning` says; read by every write.
-    per_bucket: std::sync::RwLock<Arc<std::collections::HashMap<String, bool>>>,
+    per_bucket: std::sync::RwLock<Arc<std::collections::HashMap<String, sql::BucketVersioning>>>,
     max_versions: u32,
     max_version_age: Duration,
     indexing: IndexingMode,
@@ -756,18 +756,27 @@ impl MetaStore {
 
     /// Whether `bucket` keeps old versions.
     pub fn versioning_of(&self, bucket: &str) -> bool {
-        self.per_bucket.read().expect("per-bucket versioning").get(bucket).copied().unwrap_or(self.versioning)
+        match self.per_bucket.read().expect("per-bucket versioning").get(bucket) {
+            Some(sql::BucketVersioning::Enabled) => true,
+            Some(sql::BucketVersioning::SuspendedSince(_)) => false,
+            None => self.versioning,
+        }
     }
 
-    /// Makes `bucket` keep old versions (or stop keeping new ones),
-    /// whatever the server's default.
+    /// Makes `bucket` keep old versions, or suspends that (versions kept
+    /// so far stay), whatever the server's default.
     pub async fn set_versioning(&self, bucket: &str, on: bool) -> Result<(), MetaError> {
-        let done = sqlx::query("UPDATE buckets SET versioning = ? WHERE name = ?").bind(on).bind(bucket).execute(&self.write).await?;
+        let setting = if on { sql::BucketVersioning::Enabled } else { sql::BucketVersioning::SuspendedSince(self.clock.now()) };
+        let column = match setting {
+            sql::BucketVersioning::Enabled => -1,
+            sql::BucketVersioning::SuspendedSince(s) => s as i64,
+        };
+        let done = sqlx::query("UPDATE buckets SET versioning = ? WHERE name = ?").bind(column).bind(bucket).execute(&self.write).await?;
         if done.rows_affected() == 0 {
             return Err(MetaError::NoSuchBucket { bucket: bucket.into() });
         }
         let mut map = self.per_bucket.write().expect("per-bucket versioning");
-        Arc::make_mut(&mut map).insert(bucket.into(), on);
+        Arc::make_mut(&mut map).insert(bucket.into(), setting);
         Ok(())
     }
 

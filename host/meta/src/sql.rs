@@ -13,19 +13,48 @@ use strata_store::Digest;
 pub struct Policy<'a> {
     /// The server's default: `[metadata] enable_versioning`.
     pub versioning: bool,
-    /// Buckets that keep versions, or not, whatever the default.
-    pub per_bucket: Arc<HashMap<String, bool>>,
+    /// Buckets set to keep versions, or not, whatever the default.
+    pub per_bucket: Arc<HashMap<String, BucketVersioning>>,
     pub max_versions: u32,
     pub node: &'a str,
     pub clock: &'a Clock,
     pub conflicts: &'a super::lineage::Conflicts,
 }
 
+/// A bucket's own versioning setting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BucketVersioning {
+    Enabled,
+    /// Suspended at this stamp: versions written before it are kept.
+    SuspendedSince(u64),
+}
+
 impl Policy<'_> {
     /// Whether `bucket` keeps old versions.
     pub fn versions(&self, bucket: &str) -> bool {
-        self.per_bucket.get(bucket).copied().unwrap_or(self.versioning)
+        match self.per_bucket.get(bucket) {
+            Some(BucketVersioning::Enabled) => true,
+            Some(BucketVersioning::SuspendedSince(_)) => false,
+            None => self.versioning,
+        }
     }
+
+    /// Whether a write may remove `live` (the key's live version) instead
+    /// of keeping it: never while versioning; in a bucket whose versioning
+    /// was suspended, only a version written since (as S3 replaces only
+    /// its `null` version).
+    pub fn replaces(&self, bucket: &str, live: &str) -> bool {
+        match self.per_bucket.get(bucket) {
+            Some(BucketVersioning::Enabled) => false,
+            Some(BucketVersioning::SuspendedSince(since)) => stamp_of(live).is_none_or(|s| s >= *since),
+            None => !self.versioning,
+        }
+    }
+}
+
+/// The stamp a version id starts with (`{stamp:016x}-{node}`).
+fn stamp_of(version: &str) -> Option<u64> {
+    version.get(..16).and_then(|h| u64::from_str_radix(h, 16).ok())
 }
 
 /// The live version of one key.
@@ -157,9 +186,15 @@ pub async fn last_stamp(pool: &SqlitePool) -> Result<u64, MetaError> {
 // ---- buckets ----
 
 /// Buckets whose versioning is set, whatever the server's default.
-pub async fn bucket_versioning(pool: &SqlitePool) -> Result<HashMap<String, bool>, MetaError> {
+pub async fn bucket_versioning(pool: &SqlitePool) -> Result<HashMap<String, BucketVersioning>, MetaError> {
     let rows = sqlx::query("SELECT name, versioning FROM buckets WHERE versioning IS NOT NULL").fetch_all(pool).await?;
-    rows.iter().map(|r| Ok((r.try_get("name")?, r.try_get("versioning")?))).collect()
+    rows.iter()
+        .map(|r| {
+            let v: i64 = r.try_get("versioning")?;
+            let setting = if v < 0 { BucketVersioning::Enabled } else { BucketVersioning::SuspendedSince(v as u64) };
+            Ok((r.try_get("name")?, setting))
+        })
+        .collect()
 }
 
 pub async fn create_bucket(pool: &SqlitePool, name: &str) -> Result<Bucket, MetaError> {
@@ -532,7 +567,7 @@ pub async fn record_marker(pool: &SqlitePool, policy: &Policy<'_>, bucket: &str,
         sqlx::query("DELETE FROM objects WHERE bucket = ? AND key = ?").bind(bucket).bind(key).execute(&mut *tx).await?;
         d.add("objects", -1);
         d.add("live_bytes", -(cur.size as i64));
-        if !policy.versions(bucket) {
+        if policy.replaces(bucket, &cur.version) {
             let row_id = version_row_id(&mut tx, bucket, key, &cur.version).await?;
             remove_version_row(&mut tx, &mut d, row_id, cur.digest.as_ref().map(|d| &d.0[..]), cur.size as i64).await?;
         }
@@ -582,7 +617,8 @@ pub async fn delete(pool: &SqlitePool, policy: &Policy<'_>, bucket: &str, key: &
             sqlx::query("DELETE FROM objects WHERE bucket = ? AND key = ?").bind(bucket).bind(key).execute(&mut *tx).await?;
             d.add("objects", -1);
             d.add("live_bytes", -(cur.size as i64));
-            if policy.versions(bucket) {
+            // Versioning suspended: a version kept from before stays, under a marker.
+            if policy.versions(bucket) || !policy.replaces(bucket, &cur.version) {
                 let now = now_ms();
                 let stamp = policy.clock.now();
                 let marker = format!("{stamp:016x}-{}", policy.node);

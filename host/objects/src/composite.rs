@@ -58,6 +58,9 @@ impl Objects {
         let (tx, rx) = mpsc::channel(PIPE_DEPTH);
         let this = self.clone();
         tokio::spawn(async move {
+            // Parts are opened one after another: GC waits until the read
+            // ends, so a delete meanwhile cannot take a part still to come.
+            let _pin = this.pin_blobs().await;
             let mut start = 0u64;
             for (digest, size) in parts {
                 let (lo, hi) = (range.offset.max(start), end.min(start + size));

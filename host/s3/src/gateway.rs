@@ -61,11 +61,12 @@ pub(crate) const ETAG_ATTR: &str = "s3.etag";
 
 /// An object's ETag: the MD5 of its bytes when it came through this
 /// gateway (`MD5-of-part-MD5s-N` for a multipart upload), as S3 clients
-/// expect; else (a put through gRPC) its whole SHA-256 in hex, which no
-/// client mistakes for an MD5.
+/// expect; else (a put through gRPC, which computes no MD5) its SHA-256 in
+/// hex with `-1` after it: clients (s3cmd, rclone) take an ETag with a
+/// dash for one that is not an MD5, and check nothing against it.
 pub(crate) fn etag(r: &ObjectRecord) -> Option<ETag> {
     let d = r.digest?;
-    let tag = r.attributes.get(ETAG_ATTR).and_then(|v| v.as_str()).map_or_else(|| d.to_string(), str::to_string);
+    let tag = r.attributes.get(ETAG_ATTR).and_then(|v| v.as_str()).map_or_else(|| format!("{d}-1"), str::to_string);
     Some(ETag::Strong(tag))
 }
 
@@ -323,6 +324,9 @@ impl S3 for Gateway {
     async fn delete_bucket(&self, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
         self.check_bucket(&req.input.bucket)?;
         self.service.delete_bucket(&req.input.bucket).await.map_err(s3)?;
+        // Its uploads in progress go with it (a bucket made again later
+        // under the name must not find them).
+        crate::multipart::drop_uploads(self.service.clone(), req.input.bucket.clone()).await;
         Ok(S3Response::new(DeleteBucketOutput {}))
     }
 
@@ -483,7 +487,11 @@ impl S3 for Gateway {
                         });
                     }
                 }
-                Err(e) if e.kind() == strata_objects::Kind::NotFound && !e.to_string().starts_with("bucket ") => {
+                Err(e)
+                    if e.kind() == strata_objects::Kind::NotFound
+                        && !e.to_string().starts_with("bucket ")
+                        && !e.to_string().contains("has no version") =>
+                {
                     if !quiet {
                         deleted.push(DeletedObject { key: Some(o.key), ..Default::default() });
                     }
@@ -567,16 +575,10 @@ impl S3 for Gateway {
         // The destination's own conditions, as a put's.
         let condition = req_dst_condition(self, &i.bucket, &i.key, &req_if_none_match, &req_if_match).await?;
         let (_, body) = self.read(sb, sk, Some(&head.version), StoreRange::ALL).await?;
-        let spec = PutSpec {
-            bucket: i.bucket,
-            key: i.key,
-            content_type,
-            attributes,
-            size: Some(head.size),
-            expected_digest: head.digest,
-            condition,
-            ..Default::default()
-        };
+        // No digest promised: a composed object's digest names its parts,
+        // not its bytes (the bytes are verified as they are read).
+        let spec =
+            PutSpec { bucket: i.bucket, key: i.key, content_type, attributes, size: Some(head.size), condition, ..Default::default() };
         let r = self.store_copy(spec, body).await?;
         Ok(S3Response::new(CopyObjectOutput {
             copy_object_result: Some(CopyObjectResult {

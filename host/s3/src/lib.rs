@@ -25,6 +25,7 @@ pub use gateway::Gateway;
 pub fn service(config: &Config, objects: Arc<dyn ObjectService>) -> Result<s3s::service::S3Service, String> {
     let keys = Arc::new(keys::Keys::open(config.s3_keys_file())?);
     let auth = Arc::new(auth::Auth { keys: keys.clone(), anonymous_read: config.s3.anonymous == AnonymousApi::Read });
+    tokio::spawn(multipart::sweep(objects.clone()));
     let gateway = Gateway {
         service: objects,
         keys,

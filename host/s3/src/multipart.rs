@@ -26,6 +26,12 @@ use crate::gateway::{ETAG_ATTR, Gateway, attributes, etag, header_attributes, re
 pub const UPLOADS: &str = "strata-s3-uploads";
 /// The upload record's attribute naming the object's key.
 const KEY_ATTR: &str = "s3.upload.key";
+/// Set on the record when a completion or an abort has taken the upload
+/// (a conditional write, so exactly one of them does, on a cluster too).
+const STATE_ATTR: &str = "s3.upload.state";
+/// A taken upload older than this was left by a crash: it is listed again
+/// and an abort (or the sweep at start) removes what is left of it.
+const STALE_MS: i64 = 60_000;
 /// S3's least part size, but for the last part.
 const MIN_PART: u64 = 5 << 20;
 const MAX_PART_NUMBER: i32 = 10_000;
@@ -44,6 +50,12 @@ fn part_key(id: &str, n: i32) -> String {
 
 fn part_number(key: &str) -> Option<i32> {
     key.rsplit('/').next()?.parse().ok()
+}
+
+/// A taken upload whose taker is long gone.
+fn stale(record: &ObjectRecord) -> bool {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    now - record.modified_ms > STALE_MS
 }
 
 fn no_upload(id: &str) -> s3s::S3Error {
@@ -92,6 +104,50 @@ async fn remove_upload(service: &dyn ObjectService, bucket: &str, id: &str) -> S
     Ok(())
 }
 
+/// Once, a while after start: removes what is left of uploads a crash
+/// cut off while they were being completed or aborted.
+pub(crate) async fn sweep(service: std::sync::Arc<dyn ObjectService>) {
+    tokio::time::sleep(std::time::Duration::from_millis(STALE_MS as u64 + 1000)).await;
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = match service.list(UPLOADS, "u/", cursor.as_deref(), 1000).await {
+            Ok(p) if !p.value.is_empty() => p.value,
+            _ => return,
+        };
+        cursor = page.last().map(|r| r.key.clone());
+        for r in page.iter().filter(|r| r.attributes.contains_key(STATE_ATTR) && stale(r)) {
+            let Some((bucket, id)) = r.key.strip_prefix("u/").and_then(|k| k.rsplit_once('/')) else { continue };
+            tracing::info!(upload = %id, bucket, "removing what a cut-off completion or abort left of an upload");
+            if let Err(e) = remove_upload(&*service, bucket, id).await {
+                tracing::warn!(upload = %id, error = %e, "could not remove a cut-off upload");
+            }
+        }
+    }
+}
+
+/// Removes every upload of a deleted bucket.
+pub(crate) async fn drop_uploads(service: std::sync::Arc<dyn ObjectService>, bucket: String) {
+    let _ = tokio::spawn(async move {
+        let scope = format!("u/{bucket}/");
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = match service.list(UPLOADS, &scope, cursor.as_deref(), 1000).await {
+                Ok(p) if !p.value.is_empty() => p.value,
+                _ => return,
+            };
+            cursor = page.last().map(|r| r.key.clone());
+            for r in page {
+                let id = r.key[scope.len()..].to_string();
+                if let Err(e) = remove_upload(&*service, &bucket, &id).await {
+                    tracing::warn!(upload = %id, error = %e, "could not remove an upload of a deleted bucket");
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+}
+
 impl Gateway {
     async fn ensure_uploads_bucket(&self) -> S3Result<()> {
         self.uploads_ready
@@ -106,8 +162,17 @@ impl Gateway {
             .map(|_| ())
     }
 
-    /// The upload's record, if it is an upload of this bucket and key.
+    /// The record of an upload of this bucket and key still open.
     async fn upload(&self, bucket: &str, key: &str, id: &str) -> S3Result<ObjectRecord> {
+        let r = self.any_upload(bucket, key, id).await?;
+        if r.attributes.contains_key(STATE_ATTR) {
+            return Err(no_upload(id));
+        }
+        Ok(r)
+    }
+
+    /// The record of an upload of this bucket and key, open or taken.
+    async fn any_upload(&self, bucket: &str, key: &str, id: &str) -> S3Result<ObjectRecord> {
         if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(no_upload(id));
         }
@@ -115,6 +180,32 @@ impl Gateway {
             Ok((r, _)) if r.digest.is_some() && r.attributes.get(KEY_ATTR).and_then(|v| v.as_str()) == Some(key) => Ok(r),
             Ok(_) => Err(no_upload(id)),
             Err(e) if e.kind() == Kind::NotFound => Err(no_upload(id)),
+            Err(e) => Err(s3(e)),
+        }
+    }
+
+    /// Takes an upload for a completion or an abort: the record again,
+    /// marked, if it is still the version read. Fails if another took it.
+    async fn take(&self, record: &ObjectRecord, state: Option<&str>) -> S3Result<ObjectRecord> {
+        let mut attributes = record.attributes.clone();
+        match state {
+            Some(s) => attributes.insert(STATE_ATTR.into(), s.into()),
+            None => attributes.remove(STATE_ATTR),
+        };
+        let spec = PutSpec {
+            bucket: UPLOADS.into(),
+            key: record.key.clone(),
+            content_type: record.content_type.clone(),
+            attributes,
+            size: Some(0),
+            condition: strata_meta::Condition::IfVersion(record.version.clone()),
+            ..Default::default()
+        };
+        match self.service.put(spec, Box::pin(futures::stream::empty())).await {
+            Ok(r) => Ok(r),
+            Err(e) if e.to_string().contains("condition failed") => {
+                Err(s3_error!(NoSuchUpload, "the upload was completed or aborted meanwhile"))
+            }
             Err(e) => Err(s3(e)),
         }
     }
@@ -203,6 +294,12 @@ impl Gateway {
             Err((body, e)) => return Err(refuse(body, e).await),
         };
         let r = self.store(spec, body, failure).await?;
+        // A completion or an abort that took the upload meanwhile did not
+        // see this part: it goes, and the client hears so.
+        if let Err(e) = self.upload(&i.bucket, &i.key, &i.upload_id).await {
+            let _ = self.service.delete(UPLOADS, &r.key, Some(&r.version)).await;
+            return Err(e);
+        }
         Ok(S3Response::new(UploadPartOutput {
             e_tag: etag(&r),
             checksum_crc32: sums.checksum_crc32,
@@ -285,7 +382,41 @@ impl Gateway {
         if wanted.is_empty() {
             return Err(s3_error!(MalformedXML, "the request names no part"));
         }
-        let stored = parts(&*self.service, &i.upload_id, None, usize::MAX).await?;
+        let condition = req_dst_condition(self, &i.bucket, &i.key, &i.if_none_match, &i.if_match).await?;
+        // Taken first: a part stored after this sees it and goes; a second
+        // completion or an abort finds the upload gone.
+        let taken = self.take(&upload, Some("completing")).await?;
+        match self.complete_taken(&i.bucket, &i.key, &i.upload_id, upload, &wanted, condition).await {
+            Ok(r) => Ok(S3Response::new(CompleteMultipartUploadOutput {
+                bucket: Some(i.bucket.clone()),
+                key: Some(i.key.clone()),
+                e_tag: etag(&r),
+                version_id: Some(r.version.clone()),
+                location: Some(format!("/{}/{}", i.bucket, i.key)),
+                ..Default::default()
+            })),
+            Err(e) => {
+                // Refused (a part missing, a condition): the upload is open again.
+                if let Err(again) = self.take(&taken, None).await {
+                    tracing::warn!(upload = %i.upload_id, error = %again, "could not reopen an upload after a refused completion");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Checks the parts the client names against those stored and makes
+    /// the object of them; then removes the upload.
+    async fn complete_taken(
+        &self,
+        bucket: &str,
+        key: &str,
+        id: &str,
+        upload: ObjectRecord,
+        wanted: &[CompletedPart],
+        condition: strata_meta::Condition,
+    ) -> S3Result<ObjectRecord> {
+        let stored = parts(&*self.service, id, None, usize::MAX).await?;
         let by_number: std::collections::HashMap<i32, &ObjectRecord> =
             stored.iter().filter_map(|r| Some((part_number(&r.key)?, r))).collect();
         let mut refs = Vec::with_capacity(wanted.len());
@@ -301,7 +432,7 @@ impl Gateway {
                 return Err(s3_error!(InvalidPart, "part {n} was not uploaded"));
             };
             let tag = tag_of(r);
-            if p.e_tag.as_ref().is_some_and(|t| t.value() != tag) {
+            if p.e_tag.as_ref().is_none_or(|t| t.value() != tag) {
                 return Err(s3_error!(InvalidPart, "part {n}'s ETag is {tag}, not the one given"));
             }
             if r.size < MIN_PART && at + 1 < wanted.len() {
@@ -318,10 +449,9 @@ impl Gateway {
         let tag = format!("{}-{}", hex::encode(<s3s::crypto::Md5 as s3s::crypto::Checksum>::checksum(&md5s)), refs.len());
         let mut attrs: strata_meta::Attributes = upload.attributes.into_iter().filter(|(k, _)| k != KEY_ATTR && k != ETAG_ATTR).collect();
         attrs.insert(ETAG_ATTR.into(), tag.into());
-        let condition = req_dst_condition(self, &i.bucket, &i.key, &i.if_none_match, &i.if_match).await?;
         let spec = PutSpec {
-            bucket: i.bucket.clone(),
-            key: i.key.clone(),
+            bucket: bucket.into(),
+            key: key.into(),
             content_type: upload.content_type,
             attributes: attrs,
             condition,
@@ -331,26 +461,24 @@ impl Gateway {
         // The parts' records go after the answer (O(parts) deletes); the
         // object holds the parts' bytes already. The upload's record goes
         // last, so an upload whose removal is cut off stays listed.
-        let (service, bucket, id) = (self.service.clone(), i.bucket.clone(), i.upload_id.clone());
+        let (service, bucket, id) = (self.service.clone(), bucket.to_string(), id.to_string());
         tokio::spawn(async move {
             if let Err(e) = remove_upload(&*service, &bucket, &id).await {
                 tracing::warn!(upload = %id, error = %e, "could not remove a completed upload's parts");
             }
         });
-        Ok(S3Response::new(CompleteMultipartUploadOutput {
-            bucket: Some(i.bucket.clone()),
-            key: Some(i.key.clone()),
-            e_tag: etag(&r),
-            version_id: Some(r.version.clone()),
-            location: Some(format!("/{}/{}", i.bucket, i.key)),
-            ..Default::default()
-        }))
+        Ok(r)
     }
 
     pub(crate) async fn abort_upload(&self, req: S3Request<AbortMultipartUploadInput>) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
         let i = req.input;
         self.check_key(&i.bucket, &i.key)?;
-        self.upload(&i.bucket, &i.key, &i.upload_id).await?;
+        let record = self.any_upload(&i.bucket, &i.key, &i.upload_id).await?;
+        // One a completion took is left alone until it is stale (a crash).
+        if record.attributes.contains_key(STATE_ATTR) && !stale(&record) {
+            return Err(no_upload(&i.upload_id));
+        }
+        self.take(&record, Some("aborting")).await?;
         remove_upload(&*self.service, &i.bucket, &i.upload_id).await?;
         Ok(S3Response::new(AbortMultipartUploadOutput::default()))
     }
@@ -413,6 +541,10 @@ impl Gateway {
             let Some(last) = page.last() else { break };
             cursor = Some(last.key.clone());
             for r in page {
+                // One a completion or an abort is finishing is not listed.
+                if r.attributes.contains_key(STATE_ATTR) && !stale(&r) {
+                    continue;
+                }
                 let Some(key) = r.attributes.get(KEY_ATTR).and_then(|v| v.as_str()) else { continue };
                 if key.starts_with(&prefix) {
                     all.push((key.to_string(), r.key[scope.len()..].to_string(), r.created_ms));
@@ -420,17 +552,23 @@ impl Gateway {
             }
         }
         all.sort();
+        let delimiter = i.delimiter.clone().filter(|d| !d.is_empty());
+        let fold = |key: &str| -> Option<String> {
+            let d = delimiter.as_deref()?;
+            key.get(prefix.len()..)?.find(d).map(|at| key[..prefix.len() + at + d.len()].to_string())
+        };
+        // A marker naming a common prefix resumes past every key under it.
+        let past_prefix = i.key_marker.as_ref().filter(|m| fold(m).as_deref() == Some(m.as_str()));
         let after = |(k, id, _): &(String, String, i64)| match (&i.key_marker, &i.upload_id_marker) {
+            _ if past_prefix.is_some_and(|p| k.starts_with(p.as_str())) => false,
             (Some(m), Some(u)) if !m.is_empty() => k > m || (k == m && id > u),
             (Some(m), _) if !m.is_empty() => k > m,
             _ => true,
         };
-        let delimiter = i.delimiter.clone().filter(|d| !d.is_empty());
         let (mut uploads, mut prefixes) = (Vec::new(), Vec::<String>::new());
         let mut next = None;
         for u in all.into_iter().filter(after) {
-            let folded =
-                delimiter.as_deref().and_then(|d| u.0[prefix.len()..].find(d).map(|at| u.0[..prefix.len() + at + d.len()].to_string()));
+            let folded = fold(&u.0);
             if folded.as_ref().is_some_and(|p| prefixes.last() == Some(p)) {
                 continue;
             }

@@ -65,11 +65,11 @@ async fn bench(args: &BenchS3Args) -> anyhow::Result<()> {
         .with_secret_access_key(&key.secret_key)
         .build()?;
     // First, while the server's peak memory is still its own.
-    if args.multipart_gib > 0 {
-        if let Err(e) = multipart(args.multipart_gib, &server, &client).await {
-            server.stop().await;
-            return Err(e);
-        }
+    if args.multipart_gib > 0
+        && let Err(e) = multipart(args.multipart_gib, &server, &client).await
+    {
+        server.stop().await;
+        return Err(e);
     }
     let s3: Arc<dyn ObjectStore> = Arc::new(client);
     let r = measure(args, &server.url, s3).await;
