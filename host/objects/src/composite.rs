@@ -8,7 +8,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::{ObjectError, Objects, PIPE_DEPTH, PutSpec};
-use strata_meta::{NewVersion, ObjectRecord};
+use strata_meta::ObjectRecord;
 use strata_store::{BlobReader, Digest, Range, StoreError};
 
 impl Objects {
@@ -26,20 +26,7 @@ impl Objects {
         // between their check and the version's reference.
         let _guard = self.publish_lock.lock().await;
         self.meta.create_composite(&id, &parts).await?;
-        let item = NewVersion {
-            bucket: spec.bucket,
-            key: spec.key,
-            digest: id,
-            size,
-            stored_size: 0,
-            content_type: spec.content_type,
-            attributes: spec.attributes,
-            condition: spec.condition,
-            fresh_blob: false,
-            inline: None,
-            identity: spec.identity,
-            request_id: spec.request_id,
-        };
+        let item = spec.referencing(id, size);
         Ok(self.meta.commit_puts(std::slice::from_ref(&item)).await?.pop().expect("one result")?)
     }
 

@@ -96,6 +96,24 @@ pub struct PutSpec {
 pub type Late = Arc<std::sync::Mutex<Attributes>>;
 
 impl PutSpec {
+    /// The version of this put whose bytes are a blob already recorded.
+    pub fn referencing(self, digest: Digest, size: u64) -> NewVersion {
+        NewVersion {
+            bucket: self.bucket,
+            key: self.key,
+            digest,
+            size,
+            stored_size: 0,
+            content_type: self.content_type,
+            attributes: self.attributes,
+            condition: self.condition,
+            fresh_blob: false,
+            inline: None,
+            identity: self.identity,
+            request_id: self.request_id,
+        }
+    }
+
     /// Once the body has ended: merges the attributes it left into the
     /// others and returns them.
     pub fn settle_late(&mut self) -> Attributes {
@@ -250,20 +268,7 @@ impl Objects {
         if !self.meta.known_blobs(&[digest]).await?.contains(&digest) {
             return Ok(None);
         }
-        let item = NewVersion {
-            bucket: spec.bucket,
-            key: spec.key,
-            digest,
-            size,
-            stored_size: 0,
-            content_type: spec.content_type,
-            attributes: spec.attributes,
-            condition: spec.condition,
-            fresh_blob: false,
-            inline: None,
-            identity: spec.identity,
-            request_id: spec.request_id,
-        };
+        let item = spec.referencing(digest, size);
         Ok(Some(self.meta.commit_puts(std::slice::from_ref(&item)).await?.pop().expect("one result")?))
     }
 

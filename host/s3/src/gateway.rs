@@ -188,6 +188,25 @@ impl Gateway {
         Ok(())
     }
 
+    /// A copy's source version, if it is an object and its conditions
+    /// hold (a copy that would be "not modified" fails instead).
+    pub(crate) async fn copy_source(
+        &self,
+        (bucket, key, version): (&str, &str, Option<&str>),
+        if_match: &Option<ETagCondition>,
+        if_none_match: &Option<ETagCondition>,
+        if_modified_since: &Option<Timestamp>,
+        if_unmodified_since: &Option<Timestamp>,
+    ) -> S3Result<ObjectRecord> {
+        let (head, _) = self.service.stat(bucket, key, version).await.map_err(s3)?;
+        if head.digest.is_none() {
+            return Err(s3_error!(NoSuchKey, "the copy source is a delete marker"));
+        }
+        Self::preconditions(&head, if_match, if_none_match, if_modified_since, if_unmodified_since)
+            .map_err(|e| if *e.code() == S3ErrorCode::NotModified { s3_error!(PreconditionFailed) } else { e })?;
+        Ok(head)
+    }
+
     /// A put's spec and promises, or why it is refused before its body is read.
     async fn prepare_put(
         &self,
@@ -546,18 +565,15 @@ impl S3 for Gateway {
             Some(MetadataDirective::REPLACE) => true,
             Some(other) => return Err(s3_error!(InvalidArgument, "x-amz-metadata-directive {other:?}: use COPY or REPLACE")),
         };
-        let (head, _) = self.service.stat(sb, sk, sv.as_deref()).await.map_err(s3)?;
-        if head.digest.is_none() {
-            return Err(s3_error!(NoSuchKey, "the copy source is a delete marker"));
-        }
-        Self::preconditions(
-            &head,
-            &i.copy_source_if_match,
-            &i.copy_source_if_none_match,
-            &i.copy_source_if_modified_since,
-            &i.copy_source_if_unmodified_since,
-        )
-        .map_err(|e| if *e.code() == S3ErrorCode::NotModified { s3_error!(PreconditionFailed) } else { e })?;
+        let head = self
+            .copy_source(
+                (sb, sk, sv.as_deref()),
+                &i.copy_source_if_match,
+                &i.copy_source_if_none_match,
+                &i.copy_source_if_modified_since,
+                &i.copy_source_if_unmodified_since,
+            )
+            .await?;
         if !replace && sb.as_ref() == i.bucket && sk.as_ref() == i.key && sv.is_none() {
             return Err(s3_error!(InvalidRequest, "copying an object onto itself needs x-amz-metadata-directive: REPLACE"));
         }

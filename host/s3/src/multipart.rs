@@ -322,18 +322,15 @@ impl Gateway {
         };
         self.check_key(sb, sk)?;
         self.upload(&i.bucket, &i.key, &i.upload_id).await?;
-        let (head, _) = self.service.stat(sb, sk, sv.as_deref()).await.map_err(s3)?;
-        if head.digest.is_none() {
-            return Err(s3_error!(NoSuchKey, "the copy source is a delete marker"));
-        }
-        Self::preconditions(
-            &head,
-            &i.copy_source_if_match,
-            &i.copy_source_if_none_match,
-            &i.copy_source_if_modified_since,
-            &i.copy_source_if_unmodified_since,
-        )
-        .map_err(|e| if *e.code() == s3s::S3ErrorCode::NotModified { s3_error!(PreconditionFailed) } else { e })?;
+        let head = self
+            .copy_source(
+                (sb, sk, sv.as_deref()),
+                &i.copy_source_if_match,
+                &i.copy_source_if_none_match,
+                &i.copy_source_if_modified_since,
+                &i.copy_source_if_unmodified_since,
+            )
+            .await?;
         let range = match &i.copy_source_range {
             None => StoreRange::ALL,
             Some(text) => {

@@ -331,18 +331,32 @@ impl Child {
     }
 
     pub(super) fn peak_rss(&self) -> anyhow::Result<u64> {
-        let pid = self.proc.id().ok_or_else(|| anyhow!("server exited"))?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let kb: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .ok_or_else(|| anyhow!("no VmHWM in /proc/{pid}/status"))?;
-        Ok(kb * 1024)
+        self.status_bytes("VmHWM:")
+    }
+
+    /// Reads the server's memory now, from another task.
+    pub(super) fn rss_probe(&self) -> impl Fn() -> Option<u64> + Send + 'static {
+        let pid = self.proc.id();
+        move || status_bytes(pid?, "VmRSS:").ok()
+    }
+
+    fn status_bytes(&self, field: &str) -> anyhow::Result<u64> {
+        status_bytes(self.proc.id().ok_or_else(|| anyhow!("server exited"))?, field)
     }
 
     pub(super) async fn stop(&mut self) {
         let _ = self.proc.start_kill();
         let _ = self.proc.wait().await;
     }
+}
+
+/// A memory figure of process `pid` (`VmRSS:`, `VmHWM:`), in bytes.
+fn status_bytes(pid: u32, field: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| anyhow!("no {field} in /proc/{pid}/status"))?;
+    Ok(kb * 1024)
 }
