@@ -522,10 +522,12 @@ impl Objects {
                         Ok(b)
                     }
                     Some(Err(e)) => {
+                        // Reported before the client hears of it, so a read
+                        // right after finds the damaged copy gone (a cached
+                        // copy of a cold blob is dropped, not the blob).
                         if e.is_damage() {
-                            let this = this.clone();
                             let why = e.to_string();
-                            tokio::spawn(async move { this.report_corrupt(digest, size, &StoreError::Corrupt { digest, why }).await });
+                            this.report_corrupt(digest, size, &StoreError::Corrupt { digest, why }).await;
                         }
                         // Nothing may be cached from a read that failed.
                         let _ = tx.send(Err(e.into())).await;
