@@ -40,6 +40,13 @@ struct Pending {
 
 type Results = Vec<Result<ObjectRecord, MetaError>>;
 
+/// What a batch did: each item's result, and the digests whose blob rows
+/// it wrote or refreshed (their staged bytes are now the stored ones).
+pub struct Committed {
+    pub results: Results,
+    pub written: HashSet<Digest>,
+}
+
 /// Rows per multi-row insert of inline data (two bound values a row, well
 /// under SQLite's limit on bound values).
 const INLINE_ROWS_PER_STATEMENT: usize = 512;
@@ -51,14 +58,14 @@ pub async fn commit_puts(
     policy: &Policy<'_>,
     items: &[NewVersion],
     eager: Option<&dyn TermMaker>,
-) -> Result<Results, MetaError> {
+) -> Result<Committed, MetaError> {
     let mut conn = pool.acquire().await?;
     let mut tx = conn.begin().await?;
     let started = std::time::Instant::now();
     let mut siblings = Vec::new();
     let out = commit_in(&mut tx, policy, items, &mut siblings).await?;
     if let Some(maker) = eager
-        && out.iter().any(Result::is_ok)
+        && out.results.iter().any(Result::is_ok)
     {
         index::eager(&mut tx, maker).await?;
     }
@@ -104,11 +111,11 @@ async fn commit_in(
     policy: &Policy<'_>,
     items: &[NewVersion],
     siblings: &mut Vec<(String, String)>,
-) -> Result<Results, MetaError> {
+) -> Result<Committed, MetaError> {
     let now = now_ms();
     let buckets = existing_buckets(conn, items).await?;
     let mut live = live_versions(conn, items).await?;
-    let mut known = existing_blobs(conn, items).await?;
+    let (mut known, unsound) = existing_blobs(conn, items).await?;
     let (mut newest, mut recorded) = replica_context(conn, items).await?;
     let mut requests = recorded_requests(conn, items).await?;
     // Request ids this batch records: (bucket, id, key, version).
@@ -198,7 +205,7 @@ async fn commit_in(
         }
         if recorded.contains(&(item.bucket.clone(), item.key.clone(), version.clone())) {
             // Sent again (a retry): only a damaged blob is refreshed.
-            if item.fresh_blob && known.contains(&item.digest) && refreshed_digests.insert(item.digest) {
+            if fresh(item, &unsound) && known.contains(&item.digest) && refreshed_digests.insert(item.digest) {
                 refreshed.push(item);
             }
             rec.latest = newest.get(&slot) == Some(&version);
@@ -224,7 +231,7 @@ async fn commit_in(
             known.insert(item.digest);
             refreshed_digests.insert(item.digest);
             new_blobs.push(item);
-        } else if item.fresh_blob && refreshed_digests.insert(item.digest) {
+        } else if fresh(item, &unsound) && refreshed_digests.insert(item.digest) {
             refreshed.push(item);
         }
         *refs.entry(item.digest).or_default() += 1;
@@ -298,7 +305,7 @@ async fn commit_in(
         }
     }
     d.apply(conn).await?;
-    Ok(out)
+    Ok(Committed { results: out, written: refreshed_digests })
 }
 
 /// A version leaves the live set for good: one reference and its counts go.
@@ -395,19 +402,31 @@ async fn live_versions(conn: &mut SqliteConnection, items: &[NewVersion]) -> Res
     Ok(live)
 }
 
-/// Digests that already have a row (sound or not).
-async fn existing_blobs(conn: &mut SqliteConnection, items: &[NewVersion]) -> Result<HashSet<Digest>, MetaError> {
+/// Whether the item's bytes replace its blob row's: bytes just written to
+/// a file, or inline bytes over a row that is not sound. (Inline bytes
+/// reach the batch unchecked against the store, so the batch decides.)
+fn fresh(item: &NewVersion, unsound: &HashSet<Digest>) -> bool {
+    item.fresh_blob || (item.inline.is_some() && unsound.contains(&item.digest))
+}
+
+/// Digests that already have a row, and those of them not sound.
+async fn existing_blobs(conn: &mut SqliteConnection, items: &[NewVersion]) -> Result<(HashSet<Digest>, HashSet<Digest>), MetaError> {
     let digests: HashSet<String> = items.iter().map(|i| i.digest.to_string()).collect();
-    let rows = sqlx::query("SELECT hex(digest) AS d FROM blobs WHERE digest IN (SELECT unhex(value) FROM json_each(?))")
-        .bind(json!(digests).to_string())
-        .fetch_all(&mut *conn)
-        .await?;
-    rows.iter()
-        .map(|r| {
-            let hex: String = r.try_get("d")?;
-            hex.to_lowercase().parse().map_err(|e: String| MetaError::Db(e.into()))
-        })
-        .collect()
+    let rows =
+        sqlx::query("SELECT hex(digest) AS d, state = 'ok' AS ok FROM blobs WHERE digest IN (SELECT unhex(value) FROM json_each(?))")
+            .bind(json!(digests).to_string())
+            .fetch_all(&mut *conn)
+            .await?;
+    let (mut all, mut unsound) = (HashSet::new(), HashSet::new());
+    for r in &rows {
+        let hex: String = r.try_get("d")?;
+        let d: Digest = hex.to_lowercase().parse().map_err(|e: String| MetaError::Db(e.into()))?;
+        if !r.try_get::<bool, _>("ok")? {
+            unsound.insert(d);
+        }
+        all.insert(d);
+    }
+    Ok((all, unsound))
 }
 
 async fn insert_blobs(conn: &mut SqliteConnection, d: &mut Deltas, blobs: &[&NewVersion], now: i64) -> Result<(), MetaError> {

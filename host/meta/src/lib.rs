@@ -11,6 +11,7 @@
 //! number of objects.
 
 mod batch;
+pub use batch::Committed;
 mod bind;
 mod cache;
 mod clock;
@@ -649,11 +650,17 @@ impl MetaStore {
     /// Records puts whose blobs are durable, in one transaction. Each item
     /// gets its own result (a failed condition fails only its item).
     pub async fn commit_puts(&self, items: &[NewVersion]) -> Result<Vec<Result<ObjectRecord, MetaError>>, MetaError> {
+        Ok(self.commit_batch(items).await?.results)
+    }
+
+    /// [`Self::commit_puts`], telling also which blob rows the batch wrote.
+    pub async fn commit_batch(&self, items: &[NewVersion]) -> Result<batch::Committed, MetaError> {
         let eager = match self.indexing {
             IndexingMode::Eager => self.terms.get().map(|t| &**t),
             _ => None,
         };
-        let mut out = batch::commit_puts(&self.write, &self.policy(), items, eager).await.map_err(|e| self.locate(e))?;
+        let mut committed = batch::commit_puts(&self.write, &self.policy(), items, eager).await.map_err(|e| self.locate(e))?;
+        let out = &mut committed.results;
         for item in items {
             self.cache.invalidate(&item.bucket, &item.key);
         }
@@ -664,7 +671,7 @@ impl MetaStore {
                 *r = self.first_version(&item.bucket, &item.key, item.request_id.as_deref().unwrap_or_default(), version).await;
             }
         }
-        Ok(out)
+        Ok(committed)
     }
 
     /// Makes a copy of an old version the live one: a new version with the
@@ -1042,11 +1049,14 @@ async fn open_file(dir: &Path, sync_writes: bool) -> Result<(SqlitePool, SqliteP
     // Page caches sized for index lookups at millions of objects: a term
     // insert or a candidate read touches pages all over the file, and
     // SQLite's default (2 MB) makes each a system call.
+    // No ping before each acquire: a SQLite connection is a file, not a
+    // socket that drops, and a ping is one more hop to its thread per write.
     let write = SqlitePoolOptions::new()
         .max_connections(1)
         .min_connections(1)
         .idle_timeout(None)
         .max_lifetime(None)
+        .test_before_acquire(false)
         .after_release(|conn, _| Box::pin(release_clean(conn)))
         .connect_with(options.clone().pragma("cache_size", WRITE_CACHE_KIB).pragma("mmap_size", MMAP_BYTES))
         .await

@@ -13,7 +13,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use tracing::{debug, error};
 
 use super::ObjectError;
-use strata_meta::{MetaError, MetaStore, NewVersion, ObjectRecord};
+use strata_meta::{Committed, MetaError, MetaStore, NewVersion, ObjectRecord};
 use strata_store::{Digest, LocalStore, Staged};
 
 /// Most puts committed in one transaction.
@@ -25,7 +25,20 @@ pub struct CommitJob {
     pub reply: oneshot::Sender<Result<ObjectRecord, ObjectError>>,
 }
 
-pub async fn run(mut rx: mpsc::Receiver<CommitJob>, store: Arc<LocalStore>, meta: Arc<MetaStore>, publish_lock: Arc<Mutex<()>>) {
+/// Runs the commit loop on a thread of its own: its many short hops to the
+/// SQLite thread then never wait in the queue behind request tasks.
+pub fn start(rx: mpsc::Receiver<CommitJob>, store: Arc<LocalStore>, meta: Arc<MetaStore>, publish_lock: Arc<Mutex<()>>) {
+    let handle = tokio::runtime::Handle::current();
+    let spawned = std::thread::Builder::new().name("strata-commit".into()).spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime for the commit loop");
+        // Blocking work (publishing files) still goes to the shared pool.
+        let _shared = handle.enter();
+        rt.block_on(run(rx, store, meta, publish_lock));
+    });
+    spawned.expect("spawning the commit thread");
+}
+
+async fn run(mut rx: mpsc::Receiver<CommitJob>, store: Arc<LocalStore>, meta: Arc<MetaStore>, publish_lock: Arc<Mutex<()>>) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -48,41 +61,52 @@ async fn commit_batch(batch: Vec<CommitJob>, store: &Arc<LocalStore>, meta: &Met
     let started = std::time::Instant::now();
     let size = batch.len();
     let digests: Vec<Digest> = batch.iter().map(|j| j.staged.digest).collect();
-    let known = match meta.known_blobs(&digests).await {
-        Ok(k) => k,
-        Err(e) => return fail_all(batch, e),
+    // Only files are published; inline bytes go into the metadata batch,
+    // which itself decides whether they replace a row's (saving a
+    // metadata round trip for a batch of small puts).
+    let files: Vec<Digest> = batch.iter().filter(|j| j.staged.inline.is_none()).map(|j| j.staged.digest).collect();
+    let known = if files.is_empty() {
+        HashSet::new()
+    } else {
+        match meta.known_blobs(&files).await {
+            Ok(k) => k,
+            Err(e) => return fail_all(batch, e),
+        }
     };
     // Publish one file per new digest; duplicates in the batch share it.
     let mut publish_idx = Vec::new();
     let mut seen = HashSet::new();
     for (i, job) in batch.iter().enumerate() {
         let d = job.staged.digest;
-        if !known.contains(&d) && seen.insert(d) {
+        if job.staged.inline.is_none() && !known.contains(&d) && seen.insert(d) {
             publish_idx.push(i);
         }
     }
     let published: HashSet<Digest> = publish_idx.iter().map(|&i| digests[i]).collect();
-    let (batch, result) = {
-        let store = store.clone();
+    let batch = if publish_idx.is_empty() {
+        batch
+    } else {
+        let s = store.clone();
         let idx = publish_idx.clone();
-        tokio::task::spawn_blocking(move || {
+        let (batch, result) = tokio::task::spawn_blocking(move || {
             let staged: Vec<&Staged> = idx.iter().map(|&i| &batch[i].staged).collect();
-            let r = store.publish(&staged);
+            let r = s.publish(&staged);
             (batch, r)
         })
         .await
-        .expect("publish task panicked")
-    };
-    if let Err(e) = result {
-        error!(error = %e, "publishing blobs failed");
-        // Files renamed into place before the failure have no rows: remove
-        // them (their bytes were in a staged file a moment ago).
-        remove_files(store, published.iter().copied().collect()).await;
-        for job in batch {
-            let _ = job.reply.send(Err(ObjectError::Store(e.duplicate())));
+        .expect("publish task panicked");
+        if let Err(e) = result {
+            error!(error = %e, "publishing blobs failed");
+            // Files renamed into place before the failure have no rows: remove
+            // them (their bytes were in a staged file a moment ago).
+            remove_files(store, published.iter().copied().collect()).await;
+            for job in batch {
+                let _ = job.reply.send(Err(ObjectError::Store(e.duplicate())));
+            }
+            return;
         }
-        return;
-    }
+        batch
+    };
 
     // Every item of a digest written now may refresh a stale row; the
     // metadata batch does so for the first of them it accepts.
@@ -95,7 +119,7 @@ async fn commit_batch(batch: Vec<CommitJob>, store: &Arc<LocalStore>, meta: &Met
         })
         .collect();
     let published_at = started.elapsed();
-    let results = match meta.commit_puts(&versions).await {
+    let Committed { results, written } = match meta.commit_batch(&versions).await {
         Ok(r) => r,
         Err(e) => {
             // Published files got no rows: never served, but remove them now
@@ -115,11 +139,17 @@ async fn commit_batch(batch: Vec<CommitJob>, store: &Arc<LocalStore>, meta: &Met
     // A file published for items that all failed (say, a condition) is debris.
     let unused: Vec<Digest> = published.iter().filter(|d| !used[*d]).copied().collect();
     remove_files(store, unused).await;
-    // Keep the staged blob that was actually published (its quota is now
-    // the file's); every other one is dropped, returning its quota and temp file.
-    let published_by: HashMap<usize, Digest> = publish_idx.iter().map(|&i| (i, digests[i])).collect();
+    // Keep the staged blob whose bytes are now stored (its quota is now
+    // the file's or the row's): a file published and used, or the first
+    // inline copy of a digest whose row the batch wrote. Every other one
+    // is dropped, returning its quota and temp file.
+    let mut kept: HashSet<Digest> = HashSet::new();
+    let publish_idx: HashSet<usize> = publish_idx.into_iter().collect();
     for (i, (job, r)) in batch.into_iter().zip(results).enumerate() {
-        if published_by.get(&i).is_some_and(|d| used[d]) {
+        let d = job.staged.digest;
+        let stored =
+            if job.staged.inline.is_some() { written.contains(&d) && kept.insert(d) } else { publish_idx.contains(&i) && used[&d] };
+        if stored {
             job.staged.keep();
         }
         let _ = job.reply.send(r.map_err(ObjectError::from));

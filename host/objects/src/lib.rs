@@ -185,7 +185,7 @@ impl Objects {
     ) -> Arc<Self> {
         let (tx, rx) = mpsc::channel(1024);
         let publish_lock = Arc::new(Mutex::new(()));
-        tokio::spawn(commit::run(rx, store.clone(), meta.clone(), publish_lock.clone()));
+        commit::start(rx, store.clone(), meta.clone(), publish_lock.clone());
         Arc::new(Self {
             store,
             meta,

@@ -28,6 +28,12 @@ pub struct BenchArgs {
     /// Concurrent clients for the 4 KiB puts.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
+    /// Concurrent clients for the 4 KiB random gets.
+    #[arg(long, default_value_t = 16)]
+    readers: usize,
+    /// Objects the random gets choose from (written first, in batches).
+    #[arg(long, default_value_t = 10_000)]
+    get_objects: usize,
     /// Scratch directory (on the disk to measure); removed afterwards.
     #[arg(long, default_value = "./strata-bench")]
     dir: PathBuf,
@@ -37,10 +43,12 @@ struct Figures {
     raw_write: f64,
     serial_fsync: f64,
     sha256: f64,
+    tcp: f64,
     put: f64,
     get: f64,
     small_puts: f64,
     batched_puts: f64,
+    small_gets: f64,
     peak_rss: u64,
 }
 
@@ -68,6 +76,8 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<Figures> {
     // mounts) would slow the small fsyncs that follow it for a while.
     eprintln!("measuring single-core SHA-256 ...");
     let sha256 = sha256_rate();
+    eprintln!("measuring loopback TCP ...");
+    let tcp = loopback_tcp(1 << 31).await?;
     eprintln!("measuring a serial 4 KiB write+fsync loop ...");
     let serial_fsync = serial_fsync(&raw_dir, Duration::from_secs(args.seconds))?;
     eprintln!("measuring raw write+fsync bandwidth ...");
@@ -86,8 +96,10 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<Figures> {
     let small_puts = small_puts(&server.url, args.concurrency, Duration::from_secs(args.seconds)).await?;
     eprintln!("4 KiB puts in PutMany batches ...");
     let batched_puts = batched_puts(&server.url, Duration::from_secs(args.seconds)).await?;
+    eprintln!("4 KiB random gets of {} objects from {} clients ...", args.get_objects, args.readers);
+    let small_gets = small_gets(&server.url, args.get_objects, args.readers, Duration::from_secs(args.seconds)).await?;
     server.stop().await;
-    Ok(Figures { raw_write, serial_fsync, sha256, put, get, small_puts, batched_puts, peak_rss })
+    Ok(Figures { raw_write, serial_fsync, sha256, tcp, put, get, small_puts, batched_puts, small_gets, peak_rss })
 }
 
 fn report(args: &BenchArgs, f: &Figures) {
@@ -97,14 +109,22 @@ fn report(args: &BenchArgs, f: &Figures) {
     println!("machine  raw write+fsync            {:>9.1} MB/s", mb(f.raw_write));
     println!("machine  serial 4 KiB write+fsync   {:>9.0} ops/s", f.serial_fsync);
     println!("machine  SHA-256, one core          {:>9.1} MB/s", mb(f.sha256));
+    println!("machine  loopback TCP, one stream   {:>9.1} MB/s", mb(f.tcp));
     let line = |name: &str, v: String, ratio: f64, target: f64, of: &str| {
         let verdict = if ratio >= target { "ok" } else { "BELOW TARGET" };
         println!("strata   {name:<28} {v}  = {ratio:.2} x {of} (target >= {target}) {verdict}");
     };
+    let absolute = |name: &str, v: f64, target: f64| {
+        let verdict = if v >= target { "ok" } else { "BELOW TARGET" };
+        println!("strata   {name:<28} {v:>9.0} ops/s  (target >= {target}) {verdict}");
+    };
     line("large put", format!("{:>9.1} MB/s", mb(f.put)), f.put / f.raw_write, 0.9, "raw write+fsync");
-    line("large get (verified)", format!("{:>9.1} MB/s", mb(f.get)), f.get / f.sha256, 0.8, "SHA-256");
+    let (floor, of) = if f.sha256 <= f.tcp { (f.sha256, "SHA-256") } else { (f.tcp, "loopback TCP") };
+    line("large get (verified)", format!("{:>9.1} MB/s", mb(f.get)), f.get / floor, 0.8, of);
     line("4 KiB puts, sync_writes", format!("{:>9.0} ops/s", f.small_puts), f.small_puts / f.serial_fsync, 3.0, "serial loop");
+    absolute("4 KiB puts, sync_writes", f.small_puts, 10_000.0);
     line("4 KiB puts, PutMany x256", format!("{:>9.0} ops/s", f.batched_puts), f.batched_puts / f.serial_fsync, 3.0, "serial loop");
+    absolute(&format!("4 KiB random gets, {} clients", args.readers), f.small_gets, 20_000.0);
     let rss_mib = f.peak_rss as f64 / (1 << 20) as f64;
     println!(
         "strata   server peak RSS              {rss_mib:>9.1} MiB (target <= 100 MiB) {}",
@@ -155,6 +175,38 @@ fn sha256_rate() -> f64 {
     total as f64 / start.elapsed().as_secs_f64()
 }
 
+/// Sends `total` bytes over one loopback TCP connection in 1 MiB writes,
+/// read into a reused buffer on the other side; bytes per second.
+pub(super) async fn loopback_tcp(total: u64) -> anyhow::Result<f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let reader = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await?;
+        let mut buf = vec![0u8; CHUNK];
+        let mut got = 0u64;
+        loop {
+            match s.read(&mut buf).await? {
+                0 => return Ok::<_, std::io::Error>(got),
+                n => got += n as u64,
+            }
+        }
+    });
+    let buf = random_chunk();
+    let start = Instant::now();
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    let mut left = total;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        s.write_all(&buf[..n]).await?;
+        left -= n as u64;
+    }
+    s.shutdown().await?;
+    let got = reader.await??;
+    anyhow::ensure!(got == total, "loopback TCP carried {got} of {total} bytes");
+    Ok(total as f64 / start.elapsed().as_secs_f64())
+}
+
 fn random_chunk() -> Vec<u8> {
     let mut buf = vec![0u8; CHUNK];
     rand::fill(&mut buf[..]);
@@ -201,63 +253,104 @@ pub(super) async fn large_get(c: &mut client::Client, size: u64) -> anyhow::Resu
 }
 
 pub(super) async fn small_puts(url: &str, concurrency: usize, time: Duration) -> anyhow::Result<f64> {
-    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for w in 0..concurrency {
-        let mut c = client::connect(url).await?;
-        let done = done.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut i = 0u64;
-            while start.elapsed() < time {
-                let mut data = vec![0u8; 4096];
-                rand::fill(&mut data[..]);
-                let header = pb::PutHeader { key: format!("bench/small/{w}/{i}"), ..Default::default() };
-                let msgs = vec![
-                    pb::PutRequest { part: Some(pb::put_request::Part::Header(header)) },
-                    pb::PutRequest { part: Some(pb::put_request::Part::Chunk(Bytes::from(data))) },
-                ];
-                c.put(futures::stream::iter(msgs)).await.map_err(client::status)?;
-                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                i += 1;
-            }
-            Ok::<_, anyhow::Error>(())
-        }));
-    }
-    for t in tasks {
-        t.await??;
-    }
-    Ok(done.load(std::sync::atomic::Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
+    let conns = connect_many(url, concurrency).await?;
+    clients(conns, time, 1, |mut c, w, i| async move {
+        let mut data = vec![0u8; 4096];
+        rand::fill(&mut data[..]);
+        let header = pb::PutHeader { key: format!("bench/small/{w}/{i}"), ..Default::default() };
+        let msgs = vec![
+            pb::PutRequest { part: Some(pb::put_request::Part::Header(header)) },
+            pb::PutRequest { part: Some(pb::put_request::Part::Chunk(Bytes::from(data))) },
+        ];
+        c.put(futures::stream::iter(msgs)).await.map_err(client::status)?;
+        Ok(c)
+    })
+    .await
 }
 
 /// 4 KiB objects in batches of 256 per PutMany call, from 4 clients.
 async fn batched_puts(url: &str, time: Duration) -> anyhow::Result<f64> {
+    clients(connect_many(url, 4).await?, time, 256, |mut c, w, i| async move {
+        put_many(&mut c, small_batch(&format!("bench/batch/{w}/{i}"), 256)).await?;
+        Ok(c)
+    })
+    .await
+}
+
+/// `n` fresh 4 KiB objects named `prefix/0`.. for one PutMany call.
+fn small_batch(prefix: &str, n: usize) -> Vec<pb::PutManyItem> {
+    (0..n)
+        .map(|j| {
+            let mut data = vec![0u8; 4096];
+            rand::fill(&mut data[..]);
+            pb::PutManyItem { header: Some(pb::PutHeader { key: format!("{prefix}/{j}"), ..Default::default() }), data: Bytes::from(data) }
+        })
+        .collect()
+}
+
+/// Writes `objects` 4 KiB objects, then reads keys chosen at random among
+/// them from `readers` clients; gets per second.
+async fn small_gets(url: &str, objects: usize, readers: usize, time: Duration) -> anyhow::Result<f64> {
+    let mut c = client::connect(url).await?;
+    for first in (0..objects).step_by(1000) {
+        let n = (objects - first).min(1000);
+        let mut items = small_batch("bench/get", n);
+        for (j, item) in items.iter_mut().enumerate() {
+            item.header.as_mut().expect("set").key = format!("bench/get/{}", first + j);
+        }
+        put_many(&mut c, items).await?;
+    }
+    clients(connect_many(url, readers).await?, time, 1, move |mut c, _, _| async move {
+        let key = format!("bench/get/{}", rand::random_range(0..objects));
+        let mut s = c.get(pb::GetRequest { key, ..Default::default() }).await.map_err(client::status)?.into_inner();
+        let mut got = 0;
+        while let Some(m) = s.message().await.map_err(client::status)? {
+            if let Some(pb::get_response::Part::Chunk(b)) = m.part {
+                got += b.len();
+            }
+        }
+        anyhow::ensure!(got == 4096, "a 4 KiB get returned {got} bytes");
+        Ok(c)
+    })
+    .await
+}
+
+pub(super) async fn connect_many(url: &str, n: usize) -> anyhow::Result<Vec<client::Client>> {
+    let mut conns = Vec::with_capacity(n);
+    for _ in 0..n {
+        conns.push(client::connect(url).await?);
+    }
+    Ok(conns)
+}
+
+/// Runs one task per connection in `conns`, each calling `op(conn, worker,
+/// i)` for i = 0, 1, .. until `time` is up; each call counts `per_op`
+/// operations. Returns operations per second; any failure fails the run.
+pub(super) async fn clients<C, F, Fut>(conns: Vec<C>, time: Duration, per_op: u64, op: F) -> anyhow::Result<f64>
+where
+    C: Send + 'static,
+    F: Fn(C, usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<C>> + Send,
+{
+    let op = Arc::new(op);
     let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let start = Instant::now();
-    let mut tasks = Vec::new();
-    for w in 0..4 {
-        let mut c = client::connect(url).await?;
-        let done = done.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut i = 0u64;
-            while start.elapsed() < time {
-                let items: Vec<pb::PutManyItem> = (0..256)
-                    .map(|j| {
-                        let mut data = vec![0u8; 4096];
-                        rand::fill(&mut data[..]);
-                        pb::PutManyItem {
-                            header: Some(pb::PutHeader { key: format!("bench/batch/{w}/{i}/{j}"), ..Default::default() }),
-                            data: Bytes::from(data),
-                        }
-                    })
-                    .collect();
-                put_many(&mut c, items).await?;
-                done.fetch_add(256, std::sync::atomic::Ordering::Relaxed);
-                i += 1;
-            }
-            Ok::<_, anyhow::Error>(())
-        }));
-    }
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .enumerate()
+        .map(|(w, mut c)| {
+            let (op, done) = (op.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut i = 0u64;
+                while start.elapsed() < time {
+                    c = op(c, w, i).await?;
+                    done.fetch_add(per_op, std::sync::atomic::Ordering::Relaxed);
+                    i += 1;
+                }
+                Ok::<_, anyhow::Error>(())
+            })
+        })
+        .collect();
     for t in tasks {
         t.await??;
     }

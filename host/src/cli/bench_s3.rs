@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
-use super::bench::{Child, small_puts};
+use super::bench::{Child, clients, connect_many, small_puts};
 use super::bench_remote::{put, random};
 use super::client::{self, connect};
 use crate::api::pb;
@@ -220,27 +220,12 @@ async fn grpc_small_gets(api: &str, concurrency: usize, time: Duration) -> anyho
     for i in 0..GET_KEYS {
         put(&mut c, &format!("bench/get-grpc/{i}"), random(4096)).await?;
     }
-    let done = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for w in 0..concurrency {
-        let mut c = connect(api).await?;
-        let done = done.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut i = w;
-            while start.elapsed() < time {
-                let n = grpc_get(&mut c, &format!("bench/get-grpc/{}", i % GET_KEYS)).await?;
-                anyhow::ensure!(n == 4096, "a 4 KiB get returned {n} bytes");
-                done.fetch_add(1, Ordering::Relaxed);
-                i += 7;
-            }
-            Ok(())
-        }));
-    }
-    for t in tasks {
-        t.await??;
-    }
-    Ok(done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
+    clients(connect_many(api, concurrency).await?, time, 1, |mut c, w, i| async move {
+        let n = grpc_get(&mut c, &format!("bench/get-grpc/{}", (w + 7 * i as usize) % GET_KEYS)).await?;
+        anyhow::ensure!(n == 4096, "a 4 KiB get returned {n} bytes");
+        Ok(c)
+    })
+    .await
 }
 
 /// 4 KiB puts (new keys) or gets (of keys written first) through S3.
@@ -250,28 +235,14 @@ async fn s3_small(s3: Arc<dyn ObjectStore>, concurrency: usize, time: Duration, 
             s3.put(&ObjectPath::from(format!("bench/get-s3/{i}")), random(4096).into()).await?;
         }
     }
-    let done = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for w in 0..concurrency {
-        let (s3, done) = (s3.clone(), done.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut i = w;
-            while start.elapsed() < time {
-                if puts {
-                    s3.put(&ObjectPath::from(format!("bench/small-s3/{w}/{i}")), random(4096).into()).await?;
-                } else {
-                    let b = s3.get(&ObjectPath::from(format!("bench/get-s3/{}", i % GET_KEYS))).await?.bytes().await?;
-                    anyhow::ensure!(b.len() == 4096, "a 4 KiB get returned {} bytes", b.len());
-                }
-                done.fetch_add(1, Ordering::Relaxed);
-                i += 7;
-            }
-            Ok(())
-        }));
-    }
-    for t in tasks {
-        t.await??;
-    }
-    Ok(done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
+    clients(vec![s3; concurrency], time, 1, move |s3, w, i| async move {
+        if puts {
+            s3.put(&ObjectPath::from(format!("bench/small-s3/{w}/{i}")), random(4096).into()).await?;
+        } else {
+            let b = s3.get(&ObjectPath::from(format!("bench/get-s3/{}", (w + 7 * i as usize) % GET_KEYS))).await?.bytes().await?;
+            anyhow::ensure!(b.len() == 4096, "a 4 KiB get returned {} bytes", b.len());
+        }
+        Ok(s3)
+    })
+    .await
 }
