@@ -507,7 +507,9 @@ async fn insert_versions(conn: &mut SqliteConnection, pending: &[Option<Pending>
                 r.modified_ms,
                 p.node,
                 p.replicas,
-                p.parents.as_ref().map(|ps| json!(ps).to_string())
+                p.parents.as_ref().map(|ps| json!(ps).to_string()),
+                super::entropy::partition(&r.bucket, &r.key),
+                super::entropy::mark(&r.bucket, &r.key, &r.version)
             ])
         })
         .collect();
@@ -516,9 +518,10 @@ async fn insert_versions(conn: &mut SqliteConnection, pending: &[Option<Pending>
     }
     let out = sqlx::query(
         "INSERT INTO versions (bucket, key, version, stamp, node, digest, size, content_type, \
-         attributes, created_ms, modified_ms, replicas, parents) \
+         attributes, created_ms, modified_ms, replicas, parents, part, mark) \
          SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 10, unhex(j.value ->> 4), \
-         j.value ->> 5, j.value ->> 6, j.value ->> 7, j.value ->> 8, j.value ->> 9, j.value ->> 11, j.value ->> 12 \
+         j.value ->> 5, j.value ->> 6, j.value ->> 7, j.value ->> 8, j.value ->> 9, j.value ->> 11, j.value ->> 12, \
+         j.value ->> 13, j.value ->> 14 \
          FROM json_each(?) AS j ORDER BY j.key \
          RETURNING id, version",
     )

@@ -16,6 +16,9 @@ mod bind;
 mod cache;
 mod clock;
 mod composite;
+pub mod entropy;
+#[cfg(test)]
+mod entropy_tests;
 pub mod fsck;
 mod index;
 pub mod lineage;
@@ -434,6 +437,34 @@ impl MetaStore {
     /// with `markers`.
     pub async fn placed_after(&self, after: i64, limit: u32, markers: bool) -> Result<Vec<Placed>, MetaError> {
         sql::placed_after(&self.read, after, limit, markers).await
+    }
+
+    /// The anti-entropy digests of the versions held here that are placed
+    /// on `peer`; none until every row has its mark (see
+    /// [`Self::backfill_entropy`]).
+    pub async fn entropy_digests(&self, peer: u64) -> Result<Option<Vec<entropy::PartDigest>>, MetaError> {
+        if !entropy::ready(&self.read).await? {
+            return Ok(None);
+        }
+        Ok(Some(entropy::digests(&self.read, peer).await?))
+    }
+
+    /// Versions of one anti-entropy partition after row `after`, in row
+    /// order, delete markers included.
+    pub async fn placed_in_partition(&self, part: u16, after: i64, limit: u32) -> Result<Vec<Placed>, MetaError> {
+        entropy::placed_in(&self.read, part, after, limit).await
+    }
+
+    /// Marks rows written before anti-entropy digests were kept, `step` per
+    /// transaction, until none is left; returns how many it marked.
+    pub async fn backfill_entropy(&self, step: u32) -> Result<u64, MetaError> {
+        let mut total = 0;
+        loop {
+            match entropy::backfill(&self.write, step).await? {
+                0 => return Ok(total),
+                n => total += n,
+            }
+        }
     }
 
     /// Versions whose blob is quarantined here (found by a read or scrub).

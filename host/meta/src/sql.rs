@@ -112,7 +112,7 @@ pub async fn placed_after(pool: &SqlitePool, after: i64, limit: u32, markers: bo
 }
 
 /// A row of id, bucket, key, version, size and replicas.
-fn placed(r: &SqliteRow) -> Result<super::Placed, MetaError> {
+pub(super) fn placed(r: &SqliteRow) -> Result<super::Placed, MetaError> {
     let replicas: String = r.try_get("replicas")?;
     Ok(super::Placed {
         id: r.try_get("id")?,
@@ -575,8 +575,8 @@ pub async fn record_marker(pool: &SqlitePool, policy: &Policy<'_>, bucket: &str,
     if policy.versions(bucket) {
         sqlx::query(
             "INSERT INTO versions (bucket, key, version, stamp, node, digest, size, \
-             content_type, attributes, created_ms, modified_ms, replicas, parents) \
-             VALUES (?, ?, ?, ?, ?, NULL, 0, '', '{}', ?, ?, ?, ?)",
+             content_type, attributes, created_ms, modified_ms, replicas, parents, part, mark) \
+             VALUES (?, ?, ?, ?, ?, NULL, 0, '', '{}', ?, ?, ?, ?, ?, ?)",
         )
         .bind(bucket)
         .bind(key)
@@ -587,6 +587,8 @@ pub async fn record_marker(pool: &SqlitePool, policy: &Policy<'_>, bucket: &str,
         .bind(id.modified_ms)
         .bind(serde_json::json!(id.replicas).to_string())
         .bind(id.parents.as_ref().map(|p| serde_json::json!(p).to_string()))
+        .bind(super::entropy::partition(bucket, key) as i64)
+        .bind(super::entropy::mark(bucket, key, &id.version))
         .execute(&mut *tx)
         .await?;
         if let Some(parents) = &id.parents {
@@ -624,8 +626,8 @@ pub async fn delete(pool: &SqlitePool, policy: &Policy<'_>, bucket: &str, key: &
                 let marker = format!("{stamp:016x}-{}", policy.node);
                 sqlx::query(
                     "INSERT INTO versions (bucket, key, version, stamp, node, digest, size, \
-                     content_type, attributes, created_ms, modified_ms) \
-                     VALUES (?, ?, ?, ?, ?, NULL, 0, '', '{}', ?, ?)",
+                     content_type, attributes, created_ms, modified_ms, part, mark) \
+                     VALUES (?, ?, ?, ?, ?, NULL, 0, '', '{}', ?, ?, ?, ?)",
                 )
                 .bind(bucket)
                 .bind(key)
@@ -634,6 +636,8 @@ pub async fn delete(pool: &SqlitePool, policy: &Policy<'_>, bucket: &str, key: &
                 .bind(policy.node)
                 .bind(now)
                 .bind(now)
+                .bind(super::entropy::partition(bucket, key) as i64)
+                .bind(super::entropy::mark(bucket, key, &marker))
                 .execute(&mut *tx)
                 .await?;
                 d.add("versions", 1);

@@ -1,18 +1,21 @@
 //! Anti-entropy: replicas that missed a copy (a coordinator killed before
 //! it queued it, a queue entry given up with its target) are found by
-//! comparing metadata, never blob bytes. The key space is cut into 256
-//! partitions by a hash of (bucket, key); each node keeps, per partition,
-//! the XOR of a hash of every (bucket, key, version) it holds (an order-free
-//! digest). Every `anti_entropy_interval` a node fetches each healthy
-//! peer's digests; for each partition that differs it fetches the peer's
-//! versions there and queues a copy of each version it holds, the peer is
-//! meant to hold (the version's placement lists it), and the peer lacks.
-//! The peer's own pass does the same the other way.
+//! comparing metadata, never blob bytes. The key space is cut into
+//! partitions by a hash of (bucket, key). Each node keeps, per peer and
+//! partition, the XOR and count of a hash of every version it holds that is
+//! placed on that peer (kept by the metadata store as versions are written,
+//! see `strata_meta::entropy`). Every `anti_entropy_interval` a node fetches
+//! each healthy peer's digests *for it* and compares them with its own for
+//! the peer: when nothing is missing they are equal whatever else either
+//! node holds. Only for a partition that differs does it read version
+//! rows, its own and the peer's, and queue a copy of each version it holds,
+//! the peer is meant to hold, and the peer lacks. The peer's own pass does
+//! the same the other way. A pass costs what differs, not what is stored.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use sha2::{Digest as _, Sha256};
+use metrics::counter;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -20,59 +23,41 @@ use super::plan;
 use super::{ReplicationError, Replicator};
 use strata_cluster::detector::Health;
 use strata_meta::Placed;
+pub use strata_meta::entropy::PARTITIONS;
+use strata_meta::entropy::PartDigest;
 
-pub const PARTITIONS: usize = 256;
-/// Version rows read per step of a scan.
+/// Version rows read per step.
 const STEP: u32 = 4096;
+/// Rows given their mark per transaction when an older database is filled in.
+const BACKFILL_STEP: u32 = 4096;
 
 /// A version's name in a partition listing.
 pub type Name = (String, String, String);
 
-fn hash(parts: &[&str]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    for p in parts {
-        h.update(p.as_bytes());
-        h.update([0]);
-    }
-    h.finalize().into()
-}
-
-pub fn partition(bucket: &str, key: &str) -> usize {
-    hash(&[bucket, key])[0] as usize
-}
-
-fn mark(bucket: &str, key: &str, version: &str) -> u64 {
-    u64::from_le_bytes(hash(&[bucket, key, version])[..8].try_into().expect("8 bytes"))
-}
-
 impl Replicator {
-    /// Walks every version this node holds, delete markers included.
-    async fn scan(&self, mut each: impl FnMut(Placed)) -> Result<(), ReplicationError> {
+    /// Every version this node holds in partition `part`.
+    async fn partition_rows(&self, part: u16) -> Result<Vec<Placed>, ReplicationError> {
         let meta = self.objects.meta();
-        let mut after = 0;
+        let (mut after, mut out) = (0, Vec::new());
         loop {
-            let batch = meta.placed_after(after, STEP, true).await?;
-            let Some(last) = batch.last() else { return Ok(()) };
+            let batch = meta.placed_in_partition(part, after, STEP).await?;
+            let Some(last) = batch.last() else { return Ok(out) };
             after = last.id;
-            batch.into_iter().for_each(&mut each);
+            out.extend(batch);
         }
     }
 
-    pub async fn digests(&self) -> Result<Vec<u64>, ReplicationError> {
-        let mut d = vec![0u64; PARTITIONS];
-        self.scan(|p| d[partition(&p.bucket, &p.key)] ^= mark(&p.bucket, &p.key, &p.version)).await?;
-        Ok(d)
+    /// This node's digests for `peer`; none until an older database has
+    /// been filled in.
+    pub async fn digests_for(&self, peer: u64) -> Result<Option<Vec<PartDigest>>, ReplicationError> {
+        Ok(self.objects.meta().entropy_digests(peer).await?)
     }
 
-    pub async fn partition_names(&self, part: usize) -> Result<Vec<Name>, ReplicationError> {
-        let mut out = Vec::new();
-        self.scan(|p| {
-            if partition(&p.bucket, &p.key) == part {
-                out.push((p.bucket, p.key, p.version));
-            }
-        })
-        .await?;
-        Ok(out)
+    /// The names of every version this node holds in partition `part`.
+    pub async fn partition_names(&self, part: u16) -> Result<Vec<Name>, ReplicationError> {
+        let rows = self.partition_rows(part).await?;
+        counter!("strata_anti_entropy_rows_served_total").increment(rows.len() as u64);
+        Ok(rows.into_iter().map(|p| (p.bucket, p.key, p.version)).collect())
     }
 
     async fn ask<Q: serde::Serialize, A: serde::de::DeserializeOwned>(
@@ -112,46 +97,44 @@ impl Replicator {
         if healed > 0 {
             info!(healed, "asked replicas to replace damaged copies");
         }
-        let mine = self.digests().await?;
+        counter!("strata_anti_entropy_passes_total").increment(1);
         let mut queued = 0u64;
         for m in members.iter().filter(|m| m.id != me && m.health == Health::Healthy) {
-            let theirs: Vec<u64> = match self.ask(&m.addr, true, &()).await {
-                Ok(t) => t,
+            let Some(mine) = self.digests_for(m.id).await? else {
+                debug!("anti-entropy: this node's digests are still being filled in");
+                return Ok(queued);
+            };
+            let theirs: Vec<PartDigest> = match self.ask(&m.addr, true, &me).await {
+                Ok(Some(t)) => t,
+                Ok(None) => {
+                    debug!(node = m.id, "anti-entropy: the peer's digests are still being filled in");
+                    continue;
+                }
                 Err(e) => {
                     debug!(node = m.id, error = %e, "anti-entropy: no digests");
                     continue;
                 }
             };
-            if theirs.len() != PARTITIONS {
-                warn!(node = m.id, "anti-entropy: the peer sent {} digests", theirs.len());
+            if theirs.iter().any(|d| d.part >= PARTITIONS) {
+                warn!(node = m.id, "anti-entropy: the peer sent a partition out of range");
                 continue;
             }
-            let differ: BTreeSet<usize> = (0..PARTITIONS).filter(|&p| mine[p] != theirs[p]).collect();
-            if differ.is_empty() {
-                continue;
-            }
-            let mut held: HashMap<usize, HashSet<Name>> = HashMap::new();
-            for &p in &differ {
-                let names: Vec<Name> = self.ask(&m.addr, false, &p).await?;
-                held.insert(p, names.into_iter().collect());
-            }
-            // Versions this node holds that the peer should hold but lacks.
-            let mut owed: Vec<Placed> = Vec::new();
-            self.scan(|p| {
-                let part = partition(&p.bucket, &p.key);
-                if differ.contains(&part)
-                    && p.replicas.contains(&m.id)
-                    && !held[&part].contains(&(p.bucket.clone(), p.key.clone(), p.version.clone()))
-                {
-                    owed.push(p);
+            let differ = differing(&mine, &theirs);
+            counter!("strata_anti_entropy_partitions_differing_total").increment(differ.len() as u64);
+            for part in differ {
+                let held: HashSet<Name> = self.ask::<_, Vec<Name>>(&m.addr, false, &part).await?.into_iter().collect();
+                let rows = self.partition_rows(part).await?;
+                counter!("strata_anti_entropy_rows_read_total").increment(rows.len() as u64);
+                // Versions this node holds that the peer should hold but lacks.
+                for p in rows {
+                    if p.replicas.contains(&m.id) && !held.contains(&(p.bucket.clone(), p.key.clone(), p.version.clone())) {
+                        self.objects.meta().enqueue(&p.bucket, &p.key, &p.version, &[m.id]).await?;
+                        queued += 1;
+                    }
                 }
-            })
-            .await?;
-            for p in owed {
-                self.objects.meta().enqueue(&p.bucket, &p.key, &p.version, &[m.id]).await?;
-                queued += 1;
             }
         }
+        counter!("strata_anti_entropy_copies_queued_total").increment(queued);
         if queued > 0 {
             info!(queued, "anti-entropy found copies missing on peers");
             self.wake();
@@ -162,6 +145,13 @@ impl Replicator {
     pub fn spawn_anti_entropy(self: &Arc<Self>, mut stop: watch::Receiver<bool>) {
         let this = self.clone();
         tokio::spawn(async move {
+            // Rows written before digests were kept get their marks first
+            // (once; a pass waits for it).
+            match this.objects.meta().backfill_entropy(BACKFILL_STEP).await {
+                Ok(0) => {}
+                Ok(n) => info!(versions = n, "anti-entropy: filled in the digests of older versions"),
+                Err(e) => warn!(error = %e, "anti-entropy: filling in older versions failed"),
+            }
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(this.config.anti_entropy_interval) => {}
@@ -175,5 +165,31 @@ impl Replicator {
                 }
             }
         });
+    }
+}
+
+/// Partitions whose digest differs between two sparse lists (a partition
+/// missing from one list has none there).
+fn differing(mine: &[PartDigest], theirs: &[PartDigest]) -> Vec<u16> {
+    let mut all: BTreeMap<u16, [(i64, i64); 2]> = BTreeMap::new();
+    for (side, list) in [mine, theirs].into_iter().enumerate() {
+        for d in list {
+            all.entry(d.part).or_default()[side] = (d.digest, d.n);
+        }
+    }
+    all.into_iter().filter(|(_, [a, b])| a != b).map(|(p, _)| p).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_partitions_that_differ_are_named() {
+        let d = |part, digest, n| PartDigest { part, digest, n };
+        let mine = [d(1, 5, 1), d(2, 7, 2), d(9, 1, 1)];
+        let theirs = [d(1, 5, 1), d(2, 6, 2), d(4, 3, 1)];
+        assert_eq!(differing(&mine, &theirs), vec![2, 4, 9]);
+        assert!(differing(&mine, &mine).is_empty());
     }
 }

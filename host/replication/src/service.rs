@@ -143,12 +143,13 @@ impl pb::replica_server::Replica for ReplicaService {
 
     async fn digests(&self, req: Request<pb::RaftBytes>) -> Result<Response<pb::RaftBytes>, Status> {
         self.check(&req)?;
-        encode(&self.replicator.digests().await.map_err(to_status)?)
+        let peer: u64 = wire::decode(&req.into_inner().data).map_err(to_status)?;
+        encode(&self.replicator.digests_for(peer).await.map_err(to_status)?)
     }
 
     async fn partition(&self, req: Request<pb::RaftBytes>) -> Result<Response<pb::RaftBytes>, Status> {
         self.check(&req)?;
-        let p: usize = wire::decode(&req.into_inner().data).map_err(to_status)?;
+        let p: u16 = wire::decode(&req.into_inner().data).map_err(to_status)?;
         if p >= super::entropy::PARTITIONS {
             return Err(Status::invalid_argument(format!("partition {p} is out of range")));
         }

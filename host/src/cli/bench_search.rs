@@ -22,9 +22,13 @@ pub struct BenchSearchArgs {
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
     runs: u64,
     /// Times each query runs by scan (a scan of a million objects takes
-    /// about a second).
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    /// about a second); 0 skips the scans.
+    #[arg(long, default_value_t = 5)]
     scan_runs: u64,
+    /// Load only the server with three indexes (at 10 million objects the
+    /// other two would take an hour more).
+    #[arg(long)]
+    indexed_only: bool,
     /// Scratch directory; removed afterwards unless --keep.
     #[arg(long, default_value = "./strata-bench-search")]
     dir: PathBuf,
@@ -95,23 +99,59 @@ async fn create_index(c: &mut client::Client, name: &str, field: &str, kind: &st
     Ok(c.create_index(req).await.map_err(client::status)?.into_inner())
 }
 
+/// How a load went: the whole rate, and the rates of its first and last
+/// tenths (how ingest slows as the store grows).
+struct Ingest {
+    rate: f64,
+    first_tenth: f64,
+    last_tenth: f64,
+}
+
 /// Loads `n` objects into a fresh server with these indexes; returns the
 /// server (still running) and the objects per second.
-async fn load(dir: &std::path::Path, n: u64, indexes: &[IndexSpec<'_>]) -> anyhow::Result<(Child, f64)> {
+async fn load(dir: &std::path::Path, n: u64, indexes: &[IndexSpec<'_>]) -> anyhow::Result<(Child, Ingest)> {
     let server = Child::start(dir).await?;
     let mut c = client::connect(&server.url).await?;
     for (name, field, kind) in indexes {
         create_index(&mut c, name, field, kind).await?;
     }
     let started = Instant::now();
+    let tenth = (n / 10).max(1);
+    let mut tenths = Vec::new();
+    let mut tenth_started = Instant::now();
     let mut i = 0;
     while i < n {
         let items: Vec<pb::PutManyItem> = (i..(i + 1000).min(n)).map(item).collect();
         let k = items.len() as u64;
         put_many(&mut c, items).await?;
         i += k;
+        if i % tenth == 0 || i == n {
+            let rate = (i - tenths.len() as u64 * tenth).min(tenth) as f64 / tenth_started.elapsed().as_secs_f64();
+            tenths.push(rate);
+            eprintln!("  loaded {i} of {n}: {rate:.0} objects/s over the last {tenth}");
+            tenth_started = Instant::now();
+        }
     }
-    Ok((server, n as f64 / started.elapsed().as_secs_f64()))
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    Ok((server, Ingest { rate, first_tenth: tenths[0], last_tenth: *tenths.last().expect("one tenth at least") }))
+}
+
+/// Pages of `limit` keys listed from random places in the key space: p50
+/// and p99 of the client's time.
+async fn time_list(c: &mut client::Client, n: u64, limit: u32, runs: u64) -> anyhow::Result<(Duration, Duration)> {
+    let mut times = Vec::new();
+    for _ in 0..runs {
+        // Keys are obj/00000000..; a random 4-digit prefix of the space.
+        let prefix = format!("obj/{:04}", rand::random_range(0..(n / 10_000).max(1)));
+        let req = pb::ListRequest { prefix, limit, ..Default::default() };
+        let t = Instant::now();
+        let r = c.list(req).await.map_err(client::status)?.into_inner();
+        times.push(t.elapsed());
+        anyhow::ensure!(!r.objects.is_empty(), "a listed page came back empty");
+    }
+    times.sort();
+    let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+    Ok((at(0.5), at(0.99)))
 }
 
 struct Timing {
@@ -154,7 +194,7 @@ async fn bench(args: &BenchSearchArgs) -> anyhow::Result<()> {
     let n = args.objects;
     let three = [("category", "category", "btree"), ("score", "score", "btree"), ("title", "title", "fulltext")];
     let mut rates = Vec::new();
-    let configs: &[(&str, &[IndexSpec])] = if args.reuse {
+    let configs: &[(&str, &[IndexSpec])] = if args.reuse || args.indexed_only {
         &[("3 eager indexes", &three[..])]
     } else {
         &[("no indexes", &three[..0]), ("1 eager index", &three[..1]), ("3 eager indexes", &three[..])]
@@ -164,9 +204,15 @@ async fn bench(args: &BenchSearchArgs) -> anyhow::Result<()> {
         let mut server = if args.reuse {
             Child::start(&dir).await?
         } else {
-            let (server, rate) = load(&dir, n, indexes).await?;
-            println!("ingest {n} objects, 3 attributes each, {label:<16} {rate:>8.0} objects/s");
-            rates.push(rate);
+            let (server, ingest) = load(&dir, n, indexes).await?;
+            println!(
+                "ingest {n} objects, 3 attributes each, {label:<16} {:>8.0} objects/s (first tenth {:.0}, last {:.0}: {:.2} x; target >= 0.7)",
+                ingest.rate,
+                ingest.first_tenth,
+                ingest.last_tenth,
+                ingest.last_tenth / ingest.first_tenth
+            );
+            rates.push(ingest.rate);
             server
         };
         if indexes.len() < three.len() {
@@ -174,7 +220,7 @@ async fn bench(args: &BenchSearchArgs) -> anyhow::Result<()> {
             let _ = std::fs::remove_dir_all(&dir);
             continue;
         }
-        if !args.reuse {
+        if rates.len() == 3 {
             println!(
                 "ingest with 3 eager indexes / without: {:.2} (target >= 0.5); with 1: {:.2}",
                 rates[2] / rates[0],
@@ -182,6 +228,14 @@ async fn bench(args: &BenchSearchArgs) -> anyhow::Result<()> {
             );
         }
         let mut c = client::connect(&server.url).await?;
+        for limit in [100, 1000] {
+            let (p50, p99) = time_list(&mut c, n, limit, args.runs).await?;
+            println!(
+                "list a page of {limit:>4} keys from a random place    p50 {:>7.2} ms p99 {:>7.2} ms (target p99 <= 5 ms)",
+                ms(p50),
+                ms(p99)
+            );
+        }
         if args.reuse {
             let _ = c.drop_index(pb::DropIndexRequest { name: "key".into(), ..Default::default() }).await;
         }
@@ -210,6 +264,18 @@ async fn bench(args: &BenchSearchArgs) -> anyhow::Result<()> {
         ];
         for (name, filter) in &queries {
             let ix = time_search(&mut c, filter, args.runs, false).await?;
+            if args.scan_runs == 0 {
+                println!(
+                    "search {name:<36} indexed p50 {:>7.2} ms p99 {:>7.2} ms (server {:.2} ms) | no scan | ({} found, {} read indexed)",
+                    ms(ix.p50),
+                    ms(ix.p99),
+                    ix.server_p50,
+                    ix.found,
+                    ix.scanned,
+                );
+                println!("  plan: {}", ix.plan);
+                continue;
+            }
             let scan = time_search(&mut c, filter, args.scan_runs, true).await?;
             if ix.found != scan.found {
                 bail!("{name}: the index found {} objects, the scan {}", ix.found, scan.found);

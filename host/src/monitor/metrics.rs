@@ -61,6 +61,11 @@ fn describe() {
     describe_gauge!("strata_replication_pending", Count, "copies this node owes other nodes");
     describe_gauge!("strata_replication_retrying", Count, "owed copies whose last attempt failed");
     describe_gauge!("strata_replication_lag_seconds", Seconds, "age of the oldest owed copy");
+    describe_counter!("strata_anti_entropy_passes_total", Count, "anti-entropy passes");
+    describe_counter!("strata_anti_entropy_partitions_differing_total", Count, "partitions whose digests differed from a peer's");
+    describe_counter!("strata_anti_entropy_rows_read_total", Count, "version rows anti-entropy read here to compare");
+    describe_counter!("strata_anti_entropy_rows_served_total", Count, "version rows listed for peers' anti-entropy");
+    describe_counter!("strata_anti_entropy_copies_queued_total", Count, "copies anti-entropy found missing and queued");
     describe_gauge!("strata_node_state", Count, "1 for each member's state as this node judges it (healthy, suspect, down)");
     describe_gauge!("strata_node_capacity_bytes", Bytes, "each member's declared capacity");
     describe_gauge!("strata_node_used_bytes", Bytes, "each member's used bytes, from its heartbeat");
