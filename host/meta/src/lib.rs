@@ -1080,8 +1080,9 @@ async fn open_file(dir: &Path, sync_writes: bool) -> Result<(SqlitePool, SqliteP
     // Page caches sized for index lookups at millions of objects: a term
     // insert or a candidate read touches pages all over the file, and
     // SQLite's default (2 MB) makes each a system call.
-    // No ping before each acquire: a SQLite connection is a file, not a
-    // socket that drops, and a ping is one more hop to its thread per write.
+    // No ping before each acquire (here and for reads): a SQLite connection
+    // is a file, not a socket that drops, and a ping is one more hop to its
+    // thread per query.
     let write = SqlitePoolOptions::new()
         .max_connections(1)
         .min_connections(1)
@@ -1094,6 +1095,7 @@ async fn open_file(dir: &Path, sync_writes: bool) -> Result<(SqlitePool, SqliteP
         .map_err(|e| damaged_or(e, dir))?;
     let read = SqlitePoolOptions::new()
         .max_connections(4)
+        .test_before_acquire(false)
         .connect_with(options.read_only(true).pragma("cache_size", READ_CACHE_KIB).pragma("mmap_size", MMAP_BYTES))
         .await?;
     Ok((write, read))

@@ -499,10 +499,31 @@ impl Objects {
         // short blocking call, so a client that stops reading holds no thread.
         tokio::spawn(async move {
             let mut whole = cache_it.then(Vec::new);
-            loop {
-                let (r, item) = match tokio::task::spawn_blocking(move || {
-                    let item = reader.next_chunk();
-                    (reader, item)
+            let mut ended = false;
+            while !ended {
+                // As many frames as the stream has room for, in one blocking
+                // call (one hand-off per few MiB, not per frame); a client
+                // that stops reading leaves no room, and no thread is held.
+                let room = tx.capacity().max(1);
+                let (r, items, end) = match tokio::task::spawn_blocking(move || {
+                    let mut items = Vec::with_capacity(room);
+                    let mut end = false;
+                    while items.len() < room {
+                        match reader.next_chunk() {
+                            None => {
+                                end = true;
+                                break;
+                            }
+                            Some(item) => {
+                                let failed = item.is_err();
+                                items.push(item);
+                                if failed {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    (reader, items, end)
                 })
                 .await
                 {
@@ -513,29 +534,31 @@ impl Objects {
                     }
                 };
                 reader = r;
-                let item = match item {
-                    None => break,
-                    Some(Ok(b)) => {
-                        if let Some(w) = &mut whole {
-                            w.extend_from_slice(&b);
+                ended = end;
+                for item in items {
+                    let item = match item {
+                        Ok(b) => {
+                            if let Some(w) = &mut whole {
+                                w.extend_from_slice(&b);
+                            }
+                            Ok(b)
                         }
-                        Ok(b)
-                    }
-                    Some(Err(e)) => {
-                        // Reported before the client hears of it, so a read
-                        // right after finds the damaged copy gone (a cached
-                        // copy of a cold blob is dropped, not the blob).
-                        if e.is_damage() {
-                            let why = e.to_string();
-                            this.report_corrupt(digest, size, &StoreError::Corrupt { digest, why }).await;
+                        Err(e) => {
+                            // Reported before the client hears of it, so a read
+                            // right after finds the damaged copy gone (a cached
+                            // copy of a cold blob is dropped, not the blob).
+                            if e.is_damage() {
+                                let why = e.to_string();
+                                this.report_corrupt(digest, size, &StoreError::Corrupt { digest, why }).await;
+                            }
+                            // Nothing may be cached from a read that failed.
+                            let _ = tx.send(Err(e.into())).await;
+                            return;
                         }
-                        // Nothing may be cached from a read that failed.
-                        let _ = tx.send(Err(e.into())).await;
-                        return;
+                    };
+                    if tx.send(item).await.is_err() {
+                        return; // the client went away
                     }
-                };
-                if tx.send(item).await.is_err() {
-                    return; // the client went away
                 }
             }
             // Only a whole, verified read may be kept (in memory, or as a
