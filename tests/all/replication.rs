@@ -808,3 +808,47 @@ async fn anti_entropy_reads_only_the_partitions_that_differ() {
         before("strata_anti_entropy_rows_read_total") - read + sum(&net, "strata_anti_entropy_rows_served_total", &[0, 1, 2]) - served;
     assert!(rows < 60, "{rows} version rows read to find one lost version among 600");
 }
+
+/// Every version of a key shares its partition, so a key with more versions
+/// than one answer carries (4,096) is listed to peers a page at a time, and
+/// a lost old version of it is still found.
+#[tokio::test(flavor = "multi_thread")]
+async fn anti_entropy_pages_a_partition_larger_than_one_answer() {
+    let extra = format!("{FAST_RETRY}anti_entropy_interval = \"1s\"\nrepair_delay = \"1h\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n");
+    let mut net = Net::start(3, &extra);
+    net.form().await;
+    let mut c = net.nodes[0].client().await;
+    for start in (0..4200).step_by(300) {
+        let items = (start..start + 300)
+            .map(|i| pb::PutManyItem { header: Some(in_bucket("default", "hot")), data: vec![i as u8; 10].into() })
+            .collect();
+        for r in put_many(&mut c, items).await {
+            assert!(r.error.is_empty(), "{}", r.error);
+        }
+    }
+    let db = net.nodes[2].data().join("meta/strata.db");
+    let settle = Instant::now() + Duration::from_secs(60);
+    while sqlite(&db, "SELECT count(*) FROM versions WHERE key = 'hot'") != "[(4200,)]" {
+        assert!(Instant::now() < settle, "every version reaches node 2");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    net.nodes[2].stop();
+    // The oldest version (not the live one) goes, behind the server's back.
+    let oldest = "SELECT version FROM versions WHERE key = 'hot' ORDER BY stamp LIMIT 1";
+    let version = sqlite(&db, oldest);
+    sqlite(&db, "DELETE FROM versions WHERE id = (SELECT id FROM versions WHERE key = 'hot' ORDER BY stamp LIMIT 1)");
+    assert_eq!(sqlite(&db, "SELECT count(*) FROM versions WHERE key = 'hot'"), "[(4199,)]");
+    net.boot(2);
+    let queued = |net: &Net| [0, 1].iter().map(|&i| counter(&net.nodes[i], "strata_anti_entropy_copies_queued_total")).sum::<u64>();
+    let before = queued(&net);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sqlite(&db, "SELECT count(*) FROM versions WHERE key = 'hot'") != "[(4200,)]" {
+        assert!(Instant::now() < deadline, "the lost version never came back to node 2");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(sqlite(&db, oldest), version, "the same version came back");
+    assert!(counter(&net.nodes[2], "strata_anti_entropy_rows_served_total") > 4096, "node 2 listed its partition in pages");
+    // Had a page been lost, every version on it would have looked missing.
+    let copies = queued(&net) - before;
+    assert!((1..=10).contains(&copies), "{copies} copies queued for one lost version");
+}

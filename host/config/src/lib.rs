@@ -861,6 +861,11 @@ impl Config {
             if c.node_id == Some(0) {
                 return bad("cluster.node_id", "must be more than 0");
             }
+            // Ids are kept in SQLite's 64-bit signed integers (placements,
+            // anti-entropy digests).
+            if c.node_id.is_some_and(|id| id > i64::MAX as u64) {
+                return bad("cluster.node_id", &format!("must be at most {}", i64::MAX));
+            }
             if c.heartbeat_interval.is_zero() || c.suspect_after <= c.heartbeat_interval || c.down_after <= c.suspect_after {
                 return bad("cluster", "want 0 < heartbeat_interval < suspect_after < down_after");
             }
@@ -1005,6 +1010,17 @@ mod tests {
     fn example_file_is_the_default() {
         let parsed: Config = Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(EXAMPLE_TOML)).extract().unwrap();
         assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn a_node_id_must_fit_sqlites_integers() {
+        let with = |id| Config {
+            cluster: Some(ClusterConfig { node_id: Some(id), secret_env: Some("S".into()), ..Default::default() }),
+            ..Default::default()
+        };
+        assert!(with(i64::MAX as u64).validate().is_ok());
+        let err = with(i64::MAX as u64 + 1).validate().unwrap_err().to_string();
+        assert!(err.contains("cluster.node_id"), "{err}");
     }
 
     #[test]

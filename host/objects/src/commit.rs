@@ -6,7 +6,7 @@
 //! before the metadata commit leaves blob files without rows, which are
 //! never served and which GC removes.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -25,14 +25,12 @@ pub struct CommitJob {
     pub reply: oneshot::Sender<Result<ObjectRecord, ObjectError>>,
 }
 
-/// Runs the commit loop on a thread of its own: its many short hops to the
-/// SQLite thread then never wait in the queue behind request tasks.
+/// Runs the commit loop on a thread of its own, with a runtime of its own
+/// (and its own blocking pool for publishing files): its many short hops to
+/// the SQLite thread then never wait in the queue behind request tasks.
 pub fn start(rx: mpsc::Receiver<CommitJob>, store: Arc<LocalStore>, meta: Arc<MetaStore>, publish_lock: Arc<Mutex<()>>) {
-    let handle = tokio::runtime::Handle::current();
     let spawned = std::thread::Builder::new().name("strata-commit".into()).spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime for the commit loop");
-        // Blocking work (publishing files) still goes to the shared pool.
-        let _shared = handle.enter();
         rt.block_on(run(rx, store, meta, publish_lock));
     });
     spawned.expect("spawning the commit thread");
@@ -130,25 +128,24 @@ async fn commit_batch(batch: Vec<CommitJob>, store: &Arc<LocalStore>, meta: &Met
     };
 
     debug!(size, ?published_at, took = ?started.elapsed(), "committed a batch");
-    let mut used: HashMap<Digest, bool> = HashMap::new();
-    for (job, r) in batch.iter().zip(&results) {
-        // A retried put answers with the first put's record, which need not
-        // hold this blob.
-        *used.entry(job.staged.digest).or_default() |= r.as_ref().is_ok_and(|rec| rec.digest == Some(job.staged.digest));
-    }
-    // A file published for items that all failed (say, a condition) is debris.
-    let unused: Vec<Digest> = published.iter().filter(|d| !used[*d]).copied().collect();
+    // A file published for items whose batch wrote no row for it (all
+    // failed a condition, a retry answered with the first put's record, an
+    // older copy had nowhere to go) is debris.
+    let unused: Vec<Digest> = published.iter().filter(|d| !written.contains(*d)).copied().collect();
     remove_files(store, unused).await;
     // Keep the staged blob whose bytes are now stored (its quota is now
-    // the file's or the row's): a file published and used, or the first
-    // inline copy of a digest whose row the batch wrote. Every other one
-    // is dropped, returning its quota and temp file.
+    // the file's or the row's): a file published for a row the batch
+    // wrote, or the first inline copy of a digest whose row it wrote.
+    // Every other one is dropped, returning its quota and temp file.
     let mut kept: HashSet<Digest> = HashSet::new();
     let publish_idx: HashSet<usize> = publish_idx.into_iter().collect();
     for (i, (job, r)) in batch.into_iter().zip(results).enumerate() {
         let d = job.staged.digest;
-        let stored =
-            if job.staged.inline.is_some() { written.contains(&d) && kept.insert(d) } else { publish_idx.contains(&i) && used[&d] };
+        let stored = if job.staged.inline.is_some() {
+            written.contains(&d) && kept.insert(d)
+        } else {
+            publish_idx.contains(&i) && written.contains(&d)
+        };
         if stored {
             job.staged.keep();
         }

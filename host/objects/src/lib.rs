@@ -535,6 +535,9 @@ impl Objects {
                 };
                 reader = r;
                 ended = end;
+                // Damage found in this batch is reported even if the client
+                // leaves while the good frames before it are sent.
+                let damage = items.last().and_then(|i| i.as_ref().err()).filter(|e| e.is_damage()).map(|e| e.to_string());
                 for item in items {
                     let item = match item {
                         Ok(b) => {
@@ -557,6 +560,9 @@ impl Objects {
                         }
                     };
                     if tx.send(item).await.is_err() {
+                        if let Some(why) = damage {
+                            this.report_corrupt(digest, size, &StoreError::Corrupt { digest, why }).await;
+                        }
                         return; // the client went away
                     }
                 }

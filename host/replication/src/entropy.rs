@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use metrics::counter;
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use super::plan;
 use super::{ReplicationError, Replicator};
@@ -33,6 +33,14 @@ const BACKFILL_STEP: u32 = 4096;
 
 /// A version's name in a partition listing.
 pub type Name = (String, String, String);
+
+/// A request for a page of a partition's listing.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct PartitionPage {
+    pub part: u16,
+    /// The row id the page starts after (the previous page's `next`).
+    pub after: i64,
+}
 
 impl Replicator {
     /// Every version this node holds in partition `part`.
@@ -53,11 +61,43 @@ impl Replicator {
         Ok(self.objects.meta().entropy_digests(peer).await?)
     }
 
-    /// The names of every version this node holds in partition `part`.
-    pub async fn partition_names(&self, part: u16) -> Result<Vec<Name>, ReplicationError> {
-        let rows = self.partition_rows(part).await?;
+    /// A page of the names of the versions this node holds in partition
+    /// `q.part`, after row `q.after`, and where the next page starts.
+    pub async fn partition_names(&self, q: &PartitionPage) -> Result<(Vec<Name>, Option<i64>), ReplicationError> {
+        let rows = self.objects.meta().placed_in_partition(q.part, q.after, STEP).await?;
         counter!("strata_anti_entropy_rows_served_total").increment(rows.len() as u64);
-        Ok(rows.into_iter().map(|p| (p.bucket, p.key, p.version)).collect())
+        let next = if rows.len() as u32 == STEP { rows.last().map(|p| p.id) } else { None };
+        Ok((rows.into_iter().map(|p| (p.bucket, p.key, p.version)).collect(), next))
+    }
+
+    /// Every version the peer at `addr` holds in partition `part`, asked a
+    /// page at a time (a key with very many versions makes a large one).
+    async fn held_by(&self, addr: &str, part: u16) -> Result<HashSet<Name>, ReplicationError> {
+        let (mut held, mut after) = (HashSet::new(), 0);
+        loop {
+            let (names, next): (Vec<Name>, Option<i64>) = self.ask(addr, false, &PartitionPage { part, after }).await?;
+            held.extend(names);
+            match next {
+                Some(n) if n > after => after = n,
+                _ => return Ok(held),
+            }
+        }
+    }
+
+    /// Queues a copy to `peer` of every version this node holds in `part`
+    /// that is placed on the peer and the peer lacks; returns how many.
+    async fn repair_partition(&self, peer: &plan::Member, part: u16) -> Result<u64, ReplicationError> {
+        let held = self.held_by(&peer.addr, part).await?;
+        let rows = self.partition_rows(part).await?;
+        counter!("strata_anti_entropy_rows_read_total").increment(rows.len() as u64);
+        let mut queued = 0;
+        for p in rows {
+            if p.replicas.contains(&peer.id) && !held.contains(&(p.bucket.clone(), p.key.clone(), p.version.clone())) {
+                self.objects.meta().enqueue(&p.bucket, &p.key, &p.version, &[peer.id]).await?;
+                queued += 1;
+            }
+        }
+        Ok(queued)
     }
 
     async fn ask<Q: serde::Serialize, A: serde::de::DeserializeOwned>(
@@ -98,20 +138,30 @@ impl Replicator {
             info!(healed, "asked replicas to replace damaged copies");
         }
         counter!("strata_anti_entropy_passes_total").increment(1);
+        // Rows from before digests were kept (or whose marking failed) get
+        // their marks first; until none is left the digests are not whole.
+        match self.objects.meta().backfill_entropy(BACKFILL_STEP).await {
+            Ok(0) => {}
+            Ok(n) => info!(versions = n, "anti-entropy: filled in the digests of older versions"),
+            Err(e) => {
+                warn!(error = %e, "anti-entropy: filling in the digests of older versions failed; no pass until it succeeds");
+                return Ok(0);
+            }
+        }
         let mut queued = 0u64;
         for m in members.iter().filter(|m| m.id != me && m.health == Health::Healthy) {
             let Some(mine) = self.digests_for(m.id).await? else {
-                debug!("anti-entropy: this node's digests are still being filled in");
+                warn!("anti-entropy: this node's digests are not whole yet");
                 return Ok(queued);
             };
             let theirs: Vec<PartDigest> = match self.ask(&m.addr, true, &me).await {
                 Ok(Some(t)) => t,
                 Ok(None) => {
-                    debug!(node = m.id, "anti-entropy: the peer's digests are still being filled in");
+                    info!(node = m.id, "anti-entropy: the peer's digests are still being filled in");
                     continue;
                 }
                 Err(e) => {
-                    debug!(node = m.id, error = %e, "anti-entropy: no digests");
+                    warn!(node = m.id, error = %e, "anti-entropy: the peer sent no digests");
                     continue;
                 }
             };
@@ -121,16 +171,12 @@ impl Replicator {
             }
             let differ = differing(&mine, &theirs);
             counter!("strata_anti_entropy_partitions_differing_total").increment(differ.len() as u64);
+            // One partition that fails (a peer that stops answering) must not
+            // keep the rest from being compared, pass after pass.
             for part in differ {
-                let held: HashSet<Name> = self.ask::<_, Vec<Name>>(&m.addr, false, &part).await?.into_iter().collect();
-                let rows = self.partition_rows(part).await?;
-                counter!("strata_anti_entropy_rows_read_total").increment(rows.len() as u64);
-                // Versions this node holds that the peer should hold but lacks.
-                for p in rows {
-                    if p.replicas.contains(&m.id) && !held.contains(&(p.bucket.clone(), p.key.clone(), p.version.clone())) {
-                        self.objects.meta().enqueue(&p.bucket, &p.key, &p.version, &[m.id]).await?;
-                        queued += 1;
-                    }
+                match self.repair_partition(m, part).await {
+                    Ok(n) => queued += n,
+                    Err(e) => warn!(node = m.id, part, error = %e, "anti-entropy: comparing a partition failed"),
                 }
             }
         }
@@ -145,13 +191,6 @@ impl Replicator {
     pub fn spawn_anti_entropy(self: &Arc<Self>, mut stop: watch::Receiver<bool>) {
         let this = self.clone();
         tokio::spawn(async move {
-            // Rows written before digests were kept get their marks first
-            // (once; a pass waits for it).
-            match this.objects.meta().backfill_entropy(BACKFILL_STEP).await {
-                Ok(0) => {}
-                Ok(n) => info!(versions = n, "anti-entropy: filled in the digests of older versions"),
-                Err(e) => warn!(error = %e, "anti-entropy: filling in older versions failed"),
-            }
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(this.config.anti_entropy_interval) => {}

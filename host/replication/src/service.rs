@@ -149,11 +149,11 @@ impl pb::replica_server::Replica for ReplicaService {
 
     async fn partition(&self, req: Request<pb::RaftBytes>) -> Result<Response<pb::RaftBytes>, Status> {
         self.check(&req)?;
-        let p: u16 = wire::decode(&req.into_inner().data).map_err(to_status)?;
-        if p >= super::entropy::PARTITIONS {
-            return Err(Status::invalid_argument(format!("partition {p} is out of range")));
+        let q: super::entropy::PartitionPage = wire::decode(&req.into_inner().data).map_err(to_status)?;
+        if q.part >= super::entropy::PARTITIONS {
+            return Err(Status::invalid_argument(format!("partition {} is out of range", q.part)));
         }
-        encode(&self.replicator.partition_names(p).await.map_err(to_status)?)
+        encode(&self.replicator.partition_names(&q).await.map_err(to_status)?)
     }
 
     async fn query(&self, req: Request<pb::RaftBytes>) -> Result<Response<pb::RaftBytes>, Status> {
