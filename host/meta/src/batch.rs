@@ -1,11 +1,12 @@
 //! Recording a batch of puts with a fixed handful of set-based statements,
 //! whatever the batch size.
 //!
-//! Each statement costs a round trip to SQLite's worker thread, which is
-//! far dearer than the work SQLite does for a row; so the batch is worked
-//! out in memory first (conditions, versions, reference counts, what a later
-//! put to the same key supersedes) and written with one statement per kind
-//! of change, its rows passed as a JSON array.
+//! Each statement sent to SQLite's worker thread costs a round trip, far
+//! dearer than the work SQLite does for a row; so the batch reads what it
+//! needs with one script, works the batch out in memory (conditions,
+//! versions, reference counts, what a later put to the same key
+//! supersedes) and writes it with another: one statement per kind of
+//! change, its rows passed as a JSON array.
 
 use std::collections::{HashMap, HashSet};
 
@@ -13,6 +14,7 @@ use serde_json::{Value, json};
 use sqlx::sqlite::{SqliteConnection, SqlitePool};
 use sqlx::{Connection as _, Row};
 
+use super::bind::{Bind, Script};
 use super::clock::now_ms;
 use super::index::{self, TermMaker};
 use super::sql::{Deltas, Policy, enforce_retention, record};
@@ -113,11 +115,7 @@ async fn commit_in(
     siblings: &mut Vec<(String, String)>,
 ) -> Result<Committed, MetaError> {
     let now = now_ms();
-    let buckets = existing_buckets(conn, items).await?;
-    let mut live = live_versions(conn, items).await?;
-    let (mut known, unsound) = existing_blobs(conn, items).await?;
-    let (mut newest, mut recorded) = replica_context(conn, items).await?;
-    let mut requests = recorded_requests(conn, items).await?;
+    let Context { buckets, mut live, mut known, unsound, mut newest, mut recorded, mut requests } = read_context(conn, items).await?;
     // Request ids this batch records: (bucket, id, key, version).
     let mut new_requests: Vec<Value> = Vec::new();
 
@@ -268,41 +266,48 @@ async fn commit_in(
         live.insert(slot, Live::Pending(pending.len() - 1));
     }
 
-    if !new_requests.is_empty() {
-        sqlx::query(
-            "INSERT OR IGNORE INTO requests (bucket, request_id, key, version, created_ms) \
-             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, ? FROM json_each(?)",
-        )
-        .bind(now)
-        .bind(Value::Array(new_requests).to_string())
-        .execute(&mut *conn)
-        .await?;
-    }
-    insert_blobs(conn, &mut d, &new_blobs, now).await?;
+    // Rare: a blob written anew over a damaged row.
     for item in refreshed {
         refresh_blob(conn, &mut d, item, now).await?;
     }
-    let ids = insert_versions(conn, &pending).await?;
+    insert_inline(conn, &new_blobs).await?;
+    // Every other write goes as one script.
+    let mut w = Script::default();
+    if !new_requests.is_empty() {
+        w.push(
+            "INSERT OR IGNORE INTO requests (bucket, request_id, key, version, created_ms) \
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, ? FROM json_each(?)",
+            [Bind::Int(now), Bind::Text(Value::Array(new_requests).to_string())],
+        );
+    }
+    push_blobs(&mut w, &mut d, &new_blobs, now);
+    push_versions(&mut w, &pending);
     let lineage: Vec<(&str, &str, &str, &[String])> = pending
         .iter()
         .flatten()
         .filter_map(|p| Some((p.rec.bucket.as_str(), p.rec.key.as_str(), p.rec.version.as_str(), p.parents.as_deref()?)))
         .collect();
-    *siblings = super::lineage::record_parents(conn, &lineage).await?;
-    upsert_live(conn, &live, &pending, &ids).await?;
+    let q_siblings = super::lineage::push_record_parents(&mut w, &lineage)?;
+    push_live(&mut w, &live, &pending);
     if !removed.is_empty() {
-        sqlx::query("DELETE FROM versions WHERE id IN (SELECT value FROM json_each(?))")
-            .bind(json!(removed).to_string())
-            .execute(&mut *conn)
-            .await?;
+        w.push("DELETE FROM versions WHERE id IN (SELECT value FROM json_each(?))", [Bind::Text(json!(removed).to_string())]);
     }
-    apply_refs(conn, &refs, now).await?;
-    if policy.max_versions > 0 {
-        let keys: HashSet<(&str, &str)> =
-            items.iter().filter(|i| policy.versions(&i.bucket)).map(|i| (i.bucket.as_str(), i.key.as_str())).collect();
-        for (bucket, key) in keys {
-            enforce_retention(conn, &mut d, bucket, key, policy.max_versions).await?;
-        }
+    push_refs(&mut w, &refs, now);
+    let retained: HashSet<(&str, &str)> = if policy.max_versions > 0 {
+        items.iter().filter(|i| policy.versions(&i.bucket)).map(|i| (i.bucket.as_str(), i.key.as_str())).collect()
+    } else {
+        HashSet::new()
+    };
+    // Counters last: retention below changes them too.
+    if retained.is_empty() {
+        std::mem::take(&mut d).push_to(&mut w);
+    }
+    let rows = w.fetch(conn).await?;
+    if let Some(q) = q_siblings {
+        *siblings = super::lineage::siblings(&rows[q])?;
+    }
+    for (bucket, key) in retained {
+        enforce_retention(conn, &mut d, bucket, key, policy.max_versions).await?;
     }
     d.apply(conn).await?;
     Ok(Committed { results: out, written: refreshed_digests })
@@ -317,89 +322,96 @@ fn forget(d: &mut Deltas, refs: &mut HashMap<Digest, i64>, digest: Option<Digest
     }
 }
 
-/// The request ids of the batch's puts already on record:
-/// (bucket, id) → (key, version).
-async fn recorded_requests(
-    conn: &mut SqliteConnection,
-    items: &[NewVersion],
-) -> Result<HashMap<(String, String), (String, String)>, MetaError> {
-    let wanted: Vec<Value> = items.iter().filter_map(|i| i.request_id.as_ref().map(|r| json!([i.bucket, r]))).collect();
-    if wanted.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let rows = sqlx::query(
-        "SELECT r.bucket, r.request_id, r.key, r.version FROM json_each(?) j \
-         JOIN requests r ON r.bucket = j.value ->> 0 AND r.request_id = j.value ->> 1",
-    )
-    .bind(Value::Array(wanted).to_string())
-    .fetch_all(&mut *conn)
-    .await?;
-    rows.iter().map(|r| Ok(((r.try_get("bucket")?, r.try_get("request_id")?), (r.try_get("key")?, r.try_get("version")?)))).collect()
+/// What a batch reads before it decides, read with one script.
+#[derive(Default)]
+struct Context {
+    /// The batch's buckets that exist.
+    buckets: HashSet<String>,
+    live: HashMap<(String, String), Live>,
+    /// Digests that already have a row, and those of them not sound.
+    known: HashSet<Digest>,
+    unsound: HashSet<Digest>,
+    /// For the items minted elsewhere: each key's newest recorded version,
+    /// and which of the items' versions are recorded already.
+    newest: HashMap<(String, String), String>,
+    recorded: HashSet<(String, String, String)>,
+    /// The request ids of the batch's puts already on record:
+    /// (bucket, id) → (key, version).
+    requests: HashMap<(String, String), (String, String)>,
 }
 
-async fn existing_buckets(conn: &mut SqliteConnection, items: &[NewVersion]) -> Result<HashSet<String>, MetaError> {
+async fn read_context(conn: &mut SqliteConnection, items: &[NewVersion]) -> Result<Context, MetaError> {
+    let mut s = Script::default();
     let names: HashSet<&str> = items.iter().map(|i| i.bucket.as_str()).collect();
-    let rows = sqlx::query("SELECT name FROM buckets WHERE name IN (SELECT value FROM json_each(?))")
-        .bind(json!(names).to_string())
-        .fetch_all(&mut *conn)
-        .await?;
-    rows.iter().map(|r| Ok(r.try_get("name")?)).collect()
-}
-
-/// For the items minted elsewhere: each key's newest recorded version, and
-/// which of the items' versions are recorded already.
-async fn replica_context(
-    conn: &mut SqliteConnection,
-    items: &[NewVersion],
-) -> Result<(HashMap<(String, String), String>, HashSet<(String, String, String)>), MetaError> {
-    let given: Vec<Value> = items.iter().filter_map(|i| i.identity.as_ref().map(|id| json!([i.bucket, i.key, id.version]))).collect();
-    if given.is_empty() {
-        return Ok(Default::default());
-    }
-    let given = Value::Array(given).to_string();
-    let rows = sqlx::query(
-        "SELECT v.bucket, v.key, MAX(v.version) AS newest,          MAX(v.version = j.value ->> 2) AS recorded, j.value ->> 2 AS given          FROM json_each(?) j          CROSS JOIN versions v ON v.bucket = j.value ->> 0 AND v.key = j.value ->> 1          GROUP BY j.key",
-    )
-    .bind(given)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut newest = HashMap::new();
-    let mut recorded = HashSet::new();
-    for r in rows {
-        let (bucket, key): (String, String) = (r.try_get("bucket")?, r.try_get("key")?);
-        if r.try_get::<i64, _>("recorded")? == 1 {
-            recorded.insert((bucket.clone(), key.clone(), r.try_get("given")?));
-        }
-        newest.insert((bucket, key), r.try_get("newest")?);
-    }
-    Ok((newest, recorded))
-}
-
-async fn live_versions(conn: &mut SqliteConnection, items: &[NewVersion]) -> Result<HashMap<(String, String), Live>, MetaError> {
+    let q_buckets =
+        s.push("SELECT name FROM buckets WHERE name IN (SELECT value FROM json_each(?))", [Bind::Text(json!(names).to_string())]);
     let keys: HashSet<(&str, &str)> = items.iter().map(|i| (i.bucket.as_str(), i.key.as_str())).collect();
     let keys: Vec<Value> = keys.into_iter().map(|(b, k)| json!([b, k])).collect();
     // CROSS JOIN fixes the join order: each key probes the primary key of
     // `objects`, instead of the planner scanning `objects` once per key.
-    let rows = sqlx::query(
+    let q_live = s.push(
         "SELECT v.id, v.bucket, v.key, v.version, v.stamp, v.digest, v.size, \
          v.content_type, v.attributes, v.created_ms, v.modified_ms \
          FROM json_each(?) j \
          CROSS JOIN objects o ON o.bucket = j.value ->> 0 AND o.key = j.value ->> 1 \
          JOIN versions v ON v.id = o.version_id",
-    )
-    .bind(Value::Array(keys).to_string())
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut live = HashMap::new();
-    for r in rows {
+        [Bind::Text(Value::Array(keys).to_string())],
+    );
+    let digests: HashSet<String> = items.iter().map(|i| i.digest.to_string()).collect();
+    let q_blobs = s.push(
+        "SELECT hex(digest) AS d, state = 'ok' AS ok FROM blobs WHERE digest IN (SELECT unhex(value) FROM json_each(?))",
+        [Bind::Text(json!(digests).to_string())],
+    );
+    let given: Vec<Value> = items.iter().filter_map(|i| i.identity.as_ref().map(|id| json!([i.bucket, i.key, id.version]))).collect();
+    let q_replica = (!given.is_empty()).then(|| {
+        s.push(
+            "SELECT v.bucket, v.key, MAX(v.version) AS newest, MAX(v.version = j.value ->> 2) AS recorded, j.value ->> 2 AS given \
+             FROM json_each(?) j \
+             CROSS JOIN versions v ON v.bucket = j.value ->> 0 AND v.key = j.value ->> 1 \
+             GROUP BY j.key",
+            [Bind::Text(Value::Array(given).to_string())],
+        )
+    });
+    let wanted: Vec<Value> = items.iter().filter_map(|i| i.request_id.as_ref().map(|r| json!([i.bucket, r]))).collect();
+    let q_requests = (!wanted.is_empty()).then(|| {
+        s.push(
+            "SELECT r.bucket, r.request_id, r.key, r.version FROM json_each(?) j \
+             JOIN requests r ON r.bucket = j.value ->> 0 AND r.request_id = j.value ->> 1",
+            [Bind::Text(Value::Array(wanted).to_string())],
+        )
+    });
+    let rows = s.fetch(conn).await?;
+    let mut c = Context::default();
+    for r in &rows[q_buckets] {
+        c.buckets.insert(r.try_get("name")?);
+    }
+    for r in &rows[q_live] {
         let id: i64 = r.try_get("id")?;
-        let rec = record(&r, Some(id))?;
-        live.insert(
+        let rec = record(r, Some(id))?;
+        c.live.insert(
             (rec.bucket, rec.key),
             Live::Stored { id, version: rec.version, digest: rec.digest, size: rec.size, created_ms: rec.created_ms },
         );
     }
-    Ok(live)
+    for r in &rows[q_blobs] {
+        let hex: String = r.try_get("d")?;
+        let d: Digest = hex.to_lowercase().parse().map_err(|e: String| MetaError::Db(e.into()))?;
+        if !r.try_get::<bool, _>("ok")? {
+            c.unsound.insert(d);
+        }
+        c.known.insert(d);
+    }
+    for r in q_replica.map_or(&[][..], |q| &rows[q]) {
+        let (bucket, key): (String, String) = (r.try_get("bucket")?, r.try_get("key")?);
+        if r.try_get::<i64, _>("recorded")? == 1 {
+            c.recorded.insert((bucket.clone(), key.clone(), r.try_get("given")?));
+        }
+        c.newest.insert((bucket, key), r.try_get("newest")?);
+    }
+    for r in q_requests.map_or(&[][..], |q| &rows[q]) {
+        c.requests.insert((r.try_get("bucket")?, r.try_get("request_id")?), (r.try_get("key")?, r.try_get("version")?));
+    }
+    Ok(c)
 }
 
 /// Whether the item's bytes replace its blob row's: bytes just written to
@@ -409,42 +421,30 @@ fn fresh(item: &NewVersion, unsound: &HashSet<Digest>) -> bool {
     item.fresh_blob || (item.inline.is_some() && unsound.contains(&item.digest))
 }
 
-/// Digests that already have a row, and those of them not sound.
-async fn existing_blobs(conn: &mut SqliteConnection, items: &[NewVersion]) -> Result<(HashSet<Digest>, HashSet<Digest>), MetaError> {
-    let digests: HashSet<String> = items.iter().map(|i| i.digest.to_string()).collect();
-    let rows =
-        sqlx::query("SELECT hex(digest) AS d, state = 'ok' AS ok FROM blobs WHERE digest IN (SELECT unhex(value) FROM json_each(?))")
-            .bind(json!(digests).to_string())
-            .fetch_all(&mut *conn)
-            .await?;
-    let (mut all, mut unsound) = (HashSet::new(), HashSet::new());
-    for r in &rows {
-        let hex: String = r.try_get("d")?;
-        let d: Digest = hex.to_lowercase().parse().map_err(|e: String| MetaError::Db(e.into()))?;
-        if !r.try_get::<bool, _>("ok")? {
-            unsound.insert(d);
-        }
-        all.insert(d);
-    }
-    Ok((all, unsound))
-}
-
-async fn insert_blobs(conn: &mut SqliteConnection, d: &mut Deltas, blobs: &[&NewVersion], now: i64) -> Result<(), MetaError> {
+/// New blob rows; their reference counts start at 0 (`push_refs` adds
+/// the batch's).
+fn push_blobs(w: &mut Script, d: &mut Deltas, blobs: &[&NewVersion], now: i64) {
     if blobs.is_empty() {
-        return Ok(());
+        return;
     }
     let rows: Vec<Value> = blobs.iter().map(|b| json!([b.digest.to_string(), b.size, b.stored_size])).collect();
-    // Reference counts start at 0; `apply_refs` adds this batch's.
-    sqlx::query(
+    w.push(
         "INSERT INTO blobs (digest, size, stored_size, refcount, created_ms) \
          SELECT unhex(value ->> 0), value ->> 1, value ->> 2, 0, ? FROM json_each(?)",
-    )
-    .bind(now)
-    .bind(Value::Array(rows).to_string())
-    .execute(&mut *conn)
-    .await?;
-    // The data itself is bound as blobs, many rows a statement: no text
-    // encoding of the bytes on either side.
+        [Bind::Int(now), Bind::Text(Value::Array(rows).to_string())],
+    );
+    for b in blobs {
+        d.add("blobs", 1);
+        d.add("blob_bytes", b.size as i64);
+        d.add("stored_bytes", b.stored_size as i64);
+    }
+}
+
+/// The bytes of new inline blobs, bound as blobs, many rows a statement:
+/// no text encoding of the bytes on either side. (Its own statement: the
+/// text, which grows with the rows, would make every script a new one to
+/// prepare.)
+async fn insert_inline(conn: &mut SqliteConnection, blobs: &[&NewVersion]) -> Result<(), MetaError> {
     let inline: Vec<&NewVersion> = blobs.iter().copied().filter(|b| b.inline.is_some()).collect();
     for rows in inline.chunks(INLINE_ROWS_PER_STATEMENT) {
         let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("INSERT INTO blob_data (digest, data) ");
@@ -452,11 +452,6 @@ async fn insert_blobs(conn: &mut SqliteConnection, d: &mut Deltas, blobs: &[&New
             row.push_bind(b.digest.0.to_vec()).push_bind(b.inline.as_ref().expect("inline").to_vec());
         });
         q.build().execute(&mut *conn).await?;
-    }
-    for b in blobs {
-        d.add("blobs", 1);
-        d.add("blob_bytes", b.size as i64);
-        d.add("stored_bytes", b.stored_size as i64);
     }
     Ok(())
 }
@@ -487,8 +482,8 @@ async fn refresh_blob(conn: &mut SqliteConnection, d: &mut Deltas, item: &NewVer
 }
 
 /// Inserts the versions that survived the batch, in batch order (a key's
-/// versions are ordered by row id); returns version -> row id.
-async fn insert_versions(conn: &mut SqliteConnection, pending: &[Option<Pending>]) -> Result<HashMap<String, i64>, MetaError> {
+/// versions are ordered by row id).
+fn push_versions(w: &mut Script, pending: &[Option<Pending>]) {
     let rows: Vec<Value> = pending
         .iter()
         .flatten()
@@ -514,73 +509,55 @@ async fn insert_versions(conn: &mut SqliteConnection, pending: &[Option<Pending>
         })
         .collect();
     if rows.is_empty() {
-        return Ok(HashMap::new());
+        return;
     }
-    let out = sqlx::query(
+    w.push(
         "INSERT INTO versions (bucket, key, version, stamp, node, digest, size, content_type, \
          attributes, created_ms, modified_ms, replicas, parents, part, mark) \
          SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 10, unhex(j.value ->> 4), \
          j.value ->> 5, j.value ->> 6, j.value ->> 7, j.value ->> 8, j.value ->> 9, j.value ->> 11, j.value ->> 12, \
          j.value ->> 13, j.value ->> 14 \
-         FROM json_each(?) AS j ORDER BY j.key \
-         RETURNING id, version",
-    )
-    .bind(Value::Array(rows).to_string())
-    .fetch_all(&mut *conn)
-    .await?;
-    out.iter().map(|r| Ok((r.try_get("version")?, r.try_get("id")?))).collect()
+         FROM json_each(?) AS j ORDER BY j.key",
+        [Bind::Text(Value::Array(rows).to_string())],
+    );
 }
 
-/// Points each key written by the batch at its newest version.
-async fn upsert_live(
-    conn: &mut SqliteConnection,
-    live: &HashMap<(String, String), Live>,
-    pending: &[Option<Pending>],
-    ids: &HashMap<String, i64>,
-) -> Result<(), MetaError> {
+/// Points each key written by the batch at its newest version (found by
+/// its name, which is unique per key: the script has no row ids to pass).
+fn push_live(w: &mut Script, live: &HashMap<(String, String), Live>, pending: &[Option<Pending>]) {
     let rows: Vec<Value> = live
         .iter()
         .filter_map(|((bucket, key), l)| match l {
-            Live::Pending(j) => {
-                let version = &pending[*j].as_ref().expect("live pending version").rec.version;
-                Some(json!([bucket, key, ids[version]]))
-            }
+            Live::Pending(j) => Some(json!([bucket, key, pending[*j].as_ref().expect("live pending version").rec.version])),
             Live::Stored { .. } => None,
         })
         .collect();
     if rows.is_empty() {
-        return Ok(());
+        return;
     }
-    sqlx::query(
+    w.push(
         "INSERT INTO objects (bucket, key, version_id) \
-         SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?) WHERE true \
-         ON CONFLICT (bucket, key) DO UPDATE SET version_id = excluded.version_id",
-    )
-    .bind(Value::Array(rows).to_string())
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+         SELECT j.value ->> 0, j.value ->> 1, v.id FROM json_each(?) j \
+         CROSS JOIN versions v ON v.bucket = j.value ->> 0 AND v.key = j.value ->> 1 AND v.version = j.value ->> 2 \
+         WHERE true ON CONFLICT (bucket, key) DO UPDATE SET version_id = excluded.version_id",
+        [Bind::Text(Value::Array(rows).to_string())],
+    );
 }
 
 /// Applies the net change in references per blob; a blob left with none
 /// starts its time towards GC. One statement per distinct change (nearly
 /// always just +1), each an index lookup per digest.
-async fn apply_refs(conn: &mut SqliteConnection, refs: &HashMap<Digest, i64>, now: i64) -> Result<(), MetaError> {
+fn push_refs(w: &mut Script, refs: &HashMap<Digest, i64>, now: i64) {
     let mut by_delta: HashMap<i64, Vec<String>> = HashMap::new();
     for (d, n) in refs {
         by_delta.entry(*n).or_default().push(d.to_string());
     }
     for (n, digests) in by_delta {
-        sqlx::query(
-            "UPDATE blobs SET refcount = refcount + ?1, \
-             unreferenced_ms = CASE WHEN refcount + ?1 = 0 THEN ?2 ELSE NULL END \
-             WHERE digest IN (SELECT unhex(value) FROM json_each(?3))",
-        )
-        .bind(n)
-        .bind(now)
-        .bind(json!(digests).to_string())
-        .execute(&mut *conn)
-        .await?;
+        w.push(
+            "UPDATE blobs SET refcount = refcount + ?, \
+             unreferenced_ms = CASE WHEN refcount + ? = 0 THEN ? ELSE NULL END \
+             WHERE digest IN (SELECT unhex(value) FROM json_each(?))",
+            [Bind::Int(n), Bind::Int(n), Bind::Int(now), Bind::Text(json!(digests).to_string())],
+        );
     }
-    Ok(())
 }

@@ -11,7 +11,7 @@ use serde_json::json;
 use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
 use sqlx::{AssertSqlSafe, Row};
 
-use super::bind::{Bind, query};
+use super::bind::{Bind, Script, query};
 use super::sql::record;
 use super::{MetaError, ObjectRecord};
 
@@ -369,11 +369,6 @@ pub async fn list(pool: &SqlitePool) -> Result<Vec<IndexDef>, MetaError> {
     rows.iter().map(def).collect()
 }
 
-async fn list_on(conn: &mut SqliteConnection) -> Result<Vec<IndexDef>, MetaError> {
-    let rows = sqlx::query(AssertSqlSafe(format!("SELECT {DEF_COLUMNS} FROM search_indexes ORDER BY id"))).fetch_all(conn).await?;
-    rows.iter().map(def).collect()
-}
-
 /// Forgets the definition; [`sweep`] removes its terms in the background.
 pub async fn drop(pool: &SqlitePool, bucket: &str, name: &str) -> Result<(), MetaError> {
     let done = sqlx::query("DELETE FROM search_indexes WHERE bucket = ? AND name = ?").bind(bucket).bind(name).execute(pool).await?;
@@ -398,25 +393,39 @@ pub struct Step {
     pub failed: bool,
 }
 
+/// The versions an index is built from, in id order: above `?`, at most `?`.
+const VERSIONS_ABOVE: &str = "SELECT v.id, v.bucket, v.key, v.version, v.stamp, v.digest, v.size, \
+     v.content_type, v.attributes, v.created_ms, v.modified_ms \
+     FROM versions v WHERE v.id > ? ORDER BY v.id LIMIT ?";
+
 /// Indexes up to `batch` versions above the watermark of index `id`, on a
 /// connection inside a transaction. A plugin failure is recorded on the
 /// index, not returned: the index stays behind and searches scan its tail.
 pub async fn catch_up(conn: &mut SqliteConnection, maker: &dyn TermMaker, index: &IndexDef, batch: u32) -> Result<Step, MetaError> {
-    let rows = sqlx::query(
-        "SELECT v.id, v.bucket, v.key, v.version, v.stamp, v.digest, v.size, \
-         v.content_type, v.attributes, v.created_ms, v.modified_ms \
-         FROM versions v WHERE v.id > ? ORDER BY v.id LIMIT ?",
-    )
-    .bind(index.watermark)
-    .bind(batch as i64)
-    .fetch_all(&mut *conn)
-    .await?;
-    let step = Step { read: rows.len() as u64, current: rows.len() < batch as usize, ..Step::default() };
-    let Some(last) = rows.last() else { return Ok(step) };
+    let rows = query(VERSIONS_ABOVE.into(), vec![Bind::Int(index.watermark), Bind::Int(batch as i64)]).fetch_all(&mut *conn).await?;
+    let mut w = Script::default();
+    let step = push_terms(&mut w, maker, index, &rows, batch)?;
+    w.execute(conn).await?;
+    Ok(step)
+}
+
+/// Adds to `w` the writes that index `rows` (versions in id order, read
+/// from at or below the index's watermark) for `index`, at most `batch`
+/// of those above its watermark.
+fn push_terms(w: &mut Script, maker: &dyn TermMaker, index: &IndexDef, rows: &[SqliteRow], batch: u32) -> Result<Step, MetaError> {
+    let mut above = Vec::new();
+    for row in rows {
+        if row.try_get::<i64, _>("id")? > index.watermark {
+            above.push(row);
+        }
+    }
+    above.truncate(batch as usize);
+    let step = Step { read: above.len() as u64, current: above.len() < batch as usize, ..Step::default() };
+    let Some(last) = above.last() else { return Ok(step) };
     let top: i64 = last.try_get("id")?;
     let mut ids = Vec::new();
     let mut records = Vec::new();
-    for row in &rows {
+    for row in above {
         if row.try_get::<String, _>("bucket")? != index.bucket || row.try_get::<Option<Vec<u8>>, _>("digest")?.is_none() {
             continue;
         }
@@ -431,7 +440,7 @@ pub async fn catch_up(conn: &mut SqliteConnection, maker: &dyn TermMaker, index:
         Ok(t) => t,
         Err(e) => {
             tracing::warn!(index = %index.name, error = %e, "indexing failed; the index stays behind");
-            sqlx::query("UPDATE search_indexes SET error = ? WHERE id = ?").bind(e).bind(index.id).execute(&mut *conn).await?;
+            w.push("UPDATE search_indexes SET error = ? WHERE id = ?", [Bind::Text(e), Bind::Int(index.id)]);
             return Ok(Step { failed: true, current: false, ..step });
         }
     };
@@ -439,21 +448,16 @@ pub async fn catch_up(conn: &mut SqliteConnection, maker: &dyn TermMaker, index:
         ids.iter().zip(&terms).flat_map(|(id, ts)| ts.iter().map(move |t| json!([hex::encode(t), id]))).collect();
     let step = Step { terms: rows.len() as u64, ..step };
     if !rows.is_empty() {
-        sqlx::query(
+        w.push(
             "INSERT OR IGNORE INTO index_terms (index_id, term, version_id) \
              SELECT ?, unhex(j.value ->> 0), j.value ->> 1 FROM json_each(?) j",
-        )
-        .bind(index.id)
-        .bind(serde_json::Value::Array(rows).to_string())
-        .execute(&mut *conn)
-        .await?;
+            [Bind::Int(index.id), Bind::Text(serde_json::Value::Array(rows).to_string())],
+        );
     }
-    sqlx::query("UPDATE search_indexes SET watermark = ?, ready = ready OR ? >= target, error = NULL WHERE id = ?")
-        .bind(top)
-        .bind(top)
-        .bind(index.id)
-        .execute(&mut *conn)
-        .await?;
+    w.push(
+        "UPDATE search_indexes SET watermark = ?, ready = ready OR ? >= target, error = NULL WHERE id = ?",
+        [Bind::Int(top), Bind::Int(top), Bind::Int(index.id)],
+    );
     Ok(step)
 }
 
@@ -461,16 +465,26 @@ pub async fn catch_up(conn: &mut SqliteConnection, maker: &dyn TermMaker, index:
 /// behind (a backfill) is left to the background worker.
 pub const EAGER_MAX_LAG: u32 = 8192;
 
-/// Brings every ready index up to date inside the write's transaction.
+/// Brings every ready index up to date inside the write's transaction:
+/// three round trips to SQLite whatever the number of indexes (their
+/// definitions, the versions above the lowest watermark, the writes).
 pub async fn eager(conn: &mut SqliteConnection, maker: &dyn TermMaker) -> Result<(), MetaError> {
-    let defs = list_on(&mut *conn).await?;
-    if defs.is_empty() {
-        return Ok(());
+    let mut s = Script::default();
+    let q_defs = s.push(&format!("SELECT {DEF_COLUMNS} FROM search_indexes ORDER BY id"), []);
+    let q_head = s.push("SELECT coalesce(max(id), 0) AS top FROM versions", []);
+    let read = s.fetch(&mut *conn).await?;
+    let defs = read[q_defs].iter().map(def).collect::<Result<Vec<_>, _>>()?;
+    let head: i64 = read[q_head].first().map(|r| r.try_get("top")).transpose()?.unwrap_or(0);
+    let due: Vec<&IndexDef> = defs.iter().filter(|d| d.ready && d.error.is_none() && head - d.watermark <= EAGER_MAX_LAG as i64).collect();
+    let Some(from) = due.iter().map(|d| d.watermark).min() else { return Ok(()) };
+    // Every due index is at most EAGER_MAX_LAG behind: one read serves all.
+    let batch = EAGER_MAX_LAG + 1;
+    let rows = query(VERSIONS_ABOVE.into(), vec![Bind::Int(from), Bind::Int(batch as i64)]).fetch_all(&mut *conn).await?;
+    let mut w = Script::default();
+    for d in due {
+        push_terms(&mut w, maker, d, &rows, batch)?;
     }
-    let head = head(&mut *conn).await?;
-    for d in defs.iter().filter(|d| d.ready && d.error.is_none() && head - d.watermark <= EAGER_MAX_LAG as i64) {
-        catch_up(&mut *conn, maker, d, EAGER_MAX_LAG + 1).await?;
-    }
+    w.execute(conn).await?;
     Ok(())
 }
 

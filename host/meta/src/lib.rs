@@ -1018,6 +1018,9 @@ const READ_CACHE_KIB: &str = "-32768";
 /// Reads of the first 4 GiB of the file go through a shared memory map
 /// instead of a system call per page missing from a connection's cache.
 const MMAP_BYTES: &str = "4294967296";
+/// Rows a query may have produced ahead of its reader (a page of a
+/// listing or a search, a batch's live versions fit).
+const ROW_CHANNEL: usize = 4096;
 
 /// `PRAGMA quick_check`: the b-trees are well formed and every page is
 /// accounted for (not that indexes match their tables, which needs a full
@@ -1076,7 +1079,11 @@ async fn open_file(dir: &Path, sync_writes: bool) -> Result<(SqlitePool, SqliteP
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(if sync_writes { SqliteSynchronous::Full } else { SqliteSynchronous::Normal })
         .busy_timeout(Duration::from_secs(30))
-        .foreign_keys(true);
+        .foreign_keys(true)
+        // Rows cross from SQLite's thread in a bounded channel: at sqlx's 50
+        // a page of 1,000 keys made the two threads wake each other for
+        // nearly every row once the channel was full.
+        .row_buffer_size(ROW_CHANNEL);
     // Page caches sized for index lookups at millions of objects: a term
     // insert or a candidate read touches pages all over the file, and
     // SQLite's default (2 MB) makes each a system call.

@@ -13,9 +13,10 @@
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 
-use sqlx::sqlite::{SqliteConnection, SqlitePool};
+use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
 use sqlx::{Row, query};
 
+use super::bind::{Bind, Script};
 use super::sql::record;
 use super::{MetaError, ObjectRecord};
 
@@ -61,46 +62,54 @@ impl Conflicts {
     }
 }
 
-/// Keeps the head flags of versions just inserted: `rows` are (bucket, key,
-/// version, parents) of those minted with parents. Answers the keys left
-/// with two heads or more (for [`Conflicts::add`] after the commit).
-pub(super) async fn record_parents(
-    conn: &mut SqliteConnection,
-    rows: &[(&str, &str, &str, &[String])],
-) -> Result<Vec<(String, String)>, MetaError> {
+/// Keeps the head flags of versions just inserted, as statements of `s`:
+/// `rows` are (bucket, key, version, parents) of those minted with
+/// parents. Returns the statement whose rows [`siblings`] reads: the keys
+/// left with two heads or more (for [`Conflicts::add`] after the commit).
+pub(super) fn push_record_parents(s: &mut Script, rows: &[(&str, &str, &str, &[String])]) -> Result<Option<usize>, MetaError> {
     if rows.is_empty() {
-        return Ok(Vec::new());
+        return Ok(None);
     }
     let json = serde_json::to_string(rows).map_err(|e| MetaError::Db(Box::new(e)))?;
     // A new version is a head unless a newer one recorded before it names it
     // (children always carry larger stamps: their writer saw the parent).
-    query(
+    s.push(
         "UPDATE versions SET head = 1 WHERE (bucket, key, version) IN \
-           (SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2 FROM json_each(?1) j) \
+           (SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2 FROM json_each(?) j) \
          AND NOT EXISTS (SELECT 1 FROM versions c, json_each(c.parents) p \
            WHERE c.bucket = versions.bucket AND c.key = versions.key AND c.version > versions.version \
            AND p.value = versions.version)",
-    )
-    .bind(&json)
-    .execute(&mut *conn)
-    .await?;
+        [Bind::Text(json.clone())],
+    );
     // Their parents are heads no more.
-    query(
+    s.push(
         "UPDATE versions SET head = 0 WHERE head = 1 AND (bucket, key, version) IN \
-           (SELECT j.value ->> 0, j.value ->> 1, p.value FROM json_each(?1) j, json_each(j.value -> 3) p)",
-    )
-    .bind(&json)
-    .execute(&mut *conn)
-    .await?;
-    let found = query(
-        "SELECT DISTINCT j.value ->> 0 AS bucket, j.value ->> 1 AS key FROM json_each(?1) j \
+           (SELECT j.value ->> 0, j.value ->> 1, p.value FROM json_each(?) j, json_each(j.value -> 3) p)",
+        [Bind::Text(json.clone())],
+    );
+    Ok(Some(s.push(
+        "SELECT DISTINCT j.value ->> 0 AS bucket, j.value ->> 1 AS key FROM json_each(?) j \
          WHERE (SELECT COUNT(*) FROM (SELECT 1 FROM versions v \
            WHERE v.bucket = j.value ->> 0 AND v.key = j.value ->> 1 AND v.head = 1 LIMIT 2)) = 2",
-    )
-    .bind(&json)
-    .fetch_all(&mut *conn)
-    .await?;
-    found.iter().map(|r| Ok((r.try_get("bucket")?, r.try_get("key")?))).collect()
+        [Bind::Text(json)],
+    )))
+}
+
+/// The keys left with siblings, from the rows of the statement
+/// [`push_record_parents`] returned.
+pub(super) fn siblings(rows: &[SqliteRow]) -> Result<Vec<(String, String)>, MetaError> {
+    rows.iter().map(|r| Ok((r.try_get("bucket")?, r.try_get("key")?))).collect()
+}
+
+/// Records the heads `rows` make on its own; returns the keys left with
+/// siblings.
+pub(super) async fn record_parents(
+    conn: &mut SqliteConnection,
+    rows: &[(&str, &str, &str, &[String])],
+) -> Result<Vec<(String, String)>, MetaError> {
+    let mut s = Script::default();
+    let Some(q) = push_record_parents(&mut s, rows)? else { return Ok(Vec::new()) };
+    siblings(&s.fetch(conn).await?[q])
 }
 
 /// The heads of a key, newest first (at most `limit`).

@@ -421,10 +421,21 @@ impl Deltas {
         }
     }
 
-    pub(super) async fn apply(self, conn: &mut SqliteConnection) -> Result<(), MetaError> {
-        for (name, by) in self.0.into_iter().filter(|(_, by)| *by != 0) {
-            sqlx::query("UPDATE counters SET value = value + ? WHERE name = ?").bind(by).bind(name).execute(&mut *conn).await?;
+    /// Adds the one statement that applies every change to `s`.
+    pub(super) fn push_to(self, s: &mut super::bind::Script) {
+        let rows: Vec<serde_json::Value> = self.0.iter().filter(|(_, by)| *by != 0).map(|(n, by)| serde_json::json!([n, by])).collect();
+        if !rows.is_empty() {
+            s.push(
+                "UPDATE counters SET value = counters.value + (j.value ->> 1) FROM json_each(?) j WHERE counters.name = j.value ->> 0",
+                [super::bind::Bind::Text(serde_json::Value::Array(rows).to_string())],
+            );
         }
+    }
+
+    pub(super) async fn apply(self, conn: &mut SqliteConnection) -> Result<(), MetaError> {
+        let mut s = super::bind::Script::default();
+        self.push_to(&mut s);
+        s.execute(conn).await?;
         Ok(())
     }
 }
