@@ -270,8 +270,7 @@ async fn commit_in(
     for item in refreshed {
         refresh_blob(conn, &mut d, item, now).await?;
     }
-    insert_inline(conn, &new_blobs).await?;
-    // Every other write goes as one script.
+    // Every other write but the inline bytes goes as one script.
     let mut w = Script::default();
     if !new_requests.is_empty() {
         w.push(
@@ -303,6 +302,7 @@ async fn commit_in(
         std::mem::take(&mut d).push_to(&mut w);
     }
     let rows = w.fetch(conn).await?;
+    insert_inline(conn, &new_blobs).await?;
     if let Some(q) = q_siblings {
         *siblings = super::lineage::siblings(&rows[q])?;
     }

@@ -45,10 +45,18 @@ impl Script {
     /// Adds a statement, with the values of its `?`s in order; returns its
     /// place among the script's statements (for [`Script::fetch`]).
     pub(super) fn push(&mut self, sql: &str, binds: impl IntoIterator<Item = Bind>) -> usize {
-        debug_assert!(!sql.contains(';') && !sql.contains("?1"), "one statement, plain `?`s: {sql}");
+        // A statement given the wrong number of values would shift every
+        // later statement's (and a shortfall at the end binds NULL): the
+        // SQL is fixed text, so this is a bug to catch in every build.
+        let before = self.binds.len();
+        self.binds.extend(binds);
+        let marks = sql.matches('?').count();
+        assert!(!sql.contains(';'), "one statement per push: {sql}");
+        assert!(sql.bytes().all(|b| !matches!(b, b':' | b'@' | b'$')), "plain `?` parameters only: {sql}");
+        assert!(!sql.as_bytes().windows(2).any(|w| w[0] == b'?' && w[1].is_ascii_digit()), "plain `?` parameters only: {sql}");
+        assert_eq!(marks, self.binds.len() - before, "one value per `?`: {sql}");
         self.sql.push_str(sql);
         self.sql.push_str(";\n");
-        self.binds.extend(binds);
         self.statements += 1;
         self.statements - 1
     }

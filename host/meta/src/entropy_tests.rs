@@ -5,22 +5,10 @@ use std::collections::BTreeMap;
 
 use super::entropy::{PartDigest, mark, partition};
 use super::{Identity, MetaOptions, MetaStore, NewVersion};
-use strata_config::IndexingMode;
 use strata_store::Digest;
 
 async fn store() -> std::sync::Arc<MetaStore> {
-    MetaStore::open(MetaOptions {
-        check: false,
-        dir: None,
-        sync_writes: false,
-        cache_size: 100,
-        versioning: true,
-        max_versions: 2,
-        max_version_age: std::time::Duration::ZERO,
-        indexing: IndexingMode::Disabled,
-    })
-    .await
-    .unwrap()
+    MetaStore::open(MetaOptions::in_memory()).await.unwrap()
 }
 
 fn copy(key: &str, stamp: u64, replicas: Vec<u64>) -> NewVersion {

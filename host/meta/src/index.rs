@@ -447,13 +447,13 @@ fn push_terms(w: &mut Script, maker: &dyn TermMaker, index: &IndexDef, rows: &[S
     let rows: Vec<serde_json::Value> =
         ids.iter().zip(&terms).flat_map(|(id, ts)| ts.iter().map(move |t| json!([hex::encode(t), id]))).collect();
     let step = Step { terms: rows.len() as u64, ..step };
-    if !rows.is_empty() {
-        w.push(
-            "INSERT OR IGNORE INTO index_terms (index_id, term, version_id) \
-             SELECT ?, unhex(j.value ->> 0), j.value ->> 1 FROM json_each(?) j",
-            [Bind::Int(index.id), Bind::Text(serde_json::Value::Array(rows).to_string())],
-        );
-    }
+    // Pushed even with no terms: a script of one shape per number of
+    // indexes stays one prepared statement in the connection's cache.
+    w.push(
+        "INSERT OR IGNORE INTO index_terms (index_id, term, version_id) \
+         SELECT ?, unhex(j.value ->> 0), j.value ->> 1 FROM json_each(?) j",
+        [Bind::Int(index.id), Bind::Text(serde_json::Value::Array(rows).to_string())],
+    );
     w.push(
         "UPDATE search_indexes SET watermark = ?, ready = ready OR ? >= target, error = NULL WHERE id = ?",
         [Bind::Int(top), Bind::Int(top), Bind::Int(index.id)],

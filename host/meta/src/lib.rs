@@ -307,6 +307,23 @@ pub struct MetaOptions {
     pub check: bool,
 }
 
+impl MetaOptions {
+    /// An in-memory store with history on (two versions a key), no
+    /// indexing and no check: what tests start from.
+    pub fn in_memory() -> Self {
+        MetaOptions {
+            dir: None,
+            sync_writes: false,
+            cache_size: 100,
+            versioning: true,
+            max_versions: 2,
+            max_version_age: Duration::ZERO,
+            indexing: IndexingMode::Disabled,
+            check: false,
+        }
+    }
+}
+
 pub struct MetaStore {
     /// Where `strata.db` lives (`None`: in memory), named in errors.
     dir: Option<std::path::PathBuf>,

@@ -4,22 +4,10 @@
 //! the running totals stay exact.
 
 use super::{Identity, MetaOptions, MetaStore, NewVersion};
-use strata_config::IndexingMode;
 use strata_store::Digest;
 
 async fn store(max_versions: u32) -> std::sync::Arc<MetaStore> {
-    MetaStore::open(MetaOptions {
-        check: false,
-        dir: None,
-        sync_writes: false,
-        cache_size: 100,
-        versioning: true,
-        max_versions,
-        max_version_age: std::time::Duration::ZERO,
-        indexing: IndexingMode::Disabled,
-    })
-    .await
-    .unwrap()
+    MetaStore::open(MetaOptions { max_versions, ..MetaOptions::in_memory() }).await.unwrap()
 }
 
 fn id(stamp: u64, node: &str) -> Identity {

@@ -160,18 +160,7 @@ async fn all_pages(meta: &MetaStore, plugins: Option<&Plugins>, mut s: Search) -
 
 async fn indexed_equals_scanned(mode: IndexingMode, seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
-    let meta = MetaStore::open(MetaOptions {
-        dir: None,
-        sync_writes: false,
-        cache_size: 100,
-        versioning: true,
-        max_versions: 2,
-        max_version_age: std::time::Duration::ZERO,
-        indexing: mode,
-        check: false,
-    })
-    .await
-    .unwrap();
+    let meta = MetaStore::open(MetaOptions { indexing: mode, ..MetaOptions::in_memory() }).await.unwrap();
     let plugins = plugins();
     meta.set_term_maker(Arc::new(PluginTerms(plugins.clone())));
     // Some indexes exist before the data, some are backfilled.
