@@ -471,7 +471,7 @@ pub const EAGER_MAX_LAG: u32 = 8192;
 pub async fn eager(conn: &mut SqliteConnection, maker: &dyn TermMaker) -> Result<(), MetaError> {
     let mut s = Script::default();
     let q_defs = s.push(&format!("SELECT {DEF_COLUMNS} FROM search_indexes ORDER BY id"), []);
-    let q_head = s.push("SELECT coalesce(max(id), 0) AS top FROM versions", []);
+    let q_head = s.push(HEAD, []);
     let read = s.fetch(&mut *conn).await?;
     let defs = read[q_defs].iter().map(def).collect::<Result<Vec<_>, _>>()?;
     let head: i64 = read[q_head].first().map(|r| r.try_get("top")).transpose()?.unwrap_or(0);
@@ -495,9 +495,12 @@ pub async fn get_on(conn: &mut SqliteConnection, id: i64) -> Result<Option<Index
     row.as_ref().map(def).transpose()
 }
 
+/// The newest version id (0 when there is none), as `top`.
+const HEAD: &str = "SELECT coalesce(max(id), 0) AS top FROM versions";
+
 /// The newest version id (0 when there is none): how far indexes have to go.
 pub async fn head<'e>(db: impl sqlx::SqliteExecutor<'e>) -> Result<i64, MetaError> {
-    Ok(sqlx::query("SELECT coalesce(max(id), 0) AS top FROM versions").fetch_one(db).await?.try_get("top")?)
+    Ok(sqlx::query(HEAD).fetch_one(db).await?.try_get("top")?)
 }
 
 // ---- upkeep ----
