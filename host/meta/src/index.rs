@@ -96,7 +96,8 @@ impl Candidates {
         }
     }
 
-    /// A compound SELECT of one column, `id`.
+    /// A compound SELECT of two columns: `id`, and `key` (the version's
+    /// key, none only for a term whose version is gone).
     fn sql(&self, binds: &mut Vec<Bind>) -> String {
         match self {
             Candidates::Index { index, groups } => {
@@ -108,23 +109,29 @@ impl Candidates {
                 binds.push(Bind::Text(index.bucket.clone()));
                 // `+bucket`: walk the rowid range above the watermark, never the
                 // bucket's whole (bucket, key) index.
-                parts.push("SELECT id FROM versions WHERE id > ? AND +bucket = ? AND +digest IS NOT NULL".into());
+                parts.push("SELECT id, key FROM versions WHERE id > ? AND +bucket = ? AND +digest IS NOT NULL".into());
                 parts.join(" UNION ")
             }
             Candidates::And(all) => {
-                let each: Vec<String> = all.iter().map(|c| format!("SELECT id FROM ({})", c.sql(binds))).collect();
+                let each: Vec<String> = all.iter().map(|c| format!("SELECT id, key FROM ({})", c.sql(binds))).collect();
                 each.join(" INTERSECT ")
             }
             Candidates::Ids(json) => {
                 binds.push(Bind::Text(json.clone()));
-                "SELECT value AS id FROM json_each(?)".into()
+                "SELECT v.id AS id, v.key AS key FROM json_each(?) c CROSS JOIN versions v ON v.id = c.value".into()
             }
             Candidates::Or(any) => {
-                let each: Vec<String> = any.iter().map(|c| format!("SELECT id FROM ({})", c.sql(binds))).collect();
+                let each: Vec<String> = any.iter().map(|c| format!("SELECT id, key FROM ({})", c.sql(binds))).collect();
                 each.join(" UNION ")
             }
         }
     }
+}
+
+/// The key of term row `t`: terms written before keys were kept have
+/// none, and take their version's.
+fn term_key(t: &str) -> String {
+    format!("coalesce({t}.key, (SELECT v.key FROM versions v WHERE v.id = {t}.version_id))")
 }
 
 /// Versions with a term matching every match of `group`. It is driven by
@@ -138,8 +145,11 @@ fn group_sql(index: i64, group: &[TermMatch], binds: &mut Vec<Bind>) -> String {
     }
     let (driver, rest) = order.split_first().expect("groups are not empty");
     binds.push(Bind::Int(index));
-    let mut sql =
-        format!("SELECT t.version_id AS id FROM index_terms t WHERE t.index_id = ? AND {}", term_condition(driver, "t.term", binds));
+    let mut sql = format!(
+        "SELECT t.version_id AS id, {} AS key FROM index_terms t WHERE t.index_id = ? AND {}",
+        term_key("t"),
+        term_condition(driver, "t.term", binds)
+    );
     let mut others = Vec::new();
     for m in rest {
         match m {
@@ -157,9 +167,13 @@ fn group_sql(index: i64, group: &[TermMatch], binds: &mut Vec<Bind>) -> String {
     let mut parts = vec![sql];
     for m in others {
         binds.push(Bind::Int(index));
-        parts.push(format!("SELECT version_id AS id FROM index_terms WHERE index_id = ? AND {}", term_condition(m, "term", binds)));
+        parts.push(format!(
+            "SELECT u.version_id AS id, {} AS key FROM index_terms u WHERE u.index_id = ? AND {}",
+            term_key("u"),
+            term_condition(m, "u.term", binds)
+        ));
     }
-    let each: Vec<String> = parts.iter().map(|p| format!("SELECT id FROM ({p})")).collect();
+    let each: Vec<String> = parts.iter().map(|p| format!("SELECT id, key FROM ({p})")).collect();
     each.join(" INTERSECT ")
 }
 
@@ -306,6 +320,58 @@ pub async fn candidate_ids(pool: &SqlitePool, c: &Candidates, limit: u32) -> Res
     Ok(CandidateIds { count: row.try_get::<i64, _>("n")? as u64, json: row.try_get("ids")? })
 }
 
+/// The first candidates of a set in key order, with their keys.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CandidateKeys {
+    /// Candidates after the cursor, counted up to the `max` asked.
+    pub count: u64,
+    /// The first `take` of them, (version id, key), in the order asked: by
+    /// key, then id.
+    pub keyed: Vec<(i64, String)>,
+}
+
+/// Counts up to `max` candidates after `after` (before it when
+/// `descending`) in (key, version id) order, and gives the first `take` of
+/// them. Keys come from the term rows, so a page sorted by key reads only
+/// its own objects, not every candidate's; SQLite keeps the first `take` as
+/// it reads (a top-N sort), so only those cross to this side. `after` is a
+/// key and id; a key alone (a page's cursor) is `(key, None)`: past every
+/// version of it.
+pub async fn candidate_keys(
+    pool: &SqlitePool,
+    c: &Candidates,
+    after: Option<(&str, Option<i64>)>,
+    descending: bool,
+    max: u32,
+    take: u32,
+) -> Result<CandidateKeys, MetaError> {
+    let c = &resolve(pool, c.clone()).await?;
+    let mut binds = Vec::new();
+    let mut sql = format!("WITH c(id, key) AS MATERIALIZED (SELECT id, key FROM ({}) WHERE key IS NOT NULL", c.sql(&mut binds));
+    if let Some((key, id)) = after {
+        sql.push_str(if descending { " AND (key, id) < (?, ?)" } else { " AND (key, id) > (?, ?)" });
+        binds.push(Bind::Text(key.into()));
+        binds.push(Bind::Int(id.unwrap_or(if descending { i64::MIN } else { i64::MAX })));
+    }
+    let dir = if descending { "DESC" } else { "ASC" };
+    sql.push_str(&format!(
+        " LIMIT ?) SELECT (SELECT count(*) FROM c) AS n, \
+         (SELECT json_group_array(json_array(id, key)) FROM (SELECT id, key FROM c ORDER BY key {dir}, id {dir} LIMIT ?)) AS ids"
+    ));
+    binds.push(Bind::Int(max as i64));
+    binds.push(Bind::Int(take as i64));
+    let row = query(sql, binds).fetch_one(pool).await?;
+    let json: String = row.try_get("ids")?;
+    let mut keyed: Vec<(i64, String)> = serde_json::from_str(&json).map_err(|e| MetaError::Db(Box::new(e)))?;
+    // An aggregate's input order is not promised: sort again (SQLite
+    // compares text bytewise, as `str` does).
+    keyed.sort_unstable_by(|a, b| (&a.1, a.0).cmp(&(&b.1, b.0)));
+    if descending {
+        keyed.reverse();
+    }
+    Ok(CandidateKeys { count: row.try_get::<i64, _>("n")? as u64, keyed })
+}
+
 // ---- definitions ----
 
 const DEF_COLUMNS: &str = "id, bucket, name, fields, type, watermark, target, ready, error, created_ms";
@@ -445,13 +511,13 @@ fn push_terms(w: &mut Script, maker: &dyn TermMaker, index: &IndexDef, rows: &[S
         }
     };
     let rows: Vec<serde_json::Value> =
-        ids.iter().zip(&terms).flat_map(|(id, ts)| ts.iter().map(move |t| json!([hex::encode(t), id]))).collect();
+        records.iter().zip(&ids).zip(&terms).flat_map(|((r, id), ts)| ts.iter().map(move |t| json!([hex::encode(t), id, r.key]))).collect();
     let step = Step { terms: rows.len() as u64, ..step };
     // Pushed even with no terms: a script of one shape per number of
     // indexes stays one prepared statement in the connection's cache.
     w.push(
-        "INSERT OR IGNORE INTO index_terms (index_id, term, version_id) \
-         SELECT ?, unhex(j.value ->> 0), j.value ->> 1 FROM json_each(?) j",
+        "INSERT OR IGNORE INTO index_terms (index_id, term, version_id, key) \
+         SELECT ?, unhex(j.value ->> 0), j.value ->> 1, j.value ->> 2 FROM json_each(?) j",
         [Bind::Int(index.id), Bind::Text(serde_json::Value::Array(rows).to_string())],
     );
     w.push(

@@ -21,6 +21,8 @@ pub mod entropy;
 mod entropy_tests;
 pub mod fsck;
 mod index;
+#[cfg(test)]
+mod index_tests;
 pub mod lineage;
 pub mod names;
 mod queue;
@@ -42,7 +44,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 pub use cache::CacheStats;
 use cache::MetaCache;
 use clock::Clock;
-pub use index::{CandidateIds, Candidates, IndexDef, MAX_COMPOUND, TermMaker, TermMatch};
+pub use index::{CandidateIds, CandidateKeys, Candidates, IndexDef, MAX_COMPOUND, TermMaker, TermMatch};
 pub use queue::{QueueEntry, QueueStats};
 pub use scan::{Position, SortField, SortValue};
 
@@ -683,6 +685,11 @@ impl MetaStore {
         scan::scan(&self.read, bucket, sort, descending, after, limit, Some(&ids.json)).await
     }
 
+    /// The live objects of `bucket` among versions `ids`, in that order.
+    pub async fn live_in_order(&self, bucket: &str, ids: &[i64]) -> Result<Vec<ObjectRecord>, MetaError> {
+        scan::live_in_order(&self.read, bucket, ids).await
+    }
+
     /// Every version of a key, newest first.
     pub async fn list_versions(&self, bucket: &str, key: &str) -> Result<Vec<ObjectRecord>, MetaError> {
         let v = sql::list_versions(&self.read, bucket, key).await?;
@@ -958,6 +965,19 @@ impl MetaStore {
     /// Up to `limit` version ids of a candidate set.
     pub async fn candidate_ids(&self, c: &Candidates, limit: u32) -> Result<CandidateIds, MetaError> {
         index::candidate_ids(&self.read, c, limit).await
+    }
+
+    /// Up to `max` candidates after `after` counted, the first `take` in
+    /// key order with their keys (see [`index::candidate_keys`]).
+    pub async fn candidate_keys(
+        &self,
+        c: &Candidates,
+        after: Option<(&str, Option<i64>)>,
+        descending: bool,
+        max: u32,
+        take: u32,
+    ) -> Result<CandidateKeys, MetaError> {
+        index::candidate_keys(&self.read, c, after, descending, max, take).await
     }
 
     /// Resolves when the index worker has something to do.

@@ -170,3 +170,19 @@ pub async fn scan(
 async fn fetch(pool: &SqlitePool, sql: String, binds: Vec<Bind>) -> Result<Vec<sqlx::sqlite::SqliteRow>, MetaError> {
     Ok(query(sql, binds).fetch_all(pool).await?)
 }
+
+/// The live objects of `bucket` among versions `ids`, in the order of
+/// `ids`; versions no longer live are left out.
+pub async fn live_in_order(pool: &SqlitePool, bucket: &str, ids: &[i64]) -> Result<Vec<ObjectRecord>, MetaError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM json_each(?) c CROSS JOIN objects o ON o.version_id = c.value \
+         CROSS JOIN versions v ON v.id = o.version_id WHERE o.bucket = ?"
+    );
+    let json = serde_json::to_string(ids).map_err(|e| MetaError::Db(Box::new(e)))?;
+    let mut found = std::collections::HashMap::new();
+    for row in fetch(pool, sql, vec![Bind::Text(json), Bind::Text(bucket.into())]).await? {
+        let id: i64 = row.try_get("id")?;
+        found.insert(id, record(&row, Some(id))?);
+    }
+    Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
+}

@@ -9,7 +9,7 @@ use super::eval::matches;
 use super::index::{Planner, with_doc};
 use super::query::{Expr, Field};
 use strata_config::IndexingMode;
-use strata_meta::{MetaError, MetaStore, ObjectRecord, Position, SortField, SortValue};
+use strata_meta::{CandidateIds, Candidates, MetaError, MetaStore, ObjectRecord, Position, SortField, SortValue};
 use strata_plugin::Plugins;
 
 /// Objects read from the store per round trip.
@@ -67,12 +67,24 @@ pub fn keep(filter: Option<&Expr>, r: &ObjectRecord) -> bool {
     with_doc(r, |d| matches(filter, d))
 }
 
+/// Where a search reads its objects from.
+enum Source {
+    /// Every live object of the bucket, in the sort order.
+    Scan,
+    /// Only these candidate versions, sorted by the store.
+    Ids(CandidateIds),
+    /// Candidates in key order, from their term rows: a page reads only its
+    /// own objects. `keyed` is the chunk in hand, `at` how much of it was
+    /// read, `more` whether candidates remain after it.
+    Keyed { c: Candidates, keyed: Vec<(i64, String)>, at: usize, more: bool },
+}
+
 /// Answers `s`; `plugins` is none when indexes must not be used.
 pub async fn run(meta: &MetaStore, plugins: Option<&Plugins>, s: &Search) -> Result<Found, MetaError> {
     let started = Instant::now();
     let order = format!("{} {}", s.sort, if s.descending { "descending" } else { "ascending" });
     let mut notes = Vec::new();
-    let mut ids = None;
+    let mut source = Source::Scan;
     if let (Some(filter), Some(plugins)) = (&s.filter, plugins)
         && meta.indexing() != IndexingMode::Disabled
     {
@@ -93,13 +105,7 @@ pub async fn run(meta: &MetaStore, plugins: Option<&Plugins>, s: &Search) -> Res
                 }
                 fits
             }) {
-                let found = meta.candidate_ids(&c, MAX_CANDIDATES + 1).await?;
-                if found.count > MAX_CANDIDATES as u64 {
-                    notes.push(format!("more than {MAX_CANDIDATES} candidates: scanning instead"));
-                } else {
-                    notes.push(format!("{} candidates, read in {order} order, filter rechecked", found.count));
-                    ids = Some(found);
-                }
+                source = candidates_source(meta, s, &c, &order, &mut notes).await?;
             }
         }
     }
@@ -114,14 +120,37 @@ pub async fn run(meta: &MetaStore, plugins: Option<&Plugins>, s: &Search) -> Res
     'pages: loop {
         // Candidates mostly match: ask for what the page still needs, not a
         // full batch.
-        let (want, batch) = match &ids {
-            Some(ids) => {
-                let want = (s.limit - records.len() as u32).clamp(1, BATCH);
-                (want, meta.scan_ids(&s.bucket, &sort, s.descending, after.as_ref(), want, ids).await?)
+        let want = (s.limit - records.len() as u32).clamp(1, BATCH);
+        let (batch, done) = match &mut source {
+            Source::Ids(ids) => {
+                let batch = meta.scan_ids(&s.bucket, &sort, s.descending, after.as_ref(), want, ids).await?;
+                let done = (batch.len() as u32) < want;
+                (batch, done)
             }
-            None => (BATCH, meta.scan(&s.bucket, &sort, s.descending, after.as_ref(), BATCH).await?),
+            Source::Keyed { c, keyed, at, more } => {
+                if *at == keyed.len() && *more {
+                    // The chunk is used up (candidates no longer live, or the
+                    // filter's recheck): the next chunk after its last key.
+                    let last = keyed.last().map(|(id, k)| (k.clone(), *id));
+                    let after = last.as_ref().map(|(k, id)| (k.as_str(), Some(*id)));
+                    let found = meta.candidate_keys(c, after, s.descending, MAX_CANDIDATES, key_chunk(s.limit)).await?;
+                    *more = found.count > found.keyed.len() as u64;
+                    (*keyed, *at) = (found.keyed, 0);
+                }
+                let chunk: Vec<i64> = keyed[*at..].iter().take(want as usize).map(|(id, _)| *id).collect();
+                *at += chunk.len();
+                let batch = meta.live_in_order(&s.bucket, &chunk).await?.into_iter().map(|r| {
+                    let key = r.key.clone();
+                    (r, Position::Valued { value: SortValue::Text(key.clone()), key })
+                });
+                (batch.collect(), *at == keyed.len() && !*more)
+            }
+            Source::Scan => {
+                let batch = meta.scan(&s.bucket, &sort, s.descending, after.as_ref(), BATCH).await?;
+                let done = (batch.len() as u32) < BATCH;
+                (batch, done)
+            }
         };
-        let done = (batch.len() as u32) < want;
         for (record, position) in batch {
             scanned += 1;
             if keep(s.filter.as_ref(), &record) {
@@ -145,7 +174,7 @@ pub async fn run(meta: &MetaStore, plugins: Option<&Plugins>, s: &Search) -> Res
             break;
         }
     }
-    let indexed = ids.is_some();
+    let indexed = !matches!(source, Source::Scan);
     if !indexed {
         let why = match (&s.filter, plugins.is_some() && meta.indexing() != IndexingMode::Disabled) {
             (None, _) => "no filter",
@@ -156,6 +185,51 @@ pub async fn run(meta: &MetaStore, plugins: Option<&Plugins>, s: &Search) -> Res
         notes.push(format!("scan bucket {:?} in {order} order ({why})", s.bucket));
     }
     Ok(Found { records, positions, next, scanned, took: started.elapsed(), plan: notes.join("; "), indexed })
+}
+
+/// Candidates taken in key order at a time for a page of `limit`: enough
+/// that a page rarely needs a second chunk when some are no longer live or
+/// fail the recheck. The unit tests take 3, so that pages cross many
+/// chunks, and chunks end between versions of a key.
+fn key_chunk(limit: u32) -> u32 {
+    if cfg!(test) { 3 } else { limit.saturating_mul(2).saturating_add(16).min(4096) }
+}
+
+/// Reads the candidate set `c`, or tells (in `notes`) why a scan is the
+/// cheaper way. Sorted by key, the candidates come with their keys, so the
+/// page is chosen before any object is read.
+async fn candidates_source(
+    meta: &MetaStore,
+    s: &Search,
+    c: &Candidates,
+    order: &str,
+    notes: &mut Vec<String>,
+) -> Result<Source, MetaError> {
+    let too_many = || format!("more than {MAX_CANDIDATES} candidates: scanning instead");
+    if s.sort == Field::Key {
+        let after = match &s.after {
+            None => None,
+            // The page ended at a live version: no other of its key is.
+            Some(Position::Valued { key, .. }) => Some((key.as_str(), None)),
+            // Every object has a key: nothing sorts after the keyless.
+            Some(Position::Unvalued { .. }) => return Ok(Source::Keyed { c: c.clone(), keyed: Vec::new(), at: 0, more: false }),
+        };
+        let found = meta.candidate_keys(c, after, s.descending, MAX_CANDIDATES + 1, key_chunk(s.limit)).await?;
+        if found.count > MAX_CANDIDATES as u64 {
+            notes.push(too_many());
+            return Ok(Source::Scan);
+        }
+        notes.push(format!("{} candidates, the first by key from the index's terms, filter rechecked", found.count));
+        let more = found.count > found.keyed.len() as u64;
+        return Ok(Source::Keyed { c: c.clone(), keyed: found.keyed, at: 0, more });
+    }
+    let found = meta.candidate_ids(c, MAX_CANDIDATES + 1).await?;
+    if found.count > MAX_CANDIDATES as u64 {
+        notes.push(too_many());
+        return Ok(Source::Scan);
+    }
+    notes.push(format!("{} candidates, read in {order} order, filter rechecked", found.count));
+    Ok(Source::Ids(found))
 }
 
 /// How two positions compare in a scan's order, as SQLite orders them:

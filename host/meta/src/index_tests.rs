@@ -1,0 +1,82 @@
+//! Candidates sorted by key come from the term rows, including rows written
+//! before terms kept keys, and only live versions reach a page.
+
+use std::sync::Arc;
+
+use super::{Candidates, IndexDef, MetaOptions, MetaStore, NewVersion, ObjectRecord, TermMaker, TermMatch};
+use strata_config::IndexingMode;
+use strata_store::Digest;
+
+/// One term per object: its `c` attribute.
+struct ByC;
+
+impl TermMaker for ByC {
+    fn terms(&self, _: &IndexDef, records: &[ObjectRecord]) -> Result<Vec<Vec<Vec<u8>>>, String> {
+        Ok(records
+            .iter()
+            .map(|r| r.attributes.get("c").and_then(|c| c.as_str()).map(|c| vec![c.as_bytes().to_vec()]).unwrap_or_default())
+            .collect())
+    }
+}
+
+fn put(key: &str, c: &str, n: u8) -> NewVersion {
+    NewVersion {
+        bucket: "default".into(),
+        key: key.into(),
+        digest: Digest([n; 32]),
+        size: 1,
+        stored_size: 1,
+        content_type: "x".into(),
+        attributes: serde_json::json!({ "c": c }).as_object().unwrap().clone(),
+        condition: Default::default(),
+        fresh_blob: true,
+        inline: None,
+        identity: None,
+        request_id: None,
+    }
+}
+
+#[tokio::test]
+async fn candidates_sorted_by_key_come_from_terms_old_and_new() {
+    let meta = MetaStore::open(MetaOptions { indexing: IndexingMode::Lazy, ..MetaOptions::in_memory() }).await.unwrap();
+    meta.set_term_maker(Arc::new(ByC));
+    let index = meta.create_index("default", "c", &["c".into()], "test").await.unwrap();
+    let items = [put("m", "x", 1), put("b", "x", 2), put("z", "y", 3), put("a", "x", 4)];
+    for r in meta.commit_puts(&items).await.unwrap() {
+        r.unwrap();
+    }
+    meta.catch_up_indexes(100).await.unwrap();
+    // Rows from before keys were kept: their keys are looked up.
+    sqlx::query("UPDATE index_terms SET key = NULL WHERE version_id % 2 = 0").execute(&meta.write).await.unwrap();
+    // "b" moves to another term: its old version's term stays until swept.
+    for r in meta.commit_puts(&[put("b", "y", 5)]).await.unwrap() {
+        r.unwrap();
+    }
+    meta.catch_up_indexes(100).await.unwrap();
+    let index = meta.list_indexes().await.unwrap().into_iter().find(|i| i.id == index.id).unwrap();
+    let x = Candidates::Index { index, groups: vec![vec![TermMatch::Exact(b"x".to_vec())]] };
+
+    let keys = |found: super::CandidateKeys| found.keyed.into_iter().map(|(_, k)| k).collect::<Vec<_>>();
+    assert_eq!(keys(meta.candidate_keys(&x, None, false, 100, 100).await.unwrap()), ["a", "b", "m"]);
+    assert_eq!(keys(meta.candidate_keys(&x, None, true, 100, 100).await.unwrap()), ["m", "b", "a"]);
+    assert_eq!(keys(meta.candidate_keys(&x, Some(("a", None)), false, 100, 100).await.unwrap()), ["b", "m"]);
+    assert_eq!(keys(meta.candidate_keys(&x, Some(("m", None)), true, 100, 100).await.unwrap()), ["b", "a"]);
+    // The first `take` in key order, of `count` (up to `max`) after the cursor.
+    let first = meta.candidate_keys(&x, None, false, 100, 2).await.unwrap();
+    assert_eq!((first.count, keys(first.clone())), (3, vec!["a".to_string(), "b".to_string()]));
+    assert_eq!(meta.candidate_keys(&x, None, false, 2, 1).await.unwrap().count, 2, "counted up to max");
+    // After one version of a key, its others still come (a chunk may end
+    // between two versions of a key).
+    let old_b = first.keyed[1].0;
+    let rest = meta.candidate_keys(&x, Some(("b", Some(old_b - 1))), false, 100, 100).await.unwrap();
+    assert_eq!(keys(rest), ["b", "m"]);
+
+    // The superseded version of "b" is not live: a page leaves it out.
+    let ids: Vec<i64> = meta.candidate_keys(&x, None, false, 100, 100).await.unwrap().keyed.into_iter().map(|(id, _)| id).collect();
+    let live: Vec<String> = meta.live_in_order("default", &ids).await.unwrap().into_iter().map(|r| r.key).collect();
+    assert_eq!(live, ["a", "m"]);
+    // Nor a deleted key's.
+    let _ = meta.delete("default", "m", None).await.unwrap();
+    let live: Vec<String> = meta.live_in_order("default", &ids).await.unwrap().into_iter().map(|r| r.key).collect();
+    assert_eq!(live, ["a"]);
+}
