@@ -12,6 +12,7 @@ mod config;
 mod corruption;
 mod crash;
 mod durability;
+mod entropy_damage;
 mod faults;
 mod fsck;
 mod full_disk;

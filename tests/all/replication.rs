@@ -364,7 +364,7 @@ async fn versions_in(c: &mut Client, key: &str) -> Vec<String> {
 }
 
 /// Puts `n` small objects through `c` in the bucket, a few hundred a call.
-async fn put_small(c: &mut Client, bucket: &str, n: usize) {
+pub(crate) async fn put_small(c: &mut Client, bucket: &str, n: usize) {
     for start in (0..n).step_by(250) {
         let items = (start..(start + 250).min(n))
             .map(|i| pb::PutManyItem { header: Some(in_bucket(bucket, &format!("obj-{i:05}"))), data: random_bytes(1024 + i % 100).into() })
@@ -376,7 +376,7 @@ async fn put_small(c: &mut Client, bucket: &str, n: usize) {
 }
 
 /// Live objects each node holds.
-async fn counts(net: &Net, which: &[usize]) -> Vec<u64> {
+pub(crate) async fn counts(net: &Net, which: &[usize]) -> Vec<u64> {
     let mut out = Vec::new();
     for &i in which {
         out.push(stats(&mut net.nodes[i].client().await).await.objects);
@@ -728,13 +728,13 @@ async fn a_read_whose_every_replica_is_damaged_is_data_loss() {
 }
 
 /// A counter from a node's `/metrics` (0 before it is first counted).
-fn counter(node: &TestServer, name: &str) -> u64 {
+pub(crate) fn counter(node: &TestServer, name: &str) -> u64 {
     let (_, _, body) = crate::registry::http("GET", &format!("http://{}/metrics", node.metrics_addr()), &[], None);
     let body = String::from_utf8_lossy(&body).into_owned();
     body.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok()).map_or(0, |v| v as u64)
 }
 
-fn sqlite(db: &std::path::Path, sql: &str) -> String {
+pub(crate) fn sqlite(db: &std::path::Path, sql: &str) -> String {
     let script = "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1]); c.execute('PRAGMA busy_timeout=10000')\n\
         r=c.execute(sys.argv[2]).fetchall(); c.commit(); print(r)";
     let out = std::process::Command::new("python3").args(["-c", script, db.to_str().unwrap(), sql]).output().unwrap();

@@ -102,3 +102,46 @@ async fn digests_follow_every_write_and_the_backfill() {
     assert!(marked >= 40, "{marked}");
     check(&meta, "the backfill").await;
 }
+
+#[tokio::test]
+async fn damaged_digests_and_marks_are_put_right() {
+    let meta = store().await;
+    let batch: Vec<NewVersion> = (0..30u64).map(|i| copy(&format!("k{i}"), 100 + i, vec![1, 2])).collect();
+    meta.commit_puts(&batch).await.unwrap();
+    check(&meta, "a batch").await;
+    let part = partition("default", "k5") as i64;
+
+    // A digest no longer matching its rows.
+    sqlx::query("UPDATE entropy_digests SET digest = digest + 1 WHERE part = ? AND peer = 1")
+        .bind(part)
+        .execute(&meta.write)
+        .await
+        .unwrap();
+    let r = meta.rebuild_entropy_partition(part as u16).await.unwrap();
+    assert_eq!(r, super::entropy::Rebuilt { versions: 0, digests: true });
+    check(&meta, "a damaged digest rebuilt").await;
+    assert_eq!(meta.rebuild_entropy_partition(part as u16).await.unwrap(), Default::default(), "nothing left to fix");
+
+    // A version's mark that does not match its name (the trigger folds
+    // the wrong mark into the digests).
+    sqlx::query("UPDATE versions SET mark = mark + 1 WHERE key = 'k5'").execute(&meta.write).await.unwrap();
+    let r = meta.rebuild_entropy_partition(part as u16).await.unwrap();
+    assert_eq!(r.versions, 1);
+    check(&meta, "a damaged mark recomputed").await;
+
+    // Partitions that cannot be: text, and out of range. Digests skip them
+    // (instead of failing to decode), and the heal moves the rows back.
+    sqlx::query("UPDATE versions SET part = 'abc' WHERE key = 'k7'").execute(&meta.write).await.unwrap();
+    sqlx::query("UPDATE versions SET part = 99999 WHERE key = 'k8'").execute(&meta.write).await.unwrap();
+    let got = meta.entropy_digests(1).await.unwrap().expect("ready");
+    assert!(got.iter().all(|d| d.part < super::entropy::PARTITIONS));
+    assert_eq!(got.iter().map(|d| d.n).sum::<i64>(), 28, "the two rows are out of the valid partitions");
+    assert_eq!(meta.heal_entropy().await.unwrap(), 2);
+    check(&meta, "impossible partitions healed").await;
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM entropy_digests WHERE typeof(part) != 'integer' OR part >= 4096")
+        .fetch_one(&meta.write)
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+    assert_eq!(meta.heal_entropy().await.unwrap(), 0);
+}

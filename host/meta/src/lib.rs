@@ -486,6 +486,18 @@ impl MetaStore {
         }
     }
 
+    /// Puts right version rows whose partition cannot be (see
+    /// [`entropy::heal`]); returns how many it fixed.
+    pub async fn heal_entropy(&self) -> Result<u64, MetaError> {
+        entropy::heal(&self.write).await
+    }
+
+    /// Checks one partition's rows and digests and puts them right (see
+    /// [`entropy::rebuild`]).
+    pub async fn rebuild_entropy_partition(&self, part: u16) -> Result<entropy::Rebuilt, MetaError> {
+        entropy::rebuild(&self.write, part).await
+    }
+
     /// Versions whose blob is quarantined here (found by a read or scrub).
     pub async fn damaged(&self, limit: u32) -> Result<Vec<Placed>, MetaError> {
         sql::damaged(&self.read, limit).await

@@ -28,6 +28,9 @@ use strata_meta::entropy::PartDigest;
 
 /// Version rows read per step.
 const STEP: u32 = 4096;
+/// Passes a partition may differ with nothing to copy before it is checked
+/// against its rows.
+const STUCK_PASSES: u32 = 3;
 /// Rows given their mark per transaction when an older database is filled in.
 const BACKFILL_STEP: u32 = 4096;
 
@@ -148,6 +151,9 @@ impl Replicator {
                 return Ok(0);
             }
         }
+        if let Err(e) = self.objects.meta().heal_entropy().await {
+            warn!(error = %e, "anti-entropy: putting right version rows with impossible partitions failed");
+        }
         let mut queued = 0u64;
         for m in members.iter().filter(|m| m.id != me && m.health == Health::Healthy) {
             let Some(mine) = self.digests_for(m.id).await? else {
@@ -165,20 +171,23 @@ impl Replicator {
                     continue;
                 }
             };
-            if theirs.iter().any(|d| d.part >= PARTITIONS) {
-                warn!(node = m.id, "anti-entropy: the peer sent a partition out of range");
-                continue;
+            let (theirs, bad): (Vec<PartDigest>, Vec<PartDigest>) = theirs.into_iter().partition(|d| d.part < PARTITIONS);
+            if !bad.is_empty() {
+                warn!(node = m.id, count = bad.len(), "anti-entropy: the peer sent partitions out of range; comparing the rest");
             }
             let differ = differing(&mine, &theirs);
             counter!("strata_anti_entropy_partitions_differing_total").increment(differ.len() as u64);
+            let mut still = Vec::new();
             // One partition that fails (a peer that stops answering) must not
             // keep the rest from being compared, pass after pass.
             for part in differ {
                 match self.repair_partition(m, part).await {
+                    Ok(0) => still.push(part),
                     Ok(n) => queued += n,
                     Err(e) => warn!(node = m.id, part, error = %e, "anti-entropy: comparing a partition failed"),
                 }
             }
+            self.check_stuck(m.id, &still).await;
         }
         counter!("strata_anti_entropy_copies_queued_total").increment(queued);
         if queued > 0 {
@@ -186,6 +195,44 @@ impl Replicator {
             self.wake();
         }
         Ok(queued)
+    }
+
+    /// A partition that differs from `peer`'s pass after pass while this
+    /// node has nothing to copy is either the peer's to repair (its own pass
+    /// does) or wrong here: a digest or a version's mark that no longer
+    /// matches the rows (a hand edit, a bug). After [`STUCK_PASSES`] such
+    /// passes this node checks the partition against its rows and puts it
+    /// right, so a damaged digest cannot make the partition differ forever.
+    async fn check_stuck(&self, peer: u64, still: &[u16]) {
+        let due: Vec<u16> = {
+            let mut stuck = self.stuck.lock().expect("stuck partitions");
+            stuck.retain(|(p, part), _| *p != peer || still.contains(part));
+            still
+                .iter()
+                .filter(|part| {
+                    let n = stuck.entry((peer, **part)).or_default();
+                    *n += 1;
+                    *n >= STUCK_PASSES
+                })
+                .copied()
+                .collect()
+        };
+        for part in due {
+            self.stuck.lock().expect("stuck partitions").remove(&(peer, part));
+            match self.objects.meta().rebuild_entropy_partition(part).await {
+                Ok(r) if r.versions > 0 || r.digests => {
+                    counter!("strata_anti_entropy_partitions_rebuilt_total").increment(1);
+                    warn!(
+                        part,
+                        versions = r.versions,
+                        digests = r.digests,
+                        "anti-entropy: a partition's digests did not match its version rows; recomputed them"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => warn!(part, error = %e, "anti-entropy: checking a partition against its rows failed"),
+            }
+        }
     }
 
     pub fn spawn_anti_entropy(self: &Arc<Self>, mut stop: watch::Receiver<bool>) {

@@ -55,6 +55,9 @@ pub struct Replicator {
     /// One resolution of siblings at a time.
     resolving: tokio::sync::Mutex<()>,
     pub totals: placement::Totals,
+    /// Anti-entropy: passes in a row each (peer, partition) has differed
+    /// with nothing to copy from here.
+    stuck: std::sync::Mutex<std::collections::HashMap<(u64, u16), u32>>,
 }
 
 impl Replicator {
@@ -68,6 +71,7 @@ impl Replicator {
             pass_lock: Default::default(),
             resolving: Default::default(),
             totals: Default::default(),
+            stuck: Default::default(),
         })
     }
 
