@@ -97,8 +97,11 @@ impl Candidates {
     }
 
     /// A compound SELECT of two columns: `id`, and `key` (the version's
-    /// key, none only for a term whose version is gone).
-    fn sql(&self, binds: &mut Vec<Bind>) -> String {
+    /// key, none only for a term whose version is gone). With `all`, the
+    /// unions keep duplicates (a version matching several terms): cheaper,
+    /// for a caller that drops them itself.
+    fn sql(&self, binds: &mut Vec<Bind>, all: bool) -> String {
+        let union = if all { " UNION ALL " } else { " UNION " };
         match self {
             Candidates::Index { index, groups } => {
                 let mut parts = Vec::new();
@@ -110,10 +113,10 @@ impl Candidates {
                 // `+bucket`: walk the rowid range above the watermark, never the
                 // bucket's whole (bucket, key) index.
                 parts.push("SELECT id, key FROM versions WHERE id > ? AND +bucket = ? AND +digest IS NOT NULL".into());
-                parts.join(" UNION ")
+                parts.join(union)
             }
-            Candidates::And(all) => {
-                let each: Vec<String> = all.iter().map(|c| format!("SELECT id, key FROM ({})", c.sql(binds))).collect();
+            Candidates::And(all_of) => {
+                let each: Vec<String> = all_of.iter().map(|c| format!("SELECT id, key FROM ({})", c.sql(binds, all))).collect();
                 each.join(" INTERSECT ")
             }
             Candidates::Ids(json) => {
@@ -121,8 +124,8 @@ impl Candidates {
                 "SELECT v.id AS id, v.key AS key FROM json_each(?) c CROSS JOIN versions v ON v.id = c.value".into()
             }
             Candidates::Or(any) => {
-                let each: Vec<String> = any.iter().map(|c| format!("SELECT id, key FROM ({})", c.sql(binds))).collect();
-                each.join(" UNION ")
+                let each: Vec<String> = any.iter().map(|c| format!("SELECT id, key FROM ({})", c.sql(binds, all))).collect();
+                each.join(union)
             }
         }
     }
@@ -314,7 +317,7 @@ fn intersect(a: &[i64], b: &[i64]) -> Vec<i64> {
 pub async fn candidate_ids(pool: &SqlitePool, c: &Candidates, limit: u32) -> Result<CandidateIds, MetaError> {
     let c = &resolve(pool, c.clone()).await?;
     let mut binds = Vec::new();
-    let sql = format!("SELECT count(*) AS n, json_group_array(id) AS ids FROM (SELECT id FROM ({}) LIMIT ?)", c.sql(&mut binds));
+    let sql = format!("SELECT count(*) AS n, json_group_array(id) AS ids FROM (SELECT id FROM ({}) LIMIT ?)", c.sql(&mut binds, false));
     binds.push(Bind::Int(limit as i64));
     let row = query(sql, binds).fetch_one(pool).await?;
     Ok(CandidateIds { count: row.try_get::<i64, _>("n")? as u64, json: row.try_get("ids")? })
@@ -323,7 +326,8 @@ pub async fn candidate_ids(pool: &SqlitePool, c: &Candidates, limit: u32) -> Res
 /// The first candidates of a set in key order, with their keys.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct CandidateKeys {
-    /// Candidates after the cursor, counted up to the `max` asked.
+    /// Candidates after the cursor, counted up to the `max` asked (a
+    /// version matching several terms counts each time).
     pub count: u64,
     /// The first `take` of them, (version id, key), in the order asked: by
     /// key, then id.
@@ -346,26 +350,35 @@ pub async fn candidate_keys(
     take: u32,
 ) -> Result<CandidateKeys, MetaError> {
     let c = &resolve(pool, c.clone()).await?;
+    // The candidates are read twice, to count them and to keep the first:
+    // two streaming reads of the terms cost less than one set of them
+    // built in a temporary table.
     let mut binds = Vec::new();
-    let mut sql = format!("WITH c(id, key) AS MATERIALIZED (SELECT id, key FROM ({}) WHERE key IS NOT NULL", c.sql(&mut binds));
-    if let Some((key, id)) = after {
-        sql.push_str(if descending { " AND (key, id) < (?, ?)" } else { " AND (key, id) > (?, ?)" });
-        binds.push(Bind::Text(key.into()));
-        binds.push(Bind::Int(id.unwrap_or(if descending { i64::MIN } else { i64::MAX })));
-    }
-    let dir = if descending { "DESC" } else { "ASC" };
-    sql.push_str(&format!(
-        " LIMIT ?) SELECT (SELECT count(*) FROM c) AS n, \
-         (SELECT json_group_array(json_array(id, key)) FROM (SELECT id, key FROM c ORDER BY key {dir}, id {dir} LIMIT ?)) AS ids"
-    ));
+    let select = |binds: &mut Vec<Bind>| {
+        let mut sql = format!("SELECT id, key FROM ({}) WHERE key IS NOT NULL", c.sql(binds, true));
+        if let Some((key, id)) = after {
+            sql.push_str(if descending { " AND (key, id) < (?, ?)" } else { " AND (key, id) > (?, ?)" });
+            binds.push(Bind::Text(key.into()));
+            binds.push(Bind::Int(id.unwrap_or(if descending { i64::MIN } else { i64::MAX })));
+        }
+        sql
+    };
+    let counted = select(&mut binds);
     binds.push(Bind::Int(max as i64));
+    let first = select(&mut binds);
     binds.push(Bind::Int(take as i64));
+    let dir = if descending { "DESC" } else { "ASC" };
+    let sql = format!(
+        "SELECT (SELECT count(*) FROM ({counted} LIMIT ?)) AS n, \
+         (SELECT json_group_array(json_array(id, key)) FROM ({first} ORDER BY key {dir}, id {dir} LIMIT ?)) AS ids"
+    );
     let row = query(sql, binds).fetch_one(pool).await?;
     let json: String = row.try_get("ids")?;
     let mut keyed: Vec<(i64, String)> = serde_json::from_str(&json).map_err(|e| MetaError::Db(Box::new(e)))?;
     // An aggregate's input order is not promised: sort again (SQLite
-    // compares text bytewise, as `str` does).
+    // compares text bytewise, as `str` does), and drop a version read twice.
     keyed.sort_unstable_by(|a, b| (&a.1, a.0).cmp(&(&b.1, b.0)));
+    keyed.dedup_by_key(|k| k.0);
     if descending {
         keyed.reverse();
     }

@@ -109,6 +109,7 @@ pub async fn run(meta: &MetaStore, plugins: Option<&Plugins>, s: &Search) -> Res
             }
         }
     }
+    let indexed = !matches!(source, Source::Scan);
     let sort = sort_field(&s.sort);
     let mut after = s.after.clone();
     let mut records = Vec::new();
@@ -133,7 +134,14 @@ pub async fn run(meta: &MetaStore, plugins: Option<&Plugins>, s: &Search) -> Res
                     // filter's recheck): the next chunk after its last key.
                     let last = keyed.last().map(|(id, k)| (k.clone(), *id));
                     let after = last.as_ref().map(|(k, id)| (k.as_str(), Some(*id)));
-                    let found = meta.candidate_keys(c, after, s.descending, MAX_CANDIDATES, key_chunk(s.limit)).await?;
+                    let found = meta.candidate_keys(c, after, s.descending, MAX_CANDIDATES + 1, key_chunk(s.limit)).await?;
+                    if found.count > MAX_CANDIDATES as u64 {
+                        // Writes since the page began made too many to sort:
+                        // the rest of the page scans on from the last object read.
+                        notes.push(format!("more than {MAX_CANDIDATES} candidates midway: scanning on"));
+                        source = Source::Scan;
+                        continue;
+                    }
                     *more = found.count > found.keyed.len() as u64;
                     (*keyed, *at) = (found.keyed, 0);
                 }
@@ -174,7 +182,6 @@ pub async fn run(meta: &MetaStore, plugins: Option<&Plugins>, s: &Search) -> Res
             break;
         }
     }
-    let indexed = !matches!(source, Source::Scan);
     if !indexed {
         let why = match (&s.filter, plugins.is_some() && meta.indexing() != IndexingMode::Disabled) {
             (None, _) => "no filter",
