@@ -71,14 +71,13 @@ pub(super) fn push_record_parents(s: &mut Script, rows: &[(&str, &str, &str, &[S
         return Ok(None);
     }
     let json = serde_json::to_string(rows).map_err(|e| MetaError::Db(Box::new(e)))?;
-    // A new version is a head unless a newer one recorded before it names it
-    // (children always carry larger stamps: their writer saw the parent).
+    // A new version is a head unless a version recorded before it names it
+    // (a lookup of the edges the insert trigger keeps, migration 0012).
     s.push(
         "UPDATE versions SET head = 1 WHERE (bucket, key, version) IN \
            (SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2 FROM json_each(?) j) \
-         AND NOT EXISTS (SELECT 1 FROM versions c, json_each(c.parents) p \
-           WHERE c.bucket = versions.bucket AND c.key = versions.key AND c.version > versions.version \
-           AND p.value = versions.version)",
+         AND NOT EXISTS (SELECT 1 FROM version_parents e \
+           WHERE e.bucket = versions.bucket AND e.key = versions.key AND e.parent = versions.version)",
         [Bind::Text(json.clone())],
     );
     // Their parents are heads no more.
