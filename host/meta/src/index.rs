@@ -240,7 +240,7 @@ type Resolved<'a> = std::pin::Pin<Box<dyn Future<Output = Result<Candidates, Met
 /// match) by merging their posting lists here: each list is one range read
 /// of the primary key, where probing one term per row of another costs a
 /// B-tree descent each.
-fn resolve(pool: &SqlitePool, c: Candidates) -> Resolved<'_> {
+fn resolve(conn: &mut SqliteConnection, c: Candidates) -> Resolved<'_> {
     Box::pin(async move {
         Ok(match c {
             Candidates::Index { index, groups } => {
@@ -258,7 +258,7 @@ fn resolve(pool: &SqlitePool, c: Candidates) -> Resolved<'_> {
                             sqlx::query("SELECT json_group_array(version_id) AS ids FROM index_terms WHERE index_id = ? AND term = ?")
                                 .bind(index.id)
                                 .bind(term)
-                                .fetch_one(pool)
+                                .fetch_one(&mut *conn)
                                 .await?;
                         let json: String = row.try_get("ids")?;
                         let mut ids: Vec<i64> = serde_json::from_str(&json).map_err(|e| MetaError::Db(Box::new(e)))?;
@@ -280,14 +280,14 @@ fn resolve(pool: &SqlitePool, c: Candidates) -> Resolved<'_> {
             Candidates::And(all) => {
                 let mut out = Vec::new();
                 for c in all {
-                    out.push(resolve(pool, c).await?);
+                    out.push(resolve(&mut *conn, c).await?);
                 }
                 Candidates::And(out)
             }
             Candidates::Or(any) => {
                 let mut out = Vec::new();
                 for c in any {
-                    out.push(resolve(pool, c).await?);
+                    out.push(resolve(&mut *conn, c).await?);
                 }
                 Candidates::Or(out)
             }
@@ -314,12 +314,12 @@ fn intersect(a: &[i64], b: &[i64]) -> Vec<i64> {
 }
 
 /// Up to `limit` ids of the candidate set, in one row.
-pub async fn candidate_ids(pool: &SqlitePool, c: &Candidates, limit: u32) -> Result<CandidateIds, MetaError> {
-    let c = &resolve(pool, c.clone()).await?;
+pub async fn candidate_ids(conn: &mut SqliteConnection, c: &Candidates, limit: u32) -> Result<CandidateIds, MetaError> {
+    let c = &resolve(&mut *conn, c.clone()).await?;
     let mut binds = Vec::new();
     let sql = format!("SELECT count(*) AS n, json_group_array(id) AS ids FROM (SELECT id FROM ({}) LIMIT ?)", c.sql(&mut binds, false));
     binds.push(Bind::Int(limit as i64));
-    let row = query(sql, binds).fetch_one(pool).await?;
+    let row = query(sql, binds).fetch_one(conn).await?;
     Ok(CandidateIds { count: row.try_get::<i64, _>("n")? as u64, json: row.try_get("ids")? })
 }
 
@@ -342,14 +342,14 @@ pub struct CandidateKeys {
 /// key and id; a key alone (a page's cursor) is `(key, None)`: past every
 /// version of it.
 pub async fn candidate_keys(
-    pool: &SqlitePool,
+    conn: &mut SqliteConnection,
     c: &Candidates,
     after: Option<(&str, Option<i64>)>,
     descending: bool,
     max: u32,
     take: u32,
 ) -> Result<CandidateKeys, MetaError> {
-    let c = &resolve(pool, c.clone()).await?;
+    let c = &resolve(&mut *conn, c.clone()).await?;
     // The candidates are read twice, to count them and to keep the first:
     // two streaming reads of the terms cost less than one set of them
     // built in a temporary table.
@@ -372,7 +372,7 @@ pub async fn candidate_keys(
         "SELECT (SELECT count(*) FROM ({counted} LIMIT ?)) AS n, \
          (SELECT json_group_array(json_array(id, key)) FROM ({first} ORDER BY key {dir}, id {dir} LIMIT ?)) AS ids"
     );
-    let row = query(sql, binds).fetch_one(pool).await?;
+    let row = query(sql, binds).fetch_one(conn).await?;
     let json: String = row.try_get("ids")?;
     let mut keyed: Vec<(i64, String)> = serde_json::from_str(&json).map_err(|e| MetaError::Db(Box::new(e)))?;
     // An aggregate's input order is not promised: sort again (SQLite
@@ -442,9 +442,8 @@ pub async fn create(
     def(&row)
 }
 
-pub async fn list(pool: &SqlitePool) -> Result<Vec<IndexDef>, MetaError> {
-    let rows =
-        sqlx::query(AssertSqlSafe(format!("SELECT {DEF_COLUMNS} FROM search_indexes ORDER BY bucket, name"))).fetch_all(pool).await?;
+pub async fn list<'e>(db: impl sqlx::SqliteExecutor<'e>) -> Result<Vec<IndexDef>, MetaError> {
+    let rows = sqlx::query(AssertSqlSafe(format!("SELECT {DEF_COLUMNS} FROM search_indexes ORDER BY bucket, name"))).fetch_all(db).await?;
     rows.iter().map(def).collect()
 }
 

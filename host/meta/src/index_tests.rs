@@ -57,26 +57,57 @@ async fn candidates_sorted_by_key_come_from_terms_old_and_new() {
     let x = Candidates::Index { index, groups: vec![vec![TermMatch::Exact(b"x".to_vec())]] };
 
     let keys = |found: super::CandidateKeys| found.keyed.into_iter().map(|(_, k)| k).collect::<Vec<_>>();
-    assert_eq!(keys(meta.candidate_keys(&x, None, false, 100, 100).await.unwrap()), ["a", "b", "m"]);
-    assert_eq!(keys(meta.candidate_keys(&x, None, true, 100, 100).await.unwrap()), ["m", "b", "a"]);
-    assert_eq!(keys(meta.candidate_keys(&x, Some(("a", None)), false, 100, 100).await.unwrap()), ["b", "m"]);
-    assert_eq!(keys(meta.candidate_keys(&x, Some(("m", None)), true, 100, 100).await.unwrap()), ["b", "a"]);
+    assert_eq!(keys(meta.view().await.unwrap().candidate_keys(&x, None, false, 100, 100).await.unwrap()), ["a", "b", "m"]);
+    assert_eq!(keys(meta.view().await.unwrap().candidate_keys(&x, None, true, 100, 100).await.unwrap()), ["m", "b", "a"]);
+    assert_eq!(keys(meta.view().await.unwrap().candidate_keys(&x, Some(("a", None)), false, 100, 100).await.unwrap()), ["b", "m"]);
+    assert_eq!(keys(meta.view().await.unwrap().candidate_keys(&x, Some(("m", None)), true, 100, 100).await.unwrap()), ["b", "a"]);
     // The first `take` in key order, of `count` (up to `max`) after the cursor.
-    let first = meta.candidate_keys(&x, None, false, 100, 2).await.unwrap();
+    let first = meta.view().await.unwrap().candidate_keys(&x, None, false, 100, 2).await.unwrap();
     assert_eq!((first.count, keys(first.clone())), (3, vec!["a".to_string(), "b".to_string()]));
-    assert_eq!(meta.candidate_keys(&x, None, false, 2, 1).await.unwrap().count, 2, "counted up to max");
+    assert_eq!(meta.view().await.unwrap().candidate_keys(&x, None, false, 2, 1).await.unwrap().count, 2, "counted up to max");
     // After one version of a key, its others still come (a chunk may end
     // between two versions of a key).
     let old_b = first.keyed[1].0;
-    let rest = meta.candidate_keys(&x, Some(("b", Some(old_b - 1))), false, 100, 100).await.unwrap();
+    let rest = meta.view().await.unwrap().candidate_keys(&x, Some(("b", Some(old_b - 1))), false, 100, 100).await.unwrap();
     assert_eq!(keys(rest), ["b", "m"]);
 
     // The superseded version of "b" is not live: a page leaves it out.
-    let ids: Vec<i64> = meta.candidate_keys(&x, None, false, 100, 100).await.unwrap().keyed.into_iter().map(|(id, _)| id).collect();
-    let live: Vec<String> = meta.live_in_order("default", &ids).await.unwrap().into_iter().map(|r| r.key).collect();
+    let ids: Vec<i64> =
+        meta.view().await.unwrap().candidate_keys(&x, None, false, 100, 100).await.unwrap().keyed.into_iter().map(|(id, _)| id).collect();
+    let live: Vec<String> = meta.view().await.unwrap().live_in_order("default", &ids).await.unwrap().into_iter().map(|r| r.key).collect();
     assert_eq!(live, ["a", "m"]);
     // Nor a deleted key's.
     let _ = meta.delete("default", "m", None).await.unwrap();
-    let live: Vec<String> = meta.live_in_order("default", &ids).await.unwrap().into_iter().map(|r| r.key).collect();
+    let live: Vec<String> = meta.view().await.unwrap().live_in_order("default", &ids).await.unwrap().into_iter().map(|r| r.key).collect();
     assert_eq!(live, ["a"]);
+}
+
+/// Candidates and the objects read after them come from one snapshot: a
+/// key overwritten between the two reads is still found (as it was).
+#[tokio::test]
+async fn a_view_keeps_a_key_overwritten_mid_search() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = MetaOptions { dir: Some(dir.path().to_path_buf()), indexing: IndexingMode::Eager, ..MetaOptions::in_memory() };
+    let meta = MetaStore::open(opts).await.unwrap();
+    meta.set_term_maker(Arc::new(ByC));
+    meta.create_index("default", "c", &["c".into()], "test").await.unwrap();
+    for r in meta.commit_puts(&[put("a", "x", 1), put("b", "x", 2)]).await.unwrap() {
+        r.unwrap();
+    }
+    let index = meta.list_indexes().await.unwrap().pop().unwrap();
+    let x = Candidates::Index { index, groups: vec![vec![TermMatch::Exact(b"x".to_vec())]] };
+    let mut view = meta.view().await.unwrap();
+    let ids: Vec<i64> = view.candidate_keys(&x, None, false, 100, 100).await.unwrap().keyed.into_iter().map(|(id, _)| id).collect();
+    // Another client overwrites "a" with the same term.
+    for r in meta.commit_puts(&[put("a", "x", 3)]).await.unwrap() {
+        r.unwrap();
+    }
+    let live: Vec<String> = view.live_in_order("default", &ids).await.unwrap().into_iter().map(|r| r.key).collect();
+    assert_eq!(live, ["a", "b"]);
+    drop(view);
+    // A new view sees the overwrite.
+    let mut view = meta.view().await.unwrap();
+    let ids: Vec<i64> = view.candidate_keys(&x, None, false, 100, 100).await.unwrap().keyed.into_iter().map(|(id, _)| id).collect();
+    let live = view.live_in_order("default", &ids).await.unwrap();
+    assert_eq!(live.iter().map(|r| (r.key.as_str(), r.digest.unwrap().0[0])).collect::<Vec<_>>(), [("a", 3), ("b", 2)]);
 }

@@ -32,6 +32,7 @@ mod scan;
 pub mod snapshot;
 mod sql;
 pub mod tiers;
+mod view;
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -47,6 +48,7 @@ use clock::Clock;
 pub use index::{CandidateIds, CandidateKeys, Candidates, IndexDef, MAX_COMPOUND, TermMaker, TermMatch};
 pub use queue::{QueueEntry, QueueStats};
 pub use scan::{Position, SortField, SortValue};
+pub use view::View;
 
 use strata_config::IndexingMode;
 use strata_store::Digest;
@@ -668,38 +670,9 @@ impl MetaStore {
         sql::newest_after(&self.read, bucket, prefix, after, limit).await
     }
 
-    /// Up to `limit` live objects of `bucket` in `sort` order after
-    /// `after`, each with its position; fewer than `limit` means no more.
-    pub async fn scan(
-        &self,
-        bucket: &str,
-        sort: &SortField,
-        descending: bool,
-        after: Option<&Position>,
-        limit: u32,
-    ) -> Result<Vec<(ObjectRecord, Position)>, MetaError> {
-        if !self.bucket_exists(bucket).await? {
-            return Err(MetaError::NoSuchBucket { bucket: bucket.into() });
-        }
-        scan::scan(&self.read, bucket, sort, descending, after, limit, None).await
-    }
-
-    /// Like [`MetaStore::scan`], over only the candidate versions `ids`.
-    pub async fn scan_ids(
-        &self,
-        bucket: &str,
-        sort: &SortField,
-        descending: bool,
-        after: Option<&Position>,
-        limit: u32,
-        ids: &CandidateIds,
-    ) -> Result<Vec<(ObjectRecord, Position)>, MetaError> {
-        scan::scan(&self.read, bucket, sort, descending, after, limit, Some(&ids.json)).await
-    }
-
-    /// The live objects of `bucket` among versions `ids`, in that order.
-    pub async fn live_in_order(&self, bucket: &str, ids: &[i64]) -> Result<Vec<ObjectRecord>, MetaError> {
-        scan::live_in_order(&self.read, bucket, ids).await
+    /// A consistent view for one search (see [`View`]).
+    pub async fn view(&self) -> Result<View, MetaError> {
+        Ok(View::new(self.read.begin().await?))
     }
 
     /// Every version of a key, newest first.
@@ -972,24 +945,6 @@ impl MetaStore {
     /// The newest version id: how far indexes have to go.
     pub async fn head(&self) -> Result<i64, MetaError> {
         index::head(&self.read).await
-    }
-
-    /// Up to `limit` version ids of a candidate set.
-    pub async fn candidate_ids(&self, c: &Candidates, limit: u32) -> Result<CandidateIds, MetaError> {
-        index::candidate_ids(&self.read, c, limit).await
-    }
-
-    /// Up to `max` candidates after `after` counted, the first `take` in
-    /// key order with their keys (see [`index::candidate_keys`]).
-    pub async fn candidate_keys(
-        &self,
-        c: &Candidates,
-        after: Option<(&str, Option<i64>)>,
-        descending: bool,
-        max: u32,
-        take: u32,
-    ) -> Result<CandidateKeys, MetaError> {
-        index::candidate_keys(&self.read, c, after, descending, max, take).await
     }
 
     /// Resolves when the index worker has something to do.

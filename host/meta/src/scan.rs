@@ -6,7 +6,7 @@
 //! order, whichever the direction.
 
 use sqlx::Row;
-use sqlx::sqlite::SqlitePool;
+use sqlx::sqlite::SqliteConnection;
 
 use super::bind::{Bind, query};
 use super::sql::record;
@@ -56,7 +56,7 @@ const COLUMNS: &str = "v.id, v.bucket, v.key, v.version, v.stamp, v.digest, v.si
 /// each with its position; with `only` (a JSON array of version ids), just
 /// those. Fewer than `limit` means the scan is done.
 pub async fn scan(
-    pool: &SqlitePool,
+    conn: &mut SqliteConnection,
     bucket: &str,
     sort: &SortField,
     descending: bool,
@@ -132,7 +132,7 @@ pub async fn scan(
             sql.push_str(&format!(" ORDER BY sv {dir}, o.key {dir} LIMIT ?"));
             binds.push(Bind::Int(limit as i64));
         }
-        for row in fetch(pool, sql, binds).await? {
+        for row in fetch(&mut *conn, sql, binds).await? {
             let value = match row.try_get::<String, _>("st")?.as_str() {
                 "integer" => SortValue::Int(row.try_get("sv")?),
                 "real" => SortValue::Real(row.try_get("sv")?),
@@ -158,7 +158,7 @@ pub async fn scan(
         }
         sql.push_str(&format!(" ORDER BY o.key {dir} LIMIT ?"));
         binds.push(Bind::Int((limit as usize - out.len()) as i64));
-        for row in fetch(pool, sql, binds).await? {
+        for row in fetch(&mut *conn, sql, binds).await? {
             let rec = record(&row, Some(row.try_get("id")?))?;
             let key = rec.key.clone();
             out.push((rec, Position::Unvalued { key }));
@@ -167,20 +167,20 @@ pub async fn scan(
     Ok(out)
 }
 
-async fn fetch(pool: &SqlitePool, sql: String, binds: Vec<Bind>) -> Result<Vec<sqlx::sqlite::SqliteRow>, MetaError> {
-    Ok(query(sql, binds).fetch_all(pool).await?)
+async fn fetch(conn: &mut SqliteConnection, sql: String, binds: Vec<Bind>) -> Result<Vec<sqlx::sqlite::SqliteRow>, MetaError> {
+    Ok(query(sql, binds).fetch_all(conn).await?)
 }
 
 /// The live objects of `bucket` among versions `ids`, in the order of
 /// `ids`; versions no longer live are left out.
-pub async fn live_in_order(pool: &SqlitePool, bucket: &str, ids: &[i64]) -> Result<Vec<ObjectRecord>, MetaError> {
+pub async fn live_in_order(conn: &mut SqliteConnection, bucket: &str, ids: &[i64]) -> Result<Vec<ObjectRecord>, MetaError> {
     let sql = format!(
         "SELECT {COLUMNS} FROM json_each(?) c CROSS JOIN objects o ON o.version_id = c.value \
          CROSS JOIN versions v ON v.id = o.version_id WHERE o.bucket = ?"
     );
     let json = serde_json::to_string(ids).map_err(|e| MetaError::Db(Box::new(e)))?;
     let mut found = std::collections::HashMap::new();
-    for row in fetch(pool, sql, vec![Bind::Text(json), Bind::Text(bucket.into())]).await? {
+    for row in fetch(conn, sql, vec![Bind::Text(json), Bind::Text(bucket.into())]).await? {
         let id: i64 = row.try_get("id")?;
         found.insert(id, record(&row, Some(id))?);
     }

@@ -9,7 +9,7 @@ use super::eval::matches;
 use super::index::{Planner, with_doc};
 use super::query::{Expr, Field};
 use strata_config::IndexingMode;
-use strata_meta::{CandidateIds, Candidates, MetaError, MetaStore, ObjectRecord, Position, SortField, SortValue};
+use strata_meta::{CandidateIds, Candidates, MetaError, MetaStore, ObjectRecord, Position, SortField, SortValue, View};
 use strata_plugin::Plugins;
 
 /// Objects read from the store per round trip.
@@ -85,12 +85,16 @@ pub async fn run(meta: &MetaStore, plugins: Option<&Plugins>, s: &Search) -> Res
     let order = format!("{} {}", s.sort, if s.descending { "descending" } else { "ascending" });
     let mut notes = Vec::new();
     let mut source = Source::Scan;
+    // One snapshot for the whole page: candidates and the objects read
+    // after them must agree, or an object overwritten between the two
+    // reads would be lost.
+    let mut view = meta.view().await?;
     if let (Some(filter), Some(plugins)) = (&s.filter, plugins)
         && meta.indexing() != IndexingMode::Disabled
     {
-        let indexes: Vec<_> = meta.list_indexes().await?.into_iter().filter(|i| i.bucket == s.bucket && i.ready).collect();
+        let indexes: Vec<_> = view.list_indexes().await?.into_iter().filter(|i| i.bucket == s.bucket && i.ready).collect();
         if !indexes.is_empty() {
-            let mut planner = Planner { plugins, indexes, head: meta.head().await?, notes: Vec::new() };
+            let mut planner = Planner { plugins, indexes, head: view.head().await?, notes: Vec::new() };
             let candidates = planner.plan(filter);
             if candidates.is_some() {
                 notes = planner.notes;
@@ -105,7 +109,7 @@ pub async fn run(meta: &MetaStore, plugins: Option<&Plugins>, s: &Search) -> Res
                 }
                 fits
             }) {
-                source = candidates_source(meta, s, &c, &order, &mut notes).await?;
+                source = candidates_source(&mut view, s, &c, &order, &mut notes).await?;
             }
         }
     }
@@ -124,7 +128,7 @@ pub async fn run(meta: &MetaStore, plugins: Option<&Plugins>, s: &Search) -> Res
         let want = (s.limit - records.len() as u32).clamp(1, BATCH);
         let (batch, done) = match &mut source {
             Source::Ids(ids) => {
-                let batch = meta.scan_ids(&s.bucket, &sort, s.descending, after.as_ref(), want, ids).await?;
+                let batch = view.scan_ids(&s.bucket, &sort, s.descending, after.as_ref(), want, ids).await?;
                 let done = (batch.len() as u32) < want;
                 (batch, done)
             }
@@ -134,7 +138,7 @@ pub async fn run(meta: &MetaStore, plugins: Option<&Plugins>, s: &Search) -> Res
                     // filter's recheck): the next chunk after its last key.
                     let last = keyed.last().map(|(id, k)| (k.clone(), *id));
                     let after = last.as_ref().map(|(k, id)| (k.as_str(), Some(*id)));
-                    let found = meta.candidate_keys(c, after, s.descending, MAX_CANDIDATES + 1, key_chunk(s.limit)).await?;
+                    let found = view.candidate_keys(c, after, s.descending, MAX_CANDIDATES + 1, key_chunk(s.limit)).await?;
                     if found.count > MAX_CANDIDATES as u64 {
                         // Writes since the page began made too many to sort:
                         // the rest of the page scans on from the last object read.
@@ -147,14 +151,18 @@ pub async fn run(meta: &MetaStore, plugins: Option<&Plugins>, s: &Search) -> Res
                 }
                 let chunk: Vec<i64> = keyed[*at..].iter().take(want as usize).map(|(id, _)| *id).collect();
                 *at += chunk.len();
-                let batch = meta.live_in_order(&s.bucket, &chunk).await?.into_iter().map(|r| {
+                let batch = view.live_in_order(&s.bucket, &chunk).await?.into_iter().map(|r| {
                     let key = r.key.clone();
                     (r, Position::Valued { value: SortValue::Text(key.clone()), key })
                 });
                 (batch.collect(), *at == keyed.len() && !*more)
             }
             Source::Scan => {
-                let batch = meta.scan(&s.bucket, &sort, s.descending, after.as_ref(), BATCH).await?;
+                // A scan resumes by key, so it loses nothing to writes
+                // between batches: each batch gets a fresh snapshot, and a
+                // long scan never holds one (which would stop checkpoints).
+                view.renew().await?;
+                let batch = view.scan(&s.bucket, &sort, s.descending, after.as_ref(), BATCH).await?;
                 let done = (batch.len() as u32) < BATCH;
                 (batch, done)
             }
@@ -205,13 +213,7 @@ fn key_chunk(limit: u32) -> u32 {
 /// Reads the candidate set `c`, or tells (in `notes`) why a scan is the
 /// cheaper way. Sorted by key, the candidates come with their keys, so the
 /// page is chosen before any object is read.
-async fn candidates_source(
-    meta: &MetaStore,
-    s: &Search,
-    c: &Candidates,
-    order: &str,
-    notes: &mut Vec<String>,
-) -> Result<Source, MetaError> {
+async fn candidates_source(view: &mut View, s: &Search, c: &Candidates, order: &str, notes: &mut Vec<String>) -> Result<Source, MetaError> {
     let too_many = || format!("more than {MAX_CANDIDATES} candidates: scanning instead");
     if s.sort == Field::Key {
         let after = match &s.after {
@@ -221,7 +223,7 @@ async fn candidates_source(
             // Every object has a key: nothing sorts after the keyless.
             Some(Position::Unvalued { .. }) => return Ok(Source::Keyed { c: c.clone(), keyed: Vec::new(), at: 0, more: false }),
         };
-        let found = meta.candidate_keys(c, after, s.descending, MAX_CANDIDATES + 1, key_chunk(s.limit)).await?;
+        let found = view.candidate_keys(c, after, s.descending, MAX_CANDIDATES + 1, key_chunk(s.limit)).await?;
         if found.count > MAX_CANDIDATES as u64 {
             notes.push(too_many());
             return Ok(Source::Scan);
@@ -230,7 +232,7 @@ async fn candidates_source(
         let more = found.count > found.keyed.len() as u64;
         return Ok(Source::Keyed { c: c.clone(), keyed: found.keyed, at: 0, more });
     }
-    let found = meta.candidate_ids(c, MAX_CANDIDATES + 1).await?;
+    let found = view.candidate_ids(c, MAX_CANDIDATES + 1).await?;
     if found.count > MAX_CANDIDATES as u64 {
         notes.push(too_many());
         return Ok(Source::Scan);
