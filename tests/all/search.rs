@@ -173,6 +173,7 @@ async fn sorts_and_cursor_pages_stay_correct_while_objects_change() {
 async fn bad_searches_say_what_to_fix() {
     let s = TestServer::start("");
     let mut c = s.client().await;
+    let forged = r#"{"at":{"Valued":{"value":{"Text":"zzz"},"key":"a"}},"bucket":"default","sort":"key","descending":false}"#;
     for (req, says) in [
         (pb::SearchRequest { filter: Some(cond("size", "about", &[json!(1)])), ..Default::default() }, "not one of eq"),
         (pb::SearchRequest { filter: Some(cond("size", "gt", &[json!("big")])), ..Default::default() }, "size is a number"),
@@ -180,6 +181,8 @@ async fn bad_searches_say_what_to_fix() {
         (pb::SearchRequest { filter: Some(cond("a", "exists", &[json!(1)])), ..Default::default() }, "exists takes no value"),
         (pb::SearchRequest { filter: Some(pb::Filter { kind: None }), ..Default::default() }, "set condition"),
         (pb::SearchRequest { cursor: "zz".into(), ..Default::default() }, "cursor"),
+        // A forged position sorted by key: its value is not its key.
+        (pb::SearchRequest { cursor: hex::encode(forged), ..Default::default() }, "cursor: not one this server gave out"),
         (pb::SearchRequest { limit: 10_001, ..Default::default() }, "limit"),
     ] {
         let err = c.search(req).await.unwrap_err();

@@ -82,6 +82,17 @@ fn cursor(raw: &str, s: &run::Search) -> Result<Option<Position>, ApiError> {
             dir(s.descending)
         )));
     }
+    // Sorted by key, the value is the key: the index and the scan resume
+    // from different halves of a forged position, so refuse one.
+    if s.sort == Field::Key {
+        let sound = match &c.at {
+            Position::Valued { value: crate::meta::SortValue::Text(v), key } => v == key,
+            _ => false,
+        };
+        if !sound {
+            return Err(invalid("cursor: not one this server gave out"));
+        }
+    }
     Ok(Some(c.at))
 }
 
