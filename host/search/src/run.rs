@@ -75,8 +75,9 @@ enum Source {
     Ids(CandidateIds),
     /// Candidates in key order, from their term rows: a page reads only its
     /// own objects. `keyed` is the chunk in hand, `at` how much of it was
-    /// read, `more` whether candidates remain after it.
-    Keyed { c: Candidates, keyed: Vec<(i64, String)>, at: usize, more: bool },
+    /// read, `more` whether candidates remain after it, `take` the size of
+    /// the next chunk.
+    Keyed { c: Candidates, keyed: Vec<(i64, String)>, at: usize, more: bool, take: u32 },
 }
 
 /// Answers `s`; `plugins` is none when indexes must not be used.
@@ -132,13 +133,17 @@ pub async fn run(meta: &MetaStore, plugins: Option<&Plugins>, s: &Search) -> Res
                 let done = (batch.len() as u32) < want;
                 (batch, done)
             }
-            Source::Keyed { c, keyed, at, more } => {
+            Source::Keyed { c, keyed, at, more, take } => {
                 if *at == keyed.len() && *more {
                     // The chunk is used up (candidates no longer live, or the
                     // filter's recheck): the next chunk after its last key.
                     let last = keyed.last().map(|(id, k)| (k.clone(), *id));
                     let after = last.as_ref().map(|(k, id)| (k.as_str(), Some(*id)));
-                    let found = view.candidate_keys(c, after, s.descending, MAX_CANDIDATES + 1, key_chunk(s.limit)).await?;
+                    // Each chunk reads every candidate's term again: double
+                    // them, so a filter the recheck mostly rejects costs a
+                    // few reads of the terms, not one per page's worth.
+                    *take = take.saturating_mul(2).min(MAX_CHUNK);
+                    let found = view.candidate_keys(c, after, s.descending, MAX_CANDIDATES + 1, *take).await?;
                     if found.count > MAX_CANDIDATES as u64 {
                         // Writes since the page began made too many to sort:
                         // the rest of the page scans on from the last object read.
@@ -202,7 +207,10 @@ pub async fn run(meta: &MetaStore, plugins: Option<&Plugins>, s: &Search) -> Res
     Ok(Found { records, positions, next, scanned, took: started.elapsed(), plan: notes.join("; "), indexed })
 }
 
-/// Candidates taken in key order at a time for a page of `limit`: enough
+/// The largest chunk of candidates taken at once.
+const MAX_CHUNK: u32 = 8192;
+
+/// Candidates taken in key order at first for a page of `limit`: enough
 /// that a page rarely needs a second chunk when some are no longer live or
 /// fail the recheck. The unit tests take 3, so that pages cross many
 /// chunks, and chunks end between versions of a key.
@@ -221,16 +229,17 @@ async fn candidates_source(view: &mut View, s: &Search, c: &Candidates, order: &
             // The page ended at a live version: no other of its key is.
             Some(Position::Valued { key, .. }) => Some((key.as_str(), None)),
             // Every object has a key: nothing sorts after the keyless.
-            Some(Position::Unvalued { .. }) => return Ok(Source::Keyed { c: c.clone(), keyed: Vec::new(), at: 0, more: false }),
+            Some(Position::Unvalued { .. }) => return Ok(Source::Keyed { c: c.clone(), keyed: Vec::new(), at: 0, more: false, take: 0 }),
         };
-        let found = view.candidate_keys(c, after, s.descending, MAX_CANDIDATES + 1, key_chunk(s.limit)).await?;
+        let take = key_chunk(s.limit);
+        let found = view.candidate_keys(c, after, s.descending, MAX_CANDIDATES + 1, take).await?;
         if found.count > MAX_CANDIDATES as u64 {
             notes.push(too_many());
             return Ok(Source::Scan);
         }
         notes.push(format!("{} candidates, the first by key from the index's terms, filter rechecked", found.count));
         let more = found.count > found.keyed.len() as u64;
-        return Ok(Source::Keyed { c: c.clone(), keyed: found.keyed, at: 0, more });
+        return Ok(Source::Keyed { c: c.clone(), keyed: found.keyed, at: 0, more, take });
     }
     let found = view.candidate_ids(c, MAX_CANDIDATES + 1).await?;
     if found.count > MAX_CANDIDATES as u64 {
