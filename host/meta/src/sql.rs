@@ -230,7 +230,7 @@ pub async fn bucket_exists(pool: &SqlitePool, name: &str) -> Result<bool, MetaEr
 }
 
 /// Fails with `NoSuchBucket` unless the bucket exists.
-async fn require_bucket(conn: &mut SqliteConnection, name: &str) -> Result<(), MetaError> {
+pub(super) async fn require_bucket(conn: &mut SqliteConnection, name: &str) -> Result<(), MetaError> {
     match sqlx::query("SELECT 1 FROM buckets WHERE name = ?").bind(name).fetch_optional(conn).await? {
         Some(_) => Ok(()),
         None => Err(MetaError::NoSuchBucket { bucket: name.into() }),

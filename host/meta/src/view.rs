@@ -47,10 +47,7 @@ impl View {
         after: Option<&Position>,
         limit: u32,
     ) -> Result<Vec<(ObjectRecord, Position)>, MetaError> {
-        let found = sqlx::query("SELECT 1 FROM buckets WHERE name = ?").bind(bucket).fetch_optional(&mut *self.tx).await?;
-        if found.is_none() {
-            return Err(MetaError::NoSuchBucket { bucket: bucket.into() });
-        }
+        super::sql::require_bucket(&mut self.tx, bucket).await?;
         scan::scan(&mut self.tx, bucket, sort, descending, after, limit, None).await
     }
 
