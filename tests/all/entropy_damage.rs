@@ -5,19 +5,11 @@
 use std::time::{Duration, Instant};
 
 use crate::cluster::Net;
-use crate::replication::{FAST_RETRY, counter, counts, get_from, put_small, sqlite};
+use crate::replication::{counter, entropy_net, get_from, sqlite};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn anti_entropy_rebuilds_damaged_digests_and_partitions() {
-    let extra = format!("{FAST_RETRY}anti_entropy_interval = \"1s\"\nrepair_delay = \"1h\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n");
-    let mut net = Net::start(3, &extra);
-    net.form().await;
-    put_small(&mut net.nodes[0].client().await, "default", 200).await;
-    let settle = Instant::now() + Duration::from_secs(30);
-    while counts(&net, &[0, 1, 2]).await.iter().sum::<u64>() != 600 {
-        assert!(Instant::now() < settle, "3 replicas of each object");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let mut net = entropy_net(200).await;
 
     // Behind node 2's back: every digest is off by one, one version's
     // partition is text and another's out of range (the triggers carry both

@@ -742,20 +742,27 @@ pub(crate) fn sqlite(db: &std::path::Path, sql: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// 3 nodes making an anti-entropy pass a second (repair held off), holding
+/// 3 copies of each of `n` small objects.
+pub(crate) async fn entropy_net(n: usize) -> Net {
+    let extra = format!("{FAST_RETRY}anti_entropy_interval = \"1s\"\nrepair_delay = \"1h\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n");
+    let net = Net::start(3, &extra);
+    net.form().await;
+    put_small(&mut net.nodes[0].client().await, "default", n).await;
+    let settle = Instant::now() + Duration::from_secs(30);
+    while counts(&net, &[0, 1, 2]).await.iter().sum::<u64>() != 3 * n as u64 {
+        assert!(Instant::now() < settle, "3 replicas of each object");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    net
+}
+
 /// Anti-entropy compares per-partition digests kept as versions are
 /// written, so a pass over a cluster where nothing differs reads no version
 /// rows, and a version lost on one node costs a read of its partition only.
 #[tokio::test(flavor = "multi_thread")]
 async fn anti_entropy_reads_only_the_partitions_that_differ() {
-    let extra = format!("{FAST_RETRY}anti_entropy_interval = \"1s\"\nrepair_delay = \"1h\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n");
-    let mut net = Net::start(3, &extra);
-    net.form().await;
-    put_small(&mut net.nodes[0].client().await, "default", 600).await;
-    let settle = Instant::now() + Duration::from_secs(30);
-    while counts(&net, &[0, 1, 2]).await.iter().sum::<u64>() != 1800 {
-        assert!(Instant::now() < settle, "3 replicas of each object");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let mut net = entropy_net(600).await;
     let sum = |net: &Net, name: &str, which: &[usize]| which.iter().map(|&i| counter(&net.nodes[i], name)).sum::<u64>();
     let passes = |net: &Net| [0, 1, 2].map(|i| counter(&net.nodes[i], "strata_anti_entropy_passes_total"));
     // Passes running now may still see copies in flight: start counting
