@@ -237,9 +237,11 @@ pub struct CandidateIds {
 type Resolved<'a> = std::pin::Pin<Box<dyn Future<Output = Result<Candidates, MetaError>> + Send + 'a>>;
 
 /// Works out groups of several exact terms (the words of a full-text
-/// match) by merging their posting lists here: each list is one range read
-/// of the primary key, where probing one term per row of another costs a
-/// B-tree descent each.
+/// match) before the candidate query: each word's posting list is one range
+/// read of the primary key, in version id order, and SQLite merges them (a
+/// compound INTERSECT with ORDER BY is a merge of its sides, no temporary
+/// table), where probing one term per row of another costs a B-tree descent
+/// each. Only the common ids cross to this side.
 fn resolve(conn: &mut SqliteConnection, c: Candidates) -> Resolved<'_> {
     Box::pin(async move {
         Ok(match c {
@@ -251,27 +253,17 @@ fn resolve(conn: &mut SqliteConnection, c: Candidates) -> Resolved<'_> {
                 }
                 let mut any = Vec::new();
                 for group in merge {
-                    let mut common: Option<Vec<i64>> = None;
+                    let mut binds = Vec::new();
+                    let mut lists = Vec::new();
                     for m in &group {
                         let TermMatch::Exact(term) = m else { unreachable!("partitioned on exact terms") };
-                        let row =
-                            sqlx::query("SELECT json_group_array(version_id) AS ids FROM index_terms WHERE index_id = ? AND term = ?")
-                                .bind(index.id)
-                                .bind(term)
-                                .fetch_one(&mut *conn)
-                                .await?;
-                        let json: String = row.try_get("ids")?;
-                        let mut ids: Vec<i64> = serde_json::from_str(&json).map_err(|e| MetaError::Db(Box::new(e)))?;
-                        ids.sort_unstable();
-                        common = Some(match common {
-                            None => ids,
-                            Some(prev) => intersect(&prev, &ids),
-                        });
-                        if common.as_ref().is_some_and(Vec::is_empty) {
-                            break;
-                        }
+                        binds.push(Bind::Int(index.id));
+                        binds.push(Bind::Blob(term.clone()));
+                        lists.push("SELECT version_id FROM index_terms WHERE index_id = ? AND term = ?");
                     }
-                    any.push(Candidates::Ids(json!(common.unwrap_or_default()).to_string()));
+                    let sql = format!("SELECT json_group_array(version_id) AS ids FROM ({} ORDER BY 1)", lists.join(" INTERSECT "));
+                    let row = query(sql, binds).fetch_one(&mut *conn).await?;
+                    any.push(Candidates::Ids(row.try_get("ids")?));
                 }
                 // The rest of the groups, and the tail above the watermark.
                 any.push(Candidates::Index { index, groups: keep });
@@ -294,23 +286,6 @@ fn resolve(conn: &mut SqliteConnection, c: Candidates) -> Resolved<'_> {
             ids @ Candidates::Ids(_) => ids,
         })
     })
-}
-
-/// The ids in both sorted lists.
-fn intersect(a: &[i64], b: &[i64]) -> Vec<i64> {
-    let (mut i, mut j, mut out) = (0, 0, Vec::new());
-    while i < a.len() && j < b.len() {
-        match a[i].cmp(&b[j]) {
-            std::cmp::Ordering::Less => i += 1,
-            std::cmp::Ordering::Greater => j += 1,
-            std::cmp::Ordering::Equal => {
-                out.push(a[i]);
-                i += 1;
-                j += 1;
-            }
-        }
-    }
-    out
 }
 
 /// Up to `limit` ids of the candidate set, in one row.
@@ -630,13 +605,7 @@ pub async fn sweep(pool: &SqlitePool) -> Result<u64, MetaError> {
 
 #[cfg(test)]
 mod tests {
-    use super::{intersect, prefix_successor};
-
-    #[test]
-    fn intersect_keeps_common_ids() {
-        assert_eq!(intersect(&[1, 3, 5, 7], &[2, 3, 4, 7, 9]), vec![3, 7]);
-        assert_eq!(intersect(&[], &[1]), Vec::<i64>::new());
-    }
+    use super::prefix_successor;
 
     #[test]
     fn prefix_successor_carries_past_ff() {

@@ -111,3 +111,44 @@ async fn a_view_keeps_a_key_overwritten_mid_search() {
     let live = view.live_in_order("default", &ids).await.unwrap();
     assert_eq!(live.iter().map(|r| (r.key.as_str(), r.digest.unwrap().0[0])).collect::<Vec<_>>(), [("a", 3), ("b", 2)]);
 }
+
+/// One term per word of the `c` attribute.
+struct Words;
+
+impl TermMaker for Words {
+    fn terms(&self, _: &IndexDef, records: &[ObjectRecord]) -> Result<Vec<Vec<Vec<u8>>>, String> {
+        Ok(records.iter().map(|r| r.attributes["c"].as_str().unwrap().split(' ').map(|w| w.as_bytes().to_vec()).collect()).collect())
+    }
+}
+
+/// A group of several words (a full-text match) gives exactly the versions
+/// holding all of them: the candidate count is the intersection's size.
+#[tokio::test]
+async fn a_group_of_words_gives_the_versions_holding_all_of_them() {
+    let meta = MetaStore::open(MetaOptions { indexing: IndexingMode::Lazy, ..MetaOptions::in_memory() }).await.unwrap();
+    meta.set_term_maker(Arc::new(Words));
+    meta.create_index("default", "c", &["c".into()], "test").await.unwrap();
+    let items = [put("k0", "a b c", 1), put("k1", "a b", 2), put("k2", "b c", 3), put("k3", "c a", 4), put("k4", "a", 5)];
+    for r in meta.commit_puts(&items).await.unwrap() {
+        r.unwrap();
+    }
+    meta.catch_up_indexes(100).await.unwrap();
+    let index = meta.list_indexes().await.unwrap().pop().unwrap();
+    let words = |ws: &[&str]| Candidates::Index {
+        index: index.clone(),
+        groups: vec![ws.iter().map(|w| TermMatch::Exact(w.as_bytes().to_vec())).collect()],
+    };
+    for (ws, want) in [
+        (&["a", "b"][..], &["k0", "k1"][..]),
+        (&["b", "a"], &["k0", "k1"]),
+        (&["a", "b", "c"], &["k0"]),
+        (&["c", "a"], &["k0", "k3"]),
+        (&["a", "zz"], &[]),
+    ] {
+        let found = meta.view().await.unwrap().candidate_keys(&words(ws), None, false, 100, 100).await.unwrap();
+        let keys: Vec<String> = found.keyed.into_iter().map(|(_, k)| k).collect();
+        assert_eq!((found.count as usize, keys), (want.len(), want.iter().map(|k| k.to_string()).collect()), "{ws:?}");
+        let ids = meta.view().await.unwrap().candidate_ids(&words(ws), 100).await.unwrap();
+        assert_eq!(ids.count as usize, want.len(), "{ws:?}");
+    }
+}

@@ -96,7 +96,7 @@ fn condition(rng: &mut StdRng) -> Condition {
                 _ => CATEGORIES[rng.random_range(0..CATEGORIES.len())][..2].to_string(),
             })],
             Op::Match => {
-                let n = rng.random_range(1..3);
+                let n = rng.random_range(1..4);
                 let w: Vec<&str> = (0..n).map(|_| WORDS[rng.random_range(0..WORDS.len())]).collect();
                 vec![Literal::Text(w.join(" ").to_uppercase())]
             }
