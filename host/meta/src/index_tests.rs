@@ -152,3 +152,23 @@ async fn a_group_of_words_gives_the_versions_holding_all_of_them() {
         assert_eq!(ids.count as usize, want.len(), "{ws:?}");
     }
 }
+
+/// Every connection, reads and writes, plans without looking at bound
+/// values, so a page's `LIMIT ?` does not make SQLite prepare its
+/// statement again.
+#[tokio::test]
+async fn every_connection_has_stable_plans() {
+    async fn stable(pool: &sqlx::SqlitePool) -> bool {
+        use libsqlite3_sys::{SQLITE_DBCONFIG_ENABLE_QPSG, sqlite3_db_config};
+        let mut conn = pool.acquire().await.unwrap();
+        let mut handle = conn.lock_handle().await.unwrap();
+        let mut on: std::ffi::c_int = -1;
+        // SAFETY: an open connection; -1 asks for the setting, written to `on`.
+        let rc = unsafe { sqlite3_db_config(handle.as_raw_handle().as_ptr(), SQLITE_DBCONFIG_ENABLE_QPSG, -1, &mut on as *mut _) };
+        rc == 0 && on == 1
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = MetaStore::open(MetaOptions { dir: Some(dir.path().to_path_buf()), ..MetaOptions::in_memory() }).await.unwrap();
+    let memory = MetaStore::open(MetaOptions::in_memory()).await.unwrap();
+    assert!(stable(&file.write).await && stable(&file.read).await && stable(&memory.write).await);
+}
