@@ -174,15 +174,12 @@ async fn fetch(conn: &mut SqliteConnection, sql: String, binds: Vec<Bind>) -> Re
 /// The live objects of `bucket` among versions `ids`, in the order of
 /// `ids`; versions no longer live are left out.
 pub async fn live_in_order(conn: &mut SqliteConnection, bucket: &str, ids: &[i64]) -> Result<Vec<ObjectRecord>, MetaError> {
-    let sql = format!(
+    let sql = super::sql::records_sql(&format!(
         "SELECT {COLUMNS} FROM json_each(?) c CROSS JOIN objects o ON o.version_id = c.value \
          CROSS JOIN versions v ON v.id = o.version_id WHERE o.bucket = ?"
-    );
+    ));
     let json = serde_json::to_string(ids).map_err(|e| MetaError::Db(Box::new(e)))?;
-    let mut found = std::collections::HashMap::new();
-    for row in fetch(conn, sql, vec![Bind::Text(json), Bind::Text(bucket.into())]).await? {
-        let id: i64 = row.try_get("id")?;
-        found.insert(id, record(&row, Some(id))?);
-    }
+    let row = query(sql, vec![Bind::Text(json), Bind::Text(bucket.into())]).fetch_one(conn).await?;
+    let mut found: std::collections::HashMap<i64, ObjectRecord> = super::sql::live_records(&row)?.into_iter().collect();
     Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
 }

@@ -7,7 +7,7 @@ use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
 use sqlx::{Connection as _, Row};
 
 use super::clock::{Clock, now_ms};
-use super::{Bucket, Deleted, Identity, MetaError, MetaStats, ObjectRecord};
+use super::{Attributes, Bucket, Deleted, Identity, MetaError, MetaStats, ObjectRecord};
 use strata_store::Digest;
 
 pub struct Policy<'a> {
@@ -62,6 +62,52 @@ const LATEST: &str = "SELECT v.id, v.bucket, v.key, v.version, v.stamp, v.digest
      v.content_type, v.attributes, v.created_ms, v.modified_ms \
      FROM objects o JOIN versions v ON v.id = o.version_id \
      WHERE o.bucket = ? AND o.key = ?";
+
+/// A page of live records as one JSON array built by SQLite, for `inner`: a
+/// SELECT of the record columns under their own names. One value crosses
+/// from SQLite's thread instead of eleven per row, each of which sqlx
+/// copies (with an allocation) before it is decoded: at a page of 1,000
+/// those copies were a third of the server's time.
+pub(super) fn records_sql(inner: &str) -> String {
+    format!(
+        "SELECT json_group_array(json_array(id, bucket, key, version, stamp, hex(digest), size, \
+         content_type, json(attributes), created_ms, modified_ms)) AS records FROM ({inner})"
+    )
+}
+
+/// The records of a [`records_sql`] row (each its key's live version), in
+/// the order SQLite aggregated them, which is not promised: callers order
+/// them.
+pub(super) fn live_records(row: &SqliteRow) -> Result<Vec<(i64, ObjectRecord)>, MetaError> {
+    type Columns = (i64, String, String, String, i64, Option<String>, i64, String, Attributes, i64, i64);
+    let json: String = row.try_get("records")?;
+    let rows: Vec<Columns> = serde_json::from_str(&json).map_err(|e| MetaError::Db(Box::new(e)))?;
+    rows.into_iter()
+        .map(|(id, bucket, key, version, stamp, digest, size, content_type, attributes, created_ms, modified_ms)| {
+            let digest = digest
+                .map(|h| {
+                    let mut d = [0u8; 32];
+                    hex::decode_to_slice(&h, &mut d).map(|()| Digest(d))
+                })
+                .transpose()
+                .map_err(|_| MetaError::Db("a digest in the database is not 32 bytes".into()))?;
+            let record = ObjectRecord {
+                bucket,
+                key,
+                version,
+                stamp: stamp as u64,
+                digest,
+                size: size as u64,
+                content_type,
+                attributes,
+                created_ms,
+                modified_ms,
+                latest: true,
+            };
+            Ok((id, record))
+        })
+        .collect()
+}
 
 pub(super) fn record(row: &SqliteRow, newest_id: Option<i64>) -> Result<ObjectRecord, MetaError> {
     let digest: Option<Vec<u8>> = row.try_get("digest")?;
@@ -333,22 +379,27 @@ fn key_range<'a>(prefix: &'a str, after: Option<&'a str>) -> (&'a str, String) {
 
 pub async fn list(pool: &SqlitePool, bucket: &str, prefix: &str, after: Option<&str>, limit: u32) -> Result<Vec<ObjectRecord>, MetaError> {
     let (lower, upper) = key_range(prefix, after);
-    let rows = sqlx::query(
+    let sql = records_sql(
         "SELECT v.id, v.bucket, v.key, v.version, v.stamp, v.digest, v.size, \
          v.content_type, v.attributes, v.created_ms, v.modified_ms \
          FROM objects o JOIN versions v ON v.id = o.version_id \
          WHERE o.bucket = ? AND o.key >= ? AND o.key < ? AND (? IS NULL OR o.key > ?) \
          ORDER BY o.key LIMIT ?",
-    )
-    .bind(bucket)
-    .bind(lower)
-    .bind(&upper)
-    .bind(after)
-    .bind(after)
-    .bind(limit as i64)
-    .fetch_all(pool)
-    .await?;
-    latest_records(&rows)
+    );
+    // Fixed text: the values are bound.
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(bucket)
+        .bind(lower)
+        .bind(&upper)
+        .bind(after)
+        .bind(after)
+        .bind(limit as i64)
+        .fetch_one(pool)
+        .await?;
+    let mut records: Vec<ObjectRecord> = live_records(&row)?.into_iter().map(|(_, r)| r).collect();
+    // SQLite compares keys bytewise, as `str` does.
+    records.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+    Ok(records)
 }
 
 /// Rows that are each their key's newest version.
