@@ -99,8 +99,9 @@ impl Candidates {
     /// A compound SELECT of two columns: `id`, and `key` (the version's
     /// key, none only for a term whose version is gone). With `all`, the
     /// unions keep duplicates (a version matching several terms): cheaper,
-    /// for a caller that drops them itself.
-    fn sql(&self, binds: &mut Vec<Bind>, all: bool) -> String {
+    /// for a caller that drops them itself. `head` is the newest version id
+    /// of the snapshot the query runs in.
+    fn sql(&self, binds: &mut Vec<Bind>, all: bool, head: i64) -> String {
         let union = if all { " UNION ALL " } else { " UNION " };
         match self {
             Candidates::Index { index, groups } => {
@@ -108,15 +109,23 @@ impl Candidates {
                 for group in groups {
                     parts.push(group_sql(index.id, group, binds));
                 }
-                binds.push(Bind::Int(index.watermark));
-                binds.push(Bind::Text(index.bucket.clone()));
-                // `+bucket`: walk the rowid range above the watermark, never the
-                // bucket's whole (bucket, key) index.
-                parts.push("SELECT id, key FROM versions WHERE id > ? AND +bucket = ? AND +digest IS NOT NULL".into());
+                // The versions the index has yet to take in, when there are
+                // any: an empty tail still costs every term row a pass
+                // through the compound (twice the time of a range read).
+                if index.watermark < head {
+                    binds.push(Bind::Int(index.watermark));
+                    binds.push(Bind::Text(index.bucket.clone()));
+                    // `+bucket`: walk the rowid range above the watermark, never the
+                    // bucket's whole (bucket, key) index.
+                    parts.push("SELECT id, key FROM versions WHERE id > ? AND +bucket = ? AND +digest IS NOT NULL".into());
+                }
+                if parts.is_empty() {
+                    return "SELECT NULL AS id, NULL AS key WHERE 0".into();
+                }
                 parts.join(union)
             }
             Candidates::And(all_of) => {
-                let each: Vec<String> = all_of.iter().map(|c| format!("SELECT id, key FROM ({})", c.sql(binds, all))).collect();
+                let each: Vec<String> = all_of.iter().map(|c| format!("SELECT id, key FROM ({})", c.sql(binds, all, head))).collect();
                 each.join(" INTERSECT ")
             }
             Candidates::Ids(json) => {
@@ -124,7 +133,7 @@ impl Candidates {
                 "SELECT v.id AS id, v.key AS key FROM json_each(?) c CROSS JOIN versions v ON v.id = c.value".into()
             }
             Candidates::Or(any) => {
-                let each: Vec<String> = any.iter().map(|c| format!("SELECT id, key FROM ({})", c.sql(binds, all))).collect();
+                let each: Vec<String> = any.iter().map(|c| format!("SELECT id, key FROM ({})", c.sql(binds, all, head))).collect();
                 each.join(union)
             }
         }
@@ -288,11 +297,15 @@ fn resolve(conn: &mut SqliteConnection, c: Candidates) -> Resolved<'_> {
     })
 }
 
-/// Up to `limit` ids of the candidate set, in one row.
+/// Up to `limit` ids of the candidate set, in one row. Like
+/// [`candidate_keys`], it runs in a read transaction: the newest id it
+/// reads first must be of the snapshot the candidates come from.
 pub async fn candidate_ids(conn: &mut SqliteConnection, c: &Candidates, limit: u32) -> Result<CandidateIds, MetaError> {
     let c = &resolve(&mut *conn, c.clone()).await?;
+    let head = head(&mut *conn).await?;
     let mut binds = Vec::new();
-    let sql = format!("SELECT count(*) AS n, json_group_array(id) AS ids FROM (SELECT id FROM ({}) LIMIT ?)", c.sql(&mut binds, false));
+    let sql =
+        format!("SELECT count(*) AS n, json_group_array(id) AS ids FROM (SELECT id FROM ({}) LIMIT ?)", c.sql(&mut binds, false, head));
     binds.push(Bind::Int(limit as i64));
     let row = query(sql, binds).fetch_one(conn).await?;
     Ok(CandidateIds { count: row.try_get::<i64, _>("n")? as u64, json: row.try_get("ids")? })
@@ -315,7 +328,7 @@ pub struct CandidateKeys {
 /// its own objects, not every candidate's; SQLite keeps the first `take` as
 /// it reads (a top-N sort), so only those cross to this side. `after` is a
 /// key and id; a key alone (a page's cursor) is `(key, None)`: past every
-/// version of it.
+/// version of it. `conn` is in a read transaction (a [`crate::View`]).
 pub async fn candidate_keys(
     conn: &mut SqliteConnection,
     c: &Candidates,
@@ -325,12 +338,13 @@ pub async fn candidate_keys(
     take: u32,
 ) -> Result<CandidateKeys, MetaError> {
     let c = &resolve(&mut *conn, c.clone()).await?;
+    let head = head(&mut *conn).await?;
     // The candidates are read twice, to count them and to keep the first:
     // two streaming reads of the terms cost less than one set of them
     // built in a temporary table.
     let mut binds = Vec::new();
     let select = |binds: &mut Vec<Bind>| {
-        let mut sql = format!("SELECT id, key FROM ({}) WHERE key IS NOT NULL", c.sql(binds, true));
+        let mut sql = format!("SELECT id, key FROM ({}) WHERE key IS NOT NULL", c.sql(binds, true, head));
         if let Some((key, id)) = after {
             sql.push_str(if descending { " AND (key, id) < (?, ?)" } else { " AND (key, id) > (?, ?)" });
             binds.push(Bind::Text(key.into()));
