@@ -93,6 +93,10 @@ async fn buckets_and_errors() {
     assert!(err.contains("strata serve"), "{err}");
     let err = fails(&s.cli(&["get", "k", "--range", "9-1"]));
     assert!(err.contains("--range"), "{err}");
+    let err = fails(&s.cli(&["search", "--sort", "-"]));
+    assert!(err.contains("names no field"), "{err}");
+    let err = fails(&crate::common::cli(&s.url, &["put", "k\u{10FFFF}"], Some(b"1")));
+    assert!(err.contains("U+10FFFF") && !err.contains("control"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

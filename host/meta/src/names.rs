@@ -25,11 +25,26 @@ pub fn key(key: &str, max: usize) -> Result<(), String> {
     if key.len() > max {
         return Err(format!("the key is {} bytes long; the limit is {max}", key.len()));
     }
-    if let Some(c) = key.chars().find(|c| c.is_control() || *c == '\u{10FFFF}') {
+    if let Some(c) = key.chars().find(|c| c.is_control()) {
         return Err(format!("the key contains the control character {c:?}; remove it"));
+    }
+    // Listings bound a prefix's keys by `prefix + U+10FFFF`.
+    if key.contains('\u{10FFFF}') {
+        return Err("the key contains U+10FFFF, which keys may not hold (it bounds prefix listings); remove it".into());
     }
     if key.split('/').any(|seg| seg == ".." || seg == ".") {
         return Err(format!("the key {key:?} has a '.' or '..' path segment; remove it"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_key_error_names_what_to_remove() {
+        assert!(super::key("a\u{7}b", 1024).unwrap_err().contains("control character"));
+        let e = super::key("a\u{10FFFF}", 1024).unwrap_err();
+        assert!(e.contains("U+10FFFF") && !e.contains("control"), "{e}");
+        assert!(super::key("a/\u{10FFFD}/ü", 1024).is_ok());
+    }
 }

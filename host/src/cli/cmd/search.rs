@@ -31,6 +31,7 @@ pub async fn run(c: &mut Client, args: SearchArgs, allow_partial: bool) -> anyho
         },
     };
     let (sort, descending) = match sort.as_deref() {
+        Some("-") => bail!("--sort - names no field: give one after the '-' (--sort -size)"),
         Some(s) => s.strip_prefix('-').map_or((s.to_string(), false), |f| (f.to_string(), true)),
         None => (String::new(), false),
     };
