@@ -82,11 +82,11 @@ pub async fn open_objects(config: &Config, check: bool) -> anyhow::Result<Arc<Ob
         objects.set_tiers(crate::objects::Tiers::new(tiers, config.tiering.cache_size.0));
     }
     // Blobs on a tier no longer configured cannot be read here.
-    for t in objects.meta().tier_totals().await? {
-        if t.tier != crate::meta::tiers::LOCAL && t.blobs > 0 && !config.tiers.iter().any(|c| c.name == t.tier) {
+    for (tier, blobs) in objects.meta().remote_tiers().await? {
+        if !config.tiers.iter().any(|c| c.name == tier) {
             warn!(
-                tier = %t.tier,
-                blobs = t.blobs,
+                tier = %tier,
+                blobs,
                 "blobs are on a tier that is not in [[tiers]]: they cannot be read until it is configured again"
             );
         }
