@@ -172,3 +172,47 @@ async fn every_connection_has_stable_plans() {
     let memory = MetaStore::open(MetaOptions::in_memory()).await.unwrap();
     assert!(stable(&file.write).await && stable(&file.read).await && stable(&memory.write).await);
 }
+
+/// Fails for batches of more than `max` objects (as a plugin past its
+/// deadline does on many large ones), and always for `c` = "bad".
+struct Picky {
+    max: usize,
+}
+
+impl TermMaker for Picky {
+    fn terms(&self, index: &IndexDef, records: &[ObjectRecord]) -> Result<Vec<Vec<Vec<u8>>>, String> {
+        if records.len() > self.max {
+            return Err(format!("{} objects ran past the deadline", records.len()));
+        }
+        if records.iter().any(|r| r.attributes["c"] == "bad") {
+            return Err("bad object".into());
+        }
+        ByC.terms(index, records)
+    }
+}
+
+/// A batch the plugin cannot finish is split until it passes: the backfill
+/// ends instead of failing at the same place for ever. One object that
+/// fails alone keeps the index behind, with the reason.
+#[tokio::test]
+async fn a_backfill_that_fails_in_big_batches_goes_on_in_smaller_ones() {
+    let meta = MetaStore::open(MetaOptions { indexing: IndexingMode::Lazy, ..MetaOptions::in_memory() }).await.unwrap();
+    meta.set_term_maker(Arc::new(Picky { max: 5 }));
+    let items: Vec<NewVersion> = (0..40).map(|i| put(&format!("k{i:02}"), "x", i as u8)).collect();
+    for r in meta.commit_puts(&items).await.unwrap() {
+        r.unwrap();
+    }
+    meta.create_index("default", "c", &["c".into()], "test").await.unwrap();
+    meta.catch_up_indexes(64).await.unwrap();
+    let ix = meta.list_indexes().await.unwrap().pop().unwrap();
+    assert!(ix.ready && ix.error.is_none() && ix.lag(meta.head().await.unwrap()) == 0, "{ix:?}");
+
+    for r in meta.commit_puts(&[put("a", "x", 50), put("b", "bad", 51), put("c", "x", 52)]).await.unwrap() {
+        r.unwrap();
+    }
+    meta.catch_up_indexes(64).await.unwrap();
+    meta.catch_up_indexes(64).await.unwrap();
+    let ix = meta.list_indexes().await.unwrap().pop().unwrap();
+    assert_eq!(ix.error.as_deref(), Some("bad object"));
+    assert_eq!(ix.lag(meta.head().await.unwrap()), 2, "stopped at the bad object: {ix:?}");
+}

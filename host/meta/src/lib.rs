@@ -34,7 +34,7 @@ mod sql;
 pub mod tiers;
 mod view;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -349,6 +349,9 @@ pub struct MetaStore {
     index_wake: tokio::sync::Notify,
     /// An index was dropped since the last sweep.
     index_dropped: std::sync::atomic::AtomicBool,
+    /// Per index, the batch its catch-up last got through when a bigger one
+    /// failed (a plugin past its deadline on many large objects).
+    index_batches: std::sync::Mutex<HashMap<i64, u32>>,
     /// Keys found with siblings as versions were recorded.
     conflicts: lineage::Conflicts,
 }
@@ -394,6 +397,7 @@ impl MetaStore {
             terms: OnceLock::new(),
             index_wake: tokio::sync::Notify::new(),
             index_dropped: Default::default(),
+            index_batches: Default::default(),
             conflicts: Default::default(),
         }))
     }
@@ -960,14 +964,32 @@ impl MetaStore {
         let head = index::head(&self.read).await?;
         // An index already at the newest version needs no write transaction.
         for d in index::list(&self.write).await?.into_iter().filter(|d| d.watermark < head) {
+            let remembered = self.index_batches.lock().unwrap_or_else(|p| p.into_inner()).get(&d.id).copied();
+            let mut size = remembered.unwrap_or(batch).clamp(1, batch);
             loop {
                 let mut conn = self.write.acquire().await?;
                 let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 let Some(now) = index::get_on(&mut tx, d.id).await? else { break };
-                let step = index::catch_up(&mut tx, &**maker, &now, batch).await?;
+                let step = index::catch_up(&mut tx, &**maker, &now, size).await?;
                 tx.commit().await?;
                 read += step.read;
-                if step.current || step.failed {
+                if step.failed {
+                    // A batch the plugin could not finish (its deadline, its
+                    // memory) may pass in halves; an object that fails alone
+                    // keeps the index behind (and says why) until it changes.
+                    self.index_batches.lock().unwrap_or_else(|p| p.into_inner()).insert(d.id, (size / 2).max(1));
+                    if size == 1 {
+                        break;
+                    }
+                    size /= 2;
+                    continue;
+                }
+                if size < batch {
+                    // Through: the batch grows back.
+                    size = (size * 2).min(batch);
+                    self.index_batches.lock().unwrap_or_else(|p| p.into_inner()).insert(d.id, size);
+                }
+                if step.current {
                     break;
                 }
                 tokio::task::yield_now().await;
