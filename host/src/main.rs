@@ -3,12 +3,6 @@
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-/// mimalloc instead of glibc's malloc: a page of 1,000 objects allocates
-/// per row and per value, and glibc's `malloc_consolidate` and free-list
-/// walks took about a quarter of the server's time listing one.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// The status a shell shows for a process ended by SIGPIPE.
 const BROKEN_PIPE: i32 = 128 + 13;
 
