@@ -166,6 +166,23 @@ async fn listing_pages_through_prefixes() {
     assert_eq!(keys, want);
 }
 
+/// A page larger than the server reads at once (1,000 records) is read in
+/// chunks: nothing lost or repeated where they meet.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_page_of_thousands_is_whole() {
+    let s = TestServer::start("");
+    let mut c = s.client().await;
+    let items: Vec<pb::PutManyItem> =
+        (0..2500).map(|i| pb::PutManyItem { header: Some(header(&format!("k/{i:04}"))), data: vec![1].into() }).collect();
+    assert!(put_many(&mut c, items).await.iter().all(|r| r.error.is_empty()));
+    let page = c.list(pb::ListRequest { limit: 2100, ..Default::default() }).await.unwrap().into_inner();
+    assert_eq!(page.objects.len(), 2100);
+    let rest = c.list(pb::ListRequest { limit: 2100, page_token: page.next_page_token, ..Default::default() }).await.unwrap().into_inner();
+    assert!(rest.next_page_token.is_empty());
+    let keys: Vec<String> = page.objects.into_iter().chain(rest.objects).map(|o| o.key).collect();
+    assert_eq!(keys, (0..2500).map(|i| format!("k/{i:04}")).collect::<Vec<_>>());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn buckets_separate_keys() {
     let s = TestServer::start("");

@@ -6,6 +6,8 @@ use crate::service::ObjectService;
 
 const DEFAULT_LIMIT: u32 = 1000;
 const MAX_LIMIT: u32 = 10_000;
+/// Records read from the service at a time for one page.
+const CHUNK: u32 = 1000;
 
 pub async fn handle_list(service: &dyn ObjectService, limits: &Limits, req: pb::ListRequest) -> Result<pb::ListResponse, ApiError> {
     let bucket = validate::bucket(&req.bucket)?;
@@ -21,8 +23,29 @@ pub async fn handle_list(service: &dyn ObjectService, limits: &Limits, req: pb::
         let raw = hex::decode(&req.page_token).map_err(|_| invalid("page_token is not one this server issued"))?;
         Some(String::from_utf8(raw).map_err(|_| invalid("page_token is not one this server issued"))?)
     };
-    let listed = service.list(&bucket, &req.prefix, after.as_deref(), limit + 1).await?;
-    let mut objs = listed.value;
+    // Read in chunks, and stop once the page is over the reply's size
+    // limit: a page of 10,000 large records cut to a few hundred by that
+    // limit must not hold all 10,000 first.
+    let mut objs = Vec::new();
+    let mut missing = Vec::new();
+    let mut read_bytes = 0;
+    let mut from = after;
+    loop {
+        let want = (limit + 1 - objs.len() as u32).min(CHUNK);
+        let listed = service.list(&bucket, &req.prefix, from.as_deref(), want).await?;
+        for m in listed.missing {
+            if !missing.contains(&m) {
+                missing.push(m);
+            }
+        }
+        let got = listed.value.len() as u32;
+        read_bytes += listed.value.iter().map(|o| o.reply_bytes()).sum::<usize>();
+        from = listed.value.last().map(|o| o.key.clone());
+        objs.extend(listed.value);
+        if got < want || objs.len() as u32 > limit || read_bytes > limits.max_reply_bytes {
+            break;
+        }
+    }
     // A page also ends before it would pass the reply's size limit.
     let mut bytes = 0;
     let fits = objs
@@ -39,7 +62,7 @@ pub async fn handle_list(service: &dyn ObjectService, limits: &Limits, req: pb::
     } else {
         String::new()
     };
-    Ok(pb::ListResponse { objects: objs.iter().map(object_info).collect(), next_page_token, missing: listed.missing })
+    Ok(pb::ListResponse { objects: objs.iter().map(object_info).collect(), next_page_token, missing })
 }
 
 pub async fn handle_list_versions(
