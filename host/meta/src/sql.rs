@@ -84,13 +84,7 @@ pub(super) fn live_records(row: &SqliteRow) -> Result<Vec<(i64, ObjectRecord)>, 
     let rows: Vec<Columns> = serde_json::from_str(&json).map_err(|e| MetaError::Db(Box::new(e)))?;
     rows.into_iter()
         .map(|(id, bucket, key, version, stamp, digest, size, content_type, attributes, created_ms, modified_ms)| {
-            let digest = digest
-                .map(|h| {
-                    let mut d = [0u8; 32];
-                    hex::decode_to_slice(&h, &mut d).map(|()| Digest(d))
-                })
-                .transpose()
-                .map_err(|_| MetaError::Db("a digest in the database is not 32 bytes".into()))?;
+            let digest = digest.map(|h| hex::decode(h).map_err(|e| MetaError::Db(Box::new(e))).and_then(digest_of)).transpose()?;
             let record = ObjectRecord {
                 bucket,
                 key,
@@ -111,10 +105,7 @@ pub(super) fn live_records(row: &SqliteRow) -> Result<Vec<(i64, ObjectRecord)>, 
 
 pub(super) fn record(row: &SqliteRow, newest_id: Option<i64>) -> Result<ObjectRecord, MetaError> {
     let digest: Option<Vec<u8>> = row.try_get("digest")?;
-    let digest = digest
-        .map(|d| d.try_into().map(Digest))
-        .transpose()
-        .map_err(|_| MetaError::Db("a digest in the database is not 32 bytes".into()))?;
+    let digest = digest.map(digest_of).transpose()?;
     let attributes: String = row.try_get("attributes")?;
     let id: i64 = row.try_get("id")?;
     Ok(ObjectRecord {

@@ -25,12 +25,14 @@ pub async fn handle_list(service: &dyn ObjectService, limits: &Limits, req: pb::
     };
     // Read in chunks, and stop once the page is over the reply's size
     // limit: a page of 10,000 large records cut to a few hundred by that
-    // limit must not hold all 10,000 first.
+    // limit must not hold all 10,000 first. `fits`: the records before the
+    // one that passes the limit (at least one, so a page always moves on).
     let mut objs = Vec::new();
     let mut missing = Vec::new();
-    let mut read_bytes = 0;
+    let mut bytes = 0;
+    let mut fits = None;
     let mut from = after;
-    loop {
+    while fits.is_none() {
         let want = (limit + 1 - objs.len() as u32).min(CHUNK);
         let listed = service.list(&bucket, &req.prefix, from.as_deref(), want).await?;
         for m in listed.missing {
@@ -39,22 +41,21 @@ pub async fn handle_list(service: &dyn ObjectService, limits: &Limits, req: pb::
             }
         }
         let got = listed.value.len() as u32;
-        read_bytes += listed.value.iter().map(|o| o.reply_bytes()).sum::<usize>();
         from = listed.value.last().map(|o| o.key.clone());
-        objs.extend(listed.value);
-        if got < want || objs.len() as u32 > limit || read_bytes > limits.max_reply_bytes {
+        for o in listed.value {
+            if fits.is_none() {
+                bytes += o.reply_bytes();
+                if bytes > limits.max_reply_bytes {
+                    fits = Some(objs.len().max(1));
+                }
+            }
+            objs.push(o);
+        }
+        if got < want || objs.len() as u32 > limit {
             break;
         }
     }
-    // A page also ends before it would pass the reply's size limit.
-    let mut bytes = 0;
-    let fits = objs
-        .iter()
-        .position(|o| {
-            bytes += o.reply_bytes();
-            bytes > limits.max_reply_bytes
-        })
-        .map_or(objs.len(), |i| i.max(1));
+    let fits = fits.unwrap_or(objs.len());
     let keep = fits.min(limit as usize);
     let next_page_token = if objs.len() > keep {
         objs.truncate(keep);
